@@ -1,0 +1,67 @@
+"""Parameter and array validation shared by the metric functions.
+
+Messages follow scikit-learn's form: they name the parameter, the function, the allowed range and the
+value received, so that a one-line error at the command line is enough to fix the call.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+# Rows checked for NaN/Inf per step: bounds the temporary boolean array to a few MB.
+_FINITE_CHECK_ROWS = 4096
+
+
+def check_int(value, name: str, func: str, low: int = 1) -> int:
+    """Return ``value`` as an int, or raise ValueError if it is not an int >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(
+            f"The '{name}' parameter of {func} must be an int in the range [{low}, inf). "
+            f"Got {value!r} instead."
+        )
+    return int(value)
+
+
+def check_choice(value, name: str, func: str, choices) -> str:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(
+            f"The '{name}' parameter of {func} must be one of {allowed}. Got {value!r} instead."
+        )
+    return value
+
+
+def as_feature_matrix(array, name: str) -> np.ndarray:
+    """Validate a feature array and return it as a C-contiguous float32 array of shape (n, dim).
+
+    Accepts any real numeric dtype (integers, float16/32/64). float32 input that is already
+    C-contiguous is returned without a copy. Raises ValueError naming ``name`` for a wrong rank,
+    an empty set, a non-numeric dtype, NaN/Inf values, or values too large for float32 distances.
+    """
+    if hasattr(array, "detach"):  # a torch tensor
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    if array.dtype == np.bool_ or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise ValueError(f"{name}: expected a numeric feature array, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name}: expected a 2-D feature array of shape (n_samples, dim), got shape {array.shape}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name}: the feature array is empty (shape {array.shape})")
+    if np.issubdtype(array.dtype, np.floating):
+        for start in range(0, array.shape[0], _FINITE_CHECK_ROWS):
+            block = array[start:start + _FINITE_CHECK_ROWS]
+            if not np.isfinite(block).all():
+                bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+                raise ValueError(f"{name}: row {bad} contains NaN or Inf values")
+    with np.errstate(over="ignore"):
+        features = np.ascontiguousarray(array, dtype=np.float32)
+    if array.dtype.itemsize > 4 and np.issubdtype(array.dtype, np.floating):
+        for start in range(0, features.shape[0], _FINITE_CHECK_ROWS):
+            if not np.isfinite(features[start:start + _FINITE_CHECK_ROWS]).all():
+                raise ValueError(f"{name}: feature values overflow float32; rescale the features")
+    return features

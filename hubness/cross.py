@@ -1,0 +1,174 @@
+"""One pass over real x fake distance tiles that feeds every cross metric at once.
+
+For each tile the float32 screen is computed once (:func:`hubness.distances.sq_dist_tile`), the
+entries within the screening band of a threshold or of zero are re-measured exactly, and then each
+requested reduction reads the same tile:
+
+====================  ==========================================  ==========  ===========
+quantity              reduction over the tile                      boundary    radii
+====================  ==========================================  ==========  ===========
+in_real (precision)   any over real i of d2 <= r_i^2                ``<=``      real, k
+in_fake (recall)      any over fake j of d2 <= s_j^2                ``<=``      fake, k
+density_count         sum over real i of d2 < r_i^2                 ``<``       real, dc_k
+nn_fake_sq (coverage) min over fake j of d2                         (``<`` later) real, dc_k
+realism_sq            max over real i of rt_i^2 / d2                --          real, k, pruned
+rarity_sq             min over real i with d2 < r_i^2 of r_i^2      ``<``       real, k
+epr flags             as precision/recall, hub balls and hubs only  ``<=``      as above
+====================  ==========================================  ==========  ===========
+
+The pass can be restricted to a subset of rows and columns (eP&R alone: real hubs x fake hubs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .distances import blocks, exact_matmul, refine_tile, screen_eps, sq_dist_tile, tile_side
+
+
+@dataclass
+class CrossInputs:
+    """What the cross pass computes; every array is indexed like the full real/fake sets.
+
+    Squared radii are float64 (exact); they are rounded to float32 here, as are the refined
+    distances, so equal float64 values compare equal.
+    """
+
+    real_sq_radii: np.ndarray | None = None          # (N,) r_i^2 at k: precision, rarity, eP&R
+    fake_sq_radii: np.ndarray | None = None          # (M,) s_j^2 at k: recall, eP&R
+    precision: bool = False                          # -> in_real
+    recall: bool = False                             # -> in_fake
+    rarity: bool = False                             # -> rarity_sq
+    real_sq_radii_dc: np.ndarray | None = None       # (N,) r_i^2 at dc_k: density, coverage
+    real_sq_radii_realism: np.ndarray | None = None  # (N,) rt_i^2 (0 = pruned): realism
+    real_hubs: np.ndarray | None = None              # (N,) bool: eP&R precision flags in a full pass
+    fake_hubs: np.ndarray | None = None              # (M,) bool: eP&R recall flags in a full pass
+
+
+@dataclass
+class CrossResult:
+    """Per-sample reductions of the pass (numpy, full-length; entries outside the subset untouched)."""
+
+    in_real: np.ndarray | None = None        # (M,) bool
+    in_fake: np.ndarray | None = None        # (N,) bool
+    density_count: np.ndarray | None = None  # (M,) int64
+    nn_fake_sq: np.ndarray | None = None     # (N,) float32
+    realism_sq: np.ndarray | None = None     # (M,) float32 (inf when a fake sits on a kept real)
+    rarity_sq: np.ndarray | None = None      # (M,) float32 (inf when outside every real ball)
+    in_real_hub_ball: np.ndarray | None = None  # (M,) bool
+    in_fake_hub_ball: np.ndarray | None = None  # (N,) bool
+    refined: int = 0
+    stats: dict = field(default_factory=dict)
+
+
+def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor, fake_norms: torch.Tensor,
+               inputs: CrossInputs, *, memory_budget: int, real_rows: np.ndarray | None = None,
+               fake_cols: np.ndarray | None = None, progress: bool | None = None) -> CrossResult:
+    """Run the tiled real x fake pass (see the module docstring for what each reduction is).
+
+    ``real_rows`` / ``fake_cols`` (int arrays) restrict the pass to those samples; the default is all.
+    """
+    dev = real.device
+    n_real, dim = real.shape
+    n_fake = fake.shape[0]
+    rows_all = _index(real_rows, n_real, dev)
+    cols_all = _index(fake_cols, n_fake, dev)
+
+    def t(a, dtype=torch.float32):
+        return None if a is None else torch.as_tensor(np.asarray(a)).to(dev, dtype)
+
+    r_pr, s_pr = t(inputs.real_sq_radii), t(inputs.fake_sq_radii)
+    r_dc, r_rt = t(inputs.real_sq_radii_dc), t(inputs.real_sq_radii_realism)
+    # eP&R in a full pass: a ball that is not a hub's contains nothing (threshold -1 < 0 <= d2)
+    r_hub = None if inputs.real_hubs is None else torch.where(t(inputs.real_hubs, torch.bool), r_pr, -1.0)
+    s_hub = None if inputs.fake_hubs is None else torch.where(t(inputs.fake_hubs, torch.bool), s_pr, -1.0)
+    use_r = inputs.precision or inputs.rarity or r_hub is not None
+    use_s = inputs.recall or s_hub is not None
+    row_thresholds = ([r_pr] if use_r else []) + ([r_dc] if r_dc is not None else [])
+    col_thresholds = [s_pr] if use_s else []
+
+    res = CrossResult()
+    zeros = lambda n, dtype, fill=0: torch.full((n,), fill, dtype=dtype, device=dev)  # noqa: E731
+    in_real = zeros(n_fake, torch.bool) if inputs.precision else None
+    in_fake = zeros(n_real, torch.bool) if inputs.recall else None
+    dens = zeros(n_fake, torch.int64) if r_dc is not None else None
+    nn_fake = zeros(n_real, torch.float32, float("inf")) if r_dc is not None else None
+    realism = zeros(n_fake, torch.float32) if r_rt is not None else None
+    rarity = zeros(n_fake, torch.float32, float("inf")) if inputs.rarity else None
+    in_rhub = zeros(n_fake, torch.bool) if r_hub is not None else None
+    in_fhub = zeros(n_real, torch.bool) if s_hub is not None else None
+
+    eps = screen_eps(dim)
+    side = tile_side(dim, memory_budget)
+    row_parts = list(blocks(rows_all.numel(), side))
+    col_parts = list(blocks(cols_all.numel(), side))
+    refined = 0
+    with exact_matmul(), torch.inference_mode(), \
+            tqdm(total=len(row_parts) * len(col_parts), desc="real x fake", unit="tile",
+                 disable=None if progress is None else not progress, leave=False) as bar:
+        for rp in row_parts:
+            ri = rows_all[rp]
+            a, na = _take(real, ri), real_norms[ri]
+            rc = lambda v: None if v is None else v[ri][:, None]  # noqa: E731
+            r_pr_b, r_dc_b, r_rt_b, r_hub_b = rc(r_pr), rc(r_dc), rc(r_rt), rc(r_hub)
+            for cp in col_parts:
+                cj = cols_all[cp]
+                b, nb = _take(fake, cj), fake_norms[cj]
+                d2 = sq_dist_tile(a, b, na, nb)
+                # screening band: re-measure exactly what float32 error could decide
+                tol = eps * (float(na.max()) + float(nb.max()))
+                near = d2 <= tol
+                for thr in [v[ri][:, None] for v in row_thresholds] + [v[cj][None, :] for v in col_thresholds]:
+                    near |= (d2 - thr).abs_() <= tol
+                refined += refine_tile(d2, near, a, b)
+                del near
+
+                if in_real is not None:
+                    in_real[cj] |= (d2 <= r_pr_b).any(dim=0)
+                if rarity is not None:
+                    cand = torch.where(d2 < r_pr_b, r_pr_b, float("inf")).amin(dim=0)
+                    rarity[cj] = torch.minimum(rarity[cj], cand)
+                    del cand
+                if in_fake is not None:
+                    in_fake[ri] |= (d2 <= s_pr[cj][None, :]).any(dim=1)
+                if r_hub_b is not None:
+                    in_rhub[cj] |= (d2 <= r_hub_b).any(dim=0)
+                if s_hub is not None:
+                    in_fhub[ri] |= (d2 <= s_hub[cj][None, :]).any(dim=1)
+                if r_dc is not None:
+                    dens[cj] += (d2 < r_dc_b).sum(dim=0)
+                    nn_fake[ri] = torch.minimum(nn_fake[ri], d2.amin(dim=1))
+                if r_rt is not None:
+                    ratio = torch.div(r_rt_b, d2)            # rt^2 / d^2; x/0 = inf
+                    ratio.nan_to_num_(nan=0.0, posinf=float("inf"))  # 0/0: a pruned ball at distance 0
+                    realism[cj] = torch.maximum(realism[cj], ratio.amax(dim=0))
+                    del ratio
+                del d2
+                bar.update()
+
+    def out(v):
+        return None if v is None else v.cpu().numpy()
+
+    res.in_real, res.in_fake, res.density_count = out(in_real), out(in_fake), out(dens)
+    res.nn_fake_sq, res.realism_sq, res.rarity_sq = out(nn_fake), out(realism), out(rarity)
+    res.in_real_hub_ball, res.in_fake_hub_ball = out(in_rhub), out(in_fhub)
+    res.refined = refined
+    res.stats = {"tile_side": side, "tiles": len(row_parts) * len(col_parts), "refined_pairs": refined}
+    return res
+
+
+def _index(subset, n, dev) -> torch.Tensor:
+    if subset is None:
+        return torch.arange(n, device=dev)
+    return torch.as_tensor(np.asarray(subset, dtype=np.int64)).to(dev)
+
+
+def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` of ``x``: a view when they are contiguous, else a gathered copy."""
+    if idx.numel() and int(idx[-1]) - int(idx[0]) + 1 == idx.numel():
+        start = int(idx[0])
+        return x[start:start + idx.numel()]
+    return x.index_select(0, idx)

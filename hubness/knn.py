@@ -1,0 +1,143 @@
+"""Exact k-nearest-neighbour structure of one feature set.
+
+One tiled pass over the upper triangle of the set's distance matrix: each off-diagonal tile is
+reduced along its rows *and* its columns, so every product is computed once (half the GEMM work of
+a full N x N pass). Each row keeps a running list of ``k_max + 4`` float32 candidates; at the end the
+candidates are re-measured exactly in float64 (:func:`hubness.distances.exact_sq_dist`) and sorted
+by (distance, index). Self is excluded by index, so a duplicate of a sample is its neighbour at
+distance 0 (DESIGN.md section 2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ._checks import check_int
+from .distances import (DEFAULT_MEMORY_BUDGET, blocks, exact_matmul, exact_sq_dist, resolve_device,
+                        sq_dist_tile, sq_norms, tile_side)
+
+_EXTRA_CANDIDATES = 4
+
+
+@dataclass(frozen=True)
+class NeighborGraph:
+    """The k nearest neighbours of every sample of one set, self excluded.
+
+    Attributes:
+        indices: int64 (n, k_max): neighbour indices, nearest first, ties broken by index.
+        sq_distances: float64 (n, k_max): exact squared distances to those neighbours.
+    """
+
+    indices: np.ndarray
+    sq_distances: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.indices.shape[0]
+
+    @property
+    def k_max(self) -> int:
+        return self.indices.shape[1]
+
+    def _check_k(self, k: int) -> int:
+        k = check_int(k, "k", "NeighborGraph", 1)
+        if k > self.k_max:
+            raise ValueError(f"k={k} exceeds the k_max={self.k_max} this neighbour graph was built with")
+        return k
+
+    def sq_radii(self, k: int) -> np.ndarray:
+        """Squared distance of each sample to its k-th nearest neighbour, float64 (n,)."""
+        return self.sq_distances[:, self._check_k(k) - 1]
+
+    def radii(self, k: int) -> np.ndarray:
+        """Distance of each sample to its k-th nearest neighbour, float64 (n,)."""
+        return np.sqrt(self.sq_radii(k))
+
+    def k_occurrence(self, k: int) -> np.ndarray:
+        """O_k: how many other samples have each sample among their k nearest neighbours, int64 (n,).
+
+        Sums to n * k.
+        """
+        k = self._check_k(k)
+        return np.bincount(self.indices[:, :k].ravel(), minlength=self.n).astype(np.int64)
+
+
+def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                      norms: torch.Tensor | None = None, desc: str = "k-NN",
+                      progress: bool | None = None) -> NeighborGraph:
+    """Exact k nearest neighbours of every row of ``features`` within the same set.
+
+    Args:
+        features: float32 array or tensor (n, dim); validated by the caller (see ``evaluate``).
+        k: number of neighbours kept (>= 1); needs n >= k + 1.
+        device: 'auto', 'cpu', 'cuda' or a torch.device. Same code on every device.
+        memory_budget: bytes for the distance tiles (sets the tile side).
+        norms: precomputed :func:`hubness.distances.sq_norms` of ``features`` (optional).
+        progress: tqdm bar on stderr; None shows it only on a terminal.
+    """
+    k = check_int(k, "k", "nearest_neighbors", 1)
+    dev = resolve_device(device)
+    x = torch.as_tensor(features).to(dev, torch.float32)
+    n, dim = x.shape
+    if n < k + 1:
+        raise ValueError(f"{n} samples are too few for k={k}: the k-th neighbour needs at least {k + 1}")
+    cand = min(k + _EXTRA_CANDIDATES, n - 1)
+    best_d = torch.full((n, cand), float("inf"), dtype=torch.float32, device=dev)
+    best_i = torch.full((n, cand), -1, dtype=torch.int64, device=dev)
+
+    def merge(rows: slice, d: torch.Tensor, offset: int) -> None:
+        # d: (len(rows), width) distances of these rows to columns offset..offset+width
+        kk = min(cand, d.shape[1])
+        vals, idx = torch.topk(d, kk, dim=1, largest=False, sorted=False)
+        all_d = torch.cat([best_d[rows], vals], dim=1)
+        all_i = torch.cat([best_i[rows], idx + offset], dim=1)
+        top_d, pos = torch.topk(all_d, cand, dim=1, largest=False, sorted=False)
+        best_d[rows] = top_d
+        best_i[rows] = torch.gather(all_i, 1, pos)
+
+    with exact_matmul(), torch.inference_mode():
+        norms = sq_norms(x) if norms is None else norms.to(dev)
+        side = tile_side(dim, memory_budget)
+        parts = list(blocks(n, side))
+        total = len(parts) * (len(parts) + 1) // 2
+        with tqdm(total=total, desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
+            for bi, rows in enumerate(parts):
+                for cols in parts[bi:]:
+                    d2 = sq_dist_tile(x[rows], x[cols], norms[rows], norms[cols])
+                    if rows == cols:
+                        d2.fill_diagonal_(float("inf"))
+                        merge(rows, d2, cols.start)
+                    else:
+                        merge(rows, d2, cols.start)
+                        merge(cols, d2.T.contiguous(), rows.start)
+                    bar.update()
+        indices, sq_dist = _refine(x, best_i, k, memory_budget)
+    return NeighborGraph(indices=indices.cpu().numpy(), sq_distances=sq_dist.cpu().numpy())
+
+
+def _refine(x: torch.Tensor, cand_i: torch.Tensor, k: int, memory_budget: int):
+    """Re-measure the candidates exactly, sort by (distance, index), keep the first k."""
+    n, cand = cand_i.shape
+    dim = x.shape[1]
+    out_i = torch.empty((n, k), dtype=torch.int64, device=x.device)
+    out_d = torch.empty((n, k), dtype=torch.float64, device=x.device)
+    step = max(1, memory_budget // (3 * 8 * cand * dim))
+    for start in range(0, n, step):
+        rows = slice(start, min(n, start + step))
+        idx = cand_i[rows]
+        d = exact_sq_dist(x[rows][:, None, :], x[idx])
+        # sort by index first, then stably by distance: ties end up in index order
+        idx, order = torch.sort(idx, dim=1)
+        d = torch.gather(d, 1, order)
+        d, order = torch.sort(d, dim=1, stable=True)
+        idx = torch.gather(idx, 1, order)
+        out_i[rows] = idx[:, :k]
+        out_d[rows] = d[:, :k]
+    return out_i, out_d
+
+
+def _disable(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress

@@ -1,0 +1,342 @@
+"""The metrics: pure functions, arrays in, frozen dataclasses out (DESIGN.md section 3).
+
+:func:`evaluate` is the engine: one exact k-NN pass inside each set that is needed, then one tiled
+real x fake pass that feeds every requested cross metric from the same tiles. The single-metric
+functions (:func:`precision_recall`, :func:`density_coverage`, ...) call it with one metric, so
+there is exactly one implementation of each definition.
+
+Conventions (tested in tests/test_metrics_reference.py):
+
+* radii: distance to the k-th nearest neighbour within the same set, self excluded by index;
+* precision / recall / eP&R: membership ``d <= r`` (Kynkaanniemi et al. 2019, official code);
+* density / coverage / rarity: membership ``d < r`` (Naeem et al. 2020 ``prdc``; Han et al. 2023);
+* realism: ``max_i rt_i / d(y, x_i)`` with ``rt_i = r_i`` if ``r_i <= median(r)`` else 0 -- the
+  paper's plain ratio (the official code reports its square). A fake at distance 0 from a kept real
+  sample scores +inf; such scores count as undefined in the summary;
+* rarity: ``min{r_i : d(y, x_i) < r_i}``, NaN (undefined) outside every real ball (the reference
+  code writes 0 there);
+* eP&R: fraction of fake hubs inside some real hub ball (radius from the full real set), and the
+  fraction of real hubs inside some fake hub ball; hubs are samples with k-occurrence >= hubs_k.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ._checks import as_feature_matrix, check_int
+from .cross import CrossInputs, cross_pass
+from .distances import DEFAULT_MEMORY_BUDGET, resolve_device, sq_norms
+from .knn import nearest_neighbors
+from .stats import HubnessStats, hubness_stats
+
+METRICS = ("epr", "pr", "dc", "realism", "rarity", "hubness")
+_FULL_CROSS = ("pr", "dc", "realism", "rarity")
+
+
+@dataclass(frozen=True)
+class PrecisionRecall:
+    """Improved precision and recall (Kynkaanniemi et al. 2019), membership ``<=``."""
+
+    precision: float
+    recall: float
+    k: int
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "recall": self.recall}
+
+
+@dataclass(frozen=True)
+class DensityCoverage:
+    """Density and coverage (Naeem et al. 2020), membership ``<``, real radii only."""
+
+    density: float
+    coverage: float
+    k: int
+
+    def to_dict(self) -> dict:
+        return {"density": self.density, "coverage": self.coverage}
+
+
+@dataclass(frozen=True)
+class EfficientPrecisionRecall:
+    """eP&R (Liang et al. 2024): P&R on hubs only, against hub balls of full-set radii.
+
+    ``precision`` / ``recall`` are NaN when the set they average over has no hub.
+    """
+
+    precision: float
+    recall: float
+    real_hubs: int
+    fake_hubs: int
+    k: int
+    hubs_k: int
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "recall": self.recall,
+                "real_hubs": self.real_hubs, "fake_hubs": self.fake_hubs}
+
+
+def _summary(values: np.ndarray, defined: np.ndarray, count_name: str, fraction_name: str) -> dict:
+    v = values[defined]
+    n = int(defined.sum())
+    stats = {count_name: n, fraction_name: n / values.size if values.size else float("nan")}
+    if n:
+        stats.update(mean=float(v.mean()), median=float(np.median(v)), std=float(v.std()),
+                     min=float(v.min()), max=float(v.max()))
+    else:
+        stats.update(mean=float("nan"), median=float("nan"), std=float("nan"),
+                     min=float("nan"), max=float("nan"))
+    return stats
+
+
+@dataclass(frozen=True)
+class RealismScores:
+    """Realism score of every fake sample, float64 (M,), input order; +inf on a kept real sample."""
+
+    scores: np.ndarray = field(repr=False)
+    k: int
+
+    def to_dict(self) -> dict:
+        return _summary(self.scores, np.isfinite(self.scores), "defined", "fraction_defined")
+
+
+@dataclass(frozen=True)
+class RarityScores:
+    """Rarity score of every fake sample, float64 (M,), input order; NaN outside every real ball."""
+
+    scores: np.ndarray = field(repr=False)
+    k: int
+
+    def to_dict(self) -> dict:
+        return _summary(self.scores, ~np.isnan(self.scores), "inside", "fraction_inside")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything one run computed. Metrics not requested are ``None``.
+
+    Per-sample arrays follow the input order of the fake set (M,):
+    ``fake_in_real_manifold`` (bool, precision membership), ``fake_k_occurrence`` (int64, within the
+    fake set), ``fake_is_hub`` (bool); realism and rarity scores are in their own results.
+    """
+
+    n_real: int
+    n_fake: int
+    dim: int
+    params: dict
+    pr: PrecisionRecall | None = None
+    dc: DensityCoverage | None = None
+    epr: EfficientPrecisionRecall | None = None
+    realism: RealismScores | None = None
+    rarity: RarityScores | None = None
+    hubness_real: HubnessStats | None = None
+    hubness_fake: HubnessStats | None = None
+    fake_in_real_manifold: np.ndarray | None = field(default=None, repr=False)
+    fake_k_occurrence: np.ndarray | None = field(default=None, repr=False)
+    fake_is_hub: np.ndarray | None = field(default=None, repr=False)
+    timings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict: n_real, n_fake, dim, params, then one block per computed metric."""
+        out = {"n_real": self.n_real, "n_fake": self.n_fake, "dim": self.dim, "params": dict(self.params)}
+        if self.epr is not None:
+            out["epr"] = self.epr.to_dict()
+            if self.pr is not None:
+                out["epr"]["precision_minus_exact"] = self.epr.precision - self.pr.precision
+                out["epr"]["recall_minus_exact"] = self.epr.recall - self.pr.recall
+        for name in ("pr", "dc", "realism", "rarity"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value.to_dict()
+        if self.hubness_real is not None:
+            keep = ("skewness", "max", "hubs", "antihubs", "robin_hood", "gini")
+            out["hubness"] = {side: {key: asdict(h)[key] for key in keep}
+                              for side, h in (("real", self.hubness_real), ("fake", self.hubness_fake))}
+        out["timings"] = dict(self.timings)
+        return out
+
+
+def _check_metrics(metrics) -> tuple:
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(
+            f"The 'metrics' parameter of evaluate must be a non-empty list drawn from "
+            f"{', '.join(METRICS)}. Got {', '.join(map(repr, unknown)) or 'nothing'} instead."
+        )
+    return tuple(m for m in METRICS if m in metrics)
+
+
+def _check_size(n: int, k: int, name: str, why: str) -> None:
+    if n < k + 1:
+        raise ValueError(
+            f"{name} has {n} samples; {why} needs at least {k + 1} (the k-th neighbour of every sample must exist)"
+        )
+
+
+def _mean(flags: np.ndarray) -> float:
+    return float(np.mean(flags, dtype=np.float64)) if flags.size else float("nan")
+
+
+def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: int = 3, device="auto",
+             memory_budget: int = DEFAULT_MEMORY_BUDGET, progress: bool | None = None) -> Evaluation:
+    """Compute the requested metrics of ``fake`` against ``real`` in one pass.
+
+    Args:
+        real: real features, array-like (N, dim), any real numeric dtype (converted to float32).
+        fake: generated features (M, dim).
+        metrics: subset of ``('epr', 'pr', 'dc', 'realism', 'rarity', 'hubness')`` (list or comma string).
+        k: neighbourhood size of P&R, eP&R, realism, rarity and k-occurrence (default 3).
+        dc_k: neighbourhood size of density and coverage (default 5).
+        hubs_k: hub threshold t: a hub has k-occurrence >= t (default 3).
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+        memory_budget: bytes of working memory for distance tiles (the only tiling knob).
+        progress: tqdm bars on stderr (None: only when stderr is a terminal).
+
+    Returns:
+        :class:`Evaluation`; results do not depend on ``memory_budget`` or device beyond float ties.
+    """
+    t_start = time.perf_counter()
+    metrics = _check_metrics(metrics)
+    k = check_int(k, "k", "evaluate", 1)
+    dc_k = check_int(dc_k, "dc_k", "evaluate", 1)
+    hubs_k = check_int(hubs_k, "hubs_k", "evaluate", 1)
+    memory_budget = check_int(memory_budget, "memory_budget", "evaluate", 2**20)
+    dev = resolve_device(device)
+    real = as_feature_matrix(real, "real")
+    fake = as_feature_matrix(fake, "fake")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"real and fake features have different dimensions: {real.shape[1]} vs {fake.shape[1]}")
+    n_real, n_fake, dim = real.shape[0], fake.shape[0], real.shape[1]
+
+    want = set(metrics)
+    real_k = k if want & {"pr", "realism", "rarity", "epr", "hubness"} else 0
+    real_kmax = max(real_k, dc_k if "dc" in want else 0)
+    fake_k = k if want & {"pr", "epr", "hubness"} else 0
+    _check_size(n_real, real_kmax, "real", f"k={real_kmax}")
+    if fake_k:
+        _check_size(n_fake, fake_k, "fake", f"k={fake_k}")
+
+    timings = {}
+    xr = torch.from_numpy(real).to(dev)
+    xf = torch.from_numpy(fake).to(dev)
+    norms_r, norms_f = sq_norms(xr, "real"), sq_norms(xf, "fake")
+    t = time.perf_counter()
+    g_real = nearest_neighbors(xr, real_kmax, device=dev, memory_budget=memory_budget, norms=norms_r,
+                               desc="k-NN real", progress=progress)
+    timings["knn_real"] = time.perf_counter() - t
+    g_fake = None
+    if fake_k:
+        t = time.perf_counter()
+        g_fake = nearest_neighbors(xf, fake_k, device=dev, memory_budget=memory_budget, norms=norms_f,
+                                   desc="k-NN fake", progress=progress)
+        timings["knn_fake"] = time.perf_counter() - t
+
+    occ_real = g_real.k_occurrence(k) if real_k else None
+    occ_fake = g_fake.k_occurrence(k) if fake_k else None
+    hubs_real = occ_real >= hubs_k if "epr" in want else None
+    hubs_fake = occ_fake >= hubs_k if "epr" in want else None
+    # eP&R alone compares real hubs x fake hubs only; there its precision/recall flags are eP&R's
+    hub_only = "epr" in want and not want & set(_FULL_CROSS)
+    inputs = CrossInputs(
+        real_sq_radii=g_real.sq_radii(k) if real_k else None,
+        fake_sq_radii=g_fake.sq_radii(k) if fake_k else None,
+        precision="pr" in want or hub_only,
+        recall="pr" in want or hub_only,
+        rarity="rarity" in want,
+        real_sq_radii_dc=g_real.sq_radii(dc_k) if "dc" in want else None,
+        real_hubs=hubs_real if "epr" in want and not hub_only else None,
+        fake_hubs=hubs_fake if "epr" in want and not hub_only else None,
+    )
+    if "realism" in want:
+        radii = g_real.radii(k)
+        inputs.real_sq_radii_realism = np.where(radii <= np.median(radii), g_real.sq_radii(k), 0.0)
+    rows = np.flatnonzero(hubs_real) if hub_only else None
+    cols = np.flatnonzero(hubs_fake) if hub_only else None
+    res = None
+    if want - {"hubness"}:
+        t = time.perf_counter()
+        res = cross_pass(xr, xf, norms_r, norms_f, inputs, memory_budget=memory_budget,
+                         real_rows=rows, fake_cols=cols, progress=progress)
+        timings["cross"] = time.perf_counter() - t
+        timings["refined_pairs"] = res.refined
+
+    results = {}
+    if "pr" in want:
+        results["pr"] = PrecisionRecall(precision=_mean(res.in_real), recall=_mean(res.in_fake), k=k)
+    if "dc" in want:
+        density = float(res.density_count.sum(dtype=np.float64) / (dc_k * n_fake))
+        coverage = _mean(res.nn_fake_sq < inputs.real_sq_radii_dc.astype(np.float32))
+        results["dc"] = DensityCoverage(density=density, coverage=coverage, k=dc_k)
+    if "epr" in want:
+        in_rhub = res.in_real if hub_only else res.in_real_hub_ball
+        in_fhub = res.in_fake if hub_only else res.in_fake_hub_ball
+        results["epr"] = EfficientPrecisionRecall(
+            precision=_mean(in_rhub[hubs_fake]), recall=_mean(in_fhub[hubs_real]),
+            real_hubs=int(hubs_real.sum()), fake_hubs=int(hubs_fake.sum()), k=k, hubs_k=hubs_k)
+    if "realism" in want:
+        results["realism"] = RealismScores(scores=np.sqrt(res.realism_sq.astype(np.float64)), k=k)
+    if "rarity" in want:
+        rarity = np.sqrt(res.rarity_sq.astype(np.float64))
+        rarity[~np.isfinite(rarity)] = np.nan
+        results["rarity"] = RarityScores(scores=rarity, k=k)
+    if "hubness" in want:
+        results["hubness_real"] = hubness_stats(occ_real, k=k, hubs_k=hubs_k)
+        results["hubness_fake"] = hubness_stats(occ_fake, k=k, hubs_k=hubs_k)
+    timings["total"] = time.perf_counter() - t_start
+
+    params = {"k": k, "dc_k": dc_k, "hubsK": hubs_k, "metrics": list(metrics), "device": str(dev),
+              "memory_budget": memory_budget}
+    return Evaluation(
+        n_real=n_real, n_fake=n_fake, dim=dim, params=params, timings=timings,
+        fake_in_real_manifold=res.in_real if "pr" in want else None,
+        fake_k_occurrence=occ_fake,
+        fake_is_hub=(occ_fake >= hubs_k) if occ_fake is not None else None,
+        **results,
+    )
+
+
+def precision_recall(*, real, fake, k: int = 3, **options) -> PrecisionRecall:
+    """Improved precision and recall of ``fake`` (M, dim) against ``real`` (N, dim); see :func:`evaluate`."""
+    return evaluate(real=real, fake=fake, metrics=("pr",), k=k, **options).pr
+
+
+def density_coverage(*, real, fake, k: int = 5, **options) -> DensityCoverage:
+    """Density and coverage with neighbourhood size ``k`` (default 5); see :func:`evaluate`."""
+    return evaluate(real=real, fake=fake, metrics=("dc",), dc_k=k, **options).dc
+
+
+def efficient_precision_recall(*, real, fake, k: int = 3, hubs_k: int = 3, **options) -> EfficientPrecisionRecall:
+    """eP&R: hub-only precision and recall (real hubs x fake hubs only); see :func:`evaluate`."""
+    return evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=hubs_k, **options).epr
+
+
+def realism_scores(*, real, fake, k: int = 3, **options) -> RealismScores:
+    """Realism score of every fake sample; see :func:`evaluate`."""
+    return evaluate(real=real, fake=fake, metrics=("realism",), k=k, **options).realism
+
+
+def rarity_scores(*, real, fake, k: int = 3, **options) -> RarityScores:
+    """Rarity score of every fake sample (NaN outside the real manifold); see :func:`evaluate`."""
+    return evaluate(real=real, fake=fake, metrics=("rarity",), k=k, **options).rarity
+
+
+def json_safe(value):
+    """Replace NaN/Inf by None, recursively, so the result is strict JSON."""
+    if isinstance(value, dict):
+        return {key: json_safe(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
