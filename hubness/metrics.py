@@ -173,6 +173,14 @@ def _check_metrics(metrics) -> tuple:
     return tuple(m for m in METRICS if m in metrics)
 
 
+def check_options(*, metrics=METRICS, k=3, dc_k=5, hubs_k=3, memory_budget=DEFAULT_MEMORY_BUDGET, device="auto"):
+    """Validate the options of :func:`evaluate` before any heavy work; returns them normalised
+    as ``(metrics, k, dc_k, hubs_k, memory_budget, torch.device)``."""
+    return (_check_metrics(metrics), check_int(k, "k", "evaluate", 1), check_int(dc_k, "dc_k", "evaluate", 1),
+            check_int(hubs_k, "hubs_k", "evaluate", 1), check_int(memory_budget, "memory_budget", "evaluate", 2**20),
+            resolve_device(device))
+
+
 def _check_size(n: int, k: int, name: str, why: str) -> None:
     if n < k + 1:
         raise ValueError(
@@ -203,12 +211,8 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
         :class:`Evaluation`; results do not depend on ``memory_budget`` or device beyond float ties.
     """
     t_start = time.perf_counter()
-    metrics = _check_metrics(metrics)
-    k = check_int(k, "k", "evaluate", 1)
-    dc_k = check_int(dc_k, "dc_k", "evaluate", 1)
-    hubs_k = check_int(hubs_k, "hubs_k", "evaluate", 1)
-    memory_budget = check_int(memory_budget, "memory_budget", "evaluate", 2**20)
-    dev = resolve_device(device)
+    metrics, k, dc_k, hubs_k, memory_budget, dev = check_options(
+        metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, memory_budget=memory_budget, device=device)
     real = as_feature_matrix(real, "real")
     fake = as_feature_matrix(fake, "fake")
     if real.shape[1] != fake.shape[1]:

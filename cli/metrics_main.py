@@ -1,0 +1,119 @@
+"""``improved_precision_recall_hubness.py REAL FAKE``: every metric of FAKE against REAL in one run.
+
+stdout: ``precision:`` and ``recall:`` (eP&R, as the original script printed) then one
+``name: value`` line per further figure. Progress bars and logs: stderr. ``--json``,
+``--per_sample`` and ``--plot`` files are written atomically.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+import hubness
+from features.store import check_output_path, load_features, random_subset
+
+from .common import OneLineParser, positive_int, run_main, setup_logging, write_json
+from .report import summary_lines, write_per_sample_csv, write_plot
+
+log = logging.getLogger("improved_precision_recall_hubness")
+PROG = "improved_precision_recall_hubness.py"
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description=(
+        "Precision & recall with hubness-aware sampling (eP&R), exact improved P&R, density & coverage, "
+        "realism and rarity scores and hubness statistics of FAKE features against REAL features."))
+    p.add_argument("path_real", metavar="REAL", help="real features: .npz (key 'feature', 'features', 'reps' "
+                   "or 'arr_0') or .npy of shape (n, dim)")
+    p.add_argument("path_fake", metavar="FAKE", help="generated features, same format and dim as REAL")
+    p.add_argument("--k", type=positive_int, default=3,
+                   help="neighbourhood size of P&R, eP&R, realism, rarity and k-occurrence")
+    p.add_argument("--dc_k", "--dc-k", dest="dc_k", type=positive_int, default=5,
+                   help="neighbourhood size of density and coverage")
+    p.add_argument("--hubsK", "--hubs_k", "--hubs-k", dest="hubs_k", type=positive_int, default=3,
+                   help="hub threshold t: a hub has k-occurrence >= t")
+    p.add_argument("--metrics", default=",".join(hubness.METRICS),
+                   help=f"comma list drawn from {','.join(hubness.METRICS)}")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--json", metavar="PATH", help="write every result and the parameters as JSON")
+    p.add_argument("--per_sample", "--per-sample", dest="per_sample", metavar="PATH",
+                   help="write one CSV row per fake sample (input order)")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of the per-sample score distributions")
+    p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
+                   help="use a seeded random subset of this many samples of each set (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --num_samples subset")
+    p.add_argument("--memory_budget", "--memory-budget", dest="memory_budget", type=positive_int, default=512,
+                   help="MiB of working memory for distance tiles")
+    p.add_argument("--progress", action=_TriState, default=None,
+                   help="show progress bars (--no-progress hides them; default: only on a terminal)")
+    p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
+                   help="log warnings only")
+    p.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", help="log debug details")
+    p.add_argument("--version", action="version", version=f"%(prog)s {hubness.__version__}")
+    return p
+
+
+class _TriState:
+    """--progress / --no-progress flag (argparse.BooleanOptionalAction with a None default)."""
+
+    def __new__(cls, option_strings, dest, **kwargs):
+        import argparse
+        return argparse.BooleanOptionalAction(option_strings, dest, **kwargs)
+
+
+def _load(path: str, what: str):
+    data = load_features(path)
+    log.info("%s: %s, %s, key '%s'", what, path, "x".join(map(str, data.features.shape)), data.key)
+    return data
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbosity)
+    return run_main(PROG, lambda: _run(args))
+
+
+def _run(args) -> None:
+    t_start = time.perf_counter()
+    budget = args.memory_budget * 2**20
+    metrics, k, dc_k, hubs_k, budget, device = hubness.check_options(
+        metrics=args.metrics, k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k, memory_budget=budget,
+        device=args.device)
+    for option in ("json", "per_sample", "plot"):
+        if getattr(args, option):
+            check_output_path(getattr(args, option), f"--{option}")
+
+    real, fake = _load(args.path_real, "real"), _load(args.path_fake, "fake")
+    real_idx, fake_idx = np.arange(real.features.shape[0]), np.arange(fake.features.shape[0])
+    if args.num_samples is not None and real.features.ndim == 2 and fake.features.ndim == 2:
+        real_idx = random_subset(real.features.shape[0], args.num_samples, args.seed, args.path_real)
+        fake_idx = random_subset(fake.features.shape[0], args.num_samples, args.seed + 1, args.path_fake)
+        real, fake = real.subset(real_idx), fake.subset(fake_idx)
+        log.info("subsampled %d of each set (seed %d)", args.num_samples, args.seed)
+    t_loaded = time.perf_counter()
+
+    evaluation = hubness.evaluate(real=real.features, fake=fake.features, metrics=metrics, k=k, dc_k=dc_k,
+                                  hubs_k=hubs_k, device=device, memory_budget=budget, progress=args.progress)
+    seconds = time.perf_counter() - t_start
+    for line in summary_lines(evaluation, seconds):
+        print(line)
+    sys.stdout.flush()
+
+    if args.json:
+        payload = evaluation.to_dict()
+        payload["params"].update(seed=args.seed, num_samples=args.num_samples, real=args.path_real,
+                                 fake=args.path_fake, real_key=real.key, fake_key=fake.key)
+        payload["versions"] = {"toolkit": hubness.__version__, "torch": torch.__version__,
+                               "numpy": np.__version__, "python": platform.python_version()}
+        payload["timings"]["load"] = t_loaded - t_start
+        payload["seconds"] = seconds
+        write_json(args.json, hubness.json_safe(payload))
+    if args.per_sample:
+        write_per_sample_csv(args.per_sample, evaluation, fake_idx, fake.paths)
+    if args.plot:
+        write_plot(args.plot, evaluation)
