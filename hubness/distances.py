@@ -86,7 +86,9 @@ def screen_eps(dim: int) -> float:
 def sq_norms(x: torch.Tensor, name: str = "features") -> torch.Tensor:
     """Squared row norms of ``x`` (n, dim), accumulated in float64, returned as float32 (n,)."""
     out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
-    step = max(1, (64 * 2**20) // (8 * max(1, x.shape[1])))
+    # cache-sized chunks on the CPU (the float64 copy stays in cache); large ones on a GPU
+    chunk_bytes = 2 * 2**20 if x.device.type == "cpu" else 256 * 2**20
+    step = max(1, chunk_bytes // (8 * max(1, x.shape[1])))
     for start in range(0, x.shape[0], step):
         block = x[start:start + step].to(torch.float64)
         out[start:start + step] = (block * block).sum(dim=1)

@@ -100,7 +100,9 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
 
     with exact_matmul(), torch.inference_mode():
         norms = sq_norms(x) if norms is None else norms.to(dev)
-        side = tile_side(dim, memory_budget)
+        # at least 4 blocks a side where GEMMs stay efficient (>= 1024): the upper triangle is then
+        # at most 10/16 of the square
+        side = min(tile_side(dim, memory_budget), max(1024, -(-n // 4)))
         parts = list(blocks(n, side))
         total = len(parts) * (len(parts) + 1) // 2
         with tqdm(total=total, desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
@@ -124,7 +126,9 @@ def _refine(x: torch.Tensor, cand_i: torch.Tensor, k: int, memory_budget: int):
     dim = x.shape[1]
     out_i = torch.empty((n, k), dtype=torch.int64, device=x.device)
     out_d = torch.empty((n, k), dtype=torch.float64, device=x.device)
-    step = max(1, memory_budget // (3 * 8 * cand * dim))
+    # small chunks: the float64 temporaries (3 of step x cand x dim) stay in cache (~6 MB), which is
+    # several times faster than one large pass through memory
+    step = max(1, min(memory_budget, 6 * 2**20) // (3 * 8 * cand * dim))
     for start in range(0, n, step):
         rows = slice(start, min(n, start + step))
         idx = cand_i[rows]

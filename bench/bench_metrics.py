@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Benchmark: this toolkit vs the prdc package vs the bare GEMM floor, in one run, same data.
+
+Each contender runs in its own child process (so peak memory is its own), on the same random
+ReLU-Gaussian features (real: relu(N(0, 1)), fake: relu(N(0.02, 1.02^2)), float32):
+
+* ``baseline``  load the two arrays and nothing else (memory reference)
+* ``toolkit``   hubness.evaluate, every metric: eP&R, P&R, density, coverage, realism, rarity, hubness
+* ``epr``       hubness.evaluate(metrics='epr'): the hub-only pass
+* ``prdc``      prdc.compute_prdc(real, fake, nearest_k=5): its four numbers
+* ``floor``     the bare float32 GEMMs the toolkit's passes need (upper triangle of real x real and of
+                fake x fake, all of real x fake), same tiles, no reductions
+
+Usage:  python bench/bench_metrics.py --n 5000 --dim 4096 [--skip prdc] [--json results.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTENDERS = ("baseline", "toolkit", "epr", "prdc", "floor")
+
+
+def make_data(n: int, m: int, dim: int, folder: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    real, fake = folder / "real.npy", folder / "fake.npy"
+    np.save(real, np.maximum(rng.standard_normal((n, dim), dtype=np.float32), 0))
+    np.save(fake, np.maximum(rng.standard_normal((m, dim), dtype=np.float32) * 1.02 + 0.02, 0))
+    return real, fake
+
+
+def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    real, fake = np.load(real_path), np.load(fake_path)
+    result = {}
+    if name != "baseline":  # imports are not timed (torch alone takes seconds)
+        import hubness  # noqa: F401
+        import prdc  # noqa: F401
+        import torch  # noqa: F401
+    t = time.perf_counter()
+    if name == "toolkit" or name == "epr":
+        import hubness
+        metrics = hubness.METRICS if name == "toolkit" else ("epr",)
+        ev = hubness.evaluate(real=real, fake=fake, metrics=metrics, device="cpu",
+                              memory_budget=budget_mib * 2**20, progress=False)
+        result["values"] = {key: ev.to_dict()[key] for key in ("epr", "pr", "dc") if key in ev.to_dict()}
+        result["timings"] = ev.timings
+    elif name == "prdc":
+        import contextlib
+        import io
+
+        import prdc
+        with contextlib.redirect_stdout(io.StringIO()):
+            values = prdc.compute_prdc(real, fake, nearest_k=5)
+        result["values"] = {key: float(v) for key, v in values.items()}
+    elif name == "floor":
+        result["values"] = gemm_floor(real, fake, budget_mib)
+    result["seconds"] = time.perf_counter() - t
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["features_mib"] = (real.nbytes + fake.nbytes) / 2**20
+    return result
+
+
+def gemm_floor(real: np.ndarray, fake: np.ndarray, budget_mib: int) -> dict:
+    import torch
+
+    from hubness.distances import blocks, tile_side
+    side = tile_side(real.shape[1], budget_mib * 2**20)
+    xr, xf = torch.from_numpy(real), torch.from_numpy(fake)
+    buf = torch.empty(side, side)
+    products = 0
+    with torch.inference_mode():
+        for x, y, upper in ((xr, xr, True), (xf, xf, True), (xr, xf, False)):
+            rows, cols = list(blocks(x.shape[0], side)), list(blocks(y.shape[0], side))
+            for bi, r in enumerate(rows):
+                for c in (cols[bi:] if upper else cols):
+                    out = buf[: r.stop - r.start, : c.stop - c.start]
+                    torch.mm(x[r], y[c].T, out=out)
+                    products += out.numel()
+    return {"tile_side": side, "distance_products": products}
+
+
+def run_child(name: str, real: Path, fake: Path, budget: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, "--real", str(real), "--fake", str(fake),
+           "--memory_budget", str(budget)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=5000, help="real samples")
+    p.add_argument("--m", type=int, default=None, help="fake samples (default: n)")
+    p.add_argument("--dim", type=int, default=4096)
+    p.add_argument("--memory_budget", type=int, default=512, help="MiB, the toolkit's tile budget")
+    p.add_argument("--skip", default="", help="comma list of contenders to skip, e.g. prdc")
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    p.add_argument("--real", help=argparse.SUPPRESS)
+    p.add_argument("--fake", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.real, args.fake, args.memory_budget)))
+        return 0
+
+    m = args.m or args.n
+    skip = {s for s in args.skip.split(",") if s}
+    import torch
+    info = {"n": args.n, "m": m, "dim": args.dim, "memory_budget_mib": args.memory_budget,
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        real, fake = make_data(args.n, m, args.dim, Path(tmp))
+        for name in CONTENDERS:
+            if name in skip:
+                continue
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            results[name] = run_child(name, real, fake, args.memory_budget)
+
+    base = results.get("baseline", {}).get("peak_rss_mib")
+    print(f"\n{args.n} real x {m} fake x {args.dim}-d float32, {info['cores']} cores, torch {info['torch']}")
+    print(f"{'contender':<10} {'seconds':>9} {'peak RSS MiB':>13} {'over baseline':>14}")
+    for name, r in results.items():
+        if "error" in r:
+            print(f"{name:<10} failed: {r['error']}")
+            continue
+        over = r["peak_rss_mib"] - base if base else float("nan")
+        print(f"{name:<10} {r['seconds']:>9.2f} {r['peak_rss_mib']:>13.0f} {over:>14.0f}")
+    tk, pr, fl, ep = (results.get(x, {}) for x in ("toolkit", "prdc", "floor", "epr"))
+    if "seconds" in tk and "seconds" in pr:
+        print(f"prdc (4 metrics) / toolkit (all metrics) time ratio: {pr['seconds'] / tk['seconds']:.2f}x")
+    if "seconds" in tk and "seconds" in fl:
+        print(f"toolkit / GEMM floor time ratio: {tk['seconds'] / fl['seconds']:.2f}x")
+    if "seconds" in tk and "seconds" in ep:
+        print(f"toolkit (all) / eP&R alone time ratio: {tk['seconds'] / ep['seconds']:.2f}x")
+    if "values" in tk and "values" in pr:
+        print(f"check: prdc density {pr['values']['density']:.6f} coverage {pr['values']['coverage']:.6f}; "
+              f"toolkit {tk['values']['dc']['density']:.6f} {tk['values']['dc']['coverage']:.6f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"info": info, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
