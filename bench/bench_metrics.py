@@ -5,6 +5,7 @@ Each contender runs in its own child process (so peak memory is its own), on the
 ReLU-Gaussian features (real: relu(N(0, 1)), fake: relu(N(0.02, 1.02^2)), float32):
 
 * ``baseline``  load the two arrays and nothing else (memory reference)
+* ``torch``     the same plus ``import torch, hubness`` (the libraries' own resident memory)
 * ``toolkit``   hubness.evaluate, every metric: eP&R, P&R, density, coverage, realism, rarity, hubness
 * ``epr``       hubness.evaluate(metrics='epr'): the hub-only pass
 * ``prdc``      prdc.compute_prdc(real, fake, nearest_k=5): its four numbers
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTENDERS = ("baseline", "toolkit", "epr", "prdc", "floor")
+CONTENDERS = ("baseline", "torch", "toolkit", "epr", "prdc", "floor")
 
 
 def make_data(n: int, m: int, dim: int, folder: Path) -> tuple[Path, Path]:
@@ -40,14 +41,37 @@ def make_data(n: int, m: int, dim: int, folder: Path) -> tuple[Path, Path]:
     return real, fake
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux >= 4.0): a child inherits its parent's peak otherwise."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
     sys.path.insert(0, str(ROOT))
+    peak_reset = _reset_peak_rss()
     real, fake = np.load(real_path), np.load(fake_path)
     result = {}
-    if name != "baseline":  # imports are not timed (torch alone takes seconds)
+    # imports are not timed (torch alone takes seconds); each contender imports only what it uses
+    if name in ("torch", "toolkit", "epr", "floor"):
         import hubness  # noqa: F401
+    elif name == "prdc":
         import prdc  # noqa: F401
-        import torch  # noqa: F401
     t = time.perf_counter()
     if name == "toolkit" or name == "epr":
         import hubness
@@ -67,7 +91,8 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
     elif name == "floor":
         result["values"] = gemm_floor(real, fake, budget_mib)
     result["seconds"] = time.perf_counter() - t
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mib"] = _peak_rss_mib()
+    result["peak_rss_reset"] = peak_reset
     result["features_mib"] = (real.nbytes + fake.nbytes) / 2**20
     return result
 
@@ -76,19 +101,21 @@ def gemm_floor(real: np.ndarray, fake: np.ndarray, budget_mib: int) -> dict:
     import torch
 
     from hubness.distances import blocks, tile_side
-    side = tile_side(real.shape[1], budget_mib * 2**20)
+    from hubness.knn import knn_tile_side
+    budget, dim = budget_mib * 2**20, real.shape[1]
     xr, xf = torch.from_numpy(real), torch.from_numpy(fake)
-    buf = torch.empty(side, side)
+    sides = (knn_tile_side(len(real), dim, budget), knn_tile_side(len(fake), dim, budget), tile_side(dim, budget))
+    buf = torch.empty(max(sides), max(sides))
     products = 0
     with torch.inference_mode():
-        for x, y, upper in ((xr, xr, True), (xf, xf, True), (xr, xf, False)):
+        for x, y, upper, side in ((xr, xr, True, sides[0]), (xf, xf, True, sides[1]), (xr, xf, False, sides[2])):
             rows, cols = list(blocks(x.shape[0], side)), list(blocks(y.shape[0], side))
             for bi, r in enumerate(rows):
                 for c in (cols[bi:] if upper else cols):
                     out = buf[: r.stop - r.start, : c.stop - c.start]
                     torch.mm(x[r], y[c].T, out=out)
                     products += out.numel()
-    return {"tile_side": side, "distance_products": products}
+    return {"tile_sides": sides, "distance_products": products}
 
 
 def run_child(name: str, real: Path, fake: Path, budget: int) -> dict:
@@ -105,7 +132,7 @@ def main() -> int:
     p.add_argument("--n", type=int, default=5000, help="real samples")
     p.add_argument("--m", type=int, default=None, help="fake samples (default: n)")
     p.add_argument("--dim", type=int, default=4096)
-    p.add_argument("--memory_budget", type=int, default=512, help="MiB, the toolkit's tile budget")
+    p.add_argument("--memory_budget", type=int, default=256, help="MiB, the toolkit's tile budget")
     p.add_argument("--skip", default="", help="comma list of contenders to skip, e.g. prdc")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)

@@ -36,6 +36,39 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_extraction_options(p: argparse.ArgumentParser) -> None:
+    """Options of feature extraction, shared by getFeature.py and the metric script (image inputs)."""
+    from features.backbones import available_backbones
+    from features.backbones.preprocess import PREPROCESSING
+
+    g = p.add_argument_group("feature extraction (image inputs)")
+    g.add_argument("--backbone", default="vgg16", choices=available_backbones(),
+                   help="feature extractor (vgg16: ImageNet VGG16 fc2 after ReLU, as the original scripts)")
+    g.add_argument("--weights", metavar="FILE", help="state dict for the backbone (torchvision format for vgg16)")
+    g.add_argument("--preprocess", choices=sorted(PREPROCESSING), default=None,
+                   help="pil: PIL bilinear resize + ImageNet mean/std (original getFeature.py); "
+                        "nvidia: uint8, TF1 bilinear resize (StyleGAN / torch-fidelity VGG16)")
+    g.add_argument("--allow_download", "--allow-download", dest="allow_download", action="store_true",
+                   help="let torchvision download missing ImageNet weights (needs internet)")
+    g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int, default=64,
+                   help="images per forward pass")
+    g.add_argument("--num_workers", "--num-workers", dest="num_workers", type=int, default=None,
+                   help="decoding worker processes (default: CPUs, at most 8; 0: none)")
+    g.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+    g.add_argument("--skip_bad", "--skip-bad", dest="skip_bad", action="store_true",
+                   help="skip undecodable images (listed on stderr and in meta) instead of stopping")
+    if not any(a.dest == "device" for a in p._actions):
+        g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def extraction_kwargs(args) -> dict:
+    if args.num_workers is not None and args.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    return dict(backbone=args.backbone, weights=args.weights, preprocess=args.preprocess,
+                allow_download=args.allow_download, batch_size=args.batch_size, num_workers=args.num_workers,
+                device=args.device, half=args.half, skip_bad=args.skip_bad)
+
+
 def setup_logging(verbosity: int) -> None:
     """Logs go to stderr: warnings with -q, info by default, debug with -v."""
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
@@ -44,7 +77,7 @@ def setup_logging(verbosity: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_main(prog: str, body) -> int:
+def run_main(prog: str, body, interrupted: str = "no output file was written or changed") -> int:
     """Call ``body()``; turn input errors into one line on stderr and a non-zero exit status.
 
     ValueError and OSError are the toolkit's "bad input" errors (their messages name the file or
@@ -57,7 +90,7 @@ def run_main(prog: str, body) -> int:
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no output file was written or changed", file=sys.stderr)
+        print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
 

@@ -6,6 +6,7 @@ stdout: ``precision:`` and ``recall:`` (eP&R, as the original script printed) th
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import platform
 import sys
@@ -15,9 +16,11 @@ import numpy as np
 import torch
 
 import hubness
-from features.store import check_output_path, load_features, random_subset
+from features.images import is_image_input
+from features.store import FeatureFile, check_output_path, load_features, random_subset
 
-from .common import OneLineParser, positive_int, run_main, setup_logging, write_json
+from .common import (OneLineParser, add_extraction_options, extraction_kwargs, positive_int, run_main,
+                     setup_logging, write_json)
 from .report import summary_lines, write_per_sample_csv, write_plot
 
 log = logging.getLogger("improved_precision_recall_hubness")
@@ -29,8 +32,9 @@ def build_parser() -> OneLineParser:
         "Precision & recall with hubness-aware sampling (eP&R), exact improved P&R, density & coverage, "
         "realism and rarity scores and hubness statistics of FAKE features against REAL features."))
     p.add_argument("path_real", metavar="REAL", help="real features: .npz (key 'feature', 'features', 'reps' "
-                   "or 'arr_0') or .npy of shape (n, dim)")
-    p.add_argument("path_fake", metavar="FAKE", help="generated features, same format and dim as REAL")
+                   "or 'arr_0') or .npy of shape (n, dim); or images (folder, .zip, uint8 array, .txt list), "
+                   "whose features are extracted first (see the extraction options)")
+    p.add_argument("path_fake", metavar="FAKE", help="generated features or images, as REAL")
     p.add_argument("--k", type=positive_int, default=3,
                    help="neighbourhood size of P&R, eP&R, realism, rarity and k-occurrence")
     p.add_argument("--dc_k", "--dc-k", dest="dc_k", type=positive_int, default=5,
@@ -47,29 +51,34 @@ def build_parser() -> OneLineParser:
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
                    help="use a seeded random subset of this many samples of each set (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --num_samples subset")
-    p.add_argument("--memory_budget", "--memory-budget", dest="memory_budget", type=positive_int, default=512,
+    p.add_argument("--memory_budget", "--memory-budget", dest="memory_budget", type=positive_int, default=256,
                    help="MiB of working memory for distance tiles")
-    p.add_argument("--progress", action=_TriState, default=None,
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show progress bars (--no-progress hides them; default: only on a terminal)")
     p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
                    help="log warnings only")
     p.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", help="log debug details")
     p.add_argument("--version", action="version", version=f"%(prog)s {hubness.__version__}")
+    add_extraction_options(p)
     return p
 
 
-class _TriState:
-    """--progress / --no-progress flag (argparse.BooleanOptionalAction with a None default)."""
-
-    def __new__(cls, option_strings, dest, **kwargs):
-        import argparse
-        return argparse.BooleanOptionalAction(option_strings, dest, **kwargs)
-
-
-def _load(path: str, what: str):
+def _load(path: str, what: str, args, seed: int):
+    """(FeatureFile, row indices in the input) for a feature file or for images (extracted first)."""
+    if is_image_input(path):
+        from features.extract import extract_path
+        log.info("%s: %s holds images; extracting %s features", what, path, args.backbone)
+        result, meta = extract_path(path, num_samples=args.num_samples, seed=seed, progress=args.progress,
+                                    **extraction_kwargs(args))
+        data = FeatureFile(features=result.features, paths=result.paths, meta=meta, source=path, key="(images)")
+        return data, np.arange(result.features.shape[0])
     data = load_features(path)
     log.info("%s: %s, %s, key '%s'", what, path, "x".join(map(str, data.features.shape)), data.key)
-    return data
+    indices = np.arange(data.features.shape[0]) if data.features.ndim else np.arange(0)
+    if args.num_samples is not None and data.features.ndim == 2:
+        indices = random_subset(data.features.shape[0], args.num_samples, seed, path)
+        data = data.subset(indices)
+    return data, indices
 
 
 def main(argv=None) -> int:
@@ -88,13 +97,11 @@ def _run(args) -> None:
         if getattr(args, option):
             check_output_path(getattr(args, option), f"--{option}")
 
-    real, fake = _load(args.path_real, "real"), _load(args.path_fake, "fake")
-    real_idx, fake_idx = np.arange(real.features.shape[0]), np.arange(fake.features.shape[0])
-    if args.num_samples is not None and real.features.ndim == 2 and fake.features.ndim == 2:
-        real_idx = random_subset(real.features.shape[0], args.num_samples, args.seed, args.path_real)
-        fake_idx = random_subset(fake.features.shape[0], args.num_samples, args.seed + 1, args.path_fake)
-        real, fake = real.subset(real_idx), fake.subset(fake_idx)
-        log.info("subsampled %d of each set (seed %d)", args.num_samples, args.seed)
+    real, _ = _load(args.path_real, "real", args, args.seed)
+    fake, fake_idx = _load(args.path_fake, "fake", args, args.seed + 1)
+    if args.num_samples is not None:
+        log.info("random subsets of %d samples (seed %d for real, %d for fake)", args.num_samples, args.seed,
+                 args.seed + 1)
     t_loaded = time.perf_counter()
 
     evaluation = hubness.evaluate(real=real.features, fake=fake.features, metrics=metrics, k=k, dc_k=dc_k,
@@ -106,8 +113,9 @@ def _run(args) -> None:
 
     if args.json:
         payload = evaluation.to_dict()
-        payload["params"].update(seed=args.seed, num_samples=args.num_samples, real=args.path_real,
-                                 fake=args.path_fake, real_key=real.key, fake_key=fake.key)
+        payload["params"].update(seed=args.seed, num_samples=args.num_samples)
+        payload["inputs"] = {name: {"path": data.source, "key": data.key, "meta": data.meta}
+                             for name, data in (("real", real), ("fake", fake))}
         payload["versions"] = {"toolkit": hubness.__version__, "torch": torch.__version__,
                                "numpy": np.__version__, "python": platform.python_version()}
         payload["timings"]["load"] = t_loaded - t_start

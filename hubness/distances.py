@@ -21,7 +21,7 @@ import math
 
 import torch
 
-DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of working memory for distance tiles
+DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of working memory for distance tiles
 _MIN_TILE = 16
 _MAX_TILE = 8192
 # bytes per tile element: the float32 tile, one float32 temporary and ~4 boolean masks

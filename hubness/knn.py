@@ -100,9 +100,7 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
 
     with exact_matmul(), torch.inference_mode():
         norms = sq_norms(x) if norms is None else norms.to(dev)
-        # at least 4 blocks a side where GEMMs stay efficient (>= 1024): the upper triangle is then
-        # at most 10/16 of the square
-        side = min(tile_side(dim, memory_budget), max(1024, -(-n // 4)))
+        side = knn_tile_side(n, dim, memory_budget)
         parts = list(blocks(n, side))
         total = len(parts) * (len(parts) + 1) // 2
         with tqdm(total=total, desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
@@ -118,6 +116,12 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
                     bar.update()
         indices, sq_dist = _refine(x, best_i, k, memory_budget)
     return NeighborGraph(indices=indices.cpu().numpy(), sq_distances=sq_dist.cpu().numpy())
+
+
+def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
+    """Tile side of the within-set pass: the budget's, but at least 4 blocks a side where GEMMs stay
+    efficient (side >= 1024), so that the upper triangle is at most 10/16 of the square."""
+    return min(tile_side(dim, memory_budget), max(1024, -(-n // 4)))
 
 
 def _refine(x: torch.Tensor, cand_i: torch.Tensor, k: int, memory_budget: int):

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Benchmark of feature extraction: images/s of decoding (+ resize) alone and of full extraction,
+per backbone, on this machine. Decoding should not be the bottleneck.
+
+Images: N real photos made from scikit-learn's two sample photos (random 256x256 crops, saved as
+PNG and as JPEG). ``vgg16_random`` has the compute of ``vgg16`` (no ImageNet weights needed).
+
+Usage:  python bench/bench_features.py [--n 256] [--batch_size 32] [--num_workers 2] [--backbones ...]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from features.backbones import load_backbone  # noqa: E402
+from features.extract import _collate, _Prepared, extract_features  # noqa: E402
+from features.images import open_source  # noqa: E402
+
+
+def make_images(folder: Path, n: int, fmt: str) -> None:
+    photos = load_sample_images().images
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        photo = photos[i % 2]
+        y, x = rng.integers(0, photo.shape[0] - 256), rng.integers(0, photo.shape[1] - 256)
+        Image.fromarray(photo[y:y + 256, x:x + 256]).save(folder / f"{i:05d}.{fmt}", quality=95)
+
+
+def decode_rate(source, prepare, batch_size, workers) -> float:
+    from torch.utils.data import DataLoader
+    loader = DataLoader(_Prepared(source, prepare, 0, len(source)), batch_size=batch_size,
+                        num_workers=workers, collate_fn=_collate)
+    t = time.perf_counter()
+    count = sum(len(idx) for idx, _, _ in loader)
+    return count / (time.perf_counter() - t)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--backbones", default="efficientnet_lite0,vgg16_random")
+    args = p.parse_args()
+    import torch
+    print(f"{args.n} images 256x256, batch {args.batch_size}, {args.num_workers} workers, "
+          f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), CPU")
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in ("png", "jpg"):
+            make_images(Path(tmp) / fmt, args.n, fmt)
+        print(f"{'backbone':<20} {'format':<6} {'decode+resize img/s':>20} {'extraction img/s':>17}")
+        for name in args.backbones.split(","):
+            backbone = load_backbone(name)
+            for fmt in ("png", "jpg"):
+                source = open_source(Path(tmp) / fmt)
+                decode = decode_rate(source, backbone.prepare, args.batch_size, args.num_workers)
+                t = time.perf_counter()
+                extract_features(source, backbone, batch_size=args.batch_size, num_workers=args.num_workers,
+                                 device="cpu", progress=False)
+                full = args.n / (time.perf_counter() - t)
+                print(f"{name:<20} {fmt:<6} {decode:>20.1f} {full:>17.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""``getFeature.py IMAGES --fname_precalc out.npz``: images -> feature file (.npz, written atomically).
+
+IMAGES is a folder (searched recursively), a .zip, a .npy/.npz of uint8 images or a text file
+listing image paths. The original script's --k, --hubsK, --toy, --featureLoc and --loop_times did
+nothing for feature extraction and are gone (k and hubsK are options of the metric script).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+
+import hubness
+from features.extract import extract_path
+from features.store import check_output_path, save_features
+
+from .common import OneLineParser, add_extraction_options, extraction_kwargs, positive_int, run_main, setup_logging
+
+log = logging.getLogger("getFeature")
+PROG = "getFeature.py"
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description="Extract features (default: VGG16 fc2 after ReLU) of a set of images.")
+    p.add_argument("path", metavar="IMAGES", help="folder, .zip, .npy/.npz of uint8 images, or .txt list of paths")
+    p.add_argument("--fname_precalc", "--fname-precalc", "-o", dest="fname_precalc", required=True, metavar="OUT.npz",
+                   help="output feature file (.npz: feature, paths, meta)")
+    p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
+                   help="a seeded random subset of this many images (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --num_samples subset and of vgg16_random")
+    add_extraction_options(p)
+    p.add_argument("--no_resume", "--no-resume", dest="resume", action="store_false",
+                   help="ignore and replace checkpoints of an interrupted run (OUT.npz.partial/)")
+    p.add_argument("--checkpoint_every", "--checkpoint-every", dest="checkpoint_every", type=positive_int,
+                   default=4096, help="images between two resumable checkpoints")
+    p.add_argument("--compress", action="store_true", help="write a compressed .npz")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show progress bars (--no-progress hides them; default: only on a terminal)")
+    p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0)
+    p.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity")
+    p.add_argument("--version", action="version", version=f"%(prog)s {hubness.__version__}")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbosity)
+    return run_main(PROG, lambda: _run(args), interrupted=f"{args.fname_precalc} was not written; "
+                    "run the same command again to resume from the last checkpoint")
+
+
+def _run(args) -> None:
+    out = check_output_path(args.fname_precalc, "--fname_precalc")
+    if out.suffix.lower() != ".npz":
+        raise ValueError(f"--fname_precalc {out}: the output must end in .npz")
+    partial = out.with_name(out.name + ".partial")
+    if not args.resume:
+        shutil.rmtree(partial, ignore_errors=True)
+    result, meta = extract_path(args.path, num_samples=args.num_samples, seed=args.seed,
+                                backbone_seed=args.seed, progress=args.progress, checkpoint_dir=partial,
+                                shard_size=args.checkpoint_every,
+                                **extraction_kwargs(args))
+    save_features(out, result.features, paths=result.paths, meta=meta, compress=args.compress)
+    shutil.rmtree(partial, ignore_errors=True)
+    if result.skipped:
+        log.warning("%d undecodable image(s) skipped (listed in meta['skipped'])", len(result.skipped))
+    log.info("wrote %s: %d x %d features (%s)", out, *result.features.shape, meta["backbone"])

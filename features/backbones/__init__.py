@@ -1,0 +1,124 @@
+"""Feature extractors: a small registry; each backbone owns its preprocessing.
+
+A :class:`Backbone` turns one decoded image ((H, W, 3) uint8 RGB) into a network input with
+``prepare`` (run in the DataLoader workers, on the CPU) and a batch of inputs into features with
+``network``. Files and in-memory tensors go through the same two steps (:meth:`Backbone.embed`).
+
+Adding a backbone (Inception-v3, CLIP, DINOv2...) is one module that calls
+``register_backbone('name')`` on a factory ``f(weights=None, preprocess=None, seed=0,
+allow_download=False) -> Backbone`` and is imported below.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+_REGISTRY: dict[str, Callable[..., Backbone]] = {}
+
+
+@dataclass
+class Backbone:
+    """A feature extractor: ``prepare`` one image, run ``network`` on a batch, ``dim`` features out."""
+
+    name: str
+    dim: int
+    network: torch.nn.Module = field(repr=False)
+    prepare: Callable[[np.ndarray], torch.Tensor] = field(repr=False)
+    meta: dict = field(default_factory=dict)
+
+    def embed(self, images, *, device="cpu", batch_size: int = 64) -> np.ndarray:
+        """Features of in-memory uint8 images, (N, H, W, 3) or (N, 3, H, W): float32 (N, dim).
+
+        The same ``prepare`` + ``network`` path as files, so an image gives the same features
+        whether it comes from a file or from a tensor.
+        """
+        arr = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+        if arr.ndim != 4 or arr.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images of shape (N, H, W, 3) or (N, 3, H, W), got {arr.dtype} {arr.shape}")
+        if arr.shape[-1] not in (1, 3, 4) and arr.shape[1] in (1, 3, 4):
+            arr = np.moveaxis(arr, 1, -1)
+        from features.images import _to_rgb8
+        net = self.network.to(device).eval()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, arr.shape[0], batch_size):
+                batch = torch.stack([self.prepare(_to_rgb8(img)) for img in arr[start:start + batch_size]])
+                out.append(net(batch.to(device)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+def register_backbone(name: str):
+    """Decorator: register a backbone factory under ``name``."""
+    def wrap(factory):
+        _REGISTRY[name] = factory
+        return factory
+    return wrap
+
+
+def available_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_backbone(name: str, *, weights=None, preprocess: str | None = None, seed: int = 0,
+                  allow_download: bool = False) -> Backbone:
+    """Build the backbone ``name`` (see :func:`available_backbones`) with its weights, in eval mode."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
+    backbone = _REGISTRY[name](weights=weights, preprocess=preprocess, seed=seed, allow_download=allow_download)
+    backbone.network.eval()
+    for p in backbone.network.parameters():
+        p.requires_grad_(False)
+    return backbone
+
+
+def file_digest(path) -> str:
+    """First 16 hex digits of the SHA-256 of a file: the weights' identity recorded in ``meta``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_state_dict(path, what: str) -> dict:
+    """A state dict from ``path`` (torch.save format, tensors only); ValueError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--weights {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or damaged files
+        raise ValueError(f"--weights {path}: cannot load a PyTorch state dict ({str(exc).splitlines()[0][:160]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"--weights {path}: not a state dict of tensors for {what}")
+    return state
+
+
+def apply_state_dict(module: torch.nn.Module, state: dict, path, what: str) -> None:
+    """Load ``state`` strictly into ``module``; a wrong architecture is a one-line ValueError."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys, e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
+        if mismatched:
+            k = mismatched[0]
+            parts.append(f"shape of {k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
+        raise ValueError(f"--weights {path}: not {what} weights ({'; '.join(parts)})")
+    module.load_state_dict(state, strict=True)
+
+
+# register the built-in backbones
+from . import efficientnet, vgg16  # noqa: E402,F401

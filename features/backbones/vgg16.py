@@ -1,0 +1,75 @@
+"""VGG16 fc2 after ReLU (4096-d): ImageNet weights (``vgg16``) or seeded random ones (``vgg16_random``).
+
+The original ``getFeature.py`` took ``classifier[:6]`` (fc1, ReLU, dropout, fc2, ReLU, dropout);
+in eval mode the dropouts are identities, so ``classifier[:5]`` gives the same fc2-after-ReLU
+features. ``vgg16_random`` follows Naeem et al. 2020 ("random embeddings") for domains far from
+ImageNet; its seed is recorded in ``meta``.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torchvision
+
+from . import Backbone, apply_state_dict, file_digest, load_state_dict, register_backbone
+from .preprocess import make_preprocess
+
+INPUT_SIZE = 224
+
+
+class VGG16Fc2(torch.nn.Module):
+    """torchvision VGG16 up to fc2 + ReLU: (B, 3, 224, 224) -> (B, 4096), non-negative."""
+
+    def __init__(self, vgg: torchvision.models.VGG):
+        super().__init__()
+        self.features, self.avgpool = vgg.features, vgg.avgpool
+        self.head = vgg.classifier[:5]
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def torchvision_cache_file() -> str:
+    """Where torchvision keeps the downloaded ImageNet VGG16 weights."""
+    url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+def _build(preprocess, meta, vgg) -> Backbone:
+    name, prep = make_preprocess(preprocess, INPUT_SIZE)
+    meta.update(layer="fc2 after ReLU (classifier[:5])", preprocess=name, **prep.describe())
+    return Backbone(name=meta["backbone"], dim=4096, network=VGG16Fc2(vgg), prepare=prep, meta=meta)
+
+
+@register_backbone("vgg16")
+def vgg16(weights=None, preprocess=None, seed=0, allow_download=False) -> Backbone:
+    """ImageNet VGG16: from ``weights`` (a torchvision-format state dict) or torchvision's cache."""
+    vgg = torchvision.models.vgg16(weights=None)
+    if weights is not None:
+        apply_state_dict(vgg, load_state_dict(weights, "VGG16"), weights, "VGG16")
+        identity = {"weights": "file", "weights_file": os.path.basename(str(weights)),
+                    "weights_sha256": file_digest(weights)}
+    else:
+        cached = torchvision_cache_file()
+        if not os.path.isfile(cached) and not allow_download:
+            raise ValueError(
+                f"VGG16 ImageNet weights not found in torchvision's cache ({cached}): run once on a machine with "
+                f"internet `python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` "
+                f"(or pass --allow_download), or give a state dict with --weights FILE"
+            )
+        vgg = torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights.IMAGENET1K_V1, progress=False)
+        identity = {"weights": "torchvision IMAGENET1K_V1", "weights_file": os.path.basename(cached),
+                    "weights_sha256": file_digest(cached)}
+    return _build(preprocess, {"backbone": "vgg16", **identity}, vgg)
+
+
+@register_backbone("vgg16_random")
+def vgg16_random(weights=None, preprocess=None, seed=0, allow_download=False) -> Backbone:
+    """VGG16 with torchvision's random initialisation drawn from ``seed`` (global RNG untouched)."""
+    if weights is not None:
+        raise ValueError("vgg16_random takes no --weights (its weights are drawn from --seed); use --backbone vgg16")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vgg = torchvision.models.vgg16(weights=None)
+    return _build(preprocess, {"backbone": "vgg16_random", "weights": "random", "weights_seed": int(seed)}, vgg)

@@ -1,0 +1,233 @@
+"""Images -> features: decoding in DataLoader workers, batched inference, resumable checkpoints.
+
+:func:`extract_features` reads an :class:`features.images.ImageSource` in order, runs each image
+through the backbone's ``prepare`` in worker processes and the network in batches under
+``torch.inference_mode``, and returns float32 features in the source's order. Results do not
+depend on batch size, number of workers or input form (folder, zip, array) beyond float noise.
+
+Resume: with ``checkpoint_dir`` set, every ``shard_size`` images are saved there as a shard
+(written atomically, with a fingerprint of the source and backbone). A restarted run with the same
+inputs loads the shards and goes on from the first image not yet done.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from hubness.distances import resolve_device
+
+from .backbones import Backbone
+from .images import ImageSource
+from .store import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Extraction:
+    """Features of the decodable images, their names, and the images skipped with the reason."""
+
+    features: np.ndarray = field(repr=False)
+    paths: list = field(repr=False)
+    skipped: list = field(default_factory=list)  # [(name, reason)]
+
+
+class _Prepared(Dataset):
+    """Image ``start + i`` of the source, prepared for the network; a decoding error is returned, not
+    raised, so that the main process can name the file in one line (or skip it)."""
+
+    def __init__(self, source: ImageSource, prepare, start: int, stop: int):
+        self.source, self.prepare, self.start, self.stop = source, prepare, start, stop
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def __getitem__(self, i):
+        index = self.start + i
+        try:
+            return index, self.prepare(self.source.read(index)), ""
+        except ValueError as exc:
+            return index, None, str(exc)
+
+
+def _collate(items):
+    indices = [i for i, x, _ in items if x is not None]
+    tensors = [x for _, x, _ in items if x is not None]
+    errors = [(i, e) for i, x, e in items if x is None]
+    batch = torch.stack(tensors) if tensors else None
+    return indices, batch, errors
+
+
+def fingerprint(source: ImageSource, backbone: Backbone, half: bool) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"source": source.describe(), "backbone": backbone.meta, "half": half},
+                        sort_keys=True, default=str).encode())
+    for name in source.names:
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0")
+    return h.hexdigest()
+
+
+class _Checkpoint:
+    """Shards of finished work in a folder: ``manifest.json`` + ``shard_<start>_<stop>.npz``."""
+
+    def __init__(self, folder: Path, key: str):
+        self.folder, self.key = Path(folder), key
+
+    def load(self):
+        """(next image index, [(indices, features)], skipped) from a matching earlier run, else a fresh start."""
+        manifest = self.folder / "manifest.json"
+        if not manifest.is_file():
+            return 0, [], []
+        try:
+            if json.loads(manifest.read_text()).get("fingerprint") != self.key:
+                log.warning("%s: checkpoint of a different extraction (inputs or backbone changed); starting over",
+                            self.folder)
+                self.clear()
+                return 0, [], []
+            shards = sorted(self.folder.glob("shard_*.npz"))
+            done, parts, skipped = 0, [], []
+            for shard in shards:
+                with np.load(shard, allow_pickle=False) as data:
+                    start, stop = int(data["range"][0]), int(data["range"][1])
+                    if start != done:
+                        break
+                    parts.append((data["indices"].copy(), data["features"].copy()))
+                    skipped += list(zip(data["skipped_names"].tolist(), data["skipped_reasons"].tolist()))
+                    done = stop
+            return done, parts, skipped
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("%s: unreadable checkpoint (%s); starting over", self.folder, exc)
+            self.clear()
+            return 0, [], []
+
+    def save(self, start: int, stop: int, indices, feats, skipped) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        manifest = self.folder / "manifest.json"
+        if not manifest.is_file():
+            with atomic_write(manifest, "w") as handle:
+                json.dump({"fingerprint": self.key}, handle)
+        names = np.asarray([n for n, _ in skipped], dtype=np.str_)
+        reasons = np.asarray([r for _, r in skipped], dtype=np.str_)
+        with atomic_write(self.folder / f"shard_{start:010d}_{stop:010d}.npz") as handle:
+            np.savez(handle, range=np.array([start, stop]), indices=np.asarray(indices, dtype=np.int64),
+                     features=feats, skipped_names=names, skipped_reasons=reasons)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int = 64,
+                     num_workers: int | None = None, device="auto", half: bool = False,
+                     skip_bad: bool = False, progress: bool | None = None,
+                     checkpoint_dir=None, shard_size: int = 4096) -> Extraction:
+    """Features of every image of ``source``, in order (see the module docstring).
+
+    Args:
+        batch_size: images per forward pass (>= 1); does not change the result.
+        num_workers: DataLoader decoding processes (default: the number of CPUs, at most 8; 0 = in process).
+        device: 'auto', 'cpu', 'cuda', 'cuda:N'. ``half`` runs the network in float16 (CUDA only).
+        skip_bad: skip undecodable images (listed in the result) instead of stopping at the first.
+        checkpoint_dir: folder for resumable shards (left in place; the caller removes it when done).
+    """
+    if batch_size < 1:
+        raise ValueError(f"The 'batch_size' parameter must be an int in the range [1, inf). Got {batch_size} instead.")
+    dev = resolve_device(device)
+    if half and dev.type != "cuda":
+        raise ValueError("--half needs a CUDA device (float16 inference on the CPU is slow and inexact)")
+    if num_workers is None:
+        num_workers = min(8, os.cpu_count() or 1)
+    network = backbone.network.to(dev).eval()
+    if half:
+        network = network.half()
+
+    ckpt = _Checkpoint(checkpoint_dir, fingerprint(source, backbone, half)) if checkpoint_dir else None
+    start, parts, skipped = ckpt.load() if ckpt else (0, [], [])
+    if start:
+        log.info("resuming at image %d of %d from %s", start, len(source), checkpoint_dir)
+    n = len(source)
+    pending_idx, pending_feat, pending_skip, shard_start = [], [], [], start
+    loader = DataLoader(_Prepared(source, backbone.prepare, start, n), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
+                        persistent_workers=False)
+
+    def flush(stop):
+        nonlocal pending_idx, pending_feat, pending_skip, shard_start
+        feats = np.concatenate(pending_feat) if pending_feat else np.zeros((0, backbone.dim), np.float32)
+        idx = np.asarray(pending_idx, dtype=np.int64)
+        if ckpt:
+            ckpt.save(shard_start, stop, idx, feats, pending_skip)
+        parts.append((idx, feats))
+        skipped.extend(pending_skip)
+        pending_idx, pending_feat, pending_skip, shard_start = [], [], [], stop
+
+    done = start
+    with torch.inference_mode(), tqdm(total=n, initial=start, unit="img", desc=f"{backbone.name} features",
+                                      disable=None if progress is None else not progress) as bar:
+        for indices, batch, errors in loader:
+            for index, reason in errors:
+                if not skip_bad:
+                    raise ValueError(f"{reason} (use --skip_bad to skip undecodable images)")
+                log.warning("skipped %s", reason)
+                pending_skip.append((source.names[index], reason))
+            if batch is not None:
+                batch = batch.to(dev, non_blocking=True)
+                out = network(batch.half() if half else batch).float().cpu().numpy()
+                pending_idx += indices
+                pending_feat.append(out)
+            done += len(indices) + len(errors)
+            bar.update(len(indices) + len(errors))
+            if done - shard_start >= shard_size:
+                flush(done)
+    flush(n)
+    features = np.concatenate([f for _, f in parts]) if parts else np.zeros((0, backbone.dim), np.float32)
+    order = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
+    if len(order) and not (np.diff(order) > 0).all():  # cannot happen: shards are contiguous and ordered
+        raise RuntimeError("internal error: features out of order")
+    if len(order) == 0:
+        raise ValueError(f"{source.root}: none of the {n} images could be decoded")
+    return Extraction(features=np.ascontiguousarray(features, dtype=np.float32),
+                      paths=[source.names[i] for i in order], skipped=skipped)
+
+
+def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str | None = None,
+                 backbone_seed: int = 0, allow_download: bool = False, num_samples: int | None = None,
+                 seed: int = 0, batch_size: int = 64, num_workers: int | None = None, device="auto",
+                 half: bool = False, skip_bad: bool = False, progress: bool | None = None,
+                 checkpoint_dir=None, shard_size: int = 4096) -> tuple[Extraction, dict]:
+    """Open the images at ``path``, extract features, and return them with the ``meta`` to store.
+
+    ``num_samples`` / ``seed`` take a seeded random subset of the images (recorded in ``meta``).
+    """
+    from . import backbones
+    from .images import open_source
+    from .store import random_subset
+    import hubness
+
+    if batch_size < 1:
+        raise ValueError(f"The 'batch_size' parameter must be an int in the range [1, inf). Got {batch_size} instead.")
+    resolve_device(device)
+    model = backbones.load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
+                                    allow_download=allow_download)
+    source = open_source(path)
+    total = len(source)
+    if num_samples is not None:
+        source = source.subset(random_subset(total, num_samples, seed, str(path)))
+    result = extract_features(source, model, batch_size=batch_size, num_workers=num_workers, device=device,
+                              half=half, skip_bad=skip_bad, progress=progress, checkpoint_dir=checkpoint_dir,
+                              shard_size=shard_size)
+    meta = dict(model.meta)
+    meta.update(source=source.describe(), images_found=total, num_samples=num_samples,
+                sample_seed=seed if num_samples is not None else None, half=half,
+                skipped=[{"path": n, "reason": r} for n, r in result.skipped],
+                toolkit_version=hubness.__version__, torch_version=torch.__version__)
+    return result, meta

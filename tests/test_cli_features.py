@@ -1,0 +1,122 @@
+"""getFeature.py and image inputs of the metric script, through subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from tests.test_extract import digit_images, write_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(script, *args, cwd=None):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("clifeat")
+    order = np.random.default_rng(1).permutation(1797)
+    real, _ = digit_images(np.sort(order[:60]))
+    fake, _ = digit_images(np.sort(order[60:110]), noise=40.0)
+    return tmp, write_folder(tmp / "real", real), write_folder(tmp / "fake", fake)
+
+
+def test_getfeature_writes_feature_paths_meta(sets):
+    tmp, real, _ = sets
+    out = tmp / "real.npz"
+    proc = run("getFeature.py", real, "--fname_precalc", out, "--backbone", "efficientnet_lite0", "--batch_size", 16)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # results go to the file, logs to stderr
+    data = np.load(out, allow_pickle=False)
+    assert data["feature"].shape == (60, 1280) and data["feature"].dtype == np.float32
+    assert data["paths"].tolist() == sorted(p.name for p in real.iterdir())
+    meta = json.loads(str(data["meta"]))
+    for key in ("schema_version", "backbone", "layer", "weights_sha256", "input_size", "resize", "mean", "std",
+                "count", "toolkit_version", "torch_version", "source"):
+        assert key in meta, key
+    assert meta["count"] == 60 and meta["backbone"] == "efficientnet_lite0"
+    assert not [p for p in os.listdir(tmp) if p.endswith((".tmp", ".partial"))]
+
+
+def test_metric_script_takes_image_folders(sets):
+    tmp, real, fake = sets
+    proc = run("improved_precision_recall_hubness.py", real, fake, "--backbone", "efficientnet_lite0",
+               "--json", tmp / "img.json", "--per_sample", tmp / "img.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("precision: ")
+    data = json.loads((tmp / "img.json").read_text())
+    assert data["dim"] == 1280 and data["n_real"] == 60 and data["n_fake"] == 50
+    rows = (tmp / "img.csv").read_text().splitlines()
+    assert rows[0].startswith("index,path,") and rows[1].split(",")[1] == "0000.png"
+
+
+def test_vgg16_weights_file_through_the_cli(sets, tmp_path):
+    _, real, _ = sets
+    torch.manual_seed(0)
+    weights = tmp_path / "vgg.pth"
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), weights)
+    out = tmp_path / "v.npz"
+    proc = run("getFeature.py", real, "--fname_precalc", out, "--weights", weights, "--num_samples", 3,
+               "--seed", 4)
+    assert proc.returncode == 0, proc.stderr
+    data = np.load(out)
+    meta = json.loads(str(data["meta"]))
+    assert data["feature"].shape == (3, 4096) and (data["feature"] >= 0).all()
+    assert meta["num_samples"] == 3 and meta["sample_seed"] == 4 and meta["weights_file"] == "vgg.pth"
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "noimages").mkdir()
+    (tmp_path / "noimages" / "a.txt").write_text("x")
+    imgs, _ = digit_images(np.arange(3))
+    write_folder(tmp_path / "ok", imgs)
+    broken = write_folder(tmp_path / "broken", imgs)
+    (broken / "0001.png").write_bytes(b"GIF89a not really")
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet.pth")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["missing", "-o", "o.npz"], ["missing: no such file or folder"]),
+    (["empty", "-o", "o.npz"], ["empty: no images found"]),
+    (["noimages", "-o", "o.npz"], ["no images found"]),
+    (["ok", "-o", "nowhere/o.npz"], ["folder nowhere does not exist"]),
+    (["ok", "-o", "o.txt"], ["must end in .npz"]),
+    (["ok", "-o", "o.npz", "--weights", "resnet.pth"], ["not VGG16 weights", "missing keys"]),
+    (["ok", "-o", "o.npz", "--batch_size", "0"], ["argument --batch_size: must be >= 1"]),
+    (["ok", "-o", "o.npz", "--backbone", "clip"], ["invalid choice: 'clip'"]),
+    (["ok", "-o", "o.npz", "--half", "--device", "cpu", "--backbone", "efficientnet_lite0"], ["--half needs a CUDA"]),
+    (["broken", "-o", "o.npz", "--backbone", "efficientnet_lite0"], ["0001.png: cannot decode image", "--skip_bad"]),
+    (["ok"], ["required: --fname_precalc"]),
+])
+def test_getfeature_errors(bad_inputs, args, fragments):
+    before = sorted(os.listdir(bad_inputs))
+    proc = run("getFeature.py", *args, "-q", cwd=bad_inputs)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert sorted(os.listdir(bad_inputs)) == before  # no output, no checkpoint left behind
+
+
+def test_skip_bad_lists_skipped_in_meta(bad_inputs):
+    proc = run("getFeature.py", "broken", "-o", "b.npz", "--backbone", "efficientnet_lite0", "--skip_bad",
+               cwd=bad_inputs)
+    assert proc.returncode == 0, proc.stderr
+    assert "0001.png" in proc.stderr
+    data = np.load(bad_inputs / "b.npz")
+    meta = json.loads(str(data["meta"]))
+    assert data["paths"].tolist() == ["0000.png", "0002.png"]
+    assert [s["path"] for s in meta["skipped"]] == ["0001.png"]

@@ -1,0 +1,155 @@
+"""Decoding and image sources: every mode, both decoders, every input form, broken files."""
+import io
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from features import images
+from features.images import decode_image, open_source
+
+
+def encode(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def rgb_noise(h=13, w=17, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def png16(arr: np.ndarray) -> bytes:
+    """A minimal 16-bit PNG writer (PIL cannot write 16-bit RGB): colour type 0 (grey) or 2 (RGB)."""
+    h, w = arr.shape[:2]
+    color = 0 if arr.ndim == 2 else 2
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "1", "I;16"])
+def test_png_modes_identical_with_both_decoders(mode):
+    base = Image.fromarray(rgb_noise())
+    img = base.convert(mode) if mode != "I;16" else Image.fromarray(
+        np.random.default_rng(1).integers(0, 65536, size=(9, 11), dtype=np.uint16))
+    data = encode(img)
+    fast = decode_image(data, "x.png", use_pyspng=True)
+    slow = decode_image(data, "x.png", use_pyspng=False)
+    assert fast.dtype == np.uint8 and fast.shape[2] == 3
+    np.testing.assert_array_equal(fast, slow)
+    if mode != "I;16":  # 8-bit modes: exactly PIL's convert('RGB')
+        np.testing.assert_array_equal(slow, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    else:  # 16-bit: high byte
+        expected = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+        np.testing.assert_array_equal(slow[:, :, 0], expected)
+
+
+def test_sixteen_bit_rgb_png_high_byte_both_decoders():
+    arr = np.random.default_rng(2).integers(0, 65536, size=(7, 5, 3), dtype=np.uint16)
+    data = png16(arr)
+    expected = (arr >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(decode_image(data, "a.png", use_pyspng=True), expected)
+    np.testing.assert_array_equal(decode_image(data, "a.png", use_pyspng=False), expected)
+    grey = arr[:, :, 0]
+    np.testing.assert_array_equal(decode_image(png16(grey), "g.png")[:, :, 1], (grey >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("JPEG", "L"), ("JPEG", "CMYK"), ("TIFF", "CMYK"),
+                                       ("WEBP", "RGB"), ("BMP", "RGB"), ("TIFF", "RGBA")])
+def test_other_formats_follow_pil_convert(fmt, mode):
+    img = Image.fromarray(rgb_noise()).convert(mode)
+    data = encode(img, fmt)
+    np.testing.assert_array_equal(decode_image(data, "x"), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty file"),
+    (b"this is text, not an image", "cannot decode image"),
+])
+def test_undecodable_data_names_the_file(data, message):
+    with pytest.raises(ValueError, match=f"bad.png: {message}"):
+        decode_image(data, "bad.png")
+
+
+@pytest.mark.parametrize("use_pyspng", [True, False])
+def test_truncated_png(use_pyspng):
+    data = encode(Image.fromarray(rgb_noise(64, 64)))
+    with pytest.raises(ValueError, match="cut.png: cannot decode"):
+        decode_image(data[: len(data) // 2], "cut.png", use_pyspng=use_pyspng)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A folder with nested images in mixed-case extensions, a non-image, and the same as zip/npy/list."""
+    root = tmp_path / "imgs"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    arrays = {}
+    names = ["b.png", "a.PNG", "sub/c.jpg", "sub/deeper/d.Png", "sub/e.bmp"]
+    for i, name in enumerate(names):
+        arr = rgb_noise(20, 20, seed=i)
+        fmt = {"png": "PNG", "jpg": "JPEG", "bmp": "BMP"}[name.rsplit(".", 1)[1].lower()]
+        Image.fromarray(arr).save(root / name, format=fmt)
+        arrays[name] = np.asarray(Image.open(root / name).convert("RGB"))
+    (root / "notes.txt").write_text("not an image")
+    with zipfile.ZipFile(tmp_path / "imgs.zip", "w") as z:
+        for name in names:
+            z.write(root / name, arcname=name)
+        z.writestr("readme.md", "skip me")
+    ordered = sorted(names)
+    stack = np.stack([arrays[n] for n in ordered])
+    np.save(tmp_path / "imgs_nhwc.npy", stack)
+    np.save(tmp_path / "imgs_nchw.npy", np.ascontiguousarray(stack.transpose(0, 3, 1, 2)))
+    (tmp_path / "list.txt").write_text("\n".join(f"imgs/{n}" for n in reversed(names)) + "\n")
+    return tmp_path, ordered, stack
+
+
+def test_sources_agree(tree):
+    tmp, ordered, stack = tree
+    folder = open_source(tmp / "imgs")
+    assert folder.names == ordered  # recursive, any letter case, sorted, non-images ignored
+    archive = open_source(tmp / "imgs.zip")
+    assert archive.names == ordered
+    listed = open_source(tmp / "list.txt")
+    assert listed.names == [f"imgs/{n}" for n in ordered]
+    for src in (folder, archive, listed, open_source(tmp / "imgs_nhwc.npy"), open_source(tmp / "imgs_nchw.npy")):
+        assert len(src) == len(ordered)
+        for i in range(len(src)):
+            np.testing.assert_array_equal(src.read(i), stack[i])
+
+
+def test_subset_keeps_names_and_pixels(tree):
+    tmp, ordered, stack = tree
+    for src in (open_source(tmp / "imgs"), open_source(tmp / "imgs_nhwc.npy")):
+        sub = src.subset([1, 3])
+        assert sub.names == [src.names[1], src.names[3]]
+        np.testing.assert_array_equal(sub.read(1), stack[3])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing", "no such file or folder"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", "no images found"),
+    (lambda p: (p / "x.dat").write_text("hi") or p / "x.dat", "not an image folder"),
+    (lambda p: (p / "bad.zip").write_text("hi") or p / "bad.zip", "not a readable zip"),
+    (lambda p: np.save(p / "f.npy", np.zeros((4, 5), np.float32)) or p / "f.npy", "expected a 4-D uint8"),
+    (lambda p: np.save(p / "g.npy", np.zeros((2, 5, 5, 3), np.float32)) or p / "g.npy", "expected uint8 images"),
+    (lambda p: (p / "l.txt").write_text("nope.png\n") or p / "l.txt", "do not exist, e.g. nope.png"),
+])
+def test_bad_sources(tmp_path, make, message):
+    with pytest.raises(ValueError, match=message):
+        open_source(make(tmp_path))
+
+
+def test_image_input_detection(tree):
+    tmp, _, _ = tree
+    np.savez(tmp / "feats.npz", feature=np.zeros((3, 4), np.float32))
+    assert images.is_image_input(tmp / "imgs") and images.is_image_input(tmp / "imgs.zip")
+    assert images.is_image_input(tmp / "imgs_nhwc.npy") and images.is_image_input(tmp / "list.txt")
+    assert not images.is_image_input(tmp / "feats.npz")
