@@ -146,9 +146,7 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
         raise ValueError("--half needs a CUDA device (float16 inference on the CPU is slow and inexact)")
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1)
-    network = backbone.network.to(dev).eval()
-    if half:
-        network = network.half()
+    network = backbone.inference_network(dev, half=half)
 
     ckpt = _Checkpoint(checkpoint_dir, fingerprint(source, backbone, half)) if checkpoint_dir else None
     start, parts, skipped = ckpt.load() if ckpt else (0, [], [])
@@ -180,7 +178,7 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
                 log.warning("skipped %s", reason)
                 pending_skip.append((source.names[index], reason))
             if batch is not None:
-                batch = batch.to(dev, non_blocking=True)
+                batch = batch.to(dev, non_blocking=True, memory_format=torch.channels_last)
                 out = network(batch.half() if half else batch).float().cpu().numpy()
                 pending_idx += indices
                 pending_feat.append(out)
@@ -216,12 +214,12 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
     if batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter must be an int in the range [1, inf). Got {batch_size} instead.")
     resolve_device(device)
-    model = backbones.load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
-                                    allow_download=allow_download)
-    source = open_source(path)
+    source = open_source(path)  # listing the images is cheap: find input errors before loading weights
     total = len(source)
     if num_samples is not None:
         source = source.subset(random_subset(total, num_samples, seed, str(path)))
+    model = backbones.load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
+                                    allow_download=allow_download)
     result = extract_features(source, model, batch_size=batch_size, num_workers=num_workers, device=device,
                               half=half, skip_bad=skip_bad, progress=progress, checkpoint_dir=checkpoint_dir,
                               shard_size=shard_size)

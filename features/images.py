@@ -1,8 +1,8 @@
 """Image sources (folder, zip, array file, list file) and decoding to RGB uint8 (DESIGN.md section 6).
 
 Every source lists its images in sorted order under names relative to its root, and reads image
-``i`` as an (H, W, 3) uint8 RGB array. Decoding: pyspng for 8- and 16-bit non-palette PNGs where
-installed, Pillow otherwise; both give identical pixels, because colour conversion follows PIL's
+``i`` as an (H, W, 3) uint8 RGB array. Decoding: pyspng for 8- and 16-bit grey, RGB and RGBA PNGs
+where installed, Pillow otherwise; both give identical pixels, because colour conversion follows PIL's
 ``convert('RGB')`` (alpha dropped, grey replicated, palette looked up, CMYK by PIL's formula) and
 16-bit samples keep their high byte (``v >> 8``) whichever decoder read them.
 """
@@ -60,7 +60,8 @@ def decode_image(data: bytes, name: str, use_pyspng: bool = True) -> np.ndarray:
     if not data:
         raise ValueError(f"{name}: empty file, not an image")
     header = _png_header(data)
-    if use_pyspng and pyspng is not None and header is not None and header[1] != 3 and header[0] in (8, 16):
+    # pyspng handles grey, RGB and RGBA at 8 or 16 bits; palette and grey+alpha go to PIL
+    if use_pyspng and pyspng is not None and header is not None and header[1] in (0, 2, 6) and header[0] in (8, 16):
         try:
             return _to_rgb8(pyspng.load(data))
         except Exception as exc:  # pyspng raises RuntimeError/ValueError for damaged data

@@ -94,7 +94,7 @@ def bad_inputs(tmp_path):
     (["ok", "-o", "nowhere/o.npz"], ["folder nowhere does not exist"]),
     (["ok", "-o", "o.txt"], ["must end in .npz"]),
     (["ok", "-o", "o.npz", "--weights", "resnet.pth"], ["not VGG16 weights", "missing keys"]),
-    (["ok", "-o", "o.npz", "--batch_size", "0"], ["argument --batch_size: must be >= 1"]),
+    (["ok", "-o", "o.npz", "--batch_size", "0"], ["argument --batch_size/--batch-size: must be >= 1, got 0"]),
     (["ok", "-o", "o.npz", "--backbone", "clip"], ["invalid choice: 'clip'"]),
     (["ok", "-o", "o.npz", "--half", "--device", "cpu", "--backbone", "efficientnet_lite0"], ["--half needs a CUDA"]),
     (["broken", "-o", "o.npz", "--backbone", "efficientnet_lite0"], ["0001.png: cannot decode image", "--skip_bad"]),

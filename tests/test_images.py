@@ -133,18 +133,31 @@ def test_subset_keeps_names_and_pixels(tree):
         np.testing.assert_array_equal(sub.read(1), stack[3])
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing", "no such file or folder"),
-    (lambda p: (p / "empty").mkdir() or p / "empty", "no images found"),
-    (lambda p: (p / "x.dat").write_text("hi") or p / "x.dat", "not an image folder"),
-    (lambda p: (p / "bad.zip").write_text("hi") or p / "bad.zip", "not a readable zip"),
-    (lambda p: np.save(p / "f.npy", np.zeros((4, 5), np.float32)) or p / "f.npy", "expected a 4-D uint8"),
-    (lambda p: np.save(p / "g.npy", np.zeros((2, 5, 5, 3), np.float32)) or p / "g.npy", "expected uint8 images"),
-    (lambda p: (p / "l.txt").write_text("nope.png\n") or p / "l.txt", "do not exist, e.g. nope.png"),
+def _write(path, content):
+    if isinstance(content, str):
+        path.write_text(content)
+    elif isinstance(content, np.ndarray):
+        np.save(path, content)
+    else:
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing", None, "no such file or folder"),
+    ("empty", "dir", "no images found"),
+    ("x.dat", "hi", "not an image folder"),
+    ("bad.zip", "hi", "not a readable zip"),
+    ("f.npy", np.zeros((4, 5), np.float32), "expected a 4-D uint8"),
+    ("g.npy", np.zeros((2, 5, 5, 3), np.float32), "expected uint8 images"),
+    ("h.npy", np.zeros((2, 5, 5, 7), np.uint8), "cannot tell the channel axis"),
+    ("l.txt", "nope.png\n", "do not exist, e.g. nope.png"),
 ])
-def test_bad_sources(tmp_path, make, message):
+def test_bad_sources(tmp_path, name, content, message):
+    is_dir = isinstance(content, str) and content == "dir"
+    path = tmp_path / name if content is None else _write(tmp_path / name, None if is_dir else content)
     with pytest.raises(ValueError, match=message):
-        open_source(make(tmp_path))
+        open_source(path)
 
 
 def test_image_input_detection(tree):

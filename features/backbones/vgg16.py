@@ -36,8 +36,8 @@ def torchvision_cache_file() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
 
 
-def _build(preprocess, meta, vgg) -> Backbone:
-    name, prep = make_preprocess(preprocess, INPUT_SIZE)
+def _build(preprocessing, meta, vgg) -> Backbone:
+    name, prep = preprocessing
     meta.update(layer="fc2 after ReLU (classifier[:5])", preprocess=name, **prep.describe())
     return Backbone(name=meta["backbone"], dim=4096, network=VGG16Fc2(vgg), prepare=prep, meta=meta)
 
@@ -45,6 +45,7 @@ def _build(preprocess, meta, vgg) -> Backbone:
 @register_backbone("vgg16")
 def vgg16(weights=None, preprocess=None, seed=0, allow_download=False) -> Backbone:
     """ImageNet VGG16: from ``weights`` (a torchvision-format state dict) or torchvision's cache."""
+    preprocessing = make_preprocess(preprocess, INPUT_SIZE)  # validated before any heavy work
     vgg = torchvision.models.vgg16(weights=None)
     if weights is not None:
         apply_state_dict(vgg, load_state_dict(weights, "VGG16"), weights, "VGG16")
@@ -61,7 +62,7 @@ def vgg16(weights=None, preprocess=None, seed=0, allow_download=False) -> Backbo
         vgg = torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights.IMAGENET1K_V1, progress=False)
         identity = {"weights": "torchvision IMAGENET1K_V1", "weights_file": os.path.basename(cached),
                     "weights_sha256": file_digest(cached)}
-    return _build(preprocess, {"backbone": "vgg16", **identity}, vgg)
+    return _build(preprocessing, {"backbone": "vgg16", **identity}, vgg)
 
 
 @register_backbone("vgg16_random")
@@ -69,7 +70,8 @@ def vgg16_random(weights=None, preprocess=None, seed=0, allow_download=False) ->
     """VGG16 with torchvision's random initialisation drawn from ``seed`` (global RNG untouched)."""
     if weights is not None:
         raise ValueError("vgg16_random takes no --weights (its weights are drawn from --seed); use --backbone vgg16")
+    preprocessing = make_preprocess(preprocess, INPUT_SIZE)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vgg = torchvision.models.vgg16(weights=None)
-    return _build(preprocess, {"backbone": "vgg16_random", "weights": "random", "weights_seed": int(seed)}, vgg)
+    return _build(preprocessing, {"backbone": "vgg16_random", "weights": "random", "weights_seed": int(seed)}, vgg)
