@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from PIL import Image
 
 from tests.test_extract import digit_images, write_folder
 
