@@ -20,7 +20,7 @@ The pass can be restricted to a subset of rows and columns (eP&R alone: real hub
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,8 +60,8 @@ class CrossResult:
     rarity_sq: np.ndarray | None = None      # (M,) float32 (inf when outside every real ball)
     in_real_hub_ball: np.ndarray | None = None  # (M,) bool
     in_fake_hub_ball: np.ndarray | None = None  # (N,) bool
-    refined: int = 0
-    stats: dict = field(default_factory=dict)
+    refined: int = 0       # entries re-measured exactly
+    tile_side: int = 0
 
 
 def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor, fake_norms: torch.Tensor,
@@ -106,17 +106,22 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor,
     row_parts = list(blocks(rows_all.numel(), side))
     col_parts = list(blocks(cols_all.numel(), side))
     refined = 0
+    # gathered blocks (eP&R's hub subsets) go to two reused buffers: no per-tile allocations
+    buf_a = buf_b = None
+    if real_rows is not None or fake_cols is not None:
+        buf_a = torch.empty((min(side, rows_all.numel()), dim), dtype=real.dtype, device=dev)
+        buf_b = torch.empty((min(side, cols_all.numel()), dim), dtype=fake.dtype, device=dev)
     with exact_matmul(), torch.inference_mode(), \
             tqdm(total=len(row_parts) * len(col_parts), desc="real x fake", unit="tile",
                  disable=None if progress is None else not progress, leave=False) as bar:
         for rp in row_parts:
             ri = rows_all[rp]
-            a, na = _take(real, ri), real_norms[ri]
+            a, na = _take(real, ri, buf_a), real_norms[ri]
             rc = lambda v: None if v is None else v[ri][:, None]  # noqa: E731
             r_pr_b, r_dc_b, r_rt_b, r_hub_b = rc(r_pr), rc(r_dc), rc(r_rt), rc(r_hub)
             for cp in col_parts:
                 cj = cols_all[cp]
-                b, nb = _take(fake, cj), fake_norms[cj]
+                b, nb = _take(fake, cj, buf_b), fake_norms[cj]
                 d2 = sq_dist_tile(a, b, na, nb)
                 # screening band: re-measure exactly what float32 error could decide
                 tol = eps * (float(na.max()) + float(nb.max()))
@@ -155,8 +160,7 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor,
     res.in_real, res.in_fake, res.density_count = out(in_real), out(in_fake), out(dens)
     res.nn_fake_sq, res.realism_sq, res.rarity_sq = out(nn_fake), out(realism), out(rarity)
     res.in_real_hub_ball, res.in_fake_hub_ball = out(in_rhub), out(in_fhub)
-    res.refined = refined
-    res.stats = {"tile_side": side, "tiles": len(row_parts) * len(col_parts), "refined_pairs": refined}
+    res.refined, res.tile_side = refined, side
     return res
 
 
@@ -166,9 +170,11 @@ def _index(subset, n, dev) -> torch.Tensor:
     return torch.as_tensor(np.asarray(subset, dtype=np.int64)).to(dev)
 
 
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Rows ``idx`` of ``x``: a view when they are contiguous, else a gathered copy."""
+def _take(x: torch.Tensor, idx: torch.Tensor, buf: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``idx`` (sorted) of ``x``: a view when they are contiguous, else gathered into ``buf``."""
     if idx.numel() and int(idx[-1]) - int(idx[0]) + 1 == idx.numel():
         start = int(idx[0])
         return x[start:start + idx.numel()]
-    return x.index_select(0, idx)
+    out = buf[: idx.numel()]
+    torch.index_select(x, 0, idx, out=out)
+    return out

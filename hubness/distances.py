@@ -119,13 +119,15 @@ def exact_sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def refine_tile(d2: torch.Tensor, near: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                chunk: int = 4096) -> int:
+                chunk_bytes: int = 8 * 2**20) -> int:
     """Overwrite the entries of tile ``d2`` flagged in ``near`` with exact distances (as float32).
 
     ``a`` and ``b`` are the row blocks the tile was computed from. Returns the number refined.
+    Pairs go in chunks whose float64 temporaries (4 of chunk x dim) fit ``chunk_bytes``.
     """
     pairs = near.nonzero()
     count = pairs.shape[0]
+    chunk = max(16, chunk_bytes // (4 * 8 * a.shape[1]))
     for start in range(0, count, chunk):
         i = pairs[start:start + chunk, 0]
         j = pairs[start:start + chunk, 1]

@@ -138,7 +138,8 @@ class Evaluation:
     fake_in_real_manifold: np.ndarray | None = field(default=None, repr=False)
     fake_k_occurrence: np.ndarray | None = field(default=None, repr=False)
     fake_is_hub: np.ndarray | None = field(default=None, repr=False)
-    timings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)      # seconds per phase
+    diagnostics: dict = field(default_factory=dict)  # refined_pairs, cross_tile_side
 
     def to_dict(self) -> dict:
         """JSON-ready dict: n_real, n_fake, dim, params, then one block per computed metric."""
@@ -157,6 +158,7 @@ class Evaluation:
             out["hubness"] = {side: {key: asdict(h)[key] for key in keep}
                               for side, h in (("real", self.hubness_real), ("fake", self.hubness_fake))}
         out["timings"] = dict(self.timings)
+        out["diagnostics"] = dict(self.diagnostics)
         return out
 
 
@@ -227,7 +229,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     if fake_k:
         _check_size(n_fake, fake_k, "fake", f"k={fake_k}")
 
-    timings = {}
+    timings, diagnostics = {}, {}
     xr = torch.from_numpy(real).to(dev)
     xf = torch.from_numpy(fake).to(dev)
     norms_r, norms_f = sq_norms(xr, "real"), sq_norms(xf, "fake")
@@ -269,7 +271,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
         res = cross_pass(xr, xf, norms_r, norms_f, inputs, memory_budget=memory_budget,
                          real_rows=rows, fake_cols=cols, progress=progress)
         timings["cross"] = time.perf_counter() - t
-        timings["refined_pairs"] = res.refined
+        diagnostics.update(refined_pairs=res.refined, cross_tile_side=res.tile_side)
 
     results = {}
     if "pr" in want:
@@ -298,7 +300,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     params = {"k": k, "dc_k": dc_k, "hubsK": hubs_k, "metrics": list(metrics), "device": str(dev),
               "memory_budget": memory_budget}
     return Evaluation(
-        n_real=n_real, n_fake=n_fake, dim=dim, params=params, timings=timings,
+        n_real=n_real, n_fake=n_fake, dim=dim, params=params, timings=timings, diagnostics=diagnostics,
         fake_in_real_manifold=res.in_real if "pr" in want else None,
         fake_k_occurrence=occ_fake,
         fake_is_hub=(occ_fake >= hubs_k) if occ_fake is not None else None,
