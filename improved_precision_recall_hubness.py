@@ -4,7 +4,10 @@ features against real ones. Usage: python improved_precision_recall_hubness.py r
 (see --help and README.md)."""
 import sys
 
-from cli.metrics_main import main
+from cli.blas import prefer_avx512_blas
+
+prefer_avx512_blas()  # before numpy loads OpenBLAS
+from cli.metrics_main import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -148,7 +148,8 @@ def main() -> int:
     import torch
     info = {"n": args.n, "m": m, "dim": args.dim, "memory_budget_mib": args.memory_budget,
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(auto)")}
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -127,7 +127,7 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor,
                 tol = eps * (float(na.max()) + float(nb.max()))
                 near = d2 <= tol
                 for thr in [v[ri][:, None] for v in row_thresholds] + [v[cj][None, :] for v in col_thresholds]:
-                    near |= (d2 - thr).abs_() <= tol
+                    near |= (d2 >= thr - tol) & (d2 <= thr + tol)  # boolean temporaries only
                 refined += refine_tile(d2, near, a, b)
                 del near
 
@@ -144,7 +144,8 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor,
                 if s_hub is not None:
                     in_fhub[ri] |= (d2 <= s_hub[cj][None, :]).any(dim=1)
                 if r_dc is not None:
-                    dens[cj] += (d2 < r_dc_b).sum(dim=0)
+                    # counting as uint8 -> int32 is ~7x faster than summing bools (an int64 copy)
+                    dens[cj] += (d2 < r_dc_b).view(torch.uint8).sum(dim=0, dtype=torch.int32)
                     nn_fake[ri] = torch.minimum(nn_fake[ri], d2.amin(dim=1))
                 if r_rt is not None:
                     ratio = torch.div(r_rt_b, d2)            # rt^2 / d^2; x/0 = inf

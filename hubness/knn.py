@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_int
 from .distances import (DEFAULT_MEMORY_BUDGET, blocks, exact_matmul, exact_sq_dist, resolve_device,
-                        sq_dist_tile, sq_norms, tile_side)
+                        screen_eps, sq_dist_tile, sq_norms, tile_side)
 
 _EXTRA_CANDIDATES = 4
 
@@ -28,11 +28,14 @@ class NeighborGraph:
 
     Attributes:
         indices: int64 (n, k_max): neighbour indices, nearest first, ties broken by index.
-        sq_distances: float64 (n, k_max): exact squared distances to those neighbours.
+        sq_distances: float64 (n, k_max): squared distances to those neighbours, exact in the
+            columns k-1 for k in ``exact_ks`` (elsewhere within float32 screening error).
+        exact_ks: the k whose radii are exact.
     """
 
     indices: np.ndarray
     sq_distances: np.ndarray
+    exact_ks: tuple = ()
 
     @property
     def n(self) -> int:
@@ -49,8 +52,11 @@ class NeighborGraph:
         return k
 
     def sq_radii(self, k: int) -> np.ndarray:
-        """Squared distance of each sample to its k-th nearest neighbour, float64 (n,)."""
-        return self.sq_distances[:, self._check_k(k) - 1]
+        """Exact squared distance of each sample to its k-th nearest neighbour, float64 (n,)."""
+        k = self._check_k(k)
+        if k not in self.exact_ks:
+            raise ValueError(f"radii at k={k} were not computed exactly (exact_ks={self.exact_ks})")
+        return self.sq_distances[:, k - 1]
 
     def radii(self, k: int) -> np.ndarray:
         """Distance of each sample to its k-th nearest neighbour, float64 (n,)."""
@@ -66,7 +72,7 @@ class NeighborGraph:
 
 
 def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                      norms: torch.Tensor | None = None, desc: str = "k-NN",
+                      norms: torch.Tensor | None = None, exact_ks=None, desc: str = "k-NN",
                       progress: bool | None = None) -> NeighborGraph:
     """Exact k nearest neighbours of every row of ``features`` within the same set.
 
@@ -76,6 +82,9 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         device: 'auto', 'cpu', 'cuda' or a torch.device. Same code on every device.
         memory_budget: bytes for the distance tiles (sets the tile side).
         norms: precomputed :func:`hubness.distances.sq_norms` of ``features`` (optional).
+        exact_ks: the k whose radii must be exact (default: all of 1..k). Other columns of
+            ``sq_distances`` may keep float32-screened values; neighbour order is exact regardless
+            wherever it decides membership of the first k' for k' in ``exact_ks``.
         progress: tqdm bar on stderr; None shows it only on a terminal.
     """
     k = check_int(k, "k", "nearest_neighbors", 1)
@@ -114,8 +123,9 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
                         merge(rows, d2, cols.start)
                         merge(cols, d2.T.contiguous(), rows.start)
                     bar.update()
-        indices, sq_dist = _refine(x, best_i, k, memory_budget)
-    return NeighborGraph(indices=indices.cpu().numpy(), sq_distances=sq_dist.cpu().numpy())
+        indices, sq_dist = _refine(x, norms, best_d, best_i, k, exact_ks or range(1, k + 1))
+    return NeighborGraph(indices=indices.cpu().numpy(), sq_distances=sq_dist.cpu().numpy(),
+                         exact_ks=tuple(sorted(set(exact_ks or range(1, k + 1)) | {k})))
 
 
 def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
@@ -124,27 +134,43 @@ def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
     return min(tile_side(dim, memory_budget), max(1024, -(-n // 4)))
 
 
-def _refine(x: torch.Tensor, cand_i: torch.Tensor, k: int, memory_budget: int):
-    """Re-measure the candidates exactly, sort by (distance, index), keep the first k."""
+def _refine(x: torch.Tensor, norms: torch.Tensor, cand_d: torch.Tensor, cand_i: torch.Tensor, k: int,
+            exact_ks) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort the candidates by (distance, index) with exact distances wherever the order or a radius
+    depends on them; keep the first k.
+
+    The float32 screen is within ``T_i = screen_eps * (|x_i|^2 + max |x|^2)`` of the truth. In a row
+    sorted by screened distance, a run of candidates whose consecutive gaps are all <= 2 T_i can be
+    in any true order, while anything outside the run is certainly on its side of it. So the runs
+    that hold the positions of ``exact_ks`` are re-measured exactly (float64,
+    :func:`exact_sq_dist`) and the row is re-sorted: the distance at position k-1 is then the exact
+    k-th neighbour distance for every k in ``exact_ks``, and the first k indices are exact too. Far
+    fewer pairs than all candidates need the exact float64 pass (usually one per radius).
+    """
     n, cand = cand_i.shape
     dim = x.shape[1]
-    out_i = torch.empty((n, k), dtype=torch.int64, device=x.device)
-    out_d = torch.empty((n, k), dtype=torch.float64, device=x.device)
-    # small chunks: the float64 temporaries (3 of step x cand x dim) stay in cache (~6 MB), which is
-    # several times faster than one large pass through memory
-    step = max(1, min(memory_budget, 6 * 2**20) // (3 * 8 * cand * dim))
-    for start in range(0, n, step):
-        rows = slice(start, min(n, start + step))
-        idx = cand_i[rows]
-        d = exact_sq_dist(x[rows][:, None, :], x[idx])
-        # sort by index first, then stably by distance: ties end up in index order
-        idx, order = torch.sort(idx, dim=1)
-        d = torch.gather(d, 1, order)
-        d, order = torch.sort(d, dim=1, stable=True)
-        idx = torch.gather(idx, 1, order)
-        out_i[rows] = idx[:, :k]
-        out_d[rows] = d[:, :k]
-    return out_i, out_d
+    idx, order = torch.sort(cand_i, dim=1)          # by index, then stably by distance:
+    d = torch.gather(cand_d, 1, order)                # ties end up in index order
+    d, order = torch.sort(d, dim=1, stable=True)
+    idx = torch.gather(idx, 1, order)
+    d = d.to(torch.float64)
+    band = 2.0 * screen_eps(dim) * (norms.to(torch.float64) + norms.max().to(torch.float64))
+    linked = (d[:, 1:] - d[:, :-1]) <= band[:, None]  # consecutive candidates that may swap
+    run = torch.cat([torch.zeros((n, 1), dtype=torch.int64, device=x.device),
+                     torch.cumsum((~linked).to(torch.int64), dim=1)], dim=1)
+    need = torch.zeros((n, cand), dtype=torch.bool, device=x.device)
+    for kk in sorted(set(exact_ks) | {k}):
+        need |= run == run[:, kk - 1:kk]
+    rows, cols = need.nonzero(as_tuple=True)
+    step = max(16, (8 * 2**20) // (4 * 8 * dim))
+    for start in range(0, rows.numel(), step):
+        r, c = rows[start:start + step], cols[start:start + step]
+        d[r, c] = exact_sq_dist(x[r], x[idx[r, c]])
+    idx, order = torch.sort(idx, dim=1)
+    d = torch.gather(d, 1, order)
+    d, order = torch.sort(d, dim=1, stable=True)
+    idx = torch.gather(idx, 1, order)
+    return idx[:, :k].contiguous(), d[:, :k].contiguous()
 
 
 def _disable(progress: bool | None) -> bool | None:

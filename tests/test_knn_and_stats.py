@@ -67,3 +67,30 @@ def test_hubness_grows_with_dimension():
     low = hubness.nearest_neighbors(rng.standard_normal((1500, 2)).astype(np.float32), 5).k_occurrence(5)
     high = hubness.nearest_neighbors(rng.standard_normal((1500, 100)).astype(np.float32), 5).k_occurrence(5)
     assert hubness.hubness_stats(high, k=5, hubs_k=5).skewness > hubness.hubness_stats(low, k=5, hubs_k=5).skewness + 0.5
+
+
+def test_near_ties_below_float32_screen_resolution_are_ordered_exactly():
+    """Large norms (|x|^2 ~ 8e6) and neighbour distances ~1 that differ by 1e-4: the float32 GEMM
+    screen cannot order them; the exact re-measure must (indices and radii as the float64 oracle)."""
+    base = np.full(8, 1000.0)
+    steps = np.array([1.0, 1.0007, 1.0002, 1.0005, 1.0001, 1.0004, 1.0003])
+    pts = [base] + [base + s * np.eye(8)[j % 8] * (1 if j < 4 else -1) for j, s in enumerate(steps)]
+    x = np.array(pts, dtype=np.float32)
+    ref_idx, ref_d = oracle.knn(x, 5)
+    for exact in (None, (3, 5)):
+        g = hubness.nearest_neighbors(x, 5, exact_ks=exact)
+        np.testing.assert_array_equal(g.indices[0], ref_idx[0])
+        np.testing.assert_allclose(g.radii(3), np.sqrt(ref_d[:, 2]), rtol=1e-12)
+        np.testing.assert_allclose(g.radii(5), np.sqrt(ref_d[:, 4]), rtol=1e-12)
+        np.testing.assert_array_equal(g.k_occurrence(3), oracle.k_occurrence(x, 3))
+
+
+def test_exact_ks_subset():
+    x = np.random.default_rng(8).standard_normal((120, 5)).astype(np.float32)
+    g = hubness.nearest_neighbors(x, 5, exact_ks=(2, 5))
+    idx, d = oracle.knn(x, 5)
+    np.testing.assert_allclose(g.sq_radii(2), d[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(g.sq_radii(5), d[:, 4], rtol=1e-12)
+    np.testing.assert_array_equal(g.indices, idx)
+    with pytest.raises(ValueError, match="not computed exactly"):
+        g.sq_radii(3)
