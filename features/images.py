@@ -41,7 +41,7 @@ def _png_header(data: bytes):
     return data[24], data[25]
 
 
-def _to_rgb8(arr: np.ndarray) -> np.ndarray:
+def to_rgb8(arr: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 1|2|3|4) uint8/uint16 -> (H, W, 3) uint8, as PIL's convert('RGB') would."""
     if arr.dtype == np.uint16:
         arr = (arr >> 8).astype(np.uint8)
@@ -63,7 +63,7 @@ def decode_image(data: bytes, name: str, use_pyspng: bool = True) -> np.ndarray:
     # pyspng handles grey, RGB and RGBA at 8 or 16 bits; palette and grey+alpha go to PIL
     if use_pyspng and pyspng is not None and header is not None and header[1] in (0, 2, 6) and header[0] in (8, 16):
         try:
-            return _to_rgb8(pyspng.load(data))
+            return to_rgb8(pyspng.load(data))
         except Exception as exc:  # pyspng raises RuntimeError/ValueError for damaged data
             raise ValueError(f"{name}: cannot decode PNG ({str(exc).strip() or type(exc).__name__})") from None
     try:
@@ -71,7 +71,7 @@ def decode_image(data: bytes, name: str, use_pyspng: bool = True) -> np.ndarray:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
                 arr = np.asarray(img)
-                return _to_rgb8(np.clip(arr, 0, 65535).astype(np.uint16))
+                return to_rgb8(np.clip(arr, 0, 65535).astype(np.uint16))
             return np.ascontiguousarray(np.asarray(img.convert("RGB")))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error,
             Image.DecompressionBombError) as exc:
@@ -193,7 +193,7 @@ class ArraySource(ImageSource):
         img = self.array[self._base_index(index)]
         if self.layout == "NCHW":
             img = np.moveaxis(img, 0, -1)
-        return _to_rgb8(np.asarray(img))
+        return to_rgb8(np.asarray(img))
 
 
 class ListSource(ImageSource):

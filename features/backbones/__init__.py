@@ -44,12 +44,12 @@ class Backbone:
             raise ValueError(f"expected uint8 images of shape (N, H, W, 3) or (N, 3, H, W), got {arr.dtype} {arr.shape}")
         if arr.shape[-1] not in (1, 3, 4) and arr.shape[1] in (1, 3, 4):
             arr = np.moveaxis(arr, 1, -1)
-        from features.images import _to_rgb8
+        from ..images import to_rgb8
         net = self.inference_network(device)
         out = []
         with torch.inference_mode():
             for start in range(0, arr.shape[0], batch_size):
-                batch = torch.stack([self.prepare(_to_rgb8(img)) for img in arr[start:start + batch_size]])
+                batch = torch.stack([self.prepare(to_rgb8(img)) for img in arr[start:start + batch_size]])
                 out.append(net(batch.to(device, memory_format=torch.channels_last)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
