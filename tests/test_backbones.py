@@ -170,4 +170,31 @@ def test_missing_imagenet_weights_say_both_ways_out(monkeypatch, tmp_path):
 
 
 def test_registry_lists_builtins():
-    assert {"vgg16", "vgg16_random", "efficientnet_lite0"} <= set(available_backbones())
+    assert {"vgg16", "vgg16_random", "efficientnet_lite0", "inception_v3"} <= set(available_backbones())
+
+
+def test_inception_v3_matches_hand_written_torchvision_pool(photos, tmp_path):
+    torch.manual_seed(7)
+    model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True,
+                                            transform_input=True).eval()
+    path = tmp_path / "inception.pth"
+    torch.save(model.state_dict(), path)
+    no_aux = {k: v for k, v in model.state_dict().items() if not k.startswith("AuxLogits.")}
+    result, meta = extract_path(photos, backbone="inception_v3", weights=path, num_workers=0, device="cpu")
+    tf = transforms.Compose([transforms.Resize([299, 299]), transforms.ToTensor(),
+                             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    x = torch.stack([tf(Image.open(f).convert("RGB")) for f in sorted(photos.iterdir())])
+    model.fc = torch.nn.Identity()
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    assert result.features.shape == (4, 2048) and meta["backbone"] == "inception_v3"
+    # random weights with default batch-norm statistics blow activations up to ~1e10, so the float32
+    # reordering of folded batch norms shows at 1e-6 of the largest feature: compare at that scale
+    scale = np.abs(expected).max()
+    assert np.abs(result.features - expected).max() <= 1e-5 * scale
+    # a state dict without the auxiliary classifier loads too; a VGG one does not
+    torch.save(no_aux, tmp_path / "noaux.pth")
+    assert load_backbone("inception_v3", weights=tmp_path / "noaux.pth").dim == 2048
+    torch.save(torchvision.models.vgg11(weights=None).state_dict(), tmp_path / "vgg.pth")
+    with pytest.raises(ValueError, match="not Inception-v3 weights"):
+        load_backbone("inception_v3", weights=tmp_path / "vgg.pth")

@@ -136,4 +136,4 @@ def apply_state_dict(module: torch.nn.Module, state: dict, path, what: str) -> N
 
 
 # register the built-in backbones
-from . import efficientnet, vgg16  # noqa: E402,F401
+from . import efficientnet, inception, vgg16  # noqa: E402,F401
