@@ -135,7 +135,7 @@ def main() -> int:
     p.add_argument("--n", type=int, default=5000, help="real samples")
     p.add_argument("--m", type=int, default=None, help="fake samples (default: n)")
     p.add_argument("--dim", type=int, default=4096)
-    p.add_argument("--memory_budget", type=int, default=256, help="MiB, the toolkit's tile budget")
+    p.add_argument("--memory_budget", type=int, default=256, help="MiB, the toolkit's tile budget (its default)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each contender; the median time is reported")
     p.add_argument("--skip", default="", help="comma list of contenders to skip, e.g. prdc")
     p.add_argument("--json", help="also write the results here")

@@ -26,14 +26,20 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+positive_int = _int_at_least(1)
+nonnegative_int = _int_at_least(0)
 
 
 def add_extraction_options(p: argparse.ArgumentParser) -> None:
@@ -52,18 +58,27 @@ def add_extraction_options(p: argparse.ArgumentParser) -> None:
                    help="let torchvision download missing ImageNet weights (needs internet)")
     g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int, default=64,
                    help="images per forward pass")
-    g.add_argument("--num_workers", "--num-workers", dest="num_workers", type=int, default=None,
+    g.add_argument("--num_workers", "--num-workers", dest="num_workers", type=nonnegative_int, default=None,
                    help="decoding worker processes (default: CPUs, at most 8; 0: none)")
     g.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
     g.add_argument("--skip_bad", "--skip-bad", dest="skip_bad", action="store_true",
                    help="skip undecodable images (listed on stderr and in meta) instead of stopping")
-    if not any(a.dest == "device" for a in p._actions):
-        g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Device, progress, verbosity and version: the same in every script."""
+    import hubness
+
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show progress bars (--no-progress hides them; default: only on a terminal)")
+    p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
+                   help="log warnings only")
+    p.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", help="log debug details")
+    p.add_argument("--version", action="version", version=f"%(prog)s {hubness.__version__}")
 
 
 def extraction_kwargs(args) -> dict:
-    if args.num_workers is not None and args.num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
     return dict(backbone=args.backbone, weights=args.weights, preprocess=args.preprocess,
                 allow_download=args.allow_download, batch_size=args.batch_size, num_workers=args.num_workers,
                 device=args.device, half=args.half, skip_bad=args.skip_bad)

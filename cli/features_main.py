@@ -6,15 +6,14 @@ nothing for feature extraction and are gone (k and hubsK are options of the metr
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 
-import hubness
 from features.extract import extract_path
 from features.store import check_output_path, save_features
 
-from .common import OneLineParser, add_extraction_options, extraction_kwargs, positive_int, run_main, setup_logging
+from .common import (OneLineParser, add_extraction_options, add_run_options, extraction_kwargs, positive_int,
+                     run_main, setup_logging)
 
 log = logging.getLogger("getFeature")
 PROG = "getFeature.py"
@@ -34,11 +33,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--checkpoint_every", "--checkpoint-every", dest="checkpoint_every", type=positive_int,
                    default=4096, help="images between two resumable checkpoints")
     p.add_argument("--compress", action="store_true", help="write a compressed .npz")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show progress bars (--no-progress hides them; default: only on a terminal)")
-    p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0)
-    p.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity")
-    p.add_argument("--version", action="version", version=f"%(prog)s {hubness.__version__}")
+    add_run_options(p)
     return p
 
 

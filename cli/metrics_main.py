@@ -6,7 +6,6 @@ stdout: ``precision:`` and ``recall:`` (eP&R, as the original script printed) th
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import platform
 import sys
@@ -19,8 +18,8 @@ import hubness
 from features.images import is_image_input
 from features.store import FeatureFile, check_output_path, load_features, random_subset
 
-from .common import (OneLineParser, add_extraction_options, extraction_kwargs, positive_int, run_main,
-                     setup_logging, write_json)
+from .common import (OneLineParser, add_extraction_options, add_run_options, extraction_kwargs, positive_int,
+                     run_main, setup_logging, write_json)
 from .report import summary_lines, write_per_sample_csv, write_plot
 
 log = logging.getLogger("improved_precision_recall_hubness")
@@ -43,7 +42,6 @@ def build_parser() -> OneLineParser:
                    help="hub threshold t: a hub has k-occurrence >= t")
     p.add_argument("--metrics", default=",".join(hubness.METRICS),
                    help=f"comma list drawn from {','.join(hubness.METRICS)}")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--json", metavar="PATH", help="write every result and the parameters as JSON")
     p.add_argument("--per_sample", "--per-sample", dest="per_sample", metavar="PATH",
                    help="write one CSV row per fake sample (input order)")
@@ -51,14 +49,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
                    help="use a seeded random subset of this many samples of each set (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --num_samples subset")
-    p.add_argument("--memory_budget", "--memory-budget", dest="memory_budget", type=positive_int, default=256,
+    p.add_argument("--memory_budget", "--memory-budget", dest="memory_budget", type=positive_int,
+                   default=hubness.DEFAULT_MEMORY_BUDGET // 2**20,
                    help="MiB of working memory for distance tiles")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show progress bars (--no-progress hides them; default: only on a terminal)")
-    p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
-                   help="log warnings only")
-    p.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", help="log debug details")
-    p.add_argument("--version", action="version", version=f"%(prog)s {hubness.__version__}")
+    add_run_options(p)
     add_extraction_options(p)
     return p
 

@@ -24,11 +24,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+import hubness
+from hubness._checks import check_int
 from hubness.distances import resolve_device
 
-from .backbones import Backbone
-from .images import ImageSource
-from .store import atomic_write
+from .backbones import Backbone, load_backbone
+from .images import ImageSource, open_source
+from .store import atomic_write, random_subset
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +141,7 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
         skip_bad: skip undecodable images (listed in the result) instead of stopping at the first.
         checkpoint_dir: folder for resumable shards (left in place; the caller removes it when done).
     """
-    if batch_size < 1:
-        raise ValueError(f"The 'batch_size' parameter must be an int in the range [1, inf). Got {batch_size} instead.")
+    check_int(batch_size, "batch_size", "extract_features", 1)
     dev = resolve_device(device)
     if half and dev.type != "cuda":
         raise ValueError("--half needs a CUDA device (float16 inference on the CPU is slow and inexact)")
@@ -204,20 +205,14 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
 
     ``num_samples`` / ``seed`` take a seeded random subset of the images (recorded in ``meta``).
     """
-    from . import backbones
-    from .images import open_source
-    from .store import random_subset
-    import hubness
-
-    if batch_size < 1:
-        raise ValueError(f"The 'batch_size' parameter must be an int in the range [1, inf). Got {batch_size} instead.")
+    check_int(batch_size, "batch_size", "extract_path", 1)  # every cheap check before the heavy work
     resolve_device(device)
     source = open_source(path)  # listing the images is cheap: find input errors before loading weights
     total = len(source)
     if num_samples is not None:
         source = source.subset(random_subset(total, num_samples, seed, str(path)))
-    model = backbones.load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
-                                    allow_download=allow_download)
+    model = load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
+                          allow_download=allow_download)
     result = extract_features(source, model, batch_size=batch_size, num_workers=num_workers, device=device,
                               half=half, skip_bad=skip_bad, progress=progress, checkpoint_dir=checkpoint_dir,
                               shard_size=shard_size)

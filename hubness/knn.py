@@ -3,8 +3,8 @@
 One tiled pass over the upper triangle of the set's distance matrix: each off-diagonal tile is
 reduced along its rows *and* its columns, so every product is computed once (half the GEMM work of
 a full N x N pass). Each row keeps a running list of ``k_max + 4`` float32 candidates; at the end the
-candidates are re-measured exactly in float64 (:func:`hubness.distances.exact_sq_dist`) and sorted
-by (distance, index). Self is excluded by index, so a duplicate of a sample is its neighbour at
+candidates whose order or radius the float32 screen cannot decide are re-measured exactly in float64
+(:func:`hubness.distances.exact_sq_dist`) and the rows are sorted by (distance, index). Self is excluded by index, so a duplicate of a sample is its neighbour at
 distance 0 (DESIGN.md section 2).
 """
 from __future__ import annotations
@@ -93,6 +93,8 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
     n, dim = x.shape
     if n < k + 1:
         raise ValueError(f"{n} samples are too few for k={k}: the k-th neighbour needs at least {k + 1}")
+    if exact_ks is not None and any(not 1 <= kk <= k for kk in exact_ks):
+        raise ValueError(f"exact_ks={tuple(exact_ks)} must lie in [1, k={k}]")
     cand = min(k + _EXTRA_CANDIDATES, n - 1)
     best_d = torch.full((n, cand), float("inf"), dtype=torch.float32, device=dev)
     best_i = torch.full((n, cand), -1, dtype=torch.int64, device=dev)
@@ -123,9 +125,9 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
                         merge(rows, d2, cols.start)
                         merge(cols, d2.T.contiguous(), rows.start)
                     bar.update()
-        indices, sq_dist = _refine(x, norms, best_d, best_i, k, exact_ks or range(1, k + 1))
-    return NeighborGraph(indices=indices.cpu().numpy(), sq_distances=sq_dist.cpu().numpy(),
-                         exact_ks=tuple(sorted(set(exact_ks or range(1, k + 1)) | {k})))
+        exact_ks = tuple(sorted(set(exact_ks or range(1, k + 1)) | {k}))
+        indices, sq_dist = _refine(x, norms, best_d, best_i, k, exact_ks)
+    return NeighborGraph(indices=indices.cpu().numpy(), sq_distances=sq_dist.cpu().numpy(), exact_ks=exact_ks)
 
 
 def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
@@ -135,7 +137,7 @@ def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
 
 
 def _refine(x: torch.Tensor, norms: torch.Tensor, cand_d: torch.Tensor, cand_i: torch.Tensor, k: int,
-            exact_ks) -> tuple[torch.Tensor, torch.Tensor]:
+            exact_ks: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     """Sort the candidates by (distance, index) with exact distances wherever the order or a radius
     depends on them; keep the first k.
 
@@ -149,28 +151,29 @@ def _refine(x: torch.Tensor, norms: torch.Tensor, cand_d: torch.Tensor, cand_i: 
     """
     n, cand = cand_i.shape
     dim = x.shape[1]
-    idx, order = torch.sort(cand_i, dim=1)          # by index, then stably by distance:
-    d = torch.gather(cand_d, 1, order)                # ties end up in index order
-    d, order = torch.sort(d, dim=1, stable=True)
-    idx = torch.gather(idx, 1, order)
-    d = d.to(torch.float64)
+    d, idx = _sort_rows(cand_d.to(torch.float64), cand_i)
     band = 2.0 * screen_eps(dim) * (norms.to(torch.float64) + norms.max().to(torch.float64))
     linked = (d[:, 1:] - d[:, :-1]) <= band[:, None]  # consecutive candidates that may swap
     run = torch.cat([torch.zeros((n, 1), dtype=torch.int64, device=x.device),
                      torch.cumsum((~linked).to(torch.int64), dim=1)], dim=1)
     need = torch.zeros((n, cand), dtype=torch.bool, device=x.device)
-    for kk in sorted(set(exact_ks) | {k}):
+    for kk in exact_ks:
         need |= run == run[:, kk - 1:kk]
     rows, cols = need.nonzero(as_tuple=True)
     step = max(16, (8 * 2**20) // (4 * 8 * dim))
     for start in range(0, rows.numel(), step):
         r, c = rows[start:start + step], cols[start:start + step]
         d[r, c] = exact_sq_dist(x[r], x[idx[r, c]])
+    d, idx = _sort_rows(d, idx)
+    return idx[:, :k].contiguous(), d[:, :k].contiguous()
+
+
+def _sort_rows(d: torch.Tensor, idx: torch.Tensor):
+    """Sort each row by (distance, index): by index first, then stably by distance."""
     idx, order = torch.sort(idx, dim=1)
     d = torch.gather(d, 1, order)
     d, order = torch.sort(d, dim=1, stable=True)
-    idx = torch.gather(idx, 1, order)
-    return idx[:, :k].contiguous(), d[:, :k].contiguous()
+    return d, torch.gather(idx, 1, order)
 
 
 def _disable(progress: bool | None) -> bool | None:

@@ -234,7 +234,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     xf = torch.from_numpy(fake).to(dev)
     norms_r, norms_f = sq_norms(xr, "real"), sq_norms(xf, "fake")
     t = time.perf_counter()
-    real_ks = tuple(sorted({kk for kk, used in ((k, real_k), (dc_k, "dc" in want)) if used}))
+    real_ks = ((k,) if real_k else ()) + ((dc_k,) if "dc" in want else ())  # radii the metrics read
     g_real = nearest_neighbors(xr, real_kmax, device=dev, memory_budget=memory_budget, norms=norms_r,
                                exact_ks=real_ks, desc="k-NN real", progress=progress)
     timings["knn_real"] = time.perf_counter() - t

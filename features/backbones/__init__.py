@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -114,6 +115,27 @@ def load_state_dict(path, what: str) -> dict:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"--weights {path}: not a state dict of tensors for {what}")
     return state
+
+
+def load_weights(weights, imagenet, what: str, builder: str, allow_download: bool) -> tuple[dict, dict]:
+    """The state dict to load and its identity for ``meta``: from ``weights`` (a file) if given, else
+    from torchvision's cache of ``imagenet`` (a torchvision ``Weights`` enum member), which is
+    downloaded only with ``allow_download``; otherwise a one-line error giving both ways out."""
+    if weights is not None:
+        path, identity = str(weights), {"weights": "file"}
+    else:
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(imagenet.url))
+        if not os.path.isfile(path):
+            if not allow_download:
+                raise ValueError(
+                    f"{what} ImageNet weights not found in torchvision's cache ({path}): run once on a machine with "
+                    f"internet `python -c \"import torchvision; torchvision.models.{builder}(weights='{imagenet.name}')\"` "
+                    f"(or pass --allow_download), or give a state dict with --weights FILE")
+            torch.hub.load_state_dict_from_url(imagenet.url, progress=False, check_hash=True)
+        identity = {"weights": f"torchvision {imagenet.name}"}
+    state = load_state_dict(path, what)
+    identity.update(weights_file=os.path.basename(path), weights_sha256=file_digest(path))
+    return state, identity
 
 
 def apply_state_dict(module: torch.nn.Module, state: dict, path, what: str) -> None:

@@ -8,20 +8,13 @@ with published FIDs. Weights: torchvision's cache (``inception_v3_google-0cc3c7b
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torchvision
 
-from . import Backbone, apply_state_dict, file_digest, load_state_dict, register_backbone
+from . import Backbone, apply_state_dict, load_weights, register_backbone
 from .preprocess import make_preprocess
 
 INPUT_SIZE = 299
-
-
-def torchvision_cache_file() -> str:
-    url = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1.url
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
 
 
 def pool_network(state: dict | None, path="weights") -> torch.nn.Module:
@@ -40,18 +33,9 @@ def pool_network(state: dict | None, path="weights") -> torch.nn.Module:
 @register_backbone("inception_v3")
 def inception_v3(weights=None, preprocess=None, seed=0, allow_download=False) -> Backbone:
     name, prep = make_preprocess(preprocess, INPUT_SIZE)
-    path = weights if weights is not None else torchvision_cache_file()
-    if weights is None and not os.path.isfile(path):
-        if not allow_download:
-            raise ValueError(
-                f"Inception-v3 ImageNet weights not found in torchvision's cache ({path}): run once on a machine "
-                f"with internet `python -c \"import torchvision; torchvision.models.inception_v3(weights='IMAGENET1K_V1')\"` "
-                f"(or pass --allow_download), or give a state dict with --weights FILE")
-        torchvision.models.inception_v3(weights=torchvision.models.Inception_V3_Weights.IMAGENET1K_V1, progress=False)
-    state = load_state_dict(path, "Inception-v3")
-    net = pool_network(state, path)
-    meta = {"backbone": "inception_v3", "layer": "pool (2048-d, before dropout and fc)",
-            "weights": "file" if weights is not None else "torchvision IMAGENET1K_V1",
-            "weights_file": os.path.basename(str(path)), "weights_sha256": file_digest(path),
+    state, identity = load_weights(weights, torchvision.models.Inception_V3_Weights.IMAGENET1K_V1,
+                                   "Inception-v3", "inception_v3", allow_download)
+    net = pool_network(state, weights or identity["weights_file"])
+    meta = {"backbone": "inception_v3", "layer": "pool (2048-d, before dropout and fc)", **identity,
             "preprocess": name, **prep.describe(), "transform_input": True}
     return Backbone(name="inception_v3", dim=2048, network=net, prepare=prep, meta=meta)

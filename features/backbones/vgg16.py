@@ -7,12 +7,10 @@ ImageNet; its seed is recorded in ``meta``.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torchvision
 
-from . import Backbone, apply_state_dict, file_digest, load_state_dict, register_backbone
+from . import Backbone, apply_state_dict, load_weights, register_backbone
 from .preprocess import make_preprocess
 
 INPUT_SIZE = 224
@@ -30,12 +28,6 @@ class VGG16Fc2(torch.nn.Module):
         return self.head(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def torchvision_cache_file() -> str:
-    """Where torchvision keeps the downloaded ImageNet VGG16 weights."""
-    url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
-
-
 def _build(preprocessing, meta, vgg) -> Backbone:
     name, prep = preprocessing
     meta.update(layer="fc2 after ReLU (classifier[:5])", preprocess=name, **prep.describe())
@@ -46,22 +38,10 @@ def _build(preprocessing, meta, vgg) -> Backbone:
 def vgg16(weights=None, preprocess=None, seed=0, allow_download=False) -> Backbone:
     """ImageNet VGG16: from ``weights`` (a torchvision-format state dict) or torchvision's cache."""
     preprocessing = make_preprocess(preprocess, INPUT_SIZE)  # validated before any heavy work
+    state, identity = load_weights(weights, torchvision.models.VGG16_Weights.IMAGENET1K_V1, "VGG16", "vgg16",
+                                   allow_download)
     vgg = torchvision.models.vgg16(weights=None)
-    if weights is not None:
-        apply_state_dict(vgg, load_state_dict(weights, "VGG16"), weights, "VGG16")
-        identity = {"weights": "file", "weights_file": os.path.basename(str(weights)),
-                    "weights_sha256": file_digest(weights)}
-    else:
-        cached = torchvision_cache_file()
-        if not os.path.isfile(cached) and not allow_download:
-            raise ValueError(
-                f"VGG16 ImageNet weights not found in torchvision's cache ({cached}): run once on a machine with "
-                f"internet `python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` "
-                f"(or pass --allow_download), or give a state dict with --weights FILE"
-            )
-        vgg = torchvision.models.vgg16(weights=torchvision.models.VGG16_Weights.IMAGENET1K_V1, progress=False)
-        identity = {"weights": "torchvision IMAGENET1K_V1", "weights_file": os.path.basename(cached),
-                    "weights_sha256": file_digest(cached)}
+    apply_state_dict(vgg, state, weights or identity["weights_file"], "VGG16")
     return _build(preprocessing, {"backbone": "vgg16", **identity}, vgg)
 
 
