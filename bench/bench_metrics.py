@@ -103,21 +103,18 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
 def gemm_floor(real: np.ndarray, fake: np.ndarray, budget_mib: int) -> dict:
     import torch
 
-    from hubness.distances import blocks, tile_side
+    from hubness.distances import blocks, gram_tile, tile_side
     from hubness.knn import knn_tile_side
     budget, dim = budget_mib * 2**20, real.shape[1]
     xr, xf = torch.from_numpy(real), torch.from_numpy(fake)
     sides = (knn_tile_side(len(real), dim, budget), knn_tile_side(len(fake), dim, budget), tile_side(dim, budget))
-    buf = torch.empty(max(sides), max(sides))
     products = 0
     with torch.inference_mode():
         for x, y, upper, side in ((xr, xr, True, sides[0]), (xf, xf, True, sides[1]), (xr, xf, False, sides[2])):
             rows, cols = list(blocks(x.shape[0], side)), list(blocks(y.shape[0], side))
             for bi, r in enumerate(rows):
                 for c in (cols[bi:] if upper else cols):
-                    out = buf[: r.stop - r.start, : c.stop - c.start].contiguous()
-                    np.matmul(x[r].numpy(), y[c].numpy().T, out=out.numpy())  # the GEMM sq_dist_tile uses
-                    products += out.numel()
+                    products += gram_tile(x[r], y[c]).numel()  # the GEMM of the toolkit's tiles
     return {"tile_sides": sides, "distance_products": products}
 
 

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .distances import blocks, exact_matmul, refine_tile, screen_eps, sq_dist_tile, tile_side
+from . import kernels
+from .distances import blocks, exact_matmul, gram_tile, refine_tile, screen_eps, sq_dist_tile, tile_side
 
 
 @dataclass
@@ -87,8 +88,6 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor,
     s_hub = None if inputs.fake_hubs is None else torch.where(t(inputs.fake_hubs, torch.bool), s_pr, -1.0)
     use_r = inputs.precision or inputs.rarity or r_hub is not None
     use_s = inputs.recall or s_hub is not None
-    row_thresholds = ([r_pr] if use_r else []) + ([r_dc] if r_dc is not None else [])
-    col_thresholds = [s_pr] if use_s else []
 
     res = CrossResult()
     zeros = lambda n, dtype, fill=0: torch.full((n,), fill, dtype=dtype, device=dev)  # noqa: E731
@@ -105,6 +104,10 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor,
     side = tile_side(dim, memory_budget)
     row_parts = list(blocks(rows_all.numel(), side))
     col_parts = list(blocks(cols_all.numel(), side))
+    want = frozenset(key for key, v in (("in_real", in_real), ("in_fake", in_fake), ("dens", dens),
+                                         ("nn_fake", nn_fake), ("realism", realism), ("rarity", rarity),
+                                         ("in_rhub", in_rhub), ("in_fhub", in_fhub)) if v is not None)
+    fused = kernels.enabled(dev)
     refined = 0
     # gathered blocks (eP&R's hub subsets) go to two reused buffers: no per-tile allocations
     buf_a = buf_b = None
@@ -117,42 +120,32 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor,
         for rp in row_parts:
             ri = rows_all[rp]
             a, na = _take(real, ri, buf_a), real_norms[ri]
-            rc = lambda v: None if v is None else v[ri][:, None]  # noqa: E731
-            r_pr_b, r_dc_b, r_rt_b, r_hub_b = rc(r_pr), rc(r_dc), rc(r_rt), rc(r_hub)
+            rc = lambda v: None if v is None else v[ri]  # noqa: E731
+            row_thr = dict(r_pr=rc(r_pr) if use_r else None, r_dc=rc(r_dc), r_rt=rc(r_rt), r_hub=rc(r_hub))
             for cp in col_parts:
                 cj = cols_all[cp]
                 b, nb = _take(fake, cj, buf_b), fake_norms[cj]
-                d2 = sq_dist_tile(a, b, na, nb)
-                # screening band: re-measure exactly what float32 error could decide
-                tol = eps * (float(na.max()) + float(nb.max()))
-                near = d2 <= tol
-                for thr in [v[ri][:, None] for v in row_thresholds] + [v[cj][None, :] for v in col_thresholds]:
-                    near |= (d2 >= thr - tol) & (d2 <= thr + tol)  # boolean temporaries only
-                refined += refine_tile(d2, near, a, b)
-                del near
-
-                if in_real is not None:
-                    in_real[cj] |= (d2 <= r_pr_b).any(dim=0)
+                thr = dict(row_thr, s_pr=s_pr[cj] if use_s else None,
+                           s_hub=None if s_hub is None else s_hub[cj])
+                if fused:
+                    tile, count = kernels.cross_tile(gram_tile(a, b), a, b, na, nb, eps, thr, want)
+                else:
+                    tile, count = torch_tile(a, b, na, nb, eps, thr, want)
+                refined += count
+                for key, total in (("in_real", in_real), ("in_rhub", in_rhub)):
+                    if total is not None:
+                        total[cj] |= tile[key]
+                for key, total in (("in_fake", in_fake), ("in_fhub", in_fhub)):
+                    if total is not None:
+                        total[ri] |= tile[key]
+                if dens is not None:
+                    dens[cj] += tile["dens"]
+                    nn_fake[ri] = torch.minimum(nn_fake[ri], tile["nn_fake"])
                 if rarity is not None:
-                    cand = torch.where(d2 < r_pr_b, r_pr_b, float("inf")).amin(dim=0)
-                    rarity[cj] = torch.minimum(rarity[cj], cand)
-                    del cand
-                if in_fake is not None:
-                    in_fake[ri] |= (d2 <= s_pr[cj][None, :]).any(dim=1)
-                if r_hub_b is not None:
-                    in_rhub[cj] |= (d2 <= r_hub_b).any(dim=0)
-                if s_hub is not None:
-                    in_fhub[ri] |= (d2 <= s_hub[cj][None, :]).any(dim=1)
-                if r_dc is not None:
-                    # counting as uint8 -> int32 is ~7x faster than summing bools (an int64 copy)
-                    dens[cj] += (d2 < r_dc_b).view(torch.uint8).sum(dim=0, dtype=torch.int32)
-                    nn_fake[ri] = torch.minimum(nn_fake[ri], d2.amin(dim=1))
-                if r_rt is not None:
-                    ratio = torch.div(r_rt_b, d2)            # rt^2 / d^2; x/0 = inf
-                    ratio.nan_to_num_(nan=0.0, posinf=float("inf"))  # 0/0: a pruned ball at distance 0
-                    realism[cj] = torch.maximum(realism[cj], ratio.amax(dim=0))
-                    del ratio
-                del d2
+                    rarity[cj] = torch.minimum(rarity[cj], tile["rarity"])
+                if realism is not None:
+                    realism[cj] = torch.maximum(realism[cj], tile["realism"])
+                del tile
                 bar.update()
 
     def out(v):
@@ -163,6 +156,48 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor,
     res.in_real_hub_ball, res.in_fake_hub_ball = out(in_rhub), out(in_fhub)
     res.refined, res.tile_side = refined, side
     return res
+
+
+def torch_tile(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, eps: float,
+               thresholds: dict, want: frozenset) -> tuple[dict, int]:
+    """The torch route of one tile (any device): the reductions named in ``want`` of the tile
+    ``a`` (rows, real) x ``b`` (columns, fake), as :func:`hubness.kernels.cross_tile` returns them.
+
+    The float32 screen is formed once; the entries within the screening band of a threshold or of
+    zero are re-measured exactly; then each reduction reads the tile.
+    """
+    d2 = sq_dist_tile(a, b, na, nb)
+    col = lambda v: None if v is None else v[None, :]  # noqa: E731
+    r_pr, r_dc, r_rt, r_hub = (None if v is None else v[:, None]
+                               for v in (thresholds[key] for key in ("r_pr", "r_dc", "r_rt", "r_hub")))
+    s_pr, s_hub = col(thresholds["s_pr"]), col(thresholds["s_hub"])
+    tol = eps * (float(na.max()) + float(nb.max()))
+    near = d2 <= tol
+    for thr in (r_pr, r_dc, s_pr):
+        if thr is not None:
+            near |= (d2 >= thr - tol) & (d2 <= thr + tol)  # boolean temporaries only
+    refined = refine_tile(d2, near, a, b)
+    del near
+    out = {}
+    if "in_real" in want:
+        out["in_real"] = (d2 <= r_pr).any(dim=0)
+    if "rarity" in want:
+        out["rarity"] = torch.where(d2 < r_pr, r_pr, float("inf")).amin(dim=0)
+    if "in_fake" in want:
+        out["in_fake"] = (d2 <= s_pr).any(dim=1)
+    if "in_rhub" in want:
+        out["in_rhub"] = (d2 <= r_hub).any(dim=0)
+    if "in_fhub" in want:
+        out["in_fhub"] = (d2 <= s_hub).any(dim=1)
+    if "dens" in want:
+        # counting as uint8 -> int32 is ~7x faster than summing bools (an int64 copy)
+        out["dens"] = (d2 < r_dc).view(torch.uint8).sum(dim=0, dtype=torch.int32)
+        out["nn_fake"] = d2.amin(dim=1)
+    if "realism" in want:
+        ratio = torch.div(r_rt, d2)                      # rt^2 / d^2; x/0 = inf
+        ratio.nan_to_num_(nan=0.0, posinf=float("inf"))  # 0/0: a pruned ball at distance 0
+        out["realism"] = ratio.amax(dim=0)
+    return out, refined
 
 
 def _index(subset, n, dev) -> torch.Tensor:

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import kernels
 from ._checks import check_int
-from .distances import (DEFAULT_MEMORY_BUDGET, blocks, exact_matmul, exact_sq_dist, resolve_device,
+from .distances import (DEFAULT_MEMORY_BUDGET, blocks, exact_matmul, exact_sq_dist, gram_tile, resolve_device,
                         screen_eps, sq_dist_tile, sq_norms, tile_side)
 
 _EXTRA_CANDIDATES = 4
@@ -109,6 +110,7 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         best_d[rows] = top_d
         best_i[rows] = torch.gather(all_i, 1, pos)
 
+    fused = kernels.enabled(dev)
     with exact_matmul(), torch.inference_mode():
         norms = sq_norms(x) if norms is None else norms.to(dev)
         side = knn_tile_side(n, dim, memory_budget)
@@ -117,6 +119,11 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         with tqdm(total=total, desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
             for bi, rows in enumerate(parts):
                 for cols in parts[bi:]:
+                    if fused:
+                        kernels.knn_tile(gram_tile(x[rows], x[cols]), norms[rows], norms[cols], rows.start,
+                                         cols.start, best_d, best_i)
+                        bar.update()
+                        continue
                     d2 = sq_dist_tile(x[rows], x[cols], norms[rows], norms[cols])
                     if rows == cols:
                         d2.fill_diagonal_(float("inf"))
@@ -131,9 +138,10 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
 
 
 def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
-    """Tile side of the within-set pass: the budget's, but at least 4 blocks a side where GEMMs stay
-    efficient (side >= 1024), so that the upper triangle is at most 10/16 of the square."""
-    return min(tile_side(dim, memory_budget), max(1024, -(-n // 4)))
+    """Tile side of the within-set pass: the budget's, but at least 10 blocks a side where GEMMs stay
+    efficient (side >= 512), so that the upper triangle is at most 55/100 of the square (the diagonal
+    tiles are computed whole)."""
+    return min(tile_side(dim, memory_budget), max(512, -(-n // 10)))
 
 
 def _refine(x: torch.Tensor, norms: torch.Tensor, cand_d: torch.Tensor, cand_i: torch.Tensor, k: int,
@@ -160,10 +168,7 @@ def _refine(x: torch.Tensor, norms: torch.Tensor, cand_d: torch.Tensor, cand_i: 
     for kk in exact_ks:
         need |= run == run[:, kk - 1:kk]
     rows, cols = need.nonzero(as_tuple=True)
-    step = max(16, (8 * 2**20) // (4 * 8 * dim))
-    for start in range(0, rows.numel(), step):
-        r, c = rows[start:start + step], cols[start:start + step]
-        d[r, c] = exact_sq_dist(x[r], x[idx[r, c]])
+    d[rows, cols] = exact_sq_dist(x, rows, x, idx[rows, cols])
     d, idx = _sort_rows(d, idx)
     return idx[:, :k].contiguous(), d[:, :k].contiguous()
 

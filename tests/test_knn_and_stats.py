@@ -9,6 +9,8 @@ from hubness.stats import gini_coefficient, robin_hood_index
 from tests import oracle
 
 
+pytestmark = pytest.mark.usefixtures("kernel_route")  # every test on both tile routes
+
 @pytest.mark.parametrize("n, dim, k", [(5, 2, 4), (37, 3, 3), (260, 10, 6), (301, 64, 1)])
 @pytest.mark.parametrize("budget", [2**20, 512 * 2**20])
 def test_knn_matches_brute_force(n, dim, k, budget):

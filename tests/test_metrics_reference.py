@@ -8,6 +8,8 @@ import torch
 import hubness
 from tests import oracle
 
+pytestmark = pytest.mark.usefixtures("kernel_route")  # every test on both tile routes
+
 SMALL_BUDGETS = [2**20, 8 * 2**20, hubness.DEFAULT_MEMORY_BUDGET]
 
 
@@ -42,6 +44,17 @@ def test_all_metrics_match_float64_brute_force(seed, budget):
     assert_matches_oracle(ev, ref)
     assert ev.hubness_real.hubs == ref["real_hubs"]
     assert ev.hubness_real.max == ref["occ_real"].max()
+
+
+def test_many_tiles_match_brute_force():
+    """Sets spanning several tiles a side (1 MiB budget): tile borders, per-thread column copies,
+    the balanced block split and the candidate merges across tiles all take part."""
+    real, fake = make_sets(7, n_real=1300, n_fake=1100, dim=8)
+    ev = hubness.evaluate(real=real, fake=fake, memory_budget=2**20, device="cpu")
+    assert ev.diagnostics["cross_tile_side"] < 400  # so both passes cross tile borders
+    ref = oracle.all_metrics(real, fake)
+    assert_matches_oracle(ev, ref)
+    np.testing.assert_array_equal(ev.hubness_real.max, ref["occ_real"].max())
 
 
 def test_other_k_values_match_brute_force():

@@ -1,0 +1,299 @@
+"""Fused CPU tile kernels (numba): every per-element step of a distance tile in one sweep.
+
+On the CPU the torch route reads a distance tile once per elementwise operation (form the distances,
+one screening band per threshold, one comparison per reduction): about twenty sweeps over memory
+per GEMM, which cost as much as the GEMM itself. These kernels read the Gram tile ``a . b^T`` once,
+form ``|a|^2 + |b|^2 - 2 a.b`` per element, re-measure in float64 the few pairs inside the screening
+band, and apply every reduction on the spot. Numerics are those of :mod:`hubness.distances`: the
+same float32 screen, the band ``screen_eps(dim) * (|a|^2 + |b|^2)`` per pair, and the exact float64
+distance :func:`exact_pairs` wherever the band says a rounding error could flip a decision.
+
+They run on the CPU only (CUDA keeps the torch route, where elementwise sweeps are cheap), in
+threads (``torch.get_num_threads()``; the kernels release the GIL). Compiled code is cached on disk
+by numba (``cache=True``), so only the first run after an install pays the compile (seconds).
+
+``HUBNESS_KERNELS=torch`` in the environment switches them off (the tests run both routes).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+try:  # numba is a requirement; the torch route stays usable without it
+    import numba
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+
+# reductions of the cross pass, as bit flags (one compiled kernel serves every combination)
+PRECISION, RECALL, RARITY, REAL_HUBS, FAKE_HUBS, DC, REALISM = 1, 2, 4, 8, 16, 32, 64
+# a tile's own results: name -> (initial value, dtype); rows are real samples, columns fake ones
+TILE_OUTPUTS = {
+    "in_fake": (False, np.bool_), "in_fhub": (False, np.bool_), "nn_fake": (np.inf, np.float32),
+    "in_real": (False, np.bool_), "in_rhub": (False, np.bool_), "rarity": (np.inf, np.float32),
+    "dens": (0, np.int64), "realism": (0.0, np.float32),
+}
+_ROW_KEYS = ("in_fake", "in_fhub", "nn_fake")
+_COL_KEYS = ("in_real", "in_rhub", "rarity", "dens", "realism")
+_FLAG = {"in_real": PRECISION, "in_fake": RECALL, "rarity": RARITY, "in_rhub": REAL_HUBS,
+         "in_fhub": FAKE_HUBS, "dens": DC, "nn_fake": DC, "realism": REALISM}
+_COMBINE = {"in_real": np.logical_or, "in_rhub": np.logical_or, "rarity": np.minimum, "dens": np.add,
+            "realism": np.maximum}
+
+
+def enabled(device: torch.device) -> bool:
+    """Whether the fused kernels serve tiles on ``device``."""
+    return numba is not None and device.type == "cpu" and os.environ.get("HUBNESS_KERNELS", "auto") != "torch"
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _run_split(count: int, job) -> list:
+    """Run ``job(start, stop)`` over ``range(count)`` split across the torch thread count."""
+    global _POOL
+    threads = max(1, min(torch.get_num_threads(), count // 64 or 1))
+    if threads == 1:
+        return [job(0, count)]
+    if _POOL is None or _POOL._max_workers < threads:
+        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hubness")
+    bounds = np.linspace(0, count, threads + 1).astype(np.int64)
+    futures = [_POOL.submit(job, int(bounds[t]), int(bounds[t + 1])) for t in range(threads)]
+    return [f.result() for f in futures]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.contiguous().numpy()
+
+
+if numba is not None:
+    _jit = numba.njit(nogil=True, cache=True, fastmath=False, error_model="numpy")
+
+    @_jit
+    def _exact_pair(a, b):
+        """sum((a - b)**2) in float64, four fixed interleaved partial sums (deterministic)."""
+        n = a.shape[0]
+        s0 = s1 = s2 = s3 = 0.0
+        t = 0
+        while t + 4 <= n:
+            d0 = np.float64(a[t]) - np.float64(b[t])
+            d1 = np.float64(a[t + 1]) - np.float64(b[t + 1])
+            d2 = np.float64(a[t + 2]) - np.float64(b[t + 2])
+            d3 = np.float64(a[t + 3]) - np.float64(b[t + 3])
+            s0 += d0 * d0
+            s1 += d1 * d1
+            s2 += d2 * d2
+            s3 += d3 * d3
+            t += 4
+        while t < n:
+            d0 = np.float64(a[t]) - np.float64(b[t])
+            s0 += d0 * d0
+            t += 1
+        return (s0 + s1) + (s2 + s3)
+
+    @_jit
+    def _exact_pairs_kernel(x, i, y, j, out, start, stop):
+        for t in range(start, stop):
+            out[t] = _exact_pair(x[i[t]], y[j[t]])
+
+    @_jit
+    def _screen(g, na, nb, i, j):
+        """The float32 screen of one pair, as the torch route forms it: (-2 g + |a|^2) + |b|^2, >= 0."""
+        d = (np.float32(-2.0) * g[i, j] + na[i]) + nb[j]
+        return d if d > np.float32(0.0) else np.float32(0.0)
+
+    @_jit
+    def _cross_kernel(g, a, b, na, nb, eps, flags, r_pr, r_dc, r_rt, r_hub, s_pr, s_hub, r0, r1,
+                      in_fake, in_fhub, nn_fake, in_real, in_rhub, rarity, dens, realism):
+        """Rows r0..r1 of one real x fake tile; row outputs at [i], column outputs (this thread's own
+        copies) at [j]. Returns the number of pairs re-measured exactly."""
+        q = g.shape[1]
+        use_r = (flags & (PRECISION | RARITY | REAL_HUBS)) != 0
+        use_s = (flags & (RECALL | FAKE_HUBS)) != 0
+        use_dc = (flags & DC) != 0
+        use_rt = (flags & REALISM) != 0
+        inf = np.float32(np.inf)
+        zero = np.float32(0.0)
+        eps32 = np.float32(eps)
+        nb_max = zero
+        for j in range(q):
+            nb_max = max(nb_max, nb[j])
+        na_max = zero
+        for i in range(r0, r1):
+            na_max = max(na_max, na[i])
+        # a pair beyond its row's and its column's "far" bounds lies above every threshold's band
+        col_far = np.full(q, -inf, dtype=np.float32)
+        if use_s:
+            for j in range(q):
+                col_far[j] = s_pr[j] + eps32 * (na_max + nb[j])
+        refined = 0
+        for i in range(r0, r1):
+            nai = na[i]
+            rp = r_pr[i] if use_r else -inf
+            rd = r_dc[i] if use_dc else -inf
+            rh = r_hub[i] if (flags & REAL_HUBS) != 0 else -inf
+            rt = r_rt[i] if use_rt else zero
+            row_far = max(max(rp, rd), zero) + eps32 * (nai + nb_max)
+            hit_s = False
+            hit_sh = False
+            nn = inf
+            for j in range(q):
+                d = _screen(g, na, nb, i, j)
+                if d > row_far and d > col_far[j]:
+                    # the common case: no threshold decides anything; d > 0
+                    if d < nn:
+                        nn = d
+                    if use_rt and rt > realism[j] * d * np.float32(0.999):
+                        ratio = rt / d
+                        if ratio > realism[j]:
+                            realism[j] = ratio
+                    continue
+                tol = eps32 * (nai + nb[j])
+                if d <= tol or abs(d - rp) <= tol or abs(d - rd) <= tol or (use_s and abs(d - s_pr[j]) <= tol):
+                    d = np.float32(_exact_pair(a[i], b[j]))
+                    refined += 1
+                if d <= rp:
+                    if (flags & PRECISION) != 0:
+                        in_real[j] = True
+                    if (flags & RARITY) != 0 and d < rp and rp < rarity[j]:
+                        rarity[j] = rp
+                if d <= rh:
+                    in_rhub[j] = True
+                if use_s:
+                    if (flags & RECALL) != 0 and d <= s_pr[j]:
+                        hit_s = True
+                    if (flags & FAKE_HUBS) != 0 and d <= s_hub[j]:
+                        hit_sh = True
+                if d < rd:
+                    dens[j] += 1
+                if d < nn:
+                    nn = d
+                if use_rt:
+                    if d > zero:
+                        ratio = rt / d
+                    elif rt > zero:
+                        ratio = inf
+                    else:
+                        ratio = zero  # 0/0: a pruned ball at distance 0
+                    if ratio > realism[j]:
+                        realism[j] = ratio
+            if hit_s:
+                in_fake[i] = True
+            if hit_sh:
+                in_fhub[i] = True
+            if use_dc and nn < nn_fake[i]:
+                nn_fake[i] = nn
+        return refined
+
+    @_jit
+    def _worst(bd):
+        w = 0
+        for t in range(1, bd.shape[0]):
+            if bd[t] > bd[w]:
+                w = t
+        return w
+
+    @_jit
+    def _knn_rows_kernel(g, nr, nc, col_offset, diagonal, best_d, best_i, row_offset, r0, r1):
+        """Row side of a within-set tile: candidates of samples row_offset + i, i in r0..r1."""
+        for i in range(r0, r1):
+            bd = best_d[row_offset + i]
+            bi = best_i[row_offset + i]
+            w = _worst(bd)
+            wv = bd[w]
+            for j in range(g.shape[1]):
+                if diagonal and j == i:
+                    continue
+                d = _screen(g, nr, nc, i, j)
+                if d < wv:
+                    bd[w] = d
+                    bi[w] = col_offset + j
+                    w = _worst(bd)
+                    wv = bd[w]
+
+    @_jit
+    def _knn_cols_kernel(g, nr, nc, row_offset, best_d, best_i, col_offset, c0, c1):
+        """Column side of an off-diagonal tile: candidates of samples col_offset + j, j in c0..c1."""
+        width = c1 - c0
+        worst = np.empty(width, dtype=np.int64)
+        worst_v = np.empty(width, dtype=np.float32)
+        for j in range(c0, c1):
+            w = _worst(best_d[col_offset + j])
+            worst[j - c0] = w
+            worst_v[j - c0] = best_d[col_offset + j, w]
+        for i in range(g.shape[0]):
+            for j in range(c0, c1):
+                d = _screen(g, nr, nc, i, j)
+                if d < worst_v[j - c0]:
+                    bd = best_d[col_offset + j]
+                    bd[worst[j - c0]] = d
+                    best_i[col_offset + j, worst[j - c0]] = row_offset + i
+                    w = _worst(bd)
+                    worst[j - c0] = w
+                    worst_v[j - c0] = bd[w]
+
+
+def exact_pairs(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """``sum((x[i[t]] - y[j[t]])**2)`` in float64 (CPU float32 rows, int64 indices), no gathers."""
+    x_np, y_np = _np(x), _np(y)
+    i_np, j_np = _np(i.to(torch.int64)), _np(j.to(torch.int64))
+    out = np.empty(i_np.shape[0], dtype=np.float64)
+    _run_split(i_np.shape[0], lambda s, e: _exact_pairs_kernel(x_np, i_np, y_np, j_np, out, s, e))
+    return torch.from_numpy(out)
+
+
+def knn_tile(g: torch.Tensor, norms_rows: torch.Tensor, norms_cols: torch.Tensor, row_offset: int,
+             col_offset: int, best_d: torch.Tensor, best_i: torch.Tensor) -> None:
+    """Merge one within-set Gram tile into the running candidate lists (in place).
+
+    ``g`` is ``x[rows] . x[cols]^T``; a diagonal tile (same offsets) skips self-pairs and is reduced
+    along its rows only, an off-diagonal one along its rows and its columns.
+    """
+    g_np, nr, nc = _np(g), _np(norms_rows), _np(norms_cols)
+    bd, bi = best_d.numpy(), best_i.numpy()
+    diagonal = row_offset == col_offset
+    _run_split(g_np.shape[0], lambda s, e: _knn_rows_kernel(g_np, nr, nc, col_offset, diagonal, bd, bi,
+                                                            row_offset, s, e))
+    if not diagonal:
+        _run_split(g_np.shape[1], lambda s, e: _knn_cols_kernel(g_np, nr, nc, row_offset, bd, bi,
+                                                                col_offset, s, e))
+
+
+def cross_tile(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor,
+               eps: float, thresholds: dict, want: frozenset) -> tuple[dict, int]:
+    """Every cross reduction of one real x fake Gram tile ``g = a . b^T`` (p, q).
+
+    ``thresholds`` maps ``r_pr, r_dc, r_rt, r_hub`` (rows) and ``s_pr, s_hub`` (columns) to float32
+    tensors of this tile or None. ``want`` names the reductions (:data:`TILE_OUTPUTS`). Returns the
+    tile's own results, as :func:`hubness.cross.torch_tile` does, and the number of pairs refined.
+    """
+    flags = 0
+    for key in want:
+        flags |= _FLAG[key]
+    p, q = g.shape
+    empty = np.empty(0, dtype=np.float32)
+    thr = {key: empty if v is None else _np(v.to(torch.float32)) for key, v in thresholds.items()}
+    g_np, a_np, b_np, na_np, nb_np = _np(g), _np(a), _np(b), _np(na), _np(nb)
+
+    def alloc(key, n):
+        fill, dtype = TILE_OUTPUTS[key]
+        return np.full(n if key in want else 0, fill, dtype=dtype)
+
+    rows = {key: alloc(key, p) for key in _ROW_KEYS}  # threads write disjoint rows
+
+    def job(start, stop):
+        cols = {key: alloc(key, q) for key in _COL_KEYS}  # each thread its own column copies
+        count = _cross_kernel(g_np, a_np, b_np, na_np, nb_np, eps, flags, thr["r_pr"], thr["r_dc"],
+                              thr["r_rt"], thr["r_hub"], thr["s_pr"], thr["s_hub"], start, stop,
+                              rows["in_fake"], rows["in_fhub"], rows["nn_fake"], cols["in_real"],
+                              cols["in_rhub"], cols["rarity"], cols["dens"], cols["realism"])
+        return count, cols
+
+    parts = _run_split(p, job)
+    out = {key: torch.from_numpy(rows[key]) for key in _ROW_KEYS if key in want}
+    for key in _COL_KEYS:
+        if key in want:
+            out[key] = torch.from_numpy(_COMBINE[key].reduce([cols[key] for _, cols in parts]))
+    return out, sum(count for count, _ in parts)
