@@ -4,10 +4,7 @@ features against real ones. Usage: python improved_precision_recall_hubness.py r
 (see --help and README.md)."""
 import sys
 
-from cli.blas import prefer_avx512_blas
-
-prefer_avx512_blas()  # before numpy loads OpenBLAS
-from cli.metrics_main import main  # noqa: E402
+from cli.metrics_main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,7 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import kernels
-from .distances import blocks, exact_matmul, gram_tile, refine_tile, screen_eps, sq_dist_tile, tile_side
+from .distances import (exact_matmul, gram_tile, refine_tile, screen_eps, sq_dist_tile, strip_width, tile_grid,
+                        tile_side)
 
 
 @dataclass
@@ -101,52 +102,53 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor,
     in_fhub = zeros(n_real, torch.bool) if s_hub is not None else None
 
     eps = screen_eps(dim)
+    fused = kernels.enabled(dev)
     side = tile_side(dim, memory_budget)
-    row_parts = list(blocks(rows_all.numel(), side))
-    col_parts = list(blocks(cols_all.numel(), side))
+    width = strip_width(side, dim, memory_budget, fused)
+    tiles = tile_grid(rows_all.numel(), cols_all.numel(), side, width)
     want = frozenset(key for key, v in (("in_real", in_real), ("in_fake", in_fake), ("dens", dens),
                                          ("nn_fake", nn_fake), ("realism", realism), ("rarity", rarity),
                                          ("in_rhub", in_rhub), ("in_fhub", in_fhub)) if v is not None)
-    fused = kernels.enabled(dev)
     refined = 0
     # gathered blocks (eP&R's hub subsets) go to two reused buffers: no per-tile allocations
     buf_a = buf_b = None
     if real_rows is not None or fake_cols is not None:
         buf_a = torch.empty((min(side, rows_all.numel()), dim), dtype=real.dtype, device=dev)
-        buf_b = torch.empty((min(side, cols_all.numel()), dim), dtype=fake.dtype, device=dev)
+        buf_b = torch.empty((min(width, cols_all.numel()), dim), dtype=fake.dtype, device=dev)
     with exact_matmul(), torch.inference_mode(), \
-            tqdm(total=len(row_parts) * len(col_parts), desc="real x fake", unit="tile",
+            tqdm(total=len(tiles), desc="real x fake", unit="tile",
                  disable=None if progress is None else not progress, leave=False) as bar:
-        for rp in row_parts:
-            ri = rows_all[rp]
-            a, na = _take(real, ri, buf_a), real_norms[ri]
-            rc = lambda v: None if v is None else v[ri]  # noqa: E731
-            row_thr = dict(r_pr=rc(r_pr) if use_r else None, r_dc=rc(r_dc), r_rt=rc(r_rt), r_hub=rc(r_hub))
-            for cp in col_parts:
-                cj = cols_all[cp]
-                b, nb = _take(fake, cj, buf_b), fake_norms[cj]
-                thr = dict(row_thr, s_pr=s_pr[cj] if use_s else None,
-                           s_hub=None if s_hub is None else s_hub[cj])
-                if fused:
-                    tile, count = kernels.cross_tile(gram_tile(a, b), a, b, na, nb, eps, thr, want)
-                else:
-                    tile, count = torch_tile(a, b, na, nb, eps, thr, want)
-                refined += count
-                for key, total in (("in_real", in_real), ("in_rhub", in_rhub)):
-                    if total is not None:
-                        total[cj] |= tile[key]
-                for key, total in (("in_fake", in_fake), ("in_fhub", in_fhub)):
-                    if total is not None:
-                        total[ri] |= tile[key]
-                if dens is not None:
-                    dens[cj] += tile["dens"]
-                    nn_fake[ri] = torch.minimum(nn_fake[ri], tile["nn_fake"])
-                if rarity is not None:
-                    rarity[cj] = torch.minimum(rarity[cj], tile["rarity"])
-                if realism is not None:
-                    realism[cj] = torch.maximum(realism[cj], tile["realism"])
-                del tile
-                bar.update()
+        current_rows = None
+        for rp, cp in tiles:
+            if rp != current_rows:  # a new row block: gather it once for all its column strips
+                current_rows, ri = rp, rows_all[rp]
+                a, na = _take(real, ri, buf_a), real_norms[ri]
+                rc = lambda v: None if v is None else v[ri]  # noqa: E731
+                row_thr = dict(r_pr=rc(r_pr) if use_r else None, r_dc=rc(r_dc), r_rt=rc(r_rt), r_hub=rc(r_hub))
+            cj = cols_all[cp]
+            b, nb = _take(fake, cj, buf_b), fake_norms[cj]
+            thr = dict(row_thr, s_pr=s_pr[cj] if use_s else None,
+                       s_hub=None if s_hub is None else s_hub[cj])
+            if fused:
+                tile, count = kernels.cross_tile(gram_tile(a, b), a, b, na, nb, eps, thr, want)
+            else:
+                tile, count = torch_tile(a, b, na, nb, eps, thr, want)
+            refined += count
+            for key, total in (("in_real", in_real), ("in_rhub", in_rhub)):
+                if total is not None:
+                    total[cj] |= tile[key]
+            for key, total in (("in_fake", in_fake), ("in_fhub", in_fhub)):
+                if total is not None:
+                    total[ri] |= tile[key]
+            if dens is not None:
+                dens[cj] += tile["dens"]
+                nn_fake[ri] = torch.minimum(nn_fake[ri], tile["nn_fake"])
+            if rarity is not None:
+                rarity[cj] = torch.minimum(rarity[cj], tile["rarity"])
+            if realism is not None:
+                realism[cj] = torch.maximum(realism[cj], tile["realism"])
+            del tile
+            bar.update()
 
     def out(v):
         return None if v is None else v.cpu().numpy()

@@ -27,8 +27,10 @@ from . import kernels
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of working memory for distance tiles
 _MIN_TILE = 16
 _MAX_TILE = 8192
-# bytes per tile element: the float32 tile, one float32 temporary and ~4 boolean masks
+# bytes per tile element: the torch route holds the float32 tile, one float32 temporary and ~4
+# boolean masks; the fused CPU kernels (hubness.kernels) only the float32 Gram tile
 _BYTES_PER_TILE_ELEMENT = 12
+_BYTES_PER_FUSED_ELEMENT = 4
 _MAX_SQ_NORM = 1e37
 
 
@@ -186,11 +188,28 @@ def refine_tile(d2: torch.Tensor, near: torch.Tensor, a: torch.Tensor, b: torch.
     return int(i.shape[0])
 
 
-def blocks(n: int, side: int):
-    """Yield ``slice`` objects covering range(n) in as few near-equal parts as fit ``side``."""
+def blocks(stop: int, side: int, start: int = 0):
+    """Yield ``slice`` objects covering range(start, stop) in as few near-equal parts as fit ``side``."""
+    n = stop - start
     if n <= 0:
         return
     parts = -(-n // max(1, side))
-    bounds = [n * t // parts for t in range(parts + 1)]
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        yield slice(start, stop)
+    bounds = [start + n * t // parts for t in range(parts + 1)]
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        yield slice(lo, hi)
+
+
+def strip_width(rows: int, dim: int, memory_budget: int, fused: bool) -> int:
+    """Columns a tile of ``rows`` rows may have: its elements (12 bytes each on the torch route, 4 with
+    the fused kernels) and both operand blocks (4 dim bytes a row) fit ``memory_budget``; at least
+    ``rows``. Wide tiles mean few, large GEMMs and few kernel calls."""
+    per_element = _BYTES_PER_FUSED_ELEMENT if fused else _BYTES_PER_TILE_ELEMENT
+    return max(rows, (memory_budget - 4 * dim * rows) // (per_element * rows + 4 * dim))
+
+
+def tile_grid(n_rows: int, n_cols: int, side: int, width: int, upper: bool = False) -> list:
+    """``(rows, cols)`` slice pairs of a tiled pass: row blocks of at most ``side``, each one's columns
+    in strips of at most ``width``. ``upper`` (a set against itself): columns start at the row
+    block's own start, so every pair is in exactly one tile, both orders inside diagonal squares."""
+    return [(rows, cols) for rows in blocks(n_rows, side)
+            for cols in blocks(n_cols, width, start=rows.start if upper else 0)]

@@ -17,6 +17,7 @@ by numba (``cache=True``), so only the first run after an install pays the compi
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -196,26 +197,25 @@ if numba is not None:
         return w
 
     @_jit
-    def _knn_rows_kernel(g, nr, nc, col_offset, diagonal, best_d, best_i, row_offset, r0, r1):
+    def _knn_rows_kernel(g, nr, nc, row_offset, col_offset, best_d, best_i, r0, r1):
         """Row side of a within-set tile: candidates of samples row_offset + i, i in r0..r1."""
         for i in range(r0, r1):
             bd = best_d[row_offset + i]
             bi = best_i[row_offset + i]
+            self_j = row_offset + i - col_offset  # self, by index (may lie outside the tile)
             w = _worst(bd)
             wv = bd[w]
             for j in range(g.shape[1]):
-                if diagonal and j == i:
-                    continue
                 d = _screen(g, nr, nc, i, j)
-                if d < wv:
+                if d < wv and j != self_j:
                     bd[w] = d
                     bi[w] = col_offset + j
                     w = _worst(bd)
                     wv = bd[w]
 
     @_jit
-    def _knn_cols_kernel(g, nr, nc, row_offset, best_d, best_i, col_offset, c0, c1):
-        """Column side of an off-diagonal tile: candidates of samples col_offset + j, j in c0..c1."""
+    def _knn_cols_kernel(g, nr, nc, row_offset, col_offset, best_d, best_i, c0, c1):
+        """Column side of a tile: candidates of samples col_offset + j, j in c0..c1."""
         width = c1 - c0
         worst = np.empty(width, dtype=np.int64)
         worst_v = np.empty(width, dtype=np.float32)
@@ -235,6 +235,27 @@ if numba is not None:
                     worst_v[j - c0] = bd[w]
 
 
+def load() -> float:
+    """Load every fused kernel now (compiling it on the first run after an install, else from numba's
+    disk cache) and return the seconds it took; a no-op where numba is missing.
+
+    Optional: the first tile loads them anyway. A fresh process pays ~0.3 s here (numba's own
+    start-up), so long-lived callers, benchmarks and services may prefer to pay it up front.
+    """
+    start = time.perf_counter()
+    if numba is not None:
+        x = torch.arange(24, dtype=torch.float32).reshape(6, 4)
+        norms = (x * x).sum(1)
+        idx = torch.arange(6)
+        exact_pairs(x, idx, x, idx)
+        best_d = torch.full((6, 2), float("inf"))
+        best_i = torch.full((6, 2), -1, dtype=torch.int64)
+        knn_tile(x[:3] @ x.T, norms[:3], norms, 0, 0, best_d, best_i)
+        thr = dict(r_pr=norms, r_dc=norms, r_rt=norms, r_hub=norms, s_pr=norms, s_hub=norms)
+        cross_tile(x @ x.T, x, x, norms, norms, 1e-6, thr, frozenset(TILE_OUTPUTS))
+    return time.perf_counter() - start
+
+
 def exact_pairs(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """``sum((x[i[t]] - y[j[t]])**2)`` in float64 (CPU float32 rows, int64 indices), no gathers."""
     x_np, y_np = _np(x), _np(y)
@@ -246,19 +267,21 @@ def exact_pairs(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Tens
 
 def knn_tile(g: torch.Tensor, norms_rows: torch.Tensor, norms_cols: torch.Tensor, row_offset: int,
              col_offset: int, best_d: torch.Tensor, best_i: torch.Tensor) -> None:
-    """Merge one within-set Gram tile into the running candidate lists (in place).
+    """Merge one within-set Gram tile ``g = x[rows] . x[cols]^T`` into the running candidate lists.
 
-    ``g`` is ``x[rows] . x[cols]^T``; a diagonal tile (same offsets) skips self-pairs and is reduced
-    along its rows only, an off-diagonal one along its rows and its columns.
+    Rows are samples ``row_offset + i``, columns ``col_offset + j`` with ``col_offset >= row_offset``
+    (a tile of :func:`hubness.distances.tile_grid` with ``upper``). Every pair is offered to its row
+    sample, self excluded by index; it is offered to its column sample too unless that column lies
+    inside the row block, whose square holds both orders of each pair.
     """
     g_np, nr, nc = _np(g), _np(norms_rows), _np(norms_cols)
     bd, bi = best_d.numpy(), best_i.numpy()
-    diagonal = row_offset == col_offset
-    _run_split(g_np.shape[0], lambda s, e: _knn_rows_kernel(g_np, nr, nc, col_offset, diagonal, bd, bi,
-                                                            row_offset, s, e))
-    if not diagonal:
-        _run_split(g_np.shape[1], lambda s, e: _knn_cols_kernel(g_np, nr, nc, row_offset, bd, bi,
-                                                                col_offset, s, e))
+    p, q = g_np.shape
+    inside = max(0, min(row_offset + p, col_offset + q) - col_offset)
+    _run_split(p, lambda s, e: _knn_rows_kernel(g_np, nr, nc, row_offset, col_offset, bd, bi, s, e))
+    if inside < q:
+        _run_split(q - inside, lambda s, e: _knn_cols_kernel(g_np, nr, nc, row_offset, col_offset, bd, bi,
+                                                             inside + s, inside + e))
 
 
 def cross_tile(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor,

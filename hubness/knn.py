@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from . import kernels
 from ._checks import check_int
-from .distances import (DEFAULT_MEMORY_BUDGET, blocks, exact_matmul, exact_sq_dist, gram_tile, resolve_device,
-                        screen_eps, sq_dist_tile, sq_norms, tile_side)
+from .distances import (DEFAULT_MEMORY_BUDGET, exact_matmul, exact_sq_dist, gram_tile, resolve_device, screen_eps,
+                        sq_dist_tile, sq_norms, strip_width, tile_grid, tile_side)
 
 _EXTRA_CANDIDATES = 4
 
@@ -114,33 +114,30 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
     with exact_matmul(), torch.inference_mode():
         norms = sq_norms(x) if norms is None else norms.to(dev)
         side = knn_tile_side(n, dim, memory_budget)
-        parts = list(blocks(n, side))
-        total = len(parts) * (len(parts) + 1) // 2
-        with tqdm(total=total, desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
-            for bi, rows in enumerate(parts):
-                for cols in parts[bi:]:
-                    if fused:
-                        kernels.knn_tile(gram_tile(x[rows], x[cols]), norms[rows], norms[cols], rows.start,
-                                         cols.start, best_d, best_i)
-                        bar.update()
-                        continue
+        tiles = tile_grid(n, n, side, strip_width(side, dim, memory_budget, fused), upper=True)
+        with tqdm(total=len(tiles), desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
+            for rows, cols in tiles:
+                if fused:
+                    kernels.knn_tile(gram_tile(x[rows], x[cols]), norms[rows], norms[cols], rows.start,
+                                     cols.start, best_d, best_i)
+                else:
                     d2 = sq_dist_tile(x[rows], x[cols], norms[rows], norms[cols])
-                    if rows == cols:
-                        d2.fill_diagonal_(float("inf"))
-                        merge(rows, d2, cols.start)
-                    else:
-                        merge(rows, d2, cols.start)
-                        merge(cols, d2.T.contiguous(), rows.start)
-                    bar.update()
+                    d2.diagonal(rows.start - cols.start).fill_(float("inf"))  # self, by index
+                    merge(rows, d2, cols.start)
+                    # leading columns inside the row block hold both orders of their pairs: rows only
+                    inside = max(0, min(rows.stop, cols.stop) - cols.start)
+                    if inside < d2.shape[1]:
+                        merge(slice(cols.start + inside, cols.stop), d2[:, inside:].T.contiguous(), rows.start)
+                bar.update()
         exact_ks = tuple(sorted(set(exact_ks or range(1, k + 1)) | {k}))
         indices, sq_dist = _refine(x, norms, best_d, best_i, k, exact_ks)
     return NeighborGraph(indices=indices.cpu().numpy(), sq_distances=sq_dist.cpu().numpy(), exact_ks=exact_ks)
 
 
 def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
-    """Tile side of the within-set pass: the budget's, but at least 10 blocks a side where GEMMs stay
-    efficient (side >= 512), so that the upper triangle is at most 55/100 of the square (the diagonal
-    tiles are computed whole)."""
+    """Row-block height of the within-set pass: the budget's tile side, but at least 10 blocks where
+    GEMMs stay efficient (>= 512 rows), so that the computed part (upper triangle plus whole diagonal
+    squares) is at most 55/100 of the square."""
     return min(tile_side(dim, memory_budget), max(512, -(-n // 10)))
 
 

@@ -6,7 +6,7 @@ import torch
 
 from hubness import distances, kernels
 from hubness.cross import torch_tile
-from hubness.distances import blocks, exact_sq_dist, gram_tile, screen_eps, sq_norms
+from hubness.distances import blocks, exact_sq_dist, gram_tile, screen_eps, sq_norms, tile_grid
 
 
 def relu_set(seed, n, dim, shift=0.0):
@@ -50,6 +50,21 @@ def test_exact_sq_dist_is_float64_exact_and_equal_for_equal_pairs(monkeypatch, r
     np.testing.assert_allclose(got, want, rtol=1e-13)
     assert got[1] == got[2] == got[3]  # (3,5), (7,5), (5,3): equal pairs, equal bits
     assert got[4] == 0 and got[5] == 0  # duplicate and self
+
+
+def test_upper_tile_grid_holds_every_pair_once_or_both_orders_in_diagonal_squares():
+    n = 23
+    seen = np.zeros((n, n), dtype=int)
+    for rows, cols in tile_grid(n, n, 5, 7, upper=True):
+        assert rows.stop - rows.start <= 5 and cols.stop - cols.start <= 7 and cols.start >= rows.start
+        seen[rows, cols] += 1
+    assert (seen <= 1).all()
+    assert ((seen + seen.T) >= 1).all()  # every unordered pair offered at least once ...
+    both = (seen == 1) & (seen.T == 1)
+    block = np.zeros(n, dtype=int)
+    for b, part in enumerate(blocks(n, 5)):
+        block[part] = b
+    np.testing.assert_array_equal(both, block[:, None] == block[None, :])  # ... both orders only in-block
 
 
 def test_blocks_are_balanced_and_cover_the_range():
@@ -126,11 +141,12 @@ def test_fused_knn_tiles_keep_the_true_candidates():
     norms = sq_norms(x)
     best_d = torch.full((n, cand), float("inf"))
     best_i = torch.full((n, cand), -1, dtype=torch.int64)
-    parts = list(blocks(n, 25))
-    for bi, rows in enumerate(parts):
-        for cols in parts[bi:]:
-            kernels.knn_tile(gram_tile(x[rows], x[cols]), norms[rows], norms[cols], rows.start, cols.start,
-                             best_d, best_i)
+    # strips narrower than 1.5 row blocks split some diagonal squares across two tiles
+    tiles = tile_grid(n, n, 25, 30, upper=True)
+    assert any(cols.start > rows.start and cols.start < rows.stop for rows, cols in tiles)
+    for rows, cols in tiles:
+        kernels.knn_tile(gram_tile(x[rows], x[cols]), norms[rows], norms[cols], rows.start, cols.start,
+                         best_d, best_i)
     exact = ((x.double()[:, None, :] - x.double()[None, :, :]) ** 2).sum(-1)
     exact.fill_diagonal_(float("inf"))
     order = exact.argsort(dim=1)[:, :cand]
