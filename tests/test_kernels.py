@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import hubness
 from hubness import distances, kernels
 from hubness.cross import torch_tile
 from hubness.distances import blocks, exact_sq_dist, gram_tile, screen_eps, sq_norms, tile_grid
@@ -20,6 +21,17 @@ def test_fused_route_is_on_for_the_cpu_and_can_be_switched_off(monkeypatch):
     assert not kernels.enabled(torch.device("cuda"))
     monkeypatch.setenv("HUBNESS_KERNELS", "torch")
     assert not kernels.enabled(torch.device("cpu"))
+
+
+def test_load_leaves_one_compiled_specialisation_per_kernel():
+    """load() compiles/loads the kernels for exactly the argument types the passes use (a second
+    specialisation would mean a second compile at run time)."""
+    assert kernels.load() >= 0.0
+    x = relu_set(5, 40, 16)
+    hubness.evaluate(real=x.numpy(), fake=x.numpy()[::-1].copy(), device="cpu")
+    for fn in (kernels._cross_kernel, kernels._knn_rows_kernel, kernels._knn_cols_kernel,
+               kernels._exact_pairs_kernel):
+        assert len(fn.signatures) == 1, fn
 
 
 @pytest.mark.parametrize("onednn", [True, False])
