@@ -70,7 +70,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 if numba is not None:
-    _jit = numba.njit(nogil=True, cache=True, fastmath=False, error_model="numpy")
+    def _jit(fn):
+        """Compile in nopython mode without the GIL; cache on disk where numba finds a writable place
+        (beside this file, else the user's cache folder), else compile in each process."""
+        try:
+            return numba.njit(nogil=True, cache=True, error_model="numpy")(fn)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return numba.njit(nogil=True, error_model="numpy")(fn)
 
     @_jit
     def _exact_pair(a, b):
