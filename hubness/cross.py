@@ -1,8 +1,9 @@
 """One pass over real x fake distance tiles that feeds every cross metric at once.
 
-For each tile the float32 screen is computed once (:func:`hubness.distances.sq_dist_tile`), the
-entries within the screening band of a threshold or of zero are re-measured exactly, and then each
-requested reduction reads the same tile:
+For each tile (a block of reals x a strip of fakes, :func:`hubness.distances.tile_grid`) the float32
+screen is computed once, the entries within the screening band of a threshold or of zero are
+re-measured exactly, and each requested reduction reads the same tile: in one fused sweep on the CPU
+(:func:`hubness.kernels.cross_tile`), as torch operations elsewhere (:func:`torch_tile`).
 
 ====================  ==========================================  ==========  ===========
 quantity              reduction over the tile                      boundary    radii

@@ -12,7 +12,8 @@ Numerics (DESIGN.md section 2):
   (:func:`exact_sq_dist`), the same function that computes the radii. So duplicates have distance
   exactly 0, a set compared with itself gives exactly the tie pattern of its radii, and results
   match a float64 brute force except for ties closer than float32 resolution.
-* Tiles are square, their side set by one memory budget (:func:`tile_side`); no N x M matrix.
+* Tiles are row blocks x column strips (:func:`tile_grid`), both sizes set by one memory budget
+  (:func:`tile_side`, :func:`strip_width`); no N x M matrix.
 """
 from __future__ import annotations
 
@@ -72,10 +73,10 @@ def exact_matmul():
 
 
 def tile_side(dim: int, memory_budget: int) -> int:
-    """Side T of the square T x T distance tiles that fit ``memory_budget`` bytes.
-
-    Counts the tile and its temporaries (12 bytes an element) and two gathered T x dim operand
-    blocks; clipped to [16, 8192] (GEMMs stop getting faster well before 8192).
+    """Row-block height T: the side of a square T x T tile that fits ``memory_budget`` bytes with
+    its temporaries (12 bytes an element) and two gathered T x dim operand blocks; clipped to
+    [16, 8192] (GEMMs stop getting faster well before 8192). :func:`strip_width` then widens the
+    tiles as far as the budget allows.
     """
     # 12 T^2 + 8 dim T - budget = 0
     a, b = _BYTES_PER_TILE_ELEMENT, 8.0 * dim

@@ -50,16 +50,17 @@ def enabled(device: torch.device) -> bool:
 
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
 
 
 def _run_split(count: int, job) -> list:
     """Run ``job(start, stop)`` over ``range(count)`` split across the torch thread count."""
-    global _POOL
+    global _POOL, _POOL_SIZE
     threads = max(1, min(torch.get_num_threads(), count // 64 or 1))
     if threads == 1:
         return [job(0, count)]
-    if _POOL is None or _POOL._max_workers < threads:
-        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hubness")
+    if _POOL is None or _POOL_SIZE < threads:
+        _POOL, _POOL_SIZE = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hubness"), threads
     bounds = np.linspace(0, count, threads + 1).astype(np.int64)
     futures = [_POOL.submit(job, int(bounds[t]), int(bounds[t + 1])) for t in range(threads)]
     return [f.result() for f in futures]
