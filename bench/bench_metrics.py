@@ -131,6 +131,19 @@ def run_child(name: str, real: Path, fake: Path, budget: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _cpu_model() -> str:
+    """CPU model name and vector width (GEMM speed depends on both), where /proc/cpuinfo tells."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = fields.get("flags", "").split()
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{fields.get('model name', platform.machine())} ({vector})"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=5000, help="real samples")
@@ -154,7 +167,7 @@ def main() -> int:
 
     from hubness.distances import _onednn_gemm
     info = {"n": args.n, "m": m, "dim": args.dim, "memory_budget_mib": args.memory_budget,
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "cpu": _cpu_model(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_gemm": "oneDNN" if _onednn_gemm() else "numpy BLAS",
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(auto)")}
