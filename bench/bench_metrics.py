@@ -190,7 +190,7 @@ def main() -> int:
                                  peak_rss_mib=max(r["peak_rss_mib"] for r in ok))
 
     base = results.get("baseline", {}).get("peak_rss_mib")
-    print(f"\n{args.n} real x {m} fake x {args.dim}-d float32, {info['cores']} cores, torch {info['torch']}, "
+    print(f"\n{args.n} real x {m} fake x {args.dim}-d float32, {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
           f"CPU GEMM {info['cpu_gemm']}, OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']}, median of {args.repeat} run(s)")
     print(f"{'contender':<10} {'seconds':>9} {'setup s':>8} {'peak RSS MiB':>13} {'over baseline':>14}")
     for name, r in results.items():
