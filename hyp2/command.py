@@ -1,0 +1,217 @@
+"""``retrieval.py``: train a hash network with HyP² loss, or evaluate a checkpoint (``--test``).
+
+Mirrors the original command line (``--dataset --backbone --hash_bit --beta --batch_size --epochs
+--rate --seed --retrieve --cuda --no_save --test``) and adds ``--output`` and the options of the
+toolkit (see README.md, "Multi-label retrieval"). Results on stdout (``map: ...``), progress and
+logs on stderr, files in the output folder, one line on stderr and a non-zero exit for bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cli.common import (OneLineParser, add_run_options, nonnegative_int, positive_int, run_main, setup_logging,
+                        write_json)
+from hubness.distances import resolve_device
+
+from . import __version__
+from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from .datasets import load_dataset
+from .networks import build_network, network_names
+from .ranking import DEFAULT_MEMORY_MIB
+from .report import plot_history, plot_topn, write_codes, write_log
+from .train import TrainConfig, evaluate, train
+from .zeta import lookup
+
+log = logging.getLogger("hyp2")
+DATASETS = ("voc2007", "voc2012", "flickr", "nuswide", "mosaic", "features")
+FILES = {"checkpoint": "checkpoint.pt", "metrics": "metrics.json", "log": "train_log.jsonl",
+         "topn": "topn_precision.png", "history": "map_per_epoch.png", "codes": "codes.npz"}
+
+
+def _float(low: float, strict: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not np.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="retrieval.py", description="HyP² loss: multi-label image retrieval with hash codes.")
+    p.add_argument("--dataset", choices=DATASETS, default="voc2007", help="dataset (README: one command each)")
+    p.add_argument("--backbone", default=None, choices=network_names(), metavar="NAME",
+                   help=f"hash network: {', '.join(network_names())} (default googlenet; mlp for --dataset features)")
+    p.add_argument("--hash_bit", type=positive_int, default=48, help="K, bits of the hash code (1 to 256)")
+    p.add_argument("--beta", type=_float(0, False), default=0.5, help="weight of the pair term (0: proxy loss only)")
+    p.add_argument("--batch_size", type=positive_int, default=100, help="images per training step")
+    p.add_argument("--epochs", type=positive_int, default=100, help="training epochs")
+    p.add_argument("--rate", type=_float(0, True), default=0.02, help="learning rate of the proxies")
+    p.add_argument("--lr", type=_float(0, True), default=None,
+                   help="learning rate of the network (default: googlenet 0.02, alexnet 0.01, resnet 0.01, "
+                        "pixels/mlp 0.02, backbones of features/ 0.01)")
+    p.add_argument("--seed", type=int, default=0, help="seeds initialisation, order, flips, dropout, splits")
+    p.add_argument("--output", default="result", help="output folder (checkpoint, metrics.json, log, figures)")
+    p.add_argument("--test", action="store_true", help="only evaluate the output folder's checkpoint")
+    p.add_argument("--checkpoint", metavar="FILE", help="with --test: this checkpoint instead of OUTPUT/checkpoint.pt")
+    p.add_argument("--retrieve", type=nonnegative_int, default=0,
+                   help="R of mAP@R (0: as published; mosaic 1000; features: the database size)")
+    p.add_argument("--cuda", type=nonnegative_int, default=None, metavar="N", help="same as --device cuda:N")
+    p.add_argument("--no_save", action="store_true", help="write no file (the original's option)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", metavar="DIR", help="dataset folder (default: data for VOC, data/flickr25k, "
+                                                 "data/nus_wide)")
+    g.add_argument("--split", metavar="FILE", help="split file (JSON): flickr (written once when missing; "
+                                                   "default DATA/hyp2_split.json) and features (required)")
+    g.add_argument("--features", metavar="FILE", help="--dataset features: a feature file of getFeature.py")
+    g.add_argument("--labels", metavar="FILE", help="--dataset features: lines 'path l_1 ... l_C' (0/1)")
+    g.add_argument("--val_size", type=positive_int, default=None,
+                   help="validation items carved from train (default 10 %%, at most 1000)")
+    g.add_argument("--num_query", type=positive_int, default=1000, help="flickr: queries of a new split")
+    g.add_argument("--num_train", type=positive_int, default=4000, help="flickr: training images of a new split")
+    g.add_argument("--mosaic_source", choices=("digits", "fashion"), default="digits",
+                   help="mosaic items: scikit-learn digits or Fashion-MNIST (Debian dataset-fashion-mnist)")
+    g.add_argument("--mosaic_counts", metavar="T,V,D,Q", default=None,
+                   help="mosaic images of train, val, database, queries (default 4000,500,2000,500)")
+    g = p.add_argument_group("run")
+    g.add_argument("--weights", metavar="FILE", help="pretrained weights of the backbone (torchvision state dict)")
+    g.add_argument("--allow_download", action="store_true", help="let torchvision download ImageNet weights")
+    g.add_argument("--eval_every", type=positive_int, default=5, help="validate every N epochs (and after the last)")
+    g.add_argument("--num_workers", type=nonnegative_int, default=None,
+                   help="image decoding processes (default: 0 for mosaic, CPUs up to 8 otherwise)")
+    g.add_argument("--memory_budget", type=_float(0, True), default=DEFAULT_MEMORY_MIB, metavar="MiB",
+                   help="working memory of the ranking tiles")
+    add_run_options(p)
+    return p
+
+
+def topn_grid(n_database: int) -> list[int]:
+    """N of the Top-N precision curve: 100 to 1,000 by 100 (as the paper's figures), fewer when the database is small."""
+    if n_database >= 1000:
+        return list(range(100, 1001, 100))
+    return sorted({max(1, round(n_database * i / 10)) for i in range(1, 11)})
+
+
+def _backbone(args) -> str:
+    if args.dataset == "features":
+        if args.backbone not in (None, "mlp"):
+            raise ValueError(f"--dataset features trains the hash head on the feature vectors: --backbone mlp "
+                             f"(or none), not {args.backbone}")
+        return "mlp"
+    if args.backbone == "mlp":
+        raise ValueError("--backbone mlp needs --dataset features (feature vectors, not images)")
+    return args.backbone or "googlenet"
+
+
+def run(args) -> dict:
+    backbone = _backbone(args)
+    device = resolve_device(f"cuda:{args.cuda}" if args.cuda is not None else args.device)
+    started = time.perf_counter()
+    data = load_dataset(args.dataset, data=args.data, split=args.split, features=args.features, labels=args.labels,
+                        seed=args.seed, val_size=args.val_size, retrieve=args.retrieve,
+                        mosaic_source=args.mosaic_source, mosaic_counts=args.mosaic_counts,
+                        num_query=args.num_query, num_train=args.num_train)
+    zeta = lookup(args.hash_bit, data.num_classes)
+    out = Path(args.output)
+    files = {key: out / name for key, name in FILES.items()}
+    ckpt_path = Path(args.checkpoint) if args.checkpoint else files["checkpoint"]
+    feature_dim = data.train.features.shape[1] if data.kind == "features" else None
+    payload = None
+    if args.test:
+        payload = load_checkpoint(ckpt_path)
+        check_compatible(payload, ckpt_path, backbone=backbone, hash_bit=args.hash_bit,
+                         num_classes=data.num_classes, feature_dim=feature_dim)
+        if payload.get("dataset") != args.dataset:
+            log.warning("%s: trained on %s, evaluated on %s", ckpt_path, payload.get("dataset"), args.dataset)
+    if not args.no_save:
+        out.mkdir(parents=True, exist_ok=True)
+    num_workers = args.num_workers if args.num_workers is not None else (
+        0 if args.dataset in ("mosaic", "features") else min(8, os.cpu_count() or 1))
+    network = build_network(backbone, args.hash_bit, weights=args.weights, pretrained=not args.test,
+                            allow_download=args.allow_download, seed=args.seed, feature_dim=feature_dim)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, rate=args.rate, lr=args.lr, beta=args.beta,
+                         seed=args.seed, eval_every=args.eval_every, num_workers=num_workers, device=str(device),
+                         memory_mib=args.memory_budget)
+    summary = {"dataset": args.dataset, "backbone": backbone, "hash_bit": args.hash_bit, "beta": args.beta,
+               "zeta": zeta.value, "min_distance": zeta.min_distance, "code_dimension": zeta.k,
+               "num_classes": data.num_classes, "seed": args.seed, "classes": data.classes, **data.sizes()}
+    if args.test:
+        network.module.load_state_dict(payload["network"])
+        history, best_epoch, val_map = payload["history"], payload["epoch"], payload["val_map"]
+        train_seconds = None
+    else:
+        if backbone == "mlp":  # standardise with the training features' statistics (kept in the checkpoint)
+            x = data.train.features.astype(np.float64)
+            network.module.mean.copy_(torch.from_numpy(x.mean(axis=0)).float())
+            network.module.std.copy_(torch.from_numpy(np.maximum(x.std(axis=0), 1e-6)).float())
+        meta = {"config": vars(args), "network_meta": network.meta, "data_meta": data.meta,
+                "lr": args.lr if args.lr is not None else network.lr}
+
+        def checkpoint(best, history):
+            if not args.no_save:
+                save_checkpoint(ckpt_path, {**summary, **meta, "feature_dim": feature_dim, "network": best.state,
+                                            "proxies": best.proxies, "epoch": best.best_epoch,
+                                            "val_map": best.val_map, "history": history})
+
+        def epoch_log(history):
+            if not args.no_save:
+                write_log(files["log"], history)
+
+        log.info("%s: %s; zeta %.4f (K %d, k %d, d %d); %s on %s", args.dataset,
+                 ", ".join(f"{k[2:]} {v}" for k, v in data.sizes().items()), zeta.value, zeta.bits, zeta.k,
+                 zeta.min_distance, backbone, device)
+        result = train(network, data, zeta.value, config, progress=args.progress, on_best=checkpoint,
+                       on_epoch=epoch_log)
+        checkpoint(result, result.history)  # the best weights again, with the whole log
+        network.module.load_state_dict(result.state)
+        history, best_epoch, val_map = result.history, result.best_epoch, result.val_map
+        train_seconds = time.perf_counter() - started
+    eval_started = time.perf_counter()
+    scores, q_codes, db_codes = evaluate(network, data.query, data.database, data.R, topn=topn_grid(len(data.database)),
+                                         device=device, batch_size=args.batch_size, num_workers=num_workers,
+                                         memory_mib=args.memory_budget, progress=args.progress)
+    val_R = next((e["val_R"] for e in history if "val_R" in e), None)
+    metrics = {**scores.to_dict(), "val_map": val_map, "val_R": val_R, "best_epoch": best_epoch, **summary,
+               "mode": "test" if args.test else "train", "checkpoint": str(ckpt_path),
+               "lr_network": (payload if args.test else meta)["lr"], "rate": args.rate, "epochs": args.epochs,
+               "batch_size": args.batch_size, "device": str(device), "train_seconds": train_seconds,
+               "eval_seconds": time.perf_counter() - eval_started, "torch_version": torch.__version__,
+               "hyp2_version": __version__}
+    if not args.no_save:
+        write_json(files["metrics"], metrics)
+        title = f"{args.dataset}, {backbone}, {args.hash_bit} bits, beta {args.beta:g}"
+        plot_topn(files["topn"], scores.precision_at, title)
+        plot_history(files["history"], history, title)
+        if args.test:
+            write_codes(files["codes"], q_codes, db_codes, data.query.labels, data.database.labels)
+    return metrics
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbosity)
+    results = {}
+
+    def body():
+        results.update(run(args))
+
+    status = run_main("retrieval.py", body, interrupted="the output folder keeps its last complete files")
+    if status == 0:
+        print(f"map: {results['map']:.6f}")
+        print(f"val_map: {results['val_map']:.6f}")
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
