@@ -1,22 +1,28 @@
 """One pass over real x fake distance tiles that feeds every cross metric at once.
 
 For each tile (a block of reals x a strip of fakes, :func:`hubness.distances.tile_grid`) the float32
-screen is computed once, the entries within the screening band of a threshold or of zero are
-re-measured exactly, and each requested reduction reads the same tile: in one fused sweep on the CPU
-(:func:`hubness.kernels.cross_tile`), as torch operations elsewhere (:func:`torch_tile`).
+screen is computed once on the pass's screen frame (:mod:`hubness.frame`); the entries within the
+screening band of a threshold or of zero are re-measured exactly in float64 and compared in float64
+with the exact (float64) thresholds; each reduction of :data:`REDUCTIONS` reads the same tile: in one
+fused sweep on the CPU (:func:`hubness.kernels.cross_tile`), as torch operations elsewhere
+(:func:`torch_tile`). Both routes and every merge (threads, tiles) read the same table.
 
-====================  ==========================================  ==========  ===========
-quantity              reduction over the tile                      boundary    radii
-====================  ==========================================  ==========  ===========
-in_real (precision)   any over real i of d2 <= r_i^2                ``<=``      real, k
-in_fake (recall)      any over fake j of d2 <= s_j^2                ``<=``      fake, k
-density_count         sum over real i of d2 < r_i^2                 ``<``       real, dc_k
-nn_fake_sq (coverage) min over fake j of d2                         (``<`` later) real, dc_k
-realism_sq            max over real i of rt_i^2 / d2                --          real, k, pruned
-rarity_sq             min over real i with d2 < r_i^2 of r_i^2      ``<``       real, k
-epr flags             as precision/recall, hub balls and hubs only  ``<=``      as above
-====================  ==========================================  ==========  ===========
+=============  ==========================================  ========  ========  ===================
+reduction      over the tile                                boundary  combine   threshold (k)
+=============  ==========================================  ========  ========  ===================
+in_real        any real i: d2 <= r_i^2  (precision)         ``<=``    any       real radii, k
+in_fake        any fake j: d2 <= s_j^2  (recall)            ``<=``    any       fake radii, k
+dens           count of real i: d2 < r_i^2  (density)       ``<``     sum       real radii, dc_k
+covered        any fake j: d2 < r_i^2  (coverage)           ``<``     any       real radii, dc_k
+rarity         min r_i^2 over real i with d2 < r_i^2        ``<``     min       real radii, k
+realism        argmax over real i of rt_i^2 / d2            --        argmax    pruned real radii, k
+in_rhub        as in_real, hub balls only (eP&R)            ``<=``    any       real radii, k
+in_fhub        as in_fake, hub balls only (eP&R)            ``<=``    any       fake radii, k
+=============  ==========================================  ========  ========  ===================
 
+Realism is a value, not a decision: the tiles find each fake's most realistic real (ties by index)
+from screened ratios, and the ratio is then recomputed from that pair's exact distance. It is exact
+unless two reals give ratios within the screen's error of each other (then within twice that error).
 The pass can be restricted to a subset of rows and columns (eP&R alone: real hubs x fake hubs).
 """
 from __future__ import annotations
@@ -28,17 +34,37 @@ import torch
 from tqdm.auto import tqdm
 
 from . import kernels
-from .distances import (exact_matmul, gram_tile, refine_tile, screen_eps, sq_dist_tile, strip_width, tile_grid,
-                        tile_side)
+from .distances import exact_matmul, exact_sq_dist, gram_tile, screen_eps, sq_dist_tile, strip_width, tile_grid, tile_side
+from .frame import SetStats, choose_frame, screen_rows
+
+# name: (side the result is indexed by, how partial results combine)
+REDUCTIONS = {
+    "in_real": ("fake", "any"), "in_rhub": ("fake", "any"), "rarity": ("fake", "min"), "dens": ("fake", "sum"),
+    "realism": ("fake", "argmax"), "in_fake": ("real", "any"), "in_fhub": ("real", "any"),
+    "covered": ("real", "any"),
+}
+
+
+def combine(name: str, total, part):
+    """Merge the partial result ``part`` of reduction ``name`` into ``total`` (numpy or torch
+    arrays; for ``realism`` a pair (ratio, index): larger ratio wins, then the lower index)."""
+    op = REDUCTIONS[name][1]
+    lib = torch if isinstance(part if op != "argmax" else part[0], torch.Tensor) else np
+    if op == "any":
+        return lib.logical_or(total, part)
+    if op == "sum":
+        return total + part
+    if op == "min":
+        return lib.minimum(total, part)
+    (tv, ti), (pv, pi) = total, part
+    better = (pv > tv) | ((pv == tv) & (pi >= 0) & ((ti < 0) | (pi < ti)))
+    return lib.where(better, pv, tv), lib.where(better, pi, ti)
 
 
 @dataclass
 class CrossInputs:
-    """What the cross pass computes; every array is indexed like the full real/fake sets.
-
-    Squared radii are float64 (exact); they are rounded to float32 here, as are the refined
-    distances, so equal float64 values compare equal.
-    """
+    """What the cross pass computes. Squared radii are float64, exact, in original units, indexed
+    like the full real/fake sets."""
 
     real_sq_radii: np.ndarray | None = None          # (N,) r_i^2 at k: precision, rarity, eP&R
     fake_sq_radii: np.ndarray | None = None          # (M,) s_j^2 at k: recall, eP&R
@@ -53,69 +79,95 @@ class CrossInputs:
 
 @dataclass
 class CrossResult:
-    """Per-sample reductions of the pass (numpy, full-length; entries outside the subset untouched)."""
+    """Per-sample results of the pass (numpy, full-length; entries outside the subset untouched)."""
 
     in_real: np.ndarray | None = None        # (M,) bool
     in_fake: np.ndarray | None = None        # (N,) bool
     density_count: np.ndarray | None = None  # (M,) int64
-    nn_fake_sq: np.ndarray | None = None     # (N,) float32
-    realism_sq: np.ndarray | None = None     # (M,) float32 (inf when a fake sits on a kept real)
-    rarity_sq: np.ndarray | None = None      # (M,) float32 (inf when outside every real ball)
+    covered: np.ndarray | None = None        # (N,) bool: nearest fake inside the dc ball
+    realism_sq: np.ndarray | None = None     # (M,) float64 (inf when a fake sits on a kept real)
+    realism_index: np.ndarray | None = None  # (M,) int64: the real giving the realism score (-1: none)
+    rarity_sq: np.ndarray | None = None      # (M,) float64 (inf when outside every real ball)
     in_real_hub_ball: np.ndarray | None = None  # (M,) bool
     in_fake_hub_ball: np.ndarray | None = None  # (N,) bool
     refined: int = 0       # entries re-measured exactly
     tile_side: int = 0
 
 
-def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor, fake_norms: torch.Tensor,
-               inputs: CrossInputs, *, memory_budget: int, real_rows: np.ndarray | None = None,
-               fake_cols: np.ndarray | None = None, progress: bool | None = None) -> CrossResult:
+@dataclass
+class Tile:
+    """One real x fake tile: screen rows and norms, and where its samples are in the full sets
+    (the exact distances are those of the original rows ``real[ri]``, ``fake[cj]``)."""
+
+    a: torch.Tensor          # (p, dim) float32 screen rows of the reals
+    b: torch.Tensor          # (q, dim) float32 screen rows of the fakes
+    na: torch.Tensor         # (p,) float32 squared norms of ``a``
+    nb: torch.Tensor         # (q,)
+    real: torch.Tensor       # (N, dim) original real features
+    fake: torch.Tensor       # (M, dim)
+    ri: torch.Tensor         # (p,) int64 rows of ``real``, increasing
+    cj: torch.Tensor         # (q,) int64 rows of ``fake``
+    sq_scale: float          # frame units per original squared unit
+    eps: float               # screening band, relative to na + nb
+    abs_tol: float           # screening band, absolute
+
+    def exact(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """Exact float64 squared distances (frame units) of the tile entries (i, j)."""
+        return exact_sq_dist(self.real, self.ri[i], self.fake, self.cj[j]).to(self.a.device) * self.sq_scale
+
+
+def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, memory_budget: int,
+               real_stats: SetStats | None = None, fake_stats: SetStats | None = None,
+               real_rows: np.ndarray | None = None, fake_cols: np.ndarray | None = None,
+               progress: bool | None = None) -> CrossResult:
     """Run the tiled real x fake pass (see the module docstring for what each reduction is).
 
-    ``real_rows`` / ``fake_cols`` (int arrays) restrict the pass to those samples; the default is all.
+    ``real`` (N, dim) and ``fake`` (M, dim) are float32 tensors on the pass's device;
+    ``real_rows`` / ``fake_cols`` (sorted int arrays) restrict the pass to those samples.
     """
     dev = real.device
     n_real, dim = real.shape
     n_fake = fake.shape[0]
     rows_all = _index(real_rows, n_real, dev)
     cols_all = _index(fake_cols, n_fake, dev)
+    real_stats = real_stats or SetStats.of(real)
+    fake_stats = fake_stats or SetStats.of(fake)
+    frame = choose_frame([real, fake], [real_stats, fake_stats])
+    real_s, real_n = screen_rows(real, real_stats, frame)
+    fake_s, fake_n = screen_rows(fake, fake_stats, frame)
 
-    def t(a, dtype=torch.float32):
-        return None if a is None else torch.as_tensor(np.asarray(a)).to(dev, dtype)
+    def t(a):  # original squared radii -> float64 frame units on the device
+        return None if a is None else torch.as_tensor(np.asarray(a, dtype=np.float64) * frame.sq_scale).to(dev)
 
     r_pr, s_pr = t(inputs.real_sq_radii), t(inputs.fake_sq_radii)
     r_dc, r_rt = t(inputs.real_sq_radii_dc), t(inputs.real_sq_radii_realism)
     # eP&R in a full pass: a ball that is not a hub's contains nothing (threshold -1 < 0 <= d2)
-    r_hub = None if inputs.real_hubs is None else torch.where(t(inputs.real_hubs, torch.bool), r_pr, -1.0)
-    s_hub = None if inputs.fake_hubs is None else torch.where(t(inputs.fake_hubs, torch.bool), s_pr, -1.0)
+    r_hub = None if inputs.real_hubs is None else torch.where(torch.as_tensor(inputs.real_hubs).to(dev), r_pr, -1.0)
+    s_hub = None if inputs.fake_hubs is None else torch.where(torch.as_tensor(inputs.fake_hubs).to(dev), s_pr, -1.0)
     use_r = inputs.precision or inputs.rarity or r_hub is not None
     use_s = inputs.recall or s_hub is not None
+    want = set()
+    for name, on in (("in_real", inputs.precision), ("in_fake", inputs.recall), ("rarity", inputs.rarity),
+                     ("dens", r_dc is not None), ("covered", r_dc is not None), ("realism", r_rt is not None),
+                     ("in_rhub", r_hub is not None), ("in_fhub", s_hub is not None)):
+        if on:
+            want.add(name)
+    want = frozenset(want)
+    thresholds = dict(r_pr=r_pr if use_r else None, r_dc=r_dc, r_rt=r_rt, r_hub=r_hub,
+                      s_pr=s_pr if use_s else None, s_hub=s_hub)
 
-    res = CrossResult()
-    zeros = lambda n, dtype, fill=0: torch.full((n,), fill, dtype=dtype, device=dev)  # noqa: E731
-    in_real = zeros(n_fake, torch.bool) if inputs.precision else None
-    in_fake = zeros(n_real, torch.bool) if inputs.recall else None
-    dens = zeros(n_fake, torch.int64) if r_dc is not None else None
-    nn_fake = zeros(n_real, torch.float32, float("inf")) if r_dc is not None else None
-    realism = zeros(n_fake, torch.float32) if r_rt is not None else None
-    rarity = zeros(n_fake, torch.float32, float("inf")) if inputs.rarity else None
-    in_rhub = zeros(n_fake, torch.bool) if r_hub is not None else None
-    in_fhub = zeros(n_real, torch.bool) if s_hub is not None else None
-
-    eps = screen_eps(dim)
+    totals = {name: _initial(name, n_real if REDUCTIONS[name][0] == "real" else n_fake, dev) for name in want}
     fused = kernels.enabled(dev)
     side = tile_side(dim, memory_budget)
     width = strip_width(side, dim, memory_budget, fused)
     tiles = tile_grid(rows_all.numel(), cols_all.numel(), side, width)
-    want = frozenset(key for key, v in (("in_real", in_real), ("in_fake", in_fake), ("dens", dens),
-                                         ("nn_fake", nn_fake), ("realism", realism), ("rarity", rarity),
-                                         ("in_rhub", in_rhub), ("in_fhub", in_fhub)) if v is not None)
     refined = 0
+    eps, abs_tol = screen_eps(dim), frame.abs_tol(dim)
     # gathered blocks (eP&R's hub subsets) go to two reused buffers: no per-tile allocations
     buf_a = buf_b = None
     if real_rows is not None or fake_cols is not None:
-        buf_a = torch.empty((min(side, rows_all.numel()), dim), dtype=real.dtype, device=dev)
-        buf_b = torch.empty((min(width, cols_all.numel()), dim), dtype=fake.dtype, device=dev)
+        buf_a = torch.empty((min(side, rows_all.numel()), dim), dtype=torch.float32, device=dev)
+        buf_b = torch.empty((min(width, cols_all.numel()), dim), dtype=torch.float32, device=dev)
     with exact_matmul(), torch.inference_mode(), \
             tqdm(total=len(tiles), desc="real x fake", unit="tile",
                  disable=None if progress is None else not progress, leave=False) as bar:
@@ -123,84 +175,138 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, real_norms: torch.Tensor,
         for rp, cp in tiles:
             if rp != current_rows:  # a new row block: gather it once for all its column strips
                 current_rows, ri = rp, rows_all[rp]
-                a, na = _take(real, ri, buf_a), real_norms[ri]
-                rc = lambda v: None if v is None else v[ri]  # noqa: E731
-                row_thr = dict(r_pr=rc(r_pr) if use_r else None, r_dc=rc(r_dc), r_rt=rc(r_rt), r_hub=rc(r_hub))
+                a, na = _take(real_s, ri, buf_a), real_n[ri]
+                row_thr = {key: thresholds[key][ri] for key in ("r_pr", "r_dc", "r_rt", "r_hub")
+                           if thresholds[key] is not None}
             cj = cols_all[cp]
-            b, nb = _take(fake, cj, buf_b), fake_norms[cj]
-            thr = dict(row_thr, s_pr=s_pr[cj] if use_s else None,
-                       s_hub=None if s_hub is None else s_hub[cj])
+            tile = Tile(a=a, b=_take(fake_s, cj, buf_b), na=na, nb=fake_n[cj], real=real, fake=fake, ri=ri, cj=cj,
+                        sq_scale=frame.sq_scale, eps=eps, abs_tol=abs_tol)
+            thr = dict(row_thr)
+            thr.update({key: thresholds[key][cj] for key in ("s_pr", "s_hub") if thresholds[key] is not None})
             if fused:
-                tile, count = kernels.cross_tile(gram_tile(a, b), a, b, na, nb, eps, thr, want)
+                out, count = kernels.cross_tile(gram_tile(tile.a, tile.b), tile, thr, want)
             else:
-                tile, count = torch_tile(a, b, na, nb, eps, thr, want)
+                out, count = torch_tile(tile, thr, want)
             refined += count
-            for key, total in (("in_real", in_real), ("in_rhub", in_rhub)):
-                if total is not None:
-                    total[cj] |= tile[key]
-            for key, total in (("in_fake", in_fake), ("in_fhub", in_fhub)):
-                if total is not None:
-                    total[ri] |= tile[key]
-            if dens is not None:
-                dens[cj] += tile["dens"]
-                nn_fake[ri] = torch.minimum(nn_fake[ri], tile["nn_fake"])
-            if rarity is not None:
-                rarity[cj] = torch.minimum(rarity[cj], tile["rarity"])
-            if realism is not None:
-                realism[cj] = torch.maximum(realism[cj], tile["realism"])
-            del tile
+            for name, part in out.items():
+                where = ri if REDUCTIONS[name][0] == "real" else cj
+                if name == "realism":
+                    v, i = combine(name, (totals[name][0][where], totals[name][1][where]), part)
+                    totals[name][0][where], totals[name][1][where] = v, i
+                else:
+                    totals[name][where] = combine(name, totals[name][where], part)
+            del tile, out
             bar.update()
 
-    def out(v):
-        return None if v is None else v.cpu().numpy()
+    res = CrossResult(refined=refined, tile_side=side)
 
-    res.in_real, res.in_fake, res.density_count = out(in_real), out(in_fake), out(dens)
-    res.nn_fake_sq, res.realism_sq, res.rarity_sq = out(nn_fake), out(realism), out(rarity)
-    res.in_real_hub_ball, res.in_fake_hub_ball = out(in_rhub), out(in_fhub)
-    res.refined, res.tile_side = refined, side
+    def out(name):
+        return totals[name].cpu().numpy() if name in totals else None
+
+    res.in_real, res.in_fake, res.density_count, res.covered = out("in_real"), out("in_fake"), out("dens"), out("covered")
+    res.in_real_hub_ball, res.in_fake_hub_ball = out("in_rhub"), out("in_fhub")
+    if "rarity" in totals:
+        res.rarity_sq = totals["rarity"].cpu().numpy() / frame.sq_scale
+    if "realism" in totals:
+        res.realism_index = totals["realism"][1].cpu().numpy()
+        res.realism_sq = _exact_realism(real, fake, np.asarray(inputs.real_sq_radii_realism, dtype=np.float64),
+                                        res.realism_index, cols_all.cpu().numpy())
     return res
 
 
-def torch_tile(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, eps: float,
-               thresholds: dict, want: frozenset) -> tuple[dict, int]:
-    """The torch route of one tile (any device): the reductions named in ``want`` of the tile
-    ``a`` (rows, real) x ``b`` (columns, fake), as :func:`hubness.kernels.cross_tile` returns them.
+def _initial(name: str, n: int, dev) -> torch.Tensor | tuple:
+    op = REDUCTIONS[name][1]
+    if op == "any":
+        return torch.zeros(n, dtype=torch.bool, device=dev)
+    if op == "sum":
+        return torch.zeros(n, dtype=torch.int64, device=dev)
+    if op == "min":
+        return torch.full((n,), float("inf"), dtype=torch.float64, device=dev)
+    return (torch.zeros(n, dtype=torch.float32, device=dev), torch.full((n,), -1, dtype=torch.int64, device=dev))
 
-    The float32 screen is formed once; the entries within the screening band of a threshold or of
-    zero are re-measured exactly; then each reduction reads the tile.
+
+def _exact_realism(real: torch.Tensor, fake: torch.Tensor, rt_sq: np.ndarray, index: np.ndarray,
+                   cols: np.ndarray) -> np.ndarray:
+    """rt_i^2 / d^2 of each fake and its most realistic real ``index`` from the exact distance (0 where
+    every ratio is 0; +inf for a fake on a kept real)."""
+    out = np.zeros(fake.shape[0], dtype=np.float64)
+    j = cols[index[cols] >= 0]
+    if j.size:
+        i = index[j]
+        d = exact_sq_dist(real, torch.as_tensor(i).to(real.device), fake, torch.as_tensor(j).to(real.device))
+        d = d.cpu().numpy()
+        rt = rt_sq[i]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(d > 0, rt / np.where(d > 0, d, 1.0), np.where(rt > 0, np.inf, 0.0))
+        out[j] = ratio
+    return out
+
+
+def torch_tile(tile: Tile, thresholds: dict, want: frozenset) -> tuple[dict, int]:
+    """The torch route of one tile (any device): the reductions named in ``want``, as
+    :func:`hubness.kernels.cross_tile` returns them, and the number of pairs re-measured.
+
+    ``thresholds`` maps ``r_pr, r_dc, r_rt, r_hub`` (the tile's rows) and ``s_pr, s_hub`` (its
+    columns) to float64 tensors in frame units. The float32 screen decides every entry farther than
+    the band from each threshold; the entries within it (or within the band of 0) are re-measured
+    and decided in float64.
     """
-    d2 = sq_dist_tile(a, b, na, nb)
-    col = lambda v: None if v is None else v[None, :]  # noqa: E731
-    r_pr, r_dc, r_rt, r_hub = (None if v is None else v[:, None]
-                               for v in (thresholds[key] for key in ("r_pr", "r_dc", "r_rt", "r_hub")))
-    s_pr, s_hub = col(thresholds["s_pr"]), col(thresholds["s_hub"])
-    tol = eps * (float(na.max()) + float(nb.max()))
+    d2 = sq_dist_tile(tile.a, tile.b, tile.na, tile.nb)
+    tol = tile.eps * (float(tile.na.max()) + float(tile.nb.max())) + tile.abs_tol
+    shape = {"r_pr": (-1, 1), "r_dc": (-1, 1), "r_rt": (-1, 1), "r_hub": (-1, 1), "s_pr": (1, -1), "s_hub": (1, -1)}
+    t32 = {key: v.to(torch.float32).view(shape[key]) for key, v in thresholds.items() if v is not None}
     near = d2 <= tol
-    for thr in (r_pr, r_dc, s_pr):
-        if thr is not None:
-            near |= (d2 >= thr - tol) & (d2 <= thr + tol)  # boolean temporaries only
-    refined = refine_tile(d2, near, a, b)
+    for key in ("r_pr", "r_dc", "s_pr"):
+        if key in t32:  # the band, widened by the float32 rounding of the threshold
+            near |= (d2 - t32[key]).abs_() <= tol + t32[key].abs() * 2.0**-22
+    i, j = near.nonzero(as_tuple=True)
     del near
+    e = tile.exact(i, j)
+
+    def inside(key, strict):
+        """The tile's membership test against threshold ``key``, exact at the re-measured entries."""
+        m = d2 < t32[key] if strict else d2 <= t32[key]
+        t64 = thresholds[key][i if shape[key][0] == -1 else j]
+        m[i, j] = e < t64 if strict else e <= t64
+        return m
+
     out = {}
-    if "in_real" in want:
-        out["in_real"] = (d2 <= r_pr).any(dim=0)
-    if "rarity" in want:
-        out["rarity"] = torch.where(d2 < r_pr, r_pr, float("inf")).amin(dim=0)
+    if "in_real" in want or "rarity" in want:
+        m = inside("r_pr", strict=False)
+        if "in_real" in want:
+            out["in_real"] = m.any(dim=0)
+        if "rarity" in want:
+            strict = inside("r_pr", strict=True)
+            r = thresholds["r_pr"]
+            rank = torch.empty_like(r, dtype=torch.float32)  # exact for < 2^24 reals a tile
+            order = torch.argsort(r)
+            rank[order] = torch.arange(r.numel(), dtype=torch.float32, device=r.device)
+            best = torch.where(strict, rank[:, None], float("inf")).amin(dim=0)
+            found = torch.isfinite(best)
+            value = torch.full_like(best, float("inf"), dtype=torch.float64)
+            value[found] = r[order][best[found].long()]
+            out["rarity"] = value
     if "in_fake" in want:
-        out["in_fake"] = (d2 <= s_pr).any(dim=1)
+        out["in_fake"] = inside("s_pr", strict=False).any(dim=1)
     if "in_rhub" in want:
-        out["in_rhub"] = (d2 <= r_hub).any(dim=0)
+        out["in_rhub"] = inside("r_hub", strict=False).any(dim=0)
     if "in_fhub" in want:
-        out["in_fhub"] = (d2 <= s_hub).any(dim=1)
+        out["in_fhub"] = inside("s_hub", strict=False).any(dim=1)
     if "dens" in want:
+        m = inside("r_dc", strict=True)
         # counting as uint8 -> int32 is ~7x faster than summing bools (an int64 copy)
-        out["dens"] = (d2 < r_dc).view(torch.uint8).sum(dim=0, dtype=torch.int32)
-        out["nn_fake"] = d2.amin(dim=1)
+        out["dens"] = m.view(torch.uint8).sum(dim=0, dtype=torch.int32).to(torch.int64)
+        out["covered"] = m.any(dim=1)
     if "realism" in want:
-        ratio = torch.div(r_rt, d2)                      # rt^2 / d^2; x/0 = inf
-        ratio.nan_to_num_(nan=0.0, posinf=float("inf"))  # 0/0: a pruned ball at distance 0
-        out["realism"] = ratio.amax(dim=0)
-    return out, refined
+        # screened ratios locate each fake's most realistic real; re-measured entries use exact d2
+        ratio = torch.div(t32["r_rt"], d2)                # rt^2 / d^2; x/0 = inf
+        ratio.nan_to_num_(nan=0.0, posinf=float("inf"))   # 0/0: a pruned ball at distance 0
+        rt = thresholds["r_rt"][i]
+        ratio[i, j] = torch.where(e > 0, rt / torch.where(e > 0, e, 1.0),
+                                  torch.where(rt > 0, float("inf"), 0.0)).to(torch.float32)
+        value, arg = ratio.max(dim=0)
+        out["realism"] = (value, torch.where(value > 0, tile.ri[arg], -1))
+    return out, int(i.numel())
 
 
 def _index(subset, n, dev) -> torch.Tensor:

@@ -32,7 +32,6 @@ _MAX_TILE = 8192
 # boolean masks; the fused CPU kernels (hubness.kernels) only the float32 Gram tile
 _BYTES_PER_TILE_ELEMENT = 12
 _BYTES_PER_FUSED_ELEMENT = 4
-_MAX_SQ_NORM = 1e37
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -85,25 +84,30 @@ def tile_side(dim: int, memory_budget: int) -> int:
 
 
 def screen_eps(dim: int) -> float:
-    """Relative width of the float32 screening band, in units of |a|^2 + |b|^2."""
-    return (64.0 + 2.0 * math.sqrt(dim)) * 2.0**-24
+    """Relative width of the float32 screening band, in units of |a|^2 + |b|^2.
+
+    The GEMM screen's error was measured at most ~15 * 2**-24 * (|a|^2 + |b|^2) for dim <= 16384
+    (tests/test_kernels.py checks a quarter of the band on both CPU GEMMs); the band allows
+    64 + 2 sqrt(dim) units of 2**-24 for it (4-13x the measured error), plus 8 units for the
+    rounding of centred screen rows to float32 (:mod:`hubness.frame`, at most 4 units).
+    """
+    return (72.0 + 2.0 * math.sqrt(dim)) * 2.0**-24
 
 
-def sq_norms(x: torch.Tensor, name: str = "features") -> torch.Tensor:
-    """Squared row norms of ``x`` (n, dim), accumulated in float64, returned as float32 (n,)."""
-    out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
-    # cache-sized chunks on the CPU (the float64 copy stays in cache); large ones on a GPU
+def row_chunks(x: torch.Tensor):
+    """Row slices of ``x`` whose float64 copies are cache-sized on the CPU (2 MiB), large on a GPU."""
     chunk_bytes = 2 * 2**20 if x.device.type == "cpu" else 256 * 2**20
     step = max(1, chunk_bytes // (8 * max(1, x.shape[1])))
     for start in range(0, x.shape[0], step):
-        block = x[start:start + step].to(torch.float64)
-        out[start:start + step] = (block * block).sum(dim=1)
-    top = float(out.max()) if out.numel() else 0.0
-    if not math.isfinite(top) or top > _MAX_SQ_NORM:
-        raise ValueError(
-            f"{name}: feature values are too large for float32 distances (squared norm {top:.3g}); "
-            f"rescale the features"
-        )
+        yield slice(start, start + step)
+
+
+def sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """Squared row norms of ``x`` (n, dim), accumulated in float64, returned as float32 (n,)."""
+    out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+    for rows in row_chunks(x):
+        block = x[rows].to(torch.float64)
+        out[rows] = (block * block).sum(dim=1)
     return out
 
 
@@ -164,10 +168,12 @@ def exact_sq_dist(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Te
                   chunk_bytes: int = 8 * 2**20) -> torch.Tensor:
     """Exact squared distances of the pairs ``(x[i[t]], y[j[t]])``: float64 (len(i),).
 
-    Every radius and every near-boundary decision goes through this one function, so equal pairs
-    give equal bits. Where the fused CPU kernels run it is their float64 sum
-    (:func:`hubness.kernels.exact_pairs`, which the fused tiles use too); elsewhere the pairs are
-    gathered in chunks whose float64 temporaries (4 of chunk x dim) fit ``chunk_bytes``.
+    Every radius and every near-boundary decision goes through this one function, and its result
+    does not depend on the route, the device or the batch: the float64 squares ``(x - y)**2`` are
+    added as a fixed binary tree (:func:`tree_sum`), on the CPU kernels
+    (:func:`hubness.kernels.exact_pairs`) as in torch. So equal pairs give equal bits everywhere and
+    a distance that ties a radius ties it on every route. The pairs are gathered in chunks whose
+    float64 temporaries (4 of chunk x dim) fit ``chunk_bytes``.
     """
     if kernels.enabled(x.device):
         return kernels.exact_pairs(x, i, y, j)
@@ -175,8 +181,21 @@ def exact_sq_dist(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Te
     chunk = max(16, chunk_bytes // (4 * 8 * max(1, x.shape[1])))
     for start in range(0, i.shape[0], chunk):
         diff = x[i[start:start + chunk]].to(torch.float64) - y[j[start:start + chunk]].to(torch.float64)
-        out[start:start + chunk] = (diff * diff).sum(dim=-1)
+        out[start:start + chunk] = tree_sum(diff * diff)
     return out
+
+
+def tree_sum(v: torch.Tensor) -> torch.Tensor:
+    """Row sums of ``v`` (c, n) in a fixed order: zero-pad to a power of two p, then add the halves,
+    ``v[:, :h] + v[:, h:]`` for h = p/2, p/4, ..., 1. Elementwise float64 adds only, so the bits
+    are the same on every device and batch size (and as :func:`hubness.kernels.exact_pairs`)."""
+    p = 1 << max(0, (v.shape[1] - 1).bit_length())
+    if p > v.shape[1]:
+        v = torch.cat([v, v.new_zeros((v.shape[0], p - v.shape[1]))], dim=1)
+    while v.shape[1] > 1:
+        h = v.shape[1] // 2
+        v = v[:, :h] + v[:, h:]
+    return v[:, 0]
 
 
 def refine_tile(d2: torch.Tensor, near: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> int:

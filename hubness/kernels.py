@@ -4,9 +4,10 @@ On the CPU the torch route reads a distance tile once per elementwise operation 
 one screening band per threshold, one comparison per reduction): about twenty sweeps over memory
 per GEMM, which cost as much as the GEMM itself. These kernels read the Gram tile ``a . b^T`` once,
 form ``|a|^2 + |b|^2 - 2 a.b`` per element, re-measure in float64 the few pairs inside the screening
-band, and apply every reduction on the spot. Numerics are those of :mod:`hubness.distances`: the
-same float32 screen, the band ``screen_eps(dim) * (|a|^2 + |b|^2)`` per pair, and the exact float64
-distance :func:`exact_pairs` wherever the band says a rounding error could flip a decision.
+band, and apply every reduction on the spot. Numerics are those of :mod:`hubness.distances` and
+:mod:`hubness.cross`: the same float32 screen, the band ``screen_eps(dim) * (|a|^2 + |b|^2)`` plus
+the frame's absolute term per pair, the exact float64 distance :func:`exact_pairs` wherever the
+band says a rounding error could flip a decision, and float64 thresholds for those comparisons.
 
 They run on the CPU only (CUDA keeps the torch route, where elementwise sweeps are cheap), in
 threads (``torch.get_num_threads()``; the kernels release the GIL). Compiled code is cached on disk
@@ -30,18 +31,17 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 # reductions of the cross pass, as bit flags (one compiled kernel serves every combination)
 PRECISION, RECALL, RARITY, REAL_HUBS, FAKE_HUBS, DC, REALISM = 1, 2, 4, 8, 16, 32, 64
-# a tile's own results: name -> (initial value, dtype); rows are real samples, columns fake ones
+# a tile's own results (hubness.cross.REDUCTIONS): name -> (initial value, dtype); rows are real
+# samples, columns fake ones; realism is a (ratio, index of the real) pair
 TILE_OUTPUTS = {
-    "in_fake": (False, np.bool_), "in_fhub": (False, np.bool_), "nn_fake": (np.inf, np.float32),
-    "in_real": (False, np.bool_), "in_rhub": (False, np.bool_), "rarity": (np.inf, np.float32),
-    "dens": (0, np.int64), "realism": (0.0, np.float32),
+    "in_fake": (False, np.bool_), "in_fhub": (False, np.bool_), "covered": (False, np.bool_),
+    "in_real": (False, np.bool_), "in_rhub": (False, np.bool_), "rarity": (np.inf, np.float64),
+    "dens": (0, np.int64), "realism": (0.0, np.float32), "realism_index": (-1, np.int64),
 }
-_ROW_KEYS = ("in_fake", "in_fhub", "nn_fake")
-_COL_KEYS = ("in_real", "in_rhub", "rarity", "dens", "realism")
+_ROW_KEYS = ("in_fake", "in_fhub", "covered")
+_COL_KEYS = ("in_real", "in_rhub", "rarity", "dens", "realism", "realism_index")
 _FLAG = {"in_real": PRECISION, "in_fake": RECALL, "rarity": RARITY, "in_rhub": REAL_HUBS,
-         "in_fhub": FAKE_HUBS, "dens": DC, "nn_fake": DC, "realism": REALISM}
-_COMBINE = {"in_real": np.logical_or, "in_rhub": np.logical_or, "rarity": np.minimum, "dens": np.add,
-            "realism": np.maximum}
+         "in_fhub": FAKE_HUBS, "dens": DC, "covered": DC, "realism": REALISM, "realism_index": REALISM}
 
 
 def enabled(device: torch.device) -> bool:
@@ -80,31 +80,35 @@ if numba is not None:
             return numba.njit(nogil=True, error_model="numpy")(fn)
 
     @_jit
-    def _exact_pair(a, b):
-        """sum((a - b)**2) in float64, four fixed interleaved partial sums (deterministic)."""
+    def _exact_pair(a, b, buf):
+        """sum((a - b)**2) in float64, added as a fixed binary tree in ``buf`` (float64, the
+        power-of-two length >= len(a)): the bits of :func:`hubness.distances.tree_sum`."""
         n = a.shape[0]
-        s0 = s1 = s2 = s3 = 0.0
-        t = 0
-        while t + 4 <= n:
-            d0 = np.float64(a[t]) - np.float64(b[t])
-            d1 = np.float64(a[t + 1]) - np.float64(b[t + 1])
-            d2 = np.float64(a[t + 2]) - np.float64(b[t + 2])
-            d3 = np.float64(a[t + 3]) - np.float64(b[t + 3])
-            s0 += d0 * d0
-            s1 += d1 * d1
-            s2 += d2 * d2
-            s3 += d3 * d3
-            t += 4
-        while t < n:
-            d0 = np.float64(a[t]) - np.float64(b[t])
-            s0 += d0 * d0
-            t += 1
-        return (s0 + s1) + (s2 + s3)
+        p = buf.shape[0]
+        for t in range(n):
+            d = np.float64(a[t]) - np.float64(b[t])
+            buf[t] = d * d
+        for t in range(n, p):
+            buf[t] = 0.0
+        h = p // 2
+        while h >= 1:
+            for t in range(h):
+                buf[t] += buf[t + h]
+            h //= 2
+        return buf[0]
 
     @_jit
     def _exact_pairs_kernel(x, i, y, j, out, start, stop):
+        buf = np.empty(_tree_length(x.shape[1]), dtype=np.float64)
         for t in range(start, stop):
-            out[t] = _exact_pair(x[i[t]], y[j[t]])
+            out[t] = _exact_pair(x[i[t]], y[j[t]], buf)
+
+    @_jit
+    def _tree_length(n):
+        p = 1
+        while p < n:
+            p *= 2
+        return p
 
     @_jit
     def _screen(g, na, nb, i, j):
@@ -113,10 +117,15 @@ if numba is not None:
         return d if d > np.float32(0.0) else np.float32(0.0)
 
     @_jit
-    def _cross_kernel(g, a, b, na, nb, eps, flags, r_pr, r_dc, r_rt, r_hub, s_pr, s_hub, r0, r1,
-                      in_fake, in_fhub, nn_fake, in_real, in_rhub, rarity, dens, realism):
+    def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, r_pr, r_dc, r_rt, rt32, r_hub,
+                      s_pr, s_hub, row_far, col_far, r0, r1, in_fake, in_fhub, covered, in_real, in_rhub, rarity, dens,
+                      realism, realism_index):
         """Rows r0..r1 of one real x fake tile; row outputs at [i], column outputs (this thread's own
-        copies) at [j]. Returns the number of pairs re-measured exactly."""
+        copies) at [j]. ``xa``/``xb`` are the full original feature arrays and ``ri``/``cj`` the
+        tile's rows in them; thresholds are float64 in frame units (``rt32``: ``r_rt`` in float32 for
+        the screened ratios; a re-measured pair's ratio is float32(float64 / float64), the same on
+        both routes); ``row_far``/``col_far`` float32 bounds above every threshold's band. Returns
+        the number of pairs re-measured exactly."""
         q = g.shape[1]
         use_r = (flags & (PRECISION | RARITY | REAL_HUBS)) != 0
         use_s = (flags & (RECALL | FAKE_HUBS)) != 0
@@ -124,75 +133,64 @@ if numba is not None:
         use_rt = (flags & REALISM) != 0
         inf = np.float32(np.inf)
         zero = np.float32(0.0)
-        eps32 = np.float32(eps)
-        nb_max = zero
-        for j in range(q):
-            nb_max = max(nb_max, nb[j])
-        na_max = zero
-        for i in range(r0, r1):
-            na_max = max(na_max, na[i])
-        # a pair beyond its row's and its column's "far" bounds lies above every threshold's band
-        col_far = np.full(q, -inf, dtype=np.float32)
-        if use_s:
-            for j in range(q):
-                col_far[j] = s_pr[j] + eps32 * (na_max + nb[j])
         refined = 0
+        buf = np.empty(_tree_length(xa.shape[1]), dtype=np.float64)
         for i in range(r0, r1):
-            nai = na[i]
-            rp = r_pr[i] if use_r else -inf
-            rd = r_dc[i] if use_dc else -inf
-            rh = r_hub[i] if (flags & REAL_HUBS) != 0 else -inf
-            rt = r_rt[i] if use_rt else zero
-            row_far = max(max(rp, rd), zero) + eps32 * (nai + nb_max)
+            nai = np.float64(na[i])
+            rp = r_pr[i] if use_r else -np.inf
+            rd = r_dc[i] if use_dc else -np.inf
+            rh = r_hub[i] if (flags & REAL_HUBS) != 0 else -np.inf
+            rt = rt32[i] if use_rt else zero
+            far = row_far[i]
             hit_s = False
             hit_sh = False
-            nn = inf
+            cov = False
             for j in range(q):
                 d = _screen(g, na, nb, i, j)
-                if d > row_far and d > col_far[j]:
+                if d > far and d > col_far[j]:
                     # the common case: no threshold decides anything; d > 0
-                    if d < nn:
-                        nn = d
                     if use_rt and rt > realism[j] * d * np.float32(0.999):
                         ratio = rt / d
                         if ratio > realism[j]:
                             realism[j] = ratio
+                            realism_index[j] = ri[i]
                     continue
-                tol = eps32 * (nai + nb[j])
-                if d <= tol or abs(d - rp) <= tol or abs(d - rd) <= tol or (use_s and abs(d - s_pr[j]) <= tol):
-                    d = np.float32(_exact_pair(a[i], b[j]))
+                e = np.float64(d)
+                tol = eps * (nai + np.float64(nb[j])) + abs_tol
+                if e <= tol or abs(e - rp) <= tol or abs(e - rd) <= tol or (use_s and abs(e - s_pr[j]) <= tol):
+                    e = _exact_pair(xa[ri[i]], xb[cj[j]], buf) * sq_scale
                     refined += 1
-                if d <= rp:
+                if e <= rp:
                     if (flags & PRECISION) != 0:
                         in_real[j] = True
-                    if (flags & RARITY) != 0 and d < rp and rp < rarity[j]:
+                    if (flags & RARITY) != 0 and e < rp and rp < rarity[j]:
                         rarity[j] = rp
-                if d <= rh:
+                if e <= rh:
                     in_rhub[j] = True
                 if use_s:
-                    if (flags & RECALL) != 0 and d <= s_pr[j]:
+                    if (flags & RECALL) != 0 and e <= s_pr[j]:
                         hit_s = True
-                    if (flags & FAKE_HUBS) != 0 and d <= s_hub[j]:
+                    if (flags & FAKE_HUBS) != 0 and e <= s_hub[j]:
                         hit_sh = True
-                if d < rd:
+                if e < rd:
                     dens[j] += 1
-                if d < nn:
-                    nn = d
+                    cov = True
                 if use_rt:
-                    if d > zero:
-                        ratio = rt / d
+                    if e > 0.0:
+                        ratio = np.float32(r_rt[i] / e)
                     elif rt > zero:
                         ratio = inf
                     else:
                         ratio = zero  # 0/0: a pruned ball at distance 0
                     if ratio > realism[j]:
                         realism[j] = ratio
+                        realism_index[j] = ri[i]
             if hit_s:
                 in_fake[i] = True
             if hit_sh:
                 in_fhub[i] = True
-            if use_dc and nn < nn_fake[i]:
-                nn_fake[i] = nn
+            if cov:
+                covered[i] = True
         return refined
 
     @_jit
@@ -258,8 +256,11 @@ def load() -> float:
         best_d = torch.full((6, 2), float("inf"))
         best_i = torch.full((6, 2), -1, dtype=torch.int64)
         knn_tile(x[:3] @ x.T, norms[:3], norms, 0, 0, best_d, best_i)
-        thr = dict(r_pr=norms, r_dc=norms, r_rt=norms, r_hub=norms, s_pr=norms, s_hub=norms)
-        cross_tile(x @ x.T, x, x, norms, norms, 1e-6, thr, frozenset(TILE_OUTPUTS))
+        from .cross import Tile  # noqa: PLC0415 - cross imports this module
+        thr = {key: norms.double() for key in ("r_pr", "r_dc", "r_rt", "r_hub", "s_pr", "s_hub")}
+        tile = Tile(a=x, b=x, na=norms, nb=norms, real=x, fake=x, ri=idx, cj=idx, sq_scale=1.0, eps=1e-6,
+                    abs_tol=1e-30)
+        cross_tile(x @ x.T, tile, thr, frozenset(_FLAG))
     return time.perf_counter() - start
 
 
@@ -291,39 +292,74 @@ def knn_tile(g: torch.Tensor, norms_rows: torch.Tensor, norms_cols: torch.Tensor
                                                              inside + s, inside + e))
 
 
-def cross_tile(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor,
-               eps: float, thresholds: dict, want: frozenset) -> tuple[dict, int]:
-    """Every cross reduction of one real x fake Gram tile ``g = a . b^T`` (p, q).
+def cross_tile(g: torch.Tensor, tile, thresholds: dict, want: frozenset) -> tuple[dict, int]:
+    """Every cross reduction of one real x fake Gram tile ``g = tile.a . tile.b^T`` (p, q).
 
-    ``thresholds`` maps ``r_pr, r_dc, r_rt, r_hub`` (rows) and ``s_pr, s_hub`` (columns) to float32
-    tensors of this tile or None. ``want`` names the reductions (:data:`TILE_OUTPUTS`). Returns the
-    tile's own results, as :func:`hubness.cross.torch_tile` does, and the number of pairs refined.
+    ``tile`` is a :class:`hubness.cross.Tile`; ``thresholds`` maps ``r_pr, r_dc, r_rt, r_hub`` (rows)
+    and ``s_pr, s_hub`` (columns) to float64 tensors of this tile in frame units, or None. ``want``
+    names the reductions (:data:`hubness.cross.REDUCTIONS`). Returns the tile's own results, as
+    :func:`hubness.cross.torch_tile` does (realism as a (ratio, real index) pair), and the number of
+    pairs refined.
     """
     flags = 0
     for key in want:
         flags |= _FLAG[key]
     p, q = g.shape
-    empty = np.empty(0, dtype=np.float32)
-    thr = {key: empty if v is None else _np(v.to(torch.float32)) for key, v in thresholds.items()}
-    g_np, a_np, b_np, na_np, nb_np = _np(g), _np(a), _np(b), _np(na), _np(nb)
+    empty = np.empty(0, dtype=np.float64)
+    thr = {key: empty if thresholds.get(key) is None else _np(thresholds[key].to(torch.float64))
+           for key in ("r_pr", "r_dc", "r_rt", "r_hub", "s_pr", "s_hub")}
+    na_np, nb_np = _np(tile.na), _np(tile.nb)
+    eps, abs_tol = tile.eps, tile.abs_tol
+    # float32 bounds above every threshold's band: a pair beyond its row's and its column's bound
+    # decides nothing (computed in float64, rounded up)
+    nb_max, na_max = float(nb_np.max(initial=0.0)), float(na_np.max(initial=0.0))
+    rows_top = np.zeros(p)
+    for key in ("r_pr", "r_dc"):
+        if thr[key].size:
+            rows_top = np.maximum(rows_top, thr[key])
+    row_far = _f32_up(rows_top + eps * (na_np.astype(np.float64) + nb_max) + abs_tol)
+    col_far = (_f32_up(thr["s_pr"] + eps * (na_max + nb_np.astype(np.float64)) + abs_tol) if thr["s_pr"].size
+               else np.full(q, -np.inf, dtype=np.float32))
+    rt32 = thr["r_rt"].astype(np.float32) if thr["r_rt"].size else np.empty(0, dtype=np.float32)
+    g_np, xa, xb = _np(g), _np(tile.real), _np(tile.fake)
+    ri, cj = _np(tile.ri.to(torch.int64)), _np(tile.cj.to(torch.int64))
 
     def alloc(key, n):
         fill, dtype = TILE_OUTPUTS[key]
-        return np.full(n if key in want else 0, fill, dtype=dtype)
+        return np.full(n if flags & _FLAG[key] else 0, fill, dtype=dtype)
 
     rows = {key: alloc(key, p) for key in _ROW_KEYS}  # threads write disjoint rows
 
     def job(start, stop):
         cols = {key: alloc(key, q) for key in _COL_KEYS}  # each thread its own column copies
-        count = _cross_kernel(g_np, a_np, b_np, na_np, nb_np, eps, flags, thr["r_pr"], thr["r_dc"],
-                              thr["r_rt"], thr["r_hub"], thr["s_pr"], thr["s_hub"], start, stop,
-                              rows["in_fake"], rows["in_fhub"], rows["nn_fake"], cols["in_real"],
-                              cols["in_rhub"], cols["rarity"], cols["dens"], cols["realism"])
+        count = _cross_kernel(g_np, xa, xb, ri, cj, na_np, nb_np, eps, abs_tol, tile.sq_scale, flags, thr["r_pr"],
+                              thr["r_dc"], thr["r_rt"], rt32, thr["r_hub"], thr["s_pr"], thr["s_hub"], row_far, col_far, start,
+                              stop, rows["in_fake"], rows["in_fhub"], rows["covered"], cols["in_real"],
+                              cols["in_rhub"], cols["rarity"], cols["dens"], cols["realism"],
+                              cols["realism_index"])
         return count, cols
+
+    from .cross import combine  # noqa: PLC0415 - cross imports this module
 
     parts = _run_split(p, job)
     out = {key: torch.from_numpy(rows[key]) for key in _ROW_KEYS if key in want}
-    for key in _COL_KEYS:
+    for key in ("in_real", "in_rhub", "rarity", "dens"):
         if key in want:
-            out[key] = torch.from_numpy(_COMBINE[key].reduce([cols[key] for _, cols in parts]))
+            total = parts[0][1][key]
+            for _, cols in parts[1:]:
+                total = combine(key, total, cols[key])
+            out[key] = torch.from_numpy(total)
+    if "realism" in want:
+        total = (parts[0][1]["realism"], parts[0][1]["realism_index"])
+        for _, cols in parts[1:]:
+            total = combine("realism", total, (cols["realism"], cols["realism_index"]))
+        out["realism"] = (torch.from_numpy(total[0]), torch.from_numpy(total[1]))
     return out, sum(count for count, _ in parts)
+
+
+def _f32_up(v: np.ndarray) -> np.ndarray:
+    """float32 values >= the float64 ``v`` (rounded up)."""
+    f = v.astype(np.float32)
+    low = f.astype(np.float64) < v
+    f[low] = np.nextafter(f[low], np.float32(np.inf))
+    return f

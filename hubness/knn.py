@@ -1,14 +1,27 @@
 """Exact k-nearest-neighbour structure of one feature set.
 
-One tiled pass over the upper triangle of the set's distance matrix: each off-diagonal tile is
-reduced along its rows *and* its columns, so every product is computed once (half the GEMM work of
-a full N x N pass). Each row keeps a running list of ``k_max + 4`` float32 candidates; at the end the
-candidates whose order or radius the float32 screen cannot decide are re-measured exactly in float64
-(:func:`hubness.distances.exact_sq_dist`) and the rows are sorted by (distance, index). Self is excluded by index, so a duplicate of a sample is its neighbour at
-distance 0 (DESIGN.md section 2).
+1. **Screen.** One tiled pass over the upper triangle of the set's distance matrix, in float32 on the
+   set's screen frame (:mod:`hubness.frame`: centred and scaled where that sharpens the screen).
+   Each off-diagonal tile is reduced along its rows *and* its columns, so every product is computed
+   once. Each row keeps a running list of ``k_max + 4`` candidates by screened distance.
+2. **Proof.** The screen is within ``T_i`` of the exact distance for every pair of row ``i``
+   (:func:`hubness.distances.screen_eps`). Every sample outside the candidate list has a screened
+   distance at least the list's last one; if that last one exceeds the k-th by more than ``2 T_i``,
+   no sample outside the list can be among the k nearest or tie with the k-th, and the list holds
+   the exact answer. Runs of candidates whose screened gaps are within ``2 T_i`` around the k-th
+   (and around every radius asked for) are re-measured exactly in float64
+   (:func:`hubness.distances.exact_sq_dist`) and the row is sorted by (distance, index).
+3. **Fallback.** Rows the proof cannot settle (collapsed clusters, exact ties, more duplicates than
+   the list holds) are solved by :func:`exact_rows`: exact duplicates by value, the rest by a float64
+   screen with per-pair bounds and the exact distance of every pair those bounds cannot exclude.
+
+So indices, k-occurrence and radii equal a float64 brute force whatever the input, with ties broken
+by the lowest index on every route and tile size. Self is excluded by index, so a duplicate of a
+sample is its neighbour at distance 0 (docs: definitions).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +31,8 @@ from tqdm.auto import tqdm
 from . import kernels
 from ._checks import check_int
 from .distances import (DEFAULT_MEMORY_BUDGET, exact_matmul, exact_sq_dist, gram_tile, resolve_device, screen_eps,
-                        sq_dist_tile, sq_norms, strip_width, tile_grid, tile_side)
+                        sq_dist_tile, strip_width, tile_grid, tile_side)
+from .frame import SetStats, choose_frame, screen_rows
 
 _EXTRA_CANDIDATES = 4
 
@@ -73,30 +87,56 @@ class NeighborGraph:
 
 
 def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                      norms: torch.Tensor | None = None, exact_ks=None, desc: str = "k-NN",
+                      exact_ks=None, stats: SetStats | None = None, desc: str = "k-NN",
                       progress: bool | None = None) -> NeighborGraph:
     """Exact k nearest neighbours of every row of ``features`` within the same set.
 
     Args:
         features: float32 array or tensor (n, dim); validated by the caller (see ``evaluate``).
         k: number of neighbours kept (>= 1); needs n >= k + 1.
-        device: 'auto', 'cpu', 'cuda' or a torch.device. Same code on every device.
+        device: 'auto', 'cpu', 'cuda' or a torch.device. The fused CPU kernels screen the tiles on
+            the CPU, torch code elsewhere; both give the same neighbours.
         memory_budget: bytes for the distance tiles (sets the tile side).
-        norms: precomputed :func:`hubness.distances.sq_norms` of ``features`` (optional).
         exact_ks: the k whose radii must be exact (default: all of 1..k). Other columns of
-            ``sq_distances`` may keep float32-screened values; neighbour order is exact regardless
-            wherever it decides membership of the first k' for k' in ``exact_ks``.
+            ``sq_distances`` may keep float32-screened values; the neighbour lists are exact
+            regardless (each row's first k' for every k' in ``exact_ks`` and k).
+        stats: :class:`hubness.frame.SetStats` of ``features`` if already computed (one read saved).
         progress: tqdm bar on stderr; None shows it only on a terminal.
     """
     k = check_int(k, "k", "nearest_neighbors", 1)
     dev = resolve_device(device)
-    x = torch.as_tensor(features).to(dev, torch.float32)
+    x = torch.as_tensor(features).to(dev, torch.float32).contiguous()
     n, dim = x.shape
     if n < k + 1:
         raise ValueError(f"{n} samples are too few for k={k}: the k-th neighbour needs at least {k + 1}")
     if exact_ks is not None and any(not 1 <= kk <= k for kk in exact_ks):
         raise ValueError(f"exact_ks={tuple(exact_ks)} must lie in [1, k={k}]")
-    cand = min(k + _EXTRA_CANDIDATES, n - 1)
+    exact_ks = tuple(sorted(set(exact_ks or range(1, k + 1)) | {k}))
+    with exact_matmul(), torch.inference_mode():
+        stats = SetStats.of(x) if stats is None else stats
+        frame = choose_frame([x], [stats])
+        xs, norms = screen_rows(x, stats, frame)
+        cand = min(k + _EXTRA_CANDIDATES, n - 1)
+        best_d, best_i = _screen_pass(xs, norms, cand, memory_budget, desc, progress)
+        del xs
+        d, idx = _sort_rows(best_d.to(torch.float64), best_i)
+        tol = screen_eps(dim) * (norms.to(torch.float64) + float(norms.max())) + frame.abs_tol(dim)
+        proven = torch.ones(n, dtype=torch.bool, device=dev) if cand == n - 1 else d[:, cand - 1] - d[:, k - 1] > 2 * tol
+        failing = torch.nonzero(~proven).flatten()
+        # exact copies are looked for only where a k-th candidate is screened as (near) zero
+        copies = bool((d[failing, k - 1] <= tol[failing]).any()) if failing.numel() else False
+        idx, d = _refine(x, frame.sq_scale, d, idx, tol, proven, k, exact_ks)
+        if failing.numel():
+            centre = stats.total / stats.count
+            idx[failing], d[failing] = exact_rows(x, failing, k, centre, memory_budget, look_for_copies=copies)
+    return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks)
+
+
+def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, memory_budget: int, desc: str,
+                 progress: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``cand`` nearest candidates of every row by screened distance (float32 (n, cand), int64)."""
+    n, dim = xs.shape
+    dev = xs.device
     best_d = torch.full((n, cand), float("inf"), dtype=torch.float32, device=dev)
     best_i = torch.full((n, cand), -1, dtype=torch.int64, device=dev)
 
@@ -111,27 +151,23 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         best_i[rows] = torch.gather(all_i, 1, pos)
 
     fused = kernels.enabled(dev)
-    with exact_matmul(), torch.inference_mode():
-        norms = sq_norms(x) if norms is None else norms.to(dev)
-        side = knn_tile_side(n, dim, memory_budget)
-        tiles = tile_grid(n, n, side, strip_width(side, dim, memory_budget, fused), upper=True)
-        with tqdm(total=len(tiles), desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
-            for rows, cols in tiles:
-                if fused:
-                    kernels.knn_tile(gram_tile(x[rows], x[cols]), norms[rows], norms[cols], rows.start,
-                                     cols.start, best_d, best_i)
-                else:
-                    d2 = sq_dist_tile(x[rows], x[cols], norms[rows], norms[cols])
-                    d2.diagonal(rows.start - cols.start).fill_(float("inf"))  # self, by index
-                    merge(rows, d2, cols.start)
-                    # leading columns inside the row block hold both orders of their pairs: rows only
-                    inside = max(0, min(rows.stop, cols.stop) - cols.start)
-                    if inside < d2.shape[1]:
-                        merge(slice(cols.start + inside, cols.stop), d2[:, inside:].T.contiguous(), rows.start)
-                bar.update()
-        exact_ks = tuple(sorted(set(exact_ks or range(1, k + 1)) | {k}))
-        indices, sq_dist = _refine(x, norms, best_d, best_i, k, exact_ks)
-    return NeighborGraph(indices=indices.cpu().numpy(), sq_distances=sq_dist.cpu().numpy(), exact_ks=exact_ks)
+    side = knn_tile_side(n, dim, memory_budget)
+    tiles = tile_grid(n, n, side, strip_width(side, dim, memory_budget, fused), upper=True)
+    with tqdm(total=len(tiles), desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
+        for rows, cols in tiles:
+            if fused:
+                kernels.knn_tile(gram_tile(xs[rows], xs[cols]), norms[rows], norms[cols], rows.start,
+                                 cols.start, best_d, best_i)
+            else:
+                d2 = sq_dist_tile(xs[rows], xs[cols], norms[rows], norms[cols])
+                d2.diagonal(rows.start - cols.start).fill_(float("inf"))  # self, by index
+                merge(rows, d2, cols.start)
+                # leading columns inside the row block hold both orders of their pairs: rows only
+                inside = max(0, min(rows.stop, cols.stop) - cols.start)
+                if inside < d2.shape[1]:
+                    merge(slice(cols.start + inside, cols.stop), d2[:, inside:].T.contiguous(), rows.start)
+            bar.update()
+    return best_d, best_i
 
 
 def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
@@ -141,33 +177,124 @@ def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
     return min(tile_side(dim, memory_budget), max(512, -(-n // 10)))
 
 
-def _refine(x: torch.Tensor, norms: torch.Tensor, cand_d: torch.Tensor, cand_i: torch.Tensor, k: int,
-            exact_ks: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sort the candidates by (distance, index) with exact distances wherever the order or a radius
-    depends on them; keep the first k.
+def _refine(x: torch.Tensor, sq_scale: float, d: torch.Tensor, idx: torch.Tensor, tol: torch.Tensor,
+            proven: torch.Tensor, k: int, exact_ks: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort the candidates of the ``proven`` rows by (distance, index) with exact distances wherever
+    the order or a radius depends on them; keep the first k, in original units.
 
-    The float32 screen is within ``T_i = screen_eps * (|x_i|^2 + max |x|^2)`` of the truth. In a row
-    sorted by screened distance, a run of candidates whose consecutive gaps are all <= 2 T_i can be
-    in any true order, while anything outside the run is certainly on its side of it. So the runs
-    that hold the positions of ``exact_ks`` are re-measured exactly (float64,
-    :func:`exact_sq_dist`) and the row is re-sorted: the distance at position k-1 is then the exact
-    k-th neighbour distance for every k in ``exact_ks``, and the first k indices are exact too. Far
-    fewer pairs than all candidates need the exact float64 pass (usually one per radius).
+    ``d`` (frame units, float64) and ``idx`` are sorted by screened distance. In a row, a run of
+    candidates whose consecutive gaps are all <= 2 T_i can be in any true order, while anything
+    outside the run is certainly on its side of it. So the runs that hold the positions of
+    ``exact_ks`` (k among them) are re-measured exactly and the row is re-sorted: the distance at
+    position k'-1 is then the exact k'-th neighbour distance for every k' in ``exact_ks``, and the
+    first k indices are exact too. Usually one exact pair per radius. Rows not ``proven`` are left
+    for :func:`exact_rows`.
     """
-    n, cand = cand_i.shape
-    dim = x.shape[1]
-    d, idx = _sort_rows(cand_d.to(torch.float64), cand_i)
-    band = 2.0 * screen_eps(dim) * (norms.to(torch.float64) + norms.max().to(torch.float64))
-    linked = (d[:, 1:] - d[:, :-1]) <= band[:, None]  # consecutive candidates that may swap
-    run = torch.cat([torch.zeros((n, 1), dtype=torch.int64, device=x.device),
+    n, cand = idx.shape
+    linked = (d[:, 1:] - d[:, :-1]) <= 2 * tol[:, None]  # consecutive candidates that may swap
+    run = torch.cat([torch.zeros((n, 1), dtype=torch.int64, device=d.device),
                      torch.cumsum((~linked).to(torch.int64), dim=1)], dim=1)
-    need = torch.zeros((n, cand), dtype=torch.bool, device=x.device)
+    need = torch.zeros((n, cand), dtype=torch.bool, device=d.device)
     for kk in exact_ks:
         need |= run == run[:, kk - 1:kk]
+    need &= proven[:, None]
     rows, cols = need.nonzero(as_tuple=True)
-    d[rows, cols] = exact_sq_dist(x, rows, x, idx[rows, cols])
+    d[rows, cols] = exact_sq_dist(x, rows, x, idx[rows, cols]).to(d.device) * sq_scale
     d, idx = _sort_rows(d, idx)
-    return idx[:, :k].contiguous(), d[:, :k].contiguous()
+    return idx[:, :k].contiguous(), d[:, :k] / sq_scale
+
+
+def exact_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Tensor, memory_budget: int,
+               look_for_copies: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact k nearest neighbours (self excluded, ties by index) of the samples ``rows`` of ``x``
+    (n, dim): int64 indices and float64 squared distances (len(rows), k), whatever the float32
+    screen could not settle.
+
+    * A sample with at least k other exact copies (equal values; -0.0 equals 0.0) has the k
+      lowest-index copies as neighbours, at distance 0: no distance is computed (copies are
+      looked for, one sort of the rows, when ``look_for_copies``).
+    * The others: a float64 screen of ``x - centre`` with the per-pair bound
+      ``t = eps64 * (|a|^2 + |b|^2)``. The k-th smallest upper bound ``D + t`` of a row bounds its
+      k-th neighbour distance ``U``; every sample whose lower bound ``D - t`` is <= ``U`` is
+      re-measured exactly, and the row's first k by (exact distance, index) are the answer. In
+      float64 the bounds are ~2^-29 times the float32 ones, so few pairs are re-measured.
+    """
+    out_i = torch.empty((rows.numel(), k), dtype=torch.int64, device=x.device)
+    out_d = torch.zeros((rows.numel(), k), dtype=torch.float64, device=x.device)
+    todo = _copies_as_neighbours(x, rows, k, out_i) if look_for_copies else torch.arange(rows.numel(), device=x.device)
+    if todo.numel():
+        sub = rows[todo]
+        out_i[todo], out_d[todo] = _float64_rows(x, sub, k, centre, memory_budget)
+    return out_i, out_d
+
+
+def _copies_as_neighbours(x: torch.Tensor, rows: torch.Tensor, k: int, out_i: torch.Tensor) -> torch.Tensor:
+    """Fill ``out_i`` for the rows with >= k other exact copies; return the positions of the others."""
+    _, group, counts = torch.unique(x + 0.0, dim=0, return_inverse=True, return_counts=True)
+    g = group[rows]
+    many = counts[g] > k
+    if not bool(many.any()):
+        return torch.arange(rows.numel(), device=x.device)
+    order = torch.sort(group, stable=True).indices           # members of each group, by index
+    first = torch.cumsum(counts, 0) - counts                  # each group's start in ``order``
+    pos = torch.nonzero(many).flatten()
+    members = order[first[g[pos]][:, None] + torch.arange(k + 1, device=x.device)]  # k+1 lowest
+    not_self = members != rows[pos][:, None]
+    keep = torch.cumsum(not_self.to(torch.int64), dim=1) <= k
+    out_i[pos] = members[not_self & keep].view(-1, k)
+    return torch.nonzero(~many).flatten()
+
+
+def _float64_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Tensor,
+                  memory_budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`exact_rows` for rows without k exact copies: float64 screen, bounds, exact pairs."""
+    n, dim = x.shape
+    dev = x.device
+    eps = (72.0 + 2.0 * math.sqrt(dim)) * 2.0**-53
+    block = max(1, min(rows.numel(), 256))
+    width = max(64, memory_budget // (8 * dim + 32 * block))
+
+    def tiles(r):
+        """(column slice, D, t) of the float64 screen of rows ``r`` against every column strip."""
+        a = x[r].to(torch.float64) - centre
+        na = (a * a).sum(dim=1)
+        for start in range(0, n, width):
+            cols = slice(start, min(n, start + width))
+            b = x[cols].to(torch.float64) - centre
+            nb = (b * b).sum(dim=1)
+            dd = torch.addmm(na[:, None] + nb[None, :], a, b.T, alpha=-2.0).clamp_(min=0.0)
+            t = eps * (na[:, None] + nb[None, :]) + dim * 2.0**-1000
+            self_pos = r[:, None] == torch.arange(cols.start, cols.stop, device=dev)[None, :]
+            yield cols, dd, t, self_pos
+
+    out_i = torch.empty((rows.numel(), k), dtype=torch.int64, device=dev)
+    out_d = torch.empty((rows.numel(), k), dtype=torch.float64, device=dev)
+    for lo in range(0, rows.numel(), block):
+        r = rows[lo:lo + block]
+        upper = torch.full((r.numel(), k), float("inf"), dtype=torch.float64, device=dev)
+        for _, dd, t, self_pos in tiles(r):  # U: the k-th smallest upper bound of each row
+            ub = (dd + t).masked_fill_(self_pos, float("inf"))
+            upper = torch.topk(torch.cat([upper, ub], dim=1), k, dim=1, largest=False).values
+        bound = upper.max(dim=1).values
+        pr, pc = [], []
+        for cols, dd, t, self_pos in tiles(r):  # every sample that may be within U
+            hit = ((dd - t) <= bound[:, None]) & ~self_pos
+            i, j = hit.nonzero(as_tuple=True)
+            pr.append(i)
+            pc.append(j + cols.start)
+        pr, pc = torch.cat(pr), torch.cat(pc)
+        e = exact_sq_dist(x, r[pr], x, pc).to(dev)
+        # sort by (row, exact distance, index); each row's first k are its neighbours
+        order = torch.argsort(pc, stable=True)
+        order = order[torch.argsort(e[order], stable=True)]
+        order = order[torch.argsort(pr[order], stable=True)]
+        pr, pc, e = pr[order], pc[order], e[order]
+        counts = torch.bincount(pr, minlength=r.numel())
+        first = torch.cumsum(counts, 0) - counts
+        take = first[:, None] + torch.arange(k, device=dev)[None, :]
+        out_i[lo:lo + r.numel()] = pc[take]
+        out_d[lo:lo + r.numel()] = e[take]
+    return out_i, out_d
 
 
 def _sort_rows(d: torch.Tensor, idx: torch.Tensor):

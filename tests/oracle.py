@@ -7,9 +7,13 @@ import numpy as np
 
 
 def sq_dists(a, b):
+    """Squared distances (len(a), len(b)) in float64, one row of ``a`` at a time (small memory)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)
+    out = np.empty((a.shape[0], b.shape[0]))
+    for i in range(a.shape[0]):
+        out[i] = ((a[i][None, :] - b) ** 2).sum(axis=1)
+    return out
 
 
 def knn(x, k):

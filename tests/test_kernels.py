@@ -6,7 +6,7 @@ import torch
 
 import hubness
 from hubness import distances, kernels
-from hubness.cross import torch_tile
+from hubness.cross import REDUCTIONS, Tile, combine, torch_tile
 from hubness.distances import blocks, exact_sq_dist, gram_tile, screen_eps, sq_norms, tile_grid
 
 
@@ -64,6 +64,28 @@ def test_exact_sq_dist_is_float64_exact_and_equal_for_equal_pairs(monkeypatch, r
     assert got[4] == 0 and got[5] == 0  # duplicate and self
 
 
+def test_exact_sq_dist_has_the_same_bits_on_both_routes_and_any_batch(monkeypatch):
+    """A fixed summation tree: the same float64 bits whatever the route, the batch or the dim."""
+    for dim in (1, 3, 8, 1000, 1025):
+        x = relu_set(dim, 40, dim) * 1.7 + 0.3
+        i = torch.randint(0, 40, (300,), generator=torch.Generator().manual_seed(dim))
+        j = torch.randint(0, 40, (300,), generator=torch.Generator().manual_seed(dim + 1))
+        monkeypatch.setenv("HUBNESS_KERNELS", "auto")
+        fused = exact_sq_dist(x, i, x, j)
+        monkeypatch.setenv("HUBNESS_KERNELS", "torch")
+        torch_route = exact_sq_dist(x, i, x, j, chunk_bytes=1)  # one small chunk at a time
+        assert torch.equal(fused, torch_route)
+        single = torch.stack([exact_sq_dist(x, i[t:t + 1], x, j[t:t + 1]) for t in range(5)]).flatten()
+        assert torch.equal(single, torch_route[:5])
+        # the tree by hand: pad to a power of two, add halves
+        sq = ((x[i[0]].double() - x[j[0]].double()) ** 2).tolist()
+        sq += [0.0] * ((1 << (dim - 1).bit_length()) - dim)
+        while len(sq) > 1:
+            h = len(sq) // 2
+            sq = [sq[t] + sq[t + h] for t in range(h)]
+        assert fused[0].item() == sq[0]
+
+
 def test_upper_tile_grid_holds_every_pair_once_or_both_orders_in_diagonal_squares():
     n = 23
     seen = np.zeros((n, n), dtype=int)
@@ -93,57 +115,78 @@ def test_blocks_are_balanced_and_cover_the_range():
 
 
 def _tile_inputs(seed, with_ties):
-    """A real x fake tile with thresholds near the distances it holds (and, optionally, equal to some)."""
+    """A real x fake tile with float64 thresholds near the distances it holds (optionally equal to
+    some), in frame units of the identity frame."""
     a, b = relu_set(seed, 150, 1024), relu_set(seed + 1, 120, 1024, shift=0.05)
     b[:5] = a[:5]  # fakes on top of reals: distance 0
-    na, nb = sq_norms(a), sq_norms(b)
-    exact = ((a.double()[:, None, :] - b.double()[None, :, :]) ** 2).sum(-1)
+    # the engine's float64 distance (tested against numpy's above), so that thresholds set equal to a
+    # distance tie with it bit for bit
+    i, j = torch.meshgrid(torch.arange(150), torch.arange(120), indexing="ij")
+    exact = exact_sq_dist(a, i.flatten(), b, j.flatten()).view(150, 120)
     gen = torch.Generator().manual_seed(seed)
-    r = torch.quantile(exact, 0.01, dim=1).float()
-    s = torch.quantile(exact, 0.01, dim=0).float()
+    r = torch.quantile(exact, 0.01, dim=1)
+    s = torch.quantile(exact, 0.01, dim=0)
     if with_ties:  # balls whose border passes exactly through their nearest other sample: only the
         # exact re-measurement and the <= / < conventions decide these
-        r[5:] = exact[5:].amin(dim=1).float()
-        s[5:] = exact[:, 5:].amin(dim=0).float()
+        r[5:] = exact[5:].amin(dim=1)
+        s[5:] = exact[:, 5:].amin(dim=0)
     thr = dict(r_pr=r, r_dc=r * 1.2, r_rt=torch.where(torch.rand(150, generator=gen) < 0.5, r, 0.0),
                r_hub=torch.where(torch.rand(150, generator=gen) < 0.3, r, -1.0), s_pr=s,
                s_hub=torch.where(torch.rand(120, generator=gen) < 0.3, s, -1.0))
-    return a, b, na, nb, thr
+    tile = Tile(a=a, b=b, na=sq_norms(a), nb=sq_norms(b), real=a, fake=b, ri=torch.arange(150), cj=torch.arange(120),
+                sq_scale=1.0, eps=screen_eps(1024), abs_tol=1e-30)
+    return tile, thr, exact
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("with_ties", [False, True])
 def test_fused_cross_tile_equals_the_torch_route(seed, with_ties):
-    a, b, na, nb, thr = _tile_inputs(seed, with_ties)
-    want = frozenset(kernels.TILE_OUTPUTS)
-    eps = screen_eps(a.shape[1])
-    fused, refined = kernels.cross_tile(gram_tile(a, b), a, b, na, nb, eps, thr, want)
-    ref, _ = torch_tile(a, b, na, nb, eps, thr, want)
+    tile, thr, _ = _tile_inputs(seed, with_ties)
+    want = frozenset(REDUCTIONS)
+    fused, refined = kernels.cross_tile(gram_tile(tile.a, tile.b), tile, thr, want)
+    ref, _ = torch_tile(tile, thr, want)
     assert refined > 0
     assert set(fused) == set(ref) == want
-    for key in ("in_real", "in_fake", "in_rhub", "in_fhub", "dens"):
+    for key in ("in_real", "in_fake", "in_rhub", "in_fhub", "dens", "covered", "rarity"):
         np.testing.assert_array_equal(fused[key].numpy(), ref[key].numpy().astype(fused[key].numpy().dtype))
-    for key in ("rarity", "nn_fake", "realism"):
-        np.testing.assert_allclose(fused[key].numpy(), ref[key].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(fused["realism"][0].numpy(), ref["realism"][0].numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(fused["realism"][1].numpy(), ref["realism"][1].numpy())
     # a subset of reductions computes only those
-    part, _ = kernels.cross_tile(gram_tile(a, b), a, b, na, nb, eps, thr, frozenset({"dens", "nn_fake"}))
-    assert set(part) == {"dens", "nn_fake"}
+    part, _ = kernels.cross_tile(gram_tile(tile.a, tile.b), tile, thr, frozenset({"dens", "covered"}))
+    assert set(part) == {"dens", "covered"}
     np.testing.assert_array_equal(part["dens"].numpy(), fused["dens"].numpy())
 
 
-def test_fused_cross_tile_against_exact_float64_decisions():
-    a, b, na, nb, thr = _tile_inputs(3, with_ties=True)
-    exact = ((a.double()[:, None, :] - b.double()[None, :, :]) ** 2).sum(-1).float()  # as radii are rounded
-    out, _ = kernels.cross_tile(gram_tile(a, b), a, b, na, nb, screen_eps(1024), thr, frozenset(kernels.TILE_OUTPUTS))
+@pytest.mark.parametrize("route", ["fused", "torch"])
+def test_cross_tile_against_exact_float64_decisions(route):
+    tile, thr, exact = _tile_inputs(3, with_ties=True)
+    want = frozenset(REDUCTIONS)
+    if route == "fused":
+        out, _ = kernels.cross_tile(gram_tile(tile.a, tile.b), tile, thr, want)
+    else:
+        out, _ = torch_tile(tile, thr, want)
     r, s, rd = thr["r_pr"][:, None], thr["s_pr"][None, :], thr["r_dc"][:, None]
     np.testing.assert_array_equal(out["in_real"].numpy(), (exact <= r).any(0).numpy())
     np.testing.assert_array_equal(out["in_fake"].numpy(), (exact <= s).any(1).numpy())
     np.testing.assert_array_equal(out["dens"].numpy(), (exact < rd).sum(0).numpy())
+    np.testing.assert_array_equal(out["covered"].numpy(), (exact < rd).any(1).numpy())
     np.testing.assert_array_equal(out["in_rhub"].numpy(), (exact <= thr["r_hub"][:, None]).any(0).numpy())
     np.testing.assert_array_equal(out["in_fhub"].numpy(), (exact <= thr["s_hub"][None, :]).any(1).numpy())
     rarity = torch.where(exact < r, r, float("inf")).amin(0)
     np.testing.assert_array_equal(out["rarity"].numpy(), rarity.numpy())
-    assert float(out["nn_fake"][:5].max()) == 0.0  # the five fakes sitting on reals
+    ratio = torch.nan_to_num(thr["r_rt"][:, None] / exact, nan=0.0, posinf=float("inf"))
+    np.testing.assert_array_equal(out["realism"][1].numpy(), ratio.argmax(0).numpy())
+    assert np.isinf(out["realism"][0][:5].numpy()).sum() == np.isinf(ratio.amax(0)[:5].numpy()).sum()
+
+
+def test_combine_rules():
+    assert combine("in_real", np.array([True, False]), np.array([False, False])).tolist() == [True, False]
+    assert combine("dens", np.array([1, 2]), np.array([3, 0])).tolist() == [4, 2]
+    assert combine("rarity", np.array([1.0, np.inf]), np.array([2.0, 5.0])).tolist() == [1.0, 5.0]
+    # realism: the larger ratio wins, a tie goes to the lower index; -1: no real gives a positive ratio
+    v, i = combine("realism", (np.array([1.0, 2.0, 0.0, 3.0]), np.array([4, 9, -1, 7])),
+                   (np.array([1.0, 1.0, 0.0, 3.0]), np.array([2, 1, -1, 8])))
+    assert v.tolist() == [1.0, 2.0, 0.0, 3.0] and i.tolist() == [2, 9, -1, 7]
 
 
 def test_fused_knn_tiles_keep_the_true_candidates():
