@@ -7,6 +7,7 @@ A checkpoint is a ``torch.save`` dict (read back with ``weights_only=True``): ``
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -14,11 +15,17 @@ import torch
 from features.store import atomic_write
 
 FORMAT = "hyp2 checkpoint v1"
+TENSOR_KEYS = ("network", "proxies")
 
 
 def save_checkpoint(path, payload: dict) -> None:
+    """Write ``payload``: tensors and state dicts as they are, everything else as plain JSON-like values
+    (numpy scalars become Python numbers, so that ``weights_only`` loading accepts the file)."""
+    tensors = {k: v for k, v in payload.items() if k in TENSOR_KEYS}
+    plain = json.loads(json.dumps({k: v for k, v in payload.items() if k not in TENSOR_KEYS},
+                                  default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     with atomic_write(path) as handle:
-        torch.save({"format": FORMAT, **payload}, handle)
+        torch.save({"format": FORMAT, **plain, **tensors}, handle)
 
 
 def load_checkpoint(path) -> dict:
