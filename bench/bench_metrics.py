@@ -103,22 +103,28 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
     return result
 
 
-def gemm_floor(real: np.ndarray, fake: np.ndarray, budget_mib: int) -> dict:
+def gemm_floor(real, fake, budget_mib: int, device: str = "cpu") -> dict:
+    """The bare float32 GEMMs of the toolkit's passes on ``device`` (same tiles, same GEMM call, no
+    reductions): upper triangles of real x real and fake x fake, all of real x fake. ``real`` and
+    ``fake`` are numpy arrays or tensors (n, dim)."""
     import torch
 
     from hubness import kernels
-    from hubness.distances import gram_tile, strip_width, tile_grid, tile_side
+    from hubness.distances import exact_matmul, gram_tile, strip_width, tile_grid, tile_side
     from hubness.knn import knn_tile_side
     budget, dim = budget_mib * 2**20, real.shape[1]
-    fused = kernels.enabled(torch.device("cpu"))
-    xr, xf = torch.from_numpy(real), torch.from_numpy(fake)
+    dev = torch.device(device)
+    fused = kernels.enabled(dev)
+    xr, xf = (torch.as_tensor(v).to(dev, torch.float32) for v in (real, fake))
     sides = (knn_tile_side(len(real), dim, budget), knn_tile_side(len(fake), dim, budget), tile_side(dim, budget))
     products = tiles = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_matmul():
         for x, y, upper, side in ((xr, xr, True, sides[0]), (xf, xf, True, sides[1]), (xr, xf, False, sides[2])):
             for r, c in tile_grid(len(x), len(y), side, strip_width(side, dim, budget, fused), upper):
                 products += gram_tile(x[r], y[c]).numel()  # the GEMM of the toolkit's tiles
                 tiles += 1
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
     return {"row_block_sides": sides, "tiles": tiles, "distance_products": products}
 
 

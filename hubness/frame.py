@@ -95,17 +95,23 @@ class SetStats:
 def choose_frame(sets, stats) -> ScreenFrame:
     """The frame for a pass over ``sets`` (one set for a k-NN pass, real and fake for the cross
     pass), from their :class:`SetStats`; see the module docstring for the rule."""
-    centre = sum(s.total for s in stats) / max(1, sum(s.count for s in stats))
+    count = sum(s.count for s in stats)
+    centre = sum(s.total for s in stats) / max(1, count)
     cc = float(centre @ centre)
     raw_max = max(float(s.sq_norms.max()) for s in stats)
-    # largest squared norm after centring, |x|^2 - 2 x.c + |c|^2 (precise enough for the choice)
-    centred_max = 0.0
-    for x, s in zip(sets, stats):
-        for rows in row_chunks(x):
-            xc = x[rows].to(torch.float64) @ centre
-            centred_max = max(centred_max, float((s.sq_norms[rows] - 2.0 * xc).max()) + cc)
-    use_centre = centred_max * _CENTRE_GAIN <= raw_max
-    top = centred_max if use_centre else raw_max
+    # the mean squared norm after centring is mean|x|^2 - |c|^2, and the largest is at least that:
+    # where even the mean is above raw_max / 4, centring cannot gain 4-fold (ordinary features)
+    centred_mean = sum(float(s.sq_norms.sum()) for s in stats) / max(1, count) - cc
+    use_centre = False
+    if centred_mean * _CENTRE_GAIN <= raw_max:
+        # largest squared norm after centring, |x|^2 - 2 x.c + |c|^2 (precise enough for the choice)
+        centred_max = 0.0
+        for x, s in zip(sets, stats):
+            for rows in row_chunks(x):
+                xc = x[rows].to(torch.float64) @ centre
+                centred_max = max(centred_max, float((s.sq_norms[rows] - 2.0 * xc).max()) + cc)
+        use_centre = max(centred_max, 0.0) * _CENTRE_GAIN <= raw_max
+    top = max(centred_max, 0.0) if use_centre else raw_max
     exponent = 0
     if top > 0 and not 2.0**-_SAFE_LOG2 <= top <= 2.0**_SAFE_LOG2:
         exponent = -round(math.log2(top) / 2)

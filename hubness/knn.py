@@ -46,11 +46,13 @@ class NeighborGraph:
         sq_distances: float64 (n, k_max): squared distances to those neighbours, exact in the
             columns k-1 for k in ``exact_ks`` (elsewhere within float32 screening error).
         exact_ks: the k whose radii are exact.
+        fallback_rows: rows the float32 screen could not settle (solved by :func:`exact_rows`).
     """
 
     indices: np.ndarray
     sq_distances: np.ndarray
     exact_ks: tuple = ()
+    fallback_rows: int = 0
 
     @property
     def n(self) -> int:
@@ -129,7 +131,8 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         if failing.numel():
             centre = stats.total / stats.count
             idx[failing], d[failing] = exact_rows(x, failing, k, centre, memory_budget, look_for_copies=copies)
-    return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks)
+    return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks,
+                         fallback_rows=int(failing.numel()))
 
 
 def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, memory_budget: int, desc: str,

@@ -140,7 +140,7 @@ class Evaluation:
     fake_k_occurrence: np.ndarray | None = field(default=None, repr=False)
     fake_is_hub: np.ndarray | None = field(default=None, repr=False)
     timings: dict = field(default_factory=dict)      # seconds per phase
-    diagnostics: dict = field(default_factory=dict)  # refined_pairs, cross_tile_side
+    diagnostics: dict = field(default_factory=dict)  # refined_pairs, cross_tile_side, knn_fallback_rows
 
     def to_dict(self) -> dict:
         """JSON-ready dict: n_real, n_fake, dim, params, then one block per computed metric."""
@@ -275,6 +275,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
                          real_rows=rows, fake_cols=cols, progress=progress)
         timings["cross"] = time.perf_counter() - t
         diagnostics.update(refined_pairs=res.refined, cross_tile_side=res.tile_side)
+    diagnostics["knn_fallback_rows"] = g_real.fallback_rows + (g_fake.fallback_rows if g_fake else 0)
 
     results = {}
     if "pr" in want:

@@ -65,8 +65,9 @@ def all_metrics(real, fake, k=3, dc_k=5, hubs_k=3):
     occ_r, occ_f = k_occurrence(real, k), k_occurrence(fake, k)
     hub_r, hub_f = occ_r >= hubs_k, occ_f >= hubs_k
     dh = d[np.ix_(hub_r, hub_f)]
-    out["epr_precision"] = np.mean((dh <= r[hub_r][:, None]).any(axis=0))
-    out["epr_recall"] = np.mean((dh <= s[hub_f][None, :]).any(axis=1))
+    inside_r, inside_f = (dh <= r[hub_r][:, None]).any(axis=0), (dh <= s[hub_f][None, :]).any(axis=1)
+    out["epr_precision"] = inside_r.mean() if inside_r.size else np.nan  # NaN: no hub to average over
+    out["epr_recall"] = inside_f.mean() if inside_f.size else np.nan
     out["real_hubs"], out["fake_hubs"] = int(hub_r.sum()), int(hub_f.sum())
     out["occ_real"], out["occ_fake"] = occ_r, occ_f
     out["in_real"] = (d <= r[:, None]).any(axis=0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import hubness
-from tests import oracle
+from tests import hard_cases, oracle
 
 pytestmark = pytest.mark.usefixtures("kernel_route")  # every test on both tile routes
 
@@ -34,20 +34,10 @@ def assert_exact(ev, ref, realism_rtol=1e-9):
     assert ev.hubness_real.max == ref["occ_real"].max()
 
 
-def relu_mixture(rng, n, dim, centres):
-    which = rng.integers(0, len(centres), n)
-    return np.maximum(centres[which] + rng.standard_normal((n, dim)), 0).astype(np.float32)
-
-
 @pytest.mark.parametrize("noise", [1e-2, 1e-3, 1e-5])
 def test_collapsed_generator_near_duplicates(noise):
     """A generator collapsed onto one mode: neighbours closer than the float32 screen resolves."""
-    rng = np.random.default_rng(int(-np.log10(noise)))
-    dim = 128
-    centres = rng.standard_normal((6, dim)) * 2.0
-    real = relu_mixture(rng, 260, dim, centres)
-    mode = np.maximum(centres[2], 0)
-    fake = (mode + noise * rng.standard_normal((240, dim))).astype(np.float32)
+    real, fake = hard_cases.collapsed(noise, seed=int(-np.log10(noise)))
     ref = oracle.all_metrics(real, fake)
     for budget in (2**20, hubness.DEFAULT_MEMORY_BUDGET):
         ev = hubness.evaluate(real=real, fake=fake, memory_budget=budget)
@@ -56,13 +46,7 @@ def test_collapsed_generator_near_duplicates(noise):
 
 def test_partly_collapsed_real_set_inside_a_spread_one():
     """A cluster of near-duplicates far from the set's centre: centring the set cannot help there."""
-    rng = np.random.default_rng(5)
-    spread = rng.standard_normal((200, 64)).astype(np.float32) * 3
-    anchor = np.full(64, 40.0)
-    cluster = (anchor + 1e-4 * rng.standard_normal((120, 64))).astype(np.float32)
-    real = np.concatenate([spread, cluster])[rng.permutation(320)]
-    fake = np.concatenate([rng.standard_normal((150, 64)).astype(np.float32) * 3,
-                           (anchor + 1e-4 * rng.standard_normal((60, 64))).astype(np.float32)])
+    real, fake = hard_cases.partly_collapsed()
     ref = oracle.all_metrics(real, fake)
     ev = hubness.evaluate(real=real, fake=fake, memory_budget=2**20)
     assert_exact(ev, ref)
@@ -74,9 +58,8 @@ def test_partly_collapsed_real_set_inside_a_spread_one():
 
 @pytest.mark.parametrize("offset", [10.0, -300.0, 4000.0])
 def test_large_common_offset(offset):
-    rng = np.random.default_rng(int(abs(offset)))
-    real = (offset + 0.01 * rng.standard_normal((300, 48))).astype(np.float32)
-    fake = (offset + 0.01 * rng.standard_normal((250, 48))).astype(np.float32)
+    real, fake = hard_cases.offset(offset)
+    rng = np.random.default_rng(1)
     ref = oracle.all_metrics(real, fake)
     ev = hubness.evaluate(real=real, fake=fake, memory_budget=2**20)
     assert_exact(ev, ref)
@@ -87,19 +70,10 @@ def test_large_common_offset(offset):
     np.testing.assert_array_equal(shuffled.rarity.scores, ev.rarity.scores)
 
 
-def grid_data(seed, n, dim, step):
-    """Values on a grid of ``step`` with few significant bits: every power-of-two scaling of them
-    from 2^-120 to 2^60 is exact in float32 (subnormals included)."""
-    rng = np.random.default_rng(seed)
-    return (np.round(rng.standard_normal((n, dim)) * 3 / step) * step).astype(np.float32)
-
-
 @pytest.mark.parametrize("exponent", [-120, -100, -60, -20, 0, 20, 60])
 def test_power_of_two_scaling_changes_no_decision(exponent):
-    real = grid_data(1, 240, 10, 2.0**-6)
-    fake = grid_data(2, 220, 10, 2.0**-6) + np.float32(0.25)
+    real, fake, real_s, fake_s = hard_cases.scaled(exponent)
     scale = np.float32(2.0**exponent)
-    real_s, fake_s = real * scale, fake * scale
     assert np.array_equal(real_s / scale, real) and np.array_equal(fake_s / scale, fake)  # exact scaling
     base = hubness.evaluate(real=real, fake=fake, memory_budget=2**20)
     ev = hubness.evaluate(real=real_s, fake=fake_s, memory_budget=2**20)
@@ -113,8 +87,8 @@ def test_power_of_two_scaling_changes_no_decision(exponent):
 
 
 def test_large_finite_features_are_scaled_not_refused():
-    real = grid_data(3, 80, 6, 2.0**-4) * np.float32(2.0**100)
-    fake = grid_data(4, 70, 6, 2.0**-4) * np.float32(2.0**100)
+    real = hard_cases.grid(3, 80, 6, 2.0**-4) * np.float32(2.0**100)
+    fake = hard_cases.grid(4, 70, 6, 2.0**-4) * np.float32(2.0**100)
     ev = hubness.evaluate(real=real, fake=fake)
     assert_exact(ev, oracle.all_metrics(real, fake))
 
@@ -122,8 +96,7 @@ def test_large_finite_features_are_scaled_not_refused():
 def test_distance_one_rounding_above_a_radius_is_outside():
     """Real (0,0), (-1,0), k=1: radius exactly 1. Fake (0.6, 0.8) in float32 lies at squared
     distance 1.0000000477 > 1 from (0,0): outside under '<=' (a float32 comparison says inside)."""
-    real = np.array([[0, 0], [-1, 0]], dtype=np.float32)
-    fake = np.array([[0.6, 0.8], [9, 9], [9, 10]], dtype=np.float32)
+    real, fake = hard_cases.radius_rounding()
     exact = (np.float64(np.float32(0.6)) ** 2 + np.float64(np.float32(0.8)) ** 2)
     assert exact > 1.0 and np.float32(exact) == 1.0  # one float32 rounding from the radius
     ev = hubness.evaluate(real=real, fake=fake, metrics="pr,dc,rarity", k=1, dc_k=1)
@@ -139,12 +112,7 @@ def test_distance_one_rounding_above_a_radius_is_outside():
 def test_ulp_near_ties_are_ordered_exactly():
     """Neighbours at distances that differ by one float32 ulp of a coordinate, or tie exactly,
     around a point with a large norm: order by exact distance, then index."""
-    base = np.full(12, 3000.0, dtype=np.float32)
-    one = np.float32(1.0)
-    steps = [one, np.nextafter(one, np.float32(2)), one, np.nextafter(one, np.float32(0)), one,
-             np.nextafter(np.nextafter(one, np.float32(2)), np.float32(2)), one, np.float32(1.5)]
-    pts = [base] + [base + s * np.eye(12, dtype=np.float32)[j] * (1 if j % 2 else -1) for j, s in enumerate(steps)]
-    x = np.array(pts, dtype=np.float32)
+    x = hard_cases.ulp_ties()
     ref_idx, ref_d = oracle.knn(x, 6)
     for budget in (2**20, 64 * 2**20):
         g = hubness.nearest_neighbors(x, 6, memory_budget=budget)
@@ -158,9 +126,7 @@ def test_ulp_near_ties_are_ordered_exactly():
 def test_tie_heavy_half_integer_grid_on_every_route_and_tile_size(budget):
     """Features rounded to a half-integer grid: many exactly equal distances. Ties break by the
     lowest index, as the brute force, whatever the route and the tile size."""
-    rng = np.random.default_rng(8)
-    real = (np.round(rng.standard_normal((700, 3)) * 2) / 2).astype(np.float32)
-    fake = (np.round(rng.standard_normal((650, 3)) * 2) / 2 + 0.5).astype(np.float32)
+    real, fake = hard_cases.half_integer_grid()
     ev = hubness.evaluate(real=real, fake=fake, memory_budget=budget)
     assert_exact(ev, oracle.all_metrics(real, fake))
     g = hubness.nearest_neighbors(fake, 4, memory_budget=budget)
@@ -172,11 +138,7 @@ def test_tie_heavy_half_integer_grid_on_every_route_and_tile_size(budget):
 def test_many_exact_duplicates_beyond_the_candidate_list():
     """More exact copies of a point than k + the spare candidates: the k neighbours are the
     lowest-index other copies, k-occurrence as the brute force."""
-    rng = np.random.default_rng(12)
-    point = rng.standard_normal(16).astype(np.float32)
-    others = rng.standard_normal((90, 16)).astype(np.float32)
-    x = np.concatenate([others[:30], np.repeat(point[None], 25, 0), others[30:]])
-    x = x[rng.permutation(len(x))]
+    x = hard_cases.many_duplicates()
     for k in (3, 10):
         g = hubness.nearest_neighbors(x, k, memory_budget=2**20)
         idx, d = oracle.knn(x, k)
@@ -190,3 +152,32 @@ def test_realism_is_exact_on_offset_data():
     fake = (10 + 0.01 * rng.standard_normal((150, 32))).astype(np.float32)
     ev = hubness.evaluate(real=real, fake=fake, metrics="realism")
     np.testing.assert_allclose(ev.realism.scores, oracle.all_metrics(real, fake)["realism"], rtol=1e-12)
+
+
+def test_screen_frames_centre_offsets_and_leave_ordinary_features_alone():
+    """Offset data is screened centred (no fallback rows); ReLU features as they are (no copy)."""
+    from hubness.frame import SetStats, choose_frame
+    import torch
+    real, _ = hard_cases.offset(10.0)
+    x = torch.from_numpy(real)
+    frame = choose_frame([x], [SetStats.of(x)])
+    assert frame.centre is not None and frame.exponent == 0
+    assert hubness.nearest_neighbors(real, 3).fallback_rows == 0
+    relu = np.maximum(np.random.default_rng(0).standard_normal((300, 256)), 0).astype(np.float32)
+    x = torch.from_numpy(relu)
+    assert choose_frame([x], [SetStats.of(x)]).identity
+    tiny = torch.from_numpy(relu * np.float32(2.0**-100))
+    assert choose_frame([tiny], [SetStats.of(tiny)]).exponent == 100 - 4  # |x|^2 ~ 2^7 * 2^-200
+
+
+def test_collapsed_set_is_settled_by_the_screen_and_identical_rows_without_distances():
+    """A set collapsed onto one point is screened centred: no fallback. A set of identical rows
+    (a generator ignoring its input) needs no distance at all: every neighbour is a copy."""
+    _, fake = hard_cases.collapsed(1e-3)
+    assert hubness.nearest_neighbors(fake, 3).fallback_rows == 0
+    same = np.repeat(np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32), 3000, axis=0)
+    g = hubness.nearest_neighbors(same, 5)
+    assert g.fallback_rows == 3000
+    assert g.indices[0].tolist() == [1, 2, 3, 4, 5] and g.indices[2].tolist() == [0, 1, 3, 4, 5]
+    assert (g.indices[10:] == np.arange(5)).all() and (g.sq_distances == 0).all()
+    np.testing.assert_array_equal(g.k_occurrence(5)[:6], [2999, 2999, 2999, 2999, 2999, 5])

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""The GPU check: the CUDA route (torch code on a GPU) tested and timed in one command.
+
+1. ``pytest -m cuda``: the test suite's CUDA tests (tests/test_cuda.py: the oracle on ordinary data
+   and on every hard case, the k-NN on ties and duplicates).
+2. CPU vs CUDA on every hard case of tests/hard_cases.py (collapse, offsets, 2^-120..2^60 scales,
+   ties, duplicates, a distance one rounding from a radius): every decision, the k-occurrence of both
+   sets, rarity and realism.
+3. CPU vs CUDA on 20,000 x 2,048 real-looking features (sparse non-negative, clustered, a generator
+   that drops modes), the same comparisons, with both times.
+4. Every metric and the bare GEMM floor timed on CUDA at 5k, 50k and 70k x 4096 (FFHQ scale), with
+   the peak GPU memory; at 50k also with a 4 GiB tile budget.
+
+Results: ``OUT/gpu_check.json`` (``--out``, default bench/results) and a summary on stdout; exit status
+1 if any comparison differs or a CUDA test fails. Nothing is downloaded. About 4-6 minutes on one H100.
+``--toy`` runs the same steps at toy sizes on any device (the test suite runs it on the CPU, with the
+fused CPU kernels against the torch route as the two "devices"), so the script cannot break unnoticed.
+
+Usage:  python bench/gpu_check.py [--out DIR] [--toy] [--device cuda] [--no-pytest]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def realistic(n: int, dim: int, seed: int, drop: int = 0) -> np.ndarray:
+    """Real-looking features: a clustered 64-d latent through a random layer and a ReLU (about 3/4
+    zeros, skewed, per-feature scales), as VGG fc2 features are. ``drop`` clusters are left out (a
+    generator that drops modes)."""
+    rng = np.random.default_rng(1000)  # the same latent model for every set
+    centres = rng.standard_normal((20, 64)) * 1.5
+    weights = rng.standard_normal((64, dim)) / 8
+    scales = np.exp(rng.standard_normal(dim) * 0.5)
+    rng = np.random.default_rng(seed)
+    which = rng.integers(drop, 20, n)
+    z = centres[which] + 0.6 * rng.standard_normal((n, 64))
+    return (np.maximum(z @ weights - 0.7, 0) * scales).astype(np.float32)
+
+
+def compare(a, b) -> dict:
+    """Which results of two Evaluations differ: decisions exactly, realism to 1e-6 relative."""
+    import hubness
+    out = {}
+    for name in ("pr", "dc", "epr"):
+        out[name] = hubness.json_safe(getattr(a, name).to_dict()) == hubness.json_safe(getattr(b, name).to_dict())
+    out["fake_k_occurrence"] = bool(np.array_equal(a.fake_k_occurrence, b.fake_k_occurrence))
+    out["hubness_real"] = a.hubness_real == b.hubness_real
+    out["in_real_manifold"] = bool(np.array_equal(a.fake_in_real_manifold, b.fake_in_real_manifold))
+    out["rarity"] = bool(np.array_equal(a.rarity.scores, b.rarity.scores, equal_nan=True))
+    ra, rb = a.realism.scores, b.realism.scores
+    both = np.isfinite(ra) & np.isfinite(rb)
+    rel = float(np.max(np.abs(ra[both] - rb[both]) / np.maximum(rb[both], 1e-300), initial=0.0))
+    out["realism"] = bool(np.array_equal(np.isfinite(ra), np.isfinite(rb)) and rel <= 1e-6)
+    out["realism_max_rel_diff"] = rel
+    return out
+
+
+def step_pytest(timeout: int) -> dict:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests/test_cuda.py"]
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        tail = (proc.stdout + proc.stderr).strip().splitlines()
+        return {"returncode": proc.returncode, "summary": tail[-1] if tail else "", "tail": tail[-30:],
+                "seconds": time.perf_counter() - t}
+    except subprocess.TimeoutExpired:
+        return {"returncode": -1, "summary": f"timed out after {timeout} s", "seconds": timeout}
+
+
+def run(device_a: str, device_b: str, real, fake, **options):
+    """Evaluate on both devices (``cpu/torch`` selects the CPU's torch route); return both and times."""
+    import hubness
+    results, seconds = [], []
+    for device in (device_a, device_b):
+        route = device.split("/")
+        if route[-1] == "torch":
+            os.environ["HUBNESS_KERNELS"] = "torch"
+        t = time.perf_counter()
+        results.append(hubness.evaluate(real=real, fake=fake, device=route[0], progress=False, **options))
+        seconds.append(time.perf_counter() - t)
+        os.environ.pop("HUBNESS_KERNELS", None)
+    return results, seconds
+
+
+def step_hard_cases(device_a: str, device_b: str) -> dict:
+    from tests import hard_cases
+    out = {}
+    for name, (real, fake, options) in hard_cases.all_cases().items():
+        (a, b), _ = run(device_a, device_b, real, fake, **options)
+        out[name] = compare(a, b)
+    return out
+
+
+def step_realistic(device_a: str, device_b: str, n: int, dim: int) -> dict:
+    real, fake = realistic(n, dim, seed=1), realistic(n, dim, seed=2, drop=4)
+    (a, b), seconds = run(device_a, device_b, real, fake)
+    result = compare(a, b)
+    result.update(n=n, dim=dim, seconds={device_a: seconds[0], device_b: seconds[1]},
+                  values={key: b.to_dict()[key] for key in ("epr", "pr", "dc")},
+                  diagnostics={device_a: a.diagnostics, device_b: b.diagnostics})
+    return result
+
+
+def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: list, save, deadline: float) -> None:
+    import torch
+
+    import hubness
+    from bench_metrics import gemm_floor
+    cuda = device.startswith("cuda")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def peak_reset():
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak():
+        return torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+
+    # warm-up (CUDA context, cuBLAS handles, kernels) at a small size, not timed
+    warm = realistic(600, dim, seed=3)
+    hubness.evaluate(real=warm, fake=warm[::-1].copy(), device=device, progress=False)
+    for n in sizes:
+        if time.perf_counter() > deadline:
+            rows.append({"n": n, "skipped": "time limit reached"})
+            print(f"  {n}: skipped (time limit)", flush=True)
+            continue
+        gen = torch.Generator().manual_seed(n)
+        real = torch.relu(torch.randn((n, dim), generator=gen)).numpy()
+        fake = torch.relu(torch.randn((n, dim), generator=gen) * 1.02 + 0.02).numpy()
+        for budget in budgets_mib.get(n, budgets_mib["default"]):
+            times, floor_times = [], []
+            for _ in range(repeat if n <= 10_000 else 1):
+                peak_reset()
+                t = time.perf_counter()
+                ev = hubness.evaluate(real=real, fake=fake, device=device, memory_budget=budget * 2**20,
+                                      progress=False)
+                sync()
+                times.append(time.perf_counter() - t)
+                peak_all = peak()
+                peak_reset()
+                t = time.perf_counter()
+                floor = gemm_floor(real, fake, budget, device=device)
+                sync()
+                floor_times.append(time.perf_counter() - t)
+                peak_floor = peak()
+            peak_reset()
+            t = time.perf_counter()
+            epr = hubness.evaluate(real=real, fake=fake, metrics="epr", device=device, memory_budget=budget * 2**20,
+                                   progress=False)
+            sync()
+            epr_seconds = time.perf_counter() - t
+            rows.append({"n": n, "dim": dim, "memory_budget_mib": budget, "seconds": float(np.median(times)),
+                         "seconds_all": times, "floor_seconds": float(np.median(floor_times)),
+                         "epr_seconds": epr_seconds, "peak_gpu_mib": peak_all, "peak_gpu_mib_floor": peak_floor,
+                         "timings": ev.timings, "diagnostics": ev.diagnostics, "tiles": floor["tiles"],
+                         "values": {key: ev.to_dict()[key] for key in ("epr", "pr", "dc")},
+                         "epr_alone": epr.epr.to_dict()})
+            print(f"  {n} x {n} x {dim}, budget {budget} MiB: all metrics {rows[-1]['seconds']:.2f} s, "
+                  f"floor {rows[-1]['floor_seconds']:.2f} s, eP&R alone {epr_seconds:.2f} s, "
+                  f"peak GPU {peak_all:.0f} MiB", flush=True)
+            save()
+        del real, fake
+
+
+def machine(device: str) -> dict:
+    import torch
+
+    import hubness
+    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "toolkit": hubness.__version__, "device": device, "cpu_count": os.cpu_count()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, gpu_memory_mib=props.total_memory // 2**20, cuda=torch.version.cuda,
+                    multiprocessors=props.multi_processor_count)
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for gpu_check.json")
+    p.add_argument("--device", default="cuda", help="the device under test (compared with the CPU)")
+    p.add_argument("--toy", action="store_true", help="toy sizes (seconds, any device)")
+    p.add_argument("--no-pytest", dest="pytest", action="store_false", help="skip step 1")
+    p.add_argument("--time_limit", type=float, default=400,
+                   help="seconds after which no further size is timed (the sizes left are listed as skipped)")
+    args = p.parse_args(argv)
+
+    import torch
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here (use --toy --device cpu for the CPU-sized run)", file=sys.stderr)
+        return 2
+    # the CPU reference is the fused CPU route; on a CPU-only run the other "device" is the torch route
+    other = args.device if args.device.startswith("cuda") else "cpu/torch"
+    if args.toy:
+        real_n, real_dim, sizes, dim, budgets, repeat = 600, 64, (300, 800), 128, {"default": (1, 8)}, 1
+    else:
+        real_n, real_dim, sizes, dim, repeat = 20_000, 2048, (5_000, 50_000, 70_000), 4096, 3
+        budgets = {"default": (256,), 50_000: (256, 4096)}
+    report = {"machine": machine(args.device), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ("gpu_check_toy.json" if args.toy else "gpu_check.json")
+    t0 = time.perf_counter()
+
+    def save():  # after every step, so that a run cut short keeps what it measured
+        report["seconds"] = time.perf_counter() - t0
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+
+    print(f"gpu_check on {report['machine']}", flush=True)
+    ok = True
+    if args.pytest:
+        print("1. pytest -m cuda ...", flush=True)
+        report["pytest"] = step_pytest(timeout=300)
+        print("  " + report["pytest"]["summary"], flush=True)
+        ok &= report["pytest"]["returncode"] == 0
+        save()
+    print(f"2. hard cases, cpu vs {other} ...", flush=True)
+    report["hard_cases"] = step_hard_cases("cpu", other)
+    for name, result in report["hard_cases"].items():
+        bad = [key for key, v in result.items() if v is False]
+        ok &= not bad
+        print(f"  {name:<20} {'equal' if not bad else 'DIFFERS: ' + ', '.join(bad)}", flush=True)
+    save()
+    print(f"3. {real_n} x {real_dim} real-looking features, cpu vs {other} ...", flush=True)
+    report["realistic"] = step_realistic("cpu", other, real_n, real_dim)
+    bad = [key for key, v in report["realistic"].items() if v is False]
+    ok &= not bad
+    print(f"  {'equal' if not bad else 'DIFFERS: ' + ', '.join(bad)}; seconds {report['realistic']['seconds']}",
+          flush=True)
+    save()
+    device = other.split("/")[0]
+    print(f"4. timing on {device} ...", flush=True)
+    report["timing"] = []
+    step_timing(device, sizes, dim, budgets, repeat, report["timing"], save, deadline=t0 + args.time_limit)
+    report["ok"] = bool(ok)
+    save()
+    print(f"{'OK' if ok else 'FAILED'} in {report['seconds']:.0f} s; wrote {path}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
