@@ -51,7 +51,9 @@ def realistic(n: int, dim: int, seed: int, drop: int = 0) -> np.ndarray:
 
 
 def compare(a, b) -> dict:
-    """Which results of two Evaluations differ: decisions exactly, realism to 1e-6 relative."""
+    """Which results of two Evaluations differ: decisions exactly; realism to 1e-5 relative (it is
+    exact unless two reals give a fake ratios within the float32 screen's error of each other, where
+    the routes may pick either: hubness/cross.py)."""
     import hubness
     out = {}
     for name in ("pr", "dc", "epr"):
@@ -63,7 +65,7 @@ def compare(a, b) -> dict:
     ra, rb = a.realism.scores, b.realism.scores
     both = np.isfinite(ra) & np.isfinite(rb)
     rel = float(np.max(np.abs(ra[both] - rb[both]) / np.maximum(rb[both], 1e-300), initial=0.0))
-    out["realism"] = bool(np.array_equal(np.isfinite(ra), np.isfinite(rb)) and rel <= 1e-6)
+    out["realism"] = bool(np.array_equal(np.isfinite(ra), np.isfinite(rb)) and rel <= 1e-5)
     out["realism_max_rel_diff"] = rel
     return out
 
