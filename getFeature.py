@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Images (folder, zip, array file, list file) -> feature file (.npz). Usage:
 python getFeature.py IMAGES --fname_precalc out.npz [--backbone vgg16] (see --help and README.md)."""
-import sys
-
-from cli.features_main import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        from cli.launch import launch
+    except KeyboardInterrupt:  # Ctrl-C before the launcher is even loaded
+        import os
+        os.write(2, b"getFeature.py: interrupted\n")
+        raise SystemExit(130) from None
+    raise SystemExit(launch("cli.features_main", "getFeature.py"))

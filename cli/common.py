@@ -1,14 +1,17 @@
-"""What both command-line scripts share: one-line errors, exit codes, logging, JSON output."""
+"""What both command-line scripts share: one-line errors, exit codes, logging, printing results, JSON output."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 
-from features.store import atomic_write
+from .launch import EXIT_INTERRUPTED, say
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_SIGPIPE = 128 + 13  # stdout's reader went away (``| head -1``): the status of a process killed by SIGPIPE
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -42,6 +45,24 @@ positive_int = _int_at_least(1)
 nonnegative_int = _int_at_least(0)
 
 
+def device_spec(text: str) -> str:
+    """argparse type of ``--device``: a spelling error is a usage error (exit 2); whether the device
+    exists here is checked when the run starts (:func:`check_device`)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def check_device(spec: str):
+    """The torch.device of ``--device spec``; ValueError naming the option when it is not available."""
+    from hubness import resolve_device
+
+    try:
+        return resolve_device(spec)
+    except ValueError as exc:
+        raise ValueError(f"--device {spec}: {exc}") from None
+
+
 def add_extraction_options(p: argparse.ArgumentParser) -> None:
     """Options of feature extraction, shared by getFeature.py and the metric script (image inputs)."""
     from features.backbones import available_backbones
@@ -69,12 +90,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     """Device, progress, verbosity and version: the same in every script."""
     import hubness
 
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", type=device_spec, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show progress bars (--no-progress hides them; default: only on a terminal)")
     p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
-                   help="log warnings only")
-    p.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", help="log debug details")
+                   help="log errors only (default: warnings and errors)")
+    p.add_argument("-v", "--verbose", action="count", dest="verbosity",
+                   help="log what the run does (-vv: debug details)")
     p.add_argument("--version", action="version", version=f"%(prog)s {hubness.__version__}")
 
 
@@ -85,33 +107,65 @@ def extraction_kwargs(args) -> dict:
 
 
 def setup_logging(verbosity: int) -> None:
-    """Logs go to stderr: warnings with -q, info by default, debug with -v."""
-    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    """Logs go to stderr: errors only with -q, warnings by default (bad input gives one line: the
+    error), what the run does with -v, debug details with -vv."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s", force=True)
-    for noisy in ("matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("matplotlib", "PIL", "numba"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+class StdoutGone(Exception):
+    """stdout's reader went away (EPIPE): the run ends quietly with :data:`EXIT_SIGPIPE`."""
+
+
+def print_results(lines) -> None:
+    """Print result lines to stdout. A reader that went away raises :class:`StdoutGone`; any other
+    failure (``>/dev/full``, a stdout closed with ``>&-``) an OSError naming stdout. Either way stdout
+    is pointed at /dev/null, so that Python's flush at exit cannot fail again."""
+    try:
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        raise StdoutGone() from None
+    except OSError as exc:
+        _stdout_to_devnull()
+        raise OSError(f"stdout: cannot write the results ({exc.strerror or exc})") from None
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file: replace the object instead
+        sys.stdout = open(os.devnull, "w")
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
 
 
 def run_main(prog: str, body, interrupted: str = "no output file was written or changed") -> int:
     """Call ``body()``; turn input errors into one line on stderr and a non-zero exit status.
 
     ValueError and OSError are the toolkit's "bad input" errors (their messages name the file or
-    parameter); anything else is a bug and keeps its traceback.
+    option); anything else is a bug and keeps its traceback. Ctrl-C: one line, status 130;
+    stdout closed by its reader: no line, status 141.
     """
     try:
         body()
+    except StdoutGone:
+        return EXIT_SIGPIPE
     except (ValueError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        say(f"{prog}: error: {message}")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
+        say(f"{prog}: interrupted; {interrupted}")
         return EXIT_INTERRUPTED
     return EXIT_OK
 
 
-def write_json(path, payload: dict) -> None:
-    """Strict JSON (no NaN/Infinity: callers pass values through ``hubness.json_safe``), atomically."""
-    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
-    with atomic_write(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
+def write_json(handle, payload: dict) -> None:
+    """Strict JSON (no NaN/Infinity: callers pass values through ``hubness.json_safe``) to a text file object."""
+    handle.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")

@@ -10,10 +10,11 @@ import logging
 import shutil
 
 from features.extract import extract_path
-from features.store import check_output_path, save_features
+from features.outputs import OutputFiles
+from features.store import save_features
 
-from .common import (OneLineParser, add_extraction_options, add_run_options, extraction_kwargs, positive_int,
-                     run_main, setup_logging)
+from .common import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
+                     positive_int, run_main, setup_logging)
 
 log = logging.getLogger("getFeature")
 PROG = "getFeature.py"
@@ -45,18 +46,21 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> None:
-    out = check_output_path(args.fname_precalc, "--fname_precalc")
-    if out.suffix.lower() != ".npz":
-        raise ValueError(f"--fname_precalc {out}: the output must end in .npz")
-    partial = out.with_name(out.name + ".partial")
+    if not args.fname_precalc.lower().endswith(".npz"):
+        raise ValueError(f"--fname_precalc {args.fname_precalc}: the output must end in .npz")
+    check_device(args.device)
+    outputs = OutputFiles(inputs={"IMAGES": args.path, "--weights": args.weights})
+    out = outputs.add(args.fname_precalc, "--fname_precalc")
+    partial = out.path.with_name(out.path.name + ".partial")
     if not args.resume:
         shutil.rmtree(partial, ignore_errors=True)
     result, meta = extract_path(args.path, num_samples=args.num_samples, seed=args.seed,
                                 backbone_seed=args.seed, progress=args.progress, checkpoint_dir=partial,
                                 shard_size=args.checkpoint_every,
                                 **extraction_kwargs(args))
-    save_features(out, result.features, paths=result.paths, meta=meta, compress=args.compress)
+    with outputs, out.open() as handle:
+        save_features(handle, result.features, paths=result.paths, meta=meta, compress=args.compress)
     shutil.rmtree(partial, ignore_errors=True)
     if result.skipped:
         log.warning("%d undecodable image(s) skipped (listed in meta['skipped'])", len(result.skipped))
-    log.info("wrote %s: %d x %d features (%s)", out, *result.features.shape, meta["backbone"])
+    log.info("wrote %s: %d x %d features (%s)", out.requested, *result.features.shape, meta["backbone"])

@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 
-from features.store import atomic_write
 from hubness import Evaluation
+
+PLOT_METRICS = ("realism", "rarity", "pr", "epr", "hubness")  # those with a per-sample panel in write_plot
 
 
 def _fmt(value) -> str:
@@ -44,8 +45,9 @@ def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
     return lines
 
 
-def write_per_sample_csv(path, evaluation: Evaluation, indices: np.ndarray, paths=None) -> None:
-    """One row per fake sample, input order: index, path, then each computed per-sample quantity.
+def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, paths=None) -> None:
+    """One row per fake sample, input order, to a text file object: index, path, then each computed
+    per-sample quantity.
 
     ``indices`` are the rows' indices in the fake file (they differ from 0..M-1 after subsampling).
     Undefined rarity is an empty cell; realism on a kept real sample is ``inf``.
@@ -69,15 +71,14 @@ def write_per_sample_csv(path, evaluation: Evaluation, indices: np.ndarray, path
             return "" if math.isnan(value) else repr(float(value))
         return value
 
-    with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([name for name, _ in columns])
-        for row in zip(*(values for _, values in columns)):
-            writer.writerow([cell(v) for v in row])
+    writer = csv.writer(handle)
+    writer.writerow([name for name, _ in columns])
+    for row in zip(*(values for _, values in columns)):
+        writer.writerow([cell(v) for v in row])
 
 
-def write_plot(path, evaluation: Evaluation) -> None:
-    """A PNG of the per-sample distributions: realism, rarity, k-occurrence of the fake set."""
+def write_plot(handle, evaluation: Evaluation) -> None:
+    """A PNG of the per-sample distributions (realism, rarity, k-occurrence of the fake set) to a binary file object."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,7 +94,7 @@ def write_plot(path, evaluation: Evaluation) -> None:
     if evaluation.fake_k_occurrence is not None:
         panels.append(("k-occurrence (fake set)", evaluation.fake_k_occurrence))
     if not panels:
-        raise ValueError("--plot needs at least one of the metrics realism, rarity, pr, epr, hubness")
+        raise ValueError(f"--plot needs at least one of the metrics {', '.join(PLOT_METRICS)}")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for ax, (title, values) in zip(axes[0], panels):
         ax.hist(values, bins=50, color="#3b6ea5")
@@ -102,6 +103,7 @@ def write_plot(path, evaluation: Evaluation) -> None:
     fig.suptitle(f"{evaluation.n_fake} fake vs {evaluation.n_real} real samples, k={evaluation.params['k']}",
                  fontsize=10)
     fig.tight_layout()
-    with atomic_write(path) as handle:
+    try:
         fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
+    finally:
+        plt.close(fig)

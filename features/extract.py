@@ -6,8 +6,9 @@ through the backbone's ``prepare`` in worker processes and the network in batche
 depend on batch size, number of workers or input form (folder, zip, array) beyond float noise.
 
 Resume: with ``checkpoint_dir`` set, every ``shard_size`` images are saved there as a shard
-(written atomically, with a fingerprint of the source and backbone). A restarted run with the same
-inputs loads the shards and goes on from the first image not yet done.
+(written atomically, with a fingerprint of the source, every image's size and times, and the
+backbone). A restarted run with the same inputs loads the shards and goes on from the first image
+not yet done; a checkpoint of other inputs, or of images changed since, is discarded.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from hubness.distances import resolve_device
 
 from .backbones import Backbone, load_backbone
 from .images import ImageSource, open_source
-from .store import atomic_write, random_subset
+from .outputs import atomic_write
+from .store import random_subset
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,8 @@ def fingerprint(source: ImageSource, backbone: Backbone, half: bool) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"source": source.describe(), "backbone": backbone.meta, "half": half},
                         sort_keys=True, default=str).encode())
-    for name in source.names:
-        h.update(name.encode("utf-8", "surrogateescape") + b"\0")
+    for name, stamp in zip(source.names, source.stamps()):
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0" + stamp.encode() + b"\0")
     return h.hexdigest()
 
 
@@ -92,7 +94,7 @@ class _Checkpoint:
             return 0, [], []
         try:
             if json.loads(manifest.read_text()).get("fingerprint") != self.key:
-                log.warning("%s: checkpoint of a different extraction (inputs or backbone changed); starting over",
+                log.warning("%s: checkpoint of a different extraction (images or backbone changed); starting over",
                             self.folder)
                 self.clear()
                 return 0, [], []
@@ -141,6 +143,12 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
         skip_bad: skip undecodable images (listed in the result) instead of stopping at the first.
         checkpoint_dir: folder for resumable shards (left in place; the caller removes it when done).
     """
+    if not isinstance(source, ImageSource):
+        raise TypeError("The 'source' parameter of extract_features must be an ImageSource "
+                        f"(features.images.open_source(path)). Got {type(source).__name__} instead.")
+    if not isinstance(backbone, Backbone):
+        raise TypeError("The 'backbone' parameter of extract_features must be a Backbone "
+                        f"(features.backbones.load_backbone(name)). Got {type(backbone).__name__} instead.")
     check_int(batch_size, "batch_size", "extract_features", 1)
     dev = resolve_device(device)
     if half and dev.type != "cuda":
@@ -205,6 +213,8 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
 
     ``num_samples`` / ``seed`` take a seeded random subset of the images (recorded in ``meta``).
     """
+    if path is None or isinstance(path, bytes):
+        raise TypeError(f"The 'path' parameter of extract_path must be a path. Got {path!r} instead.")
     check_int(batch_size, "batch_size", "extract_path", 1)  # every cheap check before the heavy work
     resolve_device(device)
     source = open_source(path)  # listing the images is cheap: find input errors before loading weights

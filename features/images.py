@@ -4,7 +4,8 @@ Every source lists its images in sorted order under names relative to its root, 
 ``i`` as an (H, W, 3) uint8 RGB array. Decoding: pyspng for 8- and 16-bit grey, RGB and RGBA PNGs
 where installed, Pillow otherwise; both give identical pixels, because colour conversion follows PIL's
 ``convert('RGB')`` (alpha dropped, grey replicated, palette looked up, CMYK by PIL's formula) and
-16-bit samples keep their high byte (``v >> 8``) whichever decoder read them.
+16-bit samples keep their high byte (``v >> 8``) whichever decoder read them. Both refuse an image
+of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels from its header, before decoding it.
 """
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import abc
 import io
 import os
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .store import npz_array, npz_header
 
 try:  # optional fast PNG decoder
     import pyspng
@@ -35,10 +39,24 @@ def is_image_name(name: str) -> bool:
 # ---------------------------------------------------------------------------------------- decoding
 
 def _png_header(data: bytes):
-    """(bit depth, colour type) of a PNG, or None when ``data`` is not a PNG with an IHDR chunk."""
+    """(width, height, bit depth, colour type) of a PNG, or None when ``data`` is not a PNG with an IHDR chunk."""
     if len(data) < 26 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
         return None
-    return data[24], data[25]
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height, data[24], data[25]
+
+
+def _too_large(name: str, size: str = "") -> ValueError:
+    return ValueError(f"{name}: image{size} has more than the {Image.MAX_IMAGE_PIXELS:,} pixels allowed "
+                      f"(PIL.Image.MAX_IMAGE_PIXELS); not decoded")
+
+
+def _check_size(width: int, height: int, name: str) -> None:
+    """Refuse, from the header, an image with too many pixels (a decompression bomb) or none."""
+    if width == 0 or height == 0:
+        raise ValueError(f"{name}: the image is empty ({width} x {height} pixels)")
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        raise _too_large(name, f" of {width} x {height}")
 
 
 def to_rgb8(arr: np.ndarray) -> np.ndarray:
@@ -60,22 +78,39 @@ def decode_image(data: bytes, name: str, use_pyspng: bool = True) -> np.ndarray:
     if not data:
         raise ValueError(f"{name}: empty file, not an image")
     header = _png_header(data)
+    if header is not None:
+        _check_size(header[0], header[1], name)
     # pyspng handles grey, RGB and RGBA at 8 or 16 bits; palette and grey+alpha go to PIL
-    if use_pyspng and pyspng is not None and header is not None and header[1] in (0, 2, 6) and header[0] in (8, 16):
+    if use_pyspng and pyspng is not None and header is not None and header[3] in (0, 2, 6) and header[2] in (8, 16):
         try:
             return to_rgb8(pyspng.load(data))
         except Exception as exc:  # pyspng raises RuntimeError/ValueError for damaged data
             raise ValueError(f"{name}: cannot decode PNG ({str(exc).strip() or type(exc).__name__})") from None
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():
+            # PIL warns above MAX_IMAGE_PIXELS and refuses above twice that: refuse both, from the header
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_large(name) from None
+    except _PIL_ERRORS as exc:
+        raise _cannot_decode(name, exc) from None
+    with img:
+        _check_size(*img.size, name)
+        try:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-                arr = np.asarray(img)
-                return to_rgb8(np.clip(arr, 0, 65535).astype(np.uint16))
+                return to_rgb8(np.clip(np.asarray(img), 0, 65535).astype(np.uint16))
             return np.ascontiguousarray(np.asarray(img.convert("RGB")))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error,
-            Image.DecompressionBombError) as exc:
-        raise ValueError(f"{name}: cannot decode image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        except _PIL_ERRORS as exc:
+            raise _cannot_decode(name, exc) from None
+
+
+_PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error)
+
+
+def _cannot_decode(name: str, exc: BaseException) -> ValueError:
+    return ValueError(f"{name}: cannot decode image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
 
 
 # ----------------------------------------------------------------------------------------- sources
@@ -110,29 +145,91 @@ class ImageSource(abc.ABC):
     def describe(self) -> dict:
         return {"kind": self.kind, "root": self.root, "count": len(self)}
 
+    @abc.abstractmethod
+    def stamps(self) -> list[str]:
+        """One string per image that changes whenever the image may have (size and times, or a
+        checksum): part of the checkpoint fingerprint, so that a resumed run never reuses features
+        of an image that has since changed."""
 
-class FolderSource(ImageSource):
-    """A folder searched recursively for png, jpg/jpeg, webp, bmp, tif (any letter case)."""
 
-    kind = "folder"
+def _file_stamp(path) -> str:
+    """Size, modification and status-change times of a file (the last changes on any write, even
+    one that restores the modification time)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"unreadable:{exc.errno}"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
-    def __init__(self, root):
-        root = Path(root)
-        names = []
-        for folder, dirs, files in os.walk(root, followlinks=True):
-            dirs.sort()
-            rel = Path(folder).relative_to(root)
-            names += [(rel / f).as_posix() for f in files if is_image_name(f)]
-        super().__init__(str(root), sorted(names))
+
+class _FileSource(ImageSource):
+    """Images that are files on disk, at ``path_of(i)``."""
+
+    @abc.abstractmethod
+    def path_of(self, index: int) -> Path:
+        """The file of image ``index``."""
 
     def read(self, index: int) -> np.ndarray:
-        name = self.names[index]
-        path = Path(self.root) / name
+        path = self.path_of(index)
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
         return decode_image(data, str(path))
+
+    def stamps(self) -> list[str]:
+        return [_file_stamp(self.path_of(i)) for i in range(len(self))]
+
+
+def _walk_images(root: Path) -> list[str]:
+    """Image names under ``root`` (relative, '/'-separated), each real folder listed once.
+
+    A symbolic link to a folder inside ``root`` is not followed (its images are listed under their
+    real names), and a link to a folder outside is followed once: a link loop (``ln -s . d/self``)
+    cannot repeat or hang the listing.
+    """
+    real_root = os.path.realpath(root)
+    seen, names = set(), []
+    stack = [(str(root), "")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise ValueError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
+        subfolders = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:  # a link loop: listed as a file, which then fails to read with its name
+                is_dir = False
+            if not is_dir:
+                if is_image_name(entry.name):
+                    names.append(rel + entry.name)
+            elif not (entry.is_symlink() and _is_within(os.path.realpath(entry.path), real_root)):
+                subfolders.append((entry.path, f"{rel}{entry.name}/"))
+        stack += reversed(subfolders)  # depth first, in name order
+    return sorted(names)
+
+
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class FolderSource(_FileSource):
+    """A folder searched recursively for png, jpg/jpeg, webp, bmp, tif (any letter case)."""
+
+    kind = "folder"
+
+    def __init__(self, root):
+        super().__init__(str(root), _walk_images(Path(root)))
+
+    def path_of(self, index: int) -> Path:
+        return Path(self.root) / self.names[index]
 
 
 class ZipSource(ImageSource):
@@ -156,14 +253,24 @@ class ZipSource(ImageSource):
         return state
 
     def read(self, index: int) -> np.ndarray:
-        if self._archive is None or self._pid != os.getpid():  # a worker must not share the parent's handle
-            self._archive, self._pid = zipfile.ZipFile(self.root), os.getpid()
         name = self.names[index]
         try:
-            data = self._archive.read(name)
+            data = self._open().read(name)
         except (zipfile.BadZipFile, OSError, KeyError) as exc:
             raise ValueError(f"{self.root}:{name}: cannot read from the archive ({exc})") from None
         return decode_image(data, f"{self.root}:{name}")
+
+    def _open(self) -> zipfile.ZipFile:
+        if self._archive is None or self._pid != os.getpid():  # a worker must not share the parent's handle
+            self._archive, self._pid = zipfile.ZipFile(self.root), os.getpid()
+        return self._archive
+
+    def stamps(self) -> list[str]:
+        try:
+            archive = self._open()
+            return [f"{info.file_size}:{info.CRC:08x}" for info in map(archive.getinfo, self.names)]
+        except (zipfile.BadZipFile, OSError, KeyError) as exc:
+            raise ValueError(f"{self.root}: not a readable zip archive ({exc})") from None
 
 
 class ArraySource(ImageSource):
@@ -179,6 +286,8 @@ class ArraySource(ImageSource):
                              f"got shape {array.shape}")
         if array.dtype != np.uint8:
             raise ValueError(f"{path}: expected uint8 images, got dtype {array.dtype}")
+        if 0 in array.shape:
+            raise ValueError(f"{path}: the image array is empty (shape {array.shape})")
         if array.shape[-1] in (1, 3, 4):
             self.layout = "NHWC"
         elif array.shape[1] in (1, 3, 4):
@@ -195,8 +304,11 @@ class ArraySource(ImageSource):
             img = np.moveaxis(img, 0, -1)
         return to_rgb8(np.asarray(img))
 
+    def stamps(self) -> list[str]:
+        return [_file_stamp(self.root)] * len(self)
 
-class ListSource(ImageSource):
+
+class ListSource(_FileSource):
     """A text file with one image path a line (relative paths are relative to the file's folder)."""
 
     kind = "list"
@@ -214,39 +326,41 @@ class ListSource(ImageSource):
             raise ValueError(f"{path}: {len(missing)} listed file(s) do not exist, e.g. {missing[0]}")
         super().__init__(str(path), names)
 
-    def read(self, index: int) -> np.ndarray:
-        full = self.base / self.names[index]
-        try:
-            data = full.read_bytes()
-        except OSError as exc:
-            raise ValueError(f"{full}: cannot read ({exc.strerror or exc})") from None
-        return decode_image(data, str(full))
+    def path_of(self, index: int) -> Path:
+        return self.base / self.names[index]
 
 
-def _load_image_array(path: Path) -> np.ndarray:
+_IMAGE_ARRAY_KEYS = ("images", "image", "x", "arr_0")
+
+
+def _load_image_array(path: Path, header_only: bool = False):
+    """The image array of a .npy (memory-mapped) or .npz file; with ``header_only`` (shape, dtype)
+    read from the header alone. ValueError naming the file where there is none."""
     try:
         if path.suffix.lower() == ".npy":
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            array = np.load(path, mmap_mode="r", allow_pickle=False)  # maps the data, reads only the header
+            return (array.shape, array.dtype) if header_only else array
         with np.load(path, allow_pickle=False) as data:
             keys = list(data.files)
-            key = next((k for k in ("images", "image", "x", "arr_0") if k in keys), keys[0] if len(keys) == 1 else None)
+            key = next((k for k in _IMAGE_ARRAY_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
             if key is None:
-                raise ValueError(f"{path}: several arrays ({', '.join(keys)}) and none named images, image, x or arr_0")
-            return data[key]
+                raise ValueError(f"{path}: {len(keys)} arrays ({', '.join(keys) or 'none'}) and none named "
+                                 f"{', '.join(_IMAGE_ARRAY_KEYS)}")
+            return (npz_header if header_only else npz_array)(data, key, str(path))
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable .npy/.npz array file ({exc})") from None
 
 
 def is_image_array_file(path) -> bool:
-    """True if ``path`` is a .npy/.npz holding a 4-D uint8 array (images), not a feature matrix."""
+    """True if ``path`` is a .npy/.npz holding a 4-D uint8 array (images), not a feature matrix; reads headers only."""
     path = Path(path)
     if path.suffix.lower() not in (".npy", ".npz") or not path.is_file():
         return False
     try:
-        array = _load_image_array(path)
+        shape, dtype = _load_image_array(path, header_only=True)
     except ValueError:
         return False
-    return array.ndim == 4 and array.dtype == np.uint8
+    return len(shape) == 4 and dtype == np.uint8
 
 
 def is_image_input(path) -> bool:

@@ -1,4 +1,4 @@
-"""Feature files (.npz / .npy) and atomic output files (DESIGN.md section 5).
+"""Feature files (.npz / .npy) (DESIGN.md section 5); they are written through :mod:`features.outputs`.
 
 A feature file written here holds ``feature`` (float32 (n, dim)), ``paths`` (unicode (n,), relative
 to the input root, sorted) and ``meta`` (a JSON string: schema version, provenance). Reading also
@@ -8,16 +8,15 @@ threshold into the features).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .outputs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +43,8 @@ class FeatureFile:
 
 def load_features(path) -> FeatureFile:
     """Read a feature file; ValueError with a one-line message naming the file on any problem."""
+    if path is None or isinstance(path, bytes):
+        raise TypeError(f"The 'path' parameter of load_features must be a file path. Got {path!r} instead.")
     path = Path(path)
     name = str(path)
     if not path.exists():
@@ -74,7 +75,7 @@ def load_features(path) -> FeatureFile:
                     f"{name}: no feature array found (looked for keys {', '.join(FEATURE_KEYS)}; "
                     f"the file has {', '.join(keys) or 'no arrays'})"
                 )
-            features = loaded[key]
+            features = npz_array(loaded, key, name)
             paths = _read_paths(loaded, name, features) if "paths" in keys else None
             meta = _read_meta(loaded, name) if "meta" in keys else {}
         except (OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -94,15 +95,39 @@ def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
+def npz_header(loaded, key: str, name: str) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of the array ``key`` of an open .npz, read from its header alone; ValueError
+    naming the file if that member is not a .npy array (``np.load`` would return its raw bytes)."""
+    member = key if key in loaded.zip.namelist() else f"{key}.npy"
+    with loaded.zip.open(member) as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:  # format 3.0 (unicode field names): read the array itself
+                array = loaded[key]
+                return array.shape, array.dtype
+            shape, _, dtype = read_header(handle)
+        except ValueError:
+            raise ValueError(f"{name}: member {member!r} is not a .npy array") from None
+    return shape, dtype
+
+
+def npz_array(loaded, key: str, name: str) -> np.ndarray:
+    """The array ``key`` of an open .npz, checked as :func:`npz_header` does."""
+    npz_header(loaded, key, name)
+    return loaded[key]
+
+
 def _read_paths(loaded, name: str, features: np.ndarray):
-    paths = loaded["paths"]
+    paths = npz_array(loaded, "paths", name)
     if paths.ndim != 1 or (features.ndim >= 1 and paths.shape[0] != features.shape[0]):
         raise ValueError(f"{name}: 'paths' has shape {paths.shape}, expected ({features.shape[0]},)")
     return [str(p) for p in paths.tolist()]
 
 
 def _read_meta(loaded, name: str) -> dict:
-    raw = loaded["meta"]
+    raw = npz_array(loaded, "meta", name)
     try:
         meta = json.loads(str(raw.item() if raw.ndim == 0 else raw))
         return meta if isinstance(meta, dict) else {"value": meta}
@@ -111,46 +136,18 @@ def _read_meta(loaded, name: str) -> dict:
         return {}
 
 
-def check_output_path(path, what: str = "output") -> Path:
-    """Fail early (ValueError) if ``path`` cannot be written: missing folder, a folder, no permission."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise ValueError(f"{what} {path}: is a folder, expected a file path")
-    if not parent.is_dir():
-        raise ValueError(f"{what} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"{what} {path}: folder {parent} is not writable")
-    return path
+def save_features(target, features: np.ndarray, *, paths=None, meta: dict | None = None,
+                  compress: bool = False) -> None:
+    """Write a feature file: ``feature`` float32 (n, dim), ``paths``, ``meta`` (JSON).
 
-
-@contextlib.contextmanager
-def atomic_write(path, mode: str = "wb", **open_kwargs):
-    """Open a temporary file beside ``path``; on success rename it over ``path`` (``os.replace``).
-
-    On any exception, KeyboardInterrupt included, the temporary file is removed and ``path`` is
-    left as it was: an interrupted run never leaves a half-written output.
+    ``target`` is a path (written safely: :func:`features.outputs.atomic_write`) or a binary file
+    object, such as one of :class:`features.outputs.OutputFiles`.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, mode, **open_kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def save_features(path, features: np.ndarray, *, paths=None, meta: dict | None = None,
-                  compress: bool = False) -> Path:
-    """Write a feature file atomically: ``feature`` float32 (n, dim), ``paths``, ``meta`` (JSON)."""
+    if features is None or isinstance(features, (str, bytes)):
+        raise TypeError(f"The 'features' parameter of save_features must be an array (n, dim). Got {features!r} instead.")
     features = np.ascontiguousarray(features, dtype=np.float32)
     if features.ndim != 2:
-        raise ValueError(f"features must be 2-D (n, dim), got shape {features.shape}")
+        raise ValueError(f"The 'features' parameter of save_features must be 2-D (n, dim). Got shape {features.shape}.")
     arrays = {"feature": features}
     if paths is not None:
         if len(paths) != features.shape[0]:
@@ -159,10 +156,12 @@ def save_features(path, features: np.ndarray, *, paths=None, meta: dict | None =
     full_meta = {"schema_version": SCHEMA_VERSION, "count": int(features.shape[0]), "dim": int(features.shape[1])}
     full_meta.update(meta or {})
     arrays["meta"] = np.asarray(json.dumps(full_meta, sort_keys=True))
-    path = check_output_path(path, "feature file")
-    with atomic_write(path) as handle:
-        (np.savez_compressed if compress else np.savez)(handle, **arrays)
-    return path
+    write = np.savez_compressed if compress else np.savez
+    if hasattr(target, "write"):
+        write(target, **arrays)
+        return
+    with atomic_write(target, what="feature file") as handle:
+        write(handle, **arrays)
 
 
 def random_subset(n: int, size: int, seed: int, what: str = "set") -> np.ndarray:

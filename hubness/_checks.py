@@ -37,10 +37,18 @@ def as_feature_matrix(array, name: str) -> np.ndarray:
 
     Accepts any real numeric dtype (integers, float16/32/64). float32 input that is already
     C-contiguous is returned without a copy. Raises ValueError naming ``name`` for a wrong rank,
-    an empty set, a non-numeric dtype, NaN/Inf values, or values too large for float32 distances.
+    an empty set, a non-numeric dtype, NaN/Inf values, or values too large for float32 distances;
+    TypeError for None and for tensors of a dtype numpy lacks (bfloat16, float8).
     """
+    if array is None:
+        raise TypeError(f"{name}: expected a feature array of shape (n_samples, dim), got None")
     if hasattr(array, "detach"):  # a torch tensor
-        array = array.detach().cpu().numpy()
+        tensor = array.detach()
+        try:
+            array = tensor.cpu().numpy()
+        except TypeError:  # numpy has no bfloat16 / float8: refuse rather than guess a conversion
+            raise TypeError(f"{name}: torch tensors of dtype {tensor.dtype} are not supported; "
+                            f"convert them with .float() first") from None
     array = np.asarray(array)
     if array.dtype == np.bool_ or not (
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)

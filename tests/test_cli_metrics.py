@@ -1,25 +1,24 @@
-"""improved_precision_recall_hubness.py through subprocess: stdout, JSON, CSV, and every input error."""
+"""improved_precision_recall_hubness.py through main(argv): stdout, JSON, CSV, and every input error;
+as a process where an interrupt is what is tested."""
 import csv
 import json
 import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import hubness
+from cli.metrics_main import main
 from tests import oracle
+from tests.cli_helpers import METRICS_SCRIPT as SCRIPT
+from tests.cli_helpers import assert_one_line_error, call
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "improved_precision_recall_hubness.py"
 
-
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=300)
+def run(*args):
+    return call(main, *args)
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +30,6 @@ def files(tmp_path_factory):
     np.savez(tmp / "real.npz", feature=real, paths=np.array([f"r{i}.png" for i in range(160)]))
     np.savez(tmp / "fake.npz", feature=fake, paths=np.array([f"f{i}.png" for i in range(140)]))
     return tmp, real, fake
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert proc.stdout == ""
 
 
 def test_stdout_json_and_csv(files):
@@ -55,6 +44,7 @@ def test_stdout_json_and_csv(files):
     assert (name0, name1) == ("precision", "recall")
     assert float(value0) == pytest.approx(ref["epr_precision"], abs=1e-6)
     assert float(value1) == pytest.approx(ref["epr_recall"], abs=1e-6)
+    assert proc.stderr == ""  # quiet by default
     assert all(": " in line for line in lines)
     values = dict(line.split(": ", 1) for line in lines)
     assert float(values["pr.precision"]) == pytest.approx(ref["precision"], abs=1e-6)
@@ -137,31 +127,35 @@ def _bad_files(tmp):
     np.savez(tmp / "tiny.npz", feature=good[:3])
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["missing.npz", "good.npz"], ["missing.npz: no such file"]),
-    (["good.npz", "text.npz"], ["text.npz: not a .npz or .npy array file"]),
-    (["good.npz", "nokey.npz"], ["nokey.npz: no feature array found", "something"]),
-    (["rank3.npz", "good.npz"], ["real: expected a 2-D feature array", "(30, 2, 2)"]),
-    (["good.npz", "dim5.npz"], ["different dimensions: 4 vs 5"]),
-    (["good.npz", "nan.npz"], ["fake: row 4 contains NaN or Inf"]),
-    (["inf.npz", "good.npz"], ["real: row 0 contains NaN or Inf"]),
-    (["good.npz", "tiny.npz"], ["fake has 3 samples", "at least 4"]),
-    (["good.npz", "good.npz", "--k", "0"], ["argument --k: must be >= 1, got 0"]),
-    (["good.npz", "good.npz", "--k", "two"], ["argument --k: expected an integer"]),
-    (["good.npz", "good.npz", "--bogus"], ["unrecognized arguments: --bogus"]),
-    (["good.npz", "good.npz", "--met", "pr"], ["unrecognized arguments: --met"]),
-    (["good.npz", "good.npz", "--metrics", "pr,fid"], ["'metrics' parameter", "Got 'fid' instead"]),
-    (["good.npz", "good.npz", "--device", "gpu7"], ["'device' parameter"]),
-    (["good.npz", "good.npz", "--json", "nowhere/out.json"], ["--json nowhere/out.json: folder nowhere does not exist"]),
-    (["good.npz", "good.npz", "--per_sample", "nowhere/x.csv"], ["folder nowhere does not exist"]),
-    (["good.npz", "good.npz", "--num_samples", "31"], ["--num_samples 31 is larger than the 30 samples"]),
-    (["good.npz"], ["the following arguments are required: FAKE"]),
+@pytest.mark.parametrize("args, status, fragments", [
+    (["missing.npz", "good.npz"], 1, ["missing.npz: no such file"]),
+    (["good.npz", "text.npz"], 1, ["text.npz: not a .npz or .npy array file"]),
+    (["good.npz", "nokey.npz"], 1, ["nokey.npz: no feature array found", "something"]),
+    (["rank3.npz", "good.npz"], 1, ["rank3.npz (real): expected a 2-D feature array", "(30, 2, 2)"]),
+    (["good.npz", "dim5.npz"], 1, ["dim5.npz (fake): 5-dimensional", "good.npz (real) has 4", "different dimensions"]),
+    (["good.npz", "nan.npz"], 1, ["nan.npz (fake): row 4 contains NaN or Inf"]),
+    (["inf.npz", "good.npz"], 1, ["inf.npz (real): row 0 contains NaN or Inf"]),
+    (["good.npz", "tiny.npz"], 1, ["tiny.npz: fake has 3 samples", "at least 4"]),
+    (["good.npz", "good.npz", "--k", "0"], 2, ["argument --k: must be >= 1, got 0"]),
+    (["good.npz", "good.npz", "--k", "two"], 2, ["argument --k: expected an integer"]),
+    (["good.npz", "good.npz", "--bogus"], 2, ["unrecognized arguments: --bogus"]),
+    (["good.npz", "good.npz", "--met", "pr"], 2, ["unrecognized arguments: --met"]),
+    (["good.npz", "good.npz", "--metrics", "pr,fid"], 2, ["argument --metrics: unknown metric 'fid'"]),
+    (["good.npz", "good.npz", "--metrics", ","], 2, ["argument --metrics: no metric given"]),
+    (["good.npz", "good.npz", "--device", "gpu7"], 2, ["argument --device: expected auto, cpu, cuda or cuda:N"]),
+    (["good.npz", "good.npz", "--json", "nowhere/out.json"], 1, ["--json nowhere/out.json: folder nowhere does not exist"]),
+    (["good.npz", "good.npz", "--per_sample", "nowhere/x.csv"], 1, ["--per_sample nowhere/x.csv: folder nowhere"]),
+    (["good.npz", "good.npz", "--plot", "p.png", "--metrics", "dc"], 1, ["--plot p.png: needs at least one of"]),
+    (["good.npz", "good.npz", "--num_samples", "31"], 1, ["--num_samples 31 is larger than the 30 samples of good.npz"]),
+    (["good.npz"], 2, ["the following arguments are required: FAKE"]),
 ])
-def test_errors_are_one_line_and_write_nothing(tmp_path, args, fragments):
+def test_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, args, status, fragments):
+    """At the default verbosity: exactly the error line (no log line before it); usage errors exit 2."""
     _bad_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
     before = set(os.listdir(tmp_path))
-    proc = run(*args, "--json", "out.json", "-q", cwd=tmp_path) if "--json" not in args else run(*args, "-q", cwd=tmp_path)
-    assert_one_line_error(proc, *fragments)
+    result = run(*args, "--json", "out.json") if "--json" not in args else run(*args)
+    assert_one_line_error(result, *fragments, status=status)
     assert set(os.listdir(tmp_path)) == before
 
 

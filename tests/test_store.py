@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from features.store import atomic_write, check_output_path, load_features, random_subset, save_features
+from features.outputs import atomic_write, check_output_path
+from features.store import load_features, random_subset, save_features
 
 
 @pytest.fixture
@@ -33,7 +34,8 @@ def test_npy_and_original_script_files(tmp_path, feats):
 
 def test_roundtrip_paths_and_meta(tmp_path, feats):
     paths = [f"img/{i:03d}.png" for i in range(20)]
-    out = save_features(tmp_path / "out.npz", feats, paths=paths, meta={"backbone": "vgg16"})
+    out = tmp_path / "out.npz"
+    save_features(out, feats, paths=paths, meta={"backbone": "vgg16"})
     raw = np.load(out, allow_pickle=False)  # everything readable without pickle
     assert raw["feature"].dtype == np.float32 and raw["paths"].dtype.kind == "U"
     meta = json.loads(str(raw["meta"]))

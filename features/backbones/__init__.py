@@ -40,11 +40,16 @@ class Backbone:
         The same ``prepare`` + ``network`` path as files, so an image gives the same features
         whether it comes from a file or from a tensor.
         """
+        if images is None:
+            raise TypeError("The 'images' parameter of embed must be uint8 images (N, H, W, 3) or (N, 3, H, W). Got None.")
         arr = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
         if arr.ndim != 4 or arr.dtype != np.uint8:
-            raise ValueError(f"expected uint8 images of shape (N, H, W, 3) or (N, 3, H, W), got {arr.dtype} {arr.shape}")
+            raise ValueError("The 'images' parameter of embed must be uint8 images of shape (N, H, W, 3) or "
+                             f"(N, 3, H, W). Got {arr.dtype} {arr.shape}.")
         if arr.shape[-1] not in (1, 3, 4) and arr.shape[1] in (1, 3, 4):
             arr = np.moveaxis(arr, 1, -1)
+        if arr.shape[0] and 0 in arr.shape:
+            raise ValueError(f"The 'images' parameter of embed holds empty images (shape {arr.shape}).")
         from ..images import to_rgb8
         net = self.inference_network(device)
         out = []
