@@ -3,7 +3,7 @@
 1. **Screen.** One tiled pass over the upper triangle of the set's distance matrix, in float32 on the
    set's screen frame (:mod:`hubness.frame`: centred and scaled where that sharpens the screen).
    Each off-diagonal tile is reduced along its rows *and* its columns, so every product is computed
-   once. Each row keeps a running list of ``k_max + 4`` candidates by screened distance.
+   once. Each row keeps a running list of ``k_max + 16`` candidates by screened distance.
 2. **Proof.** The screen is within ``T_i`` of the exact distance for every pair of row ``i``
    (:func:`hubness.distances.screen_eps`). Every sample outside the candidate list has a screened
    distance at least the list's last one; if that last one exceeds the k-th by more than ``2 T_i``,
@@ -34,7 +34,7 @@ from .distances import (DEFAULT_MEMORY_BUDGET, exact_matmul, exact_sq_dist, gram
                         sq_dist_tile, strip_width, tile_grid, tile_side)
 from .frame import SetStats, choose_frame, screen_rows
 
-_EXTRA_CANDIDATES = 4
+_EXTRA_CANDIDATES = 16  # spare candidates a row: enough for most tie groups of low-dimensional data
 
 
 @dataclass(frozen=True)
@@ -250,38 +250,45 @@ def _copies_as_neighbours(x: torch.Tensor, rows: torch.Tensor, k: int, out_i: to
 
 def _float64_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Tensor,
                   memory_budget: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`exact_rows` for rows without k exact copies: float64 screen, bounds, exact pairs."""
+    """:func:`exact_rows` for rows without k exact copies: float64 screen, bounds, exact pairs.
+
+    With ``s = |a|^2 + |b|^2`` and ``D = s - 2 a.b`` (float64, centred), the bounds ``D +- eps64 s``
+    are one GEMM each: ``(1 +- eps64) s - 2 a.b``.
+    """
     n, dim = x.shape
     dev = x.device
     eps = (72.0 + 2.0 * math.sqrt(dim)) * 2.0**-53
-    block = max(1, min(rows.numel(), 256))
-    width = max(64, memory_budget // (8 * dim + 32 * block))
+    tiny = (dim + 2) * 2.0**-1000
+    block = max(1, min(rows.numel(), 512))
+    width = max(64, memory_budget // (8 * dim + 24 * block))
+    strips = [slice(start, min(n, start + width)) for start in range(0, n, width)]
 
-    def tiles(r):
-        """(column slice, D, t) of the float64 screen of rows ``r`` against every column strip."""
-        a = x[r].to(torch.float64) - centre
-        na = (a * a).sum(dim=1)
-        for start in range(0, n, width):
-            cols = slice(start, min(n, start + width))
-            b = x[cols].to(torch.float64) - centre
-            nb = (b * b).sum(dim=1)
-            dd = torch.addmm(na[:, None] + nb[None, :], a, b.T, alpha=-2.0).clamp_(min=0.0)
-            t = eps * (na[:, None] + nb[None, :]) + dim * 2.0**-1000
-            self_pos = r[:, None] == torch.arange(cols.start, cols.stop, device=dev)[None, :]
-            yield cols, dd, t, self_pos
+    def bound(a, na, cols, sign):
+        """Upper (sign +1) or lower (-1) bounds of the distances of rows ``a`` to the strip ``cols``,
+        with self (by index) at +inf."""
+        b = x[cols].to(torch.float64) - centre
+        nb = (b * b).sum(dim=1)
+        s = (na[:, None] + nb[None, :]).mul_(1.0 + sign * eps).add_(sign * tiny)
+        return torch.addmm(s, a, b.T, alpha=-2.0)
 
     out_i = torch.empty((rows.numel(), k), dtype=torch.int64, device=dev)
     out_d = torch.empty((rows.numel(), k), dtype=torch.float64, device=dev)
     for lo in range(0, rows.numel(), block):
         r = rows[lo:lo + block]
+        a = x[r].to(torch.float64) - centre
+        na = (a * a).sum(dim=1)
         upper = torch.full((r.numel(), k), float("inf"), dtype=torch.float64, device=dev)
-        for _, dd, t, self_pos in tiles(r):  # U: the k-th smallest upper bound of each row
-            ub = (dd + t).masked_fill_(self_pos, float("inf"))
+        for cols in strips:  # U: the k-th smallest upper bound of each row
+            ub = bound(a, na, cols, +1)
+            mine = torch.nonzero((r >= cols.start) & (r < cols.stop)).flatten()
+            ub[mine, r[mine] - cols.start] = float("inf")  # self, by index
             upper = torch.topk(torch.cat([upper, ub], dim=1), k, dim=1, largest=False).values
-        bound = upper.max(dim=1).values
+        limit = upper.max(dim=1).values
         pr, pc = [], []
-        for cols, dd, t, self_pos in tiles(r):  # every sample that may be within U
-            hit = ((dd - t) <= bound[:, None]) & ~self_pos
+        for cols in strips:  # every sample whose lower bound is within U
+            hit = bound(a, na, cols, -1) <= limit[:, None]
+            mine = torch.nonzero((r >= cols.start) & (r < cols.stop)).flatten()
+            hit[mine, r[mine] - cols.start] = False
             i, j = hit.nonzero(as_tuple=True)
             pr.append(i)
             pc.append(j + cols.start)

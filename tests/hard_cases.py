@@ -75,7 +75,7 @@ def ulp_ties(dim=12, offset=3000.0):
     return np.array(pts, dtype=np.float32)
 
 
-def many_duplicates(seed=12, copies=25, dim=16):
+def many_duplicates(seed=12, copies=40, dim=16):
     """More exact copies of one point than k plus the spare candidates (one set)."""
     rng = np.random.default_rng(seed)
     point = rng.standard_normal(dim).astype(np.float32)
