@@ -15,6 +15,7 @@ import hubness
 from features.backbones import load_backbone
 from features.extract import extract_features, extract_path
 from features.images import open_source
+from tests.test_images import png_bomb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,6 +126,36 @@ def test_checkpoint_of_other_inputs_is_discarded(lite, small_set, tmp_path):
                      shard_size=4)
     result = extract_features(open_source(tmp / "folder"), lite, num_workers=0, checkpoint_dir=ckpt, shard_size=4)
     assert len(result.paths) == 24
+
+
+def test_resume_discards_a_checkpoint_of_images_changed_since(lite, tmp_path):
+    """Same names, new content of the same size, modification time put back: the shards are stale."""
+    imgs, _ = digit_images(np.arange(8))
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i, img in enumerate(imgs):  # uncompressed PNGs: the file size depends on the image size only
+        Image.fromarray(img).save(folder / f"{i:04d}.png", compress_level=0)
+    ckpt = tmp_path / "ckpt"
+    before = extract_features(open_source(folder), lite, num_workers=0, checkpoint_dir=ckpt, shard_size=4)
+    changed = folder / "0005.png"
+    old = changed.stat()
+    Image.fromarray(255 - imgs[5]).save(changed, compress_level=0)
+    os.utime(changed, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert changed.stat().st_size == old.st_size and changed.stat().st_mtime_ns == old.st_mtime_ns
+    after = extract_features(open_source(folder), lite, num_workers=0, checkpoint_dir=ckpt, shard_size=4)
+    fresh = extract_features(open_source(folder), lite, num_workers=0)
+    np.testing.assert_allclose(after.features, fresh.features, atol=1e-6)
+    assert np.abs(after.features[5] - before.features[5]).max() > 1e-3
+
+
+def test_png_bomb_in_a_folder_stops_the_run_or_is_skipped(lite, tmp_path):
+    folder = write_folder(tmp_path / "f", digit_images(np.arange(3))[0])
+    (folder / "0001b.png").write_bytes(png_bomb(20000))
+    with pytest.raises(ValueError, match=r"0001b.png: image of 20000 x 20000 .* \(use --skip_bad"):
+        extract_features(open_source(folder), lite, num_workers=0)
+    result = extract_features(open_source(folder), lite, num_workers=0, skip_bad=True)
+    assert result.paths == ["0000.png", "0001.png", "0002.png"]
+    assert [name for name, _ in result.skipped] == ["0001b.png"] and "pixels" in result.skipped[0][1]
 
 
 def test_num_samples_subset_recorded(lite, small_set):

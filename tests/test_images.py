@@ -1,12 +1,13 @@
 """Decoding and image sources: every mode, both decoders, every input form, broken files."""
 import io
+import signal
 import struct
 import zipfile
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from features import images
 from features.images import decode_image, open_source
@@ -166,3 +167,127 @@ def test_image_input_detection(tree):
     assert images.is_image_input(tmp / "imgs") and images.is_image_input(tmp / "imgs.zip")
     assert images.is_image_input(tmp / "imgs_nhwc.npy") and images.is_image_input(tmp / "list.txt")
     assert not images.is_image_input(tmp / "feats.npz")
+
+
+# ------------------------------------------------------------------------------ bounded work
+
+def png_bomb(side: int, colour: int = 0) -> bytes:
+    """A valid PNG of side x side black pixels (8-bit grey, or RGB with colour=2), about side^2 / 230 bytes:
+    decoding it would take side^2 (grey) or 3 side^2 bytes; made in well under a second."""
+    row = b"\x00" * (1 + side * (3 if colour == 2 else 1))
+    deflate = zlib.compressobj(1)
+    block = row * max(1, 2**20 // len(row))
+    rows_per_block = len(block) // len(row)
+    parts = [deflate.compress(block) for _ in range(side // rows_per_block)]
+    parts += [deflate.compress(row * (side % rows_per_block)), deflate.flush()]
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("colour", [0, 2])
+def test_png_bomb_helper_makes_valid_pngs(colour):
+    data = png_bomb(2000, colour)  # whole blocks of rows and a remainder
+    for use_pyspng in (True, False):
+        pixels = decode_image(data, "small.png", use_pyspng=use_pyspng)
+        assert pixels.shape == (2000, 2000, 3) and not pixels.any()
+
+
+class Decoded(BaseException):
+    """Raised by a decoder that must not have been reached (escapes every `except Exception`)."""
+
+
+@pytest.mark.parametrize("side", [20000, 10000])  # above PIL's hard limit (2x), and between 1x and 2x where PIL only warns
+@pytest.mark.parametrize("use_pyspng", [True, False])
+def test_png_bomb_refused_from_the_header_by_both_decoders(monkeypatch, side, use_pyspng):
+    data = png_bomb(side, colour=2 if side == 10000 else 0)
+    assert len(data) < 2 * 2**20 and side * side > Image.MAX_IMAGE_PIXELS
+
+    def reached(*args, **kwargs):
+        raise Decoded("the decoder was called")
+
+    monkeypatch.setattr(images.pyspng, "load", reached)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", reached)
+    with pytest.raises(ValueError, match=f"bomb.png: image of {side} x {side} has more than the 89,478,485 pixels"):
+        decode_image(data, "bomb.png", use_pyspng=use_pyspng)
+
+
+def test_pixel_limit_follows_pil_setting(monkeypatch):
+    data = encode(Image.fromarray(rgb_noise(40, 50)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1999)
+    for use_pyspng in (True, False):
+        with pytest.raises(ValueError, match="x.png: image of 50 x 40 has more than the 1,999 pixels"):
+            decode_image(data, "x.png", use_pyspng=use_pyspng)
+    other = encode(Image.fromarray(rgb_noise(40, 50)), "BMP")  # not a PNG: the limit comes from PIL's header parse
+    with pytest.raises(ValueError, match="x.bmp: image .*has more than the 1,999 pixels"):
+        decode_image(other, "x.bmp")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    assert decode_image(data, "x.png").shape == (40, 50, 3)
+
+
+def test_symlink_loops_and_aliases_list_each_real_folder_once(tmp_path):
+    root, outside = tmp_path / "d", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    for i, name in enumerate([root / "a.png", root / "sub" / "b.png", outside / "c.png"]):
+        Image.fromarray(rgb_noise(8, 8, seed=i)).save(name)
+    (root / "self").symlink_to(".")  # ln -s . d/self
+    (root / "sub" / "up").symlink_to("..")  # a loop through the parent
+    (root / "alias").symlink_to("sub")  # a second name of a folder inside: listed under its real name
+    (root / "ext1").symlink_to(outside)  # a folder outside is followed, once
+    (root / "ext2").symlink_to(outside)
+    (outside / "back").symlink_to(root)
+    (outside / "me").symlink_to(".")
+    (root / "loop.png").symlink_to("loop.png")  # a file link loop: listed, then fails to read with its name
+    source = run_bounded(lambda: open_source(root))
+    assert source.names == ["a.png", "ext1/c.png", "loop.png", "sub/b.png"]
+    with pytest.raises(ValueError, match="loop.png: cannot read"):
+        source.read(2)
+
+
+def run_bounded(function, seconds: int = 60):
+    """``function()``, failing the test (instead of hanging the suite) if it takes more than ``seconds``."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        return function()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_npz_member_that_is_not_an_array(tmp_path):
+    with zipfile.ZipFile(tmp_path / "imgs.npz", "w") as archive:
+        archive.writestr("images.npy", "text, not an array")
+    with zipfile.ZipFile(tmp_path / "notes.npz", "w") as archive:
+        archive.writestr("notes.txt", "text, not an array")
+    for name, member in [("imgs.npz", "images.npy"), ("notes.npz", "notes.txt")]:
+        assert not images.is_image_input(tmp_path / name)
+        with pytest.raises(ValueError, match=f"{name}: member '{member}' is not a .npy array"):
+            open_source(tmp_path / name)
+
+
+@pytest.mark.parametrize("shape", [(4, 0, 0, 3), (4, 3, 0, 5), (0, 8, 8, 3)])
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_empty_image_arrays_refused(tmp_path, shape, suffix):
+    path = tmp_path / f"empty{suffix}"
+    (np.save if suffix == ".npy" else np.savez)(path, np.zeros(shape, np.uint8))
+    with pytest.raises(ValueError, match=rf"empty{suffix}: the image array is empty \(shape \({shape[0]}, "):
+        open_source(path)
+
+
+def test_image_array_detection_reads_headers_only(tmp_path, monkeypatch):
+    np.savez(tmp_path / "imgs.npz", images=np.zeros((2, 4, 4, 3), np.uint8))
+    np.savez(tmp_path / "feats.npz", feature=np.zeros((3, 4), np.float32))
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the array data was read")
+
+    monkeypatch.setattr(np.lib.format, "read_array", no_read)
+    assert images.is_image_input(tmp_path / "imgs.npz") and not images.is_image_input(tmp_path / "feats.npz")

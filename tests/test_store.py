@@ -1,6 +1,7 @@
 """Feature files: every accepted layout, every rejected one, atomic writes."""
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -60,6 +61,30 @@ def test_rejected_files(tmp_path, make, message):
     make(path)
     with pytest.raises(ValueError, match=message):
         load_features(path)
+
+
+@pytest.mark.parametrize("member", ["feature", "feature.npy", "paths.npy", "meta.npy"])
+def test_npz_member_that_is_not_an_array(tmp_path, feats, member):
+    """np.load returns such a member as raw bytes; it must be refused with one line, not crash later."""
+    np.savez(tmp_path / "good.npz", feature=feats, paths=np.array([f"{i}.png" for i in range(20)]), meta=np.array("{}"))
+    path = tmp_path / "odd.npz"
+    with zipfile.ZipFile(tmp_path / "good.npz") as src, zipfile.ZipFile(path, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(*(member, "text, not an array") if name in (member, member + ".npy") else (name, src.read(name)))
+    with pytest.raises(ValueError, match=f"odd.npz: member '{member}' is not a .npy array"):
+        load_features(path)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda tmp: load_features(None), TypeError, "'path' parameter of load_features"),
+    (lambda tmp: save_features(tmp / "x.npz", None), TypeError, "'features' parameter of save_features"),
+    (lambda tmp: save_features(tmp / "x.npz", np.zeros(5)), ValueError, "'features' parameter of save_features .*"
+                                                                         "2-D"),
+])
+def test_library_errors_name_the_parameter(tmp_path, call, error, message):
+    with pytest.raises(error, match=message):
+        call(tmp_path)
+    assert os.listdir(tmp_path) == []
 
 
 def test_truncated_npz(tmp_path, feats):

@@ -1,0 +1,277 @@
+"""Output files never damage anything and never leave half a result (features/outputs.py and both scripts).
+
+Symbolic links are written through, special files (character devices, FIFOs, /dev/fd/N) written
+directly, new files get the umask's mode, an output equal to an input or to another output is
+refused before any work, and a failing output leaves no output of the run behind.
+"""
+import contextlib
+import json
+import os
+import stat
+import threading
+
+import numpy as np
+import pytest
+
+from cli import features_main, metrics_main
+from features.outputs import OutputFiles, atomic_write, current_umask
+from tests.cli_helpers import assert_one_line_error, call
+
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="creating a character device (os.mknod) needs root")
+
+
+def make_char_device(path, minor: int):
+    """A character device node of the memory driver: minor 3 is /dev/null, 7 is /dev/full."""
+    os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    return path
+
+
+def leftovers(*folders):
+    return [name for folder in folders for name in os.listdir(folder) if name.endswith(".tmp")]
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+class FifoReader:
+    """Reads a FIFO to its end in a thread (a writer's open blocks until a reader has it open)."""
+
+    def __init__(self, path):
+        os.mkfifo(path)
+        self.path, self.data = path, b""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        with open(self.path, "rb") as handle:
+            self.data = handle.read()
+
+    def result(self) -> bytes:
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "nothing was written to the FIFO"
+        return self.data
+
+
+# ------------------------------------------------------------------------------ features/outputs.py
+
+def test_symlink_is_written_through_and_kept(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "links").mkdir()
+    target = tmp_path / "data" / "result.json"
+    target.write_text("old")
+    link = tmp_path / "links" / "out.json"
+    link.symlink_to("../data/result.json")
+    with atomic_write(link, "w") as handle:
+        handle.write("new")
+    assert link.is_symlink() and os.readlink(link) == "../data/result.json"
+    assert target.read_text() == "new"
+    dangling = tmp_path / "links" / "later.json"  # a link to a file not there yet creates the target
+    dangling.symlink_to("../data/later.json")
+    with atomic_write(dangling, "w") as handle:
+        handle.write("made")
+    assert dangling.is_symlink() and (tmp_path / "data" / "later.json").read_text() == "made"
+    assert leftovers(tmp_path / "data", tmp_path / "links") == []
+
+
+def test_fifo_is_written_directly(tmp_path):
+    reader = FifoReader(tmp_path / "pipe")
+    with atomic_write(tmp_path / "pipe", "w") as handle:
+        handle.write("through the pipe")
+    assert reader.result() == b"through the pipe"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode)
+    assert os.listdir(tmp_path) == ["pipe"]
+
+
+@NEEDS_ROOT
+def test_character_device_is_written_directly_never_replaced(tmp_path):
+    null = make_char_device(tmp_path / "null", 3)
+    with atomic_write(null) as handle:
+        handle.write(b"x" * 100_000)
+    st = os.lstat(null)
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+    assert os.listdir(tmp_path) == ["null"]
+
+
+@NEEDS_ROOT
+def test_failing_special_file_leaves_no_other_output(tmp_path):
+    full = make_char_device(tmp_path / "full", 7)  # every write: ENOSPC
+    (tmp_path / "kept.json").write_text("old")
+    outputs = OutputFiles()
+    regular, new, device = (outputs.add(tmp_path / "kept.json", "--json"), outputs.add(tmp_path / "new.csv", "--csv"),
+                            outputs.add(full, "--plot"))
+    with pytest.raises(ValueError, match=r"--plot .*full: cannot write \(No space left on device\)"):
+        with outputs:
+            for output in (regular, new, device):
+                with output.open("w") as handle:
+                    handle.write("content")
+    assert (tmp_path / "kept.json").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["full", "kept.json"]
+
+
+def test_file_descriptor_alias_is_written_directly(tmp_path):
+    read_end, write_end = os.pipe()
+    try:
+        with atomic_write(f"/dev/fd/{write_end}", "w") as handle:
+            handle.write("to the descriptor")
+        os.close(write_end)
+        write_end = None
+        with os.fdopen(read_end, "rb") as pipe:
+            read_end = None
+            assert pipe.read() == b"to the descriptor"
+    finally:
+        for fd in (read_end, write_end):
+            if fd is not None:
+                os.close(fd)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_files_get_the_umask_mode(tmp_path, mask, mode):
+    with umask(mask):
+        assert current_umask() == mask
+        with atomic_write(tmp_path / "out.bin") as handle:
+            handle.write(b"1")
+    assert stat.S_IMODE(os.stat(tmp_path / "out.bin").st_mode) == mode
+
+
+def test_replaced_file_keeps_its_mode(tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_text("old")
+    out.chmod(0o640)
+    with umask(0o022), atomic_write(out, "w") as handle:
+        handle.write("new")
+    assert out.read_text() == "new" and stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+def test_outputs_equal_to_an_input_or_to_each_other_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "real.npz").write_bytes(b"input")
+    os.link(tmp_path / "real.npz", tmp_path / "hard.npz")
+    (tmp_path / "soft.npz").symlink_to("real.npz")
+    for spelling in ("real.npz", "./real.npz", str(tmp_path / "real.npz"), "hard.npz", "soft.npz"):
+        with pytest.raises(ValueError, match=f"--json {spelling}: is the input REAL"):
+            OutputFiles(inputs={"REAL": "real.npz"}).add(spelling, "--json")
+    outputs = OutputFiles()
+    outputs.add("x.json", "--json")
+    with pytest.raises(ValueError, match="--per_sample ./x.json: is also the output of --json"):
+        outputs.add("./x.json", "--per_sample")
+    assert (tmp_path / "real.npz").read_bytes() == b"input"
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("folder", lambda p: p.mkdir(), "is a folder"),
+    ("missing/o.json", lambda p: None, "folder .*missing does not exist"),
+    ("loop", lambda p: p.symlink_to(p), "cannot be used as an output"),
+])
+def test_unusable_output_paths(tmp_path, name, make, message):
+    make(tmp_path / name)
+    with pytest.raises(ValueError, match=f"--json .*{name}: {message}"):
+        OutputFiles().add(tmp_path / name, "--json")
+
+
+def test_error_in_any_writer_leaves_no_output(tmp_path):
+    (tmp_path / "a.json").write_text("old")
+    outputs = OutputFiles()
+    first, second = outputs.add(tmp_path / "a.json", "--json"), outputs.add(tmp_path / "b.csv", "--per_sample")
+    with pytest.raises(ValueError, match=r"--per_sample .*b.csv: cannot write .*'ascii' codec"):
+        with outputs:
+            with first.open("w") as handle:
+                handle.write("new")
+            with second.open("w", encoding="ascii") as handle:
+                handle.write("caf\u00e9")
+    assert sorted(os.listdir(tmp_path)) == ["a.json"] and (tmp_path / "a.json").read_text() == "old"
+
+
+def test_interrupt_leaves_no_output(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(tmp_path / "a.bin") as handle:
+            handle.write(b"half")
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------- scripts
+
+@pytest.fixture
+def features(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(5)
+    np.savez("real.npz", feature=rng.standard_normal((60, 5)).astype(np.float32))
+    names = [f"f{i}.png" for i in range(50)]
+    np.savez("fake.npz", feature=rng.standard_normal((50, 5)).astype(np.float32), paths=np.array(names))
+    names[7] = "f7-\udcff.png"  # a file name that was not UTF-8 on disk: it cannot be written in the UTF-8 CSV
+    np.savez("badname.npz", feature=rng.standard_normal((50, 5)).astype(np.float32), paths=np.array(names))
+    return tmp_path
+
+
+@NEEDS_ROOT
+def test_metric_script_writes_through_links_and_into_special_files(features):
+    null = make_char_device(features / "null", 3)
+    os.mkdir("results")
+    os.symlink("results/per_sample.csv", "per_sample.csv")
+    reader = FifoReader(features / "plot.fifo")
+    result = call(metrics_main.main, "real.npz", "fake.npz", "--json", null, "--per_sample", "per_sample.csv",
+                  "--plot", "plot.fifo")
+    assert result.returncode == 0, result.stderr
+    assert reader.result()[:4] == b"\x89PNG"
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    assert os.path.islink("per_sample.csv") and len(open("results/per_sample.csv").read().splitlines()) == 51
+    assert leftovers(features, features / "results") == []
+
+
+def test_metric_script_outputs_get_the_umask_mode(features):
+    with umask(0o022):
+        result = call(metrics_main.main, "real.npz", "fake.npz", "--json", "r.json", "--per_sample", "r.csv",
+                      "--plot", "r.png")
+    assert result.returncode == 0, result.stderr
+    assert {name: stat.S_IMODE(os.stat(name).st_mode) for name in ("r.json", "r.csv", "r.png")} == {
+        "r.json": 0o644, "r.csv": 0o644, "r.png": 0o644}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--json", "real.npz"], "--json real.npz: is the input REAL (real.npz)"),
+    (["--per_sample", "./fake.npz"], "--per_sample ./fake.npz: is the input FAKE (fake.npz)"),
+    (["--json", "x", "--per_sample", "x"], "--per_sample x: is also the output of --json"),
+    (["--json", "x", "--plot", "x"], "--plot x: is also the output of --json"),
+])
+def test_metric_script_refuses_output_equal_to_an_input_before_computing(features, monkeypatch, args, fragment):
+    def no_work(*a, **k):
+        raise AssertionError("inputs were read before the outputs were checked")
+
+    monkeypatch.setattr(metrics_main, "load_features", no_work)
+    before = {name: open(name, "rb").read() for name in os.listdir(".")}
+    assert_one_line_error(call(metrics_main.main, "real.npz", "fake.npz", *args), fragment, status=1)
+    assert {name: open(name, "rb").read() for name in os.listdir(".")} == before
+
+
+def test_getfeature_refuses_output_equal_to_its_input_before_computing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save("imgs.npy", np.zeros((2, 8, 8, 3), np.uint8))
+    np.savez("imgs.npz", images=np.zeros((2, 8, 8, 3), np.uint8))
+    before = open("imgs.npz", "rb").read()
+
+    def no_work(*a, **k):
+        raise AssertionError("extraction started before the output was checked")
+
+    monkeypatch.setattr(features_main, "extract_path", no_work)
+    for argv, fragment in [(["imgs.npz", "-o", "imgs.npz"], "--fname_precalc imgs.npz: is the input IMAGES"),
+                           (["imgs.npy", "-o", "w.npz", "--weights", "w.npz"], "--fname_precalc w.npz: is the input "
+                                                                               "--weights")]:
+        if "w.npz" in argv:
+            open("w.npz", "wb").close()
+        assert_one_line_error(call(features_main.main, *argv), fragment, status=1)
+    assert open("imgs.npz", "rb").read() == before
+
+
+def test_output_that_fails_midway_leaves_no_output_of_the_run(features):
+    (features / "old.json").write_text("{}")
+    result = call(metrics_main.main, "real.npz", "badname.npz", "--json", "old.json", "--per_sample", "p.csv",
+                  "--plot", "p.png")
+    assert_one_line_error(result, "--per_sample p.csv: cannot write", "surrogates not allowed", status=1)
+    assert json.loads((features / "old.json").read_text()) == {}  # not replaced by this run's JSON
+    assert sorted(os.listdir(features)) == ["badname.npz", "fake.npz", "old.json", "real.npz"]

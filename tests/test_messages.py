@@ -1,0 +1,71 @@
+"""Messages: one line naming the option, file or parameter at fault; logs only when asked for."""
+import numpy as np
+import pytest
+import torch
+
+import hubness
+from cli import features_main, metrics_main
+from features.backbones import load_backbone
+from features.extract import extract_features, extract_path
+from tests.cli_helpers import assert_one_line_error, call
+
+X = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("function", [hubness.evaluate, hubness.precision_recall, hubness.density_coverage,
+                                      hubness.efficient_precision_recall, hubness.realism_scores])
+@pytest.mark.parametrize("side", ["real", "fake"])
+@pytest.mark.parametrize("bad, error, message", [
+    (None, TypeError, "expected a feature array of shape \\(n_samples, dim\\), got None"),
+    (torch.from_numpy(X).bfloat16(), TypeError, "torch tensors of dtype torch.bfloat16 are not supported; convert"),
+    (X[:, 0], ValueError, "expected a 2-D feature array of shape \\(n_samples, dim\\), got shape \\(20,\\)"),
+    (X[:0], ValueError, "the feature array is empty"),
+])
+def test_feature_parameters_are_named(function, side, bad, error, message):
+    arrays = {"real": X, "fake": X, side: bad}
+    with pytest.raises(error, match=f"^{side}: {message}"):
+        function(**arrays)
+
+
+def test_extraction_parameters_are_named(tmp_path):
+    with pytest.raises(TypeError, match="'path' parameter of extract_path"):
+        extract_path(None)
+    with pytest.raises(TypeError, match="'source' parameter of extract_features .*Got NoneType"):
+        extract_features(None, None)
+    lite = load_backbone("efficientnet_lite0")
+    for images, error, message in [(None, TypeError, "Got None"), (np.zeros((8, 8, 3), np.uint8), ValueError, "Got uint8"),
+                                   (np.zeros((2, 0, 0, 3), np.uint8), ValueError, "empty images")]:
+        with pytest.raises(error, match=f"The 'images' parameter of embed .*{message}"):
+            lite.embed(images)
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(1)
+    np.savez("real.npz", feature=rng.standard_normal((40, 4)).astype(np.float32), radii_hub=np.ones(3))
+    np.savez("fake.npz", feature=rng.standard_normal((30, 4)).astype(np.float32), meta=np.array("not json"))
+    np.save("empty_images.npy", np.zeros((4, 0, 0, 3), np.uint8))
+    return tmp_path
+
+
+def test_logs_only_when_asked(files):
+    quiet = call(metrics_main.main, "real.npz", "fake.npz", "--metrics", "pr")
+    assert quiet.returncode == 0 and quiet.stderr == "fake.npz: 'meta' is not a JSON object; ignored\n"
+    errors_only = call(metrics_main.main, "real.npz", "fake.npz", "--metrics", "pr", "-q")
+    assert errors_only.returncode == 0 and errors_only.stderr == ""
+    verbose = call(metrics_main.main, "real.npz", "fake.npz", "--metrics", "pr", "-v")
+    assert "real: real.npz, 40x4, key 'feature'" in verbose.stderr and "ignoring radii_hub" in verbose.stderr
+    assert verbose.stdout.splitlines()[:-1] == quiet.stdout.splitlines()[:-1]  # all but "seconds: ..."
+
+
+@pytest.mark.parametrize("main, args, status, fragment", [
+    (metrics_main.main, ["real.npz", "fake.npz", "--device", "cuda:99"], 1, "error: --device cuda:99: "),
+    (metrics_main.main, ["real.npz", "fake.npz", "--device", "tpu"], 2, "argument --device: expected auto, cpu"),
+    (metrics_main.main, ["real.npz", "fake.npz", "--metrics", "precision"], 2, "argument --metrics: unknown metric "
+                                                                               "'precision'"),
+    (features_main.main, ["empty_images.npy", "-o", "f.npz"], 1, "empty_images.npy: the image array is empty"),
+    (features_main.main, ["real.npz", "-o", "f.npz", "--device", "cuda:99"], 1, "error: --device cuda:99: "),
+])
+def test_bad_input_is_one_line_naming_the_culprit(files, main, args, status, fragment):
+    assert_one_line_error(call(main, *args), fragment, status=status)
