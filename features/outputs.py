@@ -9,7 +9,8 @@ place depends on what the path names:
 
 - a regular file or a new name: the temporary file lies beside it and is renamed over it
   (``os.replace``), so a reader never sees half a file. A new file gets the mode the user's umask
-  gives (0644 under umask 022); a replaced file keeps its mode;
+  gives (0644 under umask 022); a replaced file keeps its mode (a read-only one is refused, as
+  ``open()`` would refuse it);
 - a symbolic link: written through, as ``open()`` would: the temporary file lies beside the link's
   target and replaces the target; the link stays;
 - a special file (character device such as ``/dev/null``, FIFO) or a file descriptor alias
@@ -110,6 +111,8 @@ class Output:
             raise self._fail(f"folder {os.path.dirname(self.requested) or '.'} does not exist{where}")
         if not os.access(folder, os.W_OK):
             raise self._fail(f"folder {folder} is not writable{where}")
+        if st is not None and not os.access(self.path, os.W_OK):  # as open() would refuse it
+            raise self._fail(f"is not writable{where}")
 
     def same_file(self, other) -> bool:
         """True if writing this output would change the file ``other`` (a path) names."""

@@ -148,6 +148,18 @@ def test_replaced_file_keeps_its_mode(tmp_path):
     assert out.read_text() == "new" and stat.S_IMODE(out.stat().st_mode) == 0o640
 
 
+def test_read_only_file_is_refused_not_replaced(tmp_path, monkeypatch):
+    out = tmp_path / "protected.json"
+    out.write_text("keep")
+    out.chmod(0o444)
+    real_access = os.access
+    # root may write any file, whatever its mode: ask as a user would be answered
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(out) else real_access(p, mode))
+    with pytest.raises(ValueError, match="--json .*protected.json: is not writable"):
+        OutputFiles().add(out, "--json")
+    assert out.read_text() == "keep"
+
+
 def test_outputs_equal_to_an_input_or_to_each_other_are_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "real.npz").write_bytes(b"input")
