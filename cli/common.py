@@ -123,6 +123,8 @@ def print_results(lines) -> None:
     """Print result lines to stdout. A reader that went away raises :class:`StdoutGone`; any other
     failure (``>/dev/full``, a stdout closed with ``>&-``) an OSError naming stdout. Either way stdout
     is pointed at /dev/null, so that Python's flush at exit cannot fail again."""
+    if sys.stdout is None:  # no stdout at all (started with it closed, outside the scripts' launcher)
+        raise OSError("stdout: cannot write the results (stdout is closed)")
     try:
         sys.stdout.write("".join(line + "\n" for line in lines))
         sys.stdout.flush()

@@ -106,9 +106,9 @@ class Output:
             return
         self.path = Path(os.path.realpath(self.requested))  # a link is written through, at its target
         folder = self.path.parent
-        where = "" if self.path == Path(self.requested).absolute() else f" (the link's target {self.path})"
+        where = "" if str(self.path) == os.path.abspath(self.requested) else f" (resolved to {self.path})"
         if not folder.is_dir():
-            raise self._fail(f"folder {os.path.dirname(self.requested) or '.'} does not exist{where}")
+            raise self._fail(f"folder {folder if where else os.path.dirname(self.requested) or '.'} does not exist{where}")
         if not os.access(folder, os.W_OK):
             raise self._fail(f"folder {folder} is not writable{where}")
         if st is not None and not os.access(self.path, os.W_OK):  # as open() would refuse it
