@@ -47,8 +47,8 @@ def _png_header(data: bytes):
 
 
 def _too_large(name: str, size: str = "") -> ValueError:
-    return ValueError(f"{name}: image{size} has more than the {Image.MAX_IMAGE_PIXELS:,} pixels allowed "
-                      f"(PIL.Image.MAX_IMAGE_PIXELS); not decoded")
+    return ValueError(f"{name}: image too large{size}: over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+                      "(PIL.Image.MAX_IMAGE_PIXELS), not decoded (a decompression bomb?)")
 
 
 def _check_size(width: int, height: int, name: str) -> None:
@@ -56,7 +56,7 @@ def _check_size(width: int, height: int, name: str) -> None:
     if width == 0 or height == 0:
         raise ValueError(f"{name}: the image is empty ({width} x {height} pixels)")
     if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-        raise _too_large(name, f" of {width} x {height}")
+        raise _too_large(name, f" ({width} x {height} = {width * height:,} pixels)")
 
 
 def to_rgb8(arr: np.ndarray) -> np.ndarray:

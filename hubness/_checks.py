@@ -32,6 +32,23 @@ def check_choice(value, name: str, func: str, choices) -> str:
     return value
 
 
+def check_feature_input(array, name: str) -> None:
+    """The checks of :func:`as_feature_matrix` that need neither a copy nor a device transfer, for
+    functions that take tensors where they lie: TypeError for None and for a torch dtype numpy lacks
+    (bfloat16, float8), ValueError for a rank other than 2. Messages start with ``name``."""
+    if array is None:
+        raise TypeError(f"{name}: expected a feature array of shape (n_samples, dim), got None")
+    if hasattr(array, "detach"):  # a torch tensor
+        try:
+            array.new_empty(0).cpu().numpy()
+        except TypeError:  # numpy has no bfloat16 / float8: refuse rather than guess a conversion
+            raise TypeError(f"{name}: torch tensors of dtype {array.dtype} are not supported; "
+                            f"convert them with .float() first") from None
+    shape = tuple(array.shape) if hasattr(array, "shape") else np.shape(array)
+    if len(shape) != 2:
+        raise ValueError(f"{name}: expected a 2-D feature array of shape (n_samples, dim), got shape {shape}")
+
+
 def as_feature_matrix(array, name: str) -> np.ndarray:
     """Validate a feature array and return it as a C-contiguous float32 array of shape (n, dim).
 
@@ -40,24 +57,14 @@ def as_feature_matrix(array, name: str) -> np.ndarray:
     an empty set, a non-numeric dtype, NaN/Inf values, or values too large for float32 distances;
     TypeError for None and for tensors of a dtype numpy lacks (bfloat16, float8).
     """
-    if array is None:
-        raise TypeError(f"{name}: expected a feature array of shape (n_samples, dim), got None")
+    check_feature_input(array, name)
     if hasattr(array, "detach"):  # a torch tensor
-        tensor = array.detach()
-        try:
-            array = tensor.cpu().numpy()
-        except TypeError:  # numpy has no bfloat16 / float8: refuse rather than guess a conversion
-            raise TypeError(f"{name}: torch tensors of dtype {tensor.dtype} are not supported; "
-                            f"convert them with .float() first") from None
+        array = array.detach().cpu().numpy()
     array = np.asarray(array)
     if array.dtype == np.bool_ or not (
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     ):
         raise ValueError(f"{name}: expected a numeric feature array, got dtype {array.dtype}")
-    if array.ndim != 2:
-        raise ValueError(
-            f"{name}: expected a 2-D feature array of shape (n_samples, dim), got shape {array.shape}"
-        )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{name}: the feature array is empty (shape {array.shape})")
     if np.issubdtype(array.dtype, np.floating):

@@ -7,6 +7,7 @@ import hubness
 from cli import features_main, metrics_main
 from features.backbones import load_backbone
 from features.extract import extract_features, extract_path
+from hubness._checks import check_feature_input
 from tests.cli_helpers import assert_one_line_error, call
 
 X = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
@@ -25,6 +26,18 @@ def test_feature_parameters_are_named(function, side, bad, error, message):
     arrays = {"real": X, "fake": X, side: bad}
     with pytest.raises(error, match=f"^{side}: {message}"):
         function(**arrays)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (None, TypeError, "expected a feature array .*got None"),
+    (torch.zeros((5, 3), dtype=torch.bfloat16), TypeError, "torch tensors of dtype torch.bfloat16 are not supported"),
+    (torch.zeros(5), ValueError, "expected a 2-D feature array .*got shape \\(5,\\)"),
+    ([[[1.0]]], ValueError, "expected a 2-D feature array .*got shape \\(1, 1, 1\\)"),
+])
+def test_feature_input_check_without_a_copy(bad, error, message):
+    with pytest.raises(error, match=f"^features: {message}"):
+        check_feature_input(bad, "features")
+    check_feature_input(torch.zeros((5, 3), dtype=torch.float16), "features")
 
 
 def test_extraction_parameters_are_named(tmp_path):
