@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from features.store import atomic_write
+from features.outputs import atomic_write
 
 FORMAT = "hyp2 checkpoint v1"
 TENSOR_KEYS = ("network", "proxies")
@@ -24,7 +24,7 @@ def save_checkpoint(path, payload: dict) -> None:
     tensors = {k: v for k, v in payload.items() if k in TENSOR_KEYS}
     plain = json.loads(json.dumps({k: v for k, v in payload.items() if k not in TENSOR_KEYS},
                                   default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-    with atomic_write(path) as handle:
+    with atomic_write(path, what="checkpoint") as handle:
         torch.save({"format": FORMAT, **plain, **tensors}, handle)
 
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cli.common import (OneLineParser, add_run_options, nonnegative_int, positive_int, run_main, setup_logging,
-                        write_json)
-from hubness.distances import resolve_device
+from cli.common import (OneLineParser, add_run_options, check_device, nonnegative_int, positive_int, print_results,
+                        run_main, setup_logging, write_json)
+from features.outputs import OutputFiles, check_output_path
 
 from . import __version__
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
@@ -64,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds initialisation, order, flips, dropout, splits")
     p.add_argument("--output", default="result", help="output folder (checkpoint, metrics.json, log, figures)")
     p.add_argument("--test", action="store_true", help="only evaluate the output folder's checkpoint")
-    p.add_argument("--checkpoint", metavar="FILE", help="with --test: this checkpoint instead of OUTPUT/checkpoint.pt")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="the checkpoint to write (training) or to evaluate (--test); default OUTPUT/checkpoint.pt")
     p.add_argument("--retrieve", type=nonnegative_int, default=0,
                    help="R of mAP@R (0: as published; mosaic 1000; features: the database size)")
     p.add_argument("--cuda", type=nonnegative_int, default=None, metavar="N", help="same as --device cuda:N")
@@ -114,28 +114,69 @@ def _backbone(args) -> str:
     return args.backbone or "googlenet"
 
 
+def _plan_outputs(args, files: dict, ckpt_path: Path) -> tuple[OutputFiles | None, dict]:
+    """The final files of the run, checked before any work (writable, none of them an input)."""
+    if args.no_save:
+        return None, {}
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    inputs = {"--weights": args.weights, "--features": args.features, "--labels": args.labels, "--split": args.split}
+    if args.test:
+        inputs["--checkpoint"] = ckpt_path
+    outputs = OutputFiles(inputs=inputs)
+    planned = {key: outputs.add(files[key], f"--output {FILES[key]}")
+               for key in ("metrics", "topn", "history") + (("codes",) if args.test else ())}
+    if not args.test:  # written while training, each atomically, not with the final files
+        check_output_path(ckpt_path, "--checkpoint" if args.checkpoint else f"--output {FILES['checkpoint']}")
+        check_output_path(files["log"], f"--output {FILES['log']}")
+    return outputs, planned
+
+
+def _train(args, network, data, zeta, config, summary: dict, files: dict, ckpt_path: Path, feature_dim):
+    """Train; the best checkpoint so far and the log are on disk after each evaluation / epoch."""
+    if network.name == "mlp":  # standardise with the training features' statistics (kept in the checkpoint)
+        x = data.train.features.astype(np.float64)
+        network.module.mean.copy_(torch.from_numpy(x.mean(axis=0)).float())
+        network.module.std.copy_(torch.from_numpy(np.maximum(x.std(axis=0), 1e-6)).float())
+    meta = {"config": vars(args), "network_meta": network.meta, "data_meta": data.meta, "feature_dim": feature_dim,
+            "lr": args.lr if args.lr is not None else network.lr}
+
+    def checkpoint(best, history):
+        if not args.no_save:
+            save_checkpoint(ckpt_path, {**summary, **meta, "network": best.state, "proxies": best.proxies,
+                                        "epoch": best.best_epoch, "val_map": best.val_map, "history": history})
+
+    def epoch_log(history):
+        if not args.no_save:
+            write_log(files["log"], history)
+
+    log.info("%s: %s; zeta %.4f (K %d, k %d, d %d); %s on %s", args.dataset,
+             ", ".join(f"{k[2:]} {v}" for k, v in data.sizes().items()), zeta.value, zeta.bits, zeta.k,
+             zeta.min_distance, network.name, config.device)
+    result = train(network, data, zeta.value, config, progress=args.progress, on_best=checkpoint, on_epoch=epoch_log)
+    checkpoint(result, result.history)  # the best weights again, with the whole log
+    network.module.load_state_dict(result.state)
+    return {"history": result.history, "best_epoch": result.best_epoch, "val_map": result.val_map, "lr": meta["lr"]}
+
+
 def run(args) -> dict:
     backbone = _backbone(args)
-    device = resolve_device(f"cuda:{args.cuda}" if args.cuda is not None else args.device)
+    device = check_device(f"cuda:{args.cuda}" if args.cuda is not None else args.device)
     started = time.perf_counter()
     data = load_dataset(args.dataset, data=args.data, split=args.split, features=args.features, labels=args.labels,
                         seed=args.seed, val_size=args.val_size, retrieve=args.retrieve,
                         mosaic_source=args.mosaic_source, mosaic_counts=args.mosaic_counts,
                         num_query=args.num_query, num_train=args.num_train)
     zeta = lookup(args.hash_bit, data.num_classes)
-    out = Path(args.output)
-    files = {key: out / name for key, name in FILES.items()}
+    files = {key: Path(args.output) / name for key, name in FILES.items()}
     ckpt_path = Path(args.checkpoint) if args.checkpoint else files["checkpoint"]
     feature_dim = data.train.features.shape[1] if data.kind == "features" else None
-    payload = None
     if args.test:
         payload = load_checkpoint(ckpt_path)
         check_compatible(payload, ckpt_path, backbone=backbone, hash_bit=args.hash_bit,
                          num_classes=data.num_classes, feature_dim=feature_dim)
         if payload.get("dataset") != args.dataset:
             log.warning("%s: trained on %s, evaluated on %s", ckpt_path, payload.get("dataset"), args.dataset)
-    if not args.no_save:
-        out.mkdir(parents=True, exist_ok=True)
+    outputs, planned = _plan_outputs(args, files, ckpt_path)
     num_workers = args.num_workers if args.num_workers is not None else (
         0 if args.dataset in ("mosaic", "features") else min(8, os.cpu_count() or 1))
     network = build_network(backbone, args.hash_bit, weights=args.weights, pretrained=not args.test,
@@ -148,70 +189,43 @@ def run(args) -> dict:
                "num_classes": data.num_classes, "seed": args.seed, "classes": data.classes, **data.sizes()}
     if args.test:
         network.module.load_state_dict(payload["network"])
-        history, best_epoch, val_map = payload["history"], payload["epoch"], payload["val_map"]
-        train_seconds = None
+        trained = {key: payload[key] for key in ("history", "lr")}
+        trained.update(best_epoch=payload["epoch"], val_map=payload["val_map"])
     else:
-        if backbone == "mlp":  # standardise with the training features' statistics (kept in the checkpoint)
-            x = data.train.features.astype(np.float64)
-            network.module.mean.copy_(torch.from_numpy(x.mean(axis=0)).float())
-            network.module.std.copy_(torch.from_numpy(np.maximum(x.std(axis=0), 1e-6)).float())
-        meta = {"config": vars(args), "network_meta": network.meta, "data_meta": data.meta,
-                "lr": args.lr if args.lr is not None else network.lr}
-
-        def checkpoint(best, history):
-            if not args.no_save:
-                save_checkpoint(ckpt_path, {**summary, **meta, "feature_dim": feature_dim, "network": best.state,
-                                            "proxies": best.proxies, "epoch": best.best_epoch,
-                                            "val_map": best.val_map, "history": history})
-
-        def epoch_log(history):
-            if not args.no_save:
-                write_log(files["log"], history)
-
-        log.info("%s: %s; zeta %.4f (K %d, k %d, d %d); %s on %s", args.dataset,
-                 ", ".join(f"{k[2:]} {v}" for k, v in data.sizes().items()), zeta.value, zeta.bits, zeta.k,
-                 zeta.min_distance, backbone, device)
-        result = train(network, data, zeta.value, config, progress=args.progress, on_best=checkpoint,
-                       on_epoch=epoch_log)
-        checkpoint(result, result.history)  # the best weights again, with the whole log
-        network.module.load_state_dict(result.state)
-        history, best_epoch, val_map = result.history, result.best_epoch, result.val_map
-        train_seconds = time.perf_counter() - started
+        trained = _train(args, network, data, zeta, config, summary, files, ckpt_path, feature_dim)
+    train_seconds = None if args.test else time.perf_counter() - started
     eval_started = time.perf_counter()
     scores, q_codes, db_codes = evaluate(network, data.query, data.database, data.R, topn=topn_grid(len(data.database)),
                                          device=device, batch_size=args.batch_size, num_workers=num_workers,
                                          memory_mib=args.memory_budget, progress=args.progress)
-    val_R = next((e["val_R"] for e in history if "val_R" in e), None)
-    metrics = {**scores.to_dict(), "val_map": val_map, "val_R": val_R, "best_epoch": best_epoch, **summary,
-               "mode": "test" if args.test else "train", "checkpoint": str(ckpt_path),
-               "lr_network": (payload if args.test else meta)["lr"], "rate": args.rate, "epochs": args.epochs,
+    metrics = {**scores.to_dict(), "val_map": trained["val_map"],
+               "val_R": next((e["val_R"] for e in trained["history"] if "val_R" in e), None),
+               "best_epoch": trained["best_epoch"], **summary, "mode": "test" if args.test else "train",
+               "checkpoint": str(ckpt_path), "lr_network": trained["lr"], "rate": args.rate, "epochs": args.epochs,
                "batch_size": args.batch_size, "device": str(device), "train_seconds": train_seconds,
                "eval_seconds": time.perf_counter() - eval_started, "torch_version": torch.__version__,
                "hyp2_version": __version__}
-    if not args.no_save:
-        write_json(files["metrics"], metrics)
+    if outputs is not None:
         title = f"{args.dataset}, {backbone}, {args.hash_bit} bits, beta {args.beta:g}"
-        plot_topn(files["topn"], scores.precision_at, title)
-        plot_history(files["history"], history, title)
-        if args.test:
-            write_codes(files["codes"], q_codes, db_codes, data.query.labels, data.database.labels)
+        with outputs:  # every final file written, then all put in place together, or none
+            with planned["metrics"].open("w", encoding="utf-8") as handle:
+                write_json(handle, metrics)
+            with planned["topn"].open() as handle:
+                plot_topn(handle, scores.precision_at, title)
+            with planned["history"].open() as handle:
+                plot_history(handle, trained["history"], title)
+            if args.test:
+                with planned["codes"].open() as handle:
+                    write_codes(handle, q_codes, db_codes, data.query.labels, data.database.labels)
     return metrics
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbosity)
-    results = {}
 
     def body():
-        results.update(run(args))
+        metrics = run(args)
+        print_results([f"map: {metrics['map']:.6f}", f"val_map: {metrics['val_map']:.6f}"])
 
-    status = run_main("retrieval.py", body, interrupted="the output folder keeps its last complete files")
-    if status == 0:
-        print(f"map: {results['map']:.6f}")
-        print(f"val_map: {results['val_map']:.6f}")
-    return status
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    return run_main("retrieval.py", body, interrupted="the output folder keeps the best checkpoint and the log so far")

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from features.images import FolderSource, ImageSource
-from features.store import atomic_write, load_features
+from features.outputs import atomic_write
+from features.store import load_features
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def seeded_split(n: int, num_query: int, num_train: int, seed: int) -> dict:
 
 def write_split(path, names, parts: dict, seed: int) -> None:
     payload = {"format": "hyp2 split", "seed": seed, **{p: [names[i] for i in parts[p]] for p in parts}}
-    with atomic_write(path, "w", encoding="utf-8") as handle:
+    with atomic_write(path, "w", what="--split", encoding="utf-8") as handle:
         json.dump(payload, handle)
 
 

@@ -68,10 +68,15 @@ class MosaicSource(ImageSource):
 
     kind = "mosaic"
 
-    def __init__(self, part: str, items: np.ndarray, picks: np.ndarray, cells: np.ndarray):
+    def __init__(self, root: str, part: str, items: np.ndarray, picks: np.ndarray, cells: np.ndarray):
         width = len(str(max(0, picks.shape[0] - 1)))
-        super().__init__(f"mosaic/{part}", [f"{part}/{i:0{width}d}" for i in range(picks.shape[0])])
+        super().__init__(root, [f"{part}/{i:0{width}d}" for i in range(picks.shape[0])])
         self.items, self.picks, self.cells = items, picks, cells
+
+    def stamps(self) -> list[str]:
+        """What defines each image: the source, its items and their cells."""
+        return [f"{self.root}:{self.picks[i].tolist()}:{self.cells[i].tolist()}"
+                for i in map(self._base_index, range(len(self)))]
 
     def read(self, index: int) -> np.ndarray:
         i = self._base_index(index)
@@ -84,7 +89,8 @@ class MosaicSource(ImageSource):
         return np.repeat(canvas[:, :, None], 3, axis=2)
 
 
-def _part(part: str, part_id: int, count: int, pool: np.ndarray, items, classes, num_classes: int) -> Split:
+def _part(source: str, part: str, part_id: int, count: int, pool: np.ndarray, items, classes,
+          num_classes: int) -> Split:
     picks = np.full((count, 3), -1, np.int64)
     cells = np.full((count, 3), -1, np.int64)
     labels = np.zeros((count, num_classes), np.uint8)
@@ -94,8 +100,8 @@ def _part(part: str, part_id: int, count: int, pool: np.ndarray, items, classes,
         cells[i, :n] = rng.choice(4, size=n, replace=False)
         picks[i, :n] = pool[rng.choice(len(pool), size=n, replace=False)]
         labels[i, classes[picks[i, :n]]] = 1
-    source = MosaicSource(part, items, picks, cells)
-    return Split(names=list(source.names), labels=labels, source=source)
+    images = MosaicSource(f"mosaic-{source}", part, items, picks, cells)
+    return Split(names=list(images.names), labels=labels, source=images)
 
 
 def parse_counts(text) -> dict:
@@ -118,7 +124,7 @@ def load_mosaic(source: str = "digits", counts=None, retrieve: int = 0, fashion_
     items, classes, names = source_items(source, fashion_dir)
     order = np.random.default_rng(DATA_SEED).permutation(len(items))
     bounds = np.cumsum([0] + [round(POOL_FRACTIONS[p] * len(items)) for p in DEFAULT_COUNTS])
-    parts = {p: _part(p, j, counts[p], order[bounds[j]:bounds[j + 1]], items, classes, len(names))
+    parts = {p: _part(source, p, j, counts[p], order[bounds[j]:bounds[j + 1]], items, classes, len(names))
              for j, p in enumerate(DEFAULT_COUNTS)}
     return RetrievalData(name="mosaic", classes=names, R=retrieve or DEFAULT_R,
                          meta={"mosaic_source": source, "data_seed": DATA_SEED, "counts": counts}, **parts)

@@ -1,34 +1,30 @@
-"""Files of an output folder: the training log (JSON lines), codes, and the two figures. All atomic."""
+"""What an output folder holds besides the checkpoint: the training log (JSON lines), codes and the
+two figures. The log is rewritten whole, atomically, after each epoch; the others are written to
+file objects (the command line stages them and puts them in place together)."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 
-from features.store import atomic_write
+from features.outputs import atomic_write
 
 
 def write_log(path, history: list) -> None:
-    """One JSON object a line, one line an epoch (rewritten whole after each epoch)."""
+    """One JSON object a line, one line an epoch."""
     text = "".join(json.dumps(entry, allow_nan=False) + "\n" for entry in history)
-    with atomic_write(path, "w", encoding="utf-8") as handle:
+    with atomic_write(path, "w", what="training log", encoding="utf-8") as handle:
         handle.write(text)
 
 
-def write_codes(path, query_codes, db_codes, query_labels, db_labels) -> None:
+def write_codes(handle, query_codes, db_codes, query_labels, db_labels) -> None:
     """``query_codes``, ``db_codes`` (+1/-1 int8) and ``query_labels``, ``db_labels`` (multi-hot uint8)."""
-    with atomic_write(path) as handle:
-        np.savez(handle, query_codes=np.asarray(query_codes, np.int8), db_codes=np.asarray(db_codes, np.int8),
-                 query_labels=np.asarray(query_labels, np.uint8), db_labels=np.asarray(db_labels, np.uint8))
+    np.savez(handle, query_codes=np.asarray(query_codes, np.int8), db_codes=np.asarray(db_codes, np.int8),
+             query_labels=np.asarray(query_labels, np.uint8), db_labels=np.asarray(db_labels, np.uint8))
 
 
-def _save(fig, path) -> None:
-    with atomic_write(path) as handle:
-        fig.savefig(handle, format="png", dpi=110)
-
-
-def plot_topn(path, precision_at: dict, title: str) -> None:
-    """Precision of the top N against N."""
+def plot_topn(handle, precision_at: dict, title: str) -> None:
+    """PNG: precision of the top N against N."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend choice
     fig = Figure(figsize=(5, 3.6), layout="constrained")
     ax = fig.add_subplot()
@@ -36,11 +32,11 @@ def plot_topn(path, precision_at: dict, title: str) -> None:
     ax.plot(ns, [precision_at[n] for n in ns], marker="o")
     ax.set(xlabel="N (top N of the Hamming ranking)", ylabel="precision", title=title, ylim=(0, 1.02))
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    fig.savefig(handle, format="png", dpi=110)
 
 
-def plot_history(path, history: list, title: str) -> None:
-    """Validation mAP@R at the evaluated epochs, and the training loss of every epoch."""
+def plot_history(handle, history: list, title: str) -> None:
+    """PNG: validation mAP@R at the evaluated epochs, and the training loss of every epoch."""
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax_map, ax_loss = fig.subplots(1, 2)
@@ -53,4 +49,4 @@ def plot_history(path, history: list, title: str) -> None:
     ax_loss.legend()
     for ax in (ax_map, ax_loss):
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    fig.savefig(handle, format="png", dpi=110)

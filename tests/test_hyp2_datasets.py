@@ -193,6 +193,8 @@ def test_mosaic_images_labels_and_disjoint_pools():
     for a in pools:
         for b in pools:
             assert a == b or pools[a].isdisjoint(pools[b])
+    stamps = data.train.source.stamps()
+    assert len(set(stamps)) == 60 and data.train.subset([3, 7]).source.stamps() == [stamps[3], stamps[7]]
     again = load_mosaic("digits", (60, 10, 30, 10))
     assert np.array_equal(again.query.labels, data.query.labels)
     assert np.array_equal(again.query.source.read(3), data.query.source.read(3))
