@@ -82,8 +82,17 @@ def evaluate(network: HashNetwork, query: Split, database: Split, R: int, *, top
 
 def train(network: HashNetwork, data: RetrievalData, zeta: float, config: TrainConfig, *,
           progress: bool | None = None, on_best=None, on_epoch=None) -> TrainResult:
-    """Train ``network`` on ``data.train``, choose the epoch on ``data.val``; the best weights come back."""
+    """Train ``network`` on ``data.train``, choose the epoch on ``data.val``; the best weights come back.
+    ``on_best(result, history)`` is called at each new best, ``on_epoch(history)`` after each epoch.
+    Dropout draws from ``config.seed``; the caller's global random state is left as it was."""
     device = torch.device(config.device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(config.seed)
+        return _train(network, data, zeta, config, device, progress, on_best, on_epoch)
+
+
+def _train(network, data, zeta, config, device, progress, on_best, on_epoch) -> TrainResult:
     module = network.module.to(device)
     criterion = HyP2Loss(data.num_classes, network.hash_bit, zeta, config.beta, config.seed).to(device)
     lr = network.lr if config.lr is None else config.lr
@@ -95,7 +104,6 @@ def train(network: HashNetwork, data: RetrievalData, zeta: float, config: TrainC
     val_R = min(data.R, len(val_db))
     best = TrainResult(state={}, proxies=criterion.proxies.detach().cpu().clone(), best_epoch=0, val_map=-math.inf)
     history = []
-    torch.manual_seed(config.seed)  # dropout draws of the network
     n = len(data.train)
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
