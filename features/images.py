@@ -347,8 +347,10 @@ def _load_image_array(path: Path, header_only: bool = False):
                 raise ValueError(f"{path}: {len(keys)} arrays ({', '.join(keys) or 'none'}) and none named "
                                  f"{', '.join(_IMAGE_ARRAY_KEYS)}")
             return (npz_header if header_only else npz_array)(data, key, str(path))
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable .npy/.npz array file ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(str(path)):  # ours: names the file already
+            raise
+        raise ValueError(f"{path}: not a readable .npy/.npz array of images ({str(exc).splitlines()[0]})") from None
 
 
 def is_image_array_file(path) -> bool:

@@ -153,6 +153,7 @@ def _write(path, content):
     ("g.npy", np.zeros((2, 5, 5, 3), np.float32), "expected uint8 images"),
     ("h.npy", np.zeros((2, 5, 5, 7), np.uint8), "cannot tell the channel axis"),
     ("l.txt", "nope.png\n", "do not exist, e.g. nope.png"),
+    ("o.npy", np.array([[[[None]]]], dtype=object), r"o.npy: not a readable .npy/.npz array of images \(Array can't"),
 ])
 def test_bad_sources(tmp_path, name, content, message):
     is_dir = isinstance(content, str) and content == "dir"
