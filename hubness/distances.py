@@ -1,17 +1,17 @@
 """Squared Euclidean distances, tiled: the one numerical kernel under every metric.
 
-Numerics (DESIGN.md section 2):
+Numerics (README, "Numerics"):
 
-* A tile of squared distances is ``|a|^2 + |b|^2 - 2 a.b`` with one float32 GEMM, clamped at 0.
-  Squared norms are accumulated in float64 and rounded to float32. On CUDA, TF32 is switched off
-  for these products (:func:`exact_matmul`); float16 is never used.
-* The GEMM formula is a *screen*. Its error is below ``tol = screen_eps(dim) * (|a|^2 + |b|^2)``
-  (measured at most ~15 * 2**-24 * (|a|^2+|b|^2) for dim <= 16384; the band is 4-13x wider).
-  Every decision that a float32 rounding error could flip, a distance within ``tol`` of a
-  threshold or of zero, is re-decided with the exact float64 distance of the two float32 vectors
-  (:func:`exact_sq_dist`), the same function that computes the radii. So duplicates have distance
-  exactly 0, a set compared with itself gives exactly the tie pattern of its radii, and results
-  match a float64 brute force except for ties closer than float32 resolution.
+* A tile of squared distances is ``|a|^2 + |b|^2 - 2 a.b`` with one float32 GEMM, clamped at 0,
+  on the rows the pass's screen frame gives (:mod:`hubness.frame`: centred and scaled by a power of
+  two where that helps). Squared norms are accumulated in float64 and rounded to float32. On CUDA,
+  TF32 is switched off for these products (:func:`exact_matmul`); float16 is never used.
+* The GEMM formula is a *screen*. Its error is below ``screen_eps(dim) * (|a|^2 + |b|^2)`` plus the
+  frame's absolute term. Every decision that a float32 rounding error could flip, a distance within
+  that band of a threshold or of zero, is re-decided with the exact float64 distance of the two
+  original float32 vectors (:func:`exact_sq_dist`, the same function that computes the radii, with
+  the same bits on every route) and compared in float64. So duplicates have distance exactly 0, a
+  distance that ties a radius ties it on every route, and decisions equal a float64 brute force.
 * Tiles are row blocks x column strips (:func:`tile_grid`), both sizes set by one memory budget
   (:func:`tile_side`, :func:`strip_width`); no N x M matrix.
 """
@@ -165,7 +165,7 @@ def sq_dist_tile(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.T
 
 
 def exact_sq_dist(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Tensor,
-                  chunk_bytes: int = 8 * 2**20) -> torch.Tensor:
+                  chunk_bytes: int | None = None) -> torch.Tensor:
     """Exact squared distances of the pairs ``(x[i[t]], y[j[t]])``: float64 (len(i),).
 
     Every radius and every near-boundary decision goes through this one function, and its result
@@ -173,11 +173,14 @@ def exact_sq_dist(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Te
     added as a fixed binary tree (:func:`tree_sum`), on the CPU kernels
     (:func:`hubness.kernels.exact_pairs`) as in torch. So equal pairs give equal bits everywhere and
     a distance that ties a radius ties it on every route. The pairs are gathered in chunks whose
-    float64 temporaries (4 of chunk x dim) fit ``chunk_bytes``.
+    float64 temporaries (4 of chunk x dim) fit ``chunk_bytes`` (default 8 MiB on the CPU,
+    256 MiB on a GPU).
     """
     if kernels.enabled(x.device):
         return kernels.exact_pairs(x, i, y, j)
     out = torch.empty(i.shape[0], dtype=torch.float64, device=x.device)
+    if chunk_bytes is None:
+        chunk_bytes = 8 * 2**20 if x.device.type == "cpu" else 256 * 2**20
     chunk = max(16, chunk_bytes // (4 * 8 * max(1, x.shape[1])))
     for start in range(0, i.shape[0], chunk):
         diff = x[i[start:start + chunk]].to(torch.float64) - y[j[start:start + chunk]].to(torch.float64)
@@ -196,16 +199,6 @@ def tree_sum(v: torch.Tensor) -> torch.Tensor:
         h = v.shape[1] // 2
         v = v[:, :h] + v[:, h:]
     return v[:, 0]
-
-
-def refine_tile(d2: torch.Tensor, near: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> int:
-    """Overwrite the entries of tile ``d2`` flagged in ``near`` with exact distances (as float32).
-
-    ``a`` and ``b`` are the row blocks the tile was computed from. Returns the number refined.
-    """
-    i, j = near.nonzero(as_tuple=True)
-    d2[i, j] = exact_sq_dist(a, i, b, j).to(torch.float32)
-    return int(i.shape[0])
 
 
 def blocks(stop: int, side: int, start: int = 0):
