@@ -58,15 +58,30 @@ def _exit_at_shutdown(prog: str):
     return handler
 
 
+def _exit_now(status: int) -> None:
+    """Leave at once: after a Ctrl-C the interpreter's own shutdown would join worker threads
+    (compute kernels, the kernel loader), which may be waiting for a lock the interrupted thread
+    held. Every output is already cleaned up (temp files removed where the exception passed)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(status)
+
+
 def launch(module: str, prog: str) -> int:
-    """Import ``module`` (a ``cli.*_main``) and run its ``main()``; returns the exit status."""
+    """Import ``module`` (a ``cli.*_main``) and run its ``main()``; returns the exit status
+    (an interrupted run does not return: it exits with status 130 at once)."""
     try:
         _reopen_closed_std_streams()
         status = importlib.import_module(module).main()
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the exit
         say(f"{prog}: interrupted")
-        return EXIT_INTERRUPTED
+        _exit_now(EXIT_INTERRUPTED)
+    if status == EXIT_INTERRUPTED:  # main() caught the Ctrl-C and said so
+        _exit_now(EXIT_INTERRUPTED)
     # from here on the interpreter shuts down (threads joined, buffers flushed): no traceback either
     signal.signal(signal.SIGINT, _exit_at_shutdown(prog))
     return status

@@ -123,9 +123,16 @@ def _run(args) -> None:
         loader.start()
     try:
         _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device, outputs, planned)
-    finally:
+    except KeyboardInterrupt:
+        # no join: a Ctrl-C that lands inside numba's compiler (the first tile loads the kernels
+        # too) can leave the loader waiting for ever; the scripts end with os._exit (cli/launch.py)
+        raise
+    except BaseException:
         if loader is not None:
-            loader.join()  # never leave native compiler code running at interpreter exit
+            loader.join()
+        raise
+    if loader is not None:
+        loader.join()  # never leave native compiler code running at interpreter exit
 
 
 def _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device, outputs, planned) -> None:

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import kernels
-from ._checks import check_int
+from ._checks import check_feature_input, check_int
 from .distances import (DEFAULT_MEMORY_BUDGET, exact_matmul, exact_sq_dist, gram_tile, resolve_device, screen_eps,
                         sq_dist_tile, strip_width, tile_grid, tile_side)
 from .frame import SetStats, choose_frame, screen_rows
@@ -105,6 +105,7 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         stats: :class:`hubness.frame.SetStats` of ``features`` if already computed (one read saved).
         progress: tqdm bar on stderr; None shows it only on a terminal.
     """
+    check_feature_input(features, "features")
     k = check_int(k, "k", "nearest_neighbors", 1)
     dev = resolve_device(device)
     x = torch.as_tensor(features).to(dev, torch.float32).contiguous()

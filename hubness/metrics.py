@@ -164,6 +164,9 @@ class Evaluation:
 
 
 def _check_metrics(metrics) -> tuple:
+    if metrics is None or not isinstance(metrics, (str, list, tuple, set, frozenset)):
+        raise TypeError(f"The 'metrics' parameter of evaluate must be a list or a comma string drawn from "
+                        f"{', '.join(METRICS)}. Got {metrics!r} instead.")
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     metrics = tuple(metrics)

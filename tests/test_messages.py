@@ -40,6 +40,21 @@ def test_feature_input_check_without_a_copy(bad, error, message):
     check_feature_input(torch.zeros((5, 3), dtype=torch.float16), "features")
 
 
+@pytest.mark.parametrize("bad, error, message", [
+    (None, TypeError, "expected a feature array .*got None"),
+    (torch.zeros((5, 3), dtype=torch.bfloat16), TypeError, "torch tensors of dtype torch.bfloat16 are not supported"),
+    (np.zeros(5, np.float32), ValueError, "expected a 2-D feature array .*got shape \\(5,\\)"),
+])
+def test_nearest_neighbors_names_its_features_parameter(bad, error, message):
+    with pytest.raises(error, match=f"^features: {message}"):
+        hubness.nearest_neighbors(bad, 3)
+
+
+def test_metrics_none_is_a_type_error_naming_the_parameter():
+    with pytest.raises(TypeError, match="The 'metrics' parameter of evaluate must be a list or a comma string.*Got None"):
+        hubness.evaluate(real=X, fake=X, metrics=None)
+
+
 def test_extraction_parameters_are_named(tmp_path):
     with pytest.raises(TypeError, match="'path' parameter of extract_path"):
         extract_path(None)
