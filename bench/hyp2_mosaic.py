@@ -38,8 +38,8 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def random_codes_map(bits: int, seed: int = 0) -> float:
-    data = load_mosaic()
+def random_codes_map(bits: int, source: str, seed: int = 0) -> float:
+    data = load_mosaic(source)
     rng = np.random.default_rng(seed)
     q = np.where(rng.random((len(data.query), bits)) < 0.5, 1, -1).astype(np.int8)
     db = np.where(rng.random((len(data.database), bits)) < 0.5, 1, -1).astype(np.int8)
@@ -52,6 +52,7 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--betas", default="0,0.5")
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--mosaic_source", default="digits", choices=("digits", "fashion"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
@@ -67,7 +68,8 @@ def main() -> int:
                     with contextlib.redirect_stdout(io.StringIO()):  # its map: lines; the table says it
                         status = retrieval_main(["--dataset", "mosaic", "--backbone", "pixels", "--hash_bit", str(bits),
                                                  "--beta", str(beta), "--seed", str(seed), "--epochs",
-                                                 str(args.epochs), "--output", str(out), "--no-progress", "-q"])
+                                                 str(args.epochs), "--mosaic_source", args.mosaic_source,
+                                                 "--output", str(out), "--no-progress", "-q"])
                     if status != 0:
                         return status
                     m = json.loads((out / "metrics.json").read_text())
@@ -77,7 +79,7 @@ def main() -> int:
                           f"(val {m['val_map']:.4f}, epoch {m['best_epoch']}, {time.time() - t0:.1f} s)", flush=True)
     summary = []
     for bits in sorted({r["hash_bit"] for r in runs}):
-        row = {"hash_bit": bits, "random_codes_map": random_codes_map(bits)}
+        row = {"hash_bit": bits, "random_codes_map": random_codes_map(bits, args.mosaic_source)}
         for beta in sorted({r["beta"] for r in runs}):
             maps = [r["map"] for r in runs if r["hash_bit"] == bits and r["beta"] == beta]
             row[f"beta_{beta:g}"] = {"mean": float(np.mean(maps)), "std": float(np.std(maps)), "maps": maps}
@@ -89,6 +91,7 @@ def main() -> int:
     print(f"total {total:.0f} s on {cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "summary": summary, "epochs": args.epochs,
+                                               "mosaic_source": args.mosaic_source,
                                                "total_seconds": total, "cpu": cpu_model(),
                                                "torch_threads": torch.get_num_threads(),
                                                "torch_version": torch.__version__,

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_every", type=positive_int, default=5, help="validate every N epochs (and after the last)")
     g.add_argument("--num_workers", type=nonnegative_int, default=None,
                    help="image decoding processes (default: 0 for mosaic, CPUs up to 8 otherwise)")
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: 1 for pixels and mlp, whose layers are too small to share, "
+                        "torch's default otherwise)")
     g.add_argument("--memory_budget", type=_float(0, True), default=DEFAULT_MEMORY_MIB, metavar="MiB",
                    help="working memory of the ranking tiles")
     add_run_options(p)
@@ -161,6 +164,8 @@ def _train(args, network, data, zeta, config, summary: dict, files: dict, ckpt_p
 def run(args) -> dict:
     backbone = _backbone(args)
     device = check_device(f"cuda:{args.cuda}" if args.cuda is not None else args.device)
+    if args.threads or (backbone in ("pixels", "mlp") and device.type == "cpu"):
+        torch.set_num_threads(args.threads or 1)  # this process is the command's own
     started = time.perf_counter()
     data = load_dataset(args.dataset, data=args.data, split=args.split, features=args.features, labels=args.labels,
                         seed=args.seed, val_size=args.val_size, retrieve=args.retrieve,
@@ -187,10 +192,13 @@ def run(args) -> dict:
     summary = {"dataset": args.dataset, "backbone": backbone, "hash_bit": args.hash_bit, "beta": args.beta,
                "zeta": zeta.value, "min_distance": zeta.min_distance, "code_dimension": zeta.k,
                "num_classes": data.num_classes, "seed": args.seed, "classes": data.classes, **data.sizes()}
-    if args.test:
+    training = {"epochs": args.epochs, "batch_size": args.batch_size, "rate": args.rate}
+    if args.test:  # the figures of how the checkpoint was trained are the checkpoint's, not this command's
         network.module.load_state_dict(payload["network"])
         trained = {key: payload[key] for key in ("history", "lr")}
         trained.update(best_epoch=payload["epoch"], val_map=payload["val_map"])
+        summary.update(beta=payload["beta"], seed=payload["seed"])
+        training = {key: payload["config"][key] for key in training}
     else:
         trained = _train(args, network, data, zeta, config, summary, files, ckpt_path, feature_dim)
     train_seconds = None if args.test else time.perf_counter() - started
@@ -201,12 +209,12 @@ def run(args) -> dict:
     metrics = {**scores.to_dict(), "val_map": trained["val_map"],
                "val_R": next((e["val_R"] for e in trained["history"] if "val_R" in e), None),
                "best_epoch": trained["best_epoch"], **summary, "mode": "test" if args.test else "train",
-               "checkpoint": str(ckpt_path), "lr_network": trained["lr"], "rate": args.rate, "epochs": args.epochs,
-               "batch_size": args.batch_size, "device": str(device), "train_seconds": train_seconds,
+               "checkpoint": str(ckpt_path), "lr_network": trained["lr"], **training, "device": str(device),
+               "train_seconds": train_seconds,
                "eval_seconds": time.perf_counter() - eval_started, "torch_version": torch.__version__,
                "hyp2_version": __version__}
     if outputs is not None:
-        title = f"{args.dataset}, {backbone}, {args.hash_bit} bits, beta {args.beta:g}"
+        title = f"{args.dataset}, {backbone}, {args.hash_bit} bits, beta {summary['beta']:g}"
         with outputs:  # every final file written, then all put in place together, or none
             with planned["metrics"].open("w", encoding="utf-8") as handle:
                 write_json(handle, metrics)
@@ -225,7 +233,11 @@ def main(argv=None) -> int:
     setup_logging(args.verbosity)
 
     def body():
-        metrics = run(args)
+        threads = torch.get_num_threads()
+        try:
+            metrics = run(args)
+        finally:  # main() may run inside another program (the tests, a benchmark)
+            torch.set_num_threads(threads)
         print_results([f"map: {metrics['map']:.6f}", f"val_map: {metrics['val_map']:.6f}"])
 
     return run_main("retrieval.py", body, interrupted="the output folder keeps the best checkpoint and the log so far")

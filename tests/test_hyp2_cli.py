@@ -51,11 +51,14 @@ def test_training_writes_every_output(trained, capsys):
 
 
 def test_trained_codes_beat_random_codes_and_test_mode_reproduces(trained, capsys):
+    trained_metrics = json.loads((trained / "metrics.json").read_text())
     capsys.readouterr()
-    assert main([*MOSAIC, "--output", str(trained), "--test"]) == 0
+    assert main([*MOSAIC, "--output", str(trained), "--test", "--beta", "0", "--epochs", "50"]) == 0
     out = capsys.readouterr().out.splitlines()
     metrics = json.loads((trained / "metrics.json").read_text())
     assert out[0] == f"map: {metrics['map']:.6f}" and metrics["mode"] == "test"
+    assert metrics["map"] == trained_metrics["map"] and metrics["val_map"] == trained_metrics["val_map"]
+    assert (metrics["beta"], metrics["epochs"]) == (0.5, 6)  # how the checkpoint was trained, not the options
     codes = np.load(trained / "codes.npz")
     assert codes["query_codes"].dtype == np.int8 and set(np.unique(codes["db_codes"])) == {-1, 1}
     assert codes["query_codes"].shape == (100, 16) and codes["db_labels"].shape == (400, 10)
@@ -152,3 +155,13 @@ def test_script_exit_status_and_single_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"retrieval.py: error: {tmp_path}/VOCdevkit/VOC2012: VOC2012 folder not found; "
         f"extract the VOC tar files (trainval) into --data"]
+
+
+def test_threads_of_the_caller_are_restored(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main([*MOSAIC, "--epochs", "1", "--mosaic_counts", "60,10,30,10", "--output", str(tmp_path)]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
