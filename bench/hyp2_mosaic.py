@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import io
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -22,20 +21,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_metrics import _cpu_model as cpu_model  # noqa: E402  (the bench scripts' one CPU description)
 
 from hyp2.command import main as retrieval_main  # noqa: E402
 from hyp2.mosaic import load_mosaic  # noqa: E402
 from hyp2.ranking import retrieval_scores  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def random_codes_map(bits: int, source: str, seed: int = 0) -> float:
