@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from cli.features_main import main as features_main
-from cli.metrics_main import main as metrics_main
+from features.command import main as features_main
+from hubness.command import main as metrics_main
 
 FAKES = ("fake_heldout", "fake_collapsed", "fake_noised")
 

@@ -4,9 +4,9 @@ python getFeature.py IMAGES --fname_precalc out.npz [--backbone vgg16] (see --he
 
 if __name__ == "__main__":
     try:
-        from cli.launch import launch
+        from features.launch import launch
     except KeyboardInterrupt:  # Ctrl-C before the launcher is even loaded
         import os
         os.write(2, b"getFeature.py: interrupted\n")
         raise SystemExit(130) from None
-    raise SystemExit(launch("cli.features_main", "getFeature.py"))
+    raise SystemExit(launch("features.command", "getFeature.py"))

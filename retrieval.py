@@ -4,7 +4,7 @@ python retrieval.py --dataset D --backbone B --hash_bit K [--test] (see --help a
 
 if __name__ == "__main__":
     try:
-        from cli.launch import launch
+        from features.launch import launch
     except KeyboardInterrupt:  # Ctrl-C before the launcher is even loaded
         import os
         os.write(2, b"retrieval.py: interrupted\n")

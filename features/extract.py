@@ -25,10 +25,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-import hubness
-from hubness._checks import check_int
-from hubness.distances import resolve_device
 
+from .devices import resolve_device
+from .validation import check_int
+from .version import __version__
 from .backbones import Backbone, load_backbone
 from .images import ImageSource, open_source
 from .outputs import atomic_write
@@ -230,5 +230,5 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
     meta.update(source=source.describe(), images_found=total, num_samples=num_samples,
                 sample_seed=seed if num_samples is not None else None, half=half,
                 skipped=[{"path": n, "reason": r} for n, r in result.skipped],
-                toolkit_version=hubness.__version__, torch_version=torch.__version__)
+                toolkit_version=__version__, torch_version=torch.__version__)
     return result, meta

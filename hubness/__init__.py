@@ -1,18 +1,39 @@
 """k-nearest-neighbour metrics for generative models: P&R, eP&R, density & coverage, realism, rarity,
-hubness. Arrays in, frozen dataclasses out; see ``evaluate`` and DESIGN.md."""
-__version__ = "0.1.0"
+hubness. Arrays in, frozen dataclasses out; see ``evaluate`` and docs/definitions.md.
 
-from . import kernels
-from .distances import DEFAULT_MEMORY_BUDGET, resolve_device
-from .knn import NeighborGraph, nearest_neighbors
-from .metrics import (METRICS, DensityCoverage, EfficientPrecisionRecall, Evaluation, PrecisionRecall,
-                      RarityScores, RealismScores, check_options, density_coverage, efficient_precision_recall, evaluate,
-                      json_safe, precision_recall, rarity_scores, realism_scores)
-from .stats import HubnessStats, hubness_stats
+Names are imported on first use (PEP 562), so ``import hubness`` and ``python -m hubness --help``
+do not load torch before they need it.
+"""
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MEMORY_BUDGET", "METRICS", "DensityCoverage", "EfficientPrecisionRecall", "Evaluation",
-    "HubnessStats", "NeighborGraph", "PrecisionRecall", "RarityScores", "RealismScores",
-    "check_options", "density_coverage", "efficient_precision_recall", "evaluate", "hubness_stats", "json_safe", "kernels",
-    "nearest_neighbors", "precision_recall", "rarity_scores", "realism_scores", "resolve_device",
-]
+import importlib
+
+from features.version import __version__
+
+_EXPORTS = {
+    "DEFAULT_MEMORY_BUDGET": "distances", "resolve_device": "distances",
+    "NeighborGraph": "knn", "nearest_neighbors": "knn",
+    "METRICS": "metrics", "DensityCoverage": "metrics", "EfficientPrecisionRecall": "metrics", "Evaluation": "metrics",
+    "PrecisionRecall": "metrics", "RarityScores": "metrics", "RealismScores": "metrics", "check_options": "metrics",
+    "density_coverage": "metrics", "efficient_precision_recall": "metrics", "evaluate": "metrics",
+    "json_safe": "metrics", "precision_recall": "metrics", "rarity_scores": "metrics", "realism_scores": "metrics",
+    "HubnessStats": "stats", "hubness_stats": "stats",
+}
+_MODULES = ("kernels", "distances", "frame", "knn", "cross", "metrics", "stats", "report", "command")
+
+__all__ = sorted(_EXPORTS) + ["__version__", "kernels"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'hubness' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_MODULES))

@@ -9,18 +9,10 @@ import numbers
 
 import numpy as np
 
+from features.validation import check_int  # noqa: F401 - part of this module's interface
+
 # Rows checked for NaN/Inf per step: bounds the temporary boolean array to a few MB.
 _FINITE_CHECK_ROWS = 4096
-
-
-def check_int(value, name: str, func: str, low: int = 1) -> int:
-    """Return ``value`` as an int, or raise ValueError if it is not an int >= ``low``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(
-            f"The '{name}' parameter of {func} must be an int in the range [{low}, inf). "
-            f"Got {value!r} instead."
-        )
-    return int(value)
 
 
 def check_choice(value, name: str, func: str, choices) -> str:

@@ -23,6 +23,8 @@ import math
 import numpy as np
 import torch
 
+from features.devices import resolve_device  # noqa: F401 - part of this module's interface
+
 from . import kernels
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of working memory for distance tiles
@@ -32,26 +34,6 @@ _MAX_TILE = 8192
 # boolean masks; the fused CPU kernels (hubness.kernels) only the float32 Gram tile
 _BYTES_PER_TILE_ELEMENT = 12
 _BYTES_PER_FUSED_ELEMENT = 4
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Map ``'auto' | 'cpu' | 'cuda' | 'cuda:N'`` (or a torch.device) to a usable torch.device."""
-    if isinstance(device, torch.device):
-        spec = str(device)
-    else:
-        spec = "auto" if device is None else str(device)
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {spec!r} was requested but CUDA is not available here; use --device cpu")
-        dev = torch.device(spec)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
-        return dev
-    raise ValueError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {spec!r} instead.")
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from .loss import HyP2Loss, LossTerms, hyp2_loss
 from .ranking import RetrievalScores, hamming_ranking, hash_codes, retrieval_scores
 from .zeta import Zeta, code_dimension, lookup
 
-__version__ = "0.1.0"
+from features.version import __version__  # one version for the whole toolkit
 
 __all__ = ["HyP2Loss", "LossTerms", "RetrievalScores", "Zeta", "code_dimension", "hamming_ranking", "hash_codes",
            "hyp2_loss", "lookup", "retrieval_scores"]

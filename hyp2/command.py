@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cli.common import (OneLineParser, add_run_options, check_device, nonnegative_int, positive_int, print_results,
+from features.cli import (OneLineParser, add_run_options, check_device, nonnegative_int, positive_int, print_results,
                         run_main, setup_logging, write_json)
 from features.outputs import OutputFiles, check_output_path
 
@@ -47,8 +47,8 @@ def _float(low: float, strict: bool):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="retrieval.py", description="HyP² loss: multi-label image retrieval with hash codes.")
+def build_parser(prog: str = "retrieval.py") -> argparse.ArgumentParser:
+    p = OneLineParser(prog=prog, description="HyP² loss: multi-label image retrieval with hash codes.")
     p.add_argument("--dataset", choices=DATASETS, default="voc2007", help="dataset (README: one command each)")
     p.add_argument("--backbone", default=None, choices=network_names(), metavar="NAME",
                    help=f"hash network: {', '.join(network_names())} (default googlenet; mlp for --dataset features)")
@@ -228,8 +228,8 @@ def run(args) -> dict:
     return metrics
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog: str = "retrieval.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.verbosity)
 
     def body():
@@ -240,4 +240,4 @@ def main(argv=None) -> int:
             torch.set_num_threads(threads)
         print_results([f"map: {metrics['map']:.6f}", f"val_map: {metrics['val_map']:.6f}"])
 
-    return run_main("retrieval.py", body, interrupted="the output folder keeps the best checkpoint and the log so far")
+    return run_main(prog, body, interrupted="the output folder keeps the best checkpoint and the log so far")

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from cli import features_main, metrics_main
+from features import command as features_main
+from hubness import command as metrics_main
 from tests.cli_helpers import assert_one_line_error, call
 from tests.test_extract import digit_images, write_folder
 

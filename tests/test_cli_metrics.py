@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import hubness
-from cli.metrics_main import main
+from hubness.command import main
 from tests import oracle
 from tests.cli_helpers import METRICS_SCRIPT as SCRIPT
 from tests.cli_helpers import assert_one_line_error, call

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import hubness
-from cli import features_main, metrics_main
+from features import command as features_main
+from hubness import command as metrics_main
 from features.backbones import load_backbone
 from features.extract import extract_features, extract_path
 from hubness._checks import check_feature_input

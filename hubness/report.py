@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from hubness import Evaluation
+from .metrics import Evaluation
 
 PLOT_METRICS = ("realism", "rarity", "pr", "epr", "hubness")  # those with a per-sample panel in write_plot
 

@@ -13,15 +13,15 @@ from features.extract import extract_path
 from features.outputs import OutputFiles
 from features.store import save_features
 
-from .common import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
+from .cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
                      positive_int, run_main, setup_logging)
 
 log = logging.getLogger("getFeature")
 PROG = "getFeature.py"
 
 
-def build_parser() -> OneLineParser:
-    p = OneLineParser(prog=PROG, description="Extract features (default: VGG16 fc2 after ReLU) of a set of images.")
+def build_parser(prog: str = PROG) -> OneLineParser:
+    p = OneLineParser(prog=prog, description="Extract features (default: VGG16 fc2 after ReLU) of a set of images.")
     p.add_argument("path", metavar="IMAGES", help="folder, .zip, .npy/.npz of uint8 images, or .txt list of paths")
     p.add_argument("--fname_precalc", "--fname-precalc", "-o", dest="fname_precalc", required=True, metavar="OUT.npz",
                    help="output feature file (.npz: feature, paths, meta)")
@@ -38,10 +38,10 @@ def build_parser() -> OneLineParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.verbosity)
-    return run_main(PROG, lambda: _run(args), interrupted=f"{args.fname_precalc} was not written; "
+    return run_main(prog, lambda: _run(args), interrupted=f"{args.fname_precalc} was not written; "
                     "run the same command again to resume from the last checkpoint")
 
 

@@ -71,11 +71,11 @@ def _exit_now(status: int) -> None:
 
 
 def launch(module: str, prog: str) -> int:
-    """Import ``module`` (a ``cli.*_main``) and run its ``main()``; returns the exit status
+    """Import ``module`` (``hubness.command`` or ``features.command``) and run its ``main()``; returns the exit status
     (an interrupted run does not return: it exits with status 130 at once)."""
     try:
         _reopen_closed_std_streams()
-        status = importlib.import_module(module).main()
+        status = importlib.import_module(module).main(prog=prog)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the exit
         say(f"{prog}: interrupted")
@@ -85,3 +85,13 @@ def launch(module: str, prog: str) -> int:
     # from here on the interpreter shuts down (threads joined, buffers flushed): no traceback either
     signal.signal(signal.SIGINT, _exit_at_shutdown(prog))
     return status
+
+
+def hubness_pr() -> None:
+    """Console command ``hubness-pr`` (pip install): the metric command."""
+    raise SystemExit(launch("hubness.command", "hubness-pr"))
+
+
+def hubness_features() -> None:
+    """Console command ``hubness-features`` (pip install): feature extraction."""
+    raise SystemExit(launch("features.command", "hubness-features"))

@@ -1,4 +1,4 @@
-"""What both command-line scripts share: one-line errors, exit codes, logging, printing results, JSON output."""
+"""What every command-line script of the toolkit shares: one-line errors, exit codes, logging, printing results, JSON output."""
 from __future__ import annotations
 
 import argparse
@@ -55,7 +55,7 @@ def device_spec(text: str) -> str:
 
 def check_device(spec: str):
     """The torch.device of ``--device spec``; ValueError naming the option when it is not available."""
-    from hubness import resolve_device
+    from .devices import resolve_device
 
     try:
         return resolve_device(spec)
@@ -88,7 +88,7 @@ def add_extraction_options(p: argparse.ArgumentParser) -> None:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Device, progress, verbosity and version: the same in every script."""
-    import hubness
+    from .version import __version__
 
     p.add_argument("--device", default="auto", type=device_spec, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -97,7 +97,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="log errors only (default: warnings and errors)")
     p.add_argument("-v", "--verbose", action="count", dest="verbosity",
                    help="log what the run does (-vv: debug details)")
-    p.add_argument("--version", action="version", version=f"%(prog)s {hubness.__version__}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def extraction_kwargs(args) -> dict:

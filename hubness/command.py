@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 import hubness
+from features.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
+                          positive_int, print_results, run_main, setup_logging, write_json)
 from features.images import is_image_input
 from features.outputs import OutputFiles
 from features.store import FeatureFile, load_features, random_subset
-from hubness._checks import as_feature_matrix
 
-from .common import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
-                     positive_int, print_results, run_main, setup_logging, write_json)
+from ._checks import as_feature_matrix
 from .report import PLOT_METRICS, summary_lines, write_per_sample_csv, write_plot
 
 log = logging.getLogger("improved_precision_recall_hubness")
@@ -40,8 +40,8 @@ def metric_list(text: str) -> str:
     return ",".join(names)
 
 
-def build_parser() -> OneLineParser:
-    p = OneLineParser(prog=PROG, description=(
+def build_parser(prog: str = PROG) -> OneLineParser:
+    p = OneLineParser(prog=prog, description=(
         "Precision & recall with hubness-aware sampling (eP&R), exact improved P&R, density & coverage, "
         "realism and rarity scores and hubness statistics of FAKE features against REAL features."))
     p.add_argument("path_real", metavar="REAL", help="real features: .npz (key 'feature', 'features', 'reps' "
@@ -91,10 +91,10 @@ def _load(path: str, what: str, args, seed: int):
     return FeatureFile(features, data.paths, data.meta, data.source, data.key), indices
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args.verbosity)
-    return run_main(PROG, lambda: _run(args))
+    return run_main(prog, lambda: _run(args))
 
 
 def _load_kernels() -> None:

@@ -1,1 +1,0 @@
-"""Command-line front ends of the toolkit; the scripts at the top of the repository call these."""

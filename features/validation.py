@@ -1,0 +1,15 @@
+"""Parameter checks shared by every package of the toolkit, with scikit-learn's form of message: the
+parameter, the function, the allowed range and the value received."""
+from __future__ import annotations
+
+import numbers
+
+
+def check_int(value, name: str, func: str, low: int = 1) -> int:
+    """Return ``value`` as an int, or raise ValueError if it is not an int >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(
+            f"The '{name}' parameter of {func} must be an int in the range [{low}, inf). "
+            f"Got {value!r} instead."
+        )
+    return int(value)
