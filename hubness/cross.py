@@ -110,6 +110,7 @@ class Tile:
     sq_scale: float          # frame units per original squared unit
     eps: float               # screening band, relative to na + nb
     abs_tol: float           # screening band, absolute
+    same_set: bool = False   # real and fake are one set: a sample's pair with itself is skipped
 
     def exact(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Exact float64 squared distances (frame units) of the tile entries (i, j)."""
@@ -119,12 +120,16 @@ class Tile:
 def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, memory_budget: int,
                real_stats: SetStats | None = None, fake_stats: SetStats | None = None,
                real_rows: np.ndarray | None = None, fake_cols: np.ndarray | None = None,
-               progress: bool | None = None) -> CrossResult:
+               same_set: bool = False, progress: bool | None = None) -> CrossResult:
     """Run the tiled real x fake pass (see the module docstring for what each reduction is).
 
     ``real`` (N, dim) and ``fake`` (M, dim) are float32 tensors on the pass's device;
     ``real_rows`` / ``fake_cols`` (sorted int arrays) restrict the pass to those samples.
+    ``same_set``: ``fake`` is ``real`` and each sample's pair with itself is left out (a set scored
+    against the other samples of itself); only for full passes.
     """
+    if same_set and (real_rows is not None or fake_cols is not None or real.shape != fake.shape):
+        raise ValueError("same_set needs one full set on both sides")
     dev = real.device
     n_real, dim = real.shape
     n_fake = fake.shape[0]
@@ -180,7 +185,7 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
                            if thresholds[key] is not None}
             cj = cols_all[cp]
             tile = Tile(a=a, b=_take(fake_s, cj, buf_b), na=na, nb=fake_n[cj], real=real, fake=fake, ri=ri, cj=cj,
-                        sq_scale=frame.sq_scale, eps=eps, abs_tol=abs_tol)
+                        sq_scale=frame.sq_scale, eps=eps, abs_tol=abs_tol, same_set=same_set)
             thr = dict(row_thr)
             thr.update({key: thresholds[key][cj] for key in ("s_pr", "s_hub") if thresholds[key] is not None})
             if fused:
@@ -252,6 +257,8 @@ def torch_tile(tile: Tile, thresholds: dict, want: frozenset) -> tuple[dict, int
     and decided in float64.
     """
     d2 = sq_dist_tile(tile.a, tile.b, tile.na, tile.nb)
+    if tile.same_set:  # a sample's pair with itself (row i, column i + r0 - c0): beyond every threshold
+        d2.diagonal(int(tile.ri[0]) - int(tile.cj[0])).fill_(float("inf"))
     tol = tile.eps * (float(tile.na.max()) + float(tile.nb.max())) + tile.abs_tol
     shape = {"r_pr": (-1, 1), "r_dc": (-1, 1), "r_rt": (-1, 1), "r_hub": (-1, 1), "s_pr": (1, -1), "s_hub": (1, -1)}
     t32 = {key: v.to(torch.float32).view(shape[key]) for key, v in thresholds.items() if v is not None}

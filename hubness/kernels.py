@@ -117,15 +117,16 @@ if numba is not None:
         return d if d > np.float32(0.0) else np.float32(0.0)
 
     @_jit
-    def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, r_pr, r_dc, r_rt, rt32, r_hub,
-                      s_pr, s_hub, row_far, col_far, r0, r1, in_fake, in_fhub, covered, in_real, in_rhub, rarity, dens,
+    def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, same_set, r_pr, r_dc, r_rt, rt32,
+                      r_hub, s_pr, s_hub, row_far, col_far, r0, r1, in_fake, in_fhub, covered, in_real, in_rhub, rarity, dens,
                       realism, realism_index):
         """Rows r0..r1 of one real x fake tile; row outputs at [i], column outputs (this thread's own
         copies) at [j]. ``xa``/``xb`` are the full original feature arrays and ``ri``/``cj`` the
         tile's rows in them; thresholds are float64 in frame units (``rt32``: ``r_rt`` in float32 for
         the screened ratios; a re-measured pair's ratio is float32(float64 / float64), the same on
         both routes); ``row_far``/``col_far`` float32 bounds above every threshold's band. Returns
-        the number of pairs re-measured exactly."""
+        the number of pairs re-measured exactly. ``same_set``: rows and columns are one set (``cj``
+        contiguous) and each sample's pair with itself is skipped."""
         q = g.shape[1]
         use_r = (flags & (PRECISION | RARITY | REAL_HUBS)) != 0
         use_s = (flags & (RECALL | FAKE_HUBS)) != 0
@@ -142,10 +143,13 @@ if numba is not None:
             rh = r_hub[i] if (flags & REAL_HUBS) != 0 else -np.inf
             rt = rt32[i] if use_rt else zero
             far = row_far[i]
+            jself = ri[i] - cj[0] if same_set else -1
             hit_s = False
             hit_sh = False
             cov = False
             for j in range(q):
+                if j == jself:
+                    continue
                 d = _screen(g, na, nb, i, j)
                 if d > far and d > col_far[j]:
                     # the common case: no threshold decides anything; d > 0
@@ -332,7 +336,7 @@ def cross_tile(g: torch.Tensor, tile, thresholds: dict, want: frozenset) -> tupl
 
     def job(start, stop):
         cols = {key: alloc(key, q) for key in _COL_KEYS}  # each thread its own column copies
-        count = _cross_kernel(g_np, xa, xb, ri, cj, na_np, nb_np, eps, abs_tol, tile.sq_scale, flags, thr["r_pr"],
+        count = _cross_kernel(g_np, xa, xb, ri, cj, na_np, nb_np, eps, abs_tol, tile.sq_scale, flags, tile.same_set, thr["r_pr"],
                               thr["r_dc"], thr["r_rt"], rt32, thr["r_hub"], thr["s_pr"], thr["s_hub"], row_far, col_far, start,
                               stop, rows["in_fake"], rows["in_fhub"], rows["covered"], cols["in_real"],
                               cols["in_rhub"], cols["rarity"], cols["dens"], cols["realism"],

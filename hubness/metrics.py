@@ -96,10 +96,15 @@ def _summary(values: np.ndarray, defined: np.ndarray, count_name: str, fraction_
 
 @dataclass(frozen=True)
 class RealismScores:
-    """Realism score of every fake sample, float64 (M,), input order; +inf on a kept real sample."""
+    """Realism score of every fake sample, float64 (M,), input order; +inf on a kept real sample.
+
+    ``real_index`` (int64 (M,)): the real sample that gives each fake its score (the argmax, ties by
+    index); -1 where every ratio is 0.
+    """
 
     scores: np.ndarray = field(repr=False)
     k: int
+    real_index: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return _summary(self.scores, np.isfinite(self.scores), "defined", "fraction_defined")
@@ -123,6 +128,7 @@ class Evaluation:
     Per-sample arrays follow the input order of the fake set (M,):
     ``fake_in_real_manifold`` (bool, precision membership), ``fake_k_occurrence`` (int64, within the
     fake set), ``fake_is_hub`` (bool); realism and rarity scores are in their own results.
+    ``real_k_occurrence`` (int64 (N,)) is the k-occurrence within the real set, input order.
     """
 
     n_real: int
@@ -138,6 +144,7 @@ class Evaluation:
     hubness_fake: HubnessStats | None = None
     fake_in_real_manifold: np.ndarray | None = field(default=None, repr=False)
     fake_k_occurrence: np.ndarray | None = field(default=None, repr=False)
+    real_k_occurrence: np.ndarray | None = field(default=None, repr=False)
     fake_is_hub: np.ndarray | None = field(default=None, repr=False)
     timings: dict = field(default_factory=dict)      # seconds per phase
     diagnostics: dict = field(default_factory=dict)  # refined_pairs, cross_tile_side, knn_fallback_rows
@@ -294,7 +301,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
             precision=_mean(in_rhub[hubs_fake]), recall=_mean(in_fhub[hubs_real]),
             real_hubs=int(hubs_real.sum()), fake_hubs=int(hubs_fake.sum()), k=k, hubs_k=hubs_k)
     if "realism" in want:
-        results["realism"] = RealismScores(scores=np.sqrt(res.realism_sq), k=k)
+        results["realism"] = RealismScores(scores=np.sqrt(res.realism_sq), k=k, real_index=res.realism_index)
     if "rarity" in want:
         rarity = np.sqrt(res.rarity_sq)
         rarity[~np.isfinite(rarity)] = np.nan
@@ -310,6 +317,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
         n_real=n_real, n_fake=n_fake, dim=dim, params=params, timings=timings, diagnostics=diagnostics,
         fake_in_real_manifold=res.in_real if "pr" in want else None,
         fake_k_occurrence=occ_fake,
+        real_k_occurrence=occ_real,
         fake_is_hub=(occ_fake >= hubs_k) if occ_fake is not None else None,
         **results,
     )
@@ -338,6 +346,30 @@ def realism_scores(*, real, fake, k: int = 3, **options) -> RealismScores:
 def rarity_scores(*, real, fake, k: int = 3, **options) -> RarityScores:
     """Rarity score of every fake sample (NaN outside the real manifold); see :func:`evaluate`."""
     return evaluate(real=real, fake=fake, metrics=("rarity",), k=k, **options).rarity
+
+
+def real_rarity_scores(*, real, k: int = 3, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                       progress: bool | None = None) -> RarityScores:
+    """Rarity score of every *real* sample against the balls of the other real samples (its own ball
+    left out): ``min{r_i : d(x_j, x_i) < r_i, i != j}``, NaN where no other ball holds it. The
+    reference distribution for the fakes' rarity scores (Han et al. 2023). One k-NN pass and one
+    real x real pass (each pair's distance is screened twice: about the cost of a second real set).
+    """
+    k = check_int(k, "k", "real_rarity_scores", 1)
+    memory_budget = check_int(memory_budget, "memory_budget", "real_rarity_scores", 2**20)
+    dev = resolve_device(device)
+    x = as_feature_matrix(real, "real")
+    _check_size(x.shape[0], k, "real", f"k={k}")
+    xr = torch.from_numpy(x).to(dev)
+    with torch.inference_mode():
+        stats = SetStats.of(xr)
+    g = nearest_neighbors(xr, k, device=dev, memory_budget=memory_budget, stats=stats, exact_ks=(k,),
+                          desc="k-NN real", progress=progress)
+    res = cross_pass(xr, xr, CrossInputs(real_sq_radii=g.sq_radii(k), rarity=True), memory_budget=memory_budget,
+                     real_stats=stats, fake_stats=stats, same_set=True, progress=progress)
+    rarity = np.sqrt(res.rarity_sq)
+    rarity[~np.isfinite(rarity)] = np.nan
+    return RarityScores(scores=rarity, k=k)
 
 
 def json_safe(value):

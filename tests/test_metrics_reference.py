@@ -288,3 +288,33 @@ def test_no_hubs_gives_nan_epr_not_an_error():
     assert ev.epr.real_hubs == 0 and ev.epr.fake_hubs == 0
     assert np.isnan(ev.epr.precision) and np.isnan(ev.epr.recall)
     assert hubness.json_safe(ev.to_dict())["epr"]["precision"] is None
+
+
+@pytest.mark.parametrize("budget", [2**20, hubness.DEFAULT_MEMORY_BUDGET])
+def test_real_rarity_leaves_each_samples_own_ball_out(budget):
+    """Rarity of real samples against the other real balls, brute force: min r_i over i != j with
+    d(x_j, x_i) < r_i; duplicates included (a copy's ball holds it at distance 0)."""
+    real, _ = make_sets(31, n_real=700, dim=6)
+    real[5] = real[9]
+    got = hubness.real_rarity_scores(real=real, k=3, memory_budget=budget).scores
+    d, r = oracle.sq_dists(real, real), oracle.sq_radii(real, 3)
+    inside = d < r[:, None]
+    np.fill_diagonal(inside, False)
+    want = np.sqrt(np.where(inside, r[:, None], np.inf).min(axis=0))
+    want[np.isinf(want)] = np.nan
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+    assert np.isnan(got).any() and (~np.isnan(got)).any()
+
+
+def test_real_k_occurrence_and_realism_index():
+    real, fake = make_sets(32)
+    ev = hubness.evaluate(real=real, fake=fake)
+    ref = oracle.all_metrics(real, fake)
+    np.testing.assert_array_equal(ev.real_k_occurrence, ref["occ_real"])
+    # the real sample named by realism.real_index gives the score: rt / d for that pair
+    radii = np.sqrt(oracle.sq_radii(real, 3))
+    kept = np.where(radii <= np.median(radii), radii, 0.0)
+    idx = ev.realism.real_index
+    dist = np.sqrt(oracle.sq_dists(real, fake)[idx, np.arange(len(fake))])
+    np.testing.assert_allclose(ev.realism.scores, kept[idx] / dist, rtol=1e-12)
