@@ -1,4 +1,4 @@
-"""Image sources (folder, zip, array file, list file) and decoding to RGB uint8 (DESIGN.md section 6).
+"""Image sources (folder, zip, array file, list file) and decoding to RGB uint8 (docs/architecture.md, "Feature extraction").
 
 Every source lists its images in sorted order under names relative to its root, and reads image
 ``i`` as an (H, W, 3) uint8 RGB array. Decoding: pyspng for 8- and 16-bit grey, RGB and RGBA PNGs

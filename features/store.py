@@ -1,4 +1,4 @@
-"""Feature files (.npz / .npy) (DESIGN.md section 5); they are written through :mod:`features.outputs`.
+"""Feature files (.npz / .npy) (docs/definitions.md, "Feature files"); they are written through :mod:`features.outputs`.
 
 A feature file written here holds ``feature`` (float32 (n, dim)), ``paths`` (unicode (n,), relative
 to the input root, sorted) and ``meta`` (a JSON string: schema version, provenance). Reading also

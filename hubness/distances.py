@@ -1,6 +1,6 @@
 """Squared Euclidean distances, tiled: the one numerical kernel under every metric.
 
-Numerics (README, "Numerics"):
+Numerics (docs/numerics.md):
 
 * A tile of squared distances is ``|a|^2 + |b|^2 - 2 a.b`` with one float32 GEMM, clamped at 0,
   on the rows the pass's screen frame gives (:mod:`hubness.frame`: centred and scaled by a power of

@@ -9,7 +9,7 @@ band, and apply every reduction on the spot. Numerics are those of :mod:`hubness
 the frame's absolute term per pair, the exact float64 distance :func:`exact_pairs` wherever the
 band says a rounding error could flip a decision, and float64 thresholds for those comparisons.
 
-They run on the CPU only (CUDA keeps the torch route, where elementwise sweeps are cheap), in
+They run on the CPU only (CUDA keeps the torch route, whose sweeps run at GPU memory bandwidth), in
 threads (``torch.get_num_threads()``; the kernels release the GIL). Compiled code is cached on disk
 by numba (``cache=True``), so only the first run after an install pays the compile (seconds).
 

@@ -1,4 +1,4 @@
-"""The metrics: pure functions, arrays in, frozen dataclasses out (DESIGN.md section 3).
+"""The metrics: pure functions, arrays in, frozen dataclasses out (docs/definitions.md).
 
 :func:`evaluate` is the engine: one exact k-NN pass inside each set that is needed, then one tiled
 real x fake pass that feeds every requested cross metric from the same tiles. The single-metric

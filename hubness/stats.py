@@ -1,4 +1,4 @@
-"""Hubness statistics of a k-occurrence vector (DESIGN.md section 4b).
+"""Hubness statistics of a k-occurrence vector (docs/definitions.md, "Hubness statistics").
 
 All measures take O_k with self excluded (it sums to n * k). They are a few lines each, so they
 live here rather than in scikit-hubness (which cannot be installed on Python 3.11 and counts a

@@ -1,4 +1,4 @@
-"""Brute-force float64 reference implementation of every metric, written from DESIGN.md section 3.
+"""Brute-force float64 reference implementation of every metric, written from docs/definitions.md.
 
 Full N x M matrices, plain numpy, no code shared with the toolkit: the independent oracle the tests
 compare against. Only for small sets.

@@ -1,5 +1,5 @@
 """Metrics against independent references: the float64 brute force in tests/oracle.py, the prdc
-package, hand-computed tiny cases and analytic expectations (DESIGN.md sections 3 and 4)."""
+package, hand-computed tiny cases and analytic expectations (docs/definitions.md)."""
 import numpy as np
 import prdc
 import pytest
