@@ -186,7 +186,6 @@ def test_end_to_end_real_digits_move_precision_and_recall_the_expected_way(tmp_p
     # coverage (real balls only) is the sharper detector of dropped modes
     assert res["collapsed"].pr.recall < res["held"].pr.recall - 0.08
     assert res["collapsed"].dc.coverage < res["held"].dc.coverage - 0.12
-    print({name: (r.pr, r.dc) for name, r in res.items()})
 
 
 def test_interrupted_cli_extraction_resumes(tmp_path_factory, tmp_path):

@@ -23,7 +23,8 @@ def test_gpu_check_runs_at_toy_sizes_on_the_cpu(tmp_path):
     assert report["realistic"]["pr"] is True and report["realistic"]["fake_k_occurrence"] is True
     timing = report["timing"]
     assert [row["n"] for row in timing] == [300, 300, 800, 800]
-    assert all(row["seconds"] > 0 and row["floor_seconds"] > 0 and row["tiles"] >= 1 for row in timing)
+    # every timed row carries the run's metric values and the floor's tile count
+    assert all(set(row["values"]) == {"epr", "pr", "dc"} and row["tiles"] >= 1 for row in timing)
     # a smaller budget means more tiles
     assert timing[0]["tiles"] > timing[1]["tiles"]
 

@@ -26,7 +26,7 @@ def test_fused_route_is_on_for_the_cpu_and_can_be_switched_off(monkeypatch):
 def test_load_leaves_one_compiled_specialisation_per_kernel():
     """load() compiles/loads the kernels for exactly the argument types the passes use (a second
     specialisation would mean a second compile at run time)."""
-    assert kernels.load() >= 0.0
+    kernels.load()
     x = relu_set(5, 40, 16)
     hubness.evaluate(real=x.numpy(), fake=x.numpy()[::-1].copy(), device="cpu")
     for fn in (kernels._cross_kernel, kernels._knn_rows_kernel, kernels._knn_cols_kernel,
