@@ -99,5 +99,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(inputs, tmp_path, script, ar
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert err == f"{script.name}: interrupted\n" and out == ""
+    # one line: "<script>: interrupted" (during the launcher's imports) or, where the command imports
+    # torch lazily inside its run, "<script>: interrupted; <what was not written>"
+    assert err.count("\n") == 1 and err.startswith(f"{script.name}: interrupted") and out == "", err
     assert sorted(os.listdir(tmp_path)) == ["fake.npz", "real.npz"]
