@@ -16,10 +16,10 @@ _EXPORTS = {
     "METRICS": "metrics", "DensityCoverage": "metrics", "EfficientPrecisionRecall": "metrics", "Evaluation": "metrics",
     "PrecisionRecall": "metrics", "RarityScores": "metrics", "RealismScores": "metrics", "check_options": "metrics",
     "density_coverage": "metrics", "efficient_precision_recall": "metrics", "evaluate": "metrics",
-    "json_safe": "metrics", "precision_recall": "metrics", "rarity_scores": "metrics", "realism_scores": "metrics", "real_rarity_scores": "metrics",
+    "json_safe": "metrics", "real_knn_needs": "metrics", "precision_recall": "metrics", "rarity_scores": "metrics", "realism_scores": "metrics", "real_rarity_scores": "metrics",
     "HubnessStats": "stats", "hubness_stats": "stats",
 }
-_MODULES = ("kernels", "distances", "frame", "knn", "cross", "metrics", "stats", "report", "command")
+_MODULES = ("kernels", "distances", "frame", "knn", "cross", "metrics", "stats", "summary", "report", "command")
 
 __all__ = sorted(_EXPORTS) + ["__version__", "kernels"]
 

@@ -31,7 +31,7 @@ from ._checks import as_feature_matrix, check_int
 from .cross import CrossInputs, cross_pass
 from .distances import DEFAULT_MEMORY_BUDGET, resolve_device
 from .frame import SetStats
-from .knn import nearest_neighbors
+from .knn import NeighborGraph, nearest_neighbors
 from .stats import HubnessStats, hubness_stats
 
 METRICS = ("epr", "pr", "dc", "realism", "rarity", "hubness")
@@ -205,8 +205,18 @@ def _mean(flags: np.ndarray) -> float:
     return float(np.mean(flags, dtype=np.float64)) if flags.size else float("nan")
 
 
+def real_knn_needs(metrics=METRICS, k: int = 3, dc_k: int = 5) -> tuple[int, tuple]:
+    """``(k_max, exact_ks)`` of the real set's k-NN graph that :func:`evaluate` needs for ``metrics``
+    (``(0, ())``: none), so that a caller can look for a stored summary (:mod:`hubness.summary`)."""
+    want = set(_check_metrics(metrics))
+    real_k = k if want & {"pr", "realism", "rarity", "epr", "hubness"} else 0
+    ks = ((k,) if real_k else ()) + ((dc_k,) if "dc" in want else ())
+    return max(ks, default=0), tuple(sorted(set(ks)))
+
+
 def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: int = 3, device="auto",
-             memory_budget: int = DEFAULT_MEMORY_BUDGET, progress: bool | None = None) -> Evaluation:
+             memory_budget: int = DEFAULT_MEMORY_BUDGET, real_knn: NeighborGraph | None = None,
+             progress: bool | None = None) -> Evaluation:
     """Compute the requested metrics of ``fake`` against ``real`` in one pass.
 
     Args:
@@ -218,6 +228,8 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
         hubs_k: hub threshold t: a hub has k-occurrence >= t (default 3).
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
         memory_budget: bytes of working memory for distance tiles (the only tiling knob).
+        real_knn: the real set's k-NN graph computed earlier (:func:`real_knn_needs` says which; a
+            stored summary, :mod:`hubness.summary`); its pass is then skipped. Results are identical.
         progress: tqdm bars on stderr (None: only when stderr is a terminal).
 
     Returns:
@@ -247,8 +259,11 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
         stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)  # one read of each set, shared by every pass
     t = time.perf_counter()
     real_ks = ((k,) if real_k else ()) + ((dc_k,) if "dc" in want else ())  # radii the metrics read
-    g_real = nearest_neighbors(xr, real_kmax, device=dev, memory_budget=memory_budget, stats=stats_r,
-                               exact_ks=real_ks, desc="k-NN real", progress=progress)
+    if real_knn is None:
+        g_real = nearest_neighbors(xr, real_kmax, device=dev, memory_budget=memory_budget, stats=stats_r,
+                                   exact_ks=real_ks, desc="k-NN real", progress=progress)
+    else:
+        g_real = _check_real_knn(real_knn, n_real, real_kmax, real_ks)
     timings["knn_real"] = time.perf_counter() - t
     g_fake = None
     if fake_k:
@@ -321,6 +336,16 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
         fake_is_hub=(occ_fake >= hubs_k) if occ_fake is not None else None,
         **results,
     )
+
+
+def _check_real_knn(graph, n: int, k_max: int, exact_ks: tuple) -> NeighborGraph:
+    if not isinstance(graph, NeighborGraph):
+        raise TypeError(f"The 'real_knn' parameter of evaluate must be a NeighborGraph. Got {type(graph).__name__}.")
+    if graph.n != n or graph.k_max < k_max or not set(exact_ks) <= set(graph.exact_ks):
+        raise ValueError(f"The 'real_knn' parameter of evaluate does not fit: a graph of {graph.n} samples, k_max "
+                         f"{graph.k_max}, exact k {graph.exact_ks}; needed {n} samples, k_max {k_max}, exact k "
+                         f"{tuple(exact_ks)}")
+    return graph
 
 
 def precision_recall(*, real, fake, k: int = 3, **options) -> PrecisionRecall:
