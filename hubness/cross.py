@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from . import kernels
 from .distances import exact_matmul, exact_sq_dist, gram_tile, screen_eps, sq_dist_tile, strip_width, tile_grid, tile_side
+from .distributed import SINGLE, Group
 from .frame import SetStats, choose_frame, screen_rows
 
 # name: (side the result is indexed by, how partial results combine)
@@ -120,13 +121,15 @@ class Tile:
 def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, memory_budget: int,
                real_stats: SetStats | None = None, fake_stats: SetStats | None = None,
                real_rows: np.ndarray | None = None, fake_cols: np.ndarray | None = None,
-               same_set: bool = False, progress: bool | None = None) -> CrossResult:
+               same_set: bool = False, progress: bool | None = None, group: Group = SINGLE) -> CrossResult:
     """Run the tiled real x fake pass (see the module docstring for what each reduction is).
 
     ``real`` (N, dim) and ``fake`` (M, dim) are float32 tensors on the pass's device;
     ``real_rows`` / ``fake_cols`` (sorted int arrays) restrict the pass to those samples.
     ``same_set``: ``fake`` is ``real`` and each sample's pair with itself is left out (a set scored
-    against the other samples of itself); only for full passes.
+    against the other samples of itself); only for full passes. ``group``: the processes sharing the
+    tiles (:mod:`hubness.distributed`); their per-sample results combine by the REDUCTIONS rules and
+    every rank returns the whole result.
     """
     if same_set and (real_rows is not None or fake_cols is not None or real.shape != fake.shape):
         raise ValueError("same_set needs one full set on both sides")
@@ -161,11 +164,14 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
     thresholds = dict(r_pr=r_pr if use_r else None, r_dc=r_dc, r_rt=r_rt, r_hub=r_hub,
                       s_pr=s_pr if use_s else None, s_hub=s_hub)
 
-    totals = {name: _initial(name, n_real if REDUCTIONS[name][0] == "real" else n_fake, dev) for name in want}
+    # in the table's order: the ranks combine them in the same order (a set's order differs by process)
+    totals = {name: _initial(name, n_real if REDUCTIONS[name][0] == "real" else n_fake, dev)
+              for name in REDUCTIONS if name in want}
     fused = kernels.enabled(dev)
     side = tile_side(dim, memory_budget)
     width = strip_width(side, dim, memory_budget, fused)
     tiles = tile_grid(rows_all.numel(), cols_all.numel(), side, width)
+    tiles = [tiles[t] for t in group.share(len(tiles))]
     refined = 0
     eps, abs_tol = screen_eps(dim), frame.abs_tol(dim)
     # gathered blocks (eP&R's hub subsets) go to two reused buffers: no per-tile allocations
@@ -203,6 +209,9 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
             del tile, out
             bar.update()
 
+    for name in totals:  # the ranks' per-sample results, by the rule of each reduction
+        totals[name] = group.combine(REDUCTIONS[name][1], totals[name])
+    refined = int(group.combine("sum", torch.tensor([refined], device=dev)).item())
     res = CrossResult(refined=refined, tile_side=side)
 
     def out(name):

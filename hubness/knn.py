@@ -32,6 +32,7 @@ from . import kernels
 from ._checks import check_feature_input, check_int
 from .distances import (DEFAULT_MEMORY_BUDGET, exact_matmul, exact_sq_dist, gram_tile, resolve_device, screen_eps,
                         sq_dist_tile, strip_width, tile_grid, tile_side)
+from .distributed import SINGLE, Group
 from .frame import SetStats, choose_frame, screen_rows
 
 _EXTRA_CANDIDATES = 16  # spare candidates a row: enough for most tie groups of low-dimensional data
@@ -90,7 +91,7 @@ class NeighborGraph:
 
 def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
                       exact_ks=None, stats: SetStats | None = None, desc: str = "k-NN",
-                      progress: bool | None = None) -> NeighborGraph:
+                      progress: bool | None = None, group: Group = SINGLE) -> NeighborGraph:
     """Exact k nearest neighbours of every row of ``features`` within the same set.
 
     Args:
@@ -104,6 +105,8 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
             regardless (each row's first k' for every k' in ``exact_ks`` and k).
         stats: :class:`hubness.frame.SetStats` of ``features`` if already computed (one read saved).
         progress: tqdm bar on stderr; None shows it only on a terminal.
+        group: the processes sharing the work (:mod:`hubness.distributed`); every rank returns the
+            whole graph.
     """
     check_feature_input(features, "features")
     k = check_int(k, "k", "nearest_neighbors", 1)
@@ -120,25 +123,37 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         frame = choose_frame([x], [stats])
         xs, norms = screen_rows(x, stats, frame)
         cand = min(k + _EXTRA_CANDIDATES, n - 1)
-        best_d, best_i = _screen_pass(xs, norms, cand, memory_budget, desc, progress)
+        best_d, best_i = _screen_pass(xs, norms, cand, memory_budget, desc, progress, group)
         del xs
-        d, idx = _sort_rows(best_d.to(torch.float64), best_i)
-        tol = screen_eps(dim) * (norms.to(torch.float64) + float(norms.max())) + frame.abs_tol(dim)
-        proven = torch.ones(n, dtype=torch.bool, device=dev) if cand == n - 1 else d[:, cand - 1] - d[:, k - 1] > 2 * tol
+        if group.active:  # the k + 16 smallest of every rank's lists (a pair lives in one tile only)
+            best_d = torch.cat(group.gather_all(best_d), dim=1)
+            best_i = torch.cat(group.gather_all(best_i), dim=1)
+            best_d, pos = torch.topk(best_d, cand, dim=1, largest=False)
+            best_i = torch.gather(best_i, 1, pos)
+        # the exact step, split by rows across the ranks
+        mine = group.rows(n)
+        rows = torch.arange(mine.start, mine.stop, device=dev)
+        d, idx = _sort_rows(best_d[mine].to(torch.float64), best_i[mine])
+        tol = screen_eps(dim) * (norms[mine].to(torch.float64) + float(norms.max())) + frame.abs_tol(dim)
+        proven = (torch.ones(rows.numel(), dtype=torch.bool, device=dev) if cand == n - 1
+                  else d[:, cand - 1] - d[:, k - 1] > 2 * tol)
         failing = torch.nonzero(~proven).flatten()
         # exact copies are looked for only where a k-th candidate is screened as (near) zero
         copies = bool((d[failing, k - 1] <= tol[failing]).any()) if failing.numel() else False
-        idx, d = _refine(x, frame.sq_scale, d, idx, tol, proven, k, exact_ks)
+        idx, d = _refine(x, rows, frame.sq_scale, d, idx, tol, proven, k, exact_ks)
         if failing.numel():
             centre = stats.total / stats.count
-            idx[failing], d[failing] = exact_rows(x, failing, k, centre, memory_budget, look_for_copies=copies)
+            idx[failing], d[failing] = exact_rows(x, rows[failing], k, centre, memory_budget, look_for_copies=copies)
+        idx, d = group.gather_rows(idx, n), group.gather_rows(d, n)
+        fallback = int(group.combine("sum", torch.tensor([failing.numel()], device=dev)).item())
     return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks,
-                         fallback_rows=int(failing.numel()))
+                         fallback_rows=fallback)
 
 
 def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, memory_budget: int, desc: str,
-                 progress: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``cand`` nearest candidates of every row by screened distance (float32 (n, cand), int64)."""
+                 progress: bool | None, group: Group = SINGLE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``cand`` nearest candidates of every row by screened distance (float32 (n, cand), int64)
+    among the pairs of this rank's tiles (all tiles in one process)."""
     n, dim = xs.shape
     dev = xs.device
     best_d = torch.full((n, cand), float("inf"), dtype=torch.float32, device=dev)
@@ -157,6 +172,7 @@ def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, memory_budget
     fused = kernels.enabled(dev)
     side = knn_tile_side(n, dim, memory_budget)
     tiles = tile_grid(n, n, side, strip_width(side, dim, memory_budget, fused), upper=True)
+    tiles = [tiles[t] for t in group.share(len(tiles))]
     with tqdm(total=len(tiles), desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
         for rows, cols in tiles:
             if fused:
@@ -181,18 +197,18 @@ def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
     return min(tile_side(dim, memory_budget), max(512, -(-n // 10)))
 
 
-def _refine(x: torch.Tensor, sq_scale: float, d: torch.Tensor, idx: torch.Tensor, tol: torch.Tensor,
-            proven: torch.Tensor, k: int, exact_ks: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+def _refine(x: torch.Tensor, rows: torch.Tensor, sq_scale: float, d: torch.Tensor, idx: torch.Tensor,
+            tol: torch.Tensor, proven: torch.Tensor, k: int, exact_ks: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     """Sort the candidates of the ``proven`` rows by (distance, index) with exact distances wherever
     the order or a radius depends on them; keep the first k, in original units.
 
-    ``d`` (frame units, float64) and ``idx`` are sorted by screened distance. In a row, a run of
-    candidates whose consecutive gaps are all <= 2 T_i can be in any true order, while anything
-    outside the run is certainly on its side of it. So the runs that hold the positions of
-    ``exact_ks`` (k among them) are re-measured exactly and the row is re-sorted: the distance at
-    position k'-1 is then the exact k'-th neighbour distance for every k' in ``exact_ks``, and the
-    first k indices are exact too. Usually one exact pair per radius. Rows not ``proven`` are left
-    for :func:`exact_rows`.
+    ``rows`` are the samples whose candidates ``d`` (frame units, float64) and ``idx`` hold, sorted
+    by screened distance. In a row, a run of candidates whose consecutive gaps are all <= 2 T_i can
+    be in any true order, while anything outside the run is certainly on its side of it. So the runs
+    that hold the positions of ``exact_ks`` (k among them) are re-measured exactly and the row is
+    re-sorted: the distance at position k'-1 is then the exact k'-th neighbour distance for every k'
+    in ``exact_ks``, and the first k indices are exact too. Usually one exact pair per radius. Rows
+    not ``proven`` are left for :func:`exact_rows`.
     """
     n, cand = idx.shape
     linked = (d[:, 1:] - d[:, :-1]) <= 2 * tol[:, None]  # consecutive candidates that may swap
@@ -202,8 +218,8 @@ def _refine(x: torch.Tensor, sq_scale: float, d: torch.Tensor, idx: torch.Tensor
     for kk in exact_ks:
         need |= run == run[:, kk - 1:kk]
     need &= proven[:, None]
-    rows, cols = need.nonzero(as_tuple=True)
-    d[rows, cols] = exact_sq_dist(x, rows, x, idx[rows, cols]).to(d.device) * sq_scale
+    r, c = need.nonzero(as_tuple=True)
+    d[r, c] = exact_sq_dist(x, rows[r], x, idx[r, c]).to(d.device) * sq_scale
     d, idx = _sort_rows(d, idx)
     return idx[:, :k].contiguous(), d[:, :k] / sq_scale
 

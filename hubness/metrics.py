@@ -30,6 +30,7 @@ import torch
 from ._checks import as_feature_matrix, check_int
 from .cross import CrossInputs, cross_pass
 from .distances import DEFAULT_MEMORY_BUDGET, resolve_device
+from .distributed import SINGLE, Group
 from .frame import SetStats
 from .knn import NeighborGraph, nearest_neighbors
 from .stats import HubnessStats, hubness_stats
@@ -216,7 +217,7 @@ def real_knn_needs(metrics=METRICS, k: int = 3, dc_k: int = 5) -> tuple[int, tup
 
 def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: int = 3, device="auto",
              memory_budget: int = DEFAULT_MEMORY_BUDGET, real_knn: NeighborGraph | None = None,
-             progress: bool | None = None) -> Evaluation:
+             progress: bool | None = None, group: Group = SINGLE) -> Evaluation:
     """Compute the requested metrics of ``fake`` against ``real`` in one pass.
 
     Args:
@@ -231,9 +232,12 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
         real_knn: the real set's k-NN graph computed earlier (:func:`real_knn_needs` says which; a
             stored summary, :mod:`hubness.summary`); its pass is then skipped. Results are identical.
         progress: tqdm bars on stderr (None: only when stderr is a terminal).
+        group: the processes sharing the work (:mod:`hubness.distributed`, torchrun); every rank
+            gets the whole result, equal to one process's.
 
     Returns:
-        :class:`Evaluation`; results do not depend on ``memory_budget`` or device beyond float ties.
+        :class:`Evaluation`; results do not depend on ``memory_budget``, the device or the number of
+        processes beyond float ties.
     """
     t_start = time.perf_counter()
     metrics, k, dc_k, hubs_k, memory_budget, dev = check_options(
@@ -261,7 +265,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     real_ks = ((k,) if real_k else ()) + ((dc_k,) if "dc" in want else ())  # radii the metrics read
     if real_knn is None:
         g_real = nearest_neighbors(xr, real_kmax, device=dev, memory_budget=memory_budget, stats=stats_r,
-                                   exact_ks=real_ks, desc="k-NN real", progress=progress)
+                                   exact_ks=real_ks, desc="k-NN real", progress=progress, group=group)
     else:
         g_real = _check_real_knn(real_knn, n_real, real_kmax, real_ks)
     timings["knn_real"] = time.perf_counter() - t
@@ -269,7 +273,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     if fake_k:
         t = time.perf_counter()
         g_fake = nearest_neighbors(xf, fake_k, device=dev, memory_budget=memory_budget, stats=stats_f,
-                                   desc="k-NN fake", progress=progress)
+                                   desc="k-NN fake", progress=progress, group=group)
         timings["knn_fake"] = time.perf_counter() - t
 
     occ_real = g_real.k_occurrence(k) if real_k else None
@@ -297,7 +301,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     if want - {"hubness"}:
         t = time.perf_counter()
         res = cross_pass(xr, xf, inputs, memory_budget=memory_budget, real_stats=stats_r, fake_stats=stats_f,
-                         real_rows=rows, fake_cols=cols, progress=progress)
+                         real_rows=rows, fake_cols=cols, progress=progress, group=group)
         timings["cross"] = time.perf_counter() - t
         diagnostics.update(refined_pairs=res.refined, cross_tile_side=res.tile_side)
     diagnostics["knn_fallback_rows"] = g_real.fallback_rows + (g_fake.fallback_rows if g_fake else 0)
@@ -327,7 +331,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     timings["total"] = time.perf_counter() - t_start
 
     params = {"k": k, "dc_k": dc_k, "hubsK": hubs_k, "metrics": list(metrics), "device": str(dev),
-              "memory_budget": memory_budget}
+              "memory_budget": memory_budget, "processes": group.world, "backend": group.backend}
     return Evaluation(
         n_real=n_real, n_fake=n_fake, dim=dim, params=params, timings=timings, diagnostics=diagnostics,
         fake_in_real_manifold=res.in_real if "pr" in want else None,
@@ -374,7 +378,7 @@ def rarity_scores(*, real, fake, k: int = 3, **options) -> RarityScores:
 
 
 def real_rarity_scores(*, real, k: int = 3, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                       progress: bool | None = None) -> RarityScores:
+                       progress: bool | None = None, group: Group = SINGLE) -> RarityScores:
     """Rarity score of every *real* sample against the balls of the other real samples (its own ball
     left out): ``min{r_i : d(x_j, x_i) < r_i, i != j}``, NaN where no other ball holds it. The
     reference distribution for the fakes' rarity scores (Han et al. 2023). One k-NN pass and one
@@ -389,9 +393,9 @@ def real_rarity_scores(*, real, k: int = 3, device="auto", memory_budget: int = 
     with torch.inference_mode():
         stats = SetStats.of(xr)
     g = nearest_neighbors(xr, k, device=dev, memory_budget=memory_budget, stats=stats, exact_ks=(k,),
-                          desc="k-NN real", progress=progress)
+                          desc="k-NN real", progress=progress, group=group)
     res = cross_pass(xr, xr, CrossInputs(real_sq_radii=g.sq_radii(k), rarity=True), memory_budget=memory_budget,
-                     real_stats=stats, fake_stats=stats, same_set=True, progress=progress)
+                     real_stats=stats, fake_stats=stats, same_set=True, progress=progress, group=group)
     rarity = np.sqrt(res.rarity_sq)
     rarity[~np.isfinite(rarity)] = np.nan
     return RarityScores(scores=rarity, k=k)
