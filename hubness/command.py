@@ -1,21 +1,24 @@
-"""``improved_precision_recall_hubness.py REAL FAKE``: every metric of FAKE against REAL in one run.
+"""``improved_precision_recall_hubness.py REAL FAKE``: every metric of FAKE against REAL in one run;
+``... compare FILE.jsonl`` (or ``--compare FILE.jsonl``): the runs of a ``--log`` file as a table.
 
 stdout: ``precision:`` and ``recall:`` (eP&R, as the original script printed) then one
 ``name: value`` line per further figure. Progress bars and logs: stderr. ``--json``,
-``--per_sample`` and ``--plot`` are checked before any work and written together
-(:class:`features.outputs.OutputFiles`) before anything is printed, so a stdout that fails or whose
-reader leaves (``| head -1``) cannot lose them.
+``--per_sample``, ``--plot`` and the files of ``--gallery`` are checked before any work and written
+together (:class:`features.outputs.OutputFiles`) before anything is printed, so a stdout that fails
+or whose reader leaves (``| head -1``) cannot lose them; ``--log`` is checked with them and its line
+appended once they are in place (:mod:`hubness.runlog`).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
-import platform
+import os
+import sys
 import threading
 import time
 
 import numpy as np
-import torch
 
 import hubness
 from features.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
@@ -24,8 +27,10 @@ from features.images import is_image_input
 from features.outputs import OutputFiles
 from features.store import FeatureFile, load_features, random_subset
 
+from . import runlog
 from ._checks import as_feature_matrix
-from .report import PLOT_METRICS, summary_lines, write_per_sample_csv, write_plot
+from .gallery import DEFAULT_N, Gallery
+from .report import summary_lines, write_compare_plot, write_per_sample_csv, write_plot
 
 log = logging.getLogger("improved_precision_recall_hubness")
 PROG = "improved_precision_recall_hubness.py"
@@ -43,7 +48,9 @@ def metric_list(text: str) -> str:
 def build_parser(prog: str = PROG) -> OneLineParser:
     p = OneLineParser(prog=prog, description=(
         "Precision & recall with hubness-aware sampling (eP&R), exact improved P&R, density & coverage, "
-        "realism and rarity scores and hubness statistics of FAKE features against REAL features."))
+        "realism and rarity scores and hubness statistics of FAKE features against REAL features."),
+        epilog=f"{prog} compare FILE.jsonl (or --compare FILE.jsonl) prints the runs of a --log file as a table, "
+               f"one row per run (see {prog} compare --help).")
     p.add_argument("path_real", metavar="REAL", help="real features: .npz (key 'feature', 'features', 'reps' "
                    "or 'arr_0') or .npy of shape (n, dim); or images (folder, .zip, uint8 array, .txt list), "
                    "whose features are extracted first (see the extraction options)")
@@ -59,7 +66,14 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--json", metavar="PATH", help="write every result and the parameters as JSON")
     p.add_argument("--per_sample", "--per-sample", dest="per_sample", metavar="PATH",
                    help="write one CSV row per fake sample (input order)")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG of the per-sample score distributions")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG figure: rarity of both sets (the real set scored "
+                   "against itself: one more real x real pass), realism, k-occurrence of both sets, metric bars")
+    p.add_argument("--gallery", metavar="DIR", help="write PNG contact sheets of the rarest, most typical, least and "
+                   "most realistic, outside and hub images (and gallery.csv) into DIR, created if missing")
+    p.add_argument("--gallery_n", "--gallery-n", dest="gallery_n", type=positive_int, default=DEFAULT_N,
+                   help="images a contact sheet")
+    p.add_argument("--log", metavar="FILE.jsonl", help="append one JSON line describing the run (inputs with "
+                   "digests, parameters, versions, every metric, timings); compare runs with: %(prog)s compare FILE.jsonl")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
                    help="use a seeded random subset of this many samples of each set (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --num_samples subset")
@@ -91,8 +105,43 @@ def _load(path: str, what: str, args, seed: int):
     return FeatureFile(features, data.paths, data.meta, data.source, data.key), indices
 
 
+def build_compare_parser(prog: str = PROG) -> OneLineParser:
+    p = OneLineParser(prog=f"{prog} compare", description=(
+        "Print the runs of --log files as a table, one row per run: the generated set, the parameters that "
+        "differ between runs, the metrics, seconds and time (UTC)."))
+    p.add_argument("files", metavar="FILE.jsonl", nargs="*", help="run logs written with --log")
+    p.add_argument("--compare", metavar="FILE.jsonl", action="append", default=[], help="a run log (the same)")
+    p.add_argument("--columns", type=column_list, default=None,
+                   help="comma list of metric columns, named as the metric command prints them "
+                        f"(default: those of {','.join(runlog.DEFAULT_COLUMNS)} that a run has)")
+    p.add_argument("--csv", metavar="PATH", help="write the table as CSV")
+    p.add_argument("--plot", metavar="PATH", help="write the metric columns as a PNG of bar charts, one per metric")
+    p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
+                   help="log errors only")
+    return p
+
+
+def column_list(text: str) -> list:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no column given")
+    return names
+
+
+def is_compare(argv) -> bool:
+    """``compare`` as the first word, or a ``--compare`` option: the comparison, not a metric run
+    (a feature file named ``compare`` is given as ``./compare``)."""
+    return argv[:1] == ["compare"] or any(a == "--compare" or a.startswith("--compare=") for a in argv)
+
+
 def main(argv=None, prog: str = PROG) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if is_compare(argv):
+        args = build_compare_parser(prog).parse_args(argv[1:] if argv[:1] == ["compare"] else argv)
+        setup_logging(args.verbosity)
+        return run_main(prog, lambda: _compare(args, prog))
     args = build_parser(prog).parse_args(argv)
+    args.argv = argv
     setup_logging(args.verbosity)
     return run_main(prog, lambda: _run(args))
 
@@ -109,11 +158,10 @@ def _run(args) -> None:
     metrics, k, dc_k, hubs_k, budget, device = hubness.check_options(
         metrics=args.metrics, k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k, memory_budget=args.memory_budget * 2**20,
         device=check_device(args.device))
-    if args.plot and not set(metrics) & set(PLOT_METRICS):
-        raise ValueError(f"--plot {args.plot}: needs at least one of the metrics {', '.join(PLOT_METRICS)}")
     outputs = OutputFiles(inputs={"REAL": args.path_real, "FAKE": args.path_fake, "--weights": args.weights})
     planned = {option: outputs.add(getattr(args, option), f"--{option}")
-               for option in ("json", "per_sample", "plot") if getattr(args, option)}
+               for option in ("json", "per_sample", "plot", "log") if getattr(args, option)}
+    gallery = Gallery(args.gallery, metrics, args.gallery_n, outputs) if args.gallery else None  # last: it may mkdir
 
     loader = None
     if hubness.kernels.enabled(device) and not any(map(is_image_input, (args.path_real, args.path_fake))):
@@ -122,12 +170,16 @@ def _run(args) -> None:
         loader = threading.Thread(target=_load_kernels, name="hubness-kernel-load")
         loader.start()
     try:
-        _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device, outputs, planned)
+        _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device, outputs, planned, gallery)
     except KeyboardInterrupt:
         # no join: a Ctrl-C that lands inside numba's compiler (the first tile loads the kernels
         # too) can leave the loader waiting for ever; the scripts end with os._exit (cli/launch.py)
+        if gallery is not None:
+            gallery.abandon()
         raise
     except BaseException:
+        if gallery is not None:
+            gallery.abandon()
         if loader is not None:
             loader.join()
         raise
@@ -135,13 +187,15 @@ def _run(args) -> None:
         loader.join()  # never leave native compiler code running at interpreter exit
 
 
-def _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device, outputs, planned) -> None:
-    real, _ = _load(args.path_real, "real", args, args.seed)
+def _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device, outputs, planned, gallery) -> None:
+    real, real_idx = _load(args.path_real, "real", args, args.seed)
     fake, fake_idx = _load(args.path_fake, "fake", args, args.seed + 1)
     if real.features.shape[1] != fake.features.shape[1]:
         raise ValueError(f"{args.path_fake} (fake): {fake.features.shape[1]}-dimensional features, but "
                          f"{args.path_real} (real) has {real.features.shape[1]}: different dimensions, "
                          "REAL and FAKE must come from the same feature extractor")
+    if gallery is not None:
+        gallery.check_sources(real, fake)
     if args.num_samples is not None:
         log.info("random subsets of %d samples (seed %d for real, %d for fake)", args.num_samples, args.seed,
                  args.seed + 1)
@@ -155,24 +209,79 @@ def _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device
         if data is None:
             raise
         raise ValueError(f"{data.source}: {exc}") from None
+    timings = dict(evaluation.timings, load=t_loaded - t_start)
+    real_rarity = None
+    if "plot" in planned and evaluation.rarity is not None:  # the real set's own rarity: one more real x real pass
+        t = time.perf_counter()
+        real_rarity = hubness.real_rarity_scores(real=real.features, k=k, device=device, memory_budget=budget,
+                                                 progress=args.progress).scores
+        timings["real_rarity"] = time.perf_counter() - t
     seconds = time.perf_counter() - t_start
 
+    payload = evaluation.to_dict()
+    payload["params"].update(seed=args.seed, num_samples=args.num_samples)
+    payload["timings"], payload["seconds"] = timings, seconds
+    versions = runlog.versions()
+    title = (f"{os.path.basename(fake.source)} ({evaluation.n_fake} generated) vs "
+             f"{os.path.basename(real.source)} ({evaluation.n_real} real), k={k}")
+    note = ""
     with outputs:  # every file written, then all put in place together, or none
         if "json" in planned:
-            payload = evaluation.to_dict()
-            payload["params"].update(seed=args.seed, num_samples=args.num_samples)
-            payload["inputs"] = {name: {"path": data.source, "key": data.key, "meta": data.meta}
-                                 for name, data in (("real", real), ("fake", fake))}
-            payload["versions"] = {"toolkit": hubness.__version__, "torch": torch.__version__,
-                                   "numpy": np.__version__, "python": platform.python_version()}
-            payload["timings"]["load"] = t_loaded - t_start
-            payload["seconds"] = seconds
+            document = dict(payload, versions=versions, inputs={
+                name: {"path": data.source, "key": data.key, "meta": data.meta}
+                for name, data in (("real", real), ("fake", fake))})
             with planned["json"].open("w", encoding="utf-8") as handle:
-                write_json(handle, hubness.json_safe(payload))
+                write_json(handle, hubness.json_safe(document))
         if "per_sample" in planned:
             with planned["per_sample"].open("w", newline="", encoding="utf-8") as handle:
                 write_per_sample_csv(handle, evaluation, fake_idx, fake.paths)
         if "plot" in planned:
             with planned["plot"].open() as handle:
-                write_plot(handle, evaluation)
+                write_plot(handle, evaluation, real_rarity, title)
+        if gallery is not None:
+            note = gallery.write(evaluation, {"real": (real, real_idx), "fake": (fake, fake_idx)}, title)
+    if note:
+        log.warning("%s", note)
+    if "log" in planned:
+        record = {"time": runlog.utc_now(), "argv": list(args.argv),
+                  "inputs": {"real": runlog.input_record(real, real.features),
+                             "fake": runlog.input_record(fake, fake.features)},
+                  "params": payload["params"], "versions": versions, "metrics": runlog.metric_blocks(payload),
+                  "timings": timings, "seconds": seconds}
+        runlog.append_line(planned["log"], hubness.json_safe(record))
     print_results(summary_lines(evaluation, seconds))
+
+
+def _compare(args, prog: str) -> None:
+    files = args.compare + args.files
+    if not files:
+        build_compare_parser(prog).error("give at least one run log (FILE.jsonl)")
+    outputs = OutputFiles(inputs={f"FILE.jsonl {path}": path for path in files})
+    planned = {option: outputs.add(getattr(args, option), f"--{option}")
+               for option in ("csv", "plot") if getattr(args, option)}
+    runs = []
+    for path in files:
+        found, bad = runlog.read_runs(path)
+        if bad:
+            shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+            log.warning("%s: %d line(s) are not run records, skipped (line %s)", path, len(bad), shown)
+        label = "" if len(files) == 1 else f"{os.path.basename(path)}:"
+        runs += [(f"{label}{number}", record) for number, record in found]
+    if not runs:
+        raise ValueError(f"{', '.join(files)}: no run records (write them with --log FILE.jsonl)")
+    if args.columns is not None:
+        absent = [c for c in args.columns if all(runlog.lookup(r["metrics"], c) is None for _, r in runs)]
+        if absent:
+            raise ValueError(f"--columns: no run has {absent[0]!r} (names as the metric command prints them, "
+                             "e.g. pr.precision, hubness.fake.skewness)")
+    header, rows, metric_columns = runlog.comparison(runs, args.columns)
+    with outputs:
+        if "csv" in planned:
+            with planned["csv"].open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(header)
+                writer.writerows([["" if v is None else v for v in row] for row in rows])
+        if "plot" in planned:
+            with planned["plot"].open() as handle:
+                write_compare_plot(handle, header, rows, metric_columns)
+    print_results(runlog.table_lines(header, rows))

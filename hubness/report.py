@@ -8,9 +8,6 @@ import numpy as np
 
 from .metrics import Evaluation
 
-PLOT_METRICS = ("realism", "rarity", "pr", "epr", "hubness")  # those with a per-sample panel in write_plot
-
-
 def _fmt(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
@@ -77,33 +74,185 @@ def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, pa
         writer.writerow([cell(v) for v in row])
 
 
-def write_plot(handle, evaluation: Evaluation) -> None:
-    """A PNG of the per-sample distributions (realism, rarity, k-occurrence of the fake set) to a binary file object."""
+PLOT_SIZE = (1100, 800)  # pixels of the --plot figure, whatever was computed
+_DPI = 100
+_COLORS = {"real": "#4c72b0", "fake": "#dd8452"}
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []
-    if evaluation.realism is not None:
-        v = evaluation.realism.scores
-        panels.append(("realism score (fake)", v[np.isfinite(v)]))
-    if evaluation.rarity is not None:
-        v = evaluation.rarity.scores
-        panels.append(("rarity score (fakes inside the real manifold)", v[~np.isnan(v)]))
-    if evaluation.fake_k_occurrence is not None:
-        panels.append(("k-occurrence (fake set)", evaluation.fake_k_occurrence))
-    if not panels:
-        raise ValueError(f"--plot needs at least one of the metrics {', '.join(PLOT_METRICS)}")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    for ax, (title, values) in zip(axes[0], panels):
-        ax.hist(values, bins=50, color="#3b6ea5")
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel("samples")
-    fig.suptitle(f"{evaluation.n_fake} fake vs {evaluation.n_real} real samples, k={evaluation.params['k']}",
-                 fontsize=10)
-    fig.tight_layout()
+    return plt
+
+
+def _empty(ax, title: str, why: str) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=9, color="#666666", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _rarity_panel(ax, evaluation: Evaluation, real_rarity) -> None:
+    title = "rarity score (lower: more typical)"
+    if evaluation.rarity is None:
+        return _empty(ax, title, "rarity not computed (--metrics)")
+    series = [("generated", evaluation.rarity.scores, _COLORS["fake"])]
+    if real_rarity is not None:
+        series.insert(0, ("real, own ball left out", real_rarity, _COLORS["real"]))
+    defined = [v[~np.isnan(v)] for _, v, _ in series]
+    if not any(d.size for d in defined):
+        return _empty(ax, title, "no sample inside a real ball")
+    bins = np.histogram_bin_edges(np.concatenate(defined), bins=40)
+    for (label, values, color), inside in zip(series, defined):
+        ax.hist(inside, bins=bins, density=True, histtype="stepfilled", alpha=0.35, color=color)
+        ax.hist(inside, bins=bins, density=True, histtype="step", color=color,
+                label=f"{label}: {inside.size} of {values.size} inside")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("rarity score (radius of the smallest real ball holding the sample)", fontsize=9)
+    ax.set_ylabel("density", fontsize=9)
+    ax.legend(fontsize=8)
+
+
+def _realism_panel(ax, evaluation: Evaluation) -> None:
+    title = "realism score of the generated samples"
+    if evaluation.realism is None:
+        return _empty(ax, title, "realism not computed (--metrics)")
+    scores = evaluation.realism.scores
+    finite = scores[np.isfinite(scores)]
+    copies = int(np.isinf(scores).sum())
+    ax.hist(finite, bins=40, color=_COLORS["fake"], alpha=0.8,
+            label=f"{finite.size} samples" + (f" (+{copies} at distance 0: inf)" if copies else ""))
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1, label="1: edge of a real ball")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("realism score (higher: deeper inside the real manifold)", fontsize=9)
+    ax.set_ylabel("samples", fontsize=9)
+    ax.legend(fontsize=8)
+
+
+def _occurrence_panel(ax, evaluation: Evaluation) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    k = evaluation.params["k"]
+    title = f"k-occurrence (k={k}): how often a sample is among others' {k} nearest"
+    sides = [(label, occ, _COLORS[side]) for side, label, occ in
+             (("real", "real", evaluation.real_k_occurrence), ("fake", "generated", evaluation.fake_k_occurrence))
+             if occ is not None]
+    if not sides:
+        return _empty(ax, title, "k-occurrence not computed (--metrics)")
+    width = 0.8 / len(sides)
+    for j, (label, occ, color) in enumerate(sides):
+        counts = np.bincount(occ)
+        values = np.flatnonzero(counts)
+        ax.bar(values + (j - (len(sides) - 1) / 2) * width, counts[values], width=width, color=color,
+               label=f"{label} (max {int(occ.max())})")
+    ax.axvline(evaluation.params["hubsK"] - 0.5, color="black", linestyle="--", linewidth=1,
+               label=f"hub threshold t={evaluation.params['hubsK']}")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("k-occurrence", fontsize=9)
+    ax.set_ylabel("samples (log scale)", fontsize=9)
+    ax.legend(fontsize=8)
+
+
+def _metric_bars(ax, evaluation: Evaluation) -> None:
+    title = "metric values"
+    groups = []  # (group, [(bar label, value, colour)])
+    for name in ("precision", "recall"):
+        bars = [(f"{label}", getattr(result, name), color) for label, result, color in
+                (("eP&R", evaluation.epr, "#55a868"), ("exact P&R", evaluation.pr, "#8172b2")) if result is not None]
+        if bars:
+            groups.append((name, bars))
+    if evaluation.dc is not None:
+        groups += [("density", [("D&C", evaluation.dc.density, "#c44e52")]),
+                   ("coverage", [("D&C", evaluation.dc.coverage, "#c44e52")])]
+    if not groups:
+        return _empty(ax, title, "no P&R, eP&R or D&C computed (--metrics)")
+    seen, top = set(), 1.0
+    for g, (group, bars) in enumerate(groups):
+        width = 0.8 / len(bars)
+        for j, (label, value, color) in enumerate(bars):
+            x = g + (j - (len(bars) - 1) / 2) * width
+            shown = 0.0 if math.isnan(value) else value
+            ax.bar(x, shown, width=width * 0.95, color=color, label=None if label in seen else label)
+            ax.text(x, shown + 0.01, "n/a" if math.isnan(value) else f"{value:.3f}", ha="center", va="bottom",
+                    fontsize=8)
+            seen.add(label)
+            top = max(top, shown)
+    ax.set_xticks(range(len(groups)), [group for group, _ in groups])
+    ax.set_ylim(0, top * 1.15)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+
+
+def write_plot(handle, evaluation: Evaluation, real_rarity: np.ndarray | None = None, title: str = "") -> None:
+    """The ``--plot`` figure (:data:`PLOT_SIZE` pixels) as PNG to a binary file object: rarity
+    histograms of the real set (``real_rarity``: scored against the other real samples, see
+    :func:`hubness.real_rarity_scores`) and the generated set, realism, k-occurrence of both sets
+    (log scale), and the metric values as bars (eP&R beside exact P&R). A panel whose metric was
+    not computed says so."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(PLOT_SIZE[0] / _DPI, PLOT_SIZE[1] / _DPI), dpi=_DPI)
     try:
-        fig.savefig(handle, format="png", dpi=110)
+        _rarity_panel(axes[0, 0], evaluation, real_rarity)
+        _realism_panel(axes[0, 1], evaluation)
+        _occurrence_panel(axes[1, 0], evaluation)
+        _metric_bars(axes[1, 1], evaluation)
+        fig.suptitle(title or f"{evaluation.n_fake} generated vs {evaluation.n_real} real samples, "
+                     f"k={evaluation.params['k']}", fontsize=11)
+        fig.tight_layout()
+        fig.savefig(handle, format="png", dpi=_DPI)
     finally:
         plt.close(fig)
+
+
+def write_compare_plot(handle, header: list, rows: list, metric_columns: list) -> None:
+    """The ``compare --plot`` figure as PNG to a binary file object: one bar chart per metric column,
+    one bar per run (labelled ``run: fake``), each panel on its own scale, values written on the bars
+    when there are at most 12 runs. :func:`compare_plot_size` gives its size in pixels."""
+    if not metric_columns:
+        raise ValueError("--plot: no metric column to draw")
+    plt = _pyplot()
+    columns, panel_rows = _compare_grid(len(metric_columns))
+    width, height = compare_plot_size(len(metric_columns))
+    fig, axes = plt.subplots(panel_rows, columns, figsize=(width / _DPI, height / _DPI), dpi=_DPI, squeeze=False)
+    run_col, fake_col = header.index("run"), header.index("fake")
+    labels = [f"{row[run_col]}: {row[fake_col]}" for row in rows]
+    colors = plt.get_cmap("tab10").colors
+    try:
+        for ax in axes.flat[len(metric_columns):]:
+            ax.axis("off")
+        for ax, column in zip(axes.flat, metric_columns):
+            values = [row[header.index(column)] for row in rows]
+            shown = [0.0 if v is None or not math.isfinite(v) else float(v) for v in values]
+            x = np.arange(len(rows))
+            ax.bar(x, shown, color=[colors[i % len(colors)] for i in range(len(rows))])
+            if len(rows) <= 12:
+                for xi, v, h in zip(x, values, shown):
+                    ax.text(xi, h, "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}", ha="center",
+                            va="bottom", fontsize=8)
+                ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+            else:
+                ax.set_xticks(x, [str(row[run_col]) for row in rows], fontsize=7)
+            low, high = min(shown + [0.0]), max(shown + [1.0])  # 1.0 always shown: the scale of P, R, coverage
+            ax.set_ylim(low * 1.15, high * 1.12)
+            ax.set_title(column, fontsize=10)
+        fig.suptitle(f"{len(rows)} runs, one bar each", fontsize=11)
+        fig.tight_layout()
+        fig.savefig(handle, format="png", dpi=_DPI)
+    finally:
+        plt.close(fig)
+
+
+def _compare_grid(panels: int) -> tuple[int, int]:
+    columns = min(3, panels)
+    return columns, math.ceil(panels / columns)
+
+
+def compare_plot_size(panels: int) -> tuple[int, int]:
+    """(width, height) in pixels of the ``compare --plot`` figure with this many metric panels."""
+    columns, rows = _compare_grid(panels)
+    return 380 * columns, 300 * rows + 40

@@ -10,8 +10,11 @@ import sys
 import numpy as np
 import pytest
 
+from PIL import Image
+
 import hubness
 from hubness.command import main
+from hubness.report import PLOT_SIZE
 from tests import oracle
 from tests.cli_helpers import METRICS_SCRIPT as SCRIPT
 from tests.cli_helpers import assert_one_line_error, call
@@ -71,7 +74,8 @@ def test_stdout_json_and_csv(files):
     assert [int(r["k_occurrence"]) for r in rows] == ref["occ_fake"].tolist()
     for row, rarity in zip(rows, ref["rarity"]):
         assert (row["rarity"] == "") == bool(np.isnan(rarity))
-    assert out_png.read_bytes()[:4] == b"\x89PNG"
+    with Image.open(out_png) as figure:
+        assert figure.format == "PNG" and figure.size == PLOT_SIZE
 
 
 def test_metrics_subset_and_absent_keys(files):
@@ -145,7 +149,8 @@ def _bad_files(tmp):
     (["good.npz", "good.npz", "--device", "gpu7"], 2, ["argument --device: expected auto, cpu, cuda or cuda:N"]),
     (["good.npz", "good.npz", "--json", "nowhere/out.json"], 1, ["--json nowhere/out.json: folder nowhere does not exist"]),
     (["good.npz", "good.npz", "--per_sample", "nowhere/x.csv"], 1, ["--per_sample nowhere/x.csv: folder nowhere"]),
-    (["good.npz", "good.npz", "--plot", "p.png", "--metrics", "dc"], 1, ["--plot p.png: needs at least one of"]),
+    (["good.npz", "good.npz", "--gallery", "g", "--metrics", "dc"], 1, ["--gallery g: needs at least one of"]),
+    (["good.npz", "good.npz", "--log", "nowhere/l.jsonl"], 1, ["--log nowhere/l.jsonl: folder nowhere does not exist"]),
     (["good.npz", "good.npz", "--num_samples", "31"], 1, ["--num_samples 31 is larger than the 30 samples of good.npz"]),
     (["good.npz"], 2, ["the following arguments are required: FAKE"]),
 ])

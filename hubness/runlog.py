@@ -1,0 +1,219 @@
+"""The run log (``--log FILE.jsonl``) and its comparison table (``hubness-pr compare FILE.jsonl``).
+
+One JSON object a line, one line a run, appended: :data:`RECORD_KEYS` are its keys. A line is
+appended with a single ``write`` of the whole line on a file opened with ``O_APPEND`` while holding
+an exclusive ``flock`` (runs that log to the same file at the same time take turns). A write that
+falls short (disk full) is cut back off, so the log never keeps half a line; a file that already
+ends without a newline (written by something else) gets one before the new line. Reading skips
+lines that are not run records and says which.
+
+The log is not one of the files the run puts in place together (:class:`features.outputs.OutputFiles`
+replaces a file by renaming a new one over it, which would lose the lines of runs that append at
+the same time): it is checked with them before any work, and its line is appended after they are in
+place, so a line in the log means the run's other outputs were written.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import math
+import os
+import platform
+import stat
+
+import numpy as np
+
+RECORD_KEYS = ("time", "argv", "inputs", "params", "versions", "metrics", "timings", "seconds")
+METRIC_BLOCKS = ("epr", "pr", "dc", "realism", "rarity", "hubness")
+DEFAULT_COLUMNS = ("epr.precision", "epr.recall", "pr.precision", "pr.recall", "dc.density", "dc.coverage",
+                   "realism.mean", "hubness.fake.skewness")
+VARYING_PARAMS = ("k", "dc_k", "hubsK", "num_samples", "seed")
+
+
+def feature_digest(features: np.ndarray) -> str:
+    """SHA-256 of the line ``"<dtype> <n>x<dim>\\n"`` followed by the array's bytes in C order: the
+    identity of the features a run evaluated."""
+    array = np.ascontiguousarray(features)
+    digest = hashlib.sha256(f"{array.dtype} {'x'.join(map(str, array.shape))}\n".encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def versions() -> dict:
+    import torch
+
+    from features.version import __version__
+
+    return {"toolkit": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def input_record(data, features: np.ndarray) -> dict:
+    """What the log says of one input: path, sizes, digest of the features evaluated."""
+    record = {"path": data.source, "n": int(features.shape[0]), "dim": int(features.shape[1]),
+              "dtype": str(features.dtype), "sha256": feature_digest(features)}
+    if data.key == "(images)":
+        record["images"] = True
+    else:
+        record["key"] = data.key
+        with contextlib.suppress(OSError):
+            record["file_bytes"] = os.path.getsize(data.source)
+    if isinstance(data.meta, dict) and data.meta.get("backbone"):
+        record["backbone"] = data.meta["backbone"]
+    return record
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def metric_blocks(payload: dict) -> dict:
+    """The metric blocks of :meth:`hubness.Evaluation.to_dict`."""
+    return {block: payload[block] for block in METRIC_BLOCKS if block in payload}
+
+
+def append_line(output, record: dict) -> None:
+    """Append ``record`` as one JSON line to the file of ``output`` (a :class:`features.outputs.Output`,
+    checked when the run started); ValueError naming the option and file if it cannot be."""
+    data = (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
+    target = output.requested if output.direct else str(output.path)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | (0 if output.direct else os.O_CREAT), 0o666)
+    except OSError as exc:
+        raise _cannot_append(output, exc) from None
+    try:
+        with contextlib.suppress(OSError):  # a file system without locks: runs may interleave whole lines
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        st = os.fstat(fd)
+        regular = stat.S_ISREG(st.st_mode)
+        if regular and st.st_size and _last_byte(target, st.st_size) not in (b"\n", None):
+            data = b"\n" + data  # never continue a line something else left unfinished
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes written")
+            if regular:
+                os.fsync(fd)
+        except OSError:
+            if regular:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, st.st_size)  # under the lock: the file as it was
+            raise
+    except OSError as exc:
+        raise _cannot_append(output, exc) from None
+    finally:
+        os.close(fd)
+
+
+def _last_byte(path: str, size: int) -> bytes | None:
+    """The file's last byte, or None when it cannot be read (a write-only log)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.pread(fd, 1, size - 1)
+    finally:
+        os.close(fd)
+
+
+def _cannot_append(output, exc: OSError) -> ValueError:
+    return ValueError(f"{output.option} {output.requested}: cannot append ({exc.strerror or exc})")
+
+
+def read_runs(path) -> tuple[list[tuple[int, dict]], list[int]]:
+    """The run records of a log: ([(line number, record)], [line numbers that are not runs])."""
+    runs, bad = [], []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    bad.append(number)
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("metrics"), dict):
+                    runs.append((number, record))
+                else:
+                    bad.append(number)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not a run log (.jsonl)") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file, not a run log (.jsonl)") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return runs, bad
+
+
+def lookup(block: dict, dotted: str):
+    value = block
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _name(path) -> str:
+    return os.path.basename(str(path).rstrip("/")) or str(path)
+
+
+def comparison(runs: list[tuple[str, dict]], columns=None) -> tuple[list[str], list[list], list[str]]:
+    """(header, rows, metric columns) of the comparison table, one row per run (label, record).
+
+    Columns: ``run``, ``fake``; ``real`` and each parameter of :data:`VARYING_PARAMS` only where they
+    differ between the runs; the metric columns (``columns``, dotted names as the command prints
+    them; by default those of :data:`DEFAULT_COLUMNS` that some run has); ``seconds`` and ``time``.
+    Missing values are None.
+    """
+    header, getters = ["run", "fake"], [lambda label, r: label, lambda label, r: _name(lookup(r, "inputs.fake.path"))]
+    reals = {(lookup(r, "inputs.real.path"), lookup(r, "inputs.real.sha256")) for _, r in runs}
+    if len(reals) > 1:
+        header.append("real")
+        getters.append(lambda label, r: _name(lookup(r, "inputs.real.path")))
+    for param in VARYING_PARAMS:
+        if len({json.dumps(lookup(r, f"params.{param}")) for _, r in runs}) > 1:
+            header.append(param)
+            getters.append(lambda label, r, p=param: lookup(r, f"params.{p}"))
+    if columns is None:
+        columns = [c for c in DEFAULT_COLUMNS if any(lookup(r["metrics"], c) is not None for _, r in runs)]
+    for column in columns:
+        header.append(column)
+        getters.append(lambda label, r, c=column: lookup(r["metrics"], c))
+    header += ["seconds", "time"]
+    getters += [lambda label, r: r.get("seconds"), lambda label, r: r.get("time")]
+    return header, [[get(label, record) for get in getters] for label, record in runs], list(columns)
+
+
+def format_cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    if isinstance(value, str) and len(value) >= 19 and value[4:5] == "-" and value[10:11] == "T":
+        return value[:16].replace("T", " ")  # ISO time, to the minute (UTC)
+    return str(value)
+
+
+def table_lines(header: list[str], rows: list[list]) -> list[str]:
+    """The table as aligned text lines: text columns to the left, numbers to the right."""
+    cells = [[format_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(row[j]) for row in cells]) for j, h in enumerate(header)]
+    numeric = [all(isinstance(row[j], (int, float)) or row[j] is None for row in rows) for j in range(len(header))]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    return [line(header)] + [line(row) for row in cells]
