@@ -64,17 +64,22 @@ def check_device(spec: str):
 
 
 def add_extraction_options(p: argparse.ArgumentParser) -> None:
-    """Options of feature extraction, shared by getFeature.py and the metric script (image inputs)."""
-    from features.backbones import available_backbones
-    from features.backbones.preprocess import PREPROCESSING
+    """Options of feature extraction, shared by getFeature.py and the metric script (image inputs).
 
+    Backbone and --preprocess names come from the registry's declarations: building the parser
+    imports neither torch nor torchvision nor any backbone module (start-up of the scripts)."""
+    from features.backbones import BUILTIN, PREPROCESS, PREPROCESS_ALIASES, available_backbones
+
+    described = "; ".join(f"{name}: {BUILTIN[name][1]}" for name in available_backbones() if name in BUILTIN)
     g = p.add_argument_group("feature extraction (image inputs)")
     g.add_argument("--backbone", default="vgg16", choices=available_backbones(),
-                   help="feature extractor (vgg16: ImageNet VGG16 fc2 after ReLU, as the original scripts)")
-    g.add_argument("--weights", metavar="FILE", help="state dict for the backbone (torchvision format for vgg16)")
-    g.add_argument("--preprocess", choices=sorted(PREPROCESSING), default=None,
-                   help="pil: PIL bilinear resize + ImageNet mean/std (original getFeature.py); "
-                        "nvidia: uint8, TF1 bilinear resize (StyleGAN / torch-fidelity VGG16)")
+                   help=f"feature extractor ({described})")
+    g.add_argument("--weights", metavar="FILE", help="the backbone's weights: a state dict (torchvision format for "
+                   "vgg16, inception_v3), or NVIDIA's TorchScript vgg16.pt for vgg16_nvidia")
+    g.add_argument("--preprocess", choices=[*PREPROCESS, *PREPROCESS_ALIASES], default=None,
+                   help="resize and normalisation (default: pil; vgg16_nvidia: none, its module does both): "
+                        + "; ".join(f"{name}: {text}" for name, text in PREPROCESS.items())
+                        + "; " + "; ".join(f"{old}: old name of {new}" for old, new in PREPROCESS_ALIASES.items()))
     g.add_argument("--allow_download", "--allow-download", dest="allow_download", action="store_true",
                    help="let torchvision download missing ImageNet weights (needs internet)")
     g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int, default=64,

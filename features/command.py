@@ -9,9 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 
-from features.extract import extract_path
 from features.outputs import OutputFiles
-from features.store import save_features
 
 from .cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
                      positive_int, run_main, setup_logging)
@@ -46,6 +44,9 @@ def main(argv=None, prog: str = PROG) -> int:
 
 
 def _run(args) -> None:
+    from features.extract import extract_path  # torch: imported after the parse (--help needs none of it)
+    from features.store import save_features
+
     if not args.fname_precalc.lower().endswith(".npz"):
         raise ValueError(f"--fname_precalc {args.fname_precalc}: the output must end in .npz")
     check_device(args.device)

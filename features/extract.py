@@ -13,6 +13,7 @@ not yet done; a checkpoint of other inputs, or of images changed since, is disca
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -68,8 +69,19 @@ def _collate(items):
     indices = [i for i, x, _ in items if x is not None]
     tensors = [x for _, x, _ in items if x is not None]
     errors = [(i, e) for i, x, e in items if x is None]
+    if tensors and any(x.shape != tensors[0].shape for x in tensors):
+        return indices, tensors, errors  # images of different sizes, for a network that resizes them itself
     batch = torch.stack(tensors) if tensors else None
     return indices, batch, errors
+
+
+def _forward(network, batch, dev, half: bool) -> np.ndarray:
+    """Features of a batch; a list of inputs of different sizes (:func:`_collate`) runs in runs of one size."""
+    if isinstance(batch, list):
+        runs = [list(run) for _, run in itertools.groupby(batch, key=lambda x: x.shape)]
+        return np.concatenate([_forward(network, torch.stack(run), dev, half) for run in runs])
+    batch = batch.to(dev, non_blocking=True, memory_format=torch.channels_last)
+    return network(batch.half() if half else batch).float().cpu().numpy()
 
 
 def fingerprint(source: ImageSource, backbone: Backbone, half: bool) -> str:
@@ -187,10 +199,8 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
                 log.warning("skipped %s", reason)
                 pending_skip.append((source.names[index], reason))
             if batch is not None:
-                batch = batch.to(dev, non_blocking=True, memory_format=torch.channels_last)
-                out = network(batch.half() if half else batch).float().cpu().numpy()
                 pending_idx += indices
-                pending_feat.append(out)
+                pending_feat.append(_forward(network, batch, dev, half))
             done += len(indices) + len(errors)
             bar.update(len(indices) + len(errors))
             if done - shard_start >= shard_size:

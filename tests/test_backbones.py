@@ -1,13 +1,21 @@
 """Backbones against hand-written reference pipelines, with weights made in the test."""
+import hashlib
+import importlib
+import logging
+import warnings
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from sklearn.datasets import load_sample_images
 from torchvision import transforms
 
-from features.backbones import available_backbones, load_backbone
+import features.backbones as registry
+from features.backbones import available_backbones, load_backbone, register_backbone
+from features.backbones import preprocess as preprocessing
 from features.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, tf1_bilinear
 from features.extract import extract_path
 
@@ -55,11 +63,11 @@ def test_vgg16_matches_hand_written_torchvision_pipeline(vgg_weights, photos):
     assert len(meta["weights_sha256"]) == 16 and meta["layer"].startswith("fc2 after ReLU")
 
 
-def test_nvidia_preprocessing_matches_tf1_reference(vgg_weights, photos):
+def test_tf1_bilinear_preprocessing_matches_tf1_reference(vgg_weights, photos):
     path, model = vgg_weights
-    result, meta = extract_path(photos, backbone="vgg16", weights=path, preprocess="nvidia", num_workers=0,
+    result, meta = extract_path(photos, backbone="vgg16", weights=path, preprocess="tf1_bilinear", num_workers=0,
                                 device="cpu")
-    assert meta["preprocess"] == "nvidia"
+    assert meta["preprocess"] == "tf1_bilinear"
     files = sorted(photos.iterdir())
     xs = []
     for f in files:
@@ -198,3 +206,146 @@ def test_inception_v3_matches_hand_written_torchvision_pool(photos, tmp_path):
     torch.save(torchvision.models.vgg11(weights=None).state_dict(), tmp_path / "vgg.pth")
     with pytest.raises(ValueError, match="not Inception-v3 weights"):
         load_backbone("inception_v3", weights=tmp_path / "vgg.pth")
+
+
+def test_old_preprocess_name_nvidia_is_tf1_bilinear_with_a_note(monkeypatch, caplog):
+    monkeypatch.setattr(preprocessing, "_aliases_noted", set())
+    image = np.random.default_rng(3).integers(0, 256, (1, 50, 70, 3), dtype=np.uint8)
+    with caplog.at_level(logging.WARNING):
+        old = load_backbone("efficientnet_lite0", preprocess="nvidia")
+        again = load_backbone("efficientnet_lite0", preprocess="nvidia")
+    new = load_backbone("efficientnet_lite0", preprocess="tf1_bilinear")
+    assert old.meta == again.meta == new.meta and old.meta["preprocess"] == "tf1_bilinear"
+    np.testing.assert_array_equal(old.embed(image), new.embed(image))
+    notes = [r.getMessage() for r in caplog.records if "old name" in r.getMessage()]
+    assert len(notes) == 1 and "tf1_bilinear" in notes[0] and "vgg16_nvidia" in notes[0]  # once a process
+
+
+def test_registry_declares_every_builtin_without_importing_it():
+    """BUILTIN (what the parsers list without importing torchvision) names the module that registers each
+    backbone, and PREPROCESS the choices preprocess.py implements."""
+    for name, (module, _) in registry.BUILTIN.items():
+        importlib.import_module(f"features.backbones.{module}")
+        assert registry._REGISTRY[name].__module__ == f"features.backbones.{module}", name
+    assert set(registry._REGISTRY) >= set(registry.BUILTIN)
+    assert list(preprocessing.PREPROCESSING) == list(registry.PREPROCESS)
+    assert set(registry.PREPROCESS_ALIASES.values()) <= set(registry.PREPROCESS)
+
+
+def test_a_registered_backbone_is_listed_and_loaded(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    calls = []
+
+    @register_backbone("tiny_test")
+    def tiny(weights=None, preprocess=None, seed=0, allow_download=False):
+        calls.append((weights, preprocess, seed))
+        return registry.Backbone(name="tiny_test", dim=2, network=torch.nn.Linear(3, 2), prepare=lambda x: x)
+
+    assert "tiny_test" in available_backbones()
+    backbone = load_backbone("tiny_test", weights="w", seed=4)
+    assert calls == [("w", None, 4)] and not any(p.requires_grad for p in backbone.network.parameters())
+
+
+# ---- vgg16_nvidia: NVIDIA's TorchScript vgg16.pt, tested with stand-ins of the same call signature ----
+
+class StandInDetector(torch.nn.Module):
+    """Called as NVIDIA's vgg16.pt is: module(uint8 NCHW images in [0, 255], return_features=True) ->
+    (N, 4096); refuses other dtypes as torch-fidelity's VGG16 does, resizes each image to 224 itself."""
+
+    def __init__(self, out_dim: int = 4096):
+        super().__init__()
+        g = torch.Generator().manual_seed(11)
+        self.proj = torch.nn.Parameter(torch.randn(3 * 8 * 8, out_dim, generator=g) / 14)
+        self.classes = torch.nn.Parameter(torch.randn(out_dim, 1000, generator=g) / 64)
+
+    def forward(self, images: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise RuntimeError("Expecting image as torch.Tensor with dtype=torch.uint8")
+        x = F.interpolate(images.to(torch.float32), size=(224, 224), mode="bilinear", align_corners=False)
+        features = torch.relu(F.adaptive_avg_pool2d(x, 8).flatten(1) @ self.proj)
+        return features if return_features else features @ self.classes
+
+
+class NoReturnFeatures(torch.nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float().mean(dim=(2, 3))
+
+
+class FloatOnly(torch.nn.Module):
+    def forward(self, images: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        return torch.nn.functional.linear(images.flatten(1), torch.ones(4096, images[0].numel()))
+
+
+def save_script(module, path):
+    with warnings.catch_warnings():  # torch >= 2.9 calls TorchScript deprecated; NVIDIA's file is TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(module.eval()), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory):
+    path = save_script(StandInDetector(), tmp_path_factory.mktemp("nvidia") / "vgg16.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return path, torch.jit.load(str(path))
+
+
+def test_vgg16_nvidia_calls_the_module_on_uint8_nchw_images_at_their_own_size(stand_in, photos, tmp_path):
+    path, detector = stand_in
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for f in sorted(photos.iterdir()):  # four sizes
+        (folder / f.name).write_bytes(f.read_bytes())
+    grey = np.random.default_rng(5).integers(0, 256, (300, 400), dtype=np.uint8)
+    Image.fromarray(grey, mode="L").save(folder / "img_9_grey.png")  # the size of img_0, after img_3
+    result, meta = extract_path(folder, backbone="vgg16_nvidia", weights=path, batch_size=3, num_workers=0,
+                                device="cpu")
+    expected = []
+    with torch.inference_mode():
+        for f in sorted(folder.iterdir()):  # what StyleGAN2-ADA's metric_utils does, one image at a time
+            image = torch.from_numpy(np.array(Image.open(f))).unsqueeze(0)
+            image = image.permute(0, 3, 1, 2) if image.ndim == 4 else image.unsqueeze(1).repeat([1, 3, 1, 1])
+            expected.append(detector(image, return_features=True)[0].numpy())
+    assert result.features.shape == (5, 4096)
+    np.testing.assert_allclose(result.features, np.stack(expected), rtol=1e-5, atol=1e-5)
+    one_by_one, _ = extract_path(folder, backbone="vgg16_nvidia", weights=path, batch_size=1, num_workers=0,
+                                 device="cpu")
+    np.testing.assert_allclose(one_by_one.features, result.features, rtol=1e-5, atol=1e-5)
+    assert meta["backbone"] == "vgg16_nvidia" and meta["weights_file"] == "vgg16.pt"
+    assert meta["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    assert "uint8" in meta["input"] and meta["preprocess"] == "inside the TorchScript module"
+
+
+def test_vgg16_nvidia_embed_equals_files_and_refuses_half(stand_in, photos):
+    path, _ = stand_in
+    backbone = load_backbone("vgg16_nvidia", weights=path)
+    files = sorted(photos.iterdir())
+    arr = np.asarray(Image.open(files[1]).convert("RGB"))
+    from_files, _ = extract_path(photos, backbone="vgg16_nvidia", weights=path, num_workers=0, device="cpu")
+    np.testing.assert_allclose(backbone.embed(arr[None])[0], from_files.features[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="--half: vgg16_nvidia runs in float32 only"):
+        backbone.inference_network("cpu", half=True)
+
+
+@pytest.mark.parametrize("make, kwargs, message", [
+    (None, {}, r"vgg16_nvidia needs --weights vgg16.pt, NVIDIA's TorchScript vgg16.pt \(https://.*never downloaded"),
+    (None, {"weights": "/nonexistent/vgg16.pt"}, "no such file"),
+    (lambda p: torch.save(torchvision.models.vgg11(weights=None).state_dict(), p), {},
+     r"not a TorchScript module \(.*\); vgg16_nvidia takes NVIDIA's TorchScript vgg16.pt .*state dict goes with "
+     "--backbone vgg16"),
+    (lambda p: p.write_bytes(b"junk"), {}, "not a TorchScript module"),
+    (lambda p: save_script(NoReturnFeatures(), p), {}, "without a return_features argument .*takes images"),
+    (lambda p: save_script(FloatOnly(), p), {}, r"return_features=True\) fails \(.*\): not NVIDIA's"),
+    (lambda p: save_script(StandInDetector(out_dim=2048), p), {},
+     r"gives torch.float32 \(1, 2048\), not \(N, 4096\) float features: .*inception-2015-12-05.pt"),
+    (lambda p: save_script(StandInDetector(), p), {"preprocess": "tf1_bilinear"},
+     "--preprocess tf1_bilinear: vgg16_nvidia resizes and normalises inside"),
+])
+def test_vgg16_nvidia_errors_are_one_line(tmp_path, make, kwargs, message):
+    if make is not None:
+        make(tmp_path / "vgg16.pt")
+        kwargs = {"weights": tmp_path / "vgg16.pt", **kwargs}
+    with pytest.raises(ValueError, match=message) as info:
+        load_backbone("vgg16_nvidia", **kwargs)
+    assert "\n" not in str(info.value)

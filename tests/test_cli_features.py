@@ -10,6 +10,7 @@ import torchvision
 from features import command as features_main
 from hubness import command as metrics_main
 from tests.cli_helpers import assert_one_line_error, call
+from tests.test_backbones import StandInDetector, save_script
 from tests.test_extract import digit_images, write_folder
 
 MAINS = {"getFeature.py": features_main.main, "improved_precision_recall_hubness.py": metrics_main.main}
@@ -82,6 +83,7 @@ def bad_inputs(tmp_path):
     broken = write_folder(tmp_path / "broken", imgs)
     (broken / "0001.png").write_bytes(b"GIF89a not really")
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet.pth")
+    save_script(StandInDetector(), tmp_path / "vgg16.pt")
     return tmp_path
 
 
@@ -94,6 +96,13 @@ def bad_inputs(tmp_path):
     (["ok", "-o", "o.npz", "--weights", "resnet.pth"], ["not VGG16 weights", "missing keys"]),
     (["ok", "-o", "o.npz", "--batch_size", "0"], ["argument --batch_size/--batch-size: must be >= 1, got 0"]),
     (["ok", "-o", "o.npz", "--backbone", "clip"], ["invalid choice: 'clip'"]),
+    (["ok", "-o", "o.npz", "--preprocess", "bicubic"], ["invalid choice: 'bicubic'"]),
+    (["ok", "-o", "o.npz", "--backbone", "vgg16_nvidia"], ["vgg16_nvidia needs --weights vgg16.pt", "never downloaded"]),
+    (["ok", "-o", "o.npz", "--backbone", "vgg16_nvidia", "--weights", "resnet.pth"], ["not a TorchScript module"]),
+    (["ok", "-o", "o.npz", "--backbone", "vgg16", "--weights", "vgg16.pt"],
+     ["a TorchScript module, not a state dict for VGG16", "--backbone vgg16_nvidia"]),
+    (["ok", "-o", "o.npz", "--backbone", "vgg16_nvidia", "--weights", "vgg16.pt", "--preprocess", "pil"],
+     ["--preprocess pil: vgg16_nvidia resizes and normalises inside NVIDIA's module"]),
     (["ok", "-o", "o.npz", "--device", "gpu"], ["argument --device: expected auto, cpu, cuda or cuda:N"]),
     (["ok", "-o", "o.npz", "--half", "--device", "cpu", "--backbone", "efficientnet_lite0"], ["--half needs a CUDA"]),
     (["broken", "-o", "o.npz", "--backbone", "efficientnet_lite0"], ["0001.png: cannot decode image", "--skip_bad"]),
@@ -116,3 +125,31 @@ def test_skip_bad_lists_skipped_in_meta(bad_inputs, monkeypatch):
     meta = json.loads(str(data["meta"]))
     assert data["paths"].tolist() == ["0000.png", "0002.png"]
     assert [s["path"] for s in meta["skipped"]] == ["0001.png"]
+
+
+def test_vgg16_nvidia_through_both_commands(sets, tmp_path):
+    tmp, real, fake = sets
+    weights = save_script(StandInDetector(), tmp_path / "vgg16.pt")
+    out = tmp_path / "nv.npz"
+    proc = run("getFeature.py", real, "-o", out, "--backbone", "vgg16_nvidia", "--weights", weights, "--num_samples", 5)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    data = np.load(out)
+    meta = json.loads(str(data["meta"]))
+    assert data["feature"].shape == (5, 4096) and meta["backbone"] == "vgg16_nvidia"
+    assert meta["weights_file"] == "vgg16.pt" and len(meta["weights_sha256"]) == 16
+    proc = run("improved_precision_recall_hubness.py", real, fake, "--backbone", "vgg16_nvidia", "--weights", weights,
+               "--metrics", "pr", "--json", tmp_path / "nv.json")
+    assert proc.returncode == 0, proc.stderr
+    inputs = json.loads((tmp_path / "nv.json").read_text())["inputs"]
+    assert inputs["real"]["meta"]["backbone"] == inputs["fake"]["meta"]["backbone"] == "vgg16_nvidia"
+
+
+def test_old_preprocess_name_is_accepted_with_one_note(sets, tmp_path, monkeypatch):
+    from features.backbones import preprocess
+    monkeypatch.setattr(preprocess, "_aliases_noted", set())
+    _, real, _ = sets
+    proc = run("getFeature.py", real, "-o", tmp_path / "a.npz", "--backbone", "efficientnet_lite0",
+               "--preprocess", "nvidia", "--num_samples", 2)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "old name of tf1_bilinear" in proc.stderr
+    assert json.loads(str(np.load(tmp_path / "a.npz")["meta"]))["preprocess"] == "tf1_bilinear"

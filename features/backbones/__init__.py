@@ -4,73 +4,53 @@ A :class:`Backbone` turns one decoded image ((H, W, 3) uint8 RGB) into a network
 ``prepare`` (run in the DataLoader workers, on the CPU) and a batch of inputs into features with
 ``network``. Files and in-memory tensors go through the same two steps (:meth:`Backbone.embed`).
 
-Adding a backbone (Inception-v3, CLIP, DINOv2...) is one module that calls
+This module is the registry only, and imports nothing heavy: the built-in backbones are declared
+by name in :data:`BUILTIN` and their modules (torch, torchvision) are imported on first use, by
+:func:`load_backbone`. So a command-line parser can list every backbone and ``--preprocess``
+choice without loading torchvision (a second of start-up; see bench/bench_startup.py).
+
+Adding a backbone (CLIP, DINOv2, the TF FID Inception) is one module that calls
 ``register_backbone('name')`` on a factory ``f(weights=None, preprocess=None, seed=0,
-allow_download=False) -> Backbone`` and is imported below.
+allow_download=False) -> Backbone``; a built-in one is also declared in :data:`BUILTIN`.
 """
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
+import importlib
 from typing import Callable
 
-import numpy as np
-import torch
+# name -> (module of features/backbones that registers it, one-line description for --help)
+BUILTIN = {
+    "vgg16": ("vgg16", "ImageNet VGG16 (torchvision), fc2 after ReLU, 4096-d: the original scripts"),
+    "vgg16_random": ("vgg16", "VGG16 with seeded random weights (Naeem et al. 2020), 4096-d"),
+    "vgg16_nvidia": ("nvidia", "NVIDIA's TorchScript vgg16.pt (StyleGAN2-ADA/StyleGAN3 metrics), "
+                               "needs --weights vgg16.pt, 4096-d"),
+    "efficientnet_lite0": ("efficientnet", "ImageNet EfficientNet-Lite0, 1280-d, offline"),
+    "inception_v3": ("inception", "torchvision's ImageNet Inception-v3, pool, 2048-d (not FID's TF graph)"),
+}
 
-log = logging.getLogger(__name__)
-_REGISTRY: dict[str, Callable[..., Backbone]] = {}
+# --preprocess: name -> description; the classes are in preprocess.py (which checks it has exactly these)
+PREPROCESS = {
+    "pil": "PIL bilinear resize (antialiased) + ImageNet mean/std: the original getFeature.py",
+    "tf1_bilinear": "[0, 255] input, TF1 bilinear resize (no antialiasing) + 255 x ImageNet mean/std: "
+                    "torch-fidelity's VGG16 input pipeline",
+}
+PREPROCESS_ALIASES = {"nvidia": "tf1_bilinear"}  # the old name (before 0.2.0)
+
+_REGISTRY: dict[str, Callable] = {}
+_LAZY = {"Backbone": "base", "apply_state_dict": "base", "file_digest": "base", "load_state_dict": "base",
+         "load_weights": "base"}
 
 
-@dataclass
-class Backbone:
-    """A feature extractor: ``prepare`` one image, run ``network`` on a batch, ``dim`` features out."""
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'features.backbones' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
-    name: str
-    dim: int
-    network: torch.nn.Module = field(repr=False)
-    prepare: Callable[[np.ndarray], torch.Tensor] = field(repr=False)
-    meta: dict = field(default_factory=dict)
 
-    def embed(self, images, *, device="cpu", batch_size: int = 64) -> np.ndarray:
-        """Features of in-memory uint8 images, (N, H, W, 3) or (N, 3, H, W): float32 (N, dim).
-
-        The same ``prepare`` + ``network`` path as files, so an image gives the same features
-        whether it comes from a file or from a tensor.
-        """
-        if images is None:
-            raise TypeError("The 'images' parameter of embed must be uint8 images (N, H, W, 3) or (N, 3, H, W). Got None.")
-        arr = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
-        if arr.ndim != 4 or arr.dtype != np.uint8:
-            raise ValueError("The 'images' parameter of embed must be uint8 images of shape (N, H, W, 3) or "
-                             f"(N, 3, H, W). Got {arr.dtype} {arr.shape}.")
-        if arr.shape[-1] not in (1, 3, 4) and arr.shape[1] in (1, 3, 4):
-            arr = np.moveaxis(arr, 1, -1)
-        if arr.shape[0] and 0 in arr.shape:
-            raise ValueError(f"The 'images' parameter of embed holds empty images (shape {arr.shape}).")
-        from ..images import to_rgb8
-        net = self.inference_network(device)
-        out = []
-        with torch.inference_mode():
-            for start in range(0, arr.shape[0], batch_size):
-                batch = torch.stack([self.prepare(to_rgb8(img)) for img in arr[start:start + batch_size]])
-                out.append(net(batch.to(device, memory_format=torch.channels_last)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
-
-    def inference_network(self, device="cpu", half: bool = False) -> torch.nn.Module:
-        """The network for inference: batch norms folded into their convolutions (torch.fx) and
-        channels-last memory, which computes the same function 1.4-3x faster on the CPU (measured:
-        bench/bench_features.py). Feed it ``channels_last`` batches."""
-        net = self.network.to(device).eval()
-        try:
-            from torch.fx.experimental.optimization import fuse
-            net = fuse(net)
-        except Exception as exc:  # a network torch.fx cannot trace runs unfused
-            log.debug("%s: conv/BN folding skipped (%s)", self.name, exc)
-        net = net.to(memory_format=torch.channels_last)
-        return net.half() if half else net
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def register_backbone(name: str):
@@ -82,12 +62,25 @@ def register_backbone(name: str):
 
 
 def available_backbones() -> list[str]:
-    return sorted(_REGISTRY)
+    """Every backbone name: the built-in ones (declared, not imported) and any registered since."""
+    return sorted(set(BUILTIN) | set(_REGISTRY))
+
+
+def preprocess_name(name: str | None) -> str | None:
+    """The current name of a ``--preprocess`` choice (an old alias resolved); ValueError if unknown."""
+    if name is None:
+        return None
+    name = PREPROCESS_ALIASES.get(name, name)
+    if name not in PREPROCESS:
+        raise ValueError(f"unknown --preprocess {name!r}; choose from {', '.join(PREPROCESS)}")
+    return name
 
 
 def load_backbone(name: str, *, weights=None, preprocess: str | None = None, seed: int = 0,
-                  allow_download: bool = False) -> Backbone:
+                  allow_download: bool = False):
     """Build the backbone ``name`` (see :func:`available_backbones`) with its weights, in eval mode."""
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(f".{BUILTIN[name][0]}", __name__)  # registers it
     if name not in _REGISTRY:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
     backbone = _REGISTRY[name](weights=weights, preprocess=preprocess, seed=seed, allow_download=allow_download)
@@ -95,72 +88,3 @@ def load_backbone(name: str, *, weights=None, preprocess: str | None = None, see
     for p in backbone.network.parameters():
         p.requires_grad_(False)
     return backbone
-
-
-def file_digest(path) -> str:
-    """First 16 hex digits of the SHA-256 of a file: the weights' identity recorded in ``meta``."""
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def load_state_dict(path, what: str) -> dict:
-    """A state dict from ``path`` (torch.save format, tensors only); ValueError on any problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--weights {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or damaged files
-        raise ValueError(f"--weights {path}: cannot load a PyTorch state dict ({str(exc).splitlines()[0][:160]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"--weights {path}: not a state dict of tensors for {what}")
-    return state
-
-
-def load_weights(weights, imagenet, what: str, builder: str, allow_download: bool) -> tuple[dict, dict]:
-    """The state dict to load and its identity for ``meta``: from ``weights`` (a file) if given, else
-    from torchvision's cache of ``imagenet`` (a torchvision ``Weights`` enum member), which is
-    downloaded only with ``allow_download``; otherwise a one-line error giving both ways out."""
-    if weights is not None:
-        path, identity = str(weights), {"weights": "file"}
-    else:
-        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(imagenet.url))
-        if not os.path.isfile(path):
-            if not allow_download:
-                raise ValueError(
-                    f"{what} ImageNet weights not found in torchvision's cache ({path}): run once on a machine with "
-                    f"internet `python -c \"import torchvision; torchvision.models.{builder}(weights='{imagenet.name}')\"` "
-                    f"(or pass --allow_download), or give a state dict with --weights FILE")
-            torch.hub.load_state_dict_from_url(imagenet.url, progress=False, check_hash=True)
-        identity = {"weights": f"torchvision {imagenet.name}"}
-    state = load_state_dict(path, what)
-    identity.update(weights_file=os.path.basename(path), weights_sha256=file_digest(path))
-    return state, identity
-
-
-def apply_state_dict(module: torch.nn.Module, state: dict, path, what: str) -> None:
-    """Load ``state`` strictly into ``module``; a wrong architecture is a one-line ValueError."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys, e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
-        if mismatched:
-            k = mismatched[0]
-            parts.append(f"shape of {k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
-        raise ValueError(f"--weights {path}: not {what} weights ({'; '.join(parts)})")
-    module.load_state_dict(state, strict=True)
-
-
-# register the built-in backbones
-from . import efficientnet, inception, vgg16  # noqa: E402,F401

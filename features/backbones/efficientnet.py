@@ -11,7 +11,8 @@ import os
 
 import torch
 
-from . import Backbone, apply_state_dict, file_digest, load_state_dict, register_backbone
+from . import register_backbone
+from .base import Backbone, apply_state_dict, file_digest, load_state_dict
 from .preprocess import make_preprocess
 
 INPUT_SIZE = 224

@@ -3,17 +3,25 @@
 * :class:`PilResize` -- PIL bilinear resize of the uint8 image (PIL antialiases when shrinking),
   then [0, 1] scaling and mean/std normalisation: the original ``getFeature.py`` pipeline
   (``transforms.Resize([224, 224])`` on a PIL image, ``ToTensor``, ``Normalize``).
-* :class:`Tf1Resize` -- the NVIDIA / StyleGAN / torch-fidelity VGG16 pipeline: the uint8 image as
-  float in [0, 255], TensorFlow 1.x bilinear resize (``align_corners=False``, no half-pixel offset,
-  no antialiasing), normalised by 255 * mean / 255 * std.
+* :class:`Tf1Resize` (``tf1_bilinear``; ``nvidia`` before 0.2.0) -- torch-fidelity's VGG16 input
+  pipeline: the uint8 image as float in [0, 255], TensorFlow 1.x bilinear resize
+  (``align_corners=False``, no half-pixel offset, no antialiasing), normalised by 255 * mean /
+  255 * std. It is not NVIDIA's TorchScript ``vgg16.pt`` (``--backbone vgg16_nvidia``), though
+  torch-fidelity's tests find torchvision's ImageNet VGG16 behind this pipeline within 1e-4 of it.
 
 Both are picklable callables, (H, W, 3) uint8 -> (3, size, size) float32 tensor.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from PIL import Image
+
+from . import PREPROCESS_ALIASES, preprocess_name
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,11 +80,15 @@ class Tf1Resize:
         return ((x - mean) / std).contiguous()
 
 
-PREPROCESSING = {"pil": PilResize, "nvidia": Tf1Resize}
+PREPROCESSING = {"pil": PilResize, "tf1_bilinear": Tf1Resize}
+_aliases_noted: set = set()
 
 
 def make_preprocess(name: str | None, size: int, default: str = "pil", **kwargs):
-    name = default if name is None else name
-    if name not in PREPROCESSING:
-        raise ValueError(f"unknown --preprocess {name!r}; choose from {', '.join(PREPROCESSING)}")
-    return name, PREPROCESSING[name](size, **kwargs)
+    """(current name, the preprocessing callable) of ``--preprocess name`` (``default`` for None)."""
+    current = preprocess_name(default if name is None else name)
+    if name in PREPROCESS_ALIASES and name not in _aliases_noted:  # said once a process
+        _aliases_noted.add(name)
+        log.warning("--preprocess %s is the old name of %s (torch-fidelity's VGG16 input pipeline); "
+                    "NVIDIA's own VGG16 features are --backbone vgg16_nvidia --weights vgg16.pt", name, current)
+    return current, PREPROCESSING[current](size, **kwargs)

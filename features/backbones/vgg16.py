@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torchvision
 
-from . import Backbone, apply_state_dict, load_weights, register_backbone
+from . import register_backbone
+from .base import Backbone, apply_state_dict, load_weights
 from .preprocess import make_preprocess
 
 INPUT_SIZE = 224
