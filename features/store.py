@@ -59,7 +59,8 @@ def load_features(path) -> FeatureFile:
     if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
         raise ValueError(f"{name}: not a .npz or .npy array file")
     try:
-        loaded = np.load(path, allow_pickle=False)
+        # a .npy is memory-mapped: the passes read it tile by tile, from the file cache
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if magic == b"\x93NUMPY" else None)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
             raise ValueError(f"{name}: holds Python objects, not a numeric array; refusing to unpickle") from None

@@ -331,11 +331,14 @@ def _index(subset, n, dev) -> torch.Tensor:
     return torch.as_tensor(np.asarray(subset, dtype=np.int64)).to(dev)
 
 
-def _take(x: torch.Tensor, idx: torch.Tensor, buf: torch.Tensor | None) -> torch.Tensor:
-    """Rows ``idx`` (sorted) of ``x``: a view when they are contiguous, else gathered into ``buf``."""
+def _take(x, idx: torch.Tensor, buf: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``idx`` (sorted) of ``x`` (a tensor or :class:`hubness.frame.ScreenRows`): a slice when
+    they are contiguous, else gathered (into ``buf`` for a tensor)."""
     if idx.numel() and int(idx[-1]) - int(idx[0]) + 1 == idx.numel():
         start = int(idx[0])
         return x[start:start + idx.numel()]
+    if not isinstance(x, torch.Tensor):
+        return x[idx]
     out = buf[: idx.numel()]
     torch.index_select(x, 0, idx, out=out)
     return out

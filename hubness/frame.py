@@ -4,12 +4,12 @@ Distances do not change when every sample is moved by the same vector, and a pow
 changes none of their ratios. The float32 GEMM screen, however, errs in proportion to the squared
 norms it is given (:func:`hubness.distances.screen_eps`): features with a large common offset
 (``10 + 0.01 N(0, 1)``) or a collapsed set far from the origin give distances far below that error,
-and features near 2^-120 or 2^60 underflow or overflow float32 products. So each pass screens a copy
-``(x - centre) * 2**exponent`` (:class:`ScreenFrame`), chosen by :func:`choose_frame`:
+and features near 2^-120 or 2^60 underflow or overflow float32 products. So each pass screens
+``(x - centre) * 2**exponent`` (:class:`ScreenFrame`, made block by block), chosen by :func:`choose_frame`:
 
 * the centre is the mean of the rows the pass compares, used when it shrinks the largest squared
   norm at least 4-fold (ordinary ReLU features gain less than 2-fold and are screened as they are,
-  with no copy);
+  untouched);
 * the exponent brings the largest squared norm near 1 when it lies outside [2^-40, 2^40].
 
 Every exact distance is still the float64 distance of the *original* float32 vectors
@@ -54,23 +54,40 @@ class ScreenFrame:
         flush-to-zero) in the GEMM: every coordinate in the frame is below 2^20 in magnitude."""
         return (dim + 2) * 2.0**-100
 
-    def screen(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The float32 rows the screen multiplies, and their squared norms (float64-accumulated,
-        float32): ``x`` itself (no copy) for the identity frame."""
+    def transform(self, block: torch.Tensor) -> torch.Tensor:
+        """``(block - centre) * 2**exponent`` of float32 rows, computed in float64, as float32."""
+        out = block.to(torch.float64)
+        if self.centre is not None:
+            out -= self.centre
+        out *= math.ldexp(1.0, self.exponent)
+        return out.to(torch.float32)
+
+    def screen(self, x: torch.Tensor) -> tuple[torch.Tensor | ScreenRows, torch.Tensor]:
+        """The rows the screen multiplies and their squared norms (float64-accumulated, float32):
+        ``x`` itself for the identity frame, else a :class:`ScreenRows` view that transforms each
+        block when a pass takes it (no copy of the set: memory stays the budget's)."""
         if self.identity:
             return x, sq_norms(x)
-        out = torch.empty_like(x, dtype=torch.float32)
         norms = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
-        scale = math.ldexp(1.0, self.exponent)
         for rows in row_chunks(x):
-            block = x[rows].to(torch.float64)
-            if self.centre is not None:
-                block -= self.centre
-            block *= scale
-            out[rows] = block.to(torch.float32)
-            f = out[rows].to(torch.float64)
+            f = self.transform(x[rows]).to(torch.float64)
             norms[rows] = (f * f).sum(dim=1)
-        return out, norms
+        return ScreenRows(x, self), norms
+
+
+class ScreenRows:
+    """The rows of ``x`` in a screen frame, made block by block as the passes take them (a slice or a
+    sorted index tensor): ``rows[a:b]`` is ``frame.transform(x[a:b])``."""
+
+    def __init__(self, x: torch.Tensor, frame: ScreenFrame):
+        self.x, self.frame = x, frame
+        self.shape, self.device, self.dtype = x.shape, x.device, torch.float32
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, rows) -> torch.Tensor:
+        return self.frame.transform(self.x[rows])
 
 
 @dataclass(frozen=True)
@@ -118,7 +135,7 @@ def choose_frame(sets, stats) -> ScreenFrame:
     return ScreenFrame(exponent=exponent, centre=centre if use_centre else None)
 
 
-def screen_rows(x: torch.Tensor, stats: SetStats, frame: ScreenFrame) -> tuple[torch.Tensor, torch.Tensor]:
+def screen_rows(x: torch.Tensor, stats: SetStats, frame: ScreenFrame) -> tuple[torch.Tensor | ScreenRows, torch.Tensor]:
     """:meth:`ScreenFrame.screen` of ``x``, reusing the norms of ``stats`` for the identity frame."""
     if frame.identity:
         return x, stats.sq_norms.to(torch.float32)
