@@ -95,6 +95,13 @@ def _empty(ax, title: str, why: str) -> None:
     ax.set_yticks([])
 
 
+def _finish(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.legend(fontsize=8)
+
+
 def _rarity_panel(ax, evaluation: Evaluation, real_rarity) -> None:
     title = "rarity score (lower: more typical)"
     if evaluation.rarity is None:
@@ -110,10 +117,7 @@ def _rarity_panel(ax, evaluation: Evaluation, real_rarity) -> None:
         ax.hist(inside, bins=bins, density=True, histtype="stepfilled", alpha=0.35, color=color)
         ax.hist(inside, bins=bins, density=True, histtype="step", color=color,
                 label=f"{label}: {inside.size} of {values.size} inside")
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("rarity score (radius of the smallest real ball holding the sample)", fontsize=9)
-    ax.set_ylabel("density", fontsize=9)
-    ax.legend(fontsize=8)
+    _finish(ax, title, "rarity score (radius of the smallest real ball holding the sample)", "density")
 
 
 def _realism_panel(ax, evaluation: Evaluation) -> None:
@@ -126,10 +130,7 @@ def _realism_panel(ax, evaluation: Evaluation) -> None:
     ax.hist(finite, bins=40, color=_COLORS["fake"], alpha=0.8,
             label=f"{finite.size} samples" + (f" (+{copies} at distance 0: inf)" if copies else ""))
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1, label="1: edge of a real ball")
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("realism score (higher: deeper inside the real manifold)", fontsize=9)
-    ax.set_ylabel("samples", fontsize=9)
-    ax.legend(fontsize=8)
+    _finish(ax, title, "realism score (higher: deeper inside the real manifold)", "samples")
 
 
 def _occurrence_panel(ax, evaluation: Evaluation) -> None:
@@ -152,10 +153,7 @@ def _occurrence_panel(ax, evaluation: Evaluation) -> None:
                label=f"hub threshold t={evaluation.params['hubsK']}")
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("k-occurrence", fontsize=9)
-    ax.set_ylabel("samples (log scale)", fontsize=9)
-    ax.legend(fontsize=8)
+    _finish(ax, title, "k-occurrence", "samples (log scale)")
 
 
 def _metric_bars(ax, evaluation: Evaluation) -> None:

@@ -15,6 +15,7 @@ import hubness
 from hubness import gallery
 from hubness.command import main
 from tests.cli_helpers import assert_one_line_error, call
+from tests.test_reports import random_pair
 
 N_REAL, N_FAKE, SIDE = 40, 30, 8
 
@@ -43,9 +44,7 @@ def save_features(path, features, names, source):
 def data(tmp_path_factory):
     """real.npz -> folder images/real (relative root), fake.npz -> fake.zip; features 4-d."""
     tmp = tmp_path_factory.mktemp("gallery")
-    rng = np.random.default_rng(3)
-    real = rng.standard_normal((N_REAL, 4)).astype(np.float32)
-    fake = (rng.standard_normal((N_FAKE, 4)) * 1.4).astype(np.float32)
+    real, fake = random_pair(3, N_REAL, N_FAKE, 4, 1.4)
     names = write_images(tmp / "images" / "real", "real", N_REAL)
     save_features(tmp / "real.npz", real, names, {"kind": "folder", "root": "images/real", "count": N_REAL})
     fake_names = write_images(tmp / "unzipped", "fake", N_FAKE)
@@ -227,12 +226,13 @@ def test_gallery_errors_leave_nothing(data, tmp_path, monkeypatch, args, fragmen
     assert not os.path.exists(src / "images" / "real" / "out")
 
 
-def test_failed_run_removes_the_folder_it_made_and_keeps_one_that_was_there(data, tmp_path, monkeypatch):
+def test_failed_run_leaves_no_folder_and_no_log_line(data, tmp_path, monkeypatch):
+    """A folder the run made is removed again, one that was there is kept; the log gets no line."""
     src, _, _ = data
     monkeypatch.chdir(tmp_path)
     np.save("dim5.npy", np.zeros((40, 5), np.float32))
-    assert_one_line_error(call(main, src / "real.npz", "dim5.npy", "--gallery", "g"), "different dimensions")
-    assert not os.path.exists("g")
     os.mkdir("kept")
-    assert_one_line_error(call(main, src / "real.npz", "dim5.npy", "--gallery", "kept"), "different dimensions")
-    assert os.listdir("kept") == []
+    for folder in ("g", "kept"):
+        assert_one_line_error(call(main, src / "real.npz", "dim5.npy", "--gallery", folder, "--log", "runs.jsonl"),
+                              "different dimensions")
+    assert sorted(os.listdir(tmp_path)) == ["dim5.npy", "kept"] and os.listdir("kept") == []

@@ -13,12 +13,17 @@ from hubness.command import main
 from tests.cli_helpers import call
 
 
+def random_pair(seed: int, n_real: int, n_fake: int, dim: int, scale: float):
+    """Real and generated float32 features: standard normal, the generated ones scaled."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n_real, dim)).astype(np.float32),
+            (rng.standard_normal((n_fake, dim)) * scale).astype(np.float32))
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plot")
-    rng = np.random.default_rng(5)
-    real = rng.standard_normal((70, 6)).astype(np.float32)
-    fake = (rng.standard_normal((60, 6)) * 1.3).astype(np.float32)
+    real, fake = random_pair(5, 70, 60, 6, 1.3)
     np.save(tmp / "real.npy", real)
     np.save(tmp / "fake.npy", fake)
     return tmp, real, fake

@@ -15,14 +15,13 @@ from features.outputs import OutputFiles
 from hubness import report, runlog
 from hubness.command import main
 from tests.cli_helpers import assert_one_line_error, call
+from tests.test_reports import random_pair
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("runlog")
-    rng = np.random.default_rng(4)
-    real = rng.standard_normal((50, 5)).astype(np.float32)
-    fake = (rng.standard_normal((45, 5)) * 1.2).astype(np.float32)
+    real, fake = random_pair(4, 50, 45, 5, 1.2)
     np.savez(tmp / "real.npz", feature=real)
     np.save(tmp / "fake.npy", fake.astype(np.float64))  # any dtype: the digest is of the evaluated float32
     return tmp, real, fake
@@ -60,18 +59,16 @@ def test_one_line_per_run_with_the_documented_keys(files, tmp_path, monkeypatch)
     assert second["params"]["k"] == 4 and second["params"]["num_samples"] == 40
 
 
-def test_failed_run_appends_nothing(files, tmp_path, monkeypatch):
+def test_log_path_checked_before_any_work(files, tmp_path, monkeypatch):
     src, _, _ = files
     monkeypatch.chdir(tmp_path)
-    np.save("dim3.npy", np.zeros((30, 3), np.float32))
-    assert_one_line_error(call(main, src / "real.npz", "dim3.npy", "--log", "runs.jsonl"), "different dimensions")
-    assert not os.path.exists("runs.jsonl")
     assert_one_line_error(call(main, src / "real.npz", src / "fake.npy", "--log", src / "real.npz"),
                           "--log", "is the input REAL")
     assert_one_line_error(call(main, src / "real.npz", src / "fake.npy", "--log", "x", "--json", "x"),
                           "is also the output of --json")
     assert_one_line_error(call(main, src / "real.npz", src / "fake.npy", "--log", "no/runs.jsonl"),
                           "--log no/runs.jsonl: folder no does not exist")
+    assert os.listdir(tmp_path) == []
 
 
 def planned_log(path):
@@ -108,7 +105,7 @@ def test_append_never_leaves_half_a_line(tmp_path, monkeypatch):
 
 def test_concurrent_appends_keep_whole_lines(tmp_path):
     path = tmp_path / "runs.jsonl"
-    payload = {"metrics": {"pad": "x" * 70000}}  # longer than a pipe buffer: no accidental atomicity
+    payload = {"metrics": {"pad": "x" * 70000}}  # lines of many pages
 
     def writer(i):
         for j in range(10):
