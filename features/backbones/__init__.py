@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from ..lazy import lazy_attributes
+
 # name -> (module of features/backbones that registers it, one-line description for --help)
 BUILTIN = {
     "vgg16": ("vgg16", "ImageNet VGG16 (torchvision), fc2 after ReLU, 4096-d: the original scripts"),
@@ -28,7 +30,7 @@ BUILTIN = {
     "inception_v3": ("inception", "torchvision's ImageNet Inception-v3, pool, 2048-d (not FID's TF graph)"),
 }
 
-# --preprocess: name -> description; the classes are in preprocess.py (which checks it has exactly these)
+# --preprocess: name -> description; preprocess.py implements each (tests/test_backbones.py checks the two agree)
 PREPROCESS = {
     "pil": "PIL bilinear resize (antialiased) + ImageNet mean/std: the original getFeature.py",
     "tf1_bilinear": "[0, 255] input, TF1 bilinear resize (no antialiasing) + 255 x ImageNet mean/std: "
@@ -39,18 +41,7 @@ PREPROCESS_ALIASES = {"nvidia": "tf1_bilinear"}  # the old name (before 0.2.0)
 _REGISTRY: dict[str, Callable] = {}
 _LAZY = {"Backbone": "base", "apply_state_dict": "base", "file_digest": "base", "load_state_dict": "base",
          "load_weights": "base"}
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'features.backbones' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 def register_backbone(name: str):
