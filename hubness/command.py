@@ -137,9 +137,12 @@ def is_compare(argv) -> bool:
 def main(argv=None, prog: str = PROG) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if is_compare(argv):
-        args = build_compare_parser(prog).parse_args(argv[1:] if argv[:1] == ["compare"] else argv)
+        parser = build_compare_parser(prog)
+        args = parser.parse_args(argv[1:] if argv[:1] == ["compare"] else argv)
+        if not args.files and not args.compare:
+            parser.error("give at least one run log (FILE.jsonl)")
         setup_logging(args.verbosity)
-        return run_main(prog, lambda: _compare(args, prog))
+        return run_main(prog, lambda: _compare(args))
     args = build_parser(prog).parse_args(argv)
     args.argv = argv
     setup_logging(args.verbosity)
@@ -252,10 +255,8 @@ def _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device
     print_results(summary_lines(evaluation, seconds))
 
 
-def _compare(args, prog: str) -> None:
+def _compare(args) -> None:
     files = args.compare + args.files
-    if not files:
-        build_compare_parser(prog).error("give at least one run log (FILE.jsonl)")
     outputs = OutputFiles(inputs={f"FILE.jsonl {path}": path for path in files})
     planned = {option: outputs.add(getattr(args, option), f"--{option}")
                for option in ("csv", "plot") if getattr(args, option)}

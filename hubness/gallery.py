@@ -184,7 +184,10 @@ def find_images(data) -> tuple[ImageFinder, str]:
 def _font(size: int):
     from PIL import ImageFont
 
-    return ImageFont.load_default(size=size)
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a scalable font
+    except TypeError:  # older Pillow: the fixed bitmap font
+        return ImageFont.load_default()
 
 
 def _fit(text: str, font, width: int) -> str:
@@ -241,7 +244,8 @@ def render(sheet: Sheet, images: list, labels: list[str], n: int, subtitle: str)
         y = HEADER + (k // columns) * (THUMB + CAPTION + PAD)
         if image is None:
             draw.rectangle((x, y, x + THUMB - 1, y + THUMB - 1), fill="#d0d0d0")
-            draw.text((x + THUMB // 2, y + THUMB // 2), "not found", fill="#555555", font=font, anchor="mm")
+            draw.text((x + (THUMB - font.getlength("missing")) / 2, y + 8), "missing", fill="#555555",
+                      font=font)
         else:
             thumb = _thumbnail(image)
             canvas.paste(thumb, (x + (THUMB - thumb.width) // 2, y + (THUMB - thumb.height) // 2))
