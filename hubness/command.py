@@ -70,7 +70,7 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                    "against itself: one more real x real pass), realism, k-occurrence of both sets, metric bars")
     p.add_argument("--gallery", metavar="DIR", help="write PNG contact sheets of the rarest, most typical, least and "
                    "most realistic, outside and hub images (and gallery.csv) into DIR, created if missing")
-    p.add_argument("--gallery_n", "--gallery-n", dest="gallery_n", type=positive_int, default=DEFAULT_N,
+    p.add_argument("--gallery_n", "--gallery-n", dest="gallery_n", type=positive_int, default=DEFAULT_N, metavar="N",
                    help="images a contact sheet")
     p.add_argument("--log", metavar="FILE.jsonl", help="append one JSON line describing the run (inputs with "
                    "digests, parameters, versions, every metric, timings); compare runs with: %(prog)s compare FILE.jsonl")
@@ -111,9 +111,9 @@ def build_compare_parser(prog: str = PROG) -> OneLineParser:
         "differ between runs, the metrics, seconds and time (UTC)."))
     p.add_argument("files", metavar="FILE.jsonl", nargs="*", help="run logs written with --log")
     p.add_argument("--compare", metavar="FILE.jsonl", action="append", default=[], help="a run log (the same)")
-    p.add_argument("--columns", type=column_list, default=None,
-                   help="comma list of metric columns, named as the metric command prints them "
-                        f"(default: those of {','.join(runlog.DEFAULT_COLUMNS)} that a run has)")
+    p.add_argument("--columns", type=column_list, default=argparse.SUPPRESS, metavar="NAMES",
+                   help="comma list of metric columns, named as the metric command prints them (default: those "
+                        f"of {', '.join(runlog.DEFAULT_COLUMNS)} that some run has)")
     p.add_argument("--csv", metavar="PATH", help="write the table as CSV")
     p.add_argument("--plot", metavar="PATH", help="write the metric columns as a PNG of bar charts, one per metric")
     p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
@@ -270,12 +270,13 @@ def _compare(args) -> None:
         runs += [(f"{label}{number}", record) for number, record in found]
     if not runs:
         raise ValueError(f"{', '.join(files)}: no run records (write them with --log FILE.jsonl)")
-    if args.columns is not None:
-        absent = [c for c in args.columns if all(runlog.lookup(r["metrics"], c) is None for _, r in runs)]
+    columns = getattr(args, "columns", None)
+    if columns is not None:
+        absent = [c for c in columns if all(runlog.lookup(r["metrics"], c) is None for _, r in runs)]
         if absent:
             raise ValueError(f"--columns: no run has {absent[0]!r} (names as the metric command prints them, "
                              "e.g. pr.precision, hubness.fake.skewness)")
-    header, rows, metric_columns = runlog.comparison(runs, args.columns)
+    header, rows, metric_columns = runlog.comparison(runs, columns)
     with outputs:
         if "csv" in planned:
             with planned["csv"].open("w", newline="", encoding="utf-8") as handle:

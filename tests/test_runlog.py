@@ -197,7 +197,7 @@ def test_compare_errors(log_of_three, tmp_path, args, status, fragments):
     assert {name: os.path.getmtime(name) for name in os.listdir(tmp_path)} == before
 
 
-def test_metric_command_still_takes_real_fake_and_help_names_compare(files, capsys):
+def test_metric_command_still_takes_real_fake_and_help_names_compare(files):
     src, _, _ = files
     proc = call(main, src / "real.npz", src / "fake.npy", "--metrics", "pr")
     assert proc.returncode == 0 and proc.stdout.startswith("pr.precision: ")
