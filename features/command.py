@@ -43,8 +43,15 @@ def main(argv=None, prog: str = PROG) -> int:
                     "run the same command again to resume from the last checkpoint")
 
 
+def extract_path(path, **kwargs):
+    """:func:`features.extract.extract_path`, imported on first use: it loads torch, which --help and a
+    usage error never need."""
+    from features.extract import extract_path as extract
+
+    return extract(path, **kwargs)
+
+
 def _run(args) -> None:
-    from features.extract import extract_path  # torch: imported after the parse (--help needs none of it)
     from features.store import save_features
 
     if not args.fname_precalc.lower().endswith(".npz"):

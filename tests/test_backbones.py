@@ -331,7 +331,7 @@ def test_vgg16_nvidia_embed_equals_files_and_refuses_half(stand_in, photos):
 @pytest.mark.parametrize("make, kwargs, message", [
     (None, {}, r"vgg16_nvidia needs --weights vgg16.pt, NVIDIA's TorchScript vgg16.pt \(https://.*never downloaded"),
     (None, {"weights": "/nonexistent/vgg16.pt"}, "no such file"),
-    (lambda p: torch.save(torchvision.models.vgg11(weights=None).state_dict(), p), {},
+    (lambda p: torch.save(torch.nn.Linear(3, 2).state_dict(), p), {},
      r"not a TorchScript module \(.*\); vgg16_nvidia takes NVIDIA's TorchScript vgg16.pt .*state dict goes with "
      "--backbone vgg16"),
     (lambda p: p.write_bytes(b"junk"), {}, "not a TorchScript module"),
@@ -349,3 +349,40 @@ def test_vgg16_nvidia_errors_are_one_line(tmp_path, make, kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         load_backbone("vgg16_nvidia", **kwargs)
     assert "\n" not in str(info.value)
+
+
+class TorchFidelityVGG16(torch.nn.Module):
+    """vgg16.pt as torch-fidelity describes it (its VGG16 matches the file within 1e-4): torchvision's VGG16,
+    the uint8 image as float, TF1 bilinear resize to 224, 255 x ImageNet mean/std, fc2 after ReLU;
+    TorchScript, called as NVIDIA's file is."""
+
+    def __init__(self, vgg):
+        super().__init__()
+        self.features, self.avgpool, self.head = vgg.features, vgg.avgpool, vgg.classifier[:5]
+        self.register_buffer("mean", 255 * torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", 255 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = images.to(torch.float32)
+        h, w = x.shape[2], x.shape[3]
+        ys = torch.arange(224, dtype=torch.float32) * (h / 224)
+        xs = torch.arange(224, dtype=torch.float32) * (w / 224)
+        y0, x0 = ys.floor().long().clamp(max=h - 1), xs.floor().long().clamp(max=w - 1)
+        y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
+        dy, dx = (ys - y0.float()).view(1, 1, 224, 1), (xs - x0.float()).view(1, 1, 1, 224)
+        top = x[:, :, y0][:, :, :, x0] + (x[:, :, y0][:, :, :, x1] - x[:, :, y0][:, :, :, x0]) * dx
+        bottom = x[:, :, y1][:, :, :, x0] + (x[:, :, y1][:, :, :, x1] - x[:, :, y1][:, :, :, x0]) * dx
+        x = (top + (bottom - top) * dy - self.mean) / self.std
+        return self.head(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def test_vgg16_nvidia_on_torch_fidelitys_description_equals_vgg16_tf1_bilinear(vgg_weights, photos, tmp_path):
+    """The README's first two rows: if vgg16.pt is what torch-fidelity finds, --backbone vgg16_nvidia and
+    --backbone vgg16 --preprocess tf1_bilinear give the same features from the same weights."""
+    path, model = vgg_weights
+    script = save_script(TorchFidelityVGG16(model), tmp_path / "vgg16.pt")
+    nvidia, _ = extract_path(photos, backbone="vgg16_nvidia", weights=script, num_workers=0, device="cpu")
+    tf1, _ = extract_path(photos, backbone="vgg16", weights=path, preprocess="tf1_bilinear", num_workers=0,
+                          device="cpu")
+    assert nvidia.features.shape == (4, 4096)
+    assert np.abs(nvidia.features - tf1.features).max() <= 1e-5 * np.abs(tf1.features).max()

@@ -66,7 +66,8 @@ def load_detector(path) -> torch.nn.Module:
     except Exception as exc:  # torch raises RuntimeError and others for foreign or damaged files
         raise ValueError(f"--weights {path}: not a TorchScript module ({_first_line(exc)}); vgg16_nvidia takes "
                          f"{WHAT}; a torchvision state dict goes with --backbone vgg16") from None
-    arguments = [a.name for a in detector.forward.schema.arguments] if hasattr(detector, "forward") else []
+    schema = getattr(getattr(detector, "forward", None), "schema", None)  # None: no compiled forward
+    arguments = [a.name for a in schema.arguments] if schema is not None else []
     if "return_features" not in arguments:
         raise ValueError(f"--weights {path}: a TorchScript module without a return_features argument "
                          f"(forward takes {', '.join(arguments[1:]) or 'nothing'}), not {WHAT}")
