@@ -15,7 +15,6 @@ import csv
 import logging
 import os
 import sys
-import threading
 import time
 
 import numpy as np
@@ -149,13 +148,6 @@ def main(argv=None, prog: str = PROG) -> int:
     return run_main(prog, lambda: _run(args))
 
 
-def _load_kernels() -> None:
-    try:
-        log.debug("fused kernels loaded in %.2f s", hubness.kernels.load())
-    except Exception as exc:  # noqa: BLE001 - the first tile loads them again and reports what fails
-        log.debug("loading the fused kernels in the background failed: %s", exc)
-
-
 def _run(args) -> None:
     t_start = time.perf_counter()
     metrics, k, dc_k, hubs_k, budget, device = hubness.check_options(
@@ -166,28 +158,14 @@ def _run(args) -> None:
                for option in ("json", "per_sample", "plot", "log") if getattr(args, option)}
     gallery = Gallery(args.gallery, metrics, args.gallery_n, outputs) if args.gallery else None  # last: it may mkdir
 
-    loader = None
-    if hubness.kernels.enabled(device) and not any(map(is_image_input, (args.path_real, args.path_fake))):
-        # load the compiled kernels (~0.3 s) while the feature files are read; not beside image
-        # extraction, whose DataLoader workers fork (a fork during an import can deadlock the child)
-        loader = threading.Thread(target=_load_kernels, name="hubness-kernel-load")
-        loader.start()
+    # (the fused CPU kernels load at the first tile that uses them: feature files are memory-mapped,
+    # so there is no reading to overlap a background load with, and small runs never need them)
     try:
         _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device, outputs, planned, gallery)
-    except KeyboardInterrupt:
-        # no join: a Ctrl-C that lands inside numba's compiler (the first tile loads the kernels
-        # too) can leave the loader waiting for ever; the scripts end with os._exit (cli/launch.py)
-        if gallery is not None:
-            gallery.abandon()
-        raise
     except BaseException:
         if gallery is not None:
             gallery.abandon()
-        if loader is not None:
-            loader.join()
         raise
-    if loader is not None:
-        loader.join()  # never leave native compiler code running at interpreter exit
 
 
 def _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device, outputs, planned, gallery) -> None:

@@ -112,16 +112,19 @@ class Tile:
     eps: float               # screening band, relative to na + nb
     abs_tol: float           # screening band, absolute
     same_set: bool = False   # real and fake are one set: a sample's pair with itself is skipped
+    fused: bool = False      # the route: exact distances from the fused kernels (same bits either way)
 
     def exact(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Exact float64 squared distances (frame units) of the tile entries (i, j)."""
-        return exact_sq_dist(self.real, self.ri[i], self.fake, self.cj[j]).to(self.a.device) * self.sq_scale
+        return (exact_sq_dist(self.real, self.ri[i], self.fake, self.cj[j], fused=self.fused).to(self.a.device)
+                * self.sq_scale)
 
 
 def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, memory_budget: int,
                real_stats: SetStats | None = None, fake_stats: SetStats | None = None,
                real_rows: np.ndarray | None = None, fake_cols: np.ndarray | None = None,
-               same_set: bool = False, progress: bool | None = None, group: Group = SINGLE) -> CrossResult:
+               same_set: bool = False, progress: bool | None = None, group: Group = SINGLE,
+               fused: bool | None = None) -> CrossResult:
     """Run the tiled real x fake pass (see the module docstring for what each reduction is).
 
     ``real`` (N, dim) and ``fake`` (M, dim) are float32 tensors on the pass's device;
@@ -167,7 +170,8 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
     # in the table's order: the ranks combine them in the same order (a set's order differs by process)
     totals = {name: _initial(name, n_real if REDUCTIONS[name][0] == "real" else n_fake, dev)
               for name in REDUCTIONS if name in want}
-    fused = kernels.enabled(dev)
+    if fused is None:
+        fused = kernels.enabled(dev, rows_all.numel() * cols_all.numel() * dim)
     side = tile_side(dim, memory_budget)
     width = strip_width(side, dim, memory_budget, fused)
     tiles = tile_grid(rows_all.numel(), cols_all.numel(), side, width)
@@ -191,7 +195,7 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
                            if thresholds[key] is not None}
             cj = cols_all[cp]
             tile = Tile(a=a, b=_take(fake_s, cj, buf_b), na=na, nb=fake_n[cj], real=real, fake=fake, ri=ri, cj=cj,
-                        sq_scale=frame.sq_scale, eps=eps, abs_tol=abs_tol, same_set=same_set)
+                        sq_scale=frame.sq_scale, eps=eps, abs_tol=abs_tol, same_set=same_set, fused=fused)
             thr = dict(row_thr)
             thr.update({key: thresholds[key][cj] for key in ("s_pr", "s_hub") if thresholds[key] is not None})
             if fused:
@@ -224,7 +228,7 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
     if "realism" in totals:
         res.realism_index = totals["realism"][1].cpu().numpy()
         res.realism_sq = _exact_realism(real, fake, np.asarray(inputs.real_sq_radii_realism, dtype=np.float64),
-                                        res.realism_index, cols_all.cpu().numpy())
+                                        res.realism_index, cols_all.cpu().numpy(), fused)
     return res
 
 
@@ -240,14 +244,15 @@ def _initial(name: str, n: int, dev) -> torch.Tensor | tuple:
 
 
 def _exact_realism(real: torch.Tensor, fake: torch.Tensor, rt_sq: np.ndarray, index: np.ndarray,
-                   cols: np.ndarray) -> np.ndarray:
+                   cols: np.ndarray, fused: bool) -> np.ndarray:
     """rt_i^2 / d^2 of each fake and its most realistic real ``index`` from the exact distance (0 where
     every ratio is 0; +inf for a fake on a kept real)."""
     out = np.zeros(fake.shape[0], dtype=np.float64)
     j = cols[index[cols] >= 0]
     if j.size:
         i = index[j]
-        d = exact_sq_dist(real, torch.as_tensor(i).to(real.device), fake, torch.as_tensor(j).to(real.device))
+        d = exact_sq_dist(real, torch.as_tensor(i).to(real.device), fake, torch.as_tensor(j).to(real.device),
+                          fused=fused)
         d = d.cpu().numpy()
         rt = rt_sq[i]
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -147,7 +147,7 @@ def sq_dist_tile(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.T
 
 
 def exact_sq_dist(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Tensor,
-                  chunk_bytes: int | None = None) -> torch.Tensor:
+                  chunk_bytes: int | None = None, fused: bool | None = None) -> torch.Tensor:
     """Exact squared distances of the pairs ``(x[i[t]], y[j[t]])``: float64 (len(i),).
 
     Every radius and every near-boundary decision goes through this one function, and its result
@@ -156,9 +156,9 @@ def exact_sq_dist(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Te
     (:func:`hubness.kernels.exact_pairs`) as in torch. So equal pairs give equal bits everywhere and
     a distance that ties a radius ties it on every route. The pairs are gathered in chunks whose
     float64 temporaries (4 of chunk x dim) fit ``chunk_bytes`` (default 8 MiB on the CPU,
-    256 MiB on a GPU).
+    256 MiB on a GPU). ``fused``: the route the run chose (None: the fused kernels where enabled).
     """
-    if kernels.enabled(x.device):
+    if kernels.enabled(x.device) if fused is None else fused:
         return kernels.exact_pairs(x, i, y, j)
     out = torch.empty(i.shape[0], dtype=torch.float64, device=x.device)
     if chunk_bytes is None:

@@ -13,7 +13,9 @@ They run on the CPU only (CUDA keeps the torch route, whose sweeps run at GPU me
 threads (``torch.get_num_threads()``; the kernels release the GIL). Compiled code is cached on disk
 by numba (``cache=True``), so only the first run after an install pays the compile (seconds).
 
-``HUBNESS_KERNELS=torch`` in the environment switches them off (the tests run both routes).
+``HUBNESS_KERNELS=torch`` in the environment switches them off (the tests run both routes); small runs
+(:data:`SMALL_WORK`) take the torch route, so that they never import numba. The jitted code is in
+:mod:`hubness.kernels_jit`, imported on first use.
 """
 from __future__ import annotations
 
@@ -24,10 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-try:  # numba is a requirement; the torch route stays usable without it
-    import numba
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = None
+import importlib
+import importlib.util
 
 # reductions of the cross pass, as bit flags (one compiled kernel serves every combination)
 PRECISION, RECALL, RARITY, REAL_HUBS, FAKE_HUBS, DC, REALISM = 1, 2, 4, 8, 16, 32, 64
@@ -44,9 +44,34 @@ _FLAG = {"in_real": PRECISION, "in_fake": RECALL, "rarity": RARITY, "in_rhub": R
          "in_fhub": FAKE_HUBS, "dens": DC, "covered": DC, "realism": REALISM, "realism_index": REALISM}
 
 
-def enabled(device: torch.device) -> bool:
-    """Whether the fused kernels serve tiles on ``device``."""
-    return numba is not None and device.type == "cpu" and os.environ.get("HUBNESS_KERNELS", "auto") != "torch"
+def available() -> bool:
+    """Whether numba is installed (a requirement; without it the torch route serves the CPU)."""
+    global _AVAILABLE
+    if _AVAILABLE is None:
+        _AVAILABLE = importlib.util.find_spec("numba") is not None
+    return _AVAILABLE
+
+
+_AVAILABLE: bool | None = None
+# Below this many distance products (pairs x dim) over a run's passes, the torch route is used on the
+# CPU too: loading the compiled kernels (~0.3 s, numba's start-up) costs more than they save there
+# (measured: 2,000 x 2,000 x 4096 faster on the torch route, 5,000 x 5,000 faster fused).
+SMALL_WORK = 2_000 * 2_000 * 4096
+
+
+def enabled(device: torch.device, work: float | None = None) -> bool:
+    """Whether the fused kernels serve tiles on ``device`` for a run of ``work`` distance products
+    (pairs x dim; None: any size). ``HUBNESS_KERNELS=torch`` switches them off, ``=fused`` on
+    whatever the size (the tests run both routes)."""
+    choice = os.environ.get("HUBNESS_KERNELS", "auto")
+    if device.type != "cpu" or choice == "torch" or not available():
+        return False
+    return choice == "fused" or work is None or work >= SMALL_WORK
+
+
+def jit():
+    """The jitted module (:mod:`hubness.kernels_jit`), imported on first use."""
+    return importlib.import_module(".kernels_jit", __package__)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -70,180 +95,6 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.contiguous().numpy()
 
 
-if numba is not None:
-    def _jit(fn):
-        """Compile in nopython mode without the GIL; cache on disk where numba finds a writable place
-        (beside this file, else the user's cache folder), else compile in each process."""
-        try:
-            return numba.njit(nogil=True, cache=True, error_model="numpy")(fn)
-        except RuntimeError:  # "cannot cache function ...: no locator available"
-            return numba.njit(nogil=True, error_model="numpy")(fn)
-
-    @_jit
-    def _exact_pair(a, b, buf):
-        """sum((a - b)**2) in float64, added as a fixed binary tree in ``buf`` (float64, the
-        power-of-two length >= len(a)): the bits of :func:`hubness.distances.tree_sum`."""
-        n = a.shape[0]
-        p = buf.shape[0]
-        for t in range(n):
-            d = np.float64(a[t]) - np.float64(b[t])
-            buf[t] = d * d
-        for t in range(n, p):
-            buf[t] = 0.0
-        h = p // 2
-        while h >= 1:
-            for t in range(h):
-                buf[t] += buf[t + h]
-            h //= 2
-        return buf[0]
-
-    @_jit
-    def _exact_pairs_kernel(x, i, y, j, out, start, stop):
-        buf = np.empty(_tree_length(x.shape[1]), dtype=np.float64)
-        for t in range(start, stop):
-            out[t] = _exact_pair(x[i[t]], y[j[t]], buf)
-
-    @_jit
-    def _tree_length(n):
-        p = 1
-        while p < n:
-            p *= 2
-        return p
-
-    @_jit
-    def _screen(g, na, nb, i, j):
-        """The float32 screen of one pair, as the torch route forms it: (-2 g + |a|^2) + |b|^2, >= 0."""
-        d = (np.float32(-2.0) * g[i, j] + na[i]) + nb[j]
-        return d if d > np.float32(0.0) else np.float32(0.0)
-
-    @_jit
-    def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, same_set, r_pr, r_dc, r_rt, rt32,
-                      r_hub, s_pr, s_hub, row_far, col_far, r0, r1, in_fake, in_fhub, covered, in_real, in_rhub, rarity, dens,
-                      realism, realism_index):
-        """Rows r0..r1 of one real x fake tile; row outputs at [i], column outputs (this thread's own
-        copies) at [j]. ``xa``/``xb`` are the full original feature arrays and ``ri``/``cj`` the
-        tile's rows in them; thresholds are float64 in frame units (``rt32``: ``r_rt`` in float32 for
-        the screened ratios; a re-measured pair's ratio is float32(float64 / float64), the same on
-        both routes); ``row_far``/``col_far`` float32 bounds above every threshold's band. Returns
-        the number of pairs re-measured exactly. ``same_set``: rows and columns are one set (``cj``
-        contiguous) and each sample's pair with itself is skipped."""
-        q = g.shape[1]
-        use_r = (flags & (PRECISION | RARITY | REAL_HUBS)) != 0
-        use_s = (flags & (RECALL | FAKE_HUBS)) != 0
-        use_dc = (flags & DC) != 0
-        use_rt = (flags & REALISM) != 0
-        inf = np.float32(np.inf)
-        zero = np.float32(0.0)
-        refined = 0
-        buf = np.empty(_tree_length(xa.shape[1]), dtype=np.float64)
-        for i in range(r0, r1):
-            nai = np.float64(na[i])
-            rp = r_pr[i] if use_r else -np.inf
-            rd = r_dc[i] if use_dc else -np.inf
-            rh = r_hub[i] if (flags & REAL_HUBS) != 0 else -np.inf
-            rt = rt32[i] if use_rt else zero
-            far = row_far[i]
-            jself = ri[i] - cj[0] if same_set else -1
-            hit_s = False
-            hit_sh = False
-            cov = False
-            for j in range(q):
-                if j == jself:
-                    continue
-                d = _screen(g, na, nb, i, j)
-                if d > far and d > col_far[j]:
-                    # the common case: no threshold decides anything; d > 0
-                    if use_rt and rt > realism[j] * d * np.float32(0.999):
-                        ratio = rt / d
-                        if ratio > realism[j]:
-                            realism[j] = ratio
-                            realism_index[j] = ri[i]
-                    continue
-                e = np.float64(d)
-                tol = eps * (nai + np.float64(nb[j])) + abs_tol
-                if e <= tol or abs(e - rp) <= tol or abs(e - rd) <= tol or (use_s and abs(e - s_pr[j]) <= tol):
-                    e = _exact_pair(xa[ri[i]], xb[cj[j]], buf) * sq_scale
-                    refined += 1
-                if e <= rp:
-                    if (flags & PRECISION) != 0:
-                        in_real[j] = True
-                    if (flags & RARITY) != 0 and e < rp and rp < rarity[j]:
-                        rarity[j] = rp
-                if e <= rh:
-                    in_rhub[j] = True
-                if use_s:
-                    if (flags & RECALL) != 0 and e <= s_pr[j]:
-                        hit_s = True
-                    if (flags & FAKE_HUBS) != 0 and e <= s_hub[j]:
-                        hit_sh = True
-                if e < rd:
-                    dens[j] += 1
-                    cov = True
-                if use_rt:
-                    if e > 0.0:
-                        ratio = np.float32(r_rt[i] / e)
-                    elif rt > zero:
-                        ratio = inf
-                    else:
-                        ratio = zero  # 0/0: a pruned ball at distance 0
-                    if ratio > realism[j]:
-                        realism[j] = ratio
-                        realism_index[j] = ri[i]
-            if hit_s:
-                in_fake[i] = True
-            if hit_sh:
-                in_fhub[i] = True
-            if cov:
-                covered[i] = True
-        return refined
-
-    @_jit
-    def _worst(bd):
-        w = 0
-        for t in range(1, bd.shape[0]):
-            if bd[t] > bd[w]:
-                w = t
-        return w
-
-    @_jit
-    def _knn_rows_kernel(g, nr, nc, row_offset, col_offset, best_d, best_i, r0, r1):
-        """Row side of a within-set tile: candidates of samples row_offset + i, i in r0..r1."""
-        for i in range(r0, r1):
-            bd = best_d[row_offset + i]
-            bi = best_i[row_offset + i]
-            self_j = row_offset + i - col_offset  # self, by index (may lie outside the tile)
-            w = _worst(bd)
-            wv = bd[w]
-            for j in range(g.shape[1]):
-                d = _screen(g, nr, nc, i, j)
-                if d < wv and j != self_j:
-                    bd[w] = d
-                    bi[w] = col_offset + j
-                    w = _worst(bd)
-                    wv = bd[w]
-
-    @_jit
-    def _knn_cols_kernel(g, nr, nc, row_offset, col_offset, best_d, best_i, c0, c1):
-        """Column side of a tile: candidates of samples col_offset + j, j in c0..c1."""
-        width = c1 - c0
-        worst = np.empty(width, dtype=np.int64)
-        worst_v = np.empty(width, dtype=np.float32)
-        for j in range(c0, c1):
-            w = _worst(best_d[col_offset + j])
-            worst[j - c0] = w
-            worst_v[j - c0] = best_d[col_offset + j, w]
-        for i in range(g.shape[0]):
-            for j in range(c0, c1):
-                d = _screen(g, nr, nc, i, j)
-                if d < worst_v[j - c0]:
-                    bd = best_d[col_offset + j]
-                    bd[worst[j - c0]] = d
-                    best_i[col_offset + j, worst[j - c0]] = row_offset + i
-                    w = _worst(bd)
-                    worst[j - c0] = w
-                    worst_v[j - c0] = bd[w]
-
-
 def load() -> float:
     """Load every fused kernel now (compiling it on the first run after an install, else from numba's
     disk cache) and return the seconds it took; a no-op where numba is missing.
@@ -252,7 +103,7 @@ def load() -> float:
     start-up), so long-lived callers, benchmarks and services may prefer to pay it up front.
     """
     start = time.perf_counter()
-    if numba is not None:
+    if available():
         x = torch.arange(24, dtype=torch.float32).reshape(6, 4)
         norms = (x * x).sum(1)
         idx = torch.arange(6)
@@ -270,10 +121,11 @@ def load() -> float:
 
 def exact_pairs(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """``sum((x[i[t]] - y[j[t]])**2)`` in float64 (CPU float32 rows, int64 indices), no gathers."""
+    k = jit()
     x_np, y_np = _np(x), _np(y)
     i_np, j_np = _np(i.to(torch.int64)), _np(j.to(torch.int64))
     out = np.empty(i_np.shape[0], dtype=np.float64)
-    _run_split(i_np.shape[0], lambda s, e: _exact_pairs_kernel(x_np, i_np, y_np, j_np, out, s, e))
+    _run_split(i_np.shape[0], lambda s, e: k._exact_pairs_kernel(x_np, i_np, y_np, j_np, out, s, e))
     return torch.from_numpy(out)
 
 
@@ -286,13 +138,14 @@ def knn_tile(g: torch.Tensor, norms_rows: torch.Tensor, norms_cols: torch.Tensor
     sample, self excluded by index; it is offered to its column sample too unless that column lies
     inside the row block, whose square holds both orders of each pair.
     """
+    k = jit()
     g_np, nr, nc = _np(g), _np(norms_rows), _np(norms_cols)
     bd, bi = best_d.numpy(), best_i.numpy()
     p, q = g_np.shape
     inside = max(0, min(row_offset + p, col_offset + q) - col_offset)
-    _run_split(p, lambda s, e: _knn_rows_kernel(g_np, nr, nc, row_offset, col_offset, bd, bi, s, e))
+    _run_split(p, lambda s, e: k._knn_rows_kernel(g_np, nr, nc, row_offset, col_offset, bd, bi, s, e))
     if inside < q:
-        _run_split(q - inside, lambda s, e: _knn_cols_kernel(g_np, nr, nc, row_offset, col_offset, bd, bi,
+        _run_split(q - inside, lambda s, e: k._knn_cols_kernel(g_np, nr, nc, row_offset, col_offset, bd, bi,
                                                              inside + s, inside + e))
 
 
@@ -305,6 +158,7 @@ def cross_tile(g: torch.Tensor, tile, thresholds: dict, want: frozenset) -> tupl
     :func:`hubness.cross.torch_tile` does (realism as a (ratio, real index) pair), and the number of
     pairs refined.
     """
+    k = jit()
     flags = 0
     for key in want:
         flags |= _FLAG[key]
@@ -336,11 +190,11 @@ def cross_tile(g: torch.Tensor, tile, thresholds: dict, want: frozenset) -> tupl
 
     def job(start, stop):
         cols = {key: alloc(key, q) for key in _COL_KEYS}  # each thread its own column copies
-        count = _cross_kernel(g_np, xa, xb, ri, cj, na_np, nb_np, eps, abs_tol, tile.sq_scale, flags, tile.same_set, thr["r_pr"],
-                              thr["r_dc"], thr["r_rt"], rt32, thr["r_hub"], thr["s_pr"], thr["s_hub"], row_far, col_far, start,
-                              stop, rows["in_fake"], rows["in_fhub"], rows["covered"], cols["in_real"],
-                              cols["in_rhub"], cols["rarity"], cols["dens"], cols["realism"],
-                              cols["realism_index"])
+        count = k._cross_kernel(g_np, xa, xb, ri, cj, na_np, nb_np, eps, abs_tol, tile.sq_scale, flags,
+                                tile.same_set, thr["r_pr"], thr["r_dc"], thr["r_rt"], rt32, thr["r_hub"], thr["s_pr"],
+                                thr["s_hub"], row_far, col_far, start, stop, rows["in_fake"], rows["in_fhub"],
+                                rows["covered"], cols["in_real"], cols["in_rhub"], cols["rarity"], cols["dens"],
+                                cols["realism"], cols["realism_index"])
         return count, cols
 
     from .cross import combine  # noqa: PLC0415 - cross imports this module

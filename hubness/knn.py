@@ -91,7 +91,7 @@ class NeighborGraph:
 
 def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
                       exact_ks=None, stats: SetStats | None = None, desc: str = "k-NN",
-                      progress: bool | None = None, group: Group = SINGLE) -> NeighborGraph:
+                      progress: bool | None = None, group: Group = SINGLE, fused: bool | None = None) -> NeighborGraph:
     """Exact k nearest neighbours of every row of ``features`` within the same set.
 
     Args:
@@ -107,6 +107,7 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         progress: tqdm bar on stderr; None shows it only on a terminal.
         group: the processes sharing the work (:mod:`hubness.distributed`); every rank returns the
             whole graph.
+        fused: the CPU route (:func:`hubness.kernels.enabled`); None chooses by device and size.
     """
     check_feature_input(features, "features")
     k = check_int(k, "k", "nearest_neighbors", 1)
@@ -118,12 +119,14 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
     if exact_ks is not None and any(not 1 <= kk <= k for kk in exact_ks):
         raise ValueError(f"exact_ks={tuple(exact_ks)} must lie in [1, k={k}]")
     exact_ks = tuple(sorted(set(exact_ks or range(1, k + 1)) | {k}))
+    if fused is None:
+        fused = kernels.enabled(dev, n * n / 2 * dim)
     with exact_matmul(), torch.inference_mode():
         stats = SetStats.of(x) if stats is None else stats
         frame = choose_frame([x], [stats])
         xs, norms = screen_rows(x, stats, frame)
         cand = min(k + _EXTRA_CANDIDATES, n - 1)
-        best_d, best_i = _screen_pass(xs, norms, cand, memory_budget, desc, progress, group)
+        best_d, best_i = _screen_pass(xs, norms, cand, memory_budget, desc, progress, group, fused)
         del xs
         if group.active:  # the k + 16 smallest of every rank's lists (a pair lives in one tile only)
             best_d = torch.cat(group.gather_all(best_d), dim=1)
@@ -140,10 +143,11 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         failing = torch.nonzero(~proven).flatten()
         # exact copies are looked for only where a k-th candidate is screened as (near) zero
         copies = bool((d[failing, k - 1] <= tol[failing]).any()) if failing.numel() else False
-        idx, d = _refine(x, rows, frame.sq_scale, d, idx, tol, proven, k, exact_ks)
+        idx, d = _refine(x, rows, frame.sq_scale, d, idx, tol, proven, k, exact_ks, fused)
         if failing.numel():
             centre = stats.total / stats.count
-            idx[failing], d[failing] = exact_rows(x, rows[failing], k, centre, memory_budget, look_for_copies=copies)
+            idx[failing], d[failing] = exact_rows(x, rows[failing], k, centre, memory_budget, look_for_copies=copies,
+                                                  fused=fused)
         idx, d = group.gather_rows(idx, n), group.gather_rows(d, n)
         fallback = int(group.combine("sum", torch.tensor([failing.numel()], device=dev)).item())
     return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks,
@@ -151,7 +155,7 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
 
 
 def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, memory_budget: int, desc: str,
-                 progress: bool | None, group: Group = SINGLE) -> tuple[torch.Tensor, torch.Tensor]:
+                 progress: bool | None, group: Group = SINGLE, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``cand`` nearest candidates of every row by screened distance (float32 (n, cand), int64)
     among the pairs of this rank's tiles (all tiles in one process)."""
     n, dim = xs.shape
@@ -169,7 +173,6 @@ def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, memory_budget
         best_d[rows] = top_d
         best_i[rows] = torch.gather(all_i, 1, pos)
 
-    fused = kernels.enabled(dev)
     side = knn_tile_side(n, dim, memory_budget)
     tiles = tile_grid(n, n, side, strip_width(side, dim, memory_budget, fused), upper=True)
     tiles = [tiles[t] for t in group.share(len(tiles))]
@@ -198,7 +201,8 @@ def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
 
 
 def _refine(x: torch.Tensor, rows: torch.Tensor, sq_scale: float, d: torch.Tensor, idx: torch.Tensor,
-            tol: torch.Tensor, proven: torch.Tensor, k: int, exact_ks: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+            tol: torch.Tensor, proven: torch.Tensor, k: int, exact_ks: tuple,
+            fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sort the candidates of the ``proven`` rows by (distance, index) with exact distances wherever
     the order or a radius depends on them; keep the first k, in original units.
 
@@ -219,13 +223,13 @@ def _refine(x: torch.Tensor, rows: torch.Tensor, sq_scale: float, d: torch.Tenso
         need |= run == run[:, kk - 1:kk]
     need &= proven[:, None]
     r, c = need.nonzero(as_tuple=True)
-    d[r, c] = exact_sq_dist(x, rows[r], x, idx[r, c]).to(d.device) * sq_scale
+    d[r, c] = exact_sq_dist(x, rows[r], x, idx[r, c], fused=fused).to(d.device) * sq_scale
     d, idx = _sort_rows(d, idx)
     return idx[:, :k].contiguous(), d[:, :k] / sq_scale
 
 
 def exact_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Tensor, memory_budget: int,
-               look_for_copies: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               look_for_copies: bool = True, fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact k nearest neighbours (self excluded, ties by index) of the samples ``rows`` of ``x``
     (n, dim): int64 indices and float64 squared distances (len(rows), k), whatever the float32
     screen could not settle.
@@ -244,7 +248,7 @@ def exact_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Tensor
     todo = _copies_as_neighbours(x, rows, k, out_i) if look_for_copies else torch.arange(rows.numel(), device=x.device)
     if todo.numel():
         sub = rows[todo]
-        out_i[todo], out_d[todo] = _float64_rows(x, sub, k, centre, memory_budget)
+        out_i[todo], out_d[todo] = _float64_rows(x, sub, k, centre, memory_budget, fused)
     return out_i, out_d
 
 
@@ -266,7 +270,7 @@ def _copies_as_neighbours(x: torch.Tensor, rows: torch.Tensor, k: int, out_i: to
 
 
 def _float64_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Tensor,
-                  memory_budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  memory_budget: int, fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`exact_rows` for rows without k exact copies: float64 screen, bounds, exact pairs.
 
     With ``s = |a|^2 + |b|^2`` and ``D = s - 2 a.b`` (float64, centred), the bounds ``D +- eps64 s``
@@ -310,7 +314,7 @@ def _float64_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Ten
             pr.append(i)
             pc.append(j + cols.start)
         pr, pc = torch.cat(pr), torch.cat(pc)
-        e = exact_sq_dist(x, r[pr], x, pc).to(dev)
+        e = exact_sq_dist(x, r[pr], x, pc, fused=fused).to(dev)
         # sort by (row, exact distance, index); each row's first k are its neighbours
         order = torch.argsort(pc, stable=True)
         order = order[torch.argsort(e[order], stable=True)]

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from . import kernels
 from ._checks import as_feature_matrix, check_int
 from .cross import CrossInputs, cross_pass
 from .distances import DEFAULT_MEMORY_BUDGET, resolve_device
@@ -261,11 +262,15 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     xr, xf = _tensor(real, dev), _tensor(fake, dev)
     with torch.inference_mode():
         stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)  # one read of each set, shared by every pass
+    # the CPU route, chosen once for the whole run: the fused kernels pay off beyond small sets
+    work = ((n_real**2 / 2 if real_knn is None else 0) + (n_fake**2 / 2 if fake_k else 0) + n_real * n_fake) * dim
+    fused = kernels.enabled(dev, work)
     t = time.perf_counter()
     real_ks = ((k,) if real_k else ()) + ((dc_k,) if "dc" in want else ())  # radii the metrics read
     if real_knn is None:
         g_real = nearest_neighbors(xr, real_kmax, device=dev, memory_budget=memory_budget, stats=stats_r,
-                                   exact_ks=real_ks, desc="k-NN real", progress=progress, group=group)
+                                   exact_ks=real_ks, desc="k-NN real", progress=progress, group=group,
+                                   fused=fused)
     else:
         g_real = _check_real_knn(real_knn, n_real, real_kmax, real_ks)
     timings["knn_real"] = time.perf_counter() - t
@@ -273,7 +278,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     if fake_k:
         t = time.perf_counter()
         g_fake = nearest_neighbors(xf, fake_k, device=dev, memory_budget=memory_budget, stats=stats_f,
-                                   desc="k-NN fake", progress=progress, group=group)
+                                   desc="k-NN fake", progress=progress, group=group, fused=fused)
         timings["knn_fake"] = time.perf_counter() - t
 
     occ_real = g_real.k_occurrence(k) if real_k else None
@@ -301,9 +306,10 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     if want - {"hubness"}:
         t = time.perf_counter()
         res = cross_pass(xr, xf, inputs, memory_budget=memory_budget, real_stats=stats_r, fake_stats=stats_f,
-                         real_rows=rows, fake_cols=cols, progress=progress, group=group)
+                         real_rows=rows, fake_cols=cols, progress=progress, group=group, fused=fused)
         timings["cross"] = time.perf_counter() - t
         diagnostics.update(refined_pairs=res.refined, cross_tile_side=res.tile_side)
+    diagnostics["route"] = "fused CPU kernels" if fused else "torch"
     diagnostics["knn_fallback_rows"] = g_real.fallback_rows + (g_fake.fallback_rows if g_fake else 0)
 
     results = {}

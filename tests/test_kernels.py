@@ -15,22 +15,39 @@ def relu_set(seed, n, dim, shift=0.0):
     return torch.from_numpy(np.maximum(rng.standard_normal((n, dim)) + shift, 0).astype(np.float32))
 
 
-def test_fused_route_is_on_for_the_cpu_and_can_be_switched_off(monkeypatch):
+def test_fused_route_is_on_for_large_cpu_runs_and_can_be_switched(monkeypatch):
+    cpu = torch.device("cpu")
     monkeypatch.delenv("HUBNESS_KERNELS", raising=False)
-    assert kernels.enabled(torch.device("cpu"))
+    assert kernels.enabled(cpu) and kernels.enabled(cpu, kernels.SMALL_WORK)
+    assert not kernels.enabled(cpu, kernels.SMALL_WORK - 1)  # small runs never import numba
     assert not kernels.enabled(torch.device("cuda"))
     monkeypatch.setenv("HUBNESS_KERNELS", "torch")
-    assert not kernels.enabled(torch.device("cpu"))
+    assert not kernels.enabled(cpu)
+    monkeypatch.setenv("HUBNESS_KERNELS", "fused")
+    assert kernels.enabled(cpu, 1.0) and not kernels.enabled(torch.device("cuda"), 1e20)
 
 
-def test_load_leaves_one_compiled_specialisation_per_kernel():
+def test_a_small_run_does_not_import_numba():
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, hubness; x = np.random.default_rng(0).standard_normal((50, 8)).astype('f4');"
+            "ev = hubness.evaluate(real=x, fake=x[::-1].copy()); assert ev.diagnostics['route'] == 'torch';"
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "HUBNESS_KERNELS": "auto"})
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_load_leaves_one_compiled_specialisation_per_kernel(monkeypatch):
     """load() compiles/loads the kernels for exactly the argument types the passes use (a second
     specialisation would mean a second compile at run time)."""
     kernels.load()
+    monkeypatch.setenv("HUBNESS_KERNELS", "fused")
     x = relu_set(5, 40, 16)
-    hubness.evaluate(real=x.numpy(), fake=x.numpy()[::-1].copy(), device="cpu")
-    for fn in (kernels._cross_kernel, kernels._knn_rows_kernel, kernels._knn_cols_kernel,
-               kernels._exact_pairs_kernel):
+    ev = hubness.evaluate(real=x.numpy(), fake=x.numpy()[::-1].copy(), device="cpu")
+    assert ev.diagnostics["route"] == "fused CPU kernels"
+    jit = kernels.jit()
+    for fn in (jit._cross_kernel, jit._knn_rows_kernel, jit._knn_cols_kernel, jit._exact_pairs_kernel):
         assert len(fn.signatures) == 1, fn
 
 
