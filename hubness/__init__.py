@@ -6,8 +6,7 @@ do not load torch before they need it.
 """
 from __future__ import annotations
 
-import importlib
-
+from features.lazy import lazy_attributes
 from features.version import __version__
 
 _EXPORTS = {
@@ -19,21 +18,10 @@ _EXPORTS = {
     "json_safe": "metrics", "real_knn_needs": "metrics", "precision_recall": "metrics", "rarity_scores": "metrics", "realism_scores": "metrics", "real_rarity_scores": "metrics",
     "HubnessStats": "stats", "hubness_stats": "stats",
 }
-_MODULES = ("kernels", "distances", "frame", "knn", "cross", "metrics", "stats", "summary", "report", "command")
+_MODULES = ("kernels", "distances", "frame", "knn", "cross", "metrics", "stats", "summary", "distributed", "report",
+            "gallery", "runlog", "command")
 
 __all__ = sorted(_EXPORTS) + ["__version__", "kernels"]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    elif name in _MODULES:
-        value = importlib.import_module(f".{name}", __name__)
-    else:
-        raise AttributeError(f"module 'hubness' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list:
-    return sorted(set(globals()) | set(_EXPORTS) | set(_MODULES))
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, _MODULES)

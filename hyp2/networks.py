@@ -124,9 +124,14 @@ def _pixels(hash_bit, weights, pretrained, allow_download):
 IMAGE_NETWORKS = {"googlenet": _googlenet, "alexnet": _alexnet, "resnet": _resnet, "pixels": _pixels}
 
 
+# backbones of features/ that cannot be trained through: vgg16_nvidia is a frozen TorchScript module
+# called on uint8 images one size at a time (it cannot take a stacked, augmented float batch)
+_NOT_TRAINABLE = ("vgg16_nvidia",)
+
+
 def network_names() -> list[str]:
-    """Every ``--backbone``: this package's networks, the backbones of ``features/`` and ``mlp``."""
-    return list(IMAGE_NETWORKS) + available_backbones() + ["mlp"]
+    """Every ``--backbone``: this package's networks, the trainable backbones of ``features/`` and ``mlp``."""
+    return list(IMAGE_NETWORKS) + [b for b in available_backbones() if b not in _NOT_TRAINABLE] + ["mlp"]
 
 
 def build_network(name: str, hash_bit: int, *, weights=None, pretrained: bool = True, allow_download: bool = False,
