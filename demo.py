@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from features.command import main as features_main
+from hubness.extract_command import main as features_main
 from hubness.command import main as metrics_main
 
 FAKES = ("fake_heldout", "fake_collapsed", "fake_noised")

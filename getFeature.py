@@ -9,4 +9,4 @@ if __name__ == "__main__":
         import os
         os.write(2, b"getFeature.py: interrupted\n")
         raise SystemExit(130) from None
-    raise SystemExit(launch("features.command", "getFeature.py"))
+    raise SystemExit(launch("hubness.extract_command", "getFeature.py"))

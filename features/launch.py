@@ -71,7 +71,8 @@ def _exit_now(status: int) -> None:
 
 
 def launch(module: str, prog: str) -> int:
-    """Import ``module`` (``hubness.command`` or ``features.command``) and run its ``main()``; returns the exit status
+    """Import ``module`` (a command: ``hubness.command``, ``hubness.extract_command``, ...) and run its
+    ``main()``; returns the exit status
     (an interrupted run does not return: it exits with status 130 at once)."""
     try:
         _reopen_closed_std_streams()
@@ -85,13 +86,3 @@ def launch(module: str, prog: str) -> int:
     # from here on the interpreter shuts down (threads joined, buffers flushed): no traceback either
     signal.signal(signal.SIGINT, _exit_at_shutdown(prog))
     return status
-
-
-def hubness_pr() -> None:
-    """Console command ``hubness-pr`` (pip install): the metric command."""
-    raise SystemExit(launch("hubness.command", "hubness-pr"))
-
-
-def hubness_features() -> None:
-    """Console command ``hubness-features`` (pip install): feature extraction."""
-    raise SystemExit(launch("features.command", "hubness-features"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from features import command as features_main
+from hubness import extract_command as features_main
 from hubness import command as metrics_main
 from tests.cli_helpers import assert_one_line_error, call
 from tests.test_backbones import StandInDetector, save_script

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from features import command as features_main
+from hubness import extract_command as features_main
 from hubness import command as metrics_main
 from features.outputs import OutputFiles, atomic_write, current_umask
 from tests.cli_helpers import assert_one_line_error, call

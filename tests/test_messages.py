@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import hubness
-from features import command as features_main
+from hubness import extract_command as features_main
 from hubness import command as metrics_main
 from features.backbones import load_backbone
 from features.extract import extract_features, extract_path

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from features.backbones import BUILTIN, PREPROCESS, PREPROCESS_ALIASES, available_backbones
-from features.command import build_parser as features_parser
+from hubness.extract_command import build_parser as features_parser
 from hubness.command import build_parser as metrics_parser
 from tests.cli_helpers import ROOT
 
@@ -26,7 +26,7 @@ def test_help_lists_every_backbone_and_preprocess_choice():
 
 PROBE = """
 import json, sys
-from features.command import build_parser
+from hubness.extract_command import build_parser
 build_parser().format_help()
 torch_for_features_help = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
 from hubness.command import main

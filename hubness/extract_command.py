@@ -11,8 +11,8 @@ import shutil
 
 from features.outputs import OutputFiles
 
-from .cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
-                     positive_int, run_main, setup_logging)
+from features.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
+                          positive_int, run_main, setup_logging)
 
 log = logging.getLogger("getFeature")
 PROG = "getFeature.py"
