@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 FEATURE_KEYS = ("feature", "features", "reps", "arr_0")
 IGNORED_KEYS = ("radii_hub", "hubs")
+# arrays a feature file may carry beside the features: a k-NN summary of them (getFeature --knn_k,
+# read by the metric command; hubness/summary.py defines them)
+SUMMARY_PREFIX = "knn_"
 SCHEMA_VERSION = 1
 
 
@@ -92,6 +95,19 @@ def load_features(path) -> FeatureFile:
     return FeatureFile(features=features, paths=paths, meta=meta, source=name, key=key)
 
 
+def read_arrays(path, names) -> dict | None:
+    """The arrays ``names`` of the ``.npz`` at ``path`` that it holds (None when it holds none, or is
+    not a readable ``.npz``): extra arrays stored beside the features, e.g. a k-NN summary."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            found = {name: data[name] for name in names if name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    return found or None
+
+
 def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
@@ -138,8 +154,9 @@ def _read_meta(loaded, name: str) -> dict:
 
 
 def save_features(target, features: np.ndarray, *, paths=None, meta: dict | None = None,
-                  compress: bool = False) -> None:
-    """Write a feature file: ``feature`` float32 (n, dim), ``paths``, ``meta`` (JSON).
+                  compress: bool = False, extra: dict | None = None) -> None:
+    """Write a feature file: ``feature`` float32 (n, dim), ``paths``, ``meta`` (JSON), and ``extra``
+    arrays whose names start with ``knn_`` (a k-NN summary of the features, hubness/summary.py).
 
     ``target`` is a path (written safely: :func:`features.outputs.atomic_write`) or a binary file
     object, such as one of :class:`features.outputs.OutputFiles`.
@@ -157,6 +174,10 @@ def save_features(target, features: np.ndarray, *, paths=None, meta: dict | None
     full_meta = {"schema_version": SCHEMA_VERSION, "count": int(features.shape[0]), "dim": int(features.shape[1])}
     full_meta.update(meta or {})
     arrays["meta"] = np.asarray(json.dumps(full_meta, sort_keys=True))
+    for name, value in (extra or {}).items():
+        if not name.startswith(SUMMARY_PREFIX):
+            raise ValueError(f"extra array {name!r}: names of extra arrays start with {SUMMARY_PREFIX!r}")
+        arrays[name] = value
     write = np.savez_compressed if compress else np.savez
     if hasattr(target, "write"):
         write(target, **arrays)

@@ -24,9 +24,9 @@ from features.cli import (OneLineParser, add_extraction_options, add_run_options
                           positive_int, print_results, run_main, setup_logging, write_json)
 from features.images import is_image_input
 from features.outputs import OutputFiles
-from features.store import FeatureFile, load_features, random_subset
+from features.store import FeatureFile, load_features, random_subset, read_arrays
 
-from . import runlog
+from . import runlog, summary
 from ._checks import as_feature_matrix
 from .gallery import DEFAULT_N, Gallery
 from .report import summary_lines, write_compare_plot, write_per_sample_csv, write_plot
@@ -79,6 +79,11 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--memory_budget", "--memory-budget", dest="memory_budget", type=positive_int,
                    default=hubness.DEFAULT_MEMORY_BUDGET // 2**20,
                    help="MiB of working memory for distance tiles")
+    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", metavar="DIR", default=None,
+                   help="folder of the real sets' k-NN summaries, reused by later runs against the same real set "
+                        "(default: $HUBNESS_CACHE, else $XDG_CACHE_HOME/hubness-pr, else ~/.cache/hubness-pr)")
+    p.add_argument("--no_cache", "--no-cache", dest="no_cache", action="store_true",
+                   help="neither read nor write k-NN summaries")
     add_run_options(p)
     add_extraction_options(p)
     return p
@@ -150,47 +155,110 @@ def main(argv=None, prog: str = PROG) -> int:
 
 def _run(args) -> None:
     t_start = time.perf_counter()
-    metrics, k, dc_k, hubs_k, budget, device = hubness.check_options(
-        metrics=args.metrics, k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k, memory_budget=args.memory_budget * 2**20,
-        device=check_device(args.device))
-    outputs = OutputFiles(inputs={"REAL": args.path_real, "FAKE": args.path_fake, "--weights": args.weights})
-    planned = {option: outputs.add(getattr(args, option), f"--{option}")
-               for option in ("json", "per_sample", "plot", "log") if getattr(args, option)}
-    gallery = Gallery(args.gallery, metrics, args.gallery_n, outputs) if args.gallery else None  # last: it may mkdir
-
-    # (the fused CPU kernels load at the first tile that uses them: feature files are memory-mapped,
-    # so there is no reading to overlap a background load with, and small runs never need them)
+    # under torchrun: this rank's process group and device; rank 0 alone writes and prints
+    group, device_spec = hubness.distributed.from_environment(args.device)
+    if group.rank > 0:
+        _silence()
+    prepared = group.step(lambda: _prepare(args, device_spec, group))
     try:
-        _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device, outputs, planned, gallery)
+        _evaluate_and_report(args, t_start, group, *prepared)
     except BaseException:
+        gallery = prepared[-1]
         if gallery is not None:
             gallery.abandon()
         raise
 
 
-def _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device, outputs, planned, gallery) -> None:
-    real, real_idx = _load(args.path_real, "real", args, args.seed)
-    fake, fake_idx = _load(args.path_fake, "fake", args, args.seed + 1)
-    if real.features.shape[1] != fake.features.shape[1]:
-        raise ValueError(f"{args.path_fake} (fake): {fake.features.shape[1]}-dimensional features, but "
-                         f"{args.path_real} (real) has {real.features.shape[1]}: different dimensions, "
-                         "REAL and FAKE must come from the same feature extractor")
-    if gallery is not None:
-        gallery.check_sources(real, fake)
-    if args.num_samples is not None:
-        log.info("random subsets of %d samples (seed %d for real, %d for fake)", args.num_samples, args.seed,
-                 args.seed + 1)
-    t_loaded = time.perf_counter()
+def _silence() -> None:
+    """A rank other than 0 prints nothing: rank 0 reports for the run (its errors included)."""
+    logging.getLogger().setLevel(logging.CRITICAL + 1)
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life (progress bars too)
 
+
+def _prepare(args, device_spec: str, group):
+    """Everything checked before the heavy work: options, outputs (rank 0), the inputs, and the real
+    set's stored k-NN summary. Bad input raises here, on every rank alike."""
+    metrics, k, dc_k, hubs_k, budget, device = hubness.check_options(
+        metrics=args.metrics, k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k, memory_budget=args.memory_budget * 2**20,
+        device=check_device(device_spec))
+    outputs = OutputFiles(inputs={"REAL": args.path_real, "FAKE": args.path_fake, "--weights": args.weights})
+    planned, gallery = {}, None
+    if group.rank == 0:
+        planned = {option: outputs.add(getattr(args, option), f"--{option}")
+                   for option in ("json", "per_sample", "plot", "log") if getattr(args, option)}
+        gallery = Gallery(args.gallery, metrics, args.gallery_n, outputs) if args.gallery else None  # may mkdir
+    options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, memory_budget=budget, device=device)
     try:
-        evaluation = hubness.evaluate(real=real.features, fake=fake.features, metrics=metrics, k=k, dc_k=dc_k,
-                                      hubs_k=hubs_k, device=device, memory_budget=budget, progress=args.progress)
+        real, real_idx = _load(args.path_real, "real", args, args.seed)
+        fake, fake_idx = _load(args.path_fake, "fake", args, args.seed + 1)
+        if real.features.shape[1] != fake.features.shape[1]:
+            raise ValueError(f"{args.path_fake} (fake): {fake.features.shape[1]}-dimensional features, but "
+                             f"{args.path_real} (real) has {real.features.shape[1]}: different dimensions, "
+                             "REAL and FAKE must come from the same feature extractor")
+        if gallery is not None:
+            gallery.check_sources(real, fake)
+        if args.num_samples is not None:
+            log.info("random subsets of %d samples (seed %d for real, %d for fake)", args.num_samples, args.seed,
+                     args.seed + 1)
+        stored = _stored_summary(args, real, metrics, k, dc_k)
+    except BaseException:
+        if gallery is not None:
+            gallery.abandon()
+        raise
+    return options, outputs, planned, (real, real_idx), (fake, fake_idx), stored, gallery
+
+
+def _stored_summary(args, real, metrics, k, dc_k) -> dict:
+    """Look for the real set's k-NN summary (inside its feature file, then in the cache): a dict with
+    ``graph`` (or None), ``key``, ``status`` and ``path`` for the JSON (hubness/summary.py)."""
+    k_max, ks = hubness.real_knn_needs(metrics, k, dc_k)
+    if not k_max or args.no_cache:
+        return {"graph": None, "key": None, "status": "off" if args.no_cache else "not needed"}
+    t = time.perf_counter()
+    key = summary.SummaryKey.of(real.features, k_max, ks)
+    found = {"graph": None, "key": key, "digest_seconds": time.perf_counter() - t}
+    stored = read_arrays(real.source, summary.KEYS) if real.key != "(images)" else None
+    if stored:
+        try:
+            found.update(graph=summary.graph_from_arrays(stored, key), status="reused", path=real.source)
+            log.info("real: k-NN summary reused from %s", real.source)
+            return found
+        except ValueError as exc:
+            log.warning("real: the k-NN summary inside %s is not used: %s", real.source, exc)
+    cache = summary.SummaryCache(args.cache_dir or summary.SummaryCache.default_folder())
+    graph, message = cache.load(key)
+    (log.info if graph is not None or message.startswith("no cached") else log.warning)("real: %s", message)
+    found.update(graph=graph, cache=cache, status="reused" if graph is not None else
+                 ("computed" if message.startswith("no cached") else "recomputed (the stored one was not valid)"),
+                 path=str(cache.path(key)))
+    return found
+
+
+def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_pair, fake_pair, stored,
+                         gallery) -> None:
+    (real, real_idx), (fake, fake_idx) = real_pair, fake_pair
+    metrics, k, dc_k = options["metrics"], options["k"], options["dc_k"]
+    budget, device = options["memory_budget"], options["device"]
+    t_loaded = time.perf_counter()
+    real_knn = stored["graph"]
+    if real_knn is None and stored.get("key") is not None:  # compute it once, keep it for later runs
+        key = stored["key"]
+        real_knn = hubness.nearest_neighbors(real.features, key.k_max, exact_ks=key.exact_ks, device=device,
+                                             memory_budget=budget, desc="k-NN real", progress=args.progress,
+                                             group=group)
+        if group.rank == 0:
+            log.info("real: %s", stored["cache"].store(key, real_knn))
+    try:
+        evaluation = hubness.evaluate(real=real.features, fake=fake.features, real_knn=real_knn,
+                                      progress=args.progress, group=group, **options)
     except ValueError as exc:  # "fake has 3 samples; k=3 needs at least 4 ...": name the file
         data = {"real": real, "fake": fake}.get(str(exc).split(" ", 1)[0])
         if data is None:
             raise
         raise ValueError(f"{data.source}: {exc}") from None
     timings = dict(evaluation.timings, load=t_loaded - t_start)
+    if real_knn is not None and stored["status"] != "reused":
+        timings["knn_real"] = time.perf_counter() - t_loaded - evaluation.timings["total"]
     real_rarity = None
     if "plot" in planned and evaluation.rarity is not None:  # the real set's own rarity: one more real x real pass
         t = time.perf_counter()
@@ -198,10 +266,13 @@ def _evaluate_and_report(args, t_start, metrics, k, dc_k, hubs_k, budget, device
                                                  progress=args.progress).scores
         timings["real_rarity"] = time.perf_counter() - t
     seconds = time.perf_counter() - t_start
+    if group.rank > 0:
+        return
 
     payload = evaluation.to_dict()
     payload["params"].update(seed=args.seed, num_samples=args.num_samples)
     payload["timings"], payload["seconds"] = timings, seconds
+    payload["cache"] = {"real": {key: stored[key] for key in ("status", "path") if key in stored}}
     versions = runlog.versions()
     title = (f"{os.path.basename(fake.source)} ({evaluation.n_fake} generated) vs "
              f"{os.path.basename(real.source)} ({evaluation.n_real} real), k={k}")

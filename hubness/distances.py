@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -34,6 +35,15 @@ _MAX_TILE = 8192
 # boolean masks; the fused CPU kernels (hubness.kernels) only the float32 Gram tile
 _BYTES_PER_TILE_ELEMENT = 12
 _BYTES_PER_FUSED_ELEMENT = 4
+
+
+def as_tensor(array, dev: torch.device) -> torch.Tensor:
+    """``array`` (numpy or torch, float32 (n, dim)) as a float32 tensor on ``dev``, sharing its memory
+    on the CPU. A read-only memory-mapped file stays read-only: nothing writes into the features
+    (torch warns about such arrays; the warning is not for us)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(array).to(dev, torch.float32).contiguous()
 
 
 @contextlib.contextmanager

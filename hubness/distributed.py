@@ -98,6 +98,31 @@ class Group:
         dist.all_reduce(out, op=getattr(dist.ReduceOp, _OPS[op]))
         return out
 
+    def step(self, fn):
+        """Run ``fn()`` on every rank and agree on the outcome: if it raised a bad-input error
+        (ValueError, OSError, TypeError) on any rank, every rank raises (the failing rank its own
+        error, the others one naming that rank and its message), so that no rank goes on into a
+        collective the others never reach."""
+        error = None
+        try:
+            result = fn()
+        except (ValueError, OSError, TypeError) as exc:
+            error, result = exc, None
+        if not self.active:
+            if error is not None:
+                raise error
+            return result
+        messages = [None] * self.world
+        text = None if error is None else (str(error).strip().splitlines() or [type(error).__name__])[0]
+        torch.distributed.all_gather_object(messages, text)
+        if error is not None:
+            raise error
+        failed = [(rank, message) for rank, message in enumerate(messages) if message is not None]
+        if failed:
+            rank, message = failed[0]
+            raise ValueError(f"process {rank} of {self.world}: {message}")
+        return result
+
     def any_failed(self, failed: bool) -> bool:
         """Whether any rank failed a step (all ranks learn it at once, so none waits for ever)."""
         if not self.active:

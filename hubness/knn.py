@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import kernels
 from ._checks import check_feature_input, check_int
-from .distances import (DEFAULT_MEMORY_BUDGET, exact_matmul, exact_sq_dist, gram_tile, resolve_device, screen_eps,
+from .distances import (DEFAULT_MEMORY_BUDGET, as_tensor, exact_matmul, exact_sq_dist, gram_tile, resolve_device, screen_eps,
                         sq_dist_tile, strip_width, tile_grid, tile_side)
 from .distributed import SINGLE, Group
 from .frame import SetStats, choose_frame, screen_rows
@@ -112,7 +112,7 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
     check_feature_input(features, "features")
     k = check_int(k, "k", "nearest_neighbors", 1)
     dev = resolve_device(device)
-    x = torch.as_tensor(features).to(dev, torch.float32).contiguous()
+    x = as_tensor(features, dev)
     n, dim = x.shape
     if n < k + 1:
         raise ValueError(f"{n} samples are too few for k={k}: the k-th neighbour needs at least {k + 1}")

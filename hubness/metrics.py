@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -31,7 +30,7 @@ import torch
 from . import kernels
 from ._checks import as_feature_matrix, check_int
 from .cross import CrossInputs, cross_pass
-from .distances import DEFAULT_MEMORY_BUDGET, resolve_device
+from .distances import DEFAULT_MEMORY_BUDGET, as_tensor, resolve_device
 from .distributed import SINGLE, Group
 from .frame import SetStats
 from .knn import NeighborGraph, nearest_neighbors
@@ -259,7 +258,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
         _check_size(n_fake, fake_k, "fake", f"k={fake_k}")
 
     timings, diagnostics = {}, {}
-    xr, xf = _tensor(real, dev), _tensor(fake, dev)
+    xr, xf = as_tensor(real, dev), as_tensor(fake, dev)
     with torch.inference_mode():
         stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)  # one read of each set, shared by every pass
     # the CPU route, chosen once for the whole run: the fused kernels pay off beyond small sets
@@ -348,14 +347,6 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     )
 
 
-def _tensor(array: np.ndarray, dev: torch.device) -> torch.Tensor:
-    """``array`` as a tensor on ``dev``, sharing its memory on the CPU. A read-only memory-mapped
-    file stays read-only: nothing writes into the features (torch warns about such arrays)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array).to(dev)
-
-
 def _check_real_knn(graph, n: int, k_max: int, exact_ks: tuple) -> NeighborGraph:
     if not isinstance(graph, NeighborGraph):
         raise TypeError(f"The 'real_knn' parameter of evaluate must be a NeighborGraph. Got {type(graph).__name__}.")
@@ -403,7 +394,7 @@ def real_rarity_scores(*, real, k: int = 3, device="auto", memory_budget: int = 
     dev = resolve_device(device)
     x = as_feature_matrix(real, "real")
     _check_size(x.shape[0], k, "real", f"k={k}")
-    xr = _tensor(x, dev)
+    xr = as_tensor(x, dev)
     with torch.inference_mode():
         stats = SetStats.of(xr)
     g = nearest_neighbors(xr, k, device=dev, memory_budget=memory_budget, stats=stats, exact_ks=(k,),

@@ -20,3 +20,10 @@ def kernel_route(request, monkeypatch):
     else:
         monkeypatch.setenv("HUBNESS_KERNELS", "torch")
     return request.param
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _summary_cache_in_a_temporary_folder(tmp_path_factory):
+    """The metric command's k-NN summary cache goes to a temporary folder, not the user's ~/.cache."""
+    os.environ["HUBNESS_CACHE"] = str(tmp_path_factory.mktemp("hubness-cache"))
+    yield

@@ -1,0 +1,111 @@
+"""The metric command at scale: the real set's k-NN summary cached and reused (identical results),
+recomputed whenever it does not fit; torchrun with 2 Gloo processes equals one process."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hubness.command import main
+from tests.cli_helpers import METRICS_SCRIPT, call
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HUBNESS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(4)
+    np.save("real.npy", rng.standard_normal((260, 10)).astype(np.float32))
+    np.save("fake.npy", (rng.standard_normal((230, 10)) + 0.2).astype(np.float32))
+    return tmp_path
+
+
+def run(*argv):
+    result = call(main, *argv)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def results(path):
+    data = json.loads(Path(path).read_text())
+    return {key: data[key] for key in ("epr", "pr", "dc", "realism", "rarity", "hubness")}, data["cache"]["real"]
+
+
+def test_the_real_summary_is_cached_and_reused_with_identical_results(files):
+    first = run("real.npy", "fake.npy", "--json", "a.json", "-v")
+    assert "no cached k-NN summary" in first.stderr and "saved to" in first.stderr
+    second = run("real.npy", "fake.npy", "--json", "b.json", "-v")
+    assert "reused from" in second.stderr
+    (a, cache_a), (b, cache_b) = results("a.json"), results("b.json")
+    assert a == b and cache_a["status"] == "computed" and cache_b["status"] == "reused"
+    assert cache_a["path"] == cache_b["path"] and Path(cache_a["path"]).is_file()
+    # another k, another subset: other summaries, not the stored one
+    run("real.npy", "fake.npy", "--json", "c.json", "--k", "4")
+    run("real.npy", "fake.npy", "--json", "d.json", "--num_samples", "200")
+    assert {results(f)[1]["status"] for f in ("c.json", "d.json")} == {"computed"}
+    assert len(list((files / "cache").iterdir())) == 3
+    # --no_cache: nothing read, nothing written
+    run("real.npy", "fake.npy", "--json", "e.json", "--no_cache", "--k", "5")
+    assert results("e.json")[1]["status"] == "off" and len(list((files / "cache").iterdir())) == 3
+
+
+def test_changed_features_or_a_damaged_summary_are_recomputed_never_trusted(files):
+    run("real.npy", "fake.npy", "--json", "a.json")
+    path = Path(results("a.json")[1]["path"])
+    path.write_bytes(path.read_bytes()[:-100])  # truncated, as by an interrupted copy
+    damaged = call(main, "real.npy", "fake.npy", "--json", "b.json")
+    assert damaged.returncode == 0 and "not used" in damaged.stderr and "recomputing" in damaged.stderr
+    assert results("b.json")[1]["status"].startswith("recomputed") and results("b.json")[0] == results("a.json")[0]
+    real = np.load("real.npy")
+    real[0, 0] += 0.5
+    np.save("real.npy", real)
+    changed = run("real.npy", "fake.npy", "--json", "c.json", "-v")
+    assert "no cached k-NN summary" in changed.stderr and results("c.json")[1]["status"] == "computed"
+
+
+def test_a_summary_inside_the_feature_file_is_used(files):
+    import hubness
+    from features.store import save_features
+    from hubness.summary import SummaryKey, summary_arrays
+    real = np.load("real.npy")
+    k_max, ks = hubness.real_knn_needs(hubness.METRICS, 3, 5)
+    graph = hubness.nearest_neighbors(real, k_max, exact_ks=ks)
+    save_features("real.npz", real, extra=summary_arrays(graph, SummaryKey.of(real, k_max, ks)))
+    used = run("real.npz", "fake.npy", "--json", "a.json", "-v")
+    assert "reused from real.npz" in used.stderr
+    assert results("a.json")[0] == (run("real.npy", "fake.npy", "--json", "b.json", "--no_cache") and
+                                   results("b.json")[0])
+    # for another k the stored one does not fit: said, and computed
+    other = run("real.npz", "fake.npy", "--json", "c.json", "--dc_k", "7")
+    assert "inside real.npz is not used" in other.stderr and results("c.json")[1]["status"] == "computed"
+
+
+def test_torchrun_with_two_gloo_processes_equals_one_process(files):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(METRICS_SCRIPT).parent)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(METRICS_SCRIPT), "real.npy", "fake.npy", "--json", "two.json", "--no_cache", "--memory_budget", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=files)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()].count("precision") == 1  # rank 0 alone
+    run("real.npy", "fake.npy", "--json", "one.json", "--no_cache", "--memory_budget", "1")
+    two, one = json.loads(Path("two.json").read_text()), json.loads(Path("one.json").read_text())
+    assert two["params"]["processes"] == 2 and two["params"]["backend"] == "gloo"
+    assert one["params"]["processes"] == 1
+    for block in ("epr", "pr", "dc", "hubness"):
+        assert two[block] == one[block], block
+    assert two["realism"] == pytest.approx(one["realism"], rel=1e-12)
+
+
+def test_torchrun_with_bad_input_fails_on_every_rank_with_one_line(files):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(METRICS_SCRIPT), "real.npy", "missing.npy"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=files)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if "improved_precision_recall_hubness.py: error" in line]
+    assert ours == ["improved_precision_recall_hubness.py: error: missing.npy: no such file"], proc.stderr[-2000:]
+    # torchrun adds its own report of a failed worker; no traceback comes from the toolkit's code
+    assert "hubness/" not in proc.stderr and "features/" not in proc.stderr, proc.stderr[-2000:]
