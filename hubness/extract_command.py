@@ -6,6 +6,7 @@ nothing for feature extraction and are gone (k and hubsK are options of the metr
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 
@@ -32,8 +33,21 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--checkpoint_every", "--checkpoint-every", dest="checkpoint_every", type=positive_int,
                    default=4096, help="images between two resumable checkpoints")
     p.add_argument("--compress", action="store_true", help="write a compressed .npz")
+    p.add_argument("--knn_k", "--knn-k", dest="knn_k", type=k_list, default=None, metavar="K[,K...]",
+                   help="also store the features' exact k-NN summary for these k (e.g. 3,5: the metric command's "
+                        "--k and --dc_k), which the metric command then reuses instead of recomputing the real set's")
     add_run_options(p)
     return p
+
+
+def k_list(text: str) -> tuple:
+    try:
+        ks = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected k values like 3,5, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(f"k values must be >= 1, got {text!r}")
+    return ks
 
 
 def main(argv=None, prog: str = PROG) -> int:
@@ -66,8 +80,19 @@ def _run(args) -> None:
                                 backbone_seed=args.seed, progress=args.progress, checkpoint_dir=partial,
                                 shard_size=args.checkpoint_every,
                                 **extraction_kwargs(args))
+    extra = None
+    if args.knn_k:  # the k-NN summary of these features, as the metric command would compute it
+        from . import nearest_neighbors, summary
+
+        k_max = max(args.knn_k)
+        if result.features.shape[0] < k_max + 1:
+            raise ValueError(f"--knn_k {k_max}: needs at least {k_max + 1} images, got {result.features.shape[0]}")
+        graph = nearest_neighbors(result.features, k_max, exact_ks=args.knn_k, device=args.device,
+                                  progress=args.progress)
+        extra = summary.summary_arrays(graph, summary.SummaryKey.of(result.features, k_max, args.knn_k))
+        meta["knn_summary_k"] = list(args.knn_k)
     with outputs, out.open() as handle:
-        save_features(handle, result.features, paths=result.paths, meta=meta, compress=args.compress)
+        save_features(handle, result.features, paths=result.paths, meta=meta, compress=args.compress, extra=extra)
     shutil.rmtree(partial, ignore_errors=True)
     if result.skipped:
         log.warning("%d undecodable image(s) skipped (listed in meta['skipped'])", len(result.skipped))

@@ -109,3 +109,26 @@ def test_torchrun_with_bad_input_fails_on_every_rank_with_one_line(files):
     assert ours == ["improved_precision_recall_hubness.py: error: missing.npy: no such file"], proc.stderr[-2000:]
     # torchrun adds its own report of a failed worker; no traceback comes from the toolkit's code
     assert "hubness/" not in proc.stderr and "features/" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_getfeature_knn_k_stores_a_summary_the_metric_command_reuses(files):
+    from hubness.extract_command import main as extract_main
+    from PIL import Image
+    rng = np.random.default_rng(5)
+    folder = files / "images"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    made = call(extract_main, "images", "-o", "real.npz", "--backbone", "vgg16_random", "--num_workers", "0",
+                "--knn_k", "3,5")
+    assert made.returncode == 0, made.stderr
+    with np.load("real.npz") as data:
+        assert {"knn_key", "knn_indices", "knn_sq_distances", "knn_checksum"} <= set(data.files)
+        assert data["knn_indices"].shape == (12, 5)
+        np.save("fake.npy", data["feature"][::-1] * 1.01)
+    used = run("real.npz", "fake.npy", "--json", "a.json", "-v")
+    assert "reused from real.npz" in used.stderr and results("a.json")[1]["status"] == "reused"
+    plain = run("real.npz", "fake.npy", "--json", "b.json", "--no_cache")
+    assert plain.returncode == 0 and results("a.json")[0] == results("b.json")[0]
+    bad = call(extract_main, "images", "-o", "x.npz", "--knn_k", "3,zero")
+    assert bad.returncode == 2 and "--knn_k" in bad.stderr
