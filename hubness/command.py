@@ -159,14 +159,17 @@ def _run(args) -> None:
     group, device_spec = hubness.distributed.from_environment(args.device)
     if group.rank > 0:
         _silence()
-    prepared = group.step(lambda: _prepare(args, device_spec, group))
     try:
-        _evaluate_and_report(args, t_start, group, *prepared)
-    except BaseException:
-        gallery = prepared[-1]
-        if gallery is not None:
-            gallery.abandon()
-        raise
+        prepared = group.step(lambda: _prepare(args, device_spec, group))
+        try:
+            _evaluate_and_report(args, t_start, group, *prepared)
+        except BaseException:
+            gallery = prepared[-1]
+            if gallery is not None:
+                gallery.abandon()
+            raise
+    finally:
+        hubness.distributed.shutdown(group)
 
 
 def _silence() -> None:

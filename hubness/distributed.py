@@ -159,3 +159,10 @@ def from_environment(device: str = "auto", timeout_s: float | None = None) -> tu
         timeout = datetime.timedelta(seconds=timeout_s or float(os.environ.get("HUBNESS_DIST_TIMEOUT", "600")))
         torch.distributed.init_process_group(backend=backend, timeout=timeout)
     return Group(rank=rank, world=world, backend=backend), device
+
+
+def shutdown(group: Group) -> None:
+    """Leave the process group (every rank, at the end of a run): a Gloo group left alive at exit can
+    abort the process from its C++ threads ("terminate called without an active exception")."""
+    if group.active and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,22 @@
+"""bench/bench_scale.py at toy size, so that the benchmark cannot break unnoticed (its full run takes
+tens of minutes and is not part of the suite)."""
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_scale_runs_at_toy_size(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "bench" / "bench_scale.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--toy", "--out", str(tmp_path / "R.md"), "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["cache"]["status"] == ["computed", "reused"] and report["cache"]["identical_json"]
+    assert report["processes"]["same_results"] is True
+    assert [row["n"] for row in report["sizes"]] == [300]
+    assert all("seconds" in report["sizes"][0][name] for name in ("toolkit", "epr", "prdc", "floor"))
+    assert report["mmap"]["peak_anon_mib"] > 0
+    text = (tmp_path / "R.md").read_text()
+    assert "## The real set once" in text and "identical" in text
