@@ -76,6 +76,7 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
     t = time.perf_counter()
     if name in ("torch", "toolkit", "cold", "epr", "floor"):
         import hubness
+        import hubness.metrics  # noqa: F401 - the package imports lazily: load torch and the engine here
         if name in ("toolkit", "epr"):
             result["kernel_load_seconds"] = hubness.kernels.load()
     elif name == "prdc":

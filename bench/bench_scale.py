@@ -251,6 +251,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "scale.json"))
     p.add_argument("--mmap_n", type=int, default=300_000)
+    p.add_argument("--sizes", default=None, help="comma list of N for the size table (default 5000,10000,20000,50000)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the parts of an earlier bench/results/scale.json that this run skips")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     import torch
@@ -263,6 +266,13 @@ def main(argv=None) -> int:
               "machine": {"cpu": bench_metrics._cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                           "torch": torch.__version__,
                           "ram_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30}}
+    if args.sizes:
+        sizes = tuple(int(n) for n in args.sizes.split(","))
+    if args.merge and Path(args.json).is_file():  # parts measured earlier, kept where this run skips them
+        earlier = json.loads(Path(args.json).read_text())
+        report.update({key: earlier[key] for key in ("sizes", "cache", "mmap", "processes")
+                       if key in earlier and {"sizes": "sizes", "cache": "cache", "mmap": "mmap",
+                                              "processes": "procs"}[key] in skip})
     tmp = Path(tempfile.mkdtemp(prefix="bench_scale_"))
     try:
         if "sizes" not in skip:

@@ -133,21 +133,33 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
             best_i = torch.cat(group.gather_all(best_i), dim=1)
             best_d, pos = torch.topk(best_d, cand, dim=1, largest=False)
             best_i = torch.gather(best_i, 1, pos)
-        # the exact step, split by rows across the ranks
+        # the exact step, split by rows across the ranks, in row chunks whose float64 temporaries
+        # (~64 bytes a candidate) fit the budget
         mine = group.rows(n)
-        rows = torch.arange(mine.start, mine.stop, device=dev)
-        d, idx = _sort_rows(best_d[mine].to(torch.float64), best_i[mine])
-        tol = screen_eps(dim) * (norms[mine].to(torch.float64) + float(norms.max())) + frame.abs_tol(dim)
-        proven = (torch.ones(rows.numel(), dtype=torch.bool, device=dev) if cand == n - 1
-                  else d[:, cand - 1] - d[:, k - 1] > 2 * tol)
-        failing = torch.nonzero(~proven).flatten()
-        # exact copies are looked for only where a k-th candidate is screened as (near) zero
-        copies = bool((d[failing, k - 1] <= tol[failing]).any()) if failing.numel() else False
-        idx, d = _refine(x, rows, frame.sq_scale, d, idx, tol, proven, k, exact_ks, fused)
+        idx = torch.empty((mine.stop - mine.start, k), dtype=torch.int64, device=dev)
+        d = torch.empty((mine.stop - mine.start, k), dtype=torch.float64, device=dev)
+        failing, copies = [], False
+        chunk = max(1024, memory_budget // (64 * cand))
+        for lo in range(mine.start, mine.stop, chunk):
+            part = slice(lo, min(mine.stop, lo + chunk))
+            rows = torch.arange(part.start, part.stop, device=dev)
+            cd, ci = _sort_rows(best_d[part].to(torch.float64), best_i[part])
+            tol = screen_eps(dim) * (norms[part].to(torch.float64) + float(norms.max())) + frame.abs_tol(dim)
+            proven = (torch.ones(rows.numel(), dtype=torch.bool, device=dev) if cand == n - 1
+                      else cd[:, cand - 1] - cd[:, k - 1] > 2 * tol)
+            bad = torch.nonzero(~proven).flatten()
+            # exact copies are looked for only where a k-th candidate is screened as (near) zero
+            copies |= bool((cd[bad, k - 1] <= tol[bad]).any()) if bad.numel() else False
+            out = slice(part.start - mine.start, part.stop - mine.start)
+            idx[out], d[out] = _refine(x, rows, frame.sq_scale, cd, ci, tol, proven, k, exact_ks, fused)
+            failing.append(rows[bad])
+        del best_d, best_i
+        failing = torch.cat(failing) if failing else torch.zeros(0, dtype=torch.int64, device=dev)
         if failing.numel():
             centre = stats.total / stats.count
-            idx[failing], d[failing] = exact_rows(x, rows[failing], k, centre, memory_budget, look_for_copies=copies,
-                                                  fused=fused)
+            local = failing - mine.start
+            idx[local], d[local] = exact_rows(x, failing, k, centre, memory_budget, look_for_copies=copies,
+                                              fused=fused)
         idx, d = group.gather_rows(idx, n), group.gather_rows(d, n)
         fallback = int(group.combine("sum", torch.tensor([failing.numel()], device=dev)).item())
     return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks,
