@@ -10,6 +10,9 @@
    that drops modes), the same comparisons, with both times.
 4. Every metric and the bare GEMM floor timed on CUDA at 5k, 50k and 70k x 4096 (FFHQ scale), with
    the peak GPU memory; at 50k also with a 4 GiB tile budget.
+5. Scale: a 200,000 x 2,048 real set against 10,000 generated samples with and without its k-NN graph
+   computed once (identical results), the largest N = M that fits the time (200,000 x 2,048), and a
+   note on several GPUs (torchrun; measured only where the machine has them).
 
 Results: ``OUT/gpu_check.json`` (``--out``, default bench/results) and a summary on stdout; exit status
 1 if any comparison differs or a CUDA test fails. Nothing is downloaded. About 4-6 minutes on one H100.
@@ -181,6 +184,68 @@ def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: li
         del real, fake
 
 
+def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> dict:
+    """The real set computed once (its k-NN graph passed to evaluate: identical results, and the time
+    without the real set's pass), the largest N = M that fits the time, and the GPUs there are."""
+    import torch
+
+    import hubness
+    cuda = device.startswith("cuda")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    out = {"gpus": torch.cuda.device_count() if cuda else 0,
+           "several_gpus": "not measured: this machine has one GPU" if cuda and torch.cuda.device_count() < 2 else
+                           "torchrun --nproc_per_node=G improved_precision_recall_hubness.py ... (see README)"}
+    n_real, n_fake, dim = cached
+    gen = torch.Generator().manual_seed(11)
+    real = torch.relu(torch.randn((n_real, dim), generator=gen)).numpy()
+    fake = torch.relu(torch.randn((n_fake, dim), generator=gen) * 1.02 + 0.02).numpy()
+    k_max, ks = hubness.real_knn_needs(hubness.METRICS, 3, 5)
+    t = time.perf_counter()
+    full = hubness.evaluate(real=real, fake=fake, device=device, progress=False)
+    sync()
+    t_full = time.perf_counter() - t
+    t = time.perf_counter()
+    graph = hubness.nearest_neighbors(real, k_max, exact_ks=ks, device=device, progress=False)
+    sync()
+    t_graph = time.perf_counter() - t
+    t = time.perf_counter()
+    reused = hubness.evaluate(real=real, fake=fake, device=device, real_knn=graph, progress=False)
+    sync()
+    t_reused = time.perf_counter() - t
+    same = compare(full, reused)
+    out["cached"] = {"n_real": n_real, "n_fake": n_fake, "dim": dim, "all_metrics_seconds": t_full,
+                     "real_graph_seconds": t_graph, "with_cached_real_seconds": t_reused,
+                     "speedup": t_full / t_reused, "identical": all(v is not False for v in same.values())}
+    print(f"  cached real set {n_real} x {dim} vs {n_fake}: {t_full:.2f} s -> {t_reused:.2f} s "
+          f"({t_full / t_reused:.1f}x), identical {out['cached']['identical']}", flush=True)
+    del real, fake, graph
+    out["largest"] = []
+    for n, dim in largest:
+        if time.perf_counter() > deadline:
+            out["largest"].append({"n": n, "dim": dim, "skipped": "time limit reached"})
+            continue
+        gen = torch.Generator().manual_seed(n)
+        real = torch.relu(torch.randn((n, dim), generator=gen)).numpy()
+        fake = torch.relu(torch.randn((n, dim), generator=gen) * 1.02 + 0.02).numpy()
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        ev = hubness.evaluate(real=real, fake=fake, device=device, memory_budget=4096 * 2**20, progress=False)
+        sync()
+        row = {"n": n, "dim": dim, "seconds": time.perf_counter() - t, "memory_budget_mib": 4096,
+               "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+               "values": {key: ev.to_dict()[key] for key in ("epr", "pr", "dc")}}
+        out["largest"].append(row)
+        print(f"  {n} x {n} x {dim}, all metrics: {row['seconds']:.1f} s", flush=True)
+        del real, fake
+    return out
+
+
 def machine(device: str) -> dict:
     import torch
 
@@ -212,9 +277,11 @@ def main(argv=None) -> int:
     other = args.device if args.device.startswith("cuda") else "cpu/torch"
     if args.toy:
         real_n, real_dim, sizes, dim, budgets, repeat = 600, 64, (300, 800), 128, {"default": (1, 8)}, 1
+        cached, largest = (2_000, 300, 32), ((1_000, 32),)
     else:
         real_n, real_dim, sizes, dim, repeat = 20_000, 2048, (5_000, 50_000, 70_000), 4096, 3
         budgets = {"default": (256,), 50_000: (256, 4096)}
+        cached, largest = (200_000, 10_000, 2048), ((200_000, 2048),)
     report = {"machine": machine(args.device), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,6 +320,10 @@ def main(argv=None) -> int:
     print(f"4. timing on {device} ...", flush=True)
     report["timing"] = []
     step_timing(device, sizes, dim, budgets, repeat, report["timing"], save, deadline=t0 + args.time_limit)
+    save()
+    print(f"5. scale on {device}: the real set once, the largest set ...", flush=True)
+    report["scale"] = step_scale(device, cached, largest, deadline=t0 + args.time_limit)
+    ok &= report["scale"]["cached"]["identical"]
     report["ok"] = bool(ok)
     save()
     print(f"{'OK' if ok else 'FAILED'} in {report['seconds']:.0f} s; wrote {path}")

@@ -27,6 +27,9 @@ def test_gpu_check_runs_at_toy_sizes_on_the_cpu(tmp_path):
     assert all(set(row["values"]) == {"epr", "pr", "dc"} and row["tiles"] >= 1 for row in timing)
     # a smaller budget means more tiles
     assert timing[0]["tiles"] > timing[1]["tiles"]
+    scale = report["scale"]
+    assert scale["cached"]["identical"] is True and scale["cached"]["n_real"] == 2000
+    assert scale["largest"][0]["n"] == 1000 and "pr" in scale["largest"][0]["values"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the full check runs instead")
