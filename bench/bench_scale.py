@@ -44,6 +44,10 @@ import bench_metrics  # noqa: E402  (the per-contender child processes of the si
 
 SCRIPT = ROOT / "improved_precision_recall_hubness.py"
 RAM_FOR_PRDC = 0.8  # prdc runs while its three N x N float32 matrices fit in this share of the RAM
+# the run's per-sample vectors, bytes a sample (k = 3, dc_k = 5): norms (float64 + float32) 12, k-NN
+# candidates (k_max + 16) x (float32 + int64) 252, the graph k_max x (int64 + float64) 80, radii in
+# three float64 copies and their float32 and frame-unit copies 48, flags and counts 16
+PER_SAMPLE_BYTES = 12 + 252 + 80 + 48 + 16
 
 
 def _tree(pid: int) -> list:
@@ -159,12 +163,13 @@ def mmap_case(n_real, n_fake, dim, budget_mib, tmp: Path) -> dict:
     np.save(tmp / "big_real.npy", relu(rng, n_real, dim))
     np.save(tmp / "big_fake.npy", relu(rng, n_fake, dim, 1.02, 0.02))
     np.save(tmp / "tiny.npy", relu(rng, 50, dim))
-    # the command's own memory: the same command on a tiny input
-    base = measure([sys.executable, str(SCRIPT), "tiny.npy", "tiny.npy", "--no_cache", "--no-progress"], cwd=tmp)
+    # the command's own memory: the same command on a tiny input, with the fused kernels loaded as the
+    # big run loads them (numba's compiler holds ~100 MiB)
+    base = measure([sys.executable, str(SCRIPT), "tiny.npy", "tiny.npy", "--no_cache", "--no-progress"], cwd=tmp,
+                   env={"HUBNESS_KERNELS": "fused"})
     run = measure([sys.executable, str(SCRIPT), "big_real.npy", "big_fake.npy", "--json", "big.json", "--no_cache",
                    "--no-progress", "--memory_budget", str(budget_mib)], cwd=tmp)
-    # per-sample vectors: float64 norms, int64 + float32 k+16 candidates a row during a k-NN pass, radii
-    per_sample = (n_real + n_fake) * (8 + (5 + 16) * 12 + 3 * 8)
+    per_sample = (n_real + n_fake) * PER_SAMPLE_BYTES
     print(f"  mmap {n_real} x {dim}: {run['seconds']:.1f} s, anon {run['peak_anon_mib']:.0f} MiB", file=sys.stderr)
     return {"n_real": n_real, "n_fake": n_fake, "dim": dim, "memory_budget_mib": budget_mib,
             "file_mib": (n_real + n_fake) * dim * 4 / 2**20, "seconds": run["seconds"],
@@ -271,13 +276,16 @@ def main(argv=None) -> int:
     if args.merge and Path(args.json).is_file():  # parts measured earlier, kept where this run skips them
         earlier = json.loads(Path(args.json).read_text())
         report.update({key: earlier[key] for key in ("sizes", "cache", "mmap", "processes")
-                       if key in earlier and {"sizes": "sizes", "cache": "cache", "mmap": "mmap",
-                                              "processes": "procs"}[key] in skip})
+                       if key in earlier and ({"sizes": "sizes", "cache": "cache", "mmap": "mmap",
+                                               "processes": "procs"}[key] in skip or key == "sizes")})
     tmp = Path(tempfile.mkdtemp(prefix="bench_scale_"))
     try:
         if "sizes" not in skip:
             print("sizes ...", file=sys.stderr, flush=True)
-            report["sizes"] = sizes_table(sizes, dim, args.repeat, budget)
+            rows = sizes_table(sizes, dim, args.repeat, budget)
+            if args.merge:  # rows of sizes not measured now are kept from the earlier run
+                rows += [row for row in report.get("sizes", []) if row["n"] not in sizes]
+            report["sizes"] = sorted(rows, key=lambda row: row["n"])
         if "cache" not in skip:
             print("the real set once ...", file=sys.stderr, flush=True)
             report["cache"] = cache_case(*cache_n, tmp)

@@ -34,7 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import kernels
-from .distances import exact_matmul, exact_sq_dist, gram_tile, screen_eps, sq_dist_tile, strip_width, tile_grid, tile_side
+from .distances import (exact_matmul, exact_sq_dist, gram_tile, release_memory, screen_eps, sq_dist_tile,
+                        strip_width, tile_grid, tile_side)
 from .distributed import SINGLE, Group
 from .frame import SetStats, choose_frame, screen_rows
 
@@ -213,6 +214,7 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
             del tile, out
             bar.update()
 
+    release_memory()
     for name in totals:  # the ranks' per-sample results, by the rule of each reduction
         totals[name] = group.combine(REDUCTIONS[name][1], totals[name])
     refined = int(group.combine("sum", torch.tensor([refined], device=dev)).item())

@@ -18,6 +18,7 @@ Numerics (docs/numerics.md):
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import warnings
 
@@ -35,6 +36,23 @@ _MAX_TILE = 8192
 # boolean masks; the fused CPU kernels (hubness.kernels) only the float32 Gram tile
 _BYTES_PER_TILE_ELEMENT = 12
 _BYTES_PER_FUSED_ELEMENT = 4
+
+
+def release_memory() -> None:
+    """Give the heap memory freed by a pass back to the system (glibc's ``malloc_trim``; a no-op
+    elsewhere). Without it the tiles and sorts of a pass stay in the C heap as free blocks and add up
+    to the next pass's peak (measured: ~120 MiB on a 150,000-row k-NN pass)."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
 
 
 def as_tensor(array, dev: torch.device) -> torch.Tensor:

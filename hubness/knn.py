@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from . import kernels
 from ._checks import check_feature_input, check_int
-from .distances import (DEFAULT_MEMORY_BUDGET, as_tensor, exact_matmul, exact_sq_dist, gram_tile, resolve_device, screen_eps,
-                        sq_dist_tile, strip_width, tile_grid, tile_side)
+from .distances import (DEFAULT_MEMORY_BUDGET, as_tensor, exact_matmul, exact_sq_dist, gram_tile, release_memory,
+                        resolve_device, screen_eps, sq_dist_tile, strip_width, tile_grid, tile_side)
 from .distributed import SINGLE, Group
 from .frame import SetStats, choose_frame, screen_rows
 
@@ -134,12 +134,12 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
             best_d, pos = torch.topk(best_d, cand, dim=1, largest=False)
             best_i = torch.gather(best_i, 1, pos)
         # the exact step, split by rows across the ranks, in row chunks whose float64 temporaries
-        # (~64 bytes a candidate) fit the budget
+        # (~160 bytes a candidate: sorts, gathers, runs) fit the budget
         mine = group.rows(n)
         idx = torch.empty((mine.stop - mine.start, k), dtype=torch.int64, device=dev)
         d = torch.empty((mine.stop - mine.start, k), dtype=torch.float64, device=dev)
         failing, copies = [], False
-        chunk = max(1024, memory_budget // (64 * cand))
+        chunk = max(1024, memory_budget // (160 * cand))
         for lo in range(mine.start, mine.stop, chunk):
             part = slice(lo, min(mine.stop, lo + chunk))
             rows = torch.arange(part.start, part.stop, device=dev)
@@ -162,6 +162,7 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
                                               fused=fused)
         idx, d = group.gather_rows(idx, n), group.gather_rows(d, n)
         fallback = int(group.combine("sum", torch.tensor([failing.numel()], device=dev)).item())
+    release_memory()
     return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks,
                          fallback_rows=fallback)
 
