@@ -13,6 +13,9 @@
 5. Scale: a 200,000 x 2,048 real set against 10,000 generated samples with and without its k-NN graph
    computed once (identical results), the largest N = M that fits the time (200,000 x 2,048), and a
    note on several GPUs (torchrun; measured only where the machine has them).
+6. The several-process route on this device: a one-process NCCL group (Gloo on the CPU) driven
+   through every collective of :mod:`hubness.distributed` equals the plain run; getFeature.py on
+   the device writes a streamed ``.npy`` equal to its ``.npz``.
 
 Results: ``OUT/gpu_check.json`` (``--out``, default bench/results) and a summary on stdout; exit status
 1 if any comparison differs or a CUDA test fails. Nothing is downloaded. About 4-6 minutes on one H100.
@@ -246,6 +249,60 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
     return out
 
 
+def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) -> dict:
+    """The torch.distributed code on this device: a process group of one (NCCL on CUDA, Gloo on the
+    CPU) whose Group is made to act as several (every gather and combine runs), against the plain run;
+    and getFeature.py on the device, .npy (streamed from shards) against .npz."""
+    import socket
+
+    import torch
+    from PIL import Image
+
+    import hubness
+    from features.store import load_features
+    from hubness import distributed
+    from hubness.extract_command import main as extract_main
+
+    class Acting(distributed.Group):  # world 1, yet every collective runs
+        @property
+        def active(self) -> bool:
+            return True
+
+    cuda = device.startswith("cuda")
+    backend = "nccl" if cuda else "gloo"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gen = torch.Generator().manual_seed(5)
+    real = torch.relu(torch.randn((n, dim), generator=gen)).numpy()
+    fake = torch.relu(torch.randn((n, dim), generator=gen) * 1.05).numpy()
+    out = {"backend": backend}
+    torch.distributed.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        group = Acting(rank=0, world=1, backend=backend)
+        t = time.perf_counter()
+        acted = hubness.evaluate(real=real, fake=fake, device=device, memory_budget=64 * 2**20,
+                                 group=group, progress=False)
+        out["group_seconds"] = time.perf_counter() - t
+    finally:
+        torch.distributed.destroy_process_group()
+    plain = hubness.evaluate(real=real, fake=fake, device=device, memory_budget=64 * 2**20, progress=False)
+    out["group_vs_plain"] = compare(plain, acted)
+    folder = workdir / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(6)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    common = ["--backbone", "vgg16_random", "--num_workers", "0", "--device", device,
+              "--checkpoint_every", str(max(1, images // 3))]
+    codes = [extract_main([str(folder), "-o", str(workdir / name), *common]) for name in ("f.npz", "f.npy")]
+    whole, streamed = load_features(workdir / "f.npz"), load_features(workdir / "f.npy")
+    out["extraction"] = {"images": images, "exit_codes": codes,
+                         "npy_equals_npz": bool(np.array_equal(np.asarray(streamed.features), whole.features)
+                                                and list(streamed.paths) == list(whole.paths))}
+    return out
+
+
 def machine(device: str) -> dict:
     import torch
 
@@ -278,10 +335,12 @@ def main(argv=None) -> int:
     if args.toy:
         real_n, real_dim, sizes, dim, budgets, repeat = 600, 64, (300, 800), 128, {"default": (1, 8)}, 1
         cached, largest = (2_000, 300, 32), ((1_000, 32),)
+        processes = (700, 48, 7)
     else:
         real_n, real_dim, sizes, dim, repeat = 20_000, 2048, (5_000, 50_000, 70_000), 4096, 3
         budgets = {"default": (256,), 50_000: (256, 4096)}
         cached, largest = (200_000, 10_000, 2048), ((200_000, 2048),)
+        processes = (30_000, 512, 200)
     report = {"machine": machine(args.device), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,6 +383,17 @@ def main(argv=None) -> int:
     print(f"5. scale on {device}: the real set once, the largest set ...", flush=True)
     report["scale"] = step_scale(device, cached, largest, deadline=t0 + args.time_limit)
     ok &= report["scale"]["cached"]["identical"]
+    save()
+    print(f"6. several processes' code and extraction on {device} ...", flush=True)
+    import tempfile
+    with tempfile.TemporaryDirectory() as work:
+        report["processes"] = step_processes(device, *processes, Path(work))
+    bad = [key for key, v in report["processes"]["group_vs_plain"].items() if v is False]
+    extraction = report["processes"]["extraction"]
+    ok &= not bad and extraction["npy_equals_npz"] and extraction["exit_codes"] == [0, 0]
+    print(f"  {report['processes']['backend']} group {'equal' if not bad else 'DIFFERS: ' + ', '.join(bad)}; "
+          f"getFeature .npy {'equals' if extraction['npy_equals_npz'] else 'DIFFERS from'} .npz "
+          f"(exit codes {extraction['exit_codes']})", flush=True)
     report["ok"] = bool(ok)
     save()
     print(f"{'OK' if ok else 'FAILED'} in {report['seconds']:.0f} s; wrote {path}")

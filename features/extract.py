@@ -40,11 +40,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Extraction:
-    """Features of the decodable images, their names, and the images skipped with the reason."""
+    """Features of the decodable images, their names, and the images skipped with the reason.
 
-    features: np.ndarray = field(repr=False)
+    With ``keep_features=False`` the features stay in the checkpoint shards on disk (``shards``, in
+    order; ``features`` is None): a caller writes them out shard by shard (a million images never sit
+    in memory at once)."""
+
+    features: np.ndarray | None = field(repr=False)
     paths: list = field(repr=False)
     skipped: list = field(default_factory=list)  # [(name, reason)]
+    shards: list = field(default_factory=list, repr=False)  # checkpoint shard files, in order
+    dim: int = 0
 
 
 class _Prepared(Dataset):
@@ -99,8 +105,9 @@ class _Checkpoint:
     def __init__(self, folder: Path, key: str):
         self.folder, self.key = Path(folder), key
 
-    def load(self):
-        """(next image index, [(indices, features)], skipped) from a matching earlier run, else a fresh start."""
+    def load(self, keep: bool = True):
+        """(next image index, [(indices, features or None)], skipped) from a matching earlier run, else a
+        fresh start; ``keep=False`` leaves the features in the shards."""
         manifest = self.folder / "manifest.json"
         if not manifest.is_file():
             return 0, [], []
@@ -117,7 +124,7 @@ class _Checkpoint:
                     start, stop = int(data["range"][0]), int(data["range"][1])
                     if start != done:
                         break
-                    parts.append((data["indices"].copy(), data["features"].copy()))
+                    parts.append((data["indices"].copy(), data["features"].copy() if keep else None))
                     skipped += list(zip(data["skipped_names"].tolist(), data["skipped_reasons"].tolist()))
                     done = stop
             return done, parts, skipped
@@ -141,11 +148,15 @@ class _Checkpoint:
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def shards(self) -> list:
+        """The shard files, in order of their images."""
+        return sorted(self.folder.glob("shard_*.npz"))
+
 
 def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int = 64,
                      num_workers: int | None = None, device="auto", half: bool = False,
                      skip_bad: bool = False, progress: bool | None = None,
-                     checkpoint_dir=None, shard_size: int = 4096) -> Extraction:
+                     checkpoint_dir=None, shard_size: int = 4096, keep_features: bool = True) -> Extraction:
     """Features of every image of ``source``, in order (see the module docstring).
 
     Args:
@@ -154,6 +165,8 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
         device: 'auto', 'cpu', 'cuda', 'cuda:N'. ``half`` runs the network in float16 (CUDA only).
         skip_bad: skip undecodable images (listed in the result) instead of stopping at the first.
         checkpoint_dir: folder for resumable shards (left in place; the caller removes it when done).
+        keep_features: False: the features stay in the checkpoint shards (needs ``checkpoint_dir``);
+            the result lists them in ``shards`` instead of holding them.
     """
     if not isinstance(source, ImageSource):
         raise TypeError("The 'source' parameter of extract_features must be an ImageSource "
@@ -169,8 +182,10 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
         num_workers = min(8, os.cpu_count() or 1)
     network = backbone.inference_network(dev, half=half)
 
+    if not keep_features and not checkpoint_dir:
+        raise ValueError("keep_features=False needs a checkpoint_dir: the features stay in its shards")
     ckpt = _Checkpoint(checkpoint_dir, fingerprint(source, backbone, half)) if checkpoint_dir else None
-    start, parts, skipped = ckpt.load() if ckpt else (0, [], [])
+    start, parts, skipped = ckpt.load(keep_features) if ckpt else (0, [], [])
     if start:
         log.info("resuming at image %d of %d from %s", start, len(source), checkpoint_dir)
     n = len(source)
@@ -185,7 +200,7 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
         idx = np.asarray(pending_idx, dtype=np.int64)
         if ckpt:
             ckpt.save(shard_start, stop, idx, feats, pending_skip)
-        parts.append((idx, feats))
+        parts.append((idx, feats if keep_features else None))
         skipped.extend(pending_skip)
         pending_idx, pending_feat, pending_skip, shard_start = [], [], [], stop
 
@@ -206,22 +221,36 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
             if done - shard_start >= shard_size:
                 flush(done)
     flush(n)
-    features = np.concatenate([f for _, f in parts]) if parts else np.zeros((0, backbone.dim), np.float32)
     order = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
-    if len(order) == 0:
+    if len(order) == 0 and n and keep_features:
         raise ValueError(f"{source.root}: none of the {n} images could be decoded")
-    return Extraction(features=np.ascontiguousarray(features, dtype=np.float32),
-                      paths=[source.names[i] for i in order], skipped=skipped)
+    paths = [source.names[i] for i in order]
+    if not keep_features:
+        return Extraction(features=None, paths=paths, skipped=skipped, shards=ckpt.shards(), dim=backbone.dim)
+    features = np.concatenate([f for _, f in parts]) if parts else np.zeros((0, backbone.dim), np.float32)
+    return Extraction(features=np.ascontiguousarray(features, dtype=np.float32), paths=paths, skipped=skipped,
+                      dim=backbone.dim)
+
+
+def shard_features(shards) -> iter:
+    """The features of checkpoint shard files, one shard at a time, in order."""
+    for shard in shards:
+        with np.load(shard, allow_pickle=False) as data:
+            yield np.ascontiguousarray(data["features"], dtype=np.float32)
 
 
 def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str | None = None,
                  backbone_seed: int = 0, allow_download: bool = False, num_samples: int | None = None,
                  seed: int = 0, batch_size: int = 64, num_workers: int | None = None, device="auto",
                  half: bool = False, skip_bad: bool = False, progress: bool | None = None,
-                 checkpoint_dir=None, shard_size: int = 4096) -> tuple[Extraction, dict]:
+                 checkpoint_dir=None, shard_size: int = 4096, keep_features: bool = True,
+                 part: tuple | None = None) -> tuple[Extraction, dict]:
     """Open the images at ``path``, extract features, and return them with the ``meta`` to store.
 
     ``num_samples`` / ``seed`` take a seeded random subset of the images (recorded in ``meta``).
+    ``part=(rank, world)``: only this rank's contiguous share of those images (several processes;
+    the shares in rank order are the whole set in order). ``keep_features``: see
+    :func:`extract_features`.
     """
     if path is None or isinstance(path, bytes):
         raise TypeError(f"The 'path' parameter of extract_path must be a path. Got {path!r} instead.")
@@ -231,13 +260,19 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
     total = len(source)
     if num_samples is not None:
         source = source.subset(random_subset(total, num_samples, seed, str(path)))
+    described = source.describe()
+    if part is not None:  # this rank's contiguous share (the first len % world ranks get one more)
+        rank, world = part
+        base, extra = divmod(len(source), world)
+        start = rank * base + min(rank, extra)
+        source = source.subset(range(start, start + base + (1 if rank < extra else 0)))
     model = load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
                           allow_download=allow_download)
     result = extract_features(source, model, batch_size=batch_size, num_workers=num_workers, device=device,
                               half=half, skip_bad=skip_bad, progress=progress, checkpoint_dir=checkpoint_dir,
-                              shard_size=shard_size)
+                              shard_size=shard_size, keep_features=keep_features)
     meta = dict(model.meta)
-    meta.update(source=source.describe(), images_found=total, num_samples=num_samples,
+    meta.update(source=described, images_found=total, num_samples=num_samples,
                 sample_seed=seed if num_samples is not None else None, half=half,
                 skipped=[{"path": n, "reason": r} for n, r in result.skipped],
                 toolkit_version=__version__, torch_version=torch.__version__)

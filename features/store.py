@@ -69,7 +69,8 @@ def load_features(path) -> FeatureFile:
             raise ValueError(f"{name}: holds Python objects, not a numeric array; refusing to unpickle") from None
         raise ValueError(f"{name}: damaged or unreadable array file ({_short(exc)})") from None
     if isinstance(loaded, np.ndarray):
-        return FeatureFile(features=loaded, source=name, key="(npy)")
+        paths, meta = _read_sidecar(path, loaded)
+        return FeatureFile(features=loaded, paths=paths, meta=meta, source=name, key="(npy)")
     with loaded:
         try:
             keys = list(loaded.files)
@@ -93,6 +94,52 @@ def load_features(path) -> FeatureFile:
         log.info("%s: ignoring %s (written by the original scripts; k and hubsK are options here)",
                  name, ", ".join(ignored))
     return FeatureFile(features=features, paths=paths, meta=meta, source=name, key=key)
+
+
+def sidecar_path(path) -> Path:
+    """The paths and meta of a ``.npy`` feature file: ``OUT.npy.json`` beside it."""
+    return Path(f"{path}.json")
+
+
+def _read_sidecar(path: Path, features: np.ndarray):
+    """(paths, meta) from the ``.npy``'s sidecar (getFeature.py -o OUT.npy writes one), or (None, {})."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None, {}
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+        paths, meta = data.get("paths"), data.get("meta", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("%s: unreadable sidecar (%s); paths and meta ignored", side, _short(exc))
+        return None, {}
+    if paths is not None and (not isinstance(paths, list) or (features.ndim and len(paths) != features.shape[0])):
+        raise ValueError(f"{side}: 'paths' has {len(paths) if isinstance(paths, list) else 'no'} entries for "
+                         f"{features.shape[0]} feature rows")
+    return paths, meta if isinstance(meta, dict) else {}
+
+
+def write_npy_rows(handle, n: int, dim: int, blocks) -> None:
+    """A float32 (n, dim) ``.npy`` written to a binary file object from row ``blocks`` in order (an
+    iterable of (rows, dim) arrays), so the whole array is never in memory."""
+    np.lib.format.write_array_header_1_0(handle, {"descr": np.dtype(np.float32).str, "fortran_order": False,
+                                                   "shape": (int(n), int(dim))})
+    written = 0
+    for block in blocks:
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        if block.ndim != 2 or block.shape[1] != dim:
+            raise ValueError(f"a block of shape {block.shape} for a ({n}, {dim}) array")
+        handle.write(block.tobytes())
+        written += block.shape[0]
+    if written != n:
+        raise ValueError(f"{written} rows written for a ({n}, {dim}) array")
+
+
+def sidecar_text(paths, meta: dict, n: int, dim: int) -> str:
+    """The JSON sidecar of a ``.npy`` feature file: its ``paths`` and ``meta`` (as in a ``.npz``)."""
+    full_meta = {"schema_version": SCHEMA_VERSION, "count": int(n), "dim": int(dim)}
+    full_meta.update(meta or {})
+    return json.dumps({"paths": None if paths is None else [str(p) for p in paths], "meta": full_meta},
+                      sort_keys=True) + "\n"
 
 
 def read_arrays(path, names) -> dict | None:

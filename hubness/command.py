@@ -158,7 +158,7 @@ def _run(args) -> None:
     # under torchrun: this rank's process group and device; rank 0 alone writes and prints
     group, device_spec = hubness.distributed.from_environment(args.device)
     if group.rank > 0:
-        _silence()
+        hubness.distributed.silence()
     try:
         prepared = group.step(lambda: _prepare(args, device_spec, group))
         try:
@@ -170,12 +170,6 @@ def _run(args) -> None:
             raise
     finally:
         hubness.distributed.shutdown(group)
-
-
-def _silence() -> None:
-    """A rank other than 0 prints nothing: rank 0 reports for the run (its errors included)."""
-    logging.getLogger().setLevel(logging.CRITICAL + 1)
-    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life (progress bars too)
 
 
 def _prepare(args, device_spec: str, group):

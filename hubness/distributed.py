@@ -61,19 +61,20 @@ class Group:
         if not self.active:
             return local
         size = max(s.stop - s.start for s in self.all_rows(n))
-        padded = local.new_zeros((size,) + tuple(local.shape[1:]))
+        padded = local.new_zeros((size,) + tuple(local.shape[1:]), device=_collective_device(self))
         padded[: local.shape[0]] = local
         parts = [torch.empty_like(padded) for _ in range(self.world)]
         torch.distributed.all_gather(parts, padded)
-        return torch.cat([part[: s.stop - s.start] for part, s in zip(parts, self.all_rows(n))])
+        return torch.cat([part[: s.stop - s.start] for part, s in zip(parts, self.all_rows(n))]).to(local.device)
 
     def gather_all(self, local: torch.Tensor) -> list:
         """Every rank's tensor of one shape, in rank order."""
         if not self.active:
             return [local]
-        parts = [torch.empty_like(local) for _ in range(self.world)]
-        torch.distributed.all_gather(parts, local.contiguous())
-        return parts
+        moved = local.to(_collective_device(self)).contiguous()
+        parts = [torch.empty_like(moved) for _ in range(self.world)]
+        torch.distributed.all_gather(parts, moved)
+        return [part.to(local.device) for part in parts]
 
     def combine(self, op: str, value):
         """Combine a per-sample result over the ranks by the rule ``op`` of REDUCTIONS ('any',
@@ -82,21 +83,24 @@ class Group:
         if not self.active:
             return value
         dist = torch.distributed
+        dev = _collective_device(self)  # NCCL reduces CUDA tensors only; the result goes back
         if op == "argmax":
             ratio, index = value
-            best = ratio.clone()
+            best = ratio.to(dev, copy=True)
             dist.all_reduce(best, op=dist.ReduceOp.MAX)
             big = torch.iinfo(torch.int64).max
-            mine = torch.where((ratio == best) & (index >= 0), index, torch.full_like(index, big))
+            index_here = index.to(dev)
+            mine = torch.where((ratio.to(dev) == best) & (index_here >= 0), index_here,
+                               torch.full_like(index_here, big))
             dist.all_reduce(mine, op=dist.ReduceOp.MIN)
-            return best, torch.where(mine == big, torch.full_like(mine, -1), mine)
+            return best.to(ratio.device), torch.where(mine == big, torch.full_like(mine, -1), mine).to(index.device)
         if op == "any":
-            flags = value.to(torch.uint8)
+            flags = value.to(dev, torch.uint8)
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-            return flags.to(torch.bool)
-        out = value.clone()
+            return flags.to(value.device, torch.bool)
+        out = value.to(dev, copy=True)
         dist.all_reduce(out, op=getattr(dist.ReduceOp, _OPS[op]))
-        return out
+        return out.to(value.device)
 
     def step(self, fn):
         """Run ``fn()`` on every rank and agree on the outcome: if it raised a bad-input error
@@ -122,6 +126,14 @@ class Group:
             rank, message = failed[0]
             raise ValueError(f"process {rank} of {self.world}: {message}")
         return result
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's picklable ``obj``, in rank order (small things: names, file lists)."""
+        if not self.active:
+            return [obj]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
 
     def any_failed(self, failed: bool) -> bool:
         """Whether any rank failed a step (all ranks learn it at once, so none waits for ever)."""
@@ -152,6 +164,9 @@ def from_environment(device: str = "auto", timeout_s: float | None = None) -> tu
     local = int(os.environ.get("LOCAL_RANK", rank))
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda:
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"torchrun process {local} needs GPU {local}, and this machine has "
+                             f"{torch.cuda.device_count()} (one process per GPU; --device cpu runs on the CPU)")
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
     backend = "nccl" if cuda else "gloo"
@@ -166,3 +181,12 @@ def shutdown(group: Group) -> None:
     abort the process from its C++ threads ("terminate called without an active exception")."""
     if group.active and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def silence() -> None:
+    """A rank other than 0 prints nothing: rank 0 reports for the run (its errors included)."""
+    import logging
+    import sys
+
+    logging.getLogger().setLevel(logging.CRITICAL + 1)
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life (progress bars too)

@@ -10,6 +10,8 @@ import argparse
 import logging
 import shutil
 
+import numpy as np
+
 from features.outputs import OutputFiles
 
 from features.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
@@ -23,7 +25,8 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p = OneLineParser(prog=prog, description="Extract features (default: VGG16 fc2 after ReLU) of a set of images.")
     p.add_argument("path", metavar="IMAGES", help="folder, .zip, .npy/.npz of uint8 images, or .txt list of paths")
     p.add_argument("--fname_precalc", "--fname-precalc", "-o", dest="fname_precalc", required=True, metavar="OUT.npz",
-                   help="output feature file (.npz: feature, paths, meta)")
+                   help="output feature file: .npz (feature, paths, meta), or .npy (features written shard by shard, "
+                        "never all in memory; paths and meta in OUT.npy.json beside it)")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
                    help="a seeded random subset of this many images (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --num_samples subset and of vgg16_random")
@@ -66,34 +69,85 @@ def extract_path(path, **kwargs):
 
 
 def _run(args) -> None:
-    from features.store import save_features
+    from . import distributed
 
-    if not args.fname_precalc.lower().endswith(".npz"):
-        raise ValueError(f"--fname_precalc {args.fname_precalc}: the output must end in .npz")
-    check_device(args.device)
-    outputs = OutputFiles(inputs={"IMAGES": args.path, "--weights": args.weights})
-    out = outputs.add(args.fname_precalc, "--fname_precalc")
+    suffix = args.fname_precalc.lower().rsplit(".", 1)[-1]
+    if suffix not in ("npz", "npy"):
+        raise ValueError(f"--fname_precalc {args.fname_precalc}: the output must end in .npz or .npy")
+    if suffix == "npy" and args.knn_k:
+        raise ValueError("--knn_k: a k-NN summary is stored inside .npz feature files only (a .npy output's "
+                         "summary is cached by the metric command instead)")
+    # under torchrun: each rank extracts its contiguous share of the images; rank 0 writes the file
+    group, device = distributed.from_environment(args.device)
+    if group.rank > 0:
+        distributed.silence()
+    try:
+        _extract(args, suffix, group, device)
+    finally:
+        distributed.shutdown(group)
+
+
+def _extract(args, suffix: str, group, device: str) -> None:
+    from features.extract import shard_features
+    from features.store import save_features, sidecar_path, sidecar_text, write_npy_rows
+
+    def prepare():
+        check_device(device)
+        outputs = OutputFiles(inputs={"IMAGES": args.path, "--weights": args.weights})
+        out = outputs.add(args.fname_precalc, "--fname_precalc")
+        side = outputs.add(sidecar_path(out.requested), "--fname_precalc (its .json)") if suffix == "npy" else None
+        return outputs, out, side
+
+    outputs, out, side = group.step(prepare)
     partial = out.path.with_name(out.path.name + ".partial")
+    if group.active:
+        partial = partial / f"rank{group.rank}-of-{group.world}"
     if not args.resume:
         shutil.rmtree(partial, ignore_errors=True)
-    result, meta = extract_path(args.path, num_samples=args.num_samples, seed=args.seed,
-                                backbone_seed=args.seed, progress=args.progress, checkpoint_dir=partial,
-                                shard_size=args.checkpoint_every,
-                                **extraction_kwargs(args))
+    # the features stay in the checkpoint shards when they are written out shard by shard (.npy) or
+    # gathered from several ranks' shards
+    keep = suffix == "npz" and not group.active
+    kwargs = dict(extraction_kwargs(args), device=device)
+    result, meta = group.step(lambda: extract_path(
+        args.path, num_samples=args.num_samples, seed=args.seed, backbone_seed=args.seed, progress=args.progress,
+        checkpoint_dir=partial, shard_size=args.checkpoint_every, keep_features=keep,
+        part=(group.rank, group.world) if group.active else None, **kwargs))
+    shares = group.gather_objects((result.paths, result.skipped, [str(f) for f in result.shards]))
+    if group.rank > 0:
+        return
+    paths = [name for share_paths, _, _ in shares for name in share_paths]
+    skipped = [item for _, share_skipped, _ in shares for item in share_skipped]
+    shards = [f for _, _, share_shards in shares for f in share_shards]
+    if not paths:
+        raise ValueError(f"{args.path}: none of the images could be decoded")
+    meta["skipped"] = [{"path": n, "reason": r} for n, r in skipped]
+    meta["processes"] = group.world
+    features = result.features if keep else None
     extra = None
     if args.knn_k:  # the k-NN summary of these features, as the metric command would compute it
         from . import nearest_neighbors, summary
 
+        if features is None:
+            features = np.concatenate(list(shard_features(shards)))
         k_max = max(args.knn_k)
-        if result.features.shape[0] < k_max + 1:
-            raise ValueError(f"--knn_k {k_max}: needs at least {k_max + 1} images, got {result.features.shape[0]}")
-        graph = nearest_neighbors(result.features, k_max, exact_ks=args.knn_k, device=args.device,
-                                  progress=args.progress)
-        extra = summary.summary_arrays(graph, summary.SummaryKey.of(result.features, k_max, args.knn_k))
+        if features.shape[0] < k_max + 1:
+            raise ValueError(f"--knn_k {k_max}: needs at least {k_max + 1} images, got {features.shape[0]}")
+        graph = nearest_neighbors(features, k_max, exact_ks=args.knn_k, device=device, progress=args.progress)
+        extra = summary.summary_arrays(graph, summary.SummaryKey.of(features, k_max, args.knn_k))
         meta["knn_summary_k"] = list(args.knn_k)
-    with outputs, out.open() as handle:
-        save_features(handle, result.features, paths=result.paths, meta=meta, compress=args.compress, extra=extra)
-    shutil.rmtree(partial, ignore_errors=True)
-    if result.skipped:
-        log.warning("%d undecodable image(s) skipped (listed in meta['skipped'])", len(result.skipped))
-    log.info("wrote %s: %d x %d features (%s)", out.requested, *result.features.shape, meta["backbone"])
+    dim = result.dim
+    with outputs:
+        if suffix == "npy":  # streamed: one checkpoint shard in memory at a time
+            with out.open() as handle:
+                write_npy_rows(handle, len(paths), dim, shard_features(shards))
+            with side.open("w", encoding="utf-8") as handle:
+                handle.write(sidecar_text(paths, meta, len(paths), dim))
+        else:
+            if features is None:
+                features = np.concatenate(list(shard_features(shards)))
+            with out.open() as handle:
+                save_features(handle, features, paths=paths, meta=meta, compress=args.compress, extra=extra)
+    shutil.rmtree(out.path.with_name(out.path.name + ".partial"), ignore_errors=True)
+    if skipped:
+        log.warning("%d undecodable image(s) skipped (listed in meta['skipped'])", len(skipped))
+    log.info("wrote %s: %d x %d features (%s)", out.requested, len(paths), dim, meta["backbone"])

@@ -99,14 +99,17 @@ def test_torchrun_with_two_gloo_processes_equals_one_process(files):
     assert two["realism"] == pytest.approx(one["realism"], rel=1e-12)
 
 
-def test_torchrun_with_bad_input_fails_on_every_rank_with_one_line(files):
+@pytest.mark.parametrize("script, argv, message", [
+    ("improved_precision_recall_hubness.py", ("real.npy", "missing.npy"), "missing.npy: no such file"),
+    ("getFeature.py", ("missing", "-o", "out.npy"), "missing: no such file or folder")])
+def test_torchrun_with_bad_input_fails_on_every_rank_with_one_line(files, script, argv, message):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(METRICS_SCRIPT), "real.npy", "missing.npy"]
+           str(Path(METRICS_SCRIPT).parent / script), *argv]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=files)
     assert proc.returncode != 0
-    ours = [line for line in proc.stderr.splitlines() if "improved_precision_recall_hubness.py: error" in line]
-    assert ours == ["improved_precision_recall_hubness.py: error: missing.npy: no such file"], proc.stderr[-2000:]
+    ours = [line for line in proc.stderr.splitlines() if f"{script}: error" in line]
+    assert ours == [f"{script}: error: {message}"], proc.stderr[-2000:]
     # torchrun adds its own report of a failed worker; no traceback comes from the toolkit's code
     assert "hubness/" not in proc.stderr and "features/" not in proc.stderr, proc.stderr[-2000:]
 
@@ -132,3 +135,88 @@ def test_getfeature_knn_k_stores_a_summary_the_metric_command_reuses(files):
     assert plain.returncode == 0 and results("a.json")[0] == results("b.json")[0]
     bad = call(extract_main, "images", "-o", "x.npz", "--knn_k", "3,zero")
     assert bad.returncode == 2 and "--knn_k" in bad.stderr
+
+
+@pytest.fixture
+def digits(tmp_path, monkeypatch):
+    from tests.test_extract import digit_images, write_folder
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HUBNESS_CACHE", str(tmp_path / "cache"))
+    images, _ = digit_images(np.arange(11))
+    write_folder(tmp_path / "images", images)
+    return tmp_path
+
+
+EXTRACT = ("--backbone", "efficientnet_lite0", "--num_workers", "0", "--batch_size", "4")
+
+
+def extract(*argv):
+    from hubness.extract_command import main as extract_main
+    made = call(extract_main, *argv)
+    assert made.returncode == 0, made.stderr
+    return made
+
+
+def test_getfeature_npy_output_is_streamed_with_a_sidecar_the_metric_command_reads(digits):
+    from features.store import load_features
+    extract("images", "-o", "whole.npz", *EXTRACT)
+    # shards of 3 images: the .npy is written from 4 shards, never all rows at once
+    extract("images", "-o", "streamed.npy", "--checkpoint_every", "3", *EXTRACT)
+    whole, streamed = load_features("whole.npz"), load_features("streamed.npy")
+    assert isinstance(np.load("streamed.npy", mmap_mode="r"), np.memmap)
+    np.testing.assert_array_equal(streamed.features, whole.features)
+    assert list(streamed.paths) == list(whole.paths) and len(streamed.paths) == 11
+    assert streamed.meta["backbone"] == "efficientnet_lite0" and streamed.meta["count"] == 11
+    assert not [p for p in os.listdir(digits) if p.endswith((".tmp", ".partial"))]
+    # the metric command takes it (memory-mapped) and names the images from the sidecar
+    run("streamed.npy", "whole.npz", "--k", "3", "--per_sample", "rows.csv", "--no_cache")
+    rows = Path("rows.csv").read_text().splitlines()
+    assert rows[1].split(",")[1] == whole.paths[0]
+
+
+def test_getfeature_npy_refuses_knn_k_with_one_line(digits):
+    from hubness.extract_command import main as extract_main
+    from tests.cli_helpers import assert_one_line_error
+    assert_one_line_error(call(extract_main, "images", "-o", "x.npy", "--knn_k", "3", *EXTRACT), "--knn_k", ".npz")
+    assert not Path("x.npy").exists() and not Path("x.npy.json").exists()
+
+
+def test_extraction_can_leave_the_features_in_its_shards(digits):
+    from features.extract import extract_path, shard_features
+    whole, _ = extract_path("images", backbone="efficientnet_lite0", num_workers=0, batch_size=4)
+    kept, meta = extract_path("images", backbone="efficientnet_lite0", num_workers=0, batch_size=4,
+                              checkpoint_dir=digits / "ck", shard_size=4, keep_features=False)
+    assert kept.features is None and len(kept.shards) == 3 and kept.dim == 1280
+    np.testing.assert_array_equal(np.concatenate(list(shard_features(kept.shards))), whole.features)
+    assert kept.paths == whole.paths
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        extract_path("images", backbone="efficientnet_lite0", keep_features=False)
+    # a share of several processes: contiguous, the shares in rank order are the whole set
+    shares = [extract_path("images", backbone="efficientnet_lite0", num_workers=0, part=(r, 3))[0] for r in range(3)]
+    assert [len(s.paths) for s in shares] == [4, 4, 3]
+    assert [p for s in shares for p in s.paths] == whole.paths
+    np.testing.assert_array_equal(np.concatenate([s.features for s in shares]), whole.features)
+    assert meta["source"] == extract_path("images", backbone="efficientnet_lite0", num_workers=0,
+                                          part=(2, 3))[1]["source"]
+
+
+@pytest.mark.parametrize("images, out", [(11, "two.npz"), (11, "two.npy"), (1, "two.npz")])
+def test_torchrun_extraction_with_two_gloo_processes_equals_one_process(digits, images, out):
+    from features.store import load_features
+    from tests.cli_helpers import FEATURES_SCRIPT
+    if images == 1:  # fewer images than processes: rank 1 has none
+        for extra in sorted(Path("images").iterdir())[1:]:
+            extra.unlink()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(FEATURES_SCRIPT), "images", "-o", out, "--checkpoint_every", "2", "-v", *EXTRACT]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=digits)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("wrote ") == 1, proc.stderr[-2000:]  # rank 0 alone reports
+    extract("images", "-o", "one.npz", *EXTRACT)
+    two, one = load_features(out), load_features("one.npz")
+    np.testing.assert_array_equal(two.features, one.features)
+    assert list(two.paths) == list(one.paths) and len(one.paths) == images
+    assert two.meta["processes"] == 2 and one.meta["processes"] == 1
+    assert two.meta["source"] == one.meta["source"]
+    assert not [p for p in os.listdir(digits) if p.endswith((".tmp", ".partial"))]

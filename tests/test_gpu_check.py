@@ -30,6 +30,9 @@ def test_gpu_check_runs_at_toy_sizes_on_the_cpu(tmp_path):
     scale = report["scale"]
     assert scale["cached"]["identical"] is True and scale["cached"]["n_real"] == 2000
     assert scale["largest"][0]["n"] == 1000 and "pr" in scale["largest"][0]["values"]
+    processes = report["processes"]
+    assert processes["backend"] == "gloo" and all(v is not False for v in processes["group_vs_plain"].values())
+    assert processes["extraction"] == {"images": 7, "exit_codes": [0, 0], "npy_equals_npz": True}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the full check runs instead")
