@@ -11,14 +11,15 @@ from features.version import __version__
 
 _EXPORTS = {
     "DEFAULT_MEMORY_BUDGET": "distances", "resolve_device": "distances",
-    "NeighborGraph": "knn", "nearest_neighbors": "knn",
+    "NeighborGraph": "knn", "nearest_neighbors": "knn", "neighbors_of": "knn",
     "METRICS": "metrics", "DensityCoverage": "metrics", "EfficientPrecisionRecall": "metrics", "Evaluation": "metrics",
     "PrecisionRecall": "metrics", "RarityScores": "metrics", "RealismScores": "metrics", "check_options": "metrics",
     "density_coverage": "metrics", "efficient_precision_recall": "metrics", "evaluate": "metrics",
     "json_safe": "metrics", "real_knn_needs": "metrics", "precision_recall": "metrics", "rarity_scores": "metrics", "realism_scores": "metrics", "real_rarity_scores": "metrics",
     "HubnessStats": "stats", "hubness_stats": "stats",
+    "HnswOptions": "ann", "KNN_METHODS": "ann",
 }
-_MODULES = ("kernels", "distances", "frame", "knn", "cross", "metrics", "stats", "summary", "distributed", "report",
+_MODULES = ("ann", "kernels", "distances", "frame", "knn", "cross", "metrics", "stats", "summary", "distributed", "report",
             "gallery", "runlog", "command")
 
 __all__ = sorted(_EXPORTS) + ["__version__", "kernels"]

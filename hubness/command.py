@@ -21,7 +21,7 @@ import numpy as np
 
 import hubness
 from features.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
-                          positive_int, print_results, run_main, setup_logging, write_json)
+                          nonnegative_int, positive_int, print_results, run_main, setup_logging, write_json)
 from features.images import is_image_input
 from features.outputs import OutputFiles
 from features.store import FeatureFile, load_features, random_subset, read_arrays
@@ -29,7 +29,7 @@ from features.store import FeatureFile, load_features, random_subset, read_array
 from . import runlog, summary
 from ._checks import as_feature_matrix
 from .gallery import DEFAULT_N, Gallery
-from .report import summary_lines, write_compare_plot, write_per_sample_csv, write_plot
+from .report import approximate_note, summary_lines, write_compare_plot, write_per_sample_csv, write_plot
 
 log = logging.getLogger("improved_precision_recall_hubness")
 PROG = "improved_precision_recall_hubness.py"
@@ -60,8 +60,21 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                    help="neighbourhood size of density and coverage")
     p.add_argument("--hubsK", "--hubs_k", "--hubs-k", dest="hubs_k", type=positive_int, default=3,
                    help="hub threshold t: a hub has k-occurrence >= t")
-    p.add_argument("--metrics", default=",".join(hubness.METRICS), type=metric_list,
-                   help=f"comma list drawn from {','.join(hubness.METRICS)}")
+    p.add_argument("--metrics", default=None, type=metric_list,
+                   help=f"comma list drawn from {','.join(hubness.METRICS)} (default: all; with --knn hnsw: epr)")
+    p.add_argument("--knn", choices=("exact", "hnsw"), default="exact",
+                   help="how eP&R's hubs are chosen: exact k-occurrence (default), or the k-occurrence of an "
+                        "approximate k-NN graph (faiss HNSW; eP&R only; hub radii and the hub cross pass stay "
+                        "exact; needs the [ann] extra)")
+    p.add_argument("--hnsw_m", "--hnsw-m", dest="hnsw_m", type=positive_int, default=16, metavar="M",
+                   help="HNSW links a sample (faiss M)")
+    p.add_argument("--hnsw_ef", "--hnsw-ef", dest="hnsw_ef", type=positive_int, default=32, metavar="EF",
+                   help="HNSW search list size (efSearch, at least k + 1)")
+    p.add_argument("--hnsw_ef_construction", "--hnsw-ef-construction", dest="hnsw_ef_construction",
+                   type=positive_int, default=40, metavar="EF", help="HNSW build list size (efConstruction)")
+    p.add_argument("--hnsw_check", "--hnsw-check", dest="hnsw_check", type=nonnegative_int, default=1000,
+                   metavar="N", help="queries (seeded by --seed) on which the index is measured against the exact "
+                                     "engine: recall@k, k-occurrence agreement (0: no check)")
     p.add_argument("--json", metavar="PATH", help="write every result and the parameters as JSON")
     p.add_argument("--per_sample", "--per-sample", dest="per_sample", metavar="PATH",
                    help="write one CSV row per fake sample (input order)")
@@ -175,8 +188,18 @@ def _run(args) -> None:
 def _prepare(args, device_spec: str, group):
     """Everything checked before the heavy work: options, outputs (rank 0), the inputs, and the real
     set's stored k-NN summary. Bad input raises here, on every rank alike."""
+    if args.knn == "hnsw":
+        from .ann import load_faiss
+        if args.metrics is not None and set(args.metrics.split(",")) != {"epr"}:
+            raise ValueError("--knn hnsw chooses eP&R's hubs only: use --metrics epr (exact P&R, density and "
+                             "coverage, realism, rarity and hubness statistics need every exact neighbour)")
+        try:
+            load_faiss()
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+        args.metrics = "epr"
     metrics, k, dc_k, hubs_k, budget, device = hubness.check_options(
-        metrics=args.metrics, k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k, memory_budget=args.memory_budget * 2**20,
+        metrics=args.metrics or ",".join(hubness.METRICS), k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k, memory_budget=args.memory_budget * 2**20,
         device=check_device(device_spec))
     outputs = OutputFiles(inputs={"REAL": args.path_real, "FAKE": args.path_fake, "--weights": args.weights})
     planned, gallery = {}, None
@@ -208,6 +231,8 @@ def _prepare(args, device_spec: str, group):
 def _stored_summary(args, real, metrics, k, dc_k) -> dict:
     """Look for the real set's k-NN summary (inside its feature file, then in the cache): a dict with
     ``graph`` (or None), ``key``, ``status`` and ``path`` for the JSON (hubness/summary.py)."""
+    if args.knn != "exact":  # no exact graph of the real set is computed
+        return {"graph": None, "key": None, "status": f"not used (--knn {args.knn})"}
     k_max, ks = hubness.real_knn_needs(metrics, k, dc_k)
     if not k_max or args.no_cache:
         return {"graph": None, "key": None, "status": "off" if args.no_cache else "not needed"}
@@ -237,6 +262,10 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
     metrics, k, dc_k = options["metrics"], options["k"], options["dc_k"]
     budget, device = options["memory_budget"], options["device"]
     t_loaded = time.perf_counter()
+    hnsw = None
+    if args.knn == "hnsw":
+        hnsw = hubness.HnswOptions(m=args.hnsw_m, ef_search=args.hnsw_ef, ef_construction=args.hnsw_ef_construction,
+                                   sample=args.hnsw_check, seed=args.seed)
     real_knn = stored["graph"]
     if real_knn is None and stored.get("key") is not None:  # compute it once, keep it for later runs
         key = stored["key"]
@@ -247,7 +276,7 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
             log.info("real: %s", stored["cache"].store(key, real_knn))
     try:
         evaluation = hubness.evaluate(real=real.features, fake=fake.features, real_knn=real_knn,
-                                      progress=args.progress, group=group, **options)
+                                      progress=args.progress, group=group, knn=args.knn, hnsw=hnsw, **options)
     except ValueError as exc:  # "fake has 3 samples; k=3 needs at least 4 ...": name the file
         data = {"real": real, "fake": fake}.get(str(exc).split(" ", 1)[0])
         if data is None:
@@ -256,6 +285,8 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
     timings = dict(evaluation.timings, load=t_loaded - t_start)
     if real_knn is not None and stored["status"] != "reused":
         timings["knn_real"] = time.perf_counter() - t_loaded - evaluation.timings["total"]
+    if hnsw is not None and group.rank == 0:
+        log.warning("%s", approximate_note(evaluation))
     real_rarity = None
     if "plot" in planned and evaluation.rarity is not None:  # the real set's own rarity: one more real x real pass
         t = time.perf_counter()

@@ -130,23 +130,26 @@ def exact_pairs(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Tens
 
 
 def knn_tile(g: torch.Tensor, norms_rows: torch.Tensor, norms_cols: torch.Tensor, row_offset: int,
-             col_offset: int, best_d: torch.Tensor, best_i: torch.Tensor) -> None:
+             col_offset: int, best_d: torch.Tensor, best_i: torch.Tensor, limit: int | None = None) -> None:
     """Merge one within-set Gram tile ``g = x[rows] . x[cols]^T`` into the running candidate lists.
 
     Rows are samples ``row_offset + i``, columns ``col_offset + j`` with ``col_offset >= row_offset``
     (a tile of :func:`hubness.distances.tile_grid` with ``upper``). Every pair is offered to its row
     sample, self excluded by index; it is offered to its column sample too unless that column lies
-    inside the row block, whose square holds both orders of each pair.
+    inside the row block, whose square holds both orders of each pair. With ``limit``, only samples
+    below it keep candidate lists (``best_d`` has ``limit`` rows): columns from it on are offered
+    to their rows only.
     """
     k = jit()
     g_np, nr, nc = _np(g), _np(norms_rows), _np(norms_cols)
     bd, bi = best_d.numpy(), best_i.numpy()
     p, q = g_np.shape
     inside = max(0, min(row_offset + p, col_offset + q) - col_offset)
+    stop = q if limit is None else max(inside, min(q, limit - col_offset))
     _run_split(p, lambda s, e: k._knn_rows_kernel(g_np, nr, nc, row_offset, col_offset, bd, bi, s, e))
-    if inside < q:
-        _run_split(q - inside, lambda s, e: k._knn_cols_kernel(g_np, nr, nc, row_offset, col_offset, bd, bi,
-                                                             inside + s, inside + e))
+    if inside < stop:
+        _run_split(stop - inside, lambda s, e: k._knn_cols_kernel(g_np, nr, nc, row_offset, col_offset, bd, bi,
+                                                                inside + s, inside + e))
 
 
 def cross_tile(g: torch.Tensor, tile, thresholds: dict, want: frozenset) -> tuple[dict, int]:

@@ -121,12 +121,59 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
     exact_ks = tuple(sorted(set(exact_ks or range(1, k + 1)) | {k}))
     if fused is None:
         fused = kernels.enabled(dev, n * n / 2 * dim)
+    idx, d, fallback = _exact_knn(x, k, exact_ks, n, stats, memory_budget, desc, progress, group, fused)
+    return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks,
+                         fallback_rows=fallback)
+
+
+def neighbors_of(features, rows, k: int, *, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                 desc: str = "k-NN rows", progress: bool | None = None, group: Group = SINGLE,
+                 fused: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The exact k nearest neighbours in the whole set (self excluded) of the samples ``rows``
+    (indices into ``features``), at the cost of those rows only: int64 indices and float64 squared
+    distances (len(rows), k). The distances equal ``nearest_neighbors(features, k)``'s for those rows
+    (so the last column is their exact squared k-th radius); among samples tied at one distance
+    the indices may name another of them.
+
+    The samples are reordered so that ``rows`` come first; then the pass of :func:`nearest_neighbors`
+    runs over the row blocks of those samples only (the pairs among them once, each with the rest
+    once) and its proof, exact step and fallback settle them. Costs ``h - h^2/2`` of the whole-set
+    pass for a fraction ``h`` of rows, plus one copy of the set.
+    """
+    check_feature_input(features, "features")
+    k = check_int(k, "k", "neighbors_of", 1)
+    dev = resolve_device(device)
+    x = as_tensor(features, dev)
+    n, dim = x.shape
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if rows.size and (rows.min() < 0 or rows.max() >= n or np.unique(rows).size != rows.size):
+        raise ValueError(f"rows must be distinct indices in [0, {n})")
+    if n < k + 1:
+        raise ValueError(f"{n} samples are too few for k={k}: the k-th neighbour needs at least {k + 1}")
+    if not rows.size:
+        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float64)
+    rest = np.setdiff1d(np.arange(n, dtype=np.int64), rows, assume_unique=True)
+    order = np.concatenate([rows, rest])
+    xp = x.index_select(0, torch.from_numpy(order).to(dev))
+    h = rows.size
+    if fused is None:
+        fused = kernels.enabled(dev, (h * n - h * h / 2) * dim)
+    idx, d, _ = _exact_knn(xp, k, tuple(range(1, k + 1)), h, None, memory_budget, desc, progress, group, fused)
+    return order[idx.cpu().numpy()], d.cpu().numpy()
+
+
+def _exact_knn(x: torch.Tensor, k: int, exact_ks: tuple, limit: int, stats, memory_budget: int, desc: str,
+               progress, group: Group, fused: bool):
+    """The exact k nearest neighbours of samples ``0..limit-1`` of ``x`` within all of ``x`` (steps 1-3
+    of the module docstring): indices, squared distances, rows the fallback solved."""
+    n, dim = x.shape
+    dev = x.device
     with exact_matmul(), torch.inference_mode():
         stats = SetStats.of(x) if stats is None else stats
         frame = choose_frame([x], [stats])
         xs, norms = screen_rows(x, stats, frame)
         cand = min(k + _EXTRA_CANDIDATES, n - 1)
-        best_d, best_i = _screen_pass(xs, norms, cand, memory_budget, desc, progress, group, fused)
+        best_d, best_i = _screen_pass(xs, norms, cand, memory_budget, desc, progress, group, fused, limit)
         del xs
         if group.active:  # the k + 16 smallest of every rank's lists (a pair lives in one tile only)
             best_d = torch.cat(group.gather_all(best_d), dim=1)
@@ -135,7 +182,7 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
             best_i = torch.gather(best_i, 1, pos)
         # the exact step, split by rows across the ranks, in row chunks whose float64 temporaries
         # (~160 bytes a candidate: sorts, gathers, runs) fit the budget
-        mine = group.rows(n)
+        mine = group.rows(limit)
         idx = torch.empty((mine.stop - mine.start, k), dtype=torch.int64, device=dev)
         d = torch.empty((mine.stop - mine.start, k), dtype=torch.float64, device=dev)
         failing, copies = [], False
@@ -160,21 +207,23 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
             local = failing - mine.start
             idx[local], d[local] = exact_rows(x, failing, k, centre, memory_budget, look_for_copies=copies,
                                               fused=fused)
-        idx, d = group.gather_rows(idx, n), group.gather_rows(d, n)
+        idx, d = group.gather_rows(idx, limit), group.gather_rows(d, limit)
         fallback = int(group.combine("sum", torch.tensor([failing.numel()], device=dev)).item())
     release_memory()
-    return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks,
-                         fallback_rows=fallback)
+    return idx, d, fallback
 
 
 def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, memory_budget: int, desc: str,
-                 progress: bool | None, group: Group = SINGLE, fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 progress: bool | None, group: Group = SINGLE, fused: bool = False,
+                 limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``cand`` nearest candidates of every row by screened distance (float32 (n, cand), int64)
-    among the pairs of this rank's tiles (all tiles in one process)."""
+    among the pairs of this rank's tiles (all tiles in one process). With ``limit``: of rows
+    ``0..limit-1`` only, from the row blocks of those rows (every pair of such a row lies in one)."""
     n, dim = xs.shape
     dev = xs.device
-    best_d = torch.full((n, cand), float("inf"), dtype=torch.float32, device=dev)
-    best_i = torch.full((n, cand), -1, dtype=torch.int64, device=dev)
+    limit = n if limit is None else limit
+    best_d = torch.full((limit, cand), float("inf"), dtype=torch.float32, device=dev)
+    best_i = torch.full((limit, cand), -1, dtype=torch.int64, device=dev)
 
     def merge(rows: slice, d: torch.Tensor, offset: int) -> None:
         # d: (len(rows), width) distances of these rows to columns offset..offset+width
@@ -186,22 +235,24 @@ def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, memory_budget
         best_d[rows] = top_d
         best_i[rows] = torch.gather(all_i, 1, pos)
 
-    side = knn_tile_side(n, dim, memory_budget)
-    tiles = tile_grid(n, n, side, strip_width(side, dim, memory_budget, fused), upper=True)
+    side = knn_tile_side(limit, dim, memory_budget)
+    tiles = tile_grid(limit, n, side, strip_width(side, dim, memory_budget, fused), upper=True)
     tiles = [tiles[t] for t in group.share(len(tiles))]
     with tqdm(total=len(tiles), desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
         for rows, cols in tiles:
             if fused:
                 kernels.knn_tile(gram_tile(xs[rows], xs[cols]), norms[rows], norms[cols], rows.start,
-                                 cols.start, best_d, best_i)
+                                 cols.start, best_d, best_i, limit)
             else:
                 d2 = sq_dist_tile(xs[rows], xs[cols], norms[rows], norms[cols])
                 d2.diagonal(rows.start - cols.start).fill_(float("inf"))  # self, by index
                 merge(rows, d2, cols.start)
                 # leading columns inside the row block hold both orders of their pairs: rows only
                 inside = max(0, min(rows.stop, cols.stop) - cols.start)
-                if inside < d2.shape[1]:
-                    merge(slice(cols.start + inside, cols.stop), d2[:, inside:].T.contiguous(), rows.start)
+                stop = max(inside, min(d2.shape[1], limit - cols.start))  # columns with candidate lists
+                if inside < stop:
+                    merge(slice(cols.start + inside, cols.start + stop), d2[:, inside:stop].T.contiguous(),
+                          rows.start)
             bar.update()
     return best_d, best_i
 

@@ -29,6 +29,7 @@ import torch
 
 from . import kernels
 from ._checks import as_feature_matrix, check_int
+from .ann import KNN_METHODS, HnswOptions
 from .cross import CrossInputs, cross_pass
 from .distances import DEFAULT_MEMORY_BUDGET, as_tensor, resolve_device
 from .distributed import SINGLE, Group
@@ -218,7 +219,8 @@ def real_knn_needs(metrics=METRICS, k: int = 3, dc_k: int = 5) -> tuple[int, tup
 
 def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: int = 3, device="auto",
              memory_budget: int = DEFAULT_MEMORY_BUDGET, real_knn: NeighborGraph | None = None,
-             progress: bool | None = None, group: Group = SINGLE) -> Evaluation:
+             progress: bool | None = None, group: Group = SINGLE, knn: str = "exact",
+             hnsw: HnswOptions | None = None, hubs: tuple | None = None) -> Evaluation:
     """Compute the requested metrics of ``fake`` against ``real`` in one pass.
 
     Args:
@@ -235,6 +237,13 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
         progress: tqdm bars on stderr (None: only when stderr is a terminal).
         group: the processes sharing the work (:mod:`hubness.distributed`, torchrun); every rank
             gets the whole result, equal to one process's.
+        knn: 'exact' (default) or 'hnsw': eP&R's hubs chosen from the k-occurrence of an approximate
+            k-NN graph (:mod:`hubness.ann`, faiss HNSW with ``hnsw`` options); the hubs' radii and
+            the hub cross pass stay exact. Only ``metrics=('epr',)``: the other metrics need every
+            exact neighbour. ``params['knn']`` holds the method, options and the index's measured
+            quality.
+        hubs: (real hub mask, fake hub mask) given instead of selected (metrics ('epr',) only):
+            the exact steps after selection, for comparing selections.
 
     Returns:
         :class:`Evaluation`; results do not depend on ``memory_budget``, the device or the number of
@@ -250,6 +259,17 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     n_real, n_fake, dim = real.shape[0], fake.shape[0], real.shape[1]
 
     want = set(metrics)
+    if knn not in KNN_METHODS:
+        raise ValueError(f"The 'knn' parameter of evaluate must be one of {', '.join(KNN_METHODS)}. Got {knn!r}.")
+    if (knn != "exact" or hubs is not None) and want != {"epr"}:
+        raise ValueError("approximate or given hub selection (knn='hnsw', hubs=...) computes eP&R only: "
+                         "use metrics=('epr',); exact P&R, density/coverage, realism, rarity and hubness "
+                         "statistics need every exact neighbour")
+    if (knn != "exact" or hubs is not None) and real_knn is not None:
+        raise ValueError("real_knn is the exact graph: it cannot be combined with knn='hnsw' or hubs=...")
+    if knn != "exact" or hubs is not None:
+        return _hub_selected_epr(real, fake, k, hubs_k, dev, memory_budget, progress, group, knn,
+                                 hnsw or HnswOptions(), hubs, metrics, t_start)
     real_k = k if want & {"pr", "realism", "rarity", "epr", "hubness"} else 0
     real_kmax = max(real_k, dc_k if "dc" in want else 0)
     fake_k = k if want & {"pr", "epr", "hubness"} else 0
@@ -345,6 +365,68 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
         fake_is_hub=(occ_fake >= hubs_k) if occ_fake is not None else None,
         **results,
     )
+
+
+def _hub_selected_epr(real, fake, k, hubs_k, dev, memory_budget, progress, group, knn, options, hubs,
+                      metrics, t_start) -> Evaluation:
+    """eP&R with hubs chosen by an approximate k-NN graph (``knn='hnsw'``) or given (``hubs``); the
+    hubs' radii (hubs x whole set) and the hub cross pass are the exact engine's."""
+    from .ann import hnsw_neighbors, k_occurrence, quality
+    from .knn import neighbors_of
+
+    n_real, n_fake, dim = real.shape[0], fake.shape[0], real.shape[1]
+    _check_size(n_real, k, "real", f"k={k}")
+    _check_size(n_fake, k, "fake", f"k={k}")
+    timings, diagnostics = {}, {}
+    xr, xf = as_tensor(real, dev), as_tensor(fake, dev)
+    fused = kernels.enabled(dev, (n_real * n_fake) * dim)
+    occ = {}
+    if hubs is None:
+        knn_report = {"method": knn, **options.to_dict()}
+        for side, x, n in (("real", real, n_real), ("fake", fake, n_fake)):
+            t = time.perf_counter()
+            found = hnsw_neighbors(x, k, options)
+            timings[f"index_{side}"] = time.perf_counter() - t
+            occ[side] = k_occurrence(found, n, k)
+            t = time.perf_counter()
+            knn_report[side] = quality(x, found, k, hubs_k, options, device=dev, memory_budget=memory_budget,
+                                       fused=fused)
+            timings[f"check_{side}"] = time.perf_counter() - t
+        masks = (occ["real"] >= hubs_k, occ["fake"] >= hubs_k)
+    else:
+        knn_report = {"method": "given"}
+        masks = tuple(np.asarray(h, dtype=bool).reshape(-1) for h in hubs)
+        if masks[0].shape != (n_real,) or masks[1].shape != (n_fake,):
+            raise ValueError(f"hubs must be two boolean masks of {n_real} and {n_fake} samples")
+    radii = []
+    for side, x, mask in (("real", xr, masks[0]), ("fake", xf, masks[1])):
+        t = time.perf_counter()
+        full = np.zeros(mask.shape[0], dtype=np.float64)  # read at hubs only
+        full[mask] = neighbors_of(x, np.flatnonzero(mask), k, device=dev, memory_budget=memory_budget,
+                                  desc=f"hub radii {side}", progress=progress, group=group, fused=fused)[1][:, k - 1]
+        radii.append(full)
+        timings[f"hub_radii_{side}"] = time.perf_counter() - t
+    rows, cols = np.flatnonzero(masks[0]), np.flatnonzero(masks[1])
+    t = time.perf_counter()
+    with torch.inference_mode():
+        stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)
+    res = cross_pass(xr, xf, CrossInputs(real_sq_radii=radii[0], fake_sq_radii=radii[1], precision=True,
+                                         recall=True),
+                     memory_budget=memory_budget, real_stats=stats_r, fake_stats=stats_f, real_rows=rows,
+                     fake_cols=cols, progress=progress, group=group, fused=fused)
+    timings["cross"] = time.perf_counter() - t
+    diagnostics.update(refined_pairs=res.refined, cross_tile_side=res.tile_side,
+                       route="fused CPU kernels" if fused else "torch")
+    epr = EfficientPrecisionRecall(precision=_mean(res.in_real[masks[1]]), recall=_mean(res.in_fake[masks[0]]),
+                                   real_hubs=int(masks[0].sum()), fake_hubs=int(masks[1].sum()), k=k,
+                                   hubs_k=hubs_k)
+    timings["total"] = time.perf_counter() - t_start
+    params = {"k": k, "hubsK": hubs_k, "metrics": list(metrics), "device": str(dev), "memory_budget": memory_budget,
+              "processes": group.world, "backend": group.backend, "knn": knn_report}
+    return Evaluation(n_real=n_real, n_fake=n_fake, dim=dim, params=params, timings=timings,
+                      diagnostics=diagnostics, epr=epr, fake_k_occurrence=occ.get("fake"),
+                      real_k_occurrence=occ.get("real"),
+                      fake_is_hub=masks[1])
 
 
 def _check_real_knn(graph, n: int, k_max: int, exact_ks: tuple) -> NeighborGraph:

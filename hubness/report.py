@@ -37,9 +37,26 @@ def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
         if block in data:
             _flatten(block, data[block], items)
     items = [(name, v) for name, v in items if name not in ("epr.precision", "epr.recall")]
+    knn = data["params"].get("knn")
+    if knn:  # approximate hub selection: said on stdout as well as on stderr
+        items.append(("knn", f"{knn['method']} (approximate hub selection; hub radii and cross pass exact)"))
+        for side in ("real", "fake"):
+            for name in ("recall_at_k", "k_occurrence_agreement"):
+                if name in knn.get(side, {}):
+                    items.append((f"knn.{side}.{name}", knn[side][name]))
     items += [("n_real", data["n_real"]), ("n_fake", data["n_fake"]), ("dim", data["dim"]), ("seconds", seconds)]
     lines += [f"{name}: {_fmt(value)}" for name, value in items]
     return lines
+
+
+def approximate_note(evaluation: Evaluation) -> str:
+    """The stderr line of a run whose hubs came from approximate k-NN (``knn='hnsw'``)."""
+    knn = evaluation.params["knn"]
+    checked = [f"{knn[side]['recall_at_k']:.3f} {side}" for side in ("real", "fake") if "recall_at_k" in knn[side]]
+    quality = (f"recall@{evaluation.params['k']} {', '.join(checked)} on {knn['real']['sample']} sampled queries "
+               "against the exact engine" if checked else "the index was not checked (--hnsw_check 0)")
+    return (f"eP&R hubs chosen by approximate k-NN (faiss HNSW, M={knn['m']}, efSearch={knn['ef_search']}): "
+            f"{quality}; hub radii and the hub cross pass are exact")
 
 
 def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, paths=None) -> None:
@@ -59,7 +76,8 @@ def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, pa
     if evaluation.rarity is not None:
         columns.append(("rarity", evaluation.rarity.scores))
     if evaluation.fake_k_occurrence is not None:
-        columns.append(("k_occurrence", evaluation.fake_k_occurrence))
+        approximate = evaluation.params.get("knn", {}).get("method") == "hnsw"
+        columns.append(("k_occurrence_hnsw" if approximate else "k_occurrence", evaluation.fake_k_occurrence))
     if evaluation.epr is not None and evaluation.fake_is_hub is not None:
         columns.append(("is_hub", evaluation.fake_is_hub.astype(np.int8)))
 

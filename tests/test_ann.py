@@ -1,0 +1,166 @@
+"""Approximate hub selection (--knn hnsw): the exact steps after selection equal the exact engine
+given the same hubs; HNSW hubs agree with exact ones on clustered data; the run says it is
+approximate and measures its index; faiss missing is one line."""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import hubness
+from hubness.ann import HnswOptions, hnsw_neighbors, k_occurrence, quality
+from hubness.command import main
+from tests import hard_cases
+from tests.cli_helpers import assert_one_line_error, call
+
+
+def clustered(n, dim, seed, centres=12, drop=0):
+    """Samples around a few centres (mode structure as in image features); ``drop`` centres left out."""
+    rng = np.random.default_rng(100)
+    c = rng.standard_normal((centres, dim)) * 3
+    rng = np.random.default_rng(seed)
+    which = rng.integers(drop, centres, n)
+    return (c[which] + rng.standard_normal((n, dim))).astype(np.float32)
+
+
+CASES = {
+    "clustered": lambda: clustered(900, 16, 1),
+    "collapsed": lambda: hard_cases.collapsed(1e-3)[1],
+    "offset": lambda: hard_cases.offset(4000.0)[0],
+    "duplicates": lambda: hard_cases.many_duplicates(),
+    "ties": lambda: hard_cases.ulp_ties(),
+    "grid": lambda: hard_cases.half_integer_grid()[0],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_neighbors_of_rows_equal_the_whole_graph(case, kernel_route):
+    x = CASES[case]()
+    rng = np.random.default_rng(3)
+    for k in (1, 3, 5):
+        graph = hubness.nearest_neighbors(x, k, memory_budget=2**20)
+        for count in (1, len(x) // 3, len(x)):
+            rows = rng.choice(len(x), count, replace=False)
+            idx, sq = hubness.neighbors_of(x, rows, k, memory_budget=2**20)
+            np.testing.assert_array_equal(sq, graph.sq_distances[rows], err_msg=f"{case} k={k} rows={count}")
+            assert (idx != rows[:, None]).all()  # self excluded
+            # the neighbours named are at the distances given (ties may name another sample)
+            d = ((x[idx].astype(np.float64) - x[rows][:, None].astype(np.float64)) ** 2).sum(-1)
+            np.testing.assert_allclose(d, sq, rtol=1e-9, atol=1e-300)
+
+
+def test_neighbors_of_checks_its_rows():
+    x = clustered(50, 4, 0)
+    with pytest.raises(ValueError, match="distinct indices"):
+        hubness.neighbors_of(x, [1, 1], 3)
+    with pytest.raises(ValueError, match="distinct indices"):
+        hubness.neighbors_of(x, [50], 3)
+    assert hubness.neighbors_of(x, [], 3)[1].shape == (0, 3)
+
+
+@pytest.mark.parametrize("case", ["clustered", "collapsed", "duplicates", "offset"])
+def test_given_hubs_give_the_exact_epr(case, kernel_route):
+    """Everything after hub selection is the exact engine: injecting the exact hub sets reproduces
+    the exact route's eP&R bit for bit, for several thresholds."""
+    if case == "clustered":
+        real, fake = clustered(700, 12, 1), clustered(600, 12, 2, drop=3)
+    else:
+        x = CASES[case]()
+        real, fake = x, x[::-1].copy() * np.float32(1.0001)
+    for k, t in ((3, 3), (3, 1), (5, 7)):
+        exact = hubness.evaluate(real=real, fake=fake, metrics=("pr", "epr"), k=k, hubs_k=t, memory_budget=2**20)
+        masks = (exact.real_k_occurrence >= t, exact.fake_k_occurrence >= t)
+        given = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, hubs=masks,
+                                 memory_budget=2**20)
+        assert given.epr == exact.epr, (case, k, t)
+        assert given.params["knn"] == {"method": "given"}
+
+
+def test_hnsw_hub_selection_agrees_with_exact_on_clustered_data():
+    """Stated bound: on clustered data (12 modes, 16-d, 3,000 samples) with the default index,
+    recall@k >= 0.95 and the hub sets' Jaccard index >= 0.9; eP&R within 0.03 of the exact route."""
+    real, fake = clustered(3000, 16, 1), clustered(2500, 16, 2, drop=2)
+    k, t = 3, 3
+    exact = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t)
+    approx = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, knn="hnsw")
+    graph = hubness.nearest_neighbors(real, k)
+    found = hnsw_neighbors(real, k)
+    recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, graph.indices)])
+    assert recall >= 0.95
+    ex_hubs, ap_hubs = graph.k_occurrence(k) >= t, k_occurrence(found, len(real), k) >= t
+    assert (ex_hubs & ap_hubs).sum() / (ex_hubs | ap_hubs).sum() >= 0.9
+    assert abs(approx.epr.precision - exact.epr.precision) <= 0.03
+    assert abs(approx.epr.recall - exact.epr.recall) <= 0.03
+    report = approx.params["knn"]
+    assert report["method"] == "hnsw" and report["m"] == 16 and report["ef_search"] == 32
+    for side in ("real", "fake"):
+        assert report[side]["sample"] == 1000
+        assert 0.95 <= report[side]["recall_at_k"] <= 1 and 0.95 <= report[side]["k_occurrence_agreement"] <= 1
+    # measured on the sample, the index's recall is close to the true one
+    assert abs(report["real"]["recall_at_k"] - recall) <= 0.03
+
+
+def test_a_poor_index_is_measured_as_poor():
+    """The quality check can fail: a crippled index (M=2, efSearch 4) on 64-d data scores lower, and
+    exact lists score 1."""
+    x = np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32)
+    poor = HnswOptions(m=2, ef_construction=4, ef_search=4, sample=400)
+    rough = quality(x, hnsw_neighbors(x, 3, poor), 3, 3, poor)
+    assert rough["recall_at_k"] < 0.9 and rough["k_occurrence_agreement"] < 0.95
+    exact = quality(x, hubness.nearest_neighbors(x, 3).indices, 3, 3, poor)
+    assert exact == {"sample": 400, "recall_at_k": 1.0, "k_occurrence_agreement": 1.0}
+
+
+def test_hnsw_neighbors_exclude_self_with_duplicates():
+    x = np.repeat(clustered(40, 3, 0), 5, axis=0)
+    found = hnsw_neighbors(x, 3)
+    assert found.shape == (200, 3) and (found != np.arange(200)[:, None]).all()
+    assert (found >= 0).all() and k_occurrence(found, 200, 3).sum() == 600
+
+
+def test_hnsw_refuses_the_metrics_that_need_every_neighbour():
+    x = clustered(100, 4, 0)
+    with pytest.raises(ValueError, match="metrics=\\('epr',\\)"):
+        hubness.evaluate(real=x, fake=x, knn="hnsw")
+    with pytest.raises(ValueError, match="knn"):
+        hubness.evaluate(real=x, fake=x, metrics=("epr",), knn="annoy")
+    with pytest.raises(ValueError, match="boolean masks"):
+        hubness.evaluate(real=x, fake=x, metrics=("epr",), hubs=(np.ones(3, bool), np.ones(100, bool)))
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save("real.npy", clustered(1500, 8, 1))
+    np.save("fake.npy", clustered(1200, 8, 2, drop=3))
+    return tmp_path
+
+
+def test_cli_says_it_is_approximate_and_records_the_check(files):
+    proc = call(main, "real.npy", "fake.npy", "--knn", "hnsw", "--json", "out.json", "--hnsw_check", "300")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("precision: ") and lines[1].startswith("recall: ")
+    assert any(line.startswith("knn: hnsw (approximate hub selection") for line in lines)
+    assert "approximate k-NN" in proc.stderr and "on 300 sampled queries" in proc.stderr
+    data = json.loads((files / "out.json").read_text())
+    assert data["params"]["metrics"] == ["epr"] and set(data) >= {"epr"} and "pr" not in data
+    knn = data["params"]["knn"]
+    assert knn["method"] == "hnsw" and knn["real"]["sample"] == 300
+    assert all(0 <= knn[s][q] <= 1 for s in ("real", "fake") for q in ("recall_at_k", "k_occurrence_agreement"))
+    assert data["cache"]["real"]["status"] == "not used (--knn hnsw)"
+    exact = call(main, "real.npy", "fake.npy", "--metrics", "epr", "--json", "exact.json")
+    assert exact.returncode == 0 and "approximate" not in exact.stderr
+    assert "knn" not in json.loads((files / "exact.json").read_text())["params"]
+
+
+def test_cli_refuses_exact_metrics_with_hnsw(files):
+    assert_one_line_error(call(main, "real.npy", "fake.npy", "--knn", "hnsw", "--metrics", "pr,epr"),
+                          "--knn hnsw", "--metrics epr")
+
+
+def test_faiss_missing_is_one_line_naming_the_extra(files, monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss raises ImportError
+    message = assert_one_line_error(call(main, "real.npy", "fake.npy", "--knn", "hnsw"), "faiss")
+    assert "hubness-pr[ann]" in message
+    assert not (files / "out.json").exists()
