@@ -132,6 +132,9 @@ class Evaluation:
     ``fake_in_real_manifold`` (bool, precision membership), ``fake_k_occurrence`` (int64, within the
     fake set), ``fake_is_hub`` (bool); realism and rarity scores are in their own results.
     ``real_k_occurrence`` (int64 (N,)) is the k-occurrence within the real set, input order.
+    eP&R's per-hub decisions: ``fake_in_real_hub_balls`` (bool (M,): a fake hub inside some real hub
+    ball) and ``real_in_fake_hub_balls`` (bool (N,)), meaningful at the hubs only (False elsewhere),
+    so that other averages over the hubs can be formed (e.g. weighted by 1 / k-occurrence).
     """
 
     n_real: int
@@ -149,6 +152,8 @@ class Evaluation:
     fake_k_occurrence: np.ndarray | None = field(default=None, repr=False)
     real_k_occurrence: np.ndarray | None = field(default=None, repr=False)
     fake_is_hub: np.ndarray | None = field(default=None, repr=False)
+    fake_in_real_hub_balls: np.ndarray | None = field(default=None, repr=False)
+    real_in_fake_hub_balls: np.ndarray | None = field(default=None, repr=False)
     timings: dict = field(default_factory=dict)      # seconds per phase
     diagnostics: dict = field(default_factory=dict)  # refined_pairs, cross_tile_side, knn_fallback_rows
 
@@ -341,6 +346,8 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     if "epr" in want:
         in_rhub = res.in_real if hub_only else res.in_real_hub_ball
         in_fhub = res.in_fake if hub_only else res.in_fake_hub_ball
+        results["fake_in_real_hub_balls"] = in_rhub & hubs_fake
+        results["real_in_fake_hub_balls"] = in_fhub & hubs_real
         results["epr"] = EfficientPrecisionRecall(
             precision=_mean(in_rhub[hubs_fake]), recall=_mean(in_fhub[hubs_real]),
             real_hubs=int(hubs_real.sum()), fake_hubs=int(hubs_fake.sum()), k=k, hubs_k=hubs_k)
@@ -426,7 +433,8 @@ def _hub_selected_epr(real, fake, k, hubs_k, dev, memory_budget, progress, group
     return Evaluation(n_real=n_real, n_fake=n_fake, dim=dim, params=params, timings=timings,
                       diagnostics=diagnostics, epr=epr, fake_k_occurrence=occ.get("fake"),
                       real_k_occurrence=occ.get("real"),
-                      fake_is_hub=masks[1])
+                      fake_is_hub=masks[1], fake_in_real_hub_balls=res.in_real & masks[1],
+                      real_in_fake_hub_balls=res.in_fake & masks[0])
 
 
 def _check_real_knn(graph, n: int, k_max: int, exact_ks: tuple) -> NeighborGraph:

@@ -73,6 +73,12 @@ def test_given_hubs_give_the_exact_epr(case, kernel_route):
         given = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, hubs=masks,
                                  memory_budget=2**20)
         assert given.epr == exact.epr, (case, k, t)
+        # the per-hub decisions too (False off the hubs), and they make up eP&R
+        np.testing.assert_array_equal(given.fake_in_real_hub_balls, exact.fake_in_real_hub_balls)
+        np.testing.assert_array_equal(given.real_in_fake_hub_balls, exact.real_in_fake_hub_balls)
+        assert not exact.fake_in_real_hub_balls[~masks[1]].any()
+        if masks[1].any():
+            assert exact.fake_in_real_hub_balls[masks[1]].mean() == exact.epr.precision
         assert given.params["knn"] == {"method": "given"}
 
 
