@@ -16,7 +16,7 @@ difference and the hub sets' agreement. Writes bench/ANN_RESULTS.md and bench/re
 Everything runs in this process, one after the other, on all cores (faiss and torch threads).
 The full run takes about 20 minutes on 2 cores; the test suite runs ``--toy``.
 
-Usage:  python bench/bench_ann.py [--toy] [--sizes 20000,50000,200000] [--sweep_n 50000]
+Usage:  python bench/bench_ann.py [--toy] [--sizes 20000,50000,200000] [--sweep_n 50000] [--merge] [--no_sweep]
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def markdown(report: dict) -> str:
              f"Measured {report['started']} with `python bench/bench_ann.py{' --toy' if report['toy'] else ''}` on "
              f"{m['cpu_count']} CPU cores ({m['processor']}), Python {m['python']}, torch {m['torch']}, "
              f"faiss {m['faiss']}. Features: real-looking {report['dim']}-d (clustered latent, ReLU); k = "
-             f"{report['k']}.", "",
+             f"{report['k']}." + (f" ({report['merged']}.)" if report.get("merged") else ""), "",
              f"## Index parameters ({report['sweep_n']} x {report['dim']}, hubs at t = k)", "",
              "| M | efSearch | build + search | recall@k (true) | recall@k (run's check) | hub-set Jaccard |",
              "|---|---|---|---|---|---|"]
@@ -143,6 +143,10 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "bench"), help="folder of ANN_RESULTS.md and results/ann.json")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the saved results of what this run does not measure: the sweep with --no_sweep, and "
+                        "the sizes not in --sizes (rows of the sizes run are replaced)")
+    p.add_argument("--no_sweep", action="store_true", help="skip the index parameter sweep")
     args = p.parse_args(argv)
     import faiss
     import torch
@@ -156,9 +160,17 @@ def main(argv=None) -> int:
               "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "python": platform.python_version(), "torch": torch.__version__,
                           "faiss": faiss.__version__}}
-    report["sweep"] = sweep(args.sweep_n, args.dim, args.k, grid, log)
-    report["sizes"] = sizes_run(sizes, args.dim, args.k, log)
     out = Path(args.out)
+    saved_path = out / "results" / ("ann_toy.json" if args.toy else "ann.json")
+    saved = json.loads(saved_path.read_text()) if args.merge and saved_path.is_file() else {}
+    report["sweep"] = saved.get("sweep", []) if args.no_sweep else sweep(args.sweep_n, args.dim, args.k, grid, log)
+    if args.no_sweep:
+        report["sweep_n"] = saved.get("sweep_n", args.sweep_n)
+    rows = sizes_run(sizes, args.dim, args.k, log)
+    kept = [r for r in saved.get("sizes", []) if r["n"] not in sizes]
+    report["sizes"] = sorted(kept + rows, key=lambda r: (r["n"], r["t"]))
+    if saved:
+        report["merged"] = f"sizes {sizes} measured {report['started']}; the rest kept from {saved.get('started')}"
     (out / "results").mkdir(parents=True, exist_ok=True)
     for path, text in ((out / "results" / ("ann_toy.json" if args.toy else "ann.json"),
                         json.dumps(report, indent=2) + "\n"),
