@@ -39,7 +39,7 @@ Two steps, so that the feature extraction can run on a GPU machine apart from th
 Extraction on a GPU machine: pass ``--fashion_dir`` where Fashion-MNIST's .gz files were carried,
 and ``--num_workers`` up to the cores there (image decoding and resizing run in those workers).
 
-``--toy`` (both steps): digits only, N = 150, k = 3, t in {2, 3}, efficientnet_lite0, the weak
+``--toy`` (both steps): digits only, N = 80, k = 3, t in {2, 3}, efficientnet_lite0, the weak
 transforms left out; under a minute on a 2-core CPU (tests/test_epr_study.py). Its outputs are
 named ``epr_study_toy*``.
 """
@@ -73,7 +73,7 @@ BLUR = (0.7, 1.5)           # PIL GaussianBlur radius of blur_weak, blur_strong 
 SETS = ("matched", "drop3", "overrep", "noise_weak", "noise_strong", "blur_weak", "blur_strong", "memorised",
         "mix_matched_noise", "mix_matched_memorised")
 TOY_SKIP = ("noise_weak", "blur_weak")
-TOY = {"dataset": "digits", "max_n": 150, "backbones": ("efficientnet_lite0",), "sizes": (150,), "ks": (3,)}
+TOY = {"dataset": "digits", "max_n": 80, "backbones": ("efficientnet_lite0",), "sizes": (80,), "ks": (3,)}
 LIMIT = 0.02                # |eP - P| and |eR - R| below this count as "tracks the exact value"
 SIGNIFICANT = 0.02          # an exact difference between two sets at least this large is a real effect
 _T0 = time.perf_counter()
@@ -1177,7 +1177,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--noise", type=float_pair, default=NOISE, help="sigmas (0..255) of noise_weak,noise_strong")
     e.add_argument("--blur", type=float_pair, default=BLUR, help="radii of blur_weak,blur_strong")
     e.add_argument("--progress", action="store_true", default=None, help="tqdm bars")
-    e.add_argument("--toy", action="store_true", help="digits, N=150, efficientnet_lite0, no weak transforms")
+    e.add_argument("--toy", action="store_true", help="digits, N=80, efficientnet_lite0, no weak transforms")
     r = sub.add_parser("run", help="the metrics and the report")
     r.add_argument("--features", required=True, help="folder written by extract")
     r.add_argument("--sizes", type=int_list, default=(1000, 5000, 20000))
@@ -1189,7 +1189,7 @@ def parser() -> argparse.ArgumentParser:
                    help="approximate selection only at N up to this (0: every N); the timing table has it at "
                         "the largest N anyway")
     r.add_argument("--device", default="auto")
-    r.add_argument("--toy", action="store_true", help="digits, N=150, k=3, t in {2, 3}")
+    r.add_argument("--toy", action="store_true", help="digits, N=80, k=3, t in {2, 3}")
     return p
 
 

@@ -1,4 +1,4 @@
-"""bench/epr_study.py at toy size (digits, N=150, efficientnet_lite0 on the CPU): extraction, the
+"""bench/epr_study.py at toy size (digits, N=80, efficientnet_lite0 on the CPU): extraction, the
 metrics and the report, so that the study cannot break unnoticed between the runs that need a GPU."""
 import importlib.util
 import json
@@ -11,17 +11,23 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def study(tmp_path_factory):
-    """The toy extraction and run, once for every test here: (features folder, report folder, JSON)."""
+    """The toy extraction and run, once for the whole test session (every xdist worker shares the
+    first one's outputs, under a file lock): (module, features folder, report folder, JSON)."""
+    from filelock import FileLock  # a dependency of torch
     spec = importlib.util.spec_from_file_location("epr_study", ROOT / "bench" / "epr_study.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    tmp = tmp_path_factory.mktemp("epr_study")
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker of this session
+    tmp = shared / "epr_study"
     feats, docs, numbers = tmp / "features", tmp / "docs", tmp / "numbers.json"
-    assert module.main(["extract", "--toy", "--out", str(feats), "--device", "cpu"]) == 0
-    assert module.main(["run", "--toy", "--features", str(feats), "--out", str(docs), "--json", str(numbers),
-                        "--device", "cpu"]) == 0
+    with FileLock(str(shared / "epr_study.lock")):
+        if not (tmp / "done").is_file():
+            assert module.main(["extract", "--toy", "--out", str(feats), "--device", "cpu"]) == 0
+            assert module.main(["run", "--toy", "--features", str(feats), "--out", str(docs), "--json",
+                                str(numbers), "--device", "cpu"]) == 0
+            (tmp / "done").write_text("ok")
     return module, feats, docs, json.loads(numbers.read_text())
 
 
@@ -30,10 +36,10 @@ def test_extract_writes_every_set_in_image_order(study):
     manifest = json.loads((feats / "manifest.json").read_text())
     digits = manifest["datasets"]["digits"]
     assert set(digits["sets"]) == set(module.SETS) - set(module.TOY_SKIP)
-    assert digits["real"]["size"] == 150 and digits["features"]["efficientnet_lite0"]["dim"] == 1280
+    assert digits["real"]["size"] == 80 and digits["features"]["efficientnet_lite0"]["dim"] == 1280
     real_items = np.load(feats / "digits_real_items.npy")
     real = np.load(feats / "digits_efficientnet_lite0_real.npy")
-    assert real.dtype == np.float32 and real.shape == (150, 1280)
+    assert real.dtype == np.float32 and real.shape == (80, 1280)
     for name, info in digits["sets"].items():
         x = np.load(feats / f"digits_efficientnet_lite0_{name}.npy")
         labels = np.load(feats / f"digits_{name}_labels.npy")
@@ -56,7 +62,7 @@ def test_numbers_are_in_range_and_consistent(study):
     _, _, _, numbers = study
     cases = numbers["cases"]
     sets = {c["set"] for c in cases}
-    assert len(cases) == len(sets) * 2 and {c["t"] for c in cases} == {2, 3} and {c["n"] for c in cases} == {150}
+    assert len(cases) == len(sets) * 2 and {c["t"] for c in cases} == {2, 3} and {c["n"] for c in cases} == {80}
     for c in cases:
         for key in ("p", "r", "ep", "er"):
             assert 0.0 <= c[key] <= 1.0, (c["set"], key)
