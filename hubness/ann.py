@@ -67,17 +67,21 @@ def hnsw_neighbors(features: np.ndarray, k: int, options: HnswOptions = HnswOpti
     faiss = load_faiss()
     x = np.ascontiguousarray(features, dtype=np.float32)
     n, dim = x.shape
+    threads = faiss.omp_get_max_threads()  # a process-wide setting: restored below
     if options.threads:
         faiss.omp_set_num_threads(options.threads)
-    index = faiss.IndexHNSWFlat(dim, options.m)
-    index.hnsw.efConstruction = options.ef_construction
-    index.add(x)
-    index.hnsw.efSearch = max(options.ef_search, k + 1)
-    found = np.empty((n, k + 1), dtype=np.int64)
-    step = 65536
-    for start in range(0, n, step):
-        _, found[start:start + step] = index.search(x[start:start + step], k + 1)
-    del index
+    try:
+        index = faiss.IndexHNSWFlat(dim, options.m)
+        index.hnsw.efConstruction = options.ef_construction
+        index.add(x)
+        index.hnsw.efSearch = max(options.ef_search, k + 1)
+        found = np.empty((n, k + 1), dtype=np.int64)
+        step = 65536
+        for start in range(0, n, step):
+            _, found[start:start + step] = index.search(x[start:start + step], k + 1)
+        del index
+    finally:
+        faiss.omp_set_num_threads(threads)
     own = found == np.arange(n)[:, None]
     drop = own.copy()
     drop[~own.any(axis=1), k] = True  # self not returned: drop the farthest

@@ -400,6 +400,9 @@ def _hub_selected_epr(real, fake, k, hubs_k, dev, memory_budget, progress, group
                                        fused=fused)
             timings[f"check_{side}"] = time.perf_counter() - t
         masks = (occ["real"] >= hubs_k, occ["fake"] >= hubs_k)
+        if group.active:  # every rank goes on with rank 0's hubs (whatever each rank's index found)
+            occ["real"], occ["fake"], masks, knn_report = group.gather_objects(
+                (occ["real"], occ["fake"], masks, knn_report))[0]
     else:
         knn_report = {"method": "given"}
         masks = tuple(np.asarray(h, dtype=bool).reshape(-1) for h in hubs)

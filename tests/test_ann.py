@@ -170,3 +170,21 @@ def test_faiss_missing_is_one_line_naming_the_extra(files, monkeypatch):
     message = assert_one_line_error(call(main, "real.npy", "fake.npy", "--knn", "hnsw"), "faiss")
     assert "hubness-pr[ann]" in message
     assert not (files / "out.json").exists()
+
+
+def test_torchrun_with_hnsw_equals_one_process(files):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from tests.cli_helpers import METRICS_SCRIPT
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(METRICS_SCRIPT),
+           "real.npy", "fake.npy", "--knn", "hnsw", "--json", "two.json", "--memory_budget", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=files)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("approximate k-NN") == 1  # rank 0 alone
+    assert call(main, "real.npy", "fake.npy", "--knn", "hnsw", "--json", "one.json", "--memory_budget", "1").returncode == 0
+    two, one = (json.loads(Path(files / name).read_text()) for name in ("two.json", "one.json"))
+    assert two["params"]["processes"] == 2 and two["epr"] == one["epr"]
+    assert two["params"]["knn"]["real"] == one["params"]["knn"]["real"]
