@@ -169,8 +169,8 @@ def _name(path) -> str:
 def comparison(runs: list[tuple[str, dict]], columns=None) -> tuple[list[str], list[list], list[str]]:
     """(header, rows, metric columns) of the comparison table, one row per run (label, record).
 
-    Columns: ``run``, ``fake``; ``real`` and each parameter of :data:`VARYING_PARAMS` only where they
-    differ between the runs; the metric columns (``columns``, dotted names as the command prints
+    Columns: ``run``, ``fake``; ``real``, each parameter of :data:`VARYING_PARAMS` and ``knn`` (exact or
+    hnsw hub selection) only where they differ between the runs; the metric columns (``columns``, dotted names as the command prints
     them; by default those of :data:`DEFAULT_COLUMNS` that some run has); ``seconds`` and ``time``.
     Missing values are None.
     """
@@ -183,6 +183,9 @@ def comparison(runs: list[tuple[str, dict]], columns=None) -> tuple[list[str], l
         if len({json.dumps(lookup(r, f"params.{param}")) for _, r in runs}) > 1:
             header.append(param)
             getters.append(lambda label, r, p=param: lookup(r, f"params.{p}"))
+    if len({lookup(r, "params.knn.method") or "exact" for _, r in runs}) > 1:  # approximate hub selection
+        header.append("knn")
+        getters.append(lambda label, r: lookup(r, "params.knn.method") or "exact")
     if columns is None:
         columns = [c for c in DEFAULT_COLUMNS if any(lookup(r["metrics"], c) is not None for _, r in runs)]
     for column in columns:

@@ -188,3 +188,13 @@ def test_torchrun_with_hnsw_equals_one_process(files):
     two, one = (json.loads(Path(files / name).read_text()) for name in ("two.json", "one.json"))
     assert two["params"]["processes"] == 2 and two["epr"] == one["epr"]
     assert two["params"]["knn"]["real"] == one["params"]["knn"]["real"]
+
+
+def test_compare_tells_approximate_runs_apart(files):
+    for extra in (("--knn", "hnsw"), ("--metrics", "epr")):
+        assert call(main, "real.npy", "fake.npy", "--log", "runs.jsonl", *extra).returncode == 0
+    table = call(main, "compare", "runs.jsonl")
+    assert table.returncode == 0, table.stderr
+    header, first, second = table.stdout.splitlines()[:3]
+    assert "knn" in header.split() and first.split()[header.split().index("knn")] == "hnsw"
+    assert second.split()[header.split().index("knn")] == "exact"
