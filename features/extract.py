@@ -33,7 +33,7 @@ from .version import __version__
 from .backbones import Backbone, load_backbone
 from .images import ImageSource, open_source
 from .outputs import atomic_write
-from .store import random_subset
+from .store import contiguous_share, random_subset
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ class _Checkpoint:
         self.folder, self.key = Path(folder), key
 
     def load(self, keep: bool = True):
-        """(next image index, [(indices, features or None)], skipped) from a matching earlier run, else a
-        fresh start; ``keep=False`` leaves the features in the shards."""
+        """(next image index, [(indices, features or None, shard file)], skipped) from a matching earlier
+        run, else a fresh start; ``keep=False`` leaves the features in the shards."""
         manifest = self.folder / "manifest.json"
         if not manifest.is_file():
             return 0, [], []
@@ -124,7 +124,7 @@ class _Checkpoint:
                     start, stop = int(data["range"][0]), int(data["range"][1])
                     if start != done:
                         break
-                    parts.append((data["indices"].copy(), data["features"].copy() if keep else None))
+                    parts.append((data["indices"].copy(), data["features"].copy() if keep else None, shard))
                     skipped += list(zip(data["skipped_names"].tolist(), data["skipped_reasons"].tolist()))
                     done = stop
             return done, parts, skipped
@@ -133,7 +133,8 @@ class _Checkpoint:
             self.clear()
             return 0, [], []
 
-    def save(self, start: int, stop: int, indices, feats, skipped) -> None:
+    def save(self, start: int, stop: int, indices, feats, skipped) -> Path:
+        """Write one shard; returns its file."""
         self.folder.mkdir(parents=True, exist_ok=True)
         manifest = self.folder / "manifest.json"
         if not manifest.is_file():
@@ -141,16 +142,14 @@ class _Checkpoint:
                 json.dump({"fingerprint": self.key}, handle)
         names = np.asarray([n for n, _ in skipped], dtype=np.str_)
         reasons = np.asarray([r for _, r in skipped], dtype=np.str_)
-        with atomic_write(self.folder / f"shard_{start:010d}_{stop:010d}.npz") as handle:
+        shard = self.folder / f"shard_{start:010d}_{stop:010d}.npz"
+        with atomic_write(shard) as handle:
             np.savez(handle, range=np.array([start, stop]), indices=np.asarray(indices, dtype=np.int64),
                      features=feats, skipped_names=names, skipped_reasons=reasons)
+        return shard
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-
-    def shards(self) -> list:
-        """The shard files, in order of their images."""
-        return sorted(self.folder.glob("shard_*.npz"))
 
 
 def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int = 64,
@@ -198,9 +197,8 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
         nonlocal pending_idx, pending_feat, pending_skip, shard_start
         feats = np.concatenate(pending_feat) if pending_feat else np.zeros((0, backbone.dim), np.float32)
         idx = np.asarray(pending_idx, dtype=np.int64)
-        if ckpt:
-            ckpt.save(shard_start, stop, idx, feats, pending_skip)
-        parts.append((idx, feats if keep_features else None))
+        shard = ckpt.save(shard_start, stop, idx, feats, pending_skip) if ckpt else None
+        parts.append((idx, feats if keep_features else None, shard))
         skipped.extend(pending_skip)
         pending_idx, pending_feat, pending_skip, shard_start = [], [], [], stop
 
@@ -221,13 +219,14 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
             if done - shard_start >= shard_size:
                 flush(done)
     flush(n)
-    order = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
+    order = np.concatenate([i for i, _, _ in parts]) if parts else np.zeros(0, np.int64)
     if len(order) == 0 and n and keep_features:
         raise ValueError(f"{source.root}: none of the {n} images could be decoded")
     paths = [source.names[i] for i in order]
     if not keep_features:
-        return Extraction(features=None, paths=paths, skipped=skipped, shards=ckpt.shards(), dim=backbone.dim)
-    features = np.concatenate([f for _, f in parts]) if parts else np.zeros((0, backbone.dim), np.float32)
+        return Extraction(features=None, paths=paths, skipped=skipped, shards=[f for _, _, f in parts],
+                          dim=backbone.dim)
+    features = np.concatenate([f for _, f, _ in parts]) if parts else np.zeros((0, backbone.dim), np.float32)
     return Extraction(features=np.ascontiguousarray(features, dtype=np.float32), paths=paths, skipped=skipped,
                       dim=backbone.dim)
 
@@ -261,11 +260,9 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
     if num_samples is not None:
         source = source.subset(random_subset(total, num_samples, seed, str(path)))
     described = source.describe()
-    if part is not None:  # this rank's contiguous share (the first len % world ranks get one more)
-        rank, world = part
-        base, extra = divmod(len(source), world)
-        start = rank * base + min(rank, extra)
-        source = source.subset(range(start, start + base + (1 if rank < extra else 0)))
+    if part is not None:  # this rank's contiguous share
+        share = contiguous_share(len(source), *part)
+        source = source.subset(range(share.start, share.stop))
     model = load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
                           allow_download=allow_download)
     result = extract_features(source, model, batch_size=batch_size, num_workers=num_workers, device=device,

@@ -199,8 +199,8 @@ def _prepare(args, device_spec: str, group):
             raise ValueError(str(exc)) from None
         args.metrics = "epr"
     metrics, k, dc_k, hubs_k, budget, device = hubness.check_options(
-        metrics=args.metrics or ",".join(hubness.METRICS), k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k, memory_budget=args.memory_budget * 2**20,
-        device=check_device(device_spec))
+        metrics=args.metrics or ",".join(hubness.METRICS), k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k,
+        memory_budget=args.memory_budget * 2**20, device=check_device(device_spec))
     outputs = OutputFiles(inputs={"REAL": args.path_real, "FAKE": args.path_fake, "--weights": args.weights})
     planned, gallery = {}, None
     if group.rank == 0:

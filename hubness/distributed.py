@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from features.store import contiguous_share
+
 # torch.distributed reductions of the REDUCTIONS rules (argmax is two steps, see Group.combine)
 _OPS = {"any": "MAX", "sum": "SUM", "min": "MIN"}
 
@@ -47,9 +49,7 @@ class Group:
 
     def rows(self, n: int) -> slice:
         """This rank's contiguous share of ``n`` rows (the first ``n % world`` ranks get one more)."""
-        base, extra = divmod(n, self.world)
-        start = self.rank * base + min(self.rank, extra)
-        return slice(start, start + base + (1 if self.rank < extra else 0))
+        return contiguous_share(n, self.rank, self.world)
 
     def all_rows(self, n: int) -> list:
         return [Group(r, self.world, self.backend).rows(n) for r in range(self.world)]

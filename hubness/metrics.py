@@ -266,13 +266,13 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     want = set(metrics)
     if knn not in KNN_METHODS:
         raise ValueError(f"The 'knn' parameter of evaluate must be one of {', '.join(KNN_METHODS)}. Got {knn!r}.")
-    if (knn != "exact" or hubs is not None) and want != {"epr"}:
-        raise ValueError("approximate or given hub selection (knn='hnsw', hubs=...) computes eP&R only: "
-                         "use metrics=('epr',); exact P&R, density/coverage, realism, rarity and hubness "
-                         "statistics need every exact neighbour")
-    if (knn != "exact" or hubs is not None) and real_knn is not None:
-        raise ValueError("real_knn is the exact graph: it cannot be combined with knn='hnsw' or hubs=...")
-    if knn != "exact" or hubs is not None:
+    if knn != "exact" or hubs is not None:  # hubs chosen approximately or given: eP&R alone
+        if want != {"epr"}:
+            raise ValueError("approximate or given hub selection (knn='hnsw', hubs=...) computes eP&R only: "
+                             "use metrics=('epr',); exact P&R, density/coverage, realism, rarity and hubness "
+                             "statistics need every exact neighbour")
+        if real_knn is not None:
+            raise ValueError("real_knn is the exact graph: it cannot be combined with knn='hnsw' or hubs=...")
         return _hub_selected_epr(real, fake, k, hubs_k, dev, memory_budget, progress, group, knn,
                                  hnsw or HnswOptions(), hubs, metrics, t_start)
     real_k = k if want & {"pr", "realism", "rarity", "epr", "hubness"} else 0
