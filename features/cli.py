@@ -45,6 +45,17 @@ positive_int = _int_at_least(1)
 nonnegative_int = _int_at_least(0)
 
 
+def unit_float(text: str) -> float:
+    """argparse type of a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def device_spec(text: str) -> str:
     """argparse type of ``--device``: a spelling error is a usage error (exit 2); whether the device
     exists here is checked when the run starts (:func:`check_device`)."""

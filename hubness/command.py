@@ -21,7 +21,8 @@ import numpy as np
 
 import hubness
 from features.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
-                          nonnegative_int, positive_int, print_results, run_main, setup_logging, write_json)
+                          nonnegative_int, positive_int, print_results, run_main, setup_logging, unit_float,
+                          write_json)
 from features.images import is_image_input
 from features.outputs import OutputFiles
 from features.store import FeatureFile, load_features, random_subset, read_arrays
@@ -75,6 +76,11 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--hnsw_check", "--hnsw-check", dest="hnsw_check", type=nonnegative_int, default=1000,
                    metavar="N", help="queries (seeded by --seed) on which the index is measured against the exact "
                                      "engine: recall@k, k-occurrence agreement (0: no check)")
+    p.add_argument("--hnsw_min_recall", "--hnsw-min-recall", dest="hnsw_min_recall", type=unit_float, default=0.9,
+                   metavar="R", help="where the check's recall@k is below R, double efSearch and search again "
+                                     "(up to --hnsw_max_ef; 0: off)")
+    p.add_argument("--hnsw_max_ef", "--hnsw-max-ef", dest="hnsw_max_ef", type=positive_int, default=512,
+                   metavar="EF", help="largest efSearch that --hnsw_min_recall may raise to")
     p.add_argument("--json", metavar="PATH", help="write every result and the parameters as JSON")
     p.add_argument("--per_sample", "--per-sample", dest="per_sample", metavar="PATH",
                    help="write one CSV row per fake sample (input order)")
@@ -265,7 +271,9 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
     hnsw = None
     if args.knn == "hnsw":
         hnsw = hubness.HnswOptions(m=args.hnsw_m, ef_search=args.hnsw_ef, ef_construction=args.hnsw_ef_construction,
-                                   sample=args.hnsw_check, seed=args.seed)
+                                   sample=args.hnsw_check, seed=args.seed,
+                                   min_recall=args.hnsw_min_recall if args.hnsw_check else 0.0,
+                                   max_ef_search=args.hnsw_max_ef)
     real_knn = stored["graph"]
     if real_knn is None and stored.get("key") is not None:  # compute it once, keep it for later runs
         key = stored["key"]

@@ -41,7 +41,7 @@ def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
     if knn:  # approximate hub selection: said on stdout as well as on stderr
         items.append(("knn", f"{knn['method']} (approximate hub selection; hub radii and cross pass exact)"))
         for side in ("real", "fake"):
-            for name in ("recall_at_k", "k_occurrence_agreement"):
+            for name in ("recall_at_k", "k_occurrence_agreement", "ef_search_used"):
                 if name in knn.get(side, {}):
                     items.append((f"knn.{side}.{name}", knn[side][name]))
     items += [("n_real", data["n_real"]), ("n_fake", data["n_fake"]), ("dim", data["dim"]), ("seconds", seconds)]
@@ -55,8 +55,14 @@ def approximate_note(evaluation: Evaluation) -> str:
     checked = [f"{knn[side]['recall_at_k']:.3f} {side}" for side in ("real", "fake") if "recall_at_k" in knn[side]]
     quality = (f"recall@{evaluation.params['k']} {', '.join(checked)} on {knn['real']['sample']} sampled queries "
                "against the exact engine" if checked else "the index was not checked (--hnsw_check 0)")
-    return (f"eP&R hubs chosen by approximate k-NN (faiss HNSW, M={knn['m']}, efSearch={knn['ef_search']}): "
-            f"{quality}; hub radii and the hub cross pass are exact")
+    used = {side: knn[side].get("ef_search_used", knn["ef_search"]) for side in ("real", "fake")}
+    ef = str(knn["ef_search"]) if set(used.values()) == {knn["ef_search"]} else \
+        f"{knn['ef_search']}, raised to {used['real']} real, {used['fake']} fake for recall >= {knn['min_recall']}"
+    low = [side for side in ("real", "fake") if knn[side].get("recall_at_k", 1.0) < knn.get("min_recall", 0.0)]
+    short = (f"; recall below {knn['min_recall']} ({', '.join(low)}) even at efSearch {knn['max_ef_search']}"
+             if low else "")
+    return (f"eP&R hubs chosen by approximate k-NN (faiss HNSW, M={knn['m']}, efSearch={ef}): "
+            f"{quality}{short}; hub radii and the hub cross pass are exact")
 
 
 def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, paths=None) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hubness
-from hubness.ann import HnswOptions, hnsw_neighbors, k_occurrence, quality
+from hubness.ann import HnswOptions, hnsw_neighbors, hnsw_select, k_occurrence, quality
 from hubness.command import main
 from tests import hard_cases
 from tests.cli_helpers import assert_one_line_error, call
@@ -115,6 +115,52 @@ def test_a_poor_index_is_measured_as_poor():
     assert rough["recall_at_k"] < 0.9 and rough["k_occurrence_agreement"] < 0.95
     exact = quality(x, hubness.nearest_neighbors(x, 3).indices, 3, 3, poor)
     assert exact == {"sample": 400, "recall_at_k": 1.0, "k_occurrence_agreement": 1.0}
+
+
+def test_min_recall_raises_ef_search_until_the_check_reaches_it():
+    """A weak index (M=4, efSearch 4) on clustered data: with min_recall the search is repeated at
+    doubled efSearch until the check's recall@k reaches it; the true recall of the lists returned
+    (against the exact graph) rises with it; max_ef_search caps the loop, and min_recall=0 searches once."""
+    x, k = clustered(3000, 16, 1), 3
+    exact = hubness.nearest_neighbors(x, k).indices
+
+    def run(**options):
+        o = HnswOptions(m=4, ef_construction=8, ef_search=4, sample=500, **options)
+        return hnsw_select(x, k, o, lambda found: quality(x, found, k, k, o))
+
+    found0, once = run(min_recall=0.0)
+    assert once["ef_search_used"] == 4 and "tries" not in once and once["recall_at_k"] < 0.85
+    found, raised = run(min_recall=0.85)
+    efs = [t["ef_search"] for t in raised["tries"]]
+    assert efs == [4 * 2 ** i for i in range(len(efs))] and len(efs) >= 2
+    assert raised["ef_search_used"] == efs[-1] and raised["recall_at_k"] >= 0.85
+    assert all(t["recall_at_k"] < 0.85 for t in raised["tries"][:-1])
+
+    def true_recall(lists):
+        return np.mean([len(set(a) & set(b)) / k for a, b in zip(lists, exact)])
+    assert true_recall(found) > true_recall(found0) + 0.1
+    _, capped = run(min_recall=0.999, max_ef_search=16)
+    assert [t["ef_search"] for t in capped["tries"]] == [4, 8, 16] and capped["recall_at_k"] < 0.999
+    with pytest.raises(ValueError, match="min_recall"):
+        HnswOptions(min_recall=1.5)
+    with pytest.raises(ValueError, match="sample > 0"):
+        HnswOptions(min_recall=0.5, sample=0)
+
+
+def test_cli_reports_a_raised_ef_search(files):
+    proc = call(main, "real.npy", "fake.npy", "--knn", "hnsw", "--json", "out.json", "--hnsw_check", "300",
+                "--hnsw_m", "2", "--hnsw_ef_construction", "4", "--hnsw_ef", "4", "--hnsw_min_recall", "0.97",
+                "--hnsw_max_ef", "8")
+    assert proc.returncode == 0, proc.stderr
+    knn = json.loads((files / "out.json").read_text())["params"]["knn"]
+    assert knn["min_recall"] == 0.97 and knn["max_ef_search"] == 8
+    for side in ("real", "fake"):  # M=2 reaches nowhere near 0.97: both searches run, the cap stops them
+        assert knn[side]["ef_search_used"] == 8 and knn[side]["recall_at_k"] < 0.97
+        assert [t["ef_search"] for t in knn[side]["tries"]] == [4, 8]
+    assert "efSearch=4, raised to 8 real, 8 fake for recall >= 0.97" in proc.stderr
+    assert "even at efSearch 8" in proc.stderr and "knn.real.ef_search_used: 8" in proc.stdout
+    assert_one_line_error(call(main, "real.npy", "fake.npy", "--knn", "hnsw", "--hnsw_min_recall", "1.5"),
+                          "--hnsw_min_recall", "[0, 1]")
 
 
 def test_hnsw_neighbors_exclude_self_with_duplicates():
