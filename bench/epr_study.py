@@ -35,6 +35,13 @@ Two steps, so that the feature extraction can run on a GPU machine apart from th
    N is capped per dataset at its smallest set (digits: a few hundred), so every set is compared
    at the same N. ``--hnsw_max_n`` (default 5000) limits the approximate selection, which costs
    more than the exact one on a CPU at these sizes (faiss builds two indexes per call).
+   ``--supplement OTHER.json`` (repeatable) adds a section for another run's numbers (approximate
+   selection at a larger N run on another machine: its own table, and how far its exact values are
+   from this run's on the cases both computed).
+
+3. ``report``: the report again from a run's JSON (``--json``, ``--supplement``, ``--out``), without
+   computing; ``meta.provenance`` in the JSON, where present, replaces the generated line on the
+   commit and command (a run made elsewhere from a copy of the code).
 
 Extraction on a GPU machine: pass ``--fashion_dir`` where Fashion-MNIST's .gz files were carried,
 and ``--num_workers`` up to the cores there (image decoding and resizing run in those workers).
@@ -667,8 +674,25 @@ def save_results(result: dict, args, hnsw, manifest: dict, started: float) -> No
     for folder_ in (json_path.parent, out):
         folder_.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, json.dumps(hubness.json_safe(without_arrays(result)), indent=1, default=str))
-    report = write_report(result, out, prefix, json_path)
+    report = write_report(dict(result, supplements=load_supplements(args.supplement)), out, prefix, json_path)
     log(f"report {report}, numbers {json_path}")
+
+
+def load_supplements(paths) -> dict:
+    """{name shown in the report: result} of separate runs' JSON files (``--supplement``)."""
+    return {shown(Path(p)): json.loads(Path(p).read_text()) for p in paths or ()}
+
+
+def cmd_report(args) -> int:
+    """The report again from a run's JSON, with the sections of any ``--supplement`` runs."""
+    json_path = Path(args.json)
+    result = json.loads(json_path.read_text())
+    prefix = "epr_study_toy" if result["meta"]["args"].get("toy") else "epr_study"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = write_report(dict(result, supplements=load_supplements(args.supplement)), out, prefix, json_path)
+    log(f"report {report}")
+    return 0
 
 
 def without_arrays(value):
@@ -742,11 +766,17 @@ def section_machine(result: dict, json_path: Path) -> str:
             ["features (`extract`)", feats.get("platform"), feats.get("cpu"), feats.get("cpu_count"),
              feats.get("cuda") or "none", f"torch {feats.get('torch')}"]]
     a = meta["args"]
+    how = meta.get("provenance") or (f"Commit {m.get('commit')}; `{meta['command']}`; device `{a['device']}`; the "
+                                     f"run took {meta['seconds']:.0f} s.")
     return ("## Machine and settings\n\n" + table(["step", "platform", "CPU", "cores", "GPU", "versions"], rows) +
-            f"\nCommit {m.get('commit')}; `{meta['command']}`; device `{a['device']}`; the run took "
-            f"{meta['seconds']:.0f} s. Sizes N per dataset: "
-            + ", ".join(f"{d} {v}" for d, v in result["sizes"].items()) +
-            f". Raw numbers: `{json_path.name}` (one record per dataset, backbone, set, N, k, t).\n\n")
+            f"\n{how} Sizes N per dataset: " + ", ".join(f"{d} {v}" for d, v in result["sizes"].items()) +
+            f". Raw numbers: `{shown(json_path)}` (one record per dataset, backbone, set, N, k, t).\n\n")
+
+
+def shown(path: Path) -> str:
+    """A path as the report names it: relative to the repository where it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
 
 
 def section_sets(manifest: dict) -> str:
@@ -967,26 +997,76 @@ def section_timing(result: dict) -> str:
             + "\n")
 
 
-def section_hnsw(result: dict) -> str:
-    rows = largest_n([c for c in result["cases"] if c.get("hnsw") and "ep" in c["hnsw"]])
-    note = next((n for n in result["notes"] if n.startswith("approximate")), "")
-    if not rows:
-        return f"## Approximate hub selection (hnsw)\n\nNot computed: {note.split(': ', 1)[-1]}.\n\n"
+def hnsw_rows(cases: list) -> list:
+    """The cases at the largest N that have the approximate-selection columns."""
+    return largest_n([c for c in cases if c.get("hnsw") and "ep" in c["hnsw"]])
+
+
+def hnsw_table(rows: list) -> str:
+    """Per (k, t): how far approximate selection moved eP&R from exact selection, hub-set Jaccards,
+    the worst distance to exact P&R and the index's recall@k (run's check)."""
     body = []
     for (k, t), at in sorted(groups(rows, "k", "t").items()):
         dp = [abs(c["hnsw"]["ep_minus_exact_selection"]) for c in at if finite(c["hnsw"]["ep_minus_exact_selection"])]
         dr = [abs(c["hnsw"]["er_minus_exact_selection"]) for c in at if finite(c["hnsw"]["er_minus_exact_selection"])]
         jr = [c["hnsw"]["real_hub_jaccard"] for c in at if c["hnsw"]["real_hub_jaccard"] is not None]
         jf = [c["hnsw"]["fake_hub_jaccard"] for c in at if c["hnsw"]["fake_hub_jaccard"] is not None]
+        recall = [c["hnsw"]["report"][side]["recall_at_k"] for c in at for side in ("real", "fake")
+                  if "recall_at_k" in ((c["hnsw"].get("report") or {}).get(side) or {})]
         body.append([k, t, fmt(max(dp) if dp else None), fmt(max(dr) if dr else None),
                      fmt(min(jr) if jr else None), fmt(min(jf) if jf else None),
-                     fmt(max(worst_hnsw(c) for c in at))])
+                     fmt(max(worst_hnsw(c) for c in at)), fmt(min(recall) if recall else None)])
+    return table(["k", "t", "max |eP_hnsw − eP|", "max |eR_hnsw − eR|", "min real-hub Jaccard",
+                  "min fake-hub Jaccard", "max(|eP_hnsw−P|, |eR_hnsw−R|)", "min recall@k"], body)
+
+
+def section_hnsw(result: dict) -> str:
+    rows = hnsw_rows(result["cases"])
+    note = next((n for n in result["notes"] if n.startswith("approximate")), "")
+    if not rows:
+        return f"## Approximate hub selection (hnsw)\n\nNot computed: {note.split(': ', 1)[-1]}.\n\n"
+    more = (" Larger N: the next section (a separate run)." if result.get("supplements") else "")
     return ("## Approximate hub selection (hnsw)\n\n`evaluate(..., knn='hnsw')`: hubs chosen from a faiss HNSW "
             "graph, radii and the hub cross pass exact. Over datasets, backbones and sets at the largest N with "
             "these columns (" + ", ".join(f"{d} {at[0]['n']}" for (d,), at in groups(rows, "dataset").items()) +
-            "):\n\n" +
-            table(["k", "t", "max |eP_hnsw − eP|", "max |eR_hnsw − eR|", "min real-hub Jaccard",
-                   "min fake-hub Jaccard", "max(|eP_hnsw−P|, |eR_hnsw−R|)"], body) + "\n")
+            f"); min recall@k: the index's, from each run's check on sampled queries.{more}\n\n" +
+            hnsw_table(rows) + "\n")
+
+
+def supplement_agreement(main: list, extra: list) -> dict:
+    """Largest |difference| of P, R, eP, eR between the cases two runs share (re-extracted features
+    against the main run's), and how many they share."""
+    index = {(c["dataset"], c["backbone"], c["set"], c["n"], c["k"], c["t"]): c for c in main}
+    keys = [(c["dataset"], c["backbone"], c["set"], c["n"], c["k"], c["t"]) for c in extra]
+    shared = [(index[key], c) for key, c in zip(keys, extra) if key in index]
+    out = {"cases": len(shared)}
+    for name in ("p", "r", "ep", "er"):
+        diffs = [abs(a[name] - b[name]) for a, b in shared if finite(a[name]) and finite(b[name])]
+        out[name] = max(diffs) if diffs else None
+    return out
+
+
+def section_supplement(result: dict, extra: dict, name: str) -> str:
+    """A separate run that adds approximate selection at a larger N (features re-extracted)."""
+    rows = hnsw_rows(extra["cases"])
+    m, feats = extra["meta"]["machine"], extra["meta"].get("features_machine") or {}
+    where = ", ".join(f"{d} {b} N = {at[0]['n']}" for (d, b), at in groups(rows, "dataset", "backbone").items())
+    agree = supplement_agreement(result["cases"], extra["cases"])
+    main_n = [c["n"] for c in result["cases"] if c.get("hnsw") and "ep" in c["hnsw"]]
+    same = (f"On the {agree['cases']} cases both runs computed, its exact values differ from the main run's by at "
+            f"most {fmt(agree['p'], digits=4)} (P), {fmt(agree['r'], digits=4)} (R), {fmt(agree['ep'], digits=4)} "
+            f"(eP), {fmt(agree['er'], digits=4)} (eR); its features were extracted on `{feats.get('cpu')}` "
+            f"({feats.get('cuda') or 'no GPU'}) from the same images, seeds and weights."
+            if agree["cases"] else "It shares no case with the main run.")
+    timing = [r for r in extra.get("timing", []) if r.get("epr_hnsw_seconds") is not None]
+    times = "; ".join(f"{r['dataset']} {r['backbone']} N = {r['n']}, k = t = {r['k']}: eP&R alone "
+                      f"{r['epr_seconds']:.1f} s exact, {r['epr_hnsw_seconds']:.1f} s hnsw" for r in timing)
+    return (f"## Approximate hub selection at larger N (separate run: `{name}`)\n\n"
+            f"The main run computed approximate selection up to N = {max(main_n, default=0)} (`--hnsw_max_n "
+            f"{result['meta']['args'].get('hnsw_max_n')}`). This run adds it at {where or 'no N'}, on "
+            f"{m['cpu_count']} CPU cores (`{m['cpu']}`, {m.get('cuda') or 'no GPU'}; `{extra['meta']['command']}`, "
+            f"{extra['meta']['seconds']:.0f} s). {same}\n\n" + (hnsw_table(rows) + "\n" if rows else "") +
+            (f"Time on that machine (one call each, matched set): {times}.\n\n" if times else ""))
 
 
 def worst_hnsw(c: dict) -> float:
@@ -1039,6 +1119,14 @@ def findings(result: dict) -> list:
                    f"than eP&R in {closer} of {len(weighted)} cases at the largest N (median "
                    f"{np.median([worst(c) for c in weighted]):.3f} → "
                    f"{np.median([worst_weighted(c) for c in weighted]):.3f}).")
+    for name, extra in result.get("supplements", {}).items():
+        rows = hnsw_rows(extra["cases"])
+        moved = [abs(c["hnsw"][key]) for c in rows for key in ("ep_minus_exact_selection", "er_minus_exact_selection")
+                 if finite(c["hnsw"][key])]
+        if moved:
+            at = ", ".join(f"{d} {b} N = {g[0]['n']}" for (d, b), g in groups(rows, "dataset", "backbone").items())
+            out.append(f"Approximate (HNSW) hub selection at {at} (separate run) moved eP or eR by at most "
+                       f"{max(moved):.3f} from exact hub selection over {len(rows)} cases (median {np.median(moved):.4f}).")
     ratios = [r["epr_seconds"] / r["pr_seconds"] for r in result["timing"] if r["pr_seconds"]]
     if ratios:
         span = f"{min(ratios):.2f}" + (f"–{max(ratios):.2f}" if max(ratios) > min(ratios) else "")
@@ -1112,7 +1200,9 @@ def write_report(result: dict, out: Path, prefix: str, json_path: Path) -> Path:
             "## Findings (measured here)\n\n" + "".join(f"- {f}\n" for f in findings(result)) + "\n",
             section_machine(result, json_path), section_sets(result["manifest"]), section_summary(cases),
             section_backbone(cases), section_misleads(cases), section_sizes(cases), section_decomposition(cases),
-            section_weighted(cases), section_hnsw(result), section_timing(result),
+            section_weighted(cases), section_hnsw(result),
+            *[section_supplement(result, extra, name) for name, extra in result.get("supplements", {}).items()],
+            section_timing(result),
             "## Figures\n\n"
             f"![eP&R vs exact P&R]({figures['scatter'].name})\n\n"
             f"![|difference| vs t]({figures['diff_vs_t'].name})\n\n",
@@ -1190,6 +1280,14 @@ def parser() -> argparse.ArgumentParser:
                         "the largest N anyway")
     r.add_argument("--device", default="auto")
     r.add_argument("--toy", action="store_true", help="digits, N=80, k=3, t in {2, 3}")
+    supplement = dict(action="append", default=[], metavar="JSON",
+                      help="another run's JSON (e.g. approximate selection at a larger N, run elsewhere): its own "
+                           "section in the report")
+    r.add_argument("--supplement", **supplement)
+    g = sub.add_parser("report", help="the report again from a run's JSON (and --supplement runs)")
+    g.add_argument("--json", default=str(ROOT / "bench" / "results" / "epr_study.json"), help="the run's numbers")
+    g.add_argument("--out", default=str(ROOT / "docs"), help="folder of the report and its figures")
+    g.add_argument("--supplement", **supplement)
     return p
 
 
@@ -1197,7 +1295,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     args.argv = argv[1:]
-    return cmd_extract(args) if args.command == "extract" else cmd_run(args)
+    return {"extract": cmd_extract, "run": cmd_run, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":

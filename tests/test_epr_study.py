@@ -3,6 +3,7 @@ metrics and the report, so that the study cannot break unnoticed between the run
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ def study(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("epr_study", ROOT / "bench" / "epr_study.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker of this session
+    base = tmp_path_factory.getbasetemp()  # under xdist: .../pytest-N/popen-gwK, its parent this session's
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     tmp = shared / "epr_study"
     feats, docs, numbers = tmp / "features", tmp / "docs", tmp / "numbers.json"
     with FileLock(str(shared / "epr_study.lock")):
@@ -144,3 +146,34 @@ def test_weighted_variant_is_a_hub_average(study):
             assert c["wep"] == c["ep"]
         if c["er"] in (0.0, 1.0):
             assert c["wer"] == c["er"]
+
+
+def test_report_regenerates_with_a_supplement_run(study, tmp_path):
+    """`report` rebuilds the report from the JSON alone; a --supplement run gets its own section,
+    whose agreement with the main run is measured on the cases both computed (0 for the same numbers,
+    the shift where one value was moved), and one finding line."""
+    module, _, docs, numbers = study
+    main_json = tmp_path / "main.json"
+    main_json.write_text(json.dumps(numbers))
+    assert module.main(["report", "--json", str(main_json), "--out", str(tmp_path / "plain")]) == 0
+    assert (tmp_path / "plain" / "epr_study_toy.md").read_text() == (docs / "epr_study_toy.md").read_text().replace(
+        "Raw numbers: `numbers.json`", "Raw numbers: `main.json`")
+    shifted = json.loads(json.dumps(numbers))
+    moved = shifted["cases"][0]
+    moved["p"] += 0.0125
+    supplement = tmp_path / "more.json"
+    supplement.write_text(json.dumps(shifted))
+    assert module.main(["report", "--json", str(main_json), "--out", str(tmp_path / "with"),
+                        "--supplement", str(supplement)]) == 0
+    report = (tmp_path / "with" / "epr_study_toy.md").read_text()
+    assert "## Approximate hub selection at larger N (separate run: `more.json`)" in report
+    assert f"On the {len(numbers['cases'])} cases both runs computed, its exact values differ from the main run's by at " \
+           "most 0.0125 (P), 0.0000 (R), 0.0000 (eP), 0.0000 (eR)" in report
+    hnsw = [c for c in numbers["cases"] if c.get("hnsw") and "ep" in c["hnsw"]]
+    assert hnsw, "the toy run computes approximate selection"
+    moved_by = max(abs(c["hnsw"][key]) for c in hnsw for key in ("ep_minus_exact_selection", "er_minus_exact_selection"))
+    assert f"(separate run) moved eP or eR by at most {moved_by:.3f} from exact hub selection over {len(hnsw)} cases" \
+        in report
+    # the supplement's table sits between the main hnsw section and the timing section
+    assert report.index("## Approximate hub selection (hnsw)") < report.index("## Approximate hub selection at larger N") \
+        < report.index("## Time: exact P&R vs eP&R")
