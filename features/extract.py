@@ -243,8 +243,12 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
                  seed: int = 0, batch_size: int = 64, num_workers: int | None = None, device="auto",
                  half: bool = False, skip_bad: bool = False, progress: bool | None = None,
                  checkpoint_dir=None, shard_size: int = 4096, keep_features: bool = True,
-                 part: tuple | None = None) -> tuple[Extraction, dict]:
+                 part: tuple | None = None, model=None) -> tuple[Extraction, dict]:
     """Open the images at ``path``, extract features, and return them with the ``meta`` to store.
+
+    ``model``: a backbone already built by :func:`features.backbones.load_backbone` (then
+    ``backbone``, ``weights``, ``preprocess``, ``backbone_seed`` and ``allow_download`` are not read),
+    so that several image sets share one load.
 
     ``num_samples`` / ``seed`` take a seeded random subset of the images (recorded in ``meta``).
     ``part=(rank, world)``: only this rank's contiguous share of those images (several processes;
@@ -263,8 +267,9 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
     if part is not None:  # this rank's contiguous share
         share = contiguous_share(len(source), *part)
         source = source.subset(range(share.start, share.stop))
-    model = load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
-                          allow_download=allow_download)
+    if model is None:
+        model = load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
+                              allow_download=allow_download)
     result = extract_features(source, model, batch_size=batch_size, num_workers=num_workers, device=device,
                               half=half, skip_bad=skip_bad, progress=progress, checkpoint_dir=checkpoint_dir,
                               shard_size=shard_size, keep_features=keep_features)

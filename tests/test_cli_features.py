@@ -46,14 +46,34 @@ def test_getfeature_writes_feature_paths_meta(sets):
     assert not [p for p in os.listdir(tmp) if p.endswith((".tmp", ".partial"))]
 
 
-def test_metric_script_takes_image_folders(sets):
+def test_metric_script_takes_image_folders(sets, monkeypatch):
+    """Two image folders: the backbone is built once for both, and the metrics equal those of the
+    same images' feature files written by getFeature.py."""
+    import features.backbones
     tmp, real, fake = sets
+    built = []
+    load = features.backbones.load_backbone
+
+    def counted(*args, **kwargs):
+        built.append(args)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(features.backbones, "load_backbone", counted)
     proc = run("improved_precision_recall_hubness.py", real, fake, "--backbone", "efficientnet_lite0",
                "--json", tmp / "img.json", "--per_sample", tmp / "img.csv")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("precision: ")
+    assert len(built) == 1
     data = json.loads((tmp / "img.json").read_text())
     assert data["dim"] == 1280 and data["n_real"] == 60 and data["n_fake"] == 50
+    for name, folder in (("r.npz", real), ("f.npz", fake)):
+        assert run("getFeature.py", folder, "--fname_precalc", tmp / name, "--backbone", "efficientnet_lite0",
+                   "--batch_size", 16).returncode == 0
+    files = run("improved_precision_recall_hubness.py", tmp / "r.npz", tmp / "f.npz", "--json", tmp / "f.json")
+    assert files.returncode == 0, files.stderr
+    from_files = json.loads((tmp / "f.json").read_text())
+    for block in ("epr", "pr", "dc"):
+        assert from_files[block] == data[block], block
     rows = (tmp / "img.csv").read_text().splitlines()
     assert rows[0].startswith("index,path,") and rows[1].split(",")[1] == "0000.png"
 
