@@ -252,7 +252,8 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
 def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) -> dict:
     """The torch.distributed code on this device: a process group of one (NCCL on CUDA, Gloo on the
     CPU) whose Group is made to act as several (every gather and combine runs), against the plain run;
-    and getFeature.py on the device, .npy (streamed from shards) against .npz."""
+    and getFeature.py on the device, .npy (streamed from shards) against .npz, and against the same
+    images' features extracted on the CPU (full float32 on both: equal up to float32 rounding)."""
     import socket
 
     import torch
@@ -296,10 +297,16 @@ def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) ->
     common = ["--backbone", "vgg16_random", "--num_workers", "0", "--device", device,
               "--checkpoint_every", str(max(1, images // 3))]
     codes = [extract_main([str(folder), "-o", str(workdir / name), *common]) for name in ("f.npz", "f.npy")]
+    cpu = [*common[:-3], "cpu", *common[-2:]]  # the same extraction on the CPU
+    codes.append(extract_main([str(folder), "-o", str(workdir / "c.npz"), *cpu]))
     whole, streamed = load_features(workdir / "f.npz"), load_features(workdir / "f.npy")
+    on_cpu = load_features(workdir / "c.npz").features
+    scale = float(np.abs(on_cpu).max()) or 1.0
     out["extraction"] = {"images": images, "exit_codes": codes,
                          "npy_equals_npz": bool(np.array_equal(np.asarray(streamed.features), whole.features)
-                                                and list(streamed.paths) == list(whole.paths))}
+                                                and list(streamed.paths) == list(whole.paths)),
+                         # full float32 on both (TF32 off): float32 rounding, not TF32's ~1e-3
+                         "max_rel_diff_vs_cpu": float(np.abs(whole.features - on_cpu).max()) / scale}
     return out
 
 
@@ -390,10 +397,12 @@ def main(argv=None) -> int:
         report["processes"] = step_processes(device, *processes, Path(work))
     bad = [key for key, v in report["processes"]["group_vs_plain"].items() if v is False]
     extraction = report["processes"]["extraction"]
-    ok &= not bad and extraction["npy_equals_npz"] and extraction["exit_codes"] == [0, 0]
+    close = extraction["max_rel_diff_vs_cpu"] <= 1e-4
+    ok &= not bad and extraction["npy_equals_npz"] and extraction["exit_codes"] == [0, 0, 0] and close
     print(f"  {report['processes']['backend']} group {'equal' if not bad else 'DIFFERS: ' + ', '.join(bad)}; "
           f"getFeature .npy {'equals' if extraction['npy_equals_npz'] else 'DIFFERS from'} .npz "
-          f"(exit codes {extraction['exit_codes']})", flush=True)
+          f"(exit codes {extraction['exit_codes']}); features {extraction['max_rel_diff_vs_cpu']:.1e} from the "
+          f"CPU's (relative, {'ok' if close else 'ABOVE'} 1e-4)", flush=True)
     report["ok"] = bool(ok)
     save()
     print(f"{'OK' if ok else 'FAILED'} in {report['seconds']:.0f} s; wrote {path}")

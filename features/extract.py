@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 
-from .devices import resolve_device
+from .devices import exact_matmul, resolve_device
 from .validation import check_int
 from .version import __version__
 from .backbones import Backbone, load_backbone
@@ -161,7 +161,9 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
     Args:
         batch_size: images per forward pass (>= 1); does not change the result.
         num_workers: DataLoader decoding processes (default: the number of CPUs, at most 8; 0 = in process).
-        device: 'auto', 'cpu', 'cuda', 'cuda:N'. ``half`` runs the network in float16 (CUDA only).
+        device: 'auto', 'cpu', 'cuda', 'cuda:N'. ``half`` runs the network in float16 (CUDA only);
+            otherwise it runs in full float32 (TF32 off on CUDA: the same features as on the CPU up to
+            float32 rounding, not TF32's 10-bit mantissa).
         skip_bad: skip undecodable images (listed in the result) instead of stopping at the first.
         checkpoint_dir: folder for resumable shards (left in place; the caller removes it when done).
         keep_features: False: the features stay in the checkpoint shards (needs ``checkpoint_dir``);
@@ -203,8 +205,9 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
         pending_idx, pending_feat, pending_skip, shard_start = [], [], [], stop
 
     done = start
-    with torch.inference_mode(), tqdm(total=n, initial=start, unit="img", desc=f"{backbone.name} features",
-                                      disable=None if progress is None else not progress) as bar:
+    with torch.inference_mode(), exact_matmul(), \
+            tqdm(total=n, initial=start, unit="img", desc=f"{backbone.name} features",
+                 disable=None if progress is None else not progress) as bar:
         for indices, batch, errors in loader:
             for index, reason in errors:
                 if not skip_bad:

@@ -17,7 +17,6 @@ Numerics (docs/numerics.md):
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import math
 import warnings
@@ -25,7 +24,7 @@ import warnings
 import numpy as np
 import torch
 
-from features.devices import resolve_device  # noqa: F401 - part of this module's interface
+from features.devices import exact_matmul, resolve_device  # noqa: F401 - part of this module's interface
 
 from . import kernels
 
@@ -62,23 +61,6 @@ def as_tensor(array, dev: torch.device) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.as_tensor(array).to(dev, torch.float32).contiguous()
-
-
-@contextlib.contextmanager
-def exact_matmul():
-    """Run float32 matrix products in full IEEE float32 (no TF32 on CUDA, no bf16 on CPU)."""
-    old_precision = torch.get_float32_matmul_precision()
-    old_cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
-    old_cudnn_tf32 = torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(old_precision)
-        torch.backends.cuda.matmul.allow_tf32 = old_cuda_tf32
-        torch.backends.cudnn.allow_tf32 = old_cudnn_tf32
 
 
 def tile_side(dim: int, memory_budget: int) -> int:

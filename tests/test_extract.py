@@ -213,3 +213,37 @@ def test_interrupted_cli_extraction_resumes(tmp_path_factory, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["out.npz"]
     data = np.load(out)
     assert data["feature"].shape == (n, 1280)
+
+
+def test_extraction_runs_in_full_float32_and_restores_the_settings(small_set):
+    """TF32 (CUDA convolutions and matmuls with a 10-bit mantissa) is off while the network runs, in
+    extraction and in embed, whatever the process had set; the process's settings are back after."""
+    import torch
+    from features.backbones import Backbone
+    tmp, imgs = small_set
+    seen = []
+
+    class Probe(torch.nn.Module):  # data-dependent control flow: torch.fx cannot trace it, so it runs as it is
+        def forward(self, x):
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError("non-finite input")
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                         torch.get_float32_matmul_precision()))
+            return x.float().mean(dim=(2, 3))
+
+    probe = Backbone(name="probe", dim=3, network=Probe(), prepare=lambda img: torch.from_numpy(
+        np.ascontiguousarray(img.transpose(2, 0, 1))).float())
+    before = (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("medium")  # allows TF32 (and bf16) matmuls
+    try:
+        out = extract_features(open_source(tmp / "set.npy"), probe, batch_size=10, num_workers=0)
+        embedded = probe.embed(imgs[:4])
+        after = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+                 torch.get_float32_matmul_precision())
+    finally:
+        torch.backends.cudnn.allow_tf32 = before[0]
+        torch.set_float32_matmul_precision(before[1])
+    assert out.features.shape == (24, 3) and embedded.shape == (4, 3)
+    assert len(seen) == 3 + 1 and set(seen) == {(False, False, "highest")}
+    assert after == (True, True, "medium")

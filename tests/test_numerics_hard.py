@@ -181,3 +181,23 @@ def test_collapsed_set_is_settled_by_the_screen_and_identical_rows_without_dista
     assert g.indices[0].tolist() == [1, 2, 3, 4, 5] and g.indices[2].tolist() == [0, 1, 3, 4, 5]
     assert (g.indices[10:] == np.arange(5)).all() and (g.sq_distances == 0).all()
     np.testing.assert_array_equal(g.k_occurrence(5)[:6], [2999, 2999, 2999, 2999, 2999, 5])
+
+
+@pytest.mark.parametrize("precision", ["high", "medium"])
+def test_a_callers_matmul_precision_is_kept_and_does_not_change_results(precision):
+    """A caller that allows TF32/bf16 matmuls (torch.set_float32_matmul_precision, as training
+    frameworks do) gets the same exact results, call after call, and its setting back: the exact
+    products run at "highest" inside and restore the caller's precision without leaving torch in its
+    "mix of legacy and new APIs" state (which made the second call raise)."""
+    import torch
+    real, fake = hard_cases.offset(4000.0)
+    reference = hubness.evaluate(real=real, fake=fake, metrics=("pr", "dc"))
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        runs = [hubness.evaluate(real=real, fake=fake, metrics=("pr", "dc")) for _ in range(2)]
+        assert torch.get_float32_matmul_precision() == precision
+    finally:
+        torch.set_float32_matmul_precision(before)
+    for ev in runs:
+        assert ev.pr == reference.pr and ev.dc == reference.dc

@@ -45,10 +45,11 @@ class Backbone:
             arr = np.moveaxis(arr, 1, -1)
         if arr.shape[0] and 0 in arr.shape:
             raise ValueError(f"The 'images' parameter of embed holds empty images (shape {arr.shape}).")
+        from ..devices import exact_matmul
         from ..images import to_rgb8
         net = self.inference_network(device)
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_matmul():
             for start in range(0, arr.shape[0], batch_size):
                 batch = torch.stack([self.prepare(to_rgb8(img)) for img in arr[start:start + batch_size]])
                 out.append(net(batch.to(device, memory_format=torch.channels_last)).float().cpu().numpy())
