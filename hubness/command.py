@@ -30,7 +30,8 @@ from features.store import FeatureFile, load_features, random_subset, read_array
 from . import runlog, summary
 from ._checks import as_feature_matrix
 from .gallery import DEFAULT_N, Gallery
-from .report import approximate_note, summary_lines, write_compare_plot, write_per_sample_csv, write_plot
+from .report import (approximate_note, is_approximate, summary_lines, write_compare_plot, write_per_sample_csv,
+                     write_plot)
 
 log = logging.getLogger("improved_precision_recall_hubness")
 PROG = "improved_precision_recall_hubness.py"
@@ -319,7 +320,8 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
     payload["cache"] = {"real": {key: stored[key] for key in ("status", "path") if key in stored}}
     versions = runlog.versions()
     title = (f"{os.path.basename(fake.source)} ({evaluation.n_fake} generated) vs "
-             f"{os.path.basename(real.source)} ({evaluation.n_real} real), k={k}")
+             f"{os.path.basename(real.source)} ({evaluation.n_real} real), k={k}"
+             + ("; hubs by approximate k-NN (HNSW)" if is_approximate(evaluation) else ""))
     note = ""
     with outputs:  # every file written, then all put in place together, or none
         if "json" in planned:

@@ -82,8 +82,8 @@ def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, pa
     if evaluation.rarity is not None:
         columns.append(("rarity", evaluation.rarity.scores))
     if evaluation.fake_k_occurrence is not None:
-        approximate = evaluation.params.get("knn", {}).get("method") == "hnsw"
-        columns.append(("k_occurrence_hnsw" if approximate else "k_occurrence", evaluation.fake_k_occurrence))
+        columns.append(("k_occurrence_hnsw" if is_approximate(evaluation) else "k_occurrence",
+                        evaluation.fake_k_occurrence))
     if evaluation.epr is not None and evaluation.fake_is_hub is not None:
         columns.append(("is_hub", evaluation.fake_is_hub.astype(np.int8)))
 
@@ -157,11 +157,17 @@ def _realism_panel(ax, evaluation: Evaluation) -> None:
     _finish(ax, title, "realism score (higher: deeper inside the real manifold)", "samples")
 
 
+def is_approximate(evaluation: Evaluation) -> bool:
+    """Whether eP&R's hubs (and the k-occurrence reported) came from approximate k-NN (``knn='hnsw'``)."""
+    return (evaluation.params.get("knn") or {}).get("method") == "hnsw"
+
+
 def _occurrence_panel(ax, evaluation: Evaluation) -> None:
     from matplotlib.ticker import MaxNLocator
 
     k = evaluation.params["k"]
-    title = f"k-occurrence (k={k}): how often a sample is among others' {k} nearest"
+    title = (f"k-occurrence (k={k}) in approximate k-NN graphs (HNSW)" if is_approximate(evaluation) else
+             f"k-occurrence (k={k}): how often a sample is among others' {k} nearest")
     sides = [(label, occ, _COLORS[side]) for side, label, occ in
              (("real", "real", evaluation.real_k_occurrence), ("fake", "generated", evaluation.fake_k_occurrence))
              if occ is not None]
@@ -184,8 +190,9 @@ def _metric_bars(ax, evaluation: Evaluation) -> None:
     title = "metric values"
     groups = []  # (group, [(bar label, value, colour)])
     for name in ("precision", "recall"):
+        epr = "eP&R, hubs by HNSW" if is_approximate(evaluation) else "eP&R"
         bars = [(f"{label}", getattr(result, name), color) for label, result, color in
-                (("eP&R", evaluation.epr, "#55a868"), ("exact P&R", evaluation.pr, "#8172b2")) if result is not None]
+                ((epr, evaluation.epr, "#55a868"), ("exact P&R", evaluation.pr, "#8172b2")) if result is not None]
         if bars:
             groups.append((name, bars))
     if evaluation.dc is not None:

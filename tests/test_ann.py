@@ -244,3 +244,28 @@ def test_compare_tells_approximate_runs_apart(files):
     header, first, second = table.stdout.splitlines()[:3]
     assert "knn" in header.split() and first.split()[header.split().index("knn")] == "hnsw"
     assert second.split()[header.split().index("knn")] == "exact"
+
+
+def test_plot_and_gallery_say_the_hubs_are_approximate(files, monkeypatch):
+    """The --plot figure and the gallery's sheets of a --knn hnsw run name the approximate selection:
+    the figure's title (also each sheet's subtitle), the k-occurrence panel and the eP&R bars."""
+    from hubness import command
+    from tests.test_reports import figure_texts
+    titles = []
+    write_plot = command.write_plot
+
+    def recording(handle, evaluation, real_rarity=None, title=""):
+        titles.append(title)
+        write_plot(handle, evaluation, real_rarity, title)
+
+    monkeypatch.setattr(command, "write_plot", recording)
+    proc = call(main, "real.npy", "fake.npy", "--knn", "hnsw", "--plot", "p.png", "--hnsw_check", "200")
+    assert proc.returncode == 0, proc.stderr
+    assert titles == ["fake.npy (1200 generated) vs real.npy (1500 real), k=3; hubs by approximate k-NN (HNSW)"]
+    approx = hubness.evaluate(real=np.load("real.npy"), fake=np.load("fake.npy"), metrics=("epr",), knn="hnsw",
+                              hnsw=HnswOptions(sample=200))
+    texts = figure_texts(monkeypatch, approx)
+    assert "k-occurrence (k=3) in approximate k-NN graphs (HNSW)" in texts and "eP&R, hubs by HNSW" in texts
+    exact = figure_texts(monkeypatch, hubness.evaluate(real=np.load("real.npy"), fake=np.load("fake.npy"),
+                                                       metrics=("epr",)))
+    assert not any("HNSW" in t for t in exact) and "eP&R" in exact
