@@ -12,7 +12,7 @@
    and saved as summary.csv and summary.png: collapse lowers recall and coverage, noise lowers
    precision and density (and, this strong, everything), held-out digits score high on all.
 
-    python demo.py [--out demo_out]
+    python demo.py [--out demo_out] [--limit N]
 """
 import argparse
 import sys
@@ -28,11 +28,12 @@ from hubness.command import main as metrics_main
 FAKES = ("fake_heldout", "fake_collapsed", "fake_noised")
 
 
-def write_image_folders(out: Path) -> dict:
+def write_image_folders(out: Path, limit: int | None = None) -> dict:
+    """The four PNG folders; ``limit``: at most that many real and held-out digits (a quicker demo)."""
     digits = load_digits()
     pixels = digits.images * (255.0 / 16.0)
     order = np.random.default_rng(0).permutation(len(pixels))
-    real_idx, held_idx = np.sort(order[:900]), np.sort(order[900:])
+    real_idx, held_idx = np.sort(order[:900][:limit]), np.sort(order[900:][:limit])
     noised = pixels + np.random.default_rng(1).normal(0, 60.0, size=pixels.shape)
     sets = {
         "real": (pixels, real_idx),
@@ -54,9 +55,13 @@ def write_image_folders(out: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out", help="folder for images, feature files and reports")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="at most N real and N held-out digits (default: all 1,797 digits, 900 real)")
     args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 20:
+        parser.error("--limit must be at least 20")
     out = Path(args.out)
-    folders = write_image_folders(out)
+    folders = write_image_folders(out, args.limit)
     features = {}
     for name, folder in folders.items():
         features[name] = out / f"{name}.npz"
