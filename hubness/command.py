@@ -79,7 +79,7 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                                      "engine: recall@k, k-occurrence agreement (0: no check)")
     p.add_argument("--hnsw_min_recall", "--hnsw-min-recall", dest="hnsw_min_recall", type=unit_float, default=0.9,
                    metavar="R", help="where the check's recall@k is below R, double efSearch and search again "
-                                     "(up to --hnsw_max_ef; 0: off)")
+                                     "(up to --hnsw_max_ef; 0: off; off too with --hnsw_check 0)")
     p.add_argument("--hnsw_max_ef", "--hnsw-max-ef", dest="hnsw_max_ef", type=positive_int, default=512,
                    metavar="EF", help="largest efSearch that --hnsw_min_recall may raise to")
     p.add_argument("--json", metavar="PATH", help="write every result and the parameters as JSON")
