@@ -1020,6 +1020,21 @@ def hnsw_table(rows: list) -> str:
                   "min fake-hub Jaccard", "max(|eP_hnsw−P|, |eR_hnsw−R|)", "min recall@k"], body)
 
 
+def hnsw_by_size(cases: list) -> str:
+    """Per dataset and N, over every backbone, set, k and t: how far approximate selection moved eP&R."""
+    body = []
+    for (dataset, n), at in sorted(groups([c for c in cases if c.get("hnsw") and "ep" in c["hnsw"]],
+                                          "dataset", "n").items()):
+        moved = {near: [abs(c["hnsw"][key]) for c in at if (c["t"] <= c["k"] + 1) == near
+                        for key in ("ep_minus_exact_selection", "er_minus_exact_selection") if finite(c["hnsw"][key])]
+                 for near in (True, False)}
+        every = moved[True] + moved[False]
+        body.append([dataset, n, len(at), fmt(max(moved[True]) if moved[True] else None),
+                     fmt(max(moved[False]) if moved[False] else None),
+                     fmt(float(np.median(every)) if every else None, digits=4)])
+    return table(["dataset", "N", "cases", "max |Δ| at t <= k+1", "max |Δ| at t > k+1", "median |Δ|"], body)
+
+
 def section_hnsw(result: dict) -> str:
     rows = hnsw_rows(result["cases"])
     note = next((n for n in result["notes"] if n.startswith("approximate")), "")
@@ -1030,7 +1045,8 @@ def section_hnsw(result: dict) -> str:
             "graph, radii and the hub cross pass exact. Over datasets, backbones and sets at the largest N with "
             "these columns (" + ", ".join(f"{d} {at[0]['n']}" for (d,), at in groups(rows, "dataset").items()) +
             f"); min recall@k: the index's, from each run's check on sampled queries.{more}\n\n" +
-            hnsw_table(rows) + "\n")
+            hnsw_table(rows) + "\nEvery N (|Δ|: |eP_hnsw − eP| and |eR_hnsw − eR|, over backbones, sets, k and t):"
+            "\n\n" + hnsw_by_size(result["cases"]) + "\n")
 
 
 def supplement_agreement(main: list, extra: list) -> dict:
@@ -1065,7 +1081,8 @@ def section_supplement(result: dict, extra: dict, name: str) -> str:
             f"The main run computed approximate selection up to N = {max(main_n, default=0)} (`--hnsw_max_n "
             f"{result['meta']['args'].get('hnsw_max_n')}`). This run adds it at {where or 'no N'}, on "
             f"{m['cpu_count']} CPU cores (`{m['cpu']}`, {m.get('cuda') or 'no GPU'}; `{extra['meta']['command']}`, "
-            f"{extra['meta']['seconds']:.0f} s). {same}\n\n" + (hnsw_table(rows) + "\n" if rows else "") +
+            f"{extra['meta']['seconds']:.0f} s). {same}\n\n" +
+            (hnsw_table(rows) + "\n" + hnsw_by_size(extra["cases"]) + "\n" if rows else "") +
             (f"Time on that machine (one call each, matched set): {times}.\n\n" if times else ""))
 
 
