@@ -246,17 +246,15 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
                  seed: int = 0, batch_size: int = 64, num_workers: int | None = None, device="auto",
                  half: bool = False, skip_bad: bool = False, progress: bool | None = None,
                  checkpoint_dir=None, shard_size: int = 4096, keep_features: bool = True,
-                 part: tuple | None = None, model=None) -> tuple[Extraction, dict]:
+                 part: tuple | None = None, backbones: dict | None = None) -> tuple[Extraction, dict]:
     """Open the images at ``path``, extract features, and return them with the ``meta`` to store.
-
-    ``model``: a backbone already built by :func:`features.backbones.load_backbone` (then
-    ``backbone``, ``weights``, ``preprocess``, ``backbone_seed`` and ``allow_download`` are not read),
-    so that several image sets share one load.
 
     ``num_samples`` / ``seed`` take a seeded random subset of the images (recorded in ``meta``).
     ``part=(rank, world)``: only this rank's contiguous share of those images (several processes;
     the shares in rank order are the whole set in order). ``keep_features``: see
-    :func:`extract_features`.
+    :func:`extract_features`. ``backbones``: a dict the caller keeps between calls; a backbone built
+    here is kept in it and reused by a later call with the same backbone, weights, preprocessing and
+    seed (several image sets, one load). Inputs are still checked before any weights load.
     """
     if path is None or isinstance(path, bytes):
         raise TypeError(f"The 'path' parameter of extract_path must be a path. Got {path!r} instead.")
@@ -270,9 +268,13 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
     if part is not None:  # this rank's contiguous share
         share = contiguous_share(len(source), *part)
         source = source.subset(range(share.start, share.stop))
+    key = (backbone, None if weights is None else str(weights), preprocess, backbone_seed, allow_download)
+    model = (backbones or {}).get(key)
     if model is None:
         model = load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
                               allow_download=allow_download)
+        if backbones is not None:
+            backbones[key] = model
     result = extract_features(source, model, batch_size=batch_size, num_workers=num_workers, device=device,
                               half=half, skip_bad=skip_bad, progress=progress, checkpoint_dir=checkpoint_dir,
                               shard_size=shard_size, keep_features=keep_features)

@@ -109,21 +109,15 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     return p
 
 
-def _load(path: str, what: str, args, seed: int, loaded: dict):
+def _load(path: str, what: str, args, seed: int, backbones: dict):
     """(FeatureFile with validated float32 features, row indices in the input) for a feature file or
-    for images (extracted first, the backbone built once into ``loaded`` for both sets). Errors name
-    the file."""
+    for images (extracted first; the backbone is built once, kept in ``backbones`` for the other set).
+    Errors name the file."""
     if is_image_input(path):
-        from features.extract import extract_path, open_source
-        from features.backbones import load_backbone
+        from features.extract import extract_path
         log.info("%s: %s holds images; extracting %s features", what, path, args.backbone)
-        kwargs = extraction_kwargs(args)
-        if "model" not in loaded:
-            open_source(path)  # a bad image input fails before the weights load
-            loaded["model"] = load_backbone(kwargs["backbone"], weights=kwargs["weights"],
-                                            preprocess=kwargs["preprocess"], allow_download=kwargs["allow_download"])
         result, meta = extract_path(path, num_samples=args.num_samples, seed=seed, progress=args.progress,
-                                    model=loaded["model"], **kwargs)
+                                    backbones=backbones, **extraction_kwargs(args))
         data = FeatureFile(features=result.features, paths=result.paths, meta=meta, source=path, key="(images)")
         return data, np.arange(result.features.shape[0])
     data = load_features(path)
@@ -223,9 +217,9 @@ def _prepare(args, device_spec: str, group):
         gallery = Gallery(args.gallery, metrics, args.gallery_n, outputs) if args.gallery else None  # may mkdir
     options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, memory_budget=budget, device=device)
     try:
-        loaded = {}  # the backbone, where both inputs are images
-        real, real_idx = _load(args.path_real, "real", args, args.seed, loaded)
-        fake, fake_idx = _load(args.path_fake, "fake", args, args.seed + 1, loaded)
+        backbones = {}  # built once where both inputs are images
+        real, real_idx = _load(args.path_real, "real", args, args.seed, backbones)
+        fake, fake_idx = _load(args.path_fake, "fake", args, args.seed + 1, backbones)
         if real.features.shape[1] != fake.features.shape[1]:
             raise ValueError(f"{args.path_fake} (fake): {fake.features.shape[1]}-dimensional features, but "
                              f"{args.path_real} (real) has {real.features.shape[1]}: different dimensions, "

@@ -49,16 +49,16 @@ def test_getfeature_writes_feature_paths_meta(sets):
 def test_metric_script_takes_image_folders(sets, monkeypatch):
     """Two image folders: the backbone is built once for both, and the metrics equal those of the
     same images' feature files written by getFeature.py."""
-    import features.backbones
+    import features.extract
     tmp, real, fake = sets
     built = []
-    load = features.backbones.load_backbone
+    load = features.extract.load_backbone
 
     def counted(*args, **kwargs):
         built.append(args)
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(features.backbones, "load_backbone", counted)
+    monkeypatch.setattr(features.extract, "load_backbone", counted)
     proc = run("improved_precision_recall_hubness.py", real, fake, "--backbone", "efficientnet_lite0",
                "--json", tmp / "img.json", "--per_sample", tmp / "img.csv")
     assert proc.returncode == 0, proc.stderr
