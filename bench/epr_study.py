@@ -668,7 +668,7 @@ def save_results(result: dict, args, hnsw, manifest: dict, started: float) -> No
                       "seconds": time.perf_counter() - started, "args": settings, "limit": LIMIT,
                       "significant": SIGNIFICANT, "command": "run " + " ".join(args.argv)}
     result["manifest"] = manifest
-    prefix = "epr_study_toy" if args.toy else "epr_study"
+    prefix = report_prefix(args.toy)
     json_path = Path(args.json or ROOT / "bench" / "results" / f"{prefix}.json")
     out = Path(args.out)
     for folder_ in (json_path.parent, out):
@@ -676,6 +676,11 @@ def save_results(result: dict, args, hnsw, manifest: dict, started: float) -> No
     atomic_write_text(json_path, json.dumps(hubness.json_safe(without_arrays(result)), indent=1, default=str))
     report = write_report(dict(result, supplements=load_supplements(args.supplement)), out, prefix, json_path)
     log(f"report {report}, numbers {json_path}")
+
+
+def report_prefix(toy: bool) -> str:
+    """Name of the report, its figures and the default JSON."""
+    return "epr_study_toy" if toy else "epr_study"
 
 
 def load_supplements(paths) -> dict:
@@ -687,7 +692,7 @@ def cmd_report(args) -> int:
     """The report again from a run's JSON, with the sections of any ``--supplement`` runs."""
     json_path = Path(args.json)
     result = json.loads(json_path.read_text())
-    prefix = "epr_study_toy" if result["meta"]["args"].get("toy") else "epr_study"
+    prefix = report_prefix(result["meta"]["args"].get("toy"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = write_report(dict(result, supplements=load_supplements(args.supplement)), out, prefix, json_path)

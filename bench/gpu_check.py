@@ -294,11 +294,12 @@ def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) ->
     rng = np.random.default_rng(6)
     for i in range(images):
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
-    common = ["--backbone", "vgg16_random", "--num_workers", "0", "--device", device,
-              "--checkpoint_every", str(max(1, images // 3))]
-    codes = [extract_main([str(folder), "-o", str(workdir / name), *common]) for name in ("f.npz", "f.npy")]
-    cpu = [*common[:-3], "cpu", *common[-2:]]  # the same extraction on the CPU
-    codes.append(extract_main([str(folder), "-o", str(workdir / "c.npz"), *cpu]))
+    def options(on: str) -> list:
+        return ["--backbone", "vgg16_random", "--num_workers", "0", "--device", on,
+                "--checkpoint_every", str(max(1, images // 3))]
+
+    codes = [extract_main([str(folder), "-o", str(workdir / name), *options(device)]) for name in ("f.npz", "f.npy")]
+    codes.append(extract_main([str(folder), "-o", str(workdir / "c.npz"), *options("cpu")]))  # the same on the CPU
     whole, streamed = load_features(workdir / "f.npz"), load_features(workdir / "f.npy")
     on_cpu = load_features(workdir / "c.npz").features
     scale = float(np.abs(on_cpu).max()) or 1.0
