@@ -41,6 +41,7 @@ def _int_at_least(low: int):
     return parse
 
 
+int_at_least = _int_at_least  # argparse type of an integer option with another floor (--hnsw_m: 2)
 positive_int = _int_at_least(1)
 nonnegative_int = _int_at_least(0)
 

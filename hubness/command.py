@@ -21,10 +21,11 @@ import numpy as np
 
 import hubness
 from features.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
-                          nonnegative_int, positive_int, print_results, run_main, setup_logging, unit_float,
+                          int_at_least, nonnegative_int, positive_int, print_results, run_main, setup_logging, unit_float,
                           write_json)
 from features.images import is_image_input
 from features.outputs import OutputFiles
+from features.provenance import describe_differences, extractor_differences, extractor_of
 from features.store import FeatureFile, load_features, random_subset, read_arrays
 
 from . import runlog, summary
@@ -35,6 +36,7 @@ from .report import (approximate_note, is_approximate, summary_lines, write_comp
 
 log = logging.getLogger("improved_precision_recall_hubness")
 PROG = "improved_precision_recall_hubness.py"
+SMALL_SET = 100  # samples a set below which a run warns (see _warn_if_small)
 
 
 def metric_list(text: str) -> str:
@@ -49,7 +51,9 @@ def metric_list(text: str) -> str:
 def build_parser(prog: str = PROG) -> OneLineParser:
     p = OneLineParser(prog=prog, description=(
         "Precision & recall with hubness-aware sampling (eP&R), exact improved P&R, density & coverage, "
-        "realism and rarity scores and hubness statistics of FAKE features against REAL features."),
+        "realism and rarity scores and hubness statistics of FAKE features against REAL features. The first two "
+        "lines printed, 'precision:' and 'recall:' as the original script printed them, are eP&R (hubs only, an "
+        "estimate); exact improved P&R follows as 'pr.precision:' and 'pr.recall:' (--json: pr)."),
         epilog=f"{prog} compare FILE.jsonl (or --compare FILE.jsonl) prints the runs of a --log file as a table, "
                f"one row per run (see {prog} compare --help).")
     p.add_argument("path_real", metavar="REAL", help="real features: .npz (key 'feature', 'features', 'reps' "
@@ -68,7 +72,7 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                    help="how eP&R's hubs are chosen: exact k-occurrence (default), or the k-occurrence of an "
                         "approximate k-NN graph (faiss HNSW; eP&R only; hub radii and the hub cross pass stay "
                         "exact; needs the [ann] extra)")
-    p.add_argument("--hnsw_m", "--hnsw-m", dest="hnsw_m", type=positive_int, default=16, metavar="M",
+    p.add_argument("--hnsw_m", "--hnsw-m", dest="hnsw_m", type=int_at_least(2), default=16, metavar="M",
                    help="HNSW links a sample (faiss M)")
     p.add_argument("--hnsw_ef", "--hnsw-ef", dest="hnsw_ef", type=positive_int, default=32, metavar="EF",
                    help="HNSW search list size (efSearch, at least k + 1)")
@@ -95,7 +99,8 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                    "digests, parameters, versions, every metric, timings); compare runs with: %(prog)s compare FILE.jsonl")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
                    help="use a seeded random subset of this many samples of each set (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --num_samples subset")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the --num_samples subset (and of --hnsw_check's queries)")
     p.add_argument("--memory_budget", "--memory-budget", dest="memory_budget", type=positive_int,
                    default=hubness.DEFAULT_MEMORY_BUDGET // 2**20,
                    help="MiB of working memory for distance tiles")
@@ -104,6 +109,9 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                         "(default: $HUBNESS_CACHE, else $XDG_CACHE_HOME/hubness-pr, else ~/.cache/hubness-pr)")
     p.add_argument("--no_cache", "--no-cache", dest="no_cache", action="store_true",
                    help="neither read nor write k-NN summaries")
+    p.add_argument("--allow_mismatched_features", "--allow-mismatched-features", dest="allow_mismatched_features",
+                   action="store_true", help="compare REAL and FAKE although their files record different feature "
+                   "extractors (backbone, weights, layer or preprocessing; refused by default)")
     add_run_options(p)
     add_extraction_options(p)
     return p
@@ -183,6 +191,7 @@ def _run(args) -> None:
     try:
         prepared = group.step(lambda: _prepare(args, device_spec, group))
         try:
+            group.step(lambda: _same_inputs_on_every_rank(args, group, *prepared[3:6]))
             _evaluate_and_report(args, t_start, group, *prepared)
         except BaseException:
             gallery = prepared[-1]
@@ -220,10 +229,13 @@ def _prepare(args, device_spec: str, group):
         backbones = {}  # built once where both inputs are images
         real, real_idx = _load(args.path_real, "real", args, args.seed, backbones)
         fake, fake_idx = _load(args.path_fake, "fake", args, args.seed + 1, backbones)
+        _check_extractors(args, real, fake)
         if real.features.shape[1] != fake.features.shape[1]:
             raise ValueError(f"{args.path_fake} (fake): {fake.features.shape[1]}-dimensional features, but "
                              f"{args.path_real} (real) has {real.features.shape[1]}: different dimensions, "
                              "REAL and FAKE must come from the same feature extractor")
+        if group.rank == 0:
+            _warn_if_small(real, fake, k, dc_k, metrics)
         if gallery is not None:
             gallery.check_sources(real, fake)
         if args.num_samples is not None:
@@ -235,6 +247,68 @@ def _prepare(args, device_spec: str, group):
             gallery.abandon()
         raise
     return options, outputs, planned, (real, real_idx), (fake, fake_idx), stored, gallery
+
+
+def _same_inputs_on_every_rank(args, group, real_pair, fake_pair, stored) -> None:
+    """Under torchrun every rank reads the inputs itself: check that all read the same features (a
+    digest of each set) and took the same stored k-NN summary, before any pass. Different inputs
+    (a file replaced between two ranks' reads, ranks started with other arguments) are an error on
+    every rank; different stored summaries (a cache written between two ranks' looks) are dropped on
+    every rank, and the real set's graph is computed by all of them."""
+    if not group.active:
+        return
+    (real, _), (fake, _) = real_pair, fake_pair
+    graph = stored["graph"]
+    mine = {"REAL": stored["key"].digest if stored.get("key") is not None else summary.content_digest(real.features),
+            "FAKE": summary.content_digest(fake.features),
+            "summary": None if graph is None else
+            runlog.feature_digest(graph.indices) + runlog.feature_digest(graph.sq_distances)}
+    everyone = group.gather_objects(mine)
+    for name, path in (("REAL", args.path_real), ("FAKE", args.path_fake)):
+        digests = [ranked[name] for ranked in everyone]
+        other = next((rank for rank, digest in enumerate(digests) if digest != digests[0]), None)
+        if other is not None:
+            raise ValueError(f"{path} ({name}): process {other} of {group.world} read other features than process 0 "
+                             f"(sha256 {digests[other][:12]} vs {digests[0][:12]}): every process must read the same "
+                             "inputs (was the file replaced while the run started?)")
+    if len({ranked["summary"] for ranked in everyone}) > 1:
+        log.warning("real: the processes found different stored k-NN summaries (a cache written meanwhile?); "
+                    "none is used, every process computes the graph")
+        stored.update(graph=None, key=None, status="computed (the processes' stored summaries differed)")
+
+
+def _check_extractors(args, real, fake) -> None:
+    """REAL and FAKE must come from one feature extractor (features/provenance.py): a difference in
+    the recorded backbone, weights, layer or preprocessing is an error naming both files, unless
+    ``--allow_mismatched_features``; unknown provenance (plain arrays) is allowed, with a note."""
+    differences = extractor_differences(real.meta, fake.meta)
+    if differences is None:
+        unknown = [f"{data.source} ({what})" for what, data in (("real", real), ("fake", fake))
+                   if extractor_of(data.meta) is None]
+        log.info("%s: no recorded feature extractor; REAL and FAKE are assumed to come from the same one",
+                 " and ".join(unknown))
+        return
+    if not differences:
+        return
+    text = (f"{args.path_real} (real) and {args.path_fake} (fake) come from different feature extractors: "
+            f"{describe_differences(differences)}")
+    if not args.allow_mismatched_features:
+        raise ValueError(f"{text}; their features are not comparable (--allow_mismatched_features compares "
+                         "them anyway)")
+    log.warning("%s; compared anyway (--allow_mismatched_features)", text)
+
+
+def _warn_if_small(real, fake, k: int, dc_k: int, metrics) -> None:
+    """One line on stderr where a set is small for the neighbourhood sizes: below 100 samples the
+    sampling error of a fraction over the set can exceed 0.05 (0.5 / sqrt(n)), and with n < 20 k a
+    sample's k-NN ball holds more than 5 % of its set, so the balls stop describing a manifold."""
+    k_max = max([k] + ([dc_k] if "dc" in metrics else []))
+    floor = max(SMALL_SET, 20 * k_max)
+    sizes = {what: data.features.shape[0] for what, data in (("real", real), ("fake", fake))}
+    small = [f"{what} {n}" for what, n in sizes.items() if n < floor]
+    if small and min(sizes.values()) > k_max:  # (a set too small for k at all is the engine's error)
+        log.warning("small sets for k=%d: %s samples (fewer than %d: metrics vary by more than 0.05 between "
+                    "samples of the same distributions)", k_max, ", ".join(small), floor)
 
 
 def _stored_summary(args, real, metrics, k, dc_k) -> dict:

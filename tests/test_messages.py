@@ -72,8 +72,8 @@ def test_extraction_parameters_are_named(tmp_path):
 def files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(1)
-    np.savez("real.npz", feature=rng.standard_normal((40, 4)).astype(np.float32), radii_hub=np.ones(3))
-    np.savez("fake.npz", feature=rng.standard_normal((30, 4)).astype(np.float32), meta=np.array("not json"))
+    np.savez("real.npz", feature=rng.standard_normal((140, 4)).astype(np.float32), radii_hub=np.ones(3))
+    np.savez("fake.npz", feature=rng.standard_normal((130, 4)).astype(np.float32), meta=np.array("not json"))
     np.save("empty_images.npy", np.zeros((4, 0, 0, 3), np.uint8))
     return tmp_path
 
@@ -84,7 +84,7 @@ def test_logs_only_when_asked(files):
     errors_only = call(metrics_main.main, "real.npz", "fake.npz", "--metrics", "pr", "-q")
     assert errors_only.returncode == 0 and errors_only.stderr == ""
     verbose = call(metrics_main.main, "real.npz", "fake.npz", "--metrics", "pr", "-v")
-    assert "real: real.npz, 40x4, key 'feature'" in verbose.stderr and "ignoring radii_hub" in verbose.stderr
+    assert "real: real.npz, 140x4, key 'feature'" in verbose.stderr and "ignoring radii_hub" in verbose.stderr
     assert verbose.stdout.splitlines()[:-1] == quiet.stdout.splitlines()[:-1]  # all but "seconds: ..."
 
 
