@@ -21,8 +21,9 @@ in_fhub        as in_fake, hub balls only (eP&R)            ``<=``    any       
 =============  ==========================================  ========  ========  ===================
 
 Realism is a value, not a decision: the tiles find each fake's most realistic real (ties by index)
-from screened ratios, and the ratio is then recomputed from that pair's exact distance. It is exact
-unless two reals give ratios within the screen's error of each other (then within twice that error).
+from screened ratios (float64: squared ratios leave float32's range), and the ratio is then recomputed
+from that pair's exact distance. It is exact unless two reals give ratios within the screen's error of
+each other (then within twice that error).
 The pass can be restricted to a subset of rows and columns (eP&R alone: real hubs x fake hubs).
 """
 from __future__ import annotations
@@ -242,7 +243,7 @@ def _initial(name: str, n: int, dev) -> torch.Tensor | tuple:
         return torch.zeros(n, dtype=torch.int64, device=dev)
     if op == "min":
         return torch.full((n,), float("inf"), dtype=torch.float64, device=dev)
-    return (torch.zeros(n, dtype=torch.float32, device=dev), torch.full((n,), -1, dtype=torch.int64, device=dev))
+    return (torch.zeros(n, dtype=torch.float64, device=dev), torch.full((n,), -1, dtype=torch.int64, device=dev))
 
 
 def _exact_realism(real: torch.Tensor, fake: torch.Tensor, rt_sq: np.ndarray, index: np.ndarray,
@@ -294,6 +295,16 @@ def torch_tile(tile: Tile, thresholds: dict, want: frozenset) -> tuple[dict, int
         return m
 
     out = {}
+    if "realism" in want:  # first: its float64 ratio tile (8 bytes an element) meets no mask of the others
+        # screened ratios locate each fake's most realistic real; re-measured entries use exact d2.
+        # float64, as on the fused route: rt^2 / d^2 can exceed float32's range or fall below it
+        ratio = torch.div(thresholds["r_rt"].view(-1, 1), d2)  # float64 / float32 -> float64; x/0 = inf
+        ratio.nan_to_num_(nan=0.0, posinf=float("inf"))        # 0/0: a pruned ball at distance 0
+        rt = thresholds["r_rt"][i]
+        ratio[i, j] = torch.where(e > 0, rt / torch.where(e > 0, e, 1.0), torch.where(rt > 0, float("inf"), 0.0))
+        value, arg = ratio.max(dim=0)  # the first (lowest) index among equal maxima
+        del ratio
+        out["realism"] = (value, torch.where(value > 0, tile.ri[arg], -1))
     if "in_real" in want or "rarity" in want:
         m = inside("r_pr", strict=False)
         if "in_real" in want:
@@ -320,15 +331,6 @@ def torch_tile(tile: Tile, thresholds: dict, want: frozenset) -> tuple[dict, int
         # counting as uint8 -> int32 is ~7x faster than summing bools (an int64 copy)
         out["dens"] = m.view(torch.uint8).sum(dim=0, dtype=torch.int32).to(torch.int64)
         out["covered"] = m.any(dim=1)
-    if "realism" in want:
-        # screened ratios locate each fake's most realistic real; re-measured entries use exact d2
-        ratio = torch.div(t32["r_rt"], d2)                # rt^2 / d^2; x/0 = inf
-        ratio.nan_to_num_(nan=0.0, posinf=float("inf"))   # 0/0: a pruned ball at distance 0
-        rt = thresholds["r_rt"][i]
-        ratio[i, j] = torch.where(e > 0, rt / torch.where(e > 0, e, 1.0),
-                                  torch.where(rt > 0, float("inf"), 0.0)).to(torch.float32)
-        value, arg = ratio.max(dim=0)
-        out["realism"] = (value, torch.where(value > 0, tile.ri[arg], -1))
     return out, int(i.numel())
 
 

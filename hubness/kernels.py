@@ -36,7 +36,7 @@ PRECISION, RECALL, RARITY, REAL_HUBS, FAKE_HUBS, DC, REALISM = 1, 2, 4, 8, 16, 3
 TILE_OUTPUTS = {
     "in_fake": (False, np.bool_), "in_fhub": (False, np.bool_), "covered": (False, np.bool_),
     "in_real": (False, np.bool_), "in_rhub": (False, np.bool_), "rarity": (np.inf, np.float64),
-    "dens": (0, np.int64), "realism": (0.0, np.float32), "realism_index": (-1, np.int64),
+    "dens": (0, np.int64), "realism": (0.0, np.float64), "realism_index": (-1, np.int64),
 }
 _ROW_KEYS = ("in_fake", "in_fhub", "covered")
 _COL_KEYS = ("in_real", "in_rhub", "rarity", "dens", "realism", "realism_index")
@@ -181,7 +181,6 @@ def cross_tile(g: torch.Tensor, tile, thresholds: dict, want: frozenset) -> tupl
     row_far = _f32_up(rows_top + eps * (na_np.astype(np.float64) + nb_max) + abs_tol)
     col_far = (_f32_up(thr["s_pr"] + eps * (na_max + nb_np.astype(np.float64)) + abs_tol) if thr["s_pr"].size
                else np.full(q, -np.inf, dtype=np.float32))
-    rt32 = thr["r_rt"].astype(np.float32) if thr["r_rt"].size else np.empty(0, dtype=np.float32)
     g_np, xa, xb = _np(g), _np(tile.real), _np(tile.fake)
     ri, cj = _np(tile.ri.to(torch.int64)), _np(tile.cj.to(torch.int64))
 
@@ -194,7 +193,7 @@ def cross_tile(g: torch.Tensor, tile, thresholds: dict, want: frozenset) -> tupl
     def job(start, stop):
         cols = {key: alloc(key, q) for key in _COL_KEYS}  # each thread its own column copies
         count = k._cross_kernel(g_np, xa, xb, ri, cj, na_np, nb_np, eps, abs_tol, tile.sq_scale, flags,
-                                tile.same_set, thr["r_pr"], thr["r_dc"], thr["r_rt"], rt32, thr["r_hub"], thr["s_pr"],
+                                tile.same_set, thr["r_pr"], thr["r_dc"], thr["r_rt"], thr["r_hub"], thr["s_pr"],
                                 thr["s_hub"], row_far, col_far, start, stop, rows["in_fake"], rows["in_fhub"],
                                 rows["covered"], cols["in_real"], cols["in_rhub"], cols["rarity"], cols["dens"],
                                 cols["realism"], cols["realism_index"])

@@ -52,14 +52,14 @@ def _screen(g, na, nb, i, j):
     return d if d > np.float32(0.0) else np.float32(0.0)
 
 @_jit
-def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, same_set, r_pr, r_dc, r_rt, rt32,
+def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, same_set, r_pr, r_dc, r_rt,
                   r_hub, s_pr, s_hub, row_far, col_far, r0, r1, in_fake, in_fhub, covered, in_real, in_rhub, rarity, dens,
                   realism, realism_index):
     """Rows r0..r1 of one real x fake tile; row outputs at [i], column outputs (this thread's own
     copies) at [j]. ``xa``/``xb`` are the full original feature arrays and ``ri``/``cj`` the
-    tile's rows in them; thresholds are float64 in frame units (``rt32``: ``r_rt`` in float32 for
-    the screened ratios; a re-measured pair's ratio is float32(float64 / float64), the same on
-    both routes); ``row_far``/``col_far`` float32 bounds above every threshold's band. Returns
+    tile's rows in them; thresholds are float64 in frame units; realism ratios are float64:
+    ``r_rt / float64(screen)``, or ``r_rt / exact`` for a re-measured pair, the same bits as the
+    torch route's; ``row_far``/``col_far`` float32 bounds above every threshold's band. Returns
     the number of pairs re-measured exactly. ``same_set``: rows and columns are one set (``cj``
     contiguous) and each sample's pair with itself is skipped."""
     q = g.shape[1]
@@ -67,8 +67,6 @@ def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, same
     use_s = (flags & (RECALL | FAKE_HUBS)) != 0
     use_dc = (flags & DC) != 0
     use_rt = (flags & REALISM) != 0
-    inf = np.float32(np.inf)
-    zero = np.float32(0.0)
     refined = 0
     buf = np.empty(_tree_length(xa.shape[1]), dtype=np.float64)
     for i in range(r0, r1):
@@ -76,7 +74,7 @@ def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, same
         rp = r_pr[i] if use_r else -np.inf
         rd = r_dc[i] if use_dc else -np.inf
         rh = r_hub[i] if (flags & REAL_HUBS) != 0 else -np.inf
-        rt = rt32[i] if use_rt else zero
+        rt = r_rt[i] if use_rt else 0.0
         far = row_far[i]
         jself = ri[i] - cj[0] if same_set else -1
         hit_s = False
@@ -87,9 +85,11 @@ def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, same
                 continue
             d = _screen(g, na, nb, i, j)
             if d > far and d > col_far[j]:
-                # the common case: no threshold decides anything; d > 0
-                if use_rt and rt > realism[j] * d * np.float32(0.999):
-                    ratio = rt / d
+                # the common case: no threshold decides anything; d > 0. Realism: a multiplication
+                # skips the pairs that cannot win (the factor covers the rounding of both sides)
+                d64 = np.float64(d)
+                if use_rt and rt > realism[j] * d64 * 0.999:
+                    ratio = rt / d64
                     if ratio > realism[j]:
                         realism[j] = ratio
                         realism_index[j] = ri[i]
@@ -116,11 +116,11 @@ def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, same
                 cov = True
             if use_rt:
                 if e > 0.0:
-                    ratio = np.float32(r_rt[i] / e)
-                elif rt > zero:
-                    ratio = inf
+                    ratio = rt / e
+                elif rt > 0.0:
+                    ratio = np.inf
                 else:
-                    ratio = zero  # 0/0: a pruned ball at distance 0
+                    ratio = 0.0  # 0/0: a pruned ball at distance 0
                 if ratio > realism[j]:
                     realism[j] = ratio
                     realism_index[j] = ri[i]
