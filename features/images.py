@@ -6,12 +6,17 @@ where installed, Pillow otherwise; both give identical pixels, because colour co
 ``convert('RGB')`` (alpha dropped, grey replicated, palette looked up, CMYK by PIL's formula) and
 16-bit samples keep their high byte (``v >> 8``) whichever decoder read them. Both refuse an image
 of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels from its header, before decoding it.
+
+Reading is bounded too: only regular files are opened (a FIFO or a device named ``x.png`` would
+hang the run or fill the memory), and an image file or zip member is read only up to
+:func:`max_file_bytes`, derived from the same pixel limit.
 """
 from __future__ import annotations
 
 import abc
 import io
 import os
+import stat
 import struct
 import warnings
 import zipfile
@@ -57,6 +62,63 @@ def _check_size(width: int, height: int, name: str) -> None:
         raise ValueError(f"{name}: the image is empty ({width} x {height} pixels)")
     if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
         raise _too_large(name, f" ({width} x {height} = {width * height:,} pixels)")
+
+
+# the most bytes a pixel an encoded image can take (16-bit RGBA stored uncompressed), and room for its metadata
+_BYTES_PER_PIXEL = 8
+_METADATA_BYTES = 16 * 2**20
+
+
+def max_file_bytes() -> int | None:
+    """The largest image file (or zip member) read: ``8 x PIL.Image.MAX_IMAGE_PIXELS`` bytes (an
+    uncompressed 16-bit RGBA image at the pixel limit) plus 16 MiB of metadata; None when PIL's
+    pixel limit is off."""
+    if not Image.MAX_IMAGE_PIXELS:
+        return None
+    return _BYTES_PER_PIXEL * Image.MAX_IMAGE_PIXELS + _METADATA_BYTES
+
+
+def _check_bytes(size: int, name: str, size_text: str | None = None) -> None:
+    """Refuse an image file of more than :func:`max_file_bytes` bytes, before reading it."""
+    limit = max_file_bytes()
+    if limit is not None and size > limit:
+        raise ValueError(f"{name}: {size_text or f'{size:,} bytes'}, over the limit of {limit:,} bytes for one "
+                         f"image ({_BYTES_PER_PIXEL} bytes a pixel at PIL.Image.MAX_IMAGE_PIXELS = "
+                         f"{Image.MAX_IMAGE_PIXELS:,}, plus {_METADATA_BYTES // 2**20} MiB), not read")
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(name: str, mode: int) -> ValueError:
+    kind = next((text for test, text in _FILE_KINDS if test(mode)), "not a regular file")
+    return ValueError(f"{name}: not a regular file ({kind}), not read")
+
+
+def read_image_file(path) -> bytes:
+    """The bytes of the image file ``path``: a regular file (a link to one is followed) of at most
+    :func:`max_file_bytes` bytes; anything else (a FIFO, a device, a socket, a folder) is refused
+    before it is opened. ValueError naming the file."""
+    name = str(path)
+    try:
+        st = os.stat(path)  # follows links: the target decides
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(name, st.st_mode)
+        _check_bytes(st.st_size, name)
+        limit = max_file_bytes()
+        # non-blocking: a file swapped for a FIFO since the check cannot hang the open
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with open(fd, "rb") as handle:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise _not_regular(name, mode)
+            data = handle.read(-1 if limit is None else limit + 1)
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if limit is not None and len(data) > limit:  # grew since the check
+        _check_bytes(len(data), name, f"more than {limit:,} bytes")
+    return data
 
 
 def to_rgb8(arr: np.ndarray) -> np.ndarray:
@@ -171,11 +233,7 @@ class _FileSource(ImageSource):
 
     def read(self, index: int) -> np.ndarray:
         path = self.path_of(index)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        return decode_image(data, str(path))
+        return decode_image(read_image_file(path), str(path))
 
     def stamps(self) -> list[str]:
         return [_file_stamp(self.path_of(i)) for i in range(len(self))]
@@ -321,7 +379,7 @@ class ListSource(_FileSource):
             raise ValueError(f"{path}: cannot read the image list ({exc})") from None
         names = sorted({line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")})
         self.base = path.parent
-        missing = [n for n in names if not (self.base / n).is_file()]
+        missing = [n for n in names if not (self.base / n).exists()]  # a FIFO or a folder fails when read, with its kind
         if missing:
             raise ValueError(f"{path}: {len(missing)} listed file(s) do not exist, e.g. {missing[0]}")
         super().__init__(str(path), names)
@@ -377,6 +435,9 @@ def open_source(path) -> ImageSource:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
+    mode = path.stat().st_mode
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):  # a FIFO or a device would hang or never end
+        raise _not_regular(str(path), mode)
     if path.is_dir():
         source = FolderSource(path)
     elif path.suffix.lower() == ".zip":

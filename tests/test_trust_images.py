@@ -1,0 +1,221 @@
+"""Extraction's inputs and checkpoints, bounded: entries of an image folder that are not regular files,
+oversized files and zip members, duplicate zip members, damaged checkpoint shards, replacing a
+feature file of other images, and the offline way out of missing VGG16 weights."""
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from features import backbones as registry
+from features import images
+from features.extract import extract_features
+from features.images import open_source, read_image_file
+from hubness import extract_command
+from tests.cli_helpers import ROOT, assert_one_line_error, call
+
+DEADLINE = 60  # seconds: a hang fails the test instead of hanging the suite
+
+
+def bounded(function, seconds: float = DEADLINE):
+    """``function()`` in a thread, failing the test if it is still running after ``seconds``."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s (hung on a non-regular file?)"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def tiny_images(n: int, seed: int = 0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 8, 8, 3), dtype=np.uint8)
+
+
+def write_pngs(folder, imgs, names=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(imgs):
+        Image.fromarray(img).save(folder / (names[i] if names else f"{i:03d}.png"))
+    return folder
+
+
+class MeanColour(torch.nn.Module):
+    def forward(self, x):
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+def tiny_backbone(**_):
+    """A six-feature backbone (channel means and maxima): fast, and each image's features differ."""
+    prepare = lambda img: torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()  # noqa: E731
+    return registry.Backbone(name="tiny_trust", dim=6, network=MeanColour(), prepare=prepare,
+                             meta={"backbone": "tiny_trust"})
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """The tiny backbone, also registered as ``--backbone tiny_trust`` (and ``tiny_trust2``) for main(argv)."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_backbone("tiny_trust")(tiny_backbone)
+
+    def other(**kwargs):
+        backbone = tiny_backbone()
+        backbone.name, backbone.meta = "tiny_trust2", {"backbone": "tiny_trust2"}
+        return backbone
+
+    registry.register_backbone("tiny_trust2")(other)
+    return tiny_backbone()
+
+
+def getfeature(*args):
+    return call(extract_command.main, *args)
+
+
+# ------------------------------------------------------------- entries that are not regular files
+
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _zero_link(path):
+    path.symlink_to("/dev/zero")
+
+
+def _urandom_link(path):
+    path.symlink_to("/dev/urandom")
+
+
+def _zero_node(path):
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root (the link to /dev/zero covers character devices here)")
+    os.mknod(path, stat.S_IFCHR | 0o644, os.makedev(1, 5))  # /dev/zero's numbers
+
+
+def _socket(path):
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()  # the socket file stays
+
+
+def _link_to_fifo(path):
+    os.mkfifo(path.with_name("hidden_fifo"))
+    path.symlink_to("hidden_fifo")
+
+
+SPECIALS = {"fifo": (_fifo, "a FIFO"), "link_to_dev_zero": (_zero_link, "a character device"),
+            "link_to_dev_urandom": (_urandom_link, "a character device"),
+            "device_node": (_zero_node, "a character device"), "socket": (_socket, "a socket"),
+            "link_to_fifo": (_link_to_fifo, "a FIFO")}
+
+
+@pytest.fixture(params=sorted(SPECIALS))
+def special_folder(request, tmp_path):
+    """Three 8x8 PNGs and, sorted between them, ``001b.png`` that is not a regular file."""
+    make, kind = SPECIALS[request.param]
+    folder = write_pngs(tmp_path / "imgs", tiny_images(3))
+    make(folder / "001b.png")
+    return folder, kind
+
+
+def test_non_regular_entry_is_refused_before_it_is_opened(special_folder):
+    folder, kind = special_folder
+    source = open_source(folder)
+    assert source.names == ["000.png", "001.png", "001b.png", "002.png"]
+    with pytest.raises(ValueError, match=rf"001b.png: not a regular file \({kind}\), not read"):
+        bounded(lambda: source.read(2))
+
+
+def test_non_regular_entry_stops_extraction_or_is_skipped(special_folder, tiny):
+    folder, kind = special_folder
+    with pytest.raises(ValueError, match=rf"001b.png: not a regular file \({kind}\).*use --skip_bad"):
+        bounded(lambda: extract_features(open_source(folder), tiny, num_workers=0))
+    result = bounded(lambda: extract_features(open_source(folder), tiny, num_workers=0, skip_bad=True))
+    assert result.paths == ["000.png", "001.png", "002.png"]
+    assert result.skipped == [("001b.png", f"{folder / '001b.png'}: not a regular file ({kind}), not read")]
+    clean = extract_features(open_source(folder).subset([0, 1, 3]), tiny, num_workers=0)
+    np.testing.assert_array_equal(result.features, clean.features)
+
+
+def test_non_regular_entry_through_getfeature(special_folder, tiny, tmp_path):
+    folder, kind = special_folder
+    out = tmp_path / "out.npz"
+    args = (folder, "-o", out, "--backbone", "tiny_trust", "--num_workers", 0, "--device", "cpu")
+    failed = bounded(lambda: getfeature(*args))
+    assert_one_line_error(failed, "001b.png: not a regular file", kind, "--skip_bad")
+    assert not out.exists()
+    done = bounded(lambda: getfeature(*args, "--skip_bad"))
+    assert done.returncode == 0, done.stderr
+    assert "001b.png" in done.stderr and "1 undecodable image(s) skipped" in done.stderr
+    with np.load(out) as data:
+        meta = json.loads(str(data["meta"]))
+        assert data["paths"].tolist() == ["000.png", "001.png", "002.png"]
+    assert [entry["path"] for entry in meta["skipped"]] == ["001b.png"] and kind in meta["skipped"][0]["reason"]
+
+
+def test_list_file_naming_a_fifo_or_a_folder(tmp_path, tiny):
+    write_pngs(tmp_path, tiny_images(2))
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dir.png").mkdir()
+    (tmp_path / "list.txt").write_text("000.png\npipe.png\ndir.png\n001.png\n")
+    result = bounded(lambda: extract_features(open_source(tmp_path / "list.txt"), tiny, num_workers=0,
+                                              skip_bad=True))
+    assert result.paths == ["000.png", "001.png"]
+    assert [(name, reason.split(": ", 1)[1]) for name, reason in result.skipped] == [
+        ("dir.png", "not a regular file (a folder), not read"), ("pipe.png", "not a regular file (a FIFO), not read")]
+
+
+@pytest.mark.parametrize("name", ["in.zip", "in.npy", "in.txt"])
+def test_input_that_is_a_fifo_is_refused(tmp_path, name):
+    os.mkfifo(tmp_path / name)
+    with pytest.raises(ValueError, match=rf"{name}: not a regular file \(a FIFO\)"):
+        bounded(lambda: open_source(tmp_path / name))
+
+
+def test_oversized_file_refused_before_it_is_read(tmp_path, monkeypatch):
+    """A (sparse) file over the byte limit derived from PIL's pixel limit is refused from its size."""
+    limit = images.max_file_bytes()
+    assert limit == 8 * Image.MAX_IMAGE_PIXELS + 16 * 2**20
+    big = tmp_path / "big.png"
+    with open(big, "wb") as handle:
+        handle.truncate(limit + 1)  # sparse: no disk, no memory
+    with pytest.raises(ValueError, match=rf"big.png: {limit + 1:,} bytes, over the limit of {limit:,} bytes"):
+        read_image_file(big)
+    at_limit = tmp_path / "ok.png"
+    Image.fromarray(tiny_images(1)[0]).save(at_limit)
+    size = at_limit.stat().st_size
+    monkeypatch.setattr(images, "_METADATA_BYTES", 0)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", size // 8)  # the limit follows PIL's setting
+    if size % 8:
+        with pytest.raises(ValueError, match="ok.png: .* bytes, over the limit"):
+            read_image_file(at_limit)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", -(-size // 8))
+    assert read_image_file(at_limit) == at_limit.read_bytes()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # PIL's limit off: no byte limit either
+    assert images.max_file_bytes() is None and read_image_file(at_limit) == at_limit.read_bytes()
+
+
+def test_file_that_grows_after_the_size_check_is_read_no_further(tmp_path, monkeypatch):
+    path = tmp_path / "grows.png"
+    path.write_bytes(b"\0" * 100)
+    real_stat = os.stat
+    monkeypatch.setattr(images, "_METADATA_BYTES", 40)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5)  # limit: 80 bytes
+    monkeypatch.setattr(images.os, "stat", lambda p, *a, **k: os.stat_result(
+        real_stat(p)[:6] + (10,) + real_stat(p)[7:]))  # claims 10 bytes
+    with pytest.raises(ValueError, match="grows.png: more than 80 bytes, over the limit of 80 bytes"):
+        read_image_file(path)
