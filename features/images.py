@@ -14,12 +14,14 @@ hang the run or fill the memory), and an image file or zip member is read only u
 from __future__ import annotations
 
 import abc
+import collections
 import io
 import os
 import stat
 import struct
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,18 @@ def _not_regular(name: str, mode: int) -> ValueError:
     return ValueError(f"{name}: not a regular file ({kind}), not read")
 
 
+def _read_bounded(handle, limit: int | None, chunk: int = 2**20) -> bytes:
+    """What ``handle`` holds, read a MiB at a time up to one byte over ``limit`` (a decompressing
+    reader then never inflates more than a MiB past it, whatever its header declares)."""
+    data = bytearray()
+    while limit is None or len(data) <= limit:
+        piece = handle.read(chunk if limit is None else min(chunk, limit + 1 - len(data)))
+        if not piece:
+            break
+        data += piece
+    return bytes(data)
+
+
 def read_image_file(path) -> bytes:
     """The bytes of the image file ``path``: a regular file (a link to one is followed) of at most
     :func:`max_file_bytes` bytes; anything else (a FIFO, a device, a socket, a folder) is refused
@@ -113,7 +127,7 @@ def read_image_file(path) -> bytes:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
                 raise _not_regular(name, mode)
-            data = handle.read(-1 if limit is None else limit + 1)
+            data = _read_bounded(handle, limit)
     except OSError as exc:
         raise ValueError(f"{name}: cannot read ({exc.strerror or exc})") from None
     if limit is not None and len(data) > limit:  # grew since the check
@@ -291,16 +305,27 @@ class FolderSource(_FileSource):
 
 
 class ZipSource(ImageSource):
-    """Images inside a .zip (the StyleGAN dataset format); the archive is opened once per process."""
+    """Images inside a .zip (the StyleGAN dataset format); the archive is opened once per process.
+
+    A member is read only up to :func:`max_file_bytes`: one that declares more is refused before it is
+    inflated, and one that inflates past what it declares is stopped there (a zip bomb costs no
+    memory). An archive holding two members of one image name is refused (which one is the image?).
+    """
 
     kind = "zip"
 
     def __init__(self, path):
         try:
             with zipfile.ZipFile(path) as archive:
-                names = sorted(n for n in archive.namelist() if is_image_name(n) and not n.endswith("/"))
+                listed = [n for n in archive.namelist() if is_image_name(n) and not n.endswith("/")]
         except (zipfile.BadZipFile, OSError) as exc:
             raise ValueError(f"{path}: not a readable zip archive ({exc})") from None
+        counts = collections.Counter(listed)
+        twice = sorted(n for n, count in counts.items() if count > 1)
+        if twice:
+            raise ValueError(f"{path}: the member {twice[0]} is in the archive {counts[twice[0]]} times "
+                             f"({len(twice)} image name(s) held more than once): which one is the image?")
+        names = sorted(counts)
         super().__init__(str(path), names)
         self._archive = None
         self._pid = None
@@ -312,11 +337,21 @@ class ZipSource(ImageSource):
 
     def read(self, index: int) -> np.ndarray:
         name = self.names[index]
+        where = f"{self.root}:{name}"
         try:
-            data = self._open().read(name)
-        except (zipfile.BadZipFile, OSError, KeyError) as exc:
-            raise ValueError(f"{self.root}:{name}: cannot read from the archive ({exc})") from None
-        return decode_image(data, f"{self.root}:{name}")
+            info = self._open().getinfo(name)
+            _check_bytes(info.file_size, where, f"{info.file_size:,} bytes inflated")
+            limit = max_file_bytes()
+            # read a MiB at a time: zipfile inflates as much as one read asks before it cuts the data at
+            # the declared size (then fails the CRC), so a member that lies in its header costs a MiB
+            with self._open().open(info) as member:
+                data = _read_bounded(member, limit)
+        except (zipfile.BadZipFile, zlib.error, OSError, KeyError, EOFError, NotImplementedError, RuntimeError) as exc:
+            # damaged data, an unsupported compression method, an encrypted member
+            raise ValueError(f"{where}: cannot read from the archive ({exc})") from None
+        if limit is not None and len(data) > limit:
+            _check_bytes(len(data), where, f"more than {limit:,} bytes inflated")
+        return decode_image(data, where)
 
     def _open(self) -> zipfile.ZipFile:
         if self._archive is None or self._pid != os.getpid():  # a worker must not share the parent's handle

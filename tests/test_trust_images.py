@@ -1,14 +1,17 @@
 """Extraction's inputs and checkpoints, bounded: entries of an image folder that are not regular files,
 oversized files and zip members, duplicate zip members, damaged checkpoint shards, replacing a
 feature file of other images, and the offline way out of missing VGG16 weights."""
+import io
 import json
 import os
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -219,3 +222,150 @@ def test_file_that_grows_after_the_size_check_is_read_no_further(tmp_path, monke
         real_stat(p)[:6] + (10,) + real_stat(p)[7:]))  # claims 10 bytes
     with pytest.raises(ValueError, match="grows.png: more than 80 bytes, over the limit of 80 bytes"):
         read_image_file(path)
+
+
+# ------------------------------------------------------------------------------- zip members
+
+def deflated_zeros(n_mib: int) -> bytes:
+    """A raw deflate stream of ``n_mib`` MiB of zeros, about 1 KiB a MiB, made in milliseconds: one
+    fully flushed segment (it refers to nothing before it) repeated, then an empty final block."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    segment = compressor.compress(bytes(2**20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return segment * n_mib + zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+
+
+def zeros_crc(n_mib: int) -> int:
+    chunk, crc = bytes(2**20), 0
+    for _ in range(n_mib):
+        crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def zip_with(path, members):
+    """A zip written by hand: ``members`` = [(name, deflated data, crc, declared size)], the declared
+    uncompressed size written into both headers as given (it may lie), names possibly repeated."""
+    body, central = b"", b""
+    for name, data, crc, size in members:
+        raw = name.encode()
+        fields = struct.pack("<HHHHHIIIH", 20, 0, 8, 0, 0x21, crc, len(data), size, len(raw))
+        central += struct.pack("<IH", 0x02014B50, 20) + fields + struct.pack("<HHHHII", 0, 0, 0, 0, 0, len(body)) + raw
+        body += struct.pack("<I", 0x04034B50) + fields + struct.pack("<H", 0) + raw + data
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(body), 0)
+    path.write_bytes(body + central + end)
+    return path
+
+
+def png_bytes(img) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(img).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def deflated(data: bytes) -> tuple[bytes, int, int]:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(), zlib.crc32(data), len(data)
+
+
+def test_hand_made_zips_are_what_zipfile_reads(tmp_path):
+    img = tiny_images(1)[0]
+    path = zip_with(tmp_path / "ok.zip", [("a.png", *deflated(png_bytes(img))),
+                                          ("z.png", deflated_zeros(3), zeros_crc(3), 3 * 2**20)])
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None and archive.read("z.png") == bytes(3 * 2**20)
+    np.testing.assert_array_equal(open_source(path).read(0), img)
+
+
+PEAK = """
+import json, resource, sys
+from features.images import open_source
+source = open_source(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    source.read(source.names.index(sys.argv[2]))
+    message = None
+except ValueError as exc:
+    message = str(exc)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"message": message, "grown_mib": grown / 1024}))
+"""
+
+
+def read_in_process(path, member) -> dict:
+    """Read ``member`` of the zip ``path`` in a fresh process: its error and the growth of its peak memory."""
+    done = subprocess.run([sys.executable, "-c", PEAK, str(path), member], capture_output=True, text=True,
+                          timeout=DEADLINE, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+BOMB_MIB = 1024  # inflates to 1 GiB (about 1 MiB on disk): over the limit of about 730 MB
+
+
+def test_zip_bomb_member_refused_from_its_declared_size(tmp_path, monkeypatch):
+    path = zip_with(tmp_path / "bomb.zip", [("a.png", *deflated(png_bytes(tiny_images(1)[0]))),
+                                            ("bomb.png", deflated_zeros(BOMB_MIB), 0, BOMB_MIB * 2**20)])
+    assert path.stat().st_size < 2 * 2**20 and BOMB_MIB * 2**20 > images.max_file_bytes()
+    seen = read_in_process(path, "bomb.png")
+    assert seen["message"].startswith(f"{path}:bomb.png: {BOMB_MIB * 2**20:,} bytes inflated, over the limit of")
+    assert seen["grown_mib"] < 32, seen  # never inflated (before: over 2 GB)
+
+    def inflated(*args, **kwargs):
+        raise AssertionError("the member was opened")
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", inflated)
+    with pytest.raises(ValueError, match="bomb.png: .* bytes inflated, over the limit"):
+        open_source(path).read(1)
+
+
+def test_zip_member_that_lies_about_its_size_inflates_no_further(tmp_path):
+    """Declared 4 KiB in both headers, inflating to 1 GiB: stopped at the declared size (a CRC error)."""
+    path = zip_with(tmp_path / "liar.zip", [("liar.png", deflated_zeros(BOMB_MIB), zeros_crc(BOMB_MIB), 4096)])
+    seen = read_in_process(path, "liar.png")
+    assert seen["message"].startswith(f"{path}:liar.png: cannot read from the archive (Bad CRC-32")
+    assert seen["grown_mib"] < 32, seen
+
+
+def test_zip_member_read_is_bounded_whatever_it_declares(tmp_path, monkeypatch):
+    """The read asks a MiB at a time, up to one byte over the limit, and a member that gives that
+    many (more than it declares: zipfile's own stop is not relied on) is refused."""
+    path = zip_with(tmp_path / "z.zip", [("z.png", deflated_zeros(4), zeros_crc(4), 4 * 2**20)])
+    monkeypatch.setattr(images, "_METADATA_BYTES", 0)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2**20)  # limit: 8 MiB, over the declared 4 MiB
+    reads, overlong = [], {"on": False}
+    real_open = zipfile.ZipFile.open
+
+    def spy(self, *args, **kwargs):
+        member = real_open(self, *args, **kwargs)
+        real_read = member.read
+        member.read = lambda n=-1: reads.append(n) or (bytes(n) if overlong["on"] else real_read(n))
+        return member
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
+    source = open_source(path)
+    with pytest.raises(ValueError, match="z.png: cannot decode image"):  # 4 MiB of zeros, read in full
+        source.read(0)
+    assert reads == [2**20] * 5  # 4 MiB, then the end
+    reads.clear()
+    overlong["on"] = True
+    with pytest.raises(ValueError, match=r"z.zip:z.png: more than 8,388,608 bytes inflated, over the limit of "
+                                         r"8,388,608 bytes"):
+        source.read(0)
+    assert reads == [2**20] * 8 + [1]
+
+
+def test_duplicate_zip_member_names_are_one_error(tmp_path, tiny):
+    first, second = (png_bytes(img) for img in tiny_images(2))
+    path = zip_with(tmp_path / "dup.zip", [("a.png", *deflated(first)), ("b.png", *deflated(first)),
+                                           ("a.png", *deflated(second))])
+    with pytest.raises(ValueError, match=r"dup.zip: the member a.png is in the archive 2 times \(1 image name"):
+        open_source(path)
+    with pytest.warns(UserWarning, match="Duplicate name"):  # zipfile itself writes them too
+        with zipfile.ZipFile(tmp_path / "dup2.zip", "w") as archive:
+            for name in ("x/c.png", "x/c.png", "x/c.png", "d.png", "d.png"):
+                archive.writestr(name, first)
+    out = tmp_path / "out.npz"
+    failed = getfeature(tmp_path / "dup2.zip", "-o", out, "--backbone", "tiny_trust", "--num_workers", 0,
+                        "--skip_bad")
+    assert_one_line_error(failed, "dup2.zip: the member d.png is in the archive 2 times",
+                          "(2 image name(s) held more than once)")
+    assert not out.exists()
