@@ -69,6 +69,11 @@ sys.path.insert(0, str(ROOT))
 
 DATASETS = ("fashion", "digits")
 BACKBONES = ("efficientnet_lite0", "vgg16_random")
+# features without a network, to see whether a finding is one of the CNN features (extract --backbones):
+# 2x2 average-pooled pixels of the SIDE x SIDE grey image (256-d, 0..1), and a seeded Gaussian random
+# projection of its pixels (1024 -> 256, entries N(0, 1/256))
+PIXEL_BACKBONES = ("pixels_pool2", "pixels_proj")
+PROJECTION_SEED = 11
 SIDE = 32                   # images are upscaled to SIDE x SIDE grey, then repeated to RGB
 DATA_SEED = 2024            # real / held-out split and every set's composition and order
 NOISE_SEED = 7              # pixel noise
@@ -332,8 +337,23 @@ def feature_rows(spec: dict, clean: np.ndarray, starts: dict) -> np.ndarray:
     return rows
 
 
+def pixel_features(images: np.ndarray, backbone: str) -> tuple[np.ndarray, dict]:
+    """(features, meta) of grey (n, SIDE, SIDE) uint8 images by one of :data:`PIXEL_BACKBONES`."""
+    x = images.astype(np.float32) / 255.0
+    if backbone == "pixels_pool2":
+        pooled = x.reshape(len(x), SIDE // 2, 2, SIDE // 2, 2).mean(axis=(2, 4))
+        return pooled.reshape(len(x), -1), {"backbone": backbone, "layer": "2x2 average pool of the grey pixels"}
+    projection = np.random.default_rng(PROJECTION_SEED).normal(0.0, 1 / 16, (SIDE * SIDE, 256)).astype(np.float32)
+    return x.reshape(len(x), -1) @ projection, {"backbone": backbone, "weights_seed": PROJECTION_SEED,
+                                                 "layer": "Gaussian random projection of the grey pixels to 256-d"}
+
+
 def extract_features(images: np.ndarray, backbone: str, args, tmp: Path) -> tuple[np.ndarray, dict, float]:
     """Features of grey images (repeated to RGB uint8 in a temporary .npy) through the toolkit."""
+    if backbone in PIXEL_BACKBONES:
+        t = time.perf_counter()
+        feats, meta = pixel_features(images, backbone)
+        return np.ascontiguousarray(feats, dtype=np.float32), meta, time.perf_counter() - t
     from features.extract import extract_path
     path = tmp / "images.npy"
     if not path.exists():
@@ -1279,7 +1299,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("extract", help="images, sets and features into a folder")
     e.add_argument("--out", required=True, help="folder for the features and manifest.json")
     e.add_argument("--dataset", choices=(*DATASETS, "all"), default="all")
-    e.add_argument("--backbones", type=name_list(BACKBONES), default=list(BACKBONES))
+    e.add_argument("--backbones", type=name_list(BACKBONES + PIXEL_BACKBONES), default=list(BACKBONES))
     e.add_argument("--device", default="auto")
     e.add_argument("--max_n", type=int, default=20000, help="size of the real set and of each generated set")
     e.add_argument("--batch_size", type=int, default=128)
