@@ -177,3 +177,21 @@ def test_report_regenerates_with_a_supplement_run(study, tmp_path):
     # the supplement's table sits between the main hnsw section and the timing section
     assert report.index("## Approximate hub selection (hnsw)") < report.index("## Approximate hub selection at larger N") \
         < report.index("## Time: exact P&R vs eP&R")
+
+
+def test_pixel_features_pool_and_project_the_grey_images(study):
+    module = study[0]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, module.SIDE, module.SIDE), dtype=np.uint8)
+    pooled, meta = module.pixel_features(images, "pixels_pool2")
+    x = images.astype(np.float64) / 255
+    want = (x[:, 0::2, 0::2] + x[:, 1::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 1::2]) / 4
+    np.testing.assert_allclose(pooled, want.reshape(5, -1), rtol=1e-6)
+    assert meta["backbone"] == "pixels_pool2"
+    projected, meta = module.pixel_features(images, "pixels_proj")
+    again, _ = module.pixel_features(images, "pixels_proj")
+    assert projected.shape == (5, 256) and np.array_equal(projected, again)  # seeded: the same projection
+    # distances roughly kept (Johnson-Lindenstrauss, 256-d): within 35 % for these pairs
+    flat = x.reshape(5, -1)
+    ratio = np.linalg.norm(projected[0] - projected[1:], axis=1) / np.linalg.norm(flat[0] - flat[1:], axis=1)
+    assert np.all(np.abs(ratio - 1) < 0.35), ratio
