@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,38 +101,81 @@ def fingerprint(source: ImageSource, backbone: Backbone, half: bool) -> str:
 
 
 class _Checkpoint:
-    """Shards of finished work in a folder: ``manifest.json`` + ``shard_<start>_<stop>.npz``."""
+    """Shards of finished work in a folder: ``manifest.json`` + ``shard_<start>_<stop>.npz``.
 
-    def __init__(self, folder: Path, key: str):
-        self.folder, self.key = Path(folder), key
+    ``names`` are the source's image names and ``dim`` the backbone's: on loading, each shard is
+    checked against its recorded range (every image in it either has a float32 feature row of
+    ``dim`` values or is listed as skipped, by name), so that a shard cut short, rewritten or damaged
+    is recomputed instead of losing its images silently."""
+
+    def __init__(self, folder: Path, key: str, names, dim: int):
+        self.folder, self.key, self.names, self.dim = Path(folder), key, list(names), dim
 
     def load(self, keep: bool = True):
         """(next image index, [(indices, features or None, shard file)], skipped) from a matching earlier
-        run, else a fresh start; ``keep=False`` leaves the features in the shards."""
+        run, else a fresh start; ``keep=False`` leaves the features in the shards. The first shard
+        that fails its checks and every one after it are deleted (with a warning): the run goes on
+        from there."""
         manifest = self.folder / "manifest.json"
         if not manifest.is_file():
             return 0, [], []
         try:
-            if json.loads(manifest.read_text()).get("fingerprint") != self.key:
-                log.warning("%s: checkpoint of a different extraction (images or backbone changed); starting over",
-                            self.folder)
-                self.clear()
-                return 0, [], []
-            shards = sorted(self.folder.glob("shard_*.npz"))
-            done, parts, skipped = 0, [], []
-            for shard in shards:
-                with np.load(shard, allow_pickle=False) as data:
-                    start, stop = int(data["range"][0]), int(data["range"][1])
-                    if start != done:
-                        break
-                    parts.append((data["indices"].copy(), data["features"].copy() if keep else None, shard))
-                    skipped += list(zip(data["skipped_names"].tolist(), data["skipped_reasons"].tolist()))
-                    done = stop
-            return done, parts, skipped
-        except (OSError, ValueError, KeyError) as exc:
+            matches = json.loads(manifest.read_text()).get("fingerprint") == self.key
+        except (OSError, ValueError, AttributeError) as exc:
             log.warning("%s: unreadable checkpoint (%s); starting over", self.folder, exc)
             self.clear()
             return 0, [], []
+        if not matches:
+            log.warning("%s: checkpoint of a different extraction (images or backbone changed); starting over",
+                        self.folder)
+            self.clear()
+            return 0, [], []
+        shards = sorted(self.folder.glob("shard_*.npz"))
+        done, parts, skipped = 0, [], []
+        for position, shard in enumerate(shards):
+            try:
+                part = self._read_shard(shard, done, keep)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                log.warning("%s: damaged checkpoint shard (%s); recomputing from image %d", shard,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, done)
+                part = None
+            if part is None:  # damaged, or not the next range (left by a run with another shard size)
+                for stale in shards[position:]:
+                    stale.unlink(missing_ok=True)
+                break
+            indices, feats, shard_skipped, done = part
+            parts.append((indices, feats, shard))
+            skipped += shard_skipped
+        return done, parts, skipped
+
+    def _read_shard(self, shard: Path, start: int, keep: bool):
+        """(indices, features or None, skipped, stop) of the shard if it starts at ``start`` and holds
+        its range in full; None if it starts elsewhere; ValueError saying what is wrong otherwise."""
+        with np.load(shard, allow_pickle=False) as data:
+            recorded = data["range"]
+            if recorded.shape != (2,) or recorded.dtype.kind not in "iu":
+                raise ValueError(f"range is {recorded.dtype} {recorded.shape}, expected 2 integers")
+            first, stop = int(recorded[0]), int(recorded[1])
+            if first != start:
+                return None
+            if shard.name != f"shard_{first:010d}_{stop:010d}.npz" or not start <= stop <= len(self.names):
+                raise ValueError(f"range {first}-{stop} does not match the file name or the {len(self.names)} images")
+            indices = data["indices"]
+            feats = data["features"]  # read in full even with keep=False: a damaged file fails here, not later
+            names, reasons = data["skipped_names"], data["skipped_reasons"]
+        if indices.dtype != np.int64 or indices.ndim != 1:
+            raise ValueError(f"indices are {indices.dtype} {indices.shape}, expected int64 (n,)")
+        if len(indices) and (indices[0] < start or indices[-1] >= stop or np.any(np.diff(indices) <= 0)):
+            raise ValueError(f"indices are not increasing within {start}-{stop}")
+        if feats.dtype != np.float32 or feats.shape != (len(indices), self.dim):
+            raise ValueError(f"features are {feats.dtype} {feats.shape}, expected float32 ({len(indices)}, {self.dim})")
+        missing = np.setdiff1d(np.arange(start, stop), indices)
+        if names.ndim != 1 or reasons.shape != names.shape or \
+                names.tolist() != [self.names[i] for i in missing.tolist()]:
+            raise ValueError(f"{len(indices)} feature rows and {names.size} skipped image(s) for the "
+                             f"{stop - start} images {start}-{stop}")
+        skipped = list(zip(names.tolist(), reasons.tolist()))
+        return indices.copy(), feats.copy() if keep else None, skipped, stop
 
     def save(self, start: int, stop: int, indices, feats, skipped) -> Path:
         """Write one shard; returns its file."""
@@ -185,7 +229,8 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
 
     if not keep_features and not checkpoint_dir:
         raise ValueError("keep_features=False needs a checkpoint_dir: the features stay in its shards")
-    ckpt = _Checkpoint(checkpoint_dir, fingerprint(source, backbone, half)) if checkpoint_dir else None
+    ckpt = _Checkpoint(checkpoint_dir, fingerprint(source, backbone, half), source.names,
+                       backbone.dim) if checkpoint_dir else None
     start, parts, skipped = ckpt.load(keep_features) if ckpt else (0, [], [])
     if start:
         log.info("resuming at image %d of %d from %s", start, len(source), checkpoint_dir)
@@ -237,8 +282,13 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
 def shard_features(shards) -> iter:
     """The features of checkpoint shard files, one shard at a time, in order."""
     for shard in shards:
-        with np.load(shard, allow_pickle=False) as data:
-            yield np.ascontiguousarray(data["features"], dtype=np.float32)
+        try:
+            with np.load(shard, allow_pickle=False) as data:
+                feats = np.ascontiguousarray(data["features"], dtype=np.float32)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{shard}: checkpoint shard damaged since it was checked ({exc}); "
+                             "run the same command again to recompute it") from None
+        yield feats
 
 
 def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str | None = None,

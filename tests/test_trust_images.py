@@ -369,3 +369,149 @@ def test_duplicate_zip_member_names_are_one_error(tmp_path, tiny):
     assert_one_line_error(failed, "dup2.zip: the member d.png is in the archive 2 times",
                           "(2 image name(s) held more than once)")
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------ checkpoint shards
+
+def _cut(shard):
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+
+
+def _rewrite(shard, **changes):
+    with np.load(shard) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays.update({key: change(arrays) for key, change in changes.items()})
+    np.savez(shard, **arrays)
+
+
+def _drop(shard, key):
+    with np.load(shard) as data:
+        arrays = {name: data[name] for name in data.files if name != key}
+    np.savez(shard, **arrays)
+
+
+DAMAGES = {
+    "cut_in_the_middle": _cut,
+    "not_a_zip": lambda shard: shard.write_bytes(b"garbage"),
+    "empty_file": lambda shard: shard.write_bytes(b""),
+    "fewer_rows": lambda shard: _rewrite(shard, indices=lambda a: a["indices"][:2],
+                                         features=lambda a: a["features"][:2]),
+    "fewer_feature_rows": lambda shard: _rewrite(shard, features=lambda a: a["features"][:2]),
+    "more_rows": lambda shard: _rewrite(shard, indices=lambda a: np.r_[a["indices"], a["indices"][-1] + 1],
+                                        features=lambda a: np.r_[a["features"], a["features"][-1:]]),
+    "float64_features": lambda shard: _rewrite(shard, features=lambda a: a["features"].astype(np.float64)),
+    "int32_indices": lambda shard: _rewrite(shard, indices=lambda a: a["indices"].astype(np.int32)),
+    "other_dim": lambda shard: _rewrite(shard, features=lambda a: a["features"][:, :4]),
+    "indices_out_of_range": lambda shard: _rewrite(shard, indices=lambda a: a["indices"] + 100),
+    "wider_range": lambda shard: _rewrite(shard, range=lambda a: np.array([a["range"][0], a["range"][1] + 4])),
+    "no_features": lambda shard: _drop(shard, "features"),
+}
+
+
+def counting(backbone):
+    calls = []
+    prepare = backbone.prepare
+    backbone.prepare = lambda img: calls.append(1) or prepare(img)
+    return calls
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_shard_is_recomputed(tmp_path, tiny, damage, caplog):
+    """Shards of 4 images; the second is damaged: the resumed run keeps the first, warns, recomputes the
+    other 20 images, and gives the clean extraction's features, all 24 rows."""
+    folder = write_pngs(tmp_path / "imgs", tiny_images(24))
+    clean = extract_features(open_source(folder), tiny, num_workers=0)
+    ckpt = tmp_path / "ckpt"
+    extract_features(open_source(folder), tiny, batch_size=4, num_workers=0, checkpoint_dir=ckpt, shard_size=4)
+    shard = ckpt / "shard_0000000004_0000000008.npz"
+    DAMAGES[damage](shard)
+    calls = counting(tiny)
+    with caplog.at_level("WARNING", logger="features.extract"):
+        resumed = extract_features(open_source(folder), tiny, batch_size=4, num_workers=0, checkpoint_dir=ckpt,
+                                   shard_size=4)
+    assert len(calls) == 20
+    assert resumed.paths == clean.paths and resumed.features.shape == (24, 6)
+    np.testing.assert_array_equal(resumed.features, clean.features)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{shard}: damaged checkpoint shard (")
+    assert warnings[0].endswith("recomputing from image 4")
+    again = extract_features(open_source(folder), tiny, batch_size=4, num_workers=0, checkpoint_dir=ckpt, shard_size=4)
+    assert len(calls) == 20  # the recomputed shards are whole: nothing more to do
+    np.testing.assert_array_equal(again.features, clean.features)
+
+
+def test_shard_listing_an_image_as_skipped_that_is_not(tmp_path, tiny):
+    folder = write_pngs(tmp_path / "imgs", tiny_images(8))
+    ckpt = tmp_path / "ckpt"
+    extract_features(open_source(folder), tiny, batch_size=4, num_workers=0, checkpoint_dir=ckpt, shard_size=4)
+    _rewrite(ckpt / "shard_0000000000_0000000004.npz", skipped_names=lambda a: np.array(["003.png", "002.png"]),
+             skipped_reasons=lambda a: np.array(["x", "y"]), indices=lambda a: a["indices"][:2],
+             features=lambda a: a["features"][:2])  # right count, wrong order: the names must match
+    calls = counting(tiny)
+    resumed = extract_features(open_source(folder), tiny, batch_size=4, num_workers=0, checkpoint_dir=ckpt,
+                                   shard_size=4)
+    assert len(calls) == 8 and resumed.paths == [f"{i:03d}.png" for i in range(8)] and not resumed.skipped
+
+
+def test_shards_of_another_shard_size_after_a_damaged_one_are_removed(tmp_path, tiny):
+    folder = write_pngs(tmp_path / "imgs", tiny_images(12))
+    ckpt = tmp_path / "ckpt"
+    extract_features(open_source(folder), tiny, batch_size=4, num_workers=0, checkpoint_dir=ckpt, shard_size=4)
+    _cut(ckpt / "shard_0000000004_0000000008.npz")
+    result = extract_features(open_source(folder), tiny, batch_size=3, num_workers=0, checkpoint_dir=ckpt,
+                              shard_size=3)
+    assert len(result.paths) == 12
+    assert sorted(p.name for p in ckpt.glob("shard_*")) == [  # 8-12 and 12-12 (size 4) are gone
+        "shard_0000000000_0000000004.npz", "shard_0000000004_0000000007.npz", "shard_0000000007_0000000010.npz",
+        "shard_0000000010_0000000012.npz"]
+
+
+def interrupting(backbone, after: int):
+    prepare, calls = backbone.prepare, []
+
+    def interrupt(img):
+        calls.append(1)
+        if len(calls) > after:
+            raise KeyboardInterrupt
+        return prepare(img)
+
+    backbone.prepare = interrupt
+    return lambda: setattr(backbone, "prepare", prepare)
+
+
+@pytest.mark.parametrize("suffix", ["npz", "npy"])
+@pytest.mark.parametrize("damage", ["cut_in_the_middle", "fewer_rows", "float64_features"])
+def test_getfeature_resume_recomputes_a_damaged_shard(tmp_path, tiny, monkeypatch, suffix, damage):
+    """Through getFeature.py (.npz: features kept in memory; .npy: streamed from the shards): an
+    interrupted run leaves shards; one is damaged; the resumed run writes every image's features."""
+    folder = write_pngs(tmp_path / "imgs", tiny_images(32))
+    args = ("--backbone", "tiny_trust", "--num_workers", 0, "--checkpoint_every", 8, "--batch_size", 4)
+    assert getfeature(folder, "-o", tmp_path / f"clean.{suffix}", *args).returncode == 0
+    out = tmp_path / f"out.{suffix}"
+    real = registry._REGISTRY["tiny_trust"]
+
+    def load_interrupting(**kwargs):  # Ctrl-C after 28 images: shards of 0-8, 8-16, 16-24 are written
+        backbone = real(**kwargs)
+        interrupting(backbone, 28)
+        return backbone
+
+    monkeypatch.setitem(registry._REGISTRY, "tiny_trust", load_interrupting)
+    stopped = getfeature(folder, "-o", out, *args)
+    assert stopped.returncode == 130, stopped.stderr
+    partial = tmp_path / f"out.{suffix}.partial"
+    assert sorted(p.name for p in partial.glob("shard_*")) == [
+        f"shard_{a:010d}_{a + 8:010d}.npz" for a in (0, 8, 16)]
+    DAMAGES[damage](partial / "shard_0000000008_0000000016.npz")
+    monkeypatch.setitem(registry._REGISTRY, "tiny_trust", real)
+    done = getfeature(folder, "-o", out, *args)
+    assert done.returncode == 0, done.stderr
+    assert "shard_0000000008_0000000016.npz: damaged checkpoint shard" in done.stderr
+    if suffix == "npz":
+        with np.load(out) as got, np.load(tmp_path / "clean.npz") as want:
+            assert got["paths"].tolist() == want["paths"].tolist() == [f"{i:03d}.png" for i in range(32)]
+            np.testing.assert_array_equal(got["feature"], want["feature"])
+    else:
+        np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "clean.npy"))
+        assert json.loads((tmp_path / "out.npy.json").read_text())["paths"] == [f"{i:03d}.png" for i in range(32)]
+    assert not partial.exists()
