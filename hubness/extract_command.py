@@ -7,8 +7,12 @@ nothing for feature extraction and are gone (k and hubsK are options of the metr
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import shutil
+import stat
+import zipfile
 
 import numpy as np
 
@@ -136,6 +140,7 @@ def _extract(args, suffix: str, group, device: str) -> None:
         extra = summary.summary_arrays(graph, summary.SummaryKey.of(features, k_max, args.knn_k))
         meta["knn_summary_k"] = list(args.knn_k)
     dim = result.dim
+    _note_replacement(out.path, out.requested, suffix, len(paths), meta.get("backbone"))
     with outputs:
         if suffix == "npy":  # streamed: one checkpoint shard in memory at a time
             with out.open() as handle:
@@ -151,3 +156,39 @@ def _extract(args, suffix: str, group, device: str) -> None:
     if skipped:
         log.warning("%d undecodable image(s) skipped (listed in meta['skipped'])", len(skipped))
     log.info("wrote %s: %d x %d features (%s)", out.requested, len(paths), dim, meta["backbone"])
+
+
+def existing_features(path, suffix: str) -> tuple[int, str | None] | None:
+    """(image count, backbone or None) of the feature file already at ``path``, read from its headers
+    and ``meta`` (a ``.npy``: its shape and ``OUT.npy.json``); None where there is no regular file or
+    it is not a feature file this can read."""
+    from features.store import FEATURE_KEYS, npz_header, sidecar_path
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a device or FIFO given as the output: never read
+            return None
+        if suffix == "npy":
+            count = int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+            side = sidecar_path(path)
+            meta = json.loads(side.read_text(encoding="utf-8")).get("meta", {}) if side.is_file() else {}
+        else:
+            with np.load(path, allow_pickle=False) as data:
+                key = next(k for k in FEATURE_KEYS if k in data.files)
+                count = int(npz_header(data, key, str(path))[0][0])
+                meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    except (OSError, ValueError, EOFError, IndexError, StopIteration, AttributeError, zipfile.BadZipFile):
+        return None
+    backbone = meta.get("backbone") if isinstance(meta, dict) else None
+    return count, backbone if isinstance(backbone, str) else None
+
+
+def _note_replacement(path, name: str, suffix: str, count: int, backbone: str | None) -> None:
+    """Warn (one line) before replacing a feature file of another image count or backbone: the
+    features of the other set, or of another network, are about to be lost (-q silences it)."""
+    old = existing_features(path, suffix)
+    if old is None:
+        return
+    old_count, old_backbone = old
+    if old_count != count or (old_backbone is not None and old_backbone != backbone):
+        log.warning("%s: replacing features of %d images (%s) with features of %d images (%s)", name, old_count,
+                    old_backbone or "backbone not recorded", count, backbone)

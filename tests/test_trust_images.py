@@ -515,3 +515,42 @@ def test_getfeature_resume_recomputes_a_damaged_shard(tmp_path, tiny, monkeypatc
         np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "clean.npy"))
         assert json.loads((tmp_path / "out.npy.json").read_text())["paths"] == [f"{i:03d}.png" for i in range(32)]
     assert not partial.exists()
+
+
+# ------------------------------------------------------------- replacing a feature file
+
+@pytest.mark.parametrize("suffix", ["npz", "npy"])
+def test_replacing_features_of_other_images_or_backbone_is_said(tmp_path, tiny, suffix):
+    write_pngs(tmp_path / "four", tiny_images(4))
+    write_pngs(tmp_path / "three", tiny_images(3, seed=1))
+    out = tmp_path / f"out.{suffix}"
+    base = ("-o", out, "--num_workers", 0)
+
+    def extract(folder, backbone, *more):
+        done = getfeature(tmp_path / folder, *base, "--backbone", backbone, *more)
+        assert done.returncode == 0, done.stderr
+        return done.stderr.strip().splitlines()
+
+    assert extract("four", "tiny_trust") == []  # nothing to replace
+    assert extract("four", "tiny_trust") == []  # the same count and backbone again: quiet
+    assert extract("three", "tiny_trust") == [
+        f"{out}: replacing features of 4 images (tiny_trust) with features of 3 images (tiny_trust)"]
+    assert extract("three", "tiny_trust2") == [
+        f"{out}: replacing features of 3 images (tiny_trust) with features of 3 images (tiny_trust2)"]
+    assert extract("four", "tiny_trust", "-q") == []  # -q silences it
+    assert extract("three", "tiny_trust2", "-q") == []
+    written = np.load(out)["feature"] if suffix == "npz" else np.load(out)
+    assert written.shape == (3, 6)  # replaced all the same
+
+
+def test_replacing_a_file_without_meta_or_not_a_feature_file(tmp_path, tiny):
+    write_pngs(tmp_path / "imgs", tiny_images(2))
+    out = tmp_path / "out.npz"
+    np.savez(out, feature=np.zeros((5, 6), np.float32))  # the original scripts' files: no meta
+    args = (tmp_path / "imgs", "-o", out, "--num_workers", 0, "--backbone", "tiny_trust")
+    done = getfeature(*args)
+    assert done.returncode == 0 and done.stderr.strip() == (
+        f"{out}: replacing features of 5 images (backbone not recorded) with features of 2 images (tiny_trust)")
+    out.write_bytes(b"not a feature file")
+    done = getfeature(*args)
+    assert done.returncode == 0 and done.stderr == ""
