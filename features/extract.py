@@ -8,7 +8,8 @@ depend on batch size, number of workers or input form (folder, zip, array) beyon
 Resume: with ``checkpoint_dir`` set, every ``shard_size`` images are saved there as a shard
 (written atomically, with a fingerprint of the source, every image's size and times, and the
 backbone). A restarted run with the same inputs loads the shards and goes on from the first image
-not yet done; a checkpoint of other inputs, or of images changed since, is discarded.
+not yet done; a checkpoint of other inputs, or of images changed since, is discarded, and a shard
+that does not hold its range in full (cut short, rewritten, unreadable) is recomputed.
 """
 from __future__ import annotations
 

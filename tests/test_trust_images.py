@@ -219,7 +219,7 @@ def test_file_that_grows_after_the_size_check_is_read_no_further(tmp_path, monke
     monkeypatch.setattr(images, "_METADATA_BYTES", 40)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5)  # limit: 80 bytes
     monkeypatch.setattr(images.os, "stat", lambda p, *a, **k: os.stat_result(
-        real_stat(p)[:6] + (10,) + real_stat(p)[7:]))  # claims 10 bytes
+        real_stat(p, *a, **k)[:6] + (10,) + real_stat(p, *a, **k)[7:]))  # claims 10 bytes
     with pytest.raises(ValueError, match="grows.png: more than 80 bytes, over the limit of 80 bytes"):
         read_image_file(path)
 
