@@ -21,7 +21,7 @@ from features.cli import (OneLineParser, add_run_options, check_device, nonnegat
 from features.outputs import OutputFiles, check_output_path
 
 from . import __version__
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from .checkpoint import check_compatible, load_checkpoint, load_network_state, save_checkpoint
 from .datasets import load_dataset
 from .networks import build_network, network_names
 from .ranking import DEFAULT_MEMORY_MIB
@@ -194,7 +194,7 @@ def run(args) -> dict:
                "num_classes": data.num_classes, "seed": args.seed, "classes": data.classes, **data.sizes()}
     training = {"epochs": args.epochs, "batch_size": args.batch_size, "rate": args.rate}
     if args.test:  # the figures of how the checkpoint was trained are the checkpoint's, not this command's
-        network.module.load_state_dict(payload["network"])
+        load_network_state(network.module, payload["network"], ckpt_path)
         trained = {key: payload[key] for key in ("history", "lr")}
         trained.update(best_epoch=payload["epoch"], val_map=payload["val_map"])
         summary.update(beta=payload["beta"], seed=payload["seed"])

@@ -64,6 +64,9 @@ def encode(network: HashNetwork, split: Split, *, device="cpu", batch_size: int 
                                       disable=None if progress is None else not progress) as bar:
         for idx, inputs, _ in batches(split, network.prepare, batch_size=batch_size, num_workers=num_workers):
             out[idx] = module(inputs.to(device)).float().cpu().numpy()
+            if not np.isfinite(out[idx]).all():  # NaN would be coded +1 silently
+                raise ValueError(f"{desc}: the network's outputs are not finite (item {split.names[int(idx[0])]!r} and "
+                                 f"its batch); its weights are damaged or training diverged")
             bar.update(len(idx))
     return out
 

@@ -1,0 +1,148 @@
+"""HyP² trust checks: damaged checkpoints and foreign files, duplicate label rows, options checked against the
+checkpoint, option messages, the original's Flickr order, the empty-label count (in process, tiny mosaics)."""
+import pickle
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hyp2.command import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--dataset", "mosaic", "--backbone", "pixels", "--hash_bit", "16", "--mosaic_counts", "60,10,30,10",
+        "--no-progress", "-q"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hyp2_ckpt")
+    assert main([*TINY, "--epochs", "1", "--output", str(out)]) == 0
+    return out / "checkpoint.pt"
+
+
+def run_test(args, capsys):
+    capsys.readouterr()
+    try:
+        status = main(args)
+    except SystemExit as exc:
+        status = exc.code
+    return status, capsys.readouterr().err.strip().splitlines()
+
+
+def damaged(payload):
+    """Damages of a checkpoint whose metadata stays right: name -> (change, fragment of the error line)."""
+    first = next(iter(payload["network"]))
+    weight = next(k for k, v in payload["network"].items() if v.ndim == 2)
+
+    def with_network(change):
+        def apply(p):
+            p["network"] = dict(p["network"])
+            change(p["network"])
+        return apply
+
+    return {
+        "wrong shape": (with_network(lambda n: n.__setitem__(weight, n[weight][:, :-1].clone())),
+                        f"network entry '{weight}' has shape"),
+        "transposed": (with_network(lambda n: n.__setitem__(weight, n[weight].t().contiguous())),
+                       f"network entry '{weight}' has shape"),
+        "missing key": (with_network(lambda n: n.pop(first)), f"network has no '{first}'"),
+        "unknown key": (with_network(lambda n: n.__setitem__("extra.weight", torch.zeros(3))), "unknown entry"),
+        "NaN weights": (with_network(lambda n: n.__setitem__(weight, torch.full_like(n[weight], float("nan")))),
+                        "holds NaN or infinite"),
+        "inf weights": (with_network(lambda n: n[weight].__setitem__((0, 0), float("inf"))), "holds NaN or infinite"),
+        "integer tensor": (with_network(lambda n: n.__setitem__(weight, n[weight].long())), "is torch.int64"),
+        "string entry": (with_network(lambda n: n.__setitem__(weight, "garbage")), "is not a tensor"),
+        "empty network": (lambda p: p.__setitem__("network", {}), "network has no"),
+        "network not a dict": (lambda p: p.__setitem__("network", [1, 2]), "'network' is list"),
+        "proxies shape": (lambda p: p.__setitem__("proxies", p["proxies"][:, :8].clone()), "proxies of shape (10, 8)"),
+        "proxies NaN": (lambda p: p["proxies"].__setitem__((1, 1), float("nan")), "proxies hold NaN"),
+        "no history": (lambda p: p.pop("history"), "'history' is missing"),
+        "config not a dict": (lambda p: p.__setitem__("config", "x"), "'config' is str"),
+        "config without epochs": (lambda p: p["config"].pop("epochs"), "config has no 'epochs'"),
+        "epoch a string": (lambda p: p.__setitem__("epoch", "3"), "'epoch' is str"),
+    }
+
+
+def test_damaged_state_dict_is_one_line(checkpoint, tmp_path, capsys):
+    cases = damaged(torch.load(checkpoint, weights_only=True))
+    for name, (change, fragment) in cases.items():
+        payload = torch.load(checkpoint, weights_only=True)
+        change(payload)
+        path = tmp_path / "bad.pt"
+        torch.save(payload, path)
+        status, err = run_test([*TINY, "--test", "--checkpoint", str(path), "--output", str(tmp_path / "o")], capsys)
+        assert status == 1 and len(err) == 1, (name, err)
+        assert "damaged checkpoint" in err[0] and fragment in err[0], (name, err)
+        assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_truncated_and_garbled_files_are_one_line(checkpoint, tmp_path, capsys):
+    data = checkpoint.read_bytes()
+    rng = np.random.default_rng(0)
+    garbled = bytearray(data)
+    with zipfile.ZipFile(checkpoint) as archive:  # overwrite the bytes of the largest stored tensor
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    garbled[start:start + info.file_size] = rng.integers(0, 256, info.file_size, dtype=np.uint8).tobytes()
+    variants = {"half": data[:len(data) // 2], "one byte short": data[:-1], "empty": b"", "header only": data[:64],
+                "garbled tensor bytes": bytes(garbled), "random bytes": rng.integers(0, 256, 4096, np.uint8).tobytes()}
+    for name, content in variants.items():
+        path = tmp_path / f"{name}.pt"
+        path.write_bytes(content)
+        status, err = run_test([*TINY, "--test", "--checkpoint", str(path), "--no_save"], capsys)
+        assert status == 1 and len(err) == 1 and str(path) in err[0], (name, err)
+        assert "checkpoint" in err[0], (name, err)
+
+
+@pytest.mark.parametrize("content", [{"a": 1}, [1, 2, 3], "text", {"format": "hyp2 checkpoint v1"}])
+def test_plain_pickle_is_refused_before_unpickling(content, tmp_path, capsys):
+    path = tmp_path / "plain.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump(content, handle)
+    status, err = run_test([*TINY, "--test", "--checkpoint", str(path), "--no_save"], capsys)
+    assert status == 1 and err == [f"retrieval.py: error: {path}: not a HyP² checkpoint (not a torch.save zip "
+                                   f"archive: another format, such as a plain pickle, or a truncated file)"]
+
+
+def test_torch_zip_of_other_objects_is_one_line(tmp_path, capsys):
+    path = tmp_path / "obj.pt"
+    torch.save({"format": "hyp2 checkpoint v1", "obj": zipfile.ZipInfo("x")}, path)  # not loadable weights-only
+    status, err = run_test([*TINY, "--test", "--checkpoint", str(path), "--no_save"], capsys)
+    assert status == 1 and len(err) == 1 and "objects or pickle instructions other than" in err[0], err
+    torch.save({"a": torch.zeros(2)}, path)
+    status, err = run_test([*TINY, "--test", "--checkpoint", str(path), "--no_save"], capsys)
+    assert status == 1 and err == [f"retrieval.py: error: {path}: not a HyP² checkpoint of this toolkit"]
+
+
+def test_plain_pickle_prints_no_warning_before_the_line(tmp_path):
+    path = tmp_path / "plain.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump({"a": 1}, handle, protocol=4)
+    proc = subprocess.run([sys.executable, "-W", "default", str(ROOT / "retrieval.py"), *TINY, "--test",
+                           "--checkpoint", str(path), "--no_save"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"retrieval.py: error: {path}: not a HyP² checkpoint (not a torch.save "
+                                        f"zip archive: another format, such as a plain pickle, or a truncated file)"]
+
+
+@pytest.mark.parametrize("protocol", [3, 4, 5])
+def test_torch_zip_of_a_newer_pickle_protocol_warns_nothing(protocol, tmp_path, capsys):
+    path = tmp_path / "p.pt"
+    torch.save({"a": torch.zeros(2)}, path, pickle_protocol=protocol)  # torch.load warns about protocols > 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, err = run_test([*TINY, "--test", "--checkpoint", str(path), "--no_save"], capsys)
+    assert status == 1 and len(err) == 1 and err[0].startswith(f"retrieval.py: error: {path}: not a HyP² checkpoint")
+    assert [str(w.message) for w in caught] == []
+
+
+def test_undamaged_checkpoint_still_loads(checkpoint, tmp_path, capsys):
+    payload = torch.load(checkpoint, weights_only=True)
+    torch.save(payload, tmp_path / "copy.pt")  # a re-save of the same content is accepted
+    status, err = run_test([*TINY, "--test", "--checkpoint", str(tmp_path / "copy.pt"), "--no_save"], capsys)
+    assert status == 0 and err == []
