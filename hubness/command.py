@@ -334,8 +334,9 @@ def _stored_summary(args, real, metrics, k, dc_k) -> dict:
     graph, message = cache.load(key)
     (log.info if graph is not None or message.startswith("no cached") else log.warning)("real: %s", message)
     found.update(graph=graph, cache=cache, status="reused" if graph is not None else
-                 ("computed" if message.startswith("no cached") else "recomputed (the stored one was not valid)"),
-                 path=str(cache.path(key)))
+                 "computed" if message.startswith("no cached") else
+                 f"computed (not cached: {cache.refused})" if cache.refused else
+                 "recomputed (the stored one was not valid)", path=str(cache.path(key)))
     return found
 
 

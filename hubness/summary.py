@@ -15,13 +15,19 @@ key equals the key asked for, its checksum matches its arrays, and its arrays ar
 that key (shapes, dtypes, indices in range and never self, finite non-negative sorted distances):
 anything else (another set, other k's, a truncated or damaged file, an older engine) is reported and
 recomputed, never trusted. The same arrays can live inside a feature file (``getFeature.py
---knn_k``). :class:`SummaryCache` keeps summaries in a folder keyed by their key.
+--knn_k``). :class:`SummaryCache` keeps summaries in a folder keyed by their key, and uses the folder
+and a file only when they are the user's alone (a shared folder is refused; nothing is written
+through a link or into a FIFO or device).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import secrets
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +126,8 @@ def save_summary(path, graph: NeighborGraph, key: SummaryKey) -> None:
 
 
 def load_summary(path, key: SummaryKey) -> NeighborGraph:
-    """The summary at ``path`` if it is valid for ``key``; ValueError saying why not."""
+    """The summary at ``path`` (a path, or a binary file open for reading) if it is valid for
+    ``key``; ValueError saying why not."""
     try:
         with np.load(path, allow_pickle=False) as data:
             return graph_from_arrays({name: data[name] for name in data.files if name in KEYS}, key)
@@ -133,10 +140,25 @@ def load_summary(path, key: SummaryKey) -> NeighborGraph:
 
 
 class SummaryCache:
-    """A folder of k-NN summaries, one file per :class:`SummaryKey`."""
+    """A folder of k-NN summaries, one file per :class:`SummaryKey`, safe in a folder others can reach.
+
+    A cache folder may be shared (a group- or world-writable ``$HUBNESS_CACHE``), so the folder and
+    each file are used only when they are this user's and nobody else may write them, as ssh treats
+    its keys: the folder (``os.fstat`` of the opened folder) and the file must be owned by the
+    effective user and carry no group or other write bit. A folder that is not is refused as a
+    whole: one warning, then the run computes without caching. A file at a key's name that is a
+    symbolic link, not a regular file (a FIFO or a device: never opened for reading beyond a
+    non-blocking open, never read), or not private is refused the same way and left alone (not
+    read, not replaced). Files are opened relative to the opened folder, never through a link
+    (``O_NOFOLLOW``), and written to a private temporary name created with ``O_EXCL | O_NOFOLLOW``
+    (mode 0600), synced, then renamed onto the key's name: a rename replaces whatever name is
+    there (a link planted meanwhile included) and never writes through it. A new folder is created
+    with mode 0700.
+    """
 
     def __init__(self, folder):
         self.folder = Path(folder)
+        self.refused: str | None = None  # why this cache is left alone for the key looked up (load)
 
     @staticmethod
     def default_folder() -> Path:
@@ -150,23 +172,147 @@ class SummaryCache:
         return self.folder / key.file_name()
 
     def load(self, key: SummaryKey) -> tuple[NeighborGraph | None, str]:
-        """(graph, message): the cached graph for ``key`` or None, and what happened, for the log."""
-        path = self.path(key)
-        if not path.exists():
-            return None, f"no cached k-NN summary in {self.folder}"
+        """(graph, message): the cached graph for ``key`` or None, and what happened, for the log.
+        A message that starts with ``no cached`` is the ordinary miss; any other without a graph
+        is worth a warning (``self.refused`` says why the cache is left alone, if it is)."""
+        path, name = self.path(key), key.file_name()
+        self.refused = None
         try:
-            return load_summary(path, key), f"k-NN summary reused from {path}"
-        except ValueError as exc:
-            return None, f"cached k-NN summary {path} not used: {exc}; recomputing"
+            folder = self._open_folder(create=False)
+        except FileNotFoundError:
+            return None, f"no cached k-NN summary in {self.folder}"
+        except _Refused as exc:
+            return None, self._refuse(str(exc))
+        except OSError as exc:
+            return None, self._refuse(f"cache folder {self.folder} cannot be opened ({_reason(exc)})")
+        try:
+            try:
+                fd = _open_private(name, folder)
+            except FileNotFoundError:
+                return None, f"no cached k-NN summary in {self.folder}"
+            except _Refused as exc:
+                return None, self._refuse(f"cached k-NN summary {path} {exc}")
+            with os.fdopen(fd, "rb") as handle:
+                try:
+                    return load_summary(handle, key), f"k-NN summary reused from {path}"
+                except ValueError as exc:
+                    return None, f"cached k-NN summary {path} not used: {exc}; recomputing"
+        finally:
+            os.close(folder)
 
     def store(self, key: SummaryKey, graph: NeighborGraph) -> str:
         """Save ``graph``; returns what happened (a cache that cannot be written is not an error)."""
+        if self.refused:
+            return f"k-NN summary not cached ({self.refused})"
+        name = key.file_name()
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            save_summary(self.path(key), graph, key)
-        except (OSError, ValueError) as exc:
-            return f"k-NN summary not cached ({exc})"
+            arrays = summary_arrays(graph, key)
+            folder = self._open_folder(create=True)
+        except (_Refused, OSError, ValueError) as exc:
+            return f"k-NN summary not cached ({_reason(exc)})"
+        try:
+            try:
+                st = os.lstat(name, dir_fd=folder)
+            except FileNotFoundError:
+                pass
+            else:
+                why = _not_private(st)
+                if why:  # not ours to replace: said, left alone
+                    return f"k-NN summary not cached ({self.path(key)} {why})"
+            _write_private(folder, name, arrays)
+        except OSError as exc:
+            return f"k-NN summary not cached ({_reason(exc)})"
+        finally:
+            os.close(folder)
         return f"k-NN summary saved to {self.path(key)}"
+
+    def _refuse(self, why: str) -> str:
+        self.refused = why
+        return f"{why}: not used; computing without caching"
+
+    def _open_folder(self, create: bool) -> int:
+        """The cache folder, opened (a descriptor), if it is private; created (0700) if asked."""
+        if create:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.folder, 0o700)
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        why = _not_private(os.fstat(fd), stat.S_IFDIR)
+        if why:
+            os.close(fd)
+            raise _Refused(f"cache folder {self.folder} {why}")
+        return fd
+
+
+class _Refused(Exception):
+    """A cache folder or file that is not this user's alone."""
+
+
+def _not_private(st: os.stat_result, kind: int = stat.S_IFREG) -> str | None:
+    """Why a cache file (``kind`` S_IFREG) or folder (S_IFDIR) with these ``lstat``/``fstat``
+    results must not be used, or None: not of that kind (a link, FIFO, device...), not owned by the
+    effective user, or writable by group or others."""
+    if stat.S_IFMT(st.st_mode) != kind:
+        return f"is {_KINDS.get(stat.S_IFMT(st.st_mode), 'a special file')}, not a regular " \
+               f"{'folder' if kind == stat.S_IFDIR else 'file'}"
+    if st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    if st.st_mode & 0o022:
+        who = "group and others" if st.st_mode & 0o022 == 0o022 else "group" if st.st_mode & 0o020 else "others"
+        return f"is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+_KINDS = {stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder",
+          stat.S_IFREG: "a file"}
+
+
+def _open_private(name: str, folder: int) -> int:
+    """``name`` in the opened ``folder``, opened for reading if it is a private regular file: never
+    through a link, never blocking (a FIFO or device is refused by its ``lstat`` before it is opened
+    and by the ``fstat`` of what was opened); _Refused saying why not."""
+    why = _not_private(os.lstat(name, dir_fd=folder))
+    if why:
+        raise _Refused(why)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # replaced by a link since the lstat
+            raise _Refused("is a symbolic link, not a regular file") from None
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _Refused(f"cannot be opened ({_reason(exc)})") from None
+    why = _not_private(os.fstat(fd))
+    if why:
+        os.close(fd)
+        raise _Refused(why)
+    return fd
+
+
+def _write_private(folder: int, name: str, arrays: dict) -> None:
+    """``arrays`` as ``name`` (``.npz``) in the opened ``folder``: written to a new private file
+    (``O_EXCL | O_NOFOLLOW``, mode 0600) under a random name, synced, then renamed onto ``name``."""
+    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself made durable
+        os.fsync(folder)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _checksum(indices: np.ndarray, sq: np.ndarray) -> str:

@@ -1,0 +1,223 @@
+"""The real set's k-NN summary is trusted only when it is ours and consistent with the features:
+a shared cache folder (links, FIFOs, devices, other owners, writable by others) is refused with one
+warning and never written through; a forged summary (edited arrays, checksum recomputed) is checked
+against the features and recomputed; an .npz member is never inflated beyond what its key allows."""
+import json
+import os
+import stat
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hubness
+from hubness import summary
+from hubness.command import main
+from hubness.summary import SummaryCache, SummaryKey
+from tests.cli_helpers import call
+
+DEADLINE = 60  # seconds a run may take here before it counts as hung
+
+
+def data(seed=0, n_real=90, n_fake=80, dim=6):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n_real, dim)).astype(np.float32),
+            (rng.standard_normal((n_fake, dim)) + 0.25).astype(np.float32))
+
+
+def key_and_graph(real, k=3, dc_k=5):
+    k_max, ks = hubness.real_knn_needs(hubness.METRICS, k, dc_k)
+    return SummaryKey.of(real, k_max, ks), hubness.nearest_neighbors(real, k_max, exact_ks=ks)
+
+
+def within_deadline(function, *args):
+    """``function(*args)`` in a thread; fails (instead of hanging the suite) past the deadline."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("value", function(*args)), daemon=True)
+    thread.start()
+    thread.join(DEADLINE)
+    assert not thread.is_alive(), f"still running after {DEADLINE} s (blocked on the cache entry?)"
+    return out["value"]
+
+
+# ---- the library: SummaryCache ---------------------------------------------------------------
+
+def test_a_new_cache_folder_and_its_files_are_private(tmp_path):
+    real, _ = data()
+    key, graph = key_and_graph(real)
+    cache = SummaryCache(tmp_path / "deep" / "cache")
+    assert "saved to" in cache.store(key, graph)
+    assert stat.S_IMODE(os.stat(cache.folder).st_mode) & 0o077 == 0
+    assert stat.S_IMODE(os.stat(cache.path(key)).st_mode) & 0o077 == 0
+    assert [p.name for p in cache.folder.iterdir()] == [key.file_name()]  # no temporary file left
+    got, message = cache.load(key)
+    assert got is not None and "reused" in message and cache.refused is None
+    np.testing.assert_array_equal(got.indices, graph.indices)
+
+
+def plant(cache, key, what, outside):
+    """Put ``what`` at the key's file name in the cache folder (which is private)."""
+    cache.folder.mkdir(mode=0o700, exist_ok=True)
+    path = cache.path(key)
+    if what == "symlink":
+        path.symlink_to(outside)
+    elif what == "dangling symlink":
+        path.symlink_to(outside.parent / "nothing-here")
+    elif what == "fifo":
+        os.mkfifo(path)
+    elif what == "device":
+        try:
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # like /dev/zero
+        except PermissionError:
+            pytest.skip("creating a device node needs root")
+    elif what == "folder":
+        path.mkdir()
+    elif what == "group-writable file":
+        summary.save_summary(path, key_and_graph(np.load(outside.parent / "real.npy"))[1], key)
+        path.chmod(0o664)
+    elif what == "other owner":
+        summary.save_summary(path, key_and_graph(np.load(outside.parent / "real.npy"))[1], key)
+        path.chmod(0o600)
+        chown_or_skip(path)
+    return path
+
+
+def chown_or_skip(path):
+    try:
+        os.chown(path, 12345, 12345, follow_symlinks=False)
+    except PermissionError:
+        pytest.skip("giving a file to another user needs root")
+
+
+KINDS = ["symlink", "dangling symlink", "fifo", "device", "folder", "group-writable file", "other owner"]
+
+
+@pytest.mark.parametrize("what", KINDS)
+def test_an_entry_that_is_not_ours_is_refused_left_alone_and_never_blocks(tmp_path, what):
+    real, _ = data(1)
+    np.save(tmp_path / "real.npy", real)
+    outside = tmp_path / "precious.txt"
+    outside.write_text("root's file\n")
+    key, graph = key_and_graph(real)
+    cache = SummaryCache(tmp_path / "cache")
+    path = plant(cache, key, what, outside)
+    before = os.lstat(path)
+    got, message = within_deadline(cache.load, key)
+    assert got is None and cache.refused and "computing without caching" in message and str(path) in message
+    stored = within_deadline(cache.store, key, graph)
+    assert stored.startswith("k-NN summary not cached")
+    after = os.lstat(path)  # left as it was: not replaced, not written through
+    assert (after.st_ino, after.st_mode, after.st_uid) == (before.st_ino, before.st_mode, before.st_uid)
+    assert outside.read_text() == "root's file\n"
+    assert sorted(p.name for p in cache.folder.iterdir()) == [key.file_name()]  # no temporary left
+
+
+@pytest.mark.parametrize("problem", ["world-writable", "group-writable", "other owner", "a file"])
+def test_a_cache_folder_that_is_not_private_is_refused_whole(tmp_path, problem):
+    real, _ = data(2)
+    key, graph = key_and_graph(real)
+    folder = tmp_path / "cache"
+    if problem == "a file":
+        folder.write_text("x")
+    else:
+        folder.mkdir(mode=0o700)
+        SummaryCache(folder).store(key, graph)  # a valid summary: still not read from such a folder
+        if problem == "other owner":
+            chown_or_skip(folder)
+        else:
+            folder.chmod(0o777 if problem == "world-writable" else 0o770)
+    cache = SummaryCache(folder)
+    got, message = cache.load(key)
+    assert got is None and cache.refused and "computing without caching" in message and str(folder) in message
+    assert cache.store(key, graph).startswith("k-NN summary not cached")
+    if problem != "a file":
+        assert [p.name for p in folder.iterdir()] == [key.file_name()]
+
+
+def test_writing_replaces_a_link_at_the_name_and_never_follows_it(tmp_path):
+    # a link planted between the look and the write (a race): the write creates a new file under a
+    # private name (O_EXCL | O_NOFOLLOW) and renames it over the link, whose target stays as it was
+    real, _ = data(3)
+    key, graph = key_and_graph(real)
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep\n")
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o700)
+    (folder / key.file_name()).symlink_to(outside)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        summary._write_private(fd, key.file_name(), summary.summary_arrays(graph, key))
+    finally:
+        os.close(fd)
+    assert outside.read_text() == "keep\n"
+    written = folder / key.file_name()
+    assert not written.is_symlink() and stat.S_IMODE(written.stat().st_mode) == 0o600
+    got, _ = SummaryCache(folder).load(key)
+    np.testing.assert_array_equal(got.sq_distances, graph.sq_distances)
+
+
+# ---- the command: improved_precision_recall_hubness.py ----------------------------------------
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HUBNESS_CACHE", str(tmp_path / "cache"))
+    real, fake = data(4, n_real=120, n_fake=100, dim=8)
+    np.save("real.npy", real)
+    np.save("fake.npy", fake)
+    return tmp_path
+
+
+def metrics_of(path):
+    document = json.loads(Path(path).read_text())
+    return {name: document[name] for name in ("epr", "pr", "dc", "realism", "rarity", "hubness")}, document["cache"]["real"]
+
+
+def run(*argv):
+    result = within_deadline(call, main, *argv)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def cache_lines(stderr):
+    return [line for line in stderr.splitlines() if "cache" in line or "summary" in line]
+
+
+@pytest.mark.parametrize("what", KINDS)
+def test_the_command_refuses_a_planted_entry_with_one_warning_and_correct_results(files, what):
+    outside = files / "precious.txt"
+    outside.write_text("root's file\n")
+    run("real.npy", "fake.npy", "--json", "plain.json", "--no_cache")
+    key = SummaryKey.of(np.load("real.npy"), *hubness.real_knn_needs(hubness.METRICS, 3, 5))
+    path = plant(SummaryCache(files / "cache"), key, what, outside)
+    before = os.lstat(path)
+    result = run("real.npy", "fake.npy", "--json", "a.json")
+    lines = cache_lines(result.stderr)
+    assert len(lines) == 1 and "computing without caching" in lines[0] and str(path) in lines[0], result.stderr
+    (got, cache), (expected, _) = metrics_of("a.json"), metrics_of("plain.json")
+    assert got == expected and cache["status"].startswith("computed (not cached:")
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert outside.read_text() == "root's file\n"
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777])
+def test_the_command_refuses_a_shared_cache_folder(files, mode):
+    (files / "cache").mkdir()
+    (files / "cache").chmod(mode)
+    run("real.npy", "fake.npy", "--json", "plain.json", "--no_cache")
+    result = run("real.npy", "fake.npy", "--json", "a.json", "--cache_dir", "cache")
+    lines = cache_lines(result.stderr)
+    assert len(lines) == 1 and "writable by" in lines[0] and "computing without caching" in lines[0], result.stderr
+    assert metrics_of("a.json")[0] == metrics_of("plain.json")[0]
+    assert list((files / "cache").iterdir()) == []  # nothing written into it
+
+
+def test_the_command_creates_a_private_cache_and_reuses_it(files):
+    run("real.npy", "fake.npy", "--json", "a.json")
+    run("real.npy", "fake.npy", "--json", "b.json")
+    (a, cache_a), (b, cache_b) = metrics_of("a.json"), metrics_of("b.json")
+    assert a == b and (cache_a["status"], cache_b["status"]) == ("computed", "reused")
+    assert stat.S_IMODE(os.stat(files / "cache").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(cache_a["path"]).st_mode) == 0o600
