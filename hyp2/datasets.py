@@ -106,21 +106,47 @@ class RetrievalData:
 
 # ------------------------------------------------------------------------------------------ labels
 
+def check_unique(path, names, line_numbers) -> None:
+    """ValueError naming the file, the line and the name of the first item listed a second time."""
+    first = {}
+    for name, number in zip(names, line_numbers):
+        if name in first:
+            raise ValueError(f"{path}:{number}: {name!r} is listed again (first on line {first[name]}); "
+                             f"each item must appear once")
+        first[name] = number
+
+
+def read_name_list(path, whole_line: bool = False) -> list:
+    """The first word (``whole_line``: the stripped line) of every non-blank line of ``path``, each name
+    once (:func:`check_unique`)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the list ({getattr(exc, 'strerror', None) or exc})") from None
+    rows = [(line.strip() if whole_line else line.split()[0], number)
+            for number, line in enumerate(lines, 1) if line.strip()]
+    check_unique(path, [name for name, _ in rows], [number for _, number in rows])
+    return [name for name, _ in rows]
+
+
 def parse_label_rows(path, num_classes: int | None, with_names: bool):
     """Rows ``[name] l_1 ... l_C`` of 0/1 labels: (names or None, uint8 (n, C)). ``num_classes`` None:
-    the first row sets the width. A row of another width or a value other than 0/1 is a ValueError."""
+    the first row sets the width. A row of another width, a value other than 0/1 or (``with_names``) a
+    name listed twice is a ValueError naming the line."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read the label list ({getattr(exc, 'strerror', None) or exc})") from None
-    names, rows = [], []
+    names, numbers, rows = [], [], []
     for number, line in enumerate(lines, 1):
         tokens = line.split()
         if not tokens:
             continue
         if with_names:
             names.append(tokens[0])
+            numbers.append(number)
             tokens = tokens[1:]
         width = num_classes if num_classes is not None else len(tokens)
         if len(tokens) != width or width < 2:
@@ -131,6 +157,8 @@ def parse_label_rows(path, num_classes: int | None, with_names: bool):
         rows.append([t == "1" for t in tokens])
     if not rows:
         raise ValueError(f"{path}: no label rows")
+    if with_names:
+        check_unique(path, names, numbers)
     return (names if with_names else None), np.asarray(rows, dtype=np.uint8)
 
 
@@ -175,7 +203,7 @@ def load_voc(root, year: str) -> tuple[Split, Split, Split]:
 
     def read(image_set: str) -> Split:
         listing = _require(voc / "ImageSets" / "Main" / f"{image_set}.txt", f"VOC{year} image set list")
-        ids = [line.split()[0] for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+        ids = read_name_list(listing)
         labels = np.stack([_voc_labels(_require(voc / "Annotations" / f"{i}.xml", "annotation")) for i in ids])
         return _image_split(voc, [f"JPEGImages/{i}.jpg" for i in ids], labels)
 
@@ -235,8 +263,7 @@ def load_flickr(root, split_path=None, seed: int = 0, num_query: int = 1000, num
     """(train, database, query) of Flickr-25K: ``img.txt`` (names), ``targets.txt`` (38 labels a row),
     images in ``mirflickr/``; the split file (default ``root/hyp2_split.json``) is written when missing."""
     root = _require(Path(root), "Flickr-25K folder")
-    names = [line.strip() for line in _require(root / "img.txt", "image list").read_text().splitlines()
-             if line.strip()]
+    names = read_name_list(_require(root / "img.txt", "image list"), whole_line=True)
     _, labels = parse_label_rows(_require(root / "targets.txt", "label list"), FLICKR_CLASSES, with_names=False)
     if len(names) != labels.shape[0]:
         raise ValueError(f"{root}: img.txt lists {len(names)} images, targets.txt {labels.shape[0]} label rows")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hyp2.command import main
+from hyp2.datasets import load_flickr, load_nuswide, load_voc
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--dataset", "mosaic", "--backbone", "pixels", "--hash_bit", "16", "--mosaic_counts", "60,10,30,10",
@@ -146,3 +147,92 @@ def test_undamaged_checkpoint_still_loads(checkpoint, tmp_path, capsys):
     torch.save(payload, tmp_path / "copy.pt")  # a re-save of the same content is accepted
     status, err = run_test([*TINY, "--test", "--checkpoint", str(tmp_path / "copy.pt"), "--no_save"], capsys)
     assert status == 0 and err == []
+
+
+# ------------------------------------------------------------------------------- duplicate label rows
+
+def label_line(name, row):
+    return f"{name} " + " ".join(map(str, row)) + "\n"
+
+
+def duplicate_cases():
+    """(dataset maker, the list file, how to list an item twice) for every HyP² list file that names items."""
+    from tests.test_hyp2_datasets import write_flickr, write_image, write_voc
+
+    def voc(root, year, image_set, sets):
+        write_voc(root, year, sets)
+        return root / "VOCdevkit" / f"VOC{year}" / "ImageSets" / "Main" / f"{image_set}.txt"
+
+    def nuswide(root, listing):
+        rng = np.random.default_rng(1)
+        for name in ("train.txt", "database.txt", "test.txt"):
+            lines = []
+            for i in range(5):
+                image = f"images/{name[:2]}_{i}.jpg"
+                write_image(root / image, i)
+                lines.append(label_line(image, (rng.random(21) < 0.3).astype(int)))
+            (root / name).write_text("".join(lines))
+        return root / listing
+
+    def flickr(root):
+        write_flickr(root, n=20)
+        return root / "img.txt"
+
+    return {
+        "voc2007 trainval": (lambda r: voc(r, "2007", "trainval", {"trainval": {"a": [("cat", 0)], "b": [("dog", 0)],
+                                                                              "c": [("cow", 0)]},
+                                                                 "test": {"d": [("car", 0)], "e": [("bus", 0)]}}),
+                             lambda r: load_voc(r, "2007")),
+        "voc2012 val": (lambda r: voc(r, "2012", "val", {"train": {"a": [("cat", 0)], "b": [("dog", 0)]},
+                                                         "val": {"c": [("cow", 0)], "d": [("car", 0)], "e": [("bus", 0)]}}),
+                        lambda r: load_voc(r, "2012")),
+        "nuswide train": (lambda r: nuswide(r, "train.txt"), lambda r: load_nuswide(r)),
+        "nuswide database": (lambda r: nuswide(r, "database.txt"), lambda r: load_nuswide(r)),
+        "nuswide test": (lambda r: nuswide(r, "test.txt"), lambda r: load_nuswide(r)),
+        "flickr img.txt": (flickr, lambda r: load_flickr(r, num_query=4, num_train=6)),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(duplicate_cases()))
+@pytest.mark.parametrize("where", ["next line", "far line", "same labels", "other labels"])
+def test_an_item_listed_twice_is_refused_naming_the_row(case, where, tmp_path):
+    make, load = duplicate_cases()[case]
+    listing = make(tmp_path)
+    lines = listing.read_text().splitlines(keepends=True)
+    load(tmp_path)  # the lists as written load
+    first = {"next line": 1, "far line": 0, "same labels": 2, "other labels": 1}[where]
+    copy = lines[first]
+    if where == "other labels" and len(copy.split()) > 2:  # the name again with other labels
+        tokens = copy.split()
+        copy = " ".join([tokens[0]] + ["1" if t == "0" else "0" for t in tokens[1:]]) + "\n"
+    at = first + 1 if where == "next line" else len(lines)
+    lines.insert(at, copy)
+    if listing.name == "img.txt":  # flickr: keep the label rows aligned with the names
+        targets = (tmp_path / "targets.txt").read_text().splitlines(keepends=True)
+        targets.insert(at, targets[first])
+        (tmp_path / "targets.txt").write_text("".join(targets))
+    listing.write_text("\n" + "".join(lines))  # a blank first line: line numbers count every line
+    name = copy.split()[0]
+    with pytest.raises(ValueError) as info:
+        load(tmp_path)
+    message = str(info.value)
+    assert message == (f"{listing}:{at + 2}: {name!r} is listed again (first on line {first + 2}); "
+                       f"each item must appear once"), message
+
+
+def test_features_label_file_with_a_name_twice_is_one_line(tmp_path, capsys):
+    from features.store import save_features
+    rng = np.random.default_rng(0)
+    paths = [f"x/{i:02d}.png" for i in range(40)]
+    save_features(tmp_path / "f.npz", rng.normal(size=(40, 8)).astype(np.float32), paths=paths)
+    rows = [label_line(p, (rng.random(4) < 0.5).astype(int)) for p in paths]
+    rows.insert(30, label_line(paths[7], [1, 0, 0, 1]))
+    (tmp_path / "l.txt").write_text("".join(rows))
+    (tmp_path / "s.json").write_text(
+        '{"train": %s, "database": %s, "query": %s}' % tuple(str(x).replace("'", '"') for x in
+                                                              (paths[:30], paths[:35], paths[35:])))
+    status, err = run_test(["--dataset", "features", "--features", str(tmp_path / "f.npz"), "--labels",
+                            str(tmp_path / "l.txt"), "--split", str(tmp_path / "s.json"), "--hash_bit", "12",
+                            "--no_save", "-q"], capsys)
+    assert status == 1 and err == [f"retrieval.py: error: {tmp_path / 'l.txt'}:31: 'x/07.png' is listed again "
+                                   f"(first on line 8); each item must appear once"]
