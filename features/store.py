@@ -107,7 +107,7 @@ def _read_sidecar(path: Path, features: np.ndarray):
     if not side.is_file():
         return None, {}
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
+        data = parse_json(side.read_text(encoding="utf-8"))
         paths, meta = data.get("paths"), data.get("meta", {})
     except (OSError, ValueError, AttributeError) as exc:
         log.warning("%s: unreadable sidecar (%s); paths and meta ignored", side, _short(exc))
@@ -115,7 +115,40 @@ def _read_sidecar(path: Path, features: np.ndarray):
     if paths is not None and (not isinstance(paths, list) or (features.ndim and len(paths) != features.shape[0])):
         raise ValueError(f"{side}: 'paths' has {len(paths) if isinstance(paths, list) else 'no'} entries for "
                          f"{features.shape[0]} feature rows")
+    wrong = next((i for i, p in enumerate(paths or ()) if not isinstance(p, str)), None)
+    if wrong is not None:
+        raise ValueError(f"{side}: 'paths' entry {wrong} is {_kind(paths[wrong])}, expected a string "
+                         "(an image's path)")
     return paths, meta if isinstance(meta, dict) else {}
+
+
+def _kind(value) -> str:
+    """A JSON value's kind, for messages: ``null``, ``a number``, ``a list``, ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {int: "a number", float: "a number", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+JSON_DEPTH = 100  # nesting levels accepted in JSON a file holds (meta, sidecar, run log line); the toolkit writes 4
+
+
+def parse_json(text: str):
+    """``json.loads(text)``; ValueError for any text that is not JSON nested at most :data:`JSON_DEPTH`
+    levels deep (the parser itself raises RecursionError a thousand levels down, and the code that
+    reads a value walks it recursively)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {JSON_DEPTH} levels deep") from None
+    level, depth = [value], 0  # the lists and objects one level down, breadth first: no recursion
+    while level := [item for item in level if isinstance(item, (list, dict))]:
+        depth += 1
+        if depth > JSON_DEPTH:
+            raise ValueError(f"JSON nested more than {JSON_DEPTH} levels deep")
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
+    return value
 
 
 def write_npy_rows(handle, n: int, dim: int, blocks) -> None:
@@ -193,10 +226,10 @@ def _read_paths(loaded, name: str, features: np.ndarray):
 def _read_meta(loaded, name: str) -> dict:
     raw = npz_array(loaded, "meta", name)
     try:
-        meta = json.loads(str(raw.item() if raw.ndim == 0 else raw))
+        meta = parse_json(str(raw.item() if raw.ndim == 0 else raw))
         return meta if isinstance(meta, dict) else {"value": meta}
-    except (ValueError, TypeError):
-        log.warning("%s: 'meta' is not a JSON object; ignored", name)
+    except (ValueError, TypeError) as exc:
+        log.warning("%s: 'meta' is not a JSON object (%s); ignored", name, _short(exc))
         return {}
 
 

@@ -176,7 +176,8 @@ def existing_features(path, suffix: str) -> tuple[int, str | None] | None:
                 key = next(k for k in FEATURE_KEYS if k in data.files)
                 count = int(npz_header(data, key, str(path))[0][0])
                 meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
-    except (OSError, ValueError, EOFError, IndexError, StopIteration, AttributeError, zipfile.BadZipFile):
+    except (OSError, ValueError, RecursionError, EOFError, IndexError, StopIteration, AttributeError,
+            zipfile.BadZipFile):
         return None
     backbone = meta.get("backbone") if isinstance(meta, dict) else None
     return count, backbone if isinstance(backbone, str) else None

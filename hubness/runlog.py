@@ -27,6 +27,8 @@ import stat
 
 import numpy as np
 
+from features.store import parse_json
+
 RECORD_KEYS = ("time", "argv", "inputs", "params", "versions", "metrics", "timings", "seconds")
 METRIC_BLOCKS = ("epr", "pr", "dc", "realism", "rarity", "hubness")
 DEFAULT_COLUMNS = ("epr.precision", "epr.recall", "pr.precision", "pr.recall", "dc.density", "dc.coverage",
@@ -134,7 +136,7 @@ def read_runs(path) -> tuple[list[tuple[int, dict]], list[int]]:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = parse_json(line)
                 except ValueError:
                     bad.append(number)
                     continue

@@ -80,7 +80,8 @@ def files(tmp_path, monkeypatch):
 
 def test_logs_only_when_asked(files):
     quiet = call(metrics_main.main, "real.npz", "fake.npz", "--metrics", "pr")
-    assert quiet.returncode == 0 and quiet.stderr == "fake.npz: 'meta' is not a JSON object; ignored\n"
+    assert quiet.returncode == 0 and quiet.stderr == (
+        "fake.npz: 'meta' is not a JSON object (Expecting value: line 1 column 1 (char 0)); ignored\n")
     errors_only = call(metrics_main.main, "real.npz", "fake.npz", "--metrics", "pr", "-q")
     assert errors_only.returncode == 0 and errors_only.stderr == ""
     verbose = call(metrics_main.main, "real.npz", "fake.npz", "--metrics", "pr", "-v")

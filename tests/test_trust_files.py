@@ -1,0 +1,140 @@
+"""Hostile files and interruptions get one line and leave nothing behind (issue 17, section 3): deeply
+nested JSON in a sidecar, an npz ``meta`` or a run log line; sidecar paths that are not strings; run
+log lines that are not run records; a ``--log`` append that fails after the outputs were put in place;
+SIGTERM; a missing dependency; output options that name no file."""
+import json
+
+import numpy as np
+import pytest
+
+from features.store import JSON_DEPTH, load_features, parse_json
+from hubness import runlog
+from hubness.command import main
+from hubness.extract_command import existing_features
+from tests.cli_helpers import assert_one_line_error, call
+
+# JSON nested past the limit in every way a file can: lists, objects, both, far past the parser's own
+# recursion limit (json raises RecursionError there, not ValueError), and one level past the limit
+NESTED = {
+    "lists_100000": "[" * 100000 + "]" * 100000,
+    "objects_50000": '{"a":' * 50000 + "1" + "}" * 50000,
+    "mixed_3000": '[{"a":' * 1500 + "null" + "}]" * 1500,
+    "just_past_the_limit": "[" * (JSON_DEPTH + 1) + "]" * (JSON_DEPTH + 1),
+}
+
+
+def nested_inside(text: str) -> str:
+    """``text`` as the value of a key of an object, as it would sit in a sidecar or a meta."""
+    return '{"meta": ' + text + "}"
+
+
+@pytest.fixture
+def sets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(7)
+    real = rng.standard_normal((120, 4)).astype(np.float32)
+    fake = rng.standard_normal((110, 4)).astype(np.float32) + 0.3
+    np.savez("real.npz", feature=real)
+    return real, fake
+
+
+def run_pr(fake_name):
+    return call(main, "real.npz", fake_name, "--metrics", "pr")
+
+
+def reference_stdout(fake):
+    np.save("plain.npy", fake)
+    proc = run_pr("plain.npy")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return proc.stdout.splitlines()[:-1]  # all but "seconds: ..."
+
+
+def test_parse_json_accepts_the_limit_and_refuses_deeper():
+    assert parse_json("[" * JSON_DEPTH + "]" * JSON_DEPTH) is not None
+    assert parse_json('{"a": [1, {"b": "c"}]}') == {"a": [1, {"b": "c"}]}
+    for text in (*NESTED.values(), nested_inside(NESTED["lists_100000"])):
+        with pytest.raises(ValueError, match=f"nested more than {JSON_DEPTH} levels deep"):
+            parse_json(text)
+
+
+@pytest.mark.parametrize("kind", sorted(NESTED))
+@pytest.mark.parametrize("where", ["whole", "meta"])
+def test_nested_sidecar_is_one_warning_and_the_run_goes_on(sets, kind, where):
+    _, fake = sets
+    expected = reference_stdout(fake)
+    np.save("fake.npy", fake)
+    with open("fake.npy.json", "w") as handle:
+        handle.write(NESTED[kind] if where == "whole" else nested_inside(NESTED[kind]))
+    proc = run_pr("fake.npy")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [f"fake.npy.json: unreadable sidecar (JSON nested more than {JSON_DEPTH} "
+                                        "levels deep); paths and meta ignored"], proc.stderr
+    assert proc.stdout.splitlines()[:-1] == expected
+    # getFeature.py, about to replace such a file, reads it too: no traceback, and no backbone read from it
+    assert existing_features("fake.npy", "npy") in (None, (110, None))
+
+
+@pytest.mark.parametrize("kind", sorted(NESTED))
+def test_nested_npz_meta_is_one_warning_and_the_run_goes_on(sets, kind):
+    _, fake = sets
+    expected = reference_stdout(fake)
+    for name, meta in (("fake.npz", NESTED[kind]), ("inside.npz", nested_inside(NESTED[kind]))):
+        np.savez(name, feature=fake, meta=np.array(meta))
+        proc = run_pr(name)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.splitlines() == [f"{name}: 'meta' is not a JSON object (JSON nested more than "
+                                            f"{JSON_DEPTH} levels deep); ignored"], proc.stderr
+        assert proc.stdout.splitlines()[:-1] == expected
+        assert existing_features(name, "npz") in (None, (110, None))
+
+
+@pytest.mark.parametrize("entry, kind", [(7, "a number"), (2.5, "a number"), (None, "null"), (True, "a boolean"),
+                                         (["a.png"], "a list"), ([[["x"]]], "a list"), ({"p": "a.png"}, "an object")])
+@pytest.mark.parametrize("position", [0, 57, 109])
+def test_sidecar_paths_that_are_not_strings_are_one_line_naming_the_sidecar(sets, entry, kind, position):
+    _, fake = sets
+    np.save("fake.npy", fake)
+    paths = [f"img/{i:03d}.png" for i in range(110)]
+    paths[position] = entry
+    with open("fake.npy.json", "w") as handle:
+        json.dump({"paths": paths, "meta": {"backbone": "vgg16"}}, handle)
+    assert_one_line_error(run_pr("fake.npy"), f"error: fake.npy.json: 'paths' entry {position} is {kind}, "
+                          "expected a string", status=1)
+    with pytest.raises(ValueError, match=f"fake.npy.json: 'paths' entry {position} is {kind}"):
+        load_features("fake.npy")
+
+
+def test_sidecar_paths_of_strings_are_read(sets):
+    _, fake = sets
+    np.save("fake.npy", fake)
+    paths = [f"img/{i:03d}.png" for i in range(110)]
+    with open("fake.npy.json", "w") as handle:
+        json.dump({"paths": paths, "meta": {"backbone": "vgg16"}}, handle)
+    data = load_features("fake.npy")
+    assert data.paths == paths and data.meta == {"backbone": "vgg16"}
+
+
+def record_line(**changes) -> str:
+    """A run record as ``--log`` writes it (the keys of runlog.RECORD_KEYS, with their types)."""
+    record = {"time": "2024-05-01T10:00:00+00:00", "argv": ["real.npz", "fake.npz"],
+              "inputs": {"real": {"path": "real.npz", "n": 120, "dim": 4, "dtype": "float32", "sha256": "ab"},
+                         "fake": {"path": "fake.npz", "n": 110, "dim": 4, "dtype": "float32", "sha256": "cd"}},
+              "params": {"k": 3}, "versions": {"toolkit": "1"}, "metrics": {"pr": {"precision": 0.5, "recall": 0.25}},
+              "timings": {"total": 0.5}, "seconds": 1.5}
+    record.update(changes)
+    return json.dumps(record)
+
+
+@pytest.mark.parametrize("kind", sorted(NESTED))
+def test_nested_log_line_is_skipped_with_a_warning(tmp_path, monkeypatch, kind):
+    monkeypatch.chdir(tmp_path)
+    lines = [record_line(), NESTED[kind], record_line(metrics={"pr": {"precision": 0.75}}),
+             nested_inside(NESTED[kind])]
+    (tmp_path / "runs.jsonl").write_text("\n".join(lines) + "\n")
+    proc = call(main, "compare", "runs.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["runs.jsonl: 2 line(s) are not run records, skipped (line 2, 4)"]
+    rows = proc.stdout.splitlines()[1:]
+    assert [row.split()[:3] for row in rows] == [["1", "fake.npz", "0.5000"], ["3", "fake.npz", "0.7500"]]
+    runs, bad = runlog.read_runs("runs.jsonl")
+    assert [n for n, _ in runs] == [1, 3] and bad == [2, 4]
