@@ -23,14 +23,21 @@ from features.outputs import OutputFiles, check_output_path
 from . import __version__
 from .checkpoint import check_compatible, load_checkpoint, load_network_state, save_checkpoint
 from .datasets import load_dataset
+from .mosaic import parse_counts
 from .networks import build_network, network_names
 from .ranking import DEFAULT_MEMORY_MIB
 from .report import plot_history, plot_topn, write_codes, write_log
 from .train import TrainConfig, evaluate, train
-from .zeta import lookup
+from .zeta import MAX_BITS, lookup
 
 log = logging.getLogger("hyp2")
 DATASETS = ("voc2007", "voc2012", "flickr", "nuswide", "mosaic", "features")
+MAX_SEED = 2**32 - 1
+# At --test these come from the checkpoint; one given on the command line must agree with it.
+STORED = ("dataset", "backbone", "hash_bit", "beta", "epochs", "rate", "lr", "seed", "val_size", "num_query",
+          "num_train", "mosaic_source", "mosaic_counts", "eval_every")
+PLACES = ("data", "split", "features", "labels")  # where the data lie: from the checkpoint unless given
+EVALUATION = ("retrieve", "batch_size")           # from the checkpoint unless given (then the given one is used)
 FILES = {"checkpoint": "checkpoint.pt", "metrics": "metrics.json", "log": "train_log.jsonl",
          "topn": "topn_precision.png", "history": "map_per_epoch.png", "codes": "codes.npz"}
 
@@ -47,12 +54,33 @@ def _float(low: float, strict: bool):
     return parse
 
 
+def _int_range(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {value}")
+        return value
+    return parse
+
+
+def _counts(text: str) -> str:
+    try:
+        return ",".join(map(str, parse_counts(text).values()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected four positive integers train,val,database,query, "
+                                         f"got {text!r}") from None
+
+
 def build_parser(prog: str = "retrieval.py") -> argparse.ArgumentParser:
     p = OneLineParser(prog=prog, description="HyP² loss: multi-label image retrieval with hash codes.")
     p.add_argument("--dataset", choices=DATASETS, default="voc2007", help="dataset (README: one command each)")
     p.add_argument("--backbone", default=None, choices=network_names(), metavar="NAME",
                    help=f"hash network: {', '.join(network_names())} (default googlenet; mlp for --dataset features)")
-    p.add_argument("--hash_bit", type=positive_int, default=48, help="K, bits of the hash code (1 to 256)")
+    p.add_argument("--hash_bit", type=_int_range(1, MAX_BITS), default=48,
+                   help=f"K, bits of the hash code (1 to {MAX_BITS})")
     p.add_argument("--beta", type=_float(0, False), default=0.5, help="weight of the pair term (0: proxy loss only)")
     p.add_argument("--batch_size", type=positive_int, default=100, help="images per training step")
     p.add_argument("--epochs", type=positive_int, default=100, help="training epochs")
@@ -60,9 +88,14 @@ def build_parser(prog: str = "retrieval.py") -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_float(0, True), default=None,
                    help="learning rate of the network (default: googlenet 0.02, alexnet 0.01, resnet 0.01, "
                         "pixels/mlp 0.02, backbones of features/ 0.01)")
-    p.add_argument("--seed", type=int, default=0, help="seeds initialisation, order, flips, dropout, splits")
-    p.add_argument("--output", default="result", help="output folder (checkpoint, metrics.json, log, figures)")
-    p.add_argument("--test", action="store_true", help="only evaluate the output folder's checkpoint")
+    p.add_argument("--seed", type=_int_range(0, MAX_SEED), default=0,
+                   help="seeds initialisation, order, flips, dropout, splits")
+    p.add_argument("--output", default=None, metavar="DIR",
+                   help="output folder (checkpoint, metrics.json, log, figures); default "
+                        "result/DATASET-BACKBONE-Kbit, with --test --checkpoint FILE: FILE's folder")
+    p.add_argument("--test", action="store_true",
+                   help="only evaluate a checkpoint; dataset, backbone, bits and the other options of the "
+                        "training come from it (options given must agree)")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="the checkpoint to write (training) or to evaluate (--test); default OUTPUT/checkpoint.pt")
     p.add_argument("--retrieve", type=nonnegative_int, default=0,
@@ -82,7 +115,7 @@ def build_parser(prog: str = "retrieval.py") -> argparse.ArgumentParser:
     g.add_argument("--num_train", type=positive_int, default=4000, help="flickr: training images of a new split")
     g.add_argument("--mosaic_source", choices=("digits", "fashion"), default="digits",
                    help="mosaic items: scikit-learn digits or Fashion-MNIST (Debian dataset-fashion-mnist)")
-    g.add_argument("--mosaic_counts", metavar="T,V,D,Q", default=None,
+    g.add_argument("--mosaic_counts", metavar="T,V,D,Q", default=None, type=_counts,
                    help="mosaic images of train, val, database, queries (default 4000,500,2000,500)")
     g = p.add_argument_group("run")
     g.add_argument("--weights", metavar="FILE", help="pretrained weights of the backbone (torchvision state dict)")
@@ -115,6 +148,60 @@ def _backbone(args) -> str:
     if args.backbone == "mlp":
         raise ValueError("--backbone mlp needs --dataset features (feature vectors, not images)")
     return args.backbone or "googlenet"
+
+
+def given_options(argv, prog: str = "retrieval.py") -> set:
+    """The options named on the command line ``argv`` (not those left at their defaults)."""
+    quiet = build_parser(prog)
+    for action in quiet._actions:  # an option left out then sets nothing
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))
+
+
+def _same(key: str, a, b) -> bool:
+    if key == "mosaic_counts":
+        return parse_counts(a) == parse_counts(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "its default"
+    if isinstance(value, float) and float(f"{value:g}") == value:
+        return f"{value:g}"  # 0 and 0.5, not 0.0 and 0.50
+    return str(value)
+
+
+def apply_checkpoint_options(args, given: set, payload: dict, path) -> None:
+    """--test: the dataset, backbone, bits and training options stored in the checkpoint become ``args``'s;
+    ValueError (one line, naming the option, its stored and given values) where a given option disagrees.
+    ``PLACES`` and ``EVALUATION`` options given are used as given (a data path that differs is said)."""
+    config = payload["config"]
+    stored = {key: config[key] for key in STORED + PLACES + EVALUATION if key in config}
+    stored.update({key: payload[key] for key in ("dataset", "backbone", "hash_bit", "beta", "seed", "lr")})
+    for key in STORED:
+        if key not in stored:  # a checkpoint of an earlier version without it
+            continue
+        if key in given and not _same(key, getattr(args, key), stored[key]):
+            raise ValueError(f"--{key} {_shown(getattr(args, key))}: the checkpoint {path} was trained with "
+                             f"--{key} {_shown(stored[key])}; "
+                             f"with --test, leave the option out or give the checkpoint's value")
+        setattr(args, key, stored[key])
+    for key in PLACES + EVALUATION:
+        if key not in given:
+            setattr(args, key, stored.get(key, getattr(args, key)))
+        elif key in PLACES and stored.get(key) is not None and getattr(args, key) != stored[key]:
+            log.warning("--%s %s: the checkpoint was trained with --%s %s", key, getattr(args, key), key, stored[key])
+
+
+def default_output(args, backbone: str) -> str:
+    """result/DATASET-BACKBONE-Kbit (two trainings of another kind never share a folder); with --test
+    and --checkpoint FILE, FILE's folder."""
+    if args.test and args.checkpoint:
+        return str(Path(args.checkpoint).parent)
+    return str(Path("result") / f"{args.dataset}-{backbone}-{args.hash_bit}bit")
 
 
 def _plan_outputs(args, files: dict, ckpt_path: Path) -> tuple[OutputFiles | None, dict]:
@@ -161,7 +248,15 @@ def _train(args, network, data, zeta, config, summary: dict, files: dict, ckpt_p
     return {"history": result.history, "best_epoch": result.best_epoch, "val_map": result.val_map, "lr": meta["lr"]}
 
 
-def run(args) -> dict:
+def run(args, given: set = frozenset()) -> dict:
+    """The run of ``args``; ``given``: the options named on the command line (--test checks them)."""
+    if args.output is None:
+        args.output = default_output(args, _backbone(args))
+    files = {key: Path(args.output) / name for key, name in FILES.items()}
+    ckpt_path = Path(args.checkpoint) if args.checkpoint else files["checkpoint"]
+    if args.test:
+        payload = load_checkpoint(ckpt_path)
+        apply_checkpoint_options(args, given, payload, ckpt_path)
     backbone = _backbone(args)
     device = check_device(f"cuda:{args.cuda}" if args.cuda is not None else args.device)
     if args.threads or (backbone in ("pixels", "mlp") and device.type == "cpu"):
@@ -172,15 +267,10 @@ def run(args) -> dict:
                         mosaic_source=args.mosaic_source, mosaic_counts=args.mosaic_counts,
                         num_query=args.num_query, num_train=args.num_train)
     zeta = lookup(args.hash_bit, data.num_classes)
-    files = {key: Path(args.output) / name for key, name in FILES.items()}
-    ckpt_path = Path(args.checkpoint) if args.checkpoint else files["checkpoint"]
     feature_dim = data.train.features.shape[1] if data.kind == "features" else None
     if args.test:
-        payload = load_checkpoint(ckpt_path)
         check_compatible(payload, ckpt_path, backbone=backbone, hash_bit=args.hash_bit,
                          num_classes=data.num_classes, feature_dim=feature_dim)
-        if payload.get("dataset") != args.dataset:
-            log.warning("%s: trained on %s, evaluated on %s", ckpt_path, payload.get("dataset"), args.dataset)
     outputs, planned = _plan_outputs(args, files, ckpt_path)
     num_workers = args.num_workers if args.num_workers is not None else (
         0 if args.dataset in ("mosaic", "features") else min(8, os.cpu_count() or 1))
@@ -230,12 +320,13 @@ def run(args) -> dict:
 
 def main(argv=None, prog: str = "retrieval.py") -> int:
     args = build_parser(prog).parse_args(argv)
+    given = given_options(argv, prog)
     setup_logging(args.verbosity)
 
     def body():
         threads = torch.get_num_threads()
         try:
-            metrics = run(args)
+            metrics = run(args, given)
         finally:  # main() may run inside another program (the tests, a benchmark)
             torch.set_num_threads(threads)
         print_results([f"map: {metrics['map']:.6f}", f"val_map: {metrics['val_map']:.6f}"])

@@ -53,12 +53,12 @@ def test_training_writes_every_output(trained, capsys):
 def test_trained_codes_beat_random_codes_and_test_mode_reproduces(trained, capsys):
     trained_metrics = json.loads((trained / "metrics.json").read_text())
     capsys.readouterr()
-    assert main([*MOSAIC, "--output", str(trained), "--test", "--beta", "0", "--epochs", "50"]) == 0
+    assert main([*MOSAIC, "--output", str(trained), "--test"]) == 0
     out = capsys.readouterr().out.splitlines()
     metrics = json.loads((trained / "metrics.json").read_text())
     assert out[0] == f"map: {metrics['map']:.6f}" and metrics["mode"] == "test"
     assert metrics["map"] == trained_metrics["map"] and metrics["val_map"] == trained_metrics["val_map"]
-    assert (metrics["beta"], metrics["epochs"]) == (0.5, 6)  # how the checkpoint was trained, not the options
+    assert (metrics["beta"], metrics["epochs"]) == (0.5, 6)  # how the checkpoint was trained
     codes = np.load(trained / "codes.npz")
     assert codes["query_codes"].dtype == np.int8 and set(np.unique(codes["db_codes"])) == {-1, 1}
     assert codes["query_codes"].shape == (100, 16) and codes["db_labels"].shape == (400, 10)
@@ -115,10 +115,10 @@ def bad_flickr(tmp_path):
     (["--dataset", "voc2007", "--data", "{tmp}/none"], 1, "VOC2007 folder not found"),
     (["--dataset", "flickr", "--data", "{tmp}/flickr"], 1, "targets.txt:2: 37 labels, expected 38"),
     (["--dataset", "nuswide", "--data", "{tmp}"], 1, "train.txt: image list not found"),
-    ([*MOSAIC, "--hash_bit", "300"], 1, "covers 1 to 256 bits"),
+    ([*MOSAIC, "--hash_bit", "300"], 2, "argument --hash_bit: must be 1 to 256, got 300"),
     ([*MOSAIC, "--hash_bit", "3"], 1, "too short for 10 classes"),
     ([*MOSAIC, "--test", "--output", "{tmp}"], 1, "no checkpoint here"),
-    ([*MOSAIC, "--mosaic_counts", "5,5"], 1, "expected four positive integers"),
+    ([*MOSAIC, "--mosaic_counts", "5,5"], 2, "argument --mosaic_counts: expected four positive integers"),
     (["--dataset", "mosaic", "--backbone", "mlp"], 1, "--backbone mlp needs --dataset features"),
     (["--dataset", "features", "--split", "s.json"], 1, "--dataset features needs --features"),
     (["--dataset", "mosaic", "--backbone", "googlenet", "--mosaic_counts", "20,5,10,5"], 1,
@@ -142,9 +142,10 @@ def test_bad_input_is_one_line(args, code, fragment, bad_flickr, tmp_path, monke
 
 def test_checkpoint_of_another_architecture_is_refused(trained, capsys):
     capsys.readouterr()
-    assert main([*MOSAIC, "--hash_bit", "32", "--output", str(trained), "--test"]) == 1
+    assert main([*MOSAIC, "--hash_bit", "32", "--checkpoint", str(trained / "checkpoint.pt"), "--test"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "checkpoint of another architecture: hash_bit 16 (asked 32)" in err[0]
+    assert len(err) == 1 and f"--hash_bit 32: the checkpoint {trained / 'checkpoint.pt'} was trained with " \
+                             f"--hash_bit 16" in err[0]
 
 
 def test_script_exit_status_and_single_line(tmp_path):

@@ -1,5 +1,6 @@
 """HyP² trust checks: damaged checkpoints and foreign files, duplicate label rows, options checked against the
 checkpoint, option messages, the original's Flickr order, the empty-label count (in process, tiny mosaics)."""
+import json
 import pickle
 import subprocess
 import sys
@@ -236,3 +237,100 @@ def test_features_label_file_with_a_name_twice_is_one_line(tmp_path, capsys):
                             "--no_save", "-q"], capsys)
     assert status == 1 and err == [f"retrieval.py: error: {tmp_path / 'l.txt'}:31: 'x/07.png' is listed again "
                                    f"(first on line 8); each item must appear once"]
+
+
+# --------------------------------------------------------------------- --test takes the checkpoint's options
+
+def test_test_with_the_checkpoint_alone(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [*TINY, "--epochs", "2", "--seed", "3", "--beta", "0.25", "--rate", "0.03", "--retrieve", "20"]
+    assert main(args) == 0  # no --output: result/mosaic-pixels-16bit
+    trained = json.loads((tmp_path / "result" / "mosaic-pixels-16bit" / "metrics.json").read_text())
+    ckpt = tmp_path / "result" / "mosaic-pixels-16bit" / "checkpoint.pt"
+    moved = tmp_path / "elsewhere" / "model.pt"
+    moved.parent.mkdir()
+    moved.write_bytes(ckpt.read_bytes())
+    capsys.readouterr()
+    assert main(["--test", "--checkpoint", str(moved), "-q", "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    metrics = json.loads((moved.parent / "metrics.json").read_text())  # the checkpoint's folder by default
+    assert out[0] == f"map: {trained['map']:.6f}" and metrics["map"] == trained["map"] and metrics["R"] == 20
+    for key in ("dataset", "backbone", "hash_bit", "beta", "seed", "epochs", "rate", "n_train", "n_query"):
+        assert metrics[key] == trained[key], key
+    assert (moved.parent / "codes.npz").exists()
+
+
+@pytest.mark.parametrize("option, value, held", [
+    ("--dataset", "voc2007", "mosaic"), ("--backbone", "alexnet", "pixels"), ("--hash_bit", "32", "16"),
+    ("--beta", "0", "0.5"), ("--epochs", "50", "1"), ("--rate", "0.5", "0.02"), ("--lr", "0.5", "0.02"),
+    ("--seed", "4", "0"), ("--val_size", "7", "its default"), ("--num_query", "9", "1000"),
+    ("--num_train", "9", "4000"), ("--mosaic_source", "fashion", "digits"), ("--mosaic_counts", "61,10,30,10",
+                                                                              "60,10,30,10"),
+    ("--eval_every", "2", "5")])
+def test_an_option_given_with_test_must_agree(option, value, held, checkpoint, tmp_path, capsys):
+    status, err = run_test(["--test", "--checkpoint", str(checkpoint), "--no_save", "-q", option, value], capsys)
+    assert status == 1 and err == [f"retrieval.py: error: {option} {value}: the checkpoint {checkpoint} was trained "
+                                   f"with {option} {held}; with --test, leave the option out or give the "
+                                   f"checkpoint's value"], err
+
+
+def test_options_that_agree_and_evaluation_options_are_accepted(checkpoint, capsys):
+    status, err = run_test([*TINY, "--mosaic_counts", "60, 10,30,10", "--beta", "0.50", "--lr", "0.02", "--test",
+                            "--checkpoint", str(checkpoint), "--no_save", "--retrieve", "7", "--batch_size", "3",
+                            "--memory_budget", "1"], capsys)
+    assert status == 0 and err == []
+
+
+def test_default_output_is_per_dataset_backbone_and_bits(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for bits in ("12", "16"):
+        assert main([*TINY[:4], "--hash_bit", bits, *TINY[6:], "--epochs", "1"]) == 0
+    a, b = (torch.load(tmp_path / "result" / f"mosaic-pixels-{k}bit" / "checkpoint.pt", weights_only=True)
+            for k in (12, 16))
+    assert (a["hash_bit"], b["hash_bit"]) == (12, 16)  # neither replaced the other
+    capsys.readouterr()
+    assert main([*TINY[:4], "--hash_bit", "12", "--test", "-q", "--no-progress"]) == 0  # finds its own checkpoint
+    assert json.loads((tmp_path / "result" / "mosaic-pixels-12bit" / "metrics.json").read_text())["mode"] == "test"
+
+
+def test_a_data_path_given_with_test_is_used_and_said(caplog):
+    from types import SimpleNamespace
+    from hyp2.command import apply_checkpoint_options
+    payload = {"dataset": "features", "backbone": "mlp", "hash_bit": 12, "beta": 0.5, "seed": 0, "lr": 0.02,
+               "config": {"features": "old/f.npz", "labels": "l.txt", "split": "s.json", "data": None,
+                          "retrieve": 5, "batch_size": 100, "epochs": 3}}
+    args = SimpleNamespace(dataset="voc2007", backbone=None, hash_bit=48, beta=0.5, seed=0, lr=None, epochs=100,
+                           features="new/f.npz", labels=None, split=None, data=None, retrieve=0, batch_size=7)
+    with caplog.at_level("WARNING"):
+        apply_checkpoint_options(args, {"features", "batch_size"}, payload, "c.pt")
+    assert (args.dataset, args.backbone, args.hash_bit, args.epochs) == ("features", "mlp", 12, 3)
+    assert (args.features, args.labels, args.split, args.retrieve, args.batch_size) == ("new/f.npz", "l.txt",
+                                                                                        "s.json", 5, 7)
+    assert caplog.messages == ["--features new/f.npz: the checkpoint was trained with --features old/f.npz"]
+
+
+# ------------------------------------------------------------------------------------ option messages
+
+def numeric_options():
+    from hyp2.command import build_parser
+    return sorted(a.option_strings[0] for a in build_parser()._actions
+                  if a.option_strings and a.type is not None and a.option_strings[0].startswith("--"))
+
+
+@pytest.mark.parametrize("option", numeric_options())
+@pytest.mark.parametrize("value", ["-1", "abc", ""])
+def test_every_typed_option_names_itself(option, value, capsys):
+    status, err = run_test([*TINY, option, value, "--no_save"], capsys)
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"retrieval.py: error: argument {option}: "), err
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--hash_bit", "0", "must be 1 to 256, got 0"), ("--hash_bit", "257", "must be 1 to 256, got 257"),
+    ("--seed", "-1", "must be 0 to 4294967295, got -1"), ("--seed", str(2**32), "must be 0 to 4294967295"),
+    ("--seed", "1.5", "expected an integer"), ("--epochs", "0", "must be >= 1"), ("--rate", "0", "must be > 0"),
+    ("--rate", "nan", "must be > 0"), ("--lr", "inf", "must be > 0"), ("--beta", "-0.1", "must be >= 0"),
+    ("--memory_budget", "0", "must be > 0"), ("--mosaic_counts", "1,2,3", "expected four positive integers"),
+    ("--mosaic_counts", "1,2,3,0", "expected four positive integers"), ("--batch_size", "0", "must be >= 1")])
+def test_bounds_of_numeric_options(option, value, fragment, capsys):
+    status, err = run_test([*TINY, option, value, "--no_save"], capsys)
+    assert status == 2 and len(err) == 1 and f"argument {option}: {fragment}" in err[0], err
