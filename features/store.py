@@ -117,18 +117,19 @@ def _read_sidecar(path: Path, features: np.ndarray):
                          f"{features.shape[0]} feature rows")
     wrong = next((i for i, p in enumerate(paths or ()) if not isinstance(p, str)), None)
     if wrong is not None:
-        raise ValueError(f"{side}: 'paths' entry {wrong} is {_kind(paths[wrong])}, expected a string "
+        raise ValueError(f"{side}: 'paths' entry {wrong} is {json_kind(paths[wrong])}, expected a string "
                          "(an image's path)")
     return paths, meta if isinstance(meta, dict) else {}
 
 
-def _kind(value) -> str:
-    """A JSON value's kind, for messages: ``null``, ``a number``, ``a list``, ..."""
+def json_kind(value) -> str:
+    """A JSON value's kind, for messages: ``null``, ``a number``, ``a string``, ``a list``, ..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    return {int: "a number", float: "a number", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
 
 
 JSON_DEPTH = 100  # nesting levels accepted in JSON a file holds (meta, sidecar, run log line); the toolkit writes 4

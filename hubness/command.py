@@ -26,7 +26,7 @@ from features.cli import (OneLineParser, add_extraction_options, add_run_options
 from features.images import is_image_input
 from features.outputs import OutputFiles
 from features.provenance import describe_differences, extractor_differences, extractor_of
-from features.store import FeatureFile, load_features, random_subset, read_arrays
+from features.store import FeatureFile, json_kind, load_features, random_subset, read_arrays
 
 from . import runlog, summary
 from ._checks import as_feature_matrix
@@ -427,9 +427,10 @@ def _compare(args) -> None:
     runs = []
     for path in files:
         found, bad = runlog.read_runs(path)
-        if bad:
-            shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
-            log.warning("%s: %d line(s) are not run records, skipped (line %s)", path, len(bad), shown)
+        if bad:  # one bad line costs that line only
+            shown = ", ".join(str(number) for number, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            log.warning("%s: %d line(s) are not run records, skipped (line %s; line %d: %s)", path, len(bad),
+                        shown, *bad[0])
         label = "" if len(files) == 1 else f"{os.path.basename(path)}:"
         runs += [(f"{label}{number}", record) for number, record in found]
     if not runs:
@@ -441,6 +442,14 @@ def _compare(args) -> None:
             raise ValueError(f"--columns: no run has {absent[0]!r} (names as the metric command prints them, "
                              "e.g. pr.precision, hubness.fake.skewness)")
     header, rows, metric_columns = runlog.comparison(runs, columns)
+    if "plot" in planned:  # bars need numbers: a column of text or objects (--columns pr) cannot be drawn
+        for column in metric_columns:
+            j = header.index(column)
+            label, value = next(((row[0], row[j]) for row in rows if row[j] is not None and (
+                isinstance(row[j], bool) or not isinstance(row[j], (int, float)))), (None, None))
+            if label is not None:
+                raise ValueError(f"--plot: column {column!r} of run {label} is {json_kind(value)}, not a number "
+                                 "that can be drawn (choose numeric --columns)")
     with outputs:
         if "csv" in planned:
             with planned["csv"].open("w", newline="", encoding="utf-8") as handle:

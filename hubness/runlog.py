@@ -5,7 +5,7 @@ appended with a single ``write`` of the whole line on a file opened with ``O_APP
 an exclusive ``flock`` (runs that log to the same file at the same time take turns). A write that
 falls short (disk full) is cut back off, so the log never keeps half a line; a file that already
 ends without a newline (written by something else) gets one before the new line. Reading skips
-lines that are not run records and says which.
+lines that are not run records (:func:`record_problem`) and says which and why.
 
 The log is not one of the files the run puts in place together (:class:`features.outputs.OutputFiles`
 replaces a file by renaming a new one over it, which would lose the lines of runs that append at
@@ -27,21 +27,33 @@ import stat
 
 import numpy as np
 
-from features.store import parse_json
+from features.store import json_kind, parse_json
 
 RECORD_KEYS = ("time", "argv", "inputs", "params", "versions", "metrics", "timings", "seconds")
+# what each key of a run record holds (a line of another shape is not a run record: read_runs skips it)
+RECORD_TYPES = {"time": (str, "a string"), "argv": (list, "a list"), "inputs": (dict, "an object"),
+                "params": (dict, "an object"), "versions": (dict, "an object"), "metrics": (dict, "an object"),
+                "timings": (dict, "an object"), "seconds": ((int, float), "a number")}
 METRIC_BLOCKS = ("epr", "pr", "dc", "realism", "rarity", "hubness")
 DEFAULT_COLUMNS = ("epr.precision", "epr.recall", "pr.precision", "pr.recall", "dc.density", "dc.coverage",
                    "realism.mean", "hubness.fake.skewness")
 VARYING_PARAMS = ("k", "dc_k", "hubsK", "num_samples", "seed")
 
 
-def feature_digest(features: np.ndarray) -> str:
-    """SHA-256 of the line ``"<dtype> <n>x<dim>\\n"`` followed by the array's bytes in C order: the
-    identity of the features a run evaluated."""
-    array = np.ascontiguousarray(features)
-    digest = hashlib.sha256(f"{array.dtype} {'x'.join(map(str, array.shape))}\n".encode())
-    digest.update(memoryview(array).cast("B"))
+DIGEST_BLOCK_BYTES = 4 * 2**20  # bytes of an array converted and hashed at a time
+
+
+def feature_digest(features: np.ndarray, dtype=None) -> str:
+    """SHA-256 of the line ``"<dtype> <n>x<dim>\\n"`` followed by the array's bytes in C order, the
+    array converted to ``dtype`` first where one is given (block by block of rows: a memory-mapped
+    float64 input is never copied whole): the identity of the features a run evaluated."""
+    dtype = np.dtype(features.dtype if dtype is None else dtype)
+    digest = hashlib.sha256(f"{dtype} {'x'.join(map(str, features.shape))}\n".encode())
+    if features.ndim == 0:
+        features = features.reshape(1)
+    step = max(1, DIGEST_BLOCK_BYTES // max(1, dtype.itemsize * (features[0].size if len(features) else 1)))
+    for start in range(0, len(features), step):
+        digest.update(memoryview(np.ascontiguousarray(features[start:start + step], dtype=dtype)).cast("B"))
     return digest.hexdigest()
 
 
@@ -55,9 +67,10 @@ def versions() -> dict:
 
 
 def input_record(data, features: np.ndarray) -> dict:
-    """What the log says of one input: path, sizes, digest of the features evaluated."""
+    """What the log says of one input: path, sizes, digest of the features evaluated (float32: a
+    memory-mapped float64 or big-endian ``.npy`` is evaluated converted, block by block)."""
     record = {"path": data.source, "n": int(features.shape[0]), "dim": int(features.shape[1]),
-              "dtype": str(features.dtype), "sha256": feature_digest(features)}
+              "dtype": "float32", "sha256": feature_digest(features, np.float32)}
     if data.key == "(images)":
         record["images"] = True
     else:
@@ -127,31 +140,63 @@ def _cannot_append(output, exc: OSError) -> ValueError:
     return ValueError(f"{output.option} {output.requested}: cannot append ({exc.strerror or exc})")
 
 
-def read_runs(path) -> tuple[list[tuple[int, dict]], list[int]]:
-    """The run records of a log: ([(line number, record)], [line numbers that are not runs])."""
-    runs, bad = [], []
+def record_problem(record) -> str | None:
+    """Why ``record`` (a parsed log line) is not a run record, or None where it is one: an object with
+    every key of :data:`RECORD_KEYS`, each holding what :data:`RECORD_TYPES` says (other keys are
+    allowed), ``argv`` a list of strings, ``inputs`` with ``real`` and ``fake`` objects that have a
+    string ``path``, and each metric block an object."""
+    if not isinstance(record, dict):
+        return f"{json_kind(record)}, not an object"
+    for key in RECORD_KEYS:
+        if key not in record:
+            return f"no key {key!r}"
+        types, expected = RECORD_TYPES[key]
+        if isinstance(record[key], bool) or not isinstance(record[key], types):
+            return f"{key!r} is {json_kind(record[key])}, expected {expected}"
+    if not all(isinstance(word, str) for word in record["argv"]):
+        return "'argv' holds something other than strings"
+    for side in ("real", "fake"):
+        entry = record["inputs"].get(side)
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            return f"'inputs' has no {side} input with a path"
+    for block, value in record["metrics"].items():
+        if not isinstance(value, dict):
+            return f"metric block {block!r} is {json_kind(value)}, expected an object"
+    return None
+
+
+def read_runs(path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+    """The run records of a log: ([(line number, record)], [(line number, why it is not a run record)])."""
+    runs, bad, text = [], [], False
     try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad.append((number, "not UTF-8 text"))
+                    continue
+                text = True
                 if not line.strip():
                     continue
                 try:
                     record = parse_json(line)
-                except ValueError:
-                    bad.append(number)
+                except ValueError as exc:
+                    bad.append((number, f"not JSON ({str(exc).splitlines()[0][:120]})"))
                     continue
-                if isinstance(record, dict) and isinstance(record.get("metrics"), dict):
+                problem = record_problem(record)
+                if problem is None:
                     runs.append((number, record))
                 else:
-                    bad.append(number)
+                    bad.append((number, problem))
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a folder, not a run log (.jsonl)") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file, not a run log (.jsonl)") from None
     except OSError as exc:
         raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if bad and not text:  # no line of it is text
+        raise ValueError(f"{path}: not a text file, not a run log (.jsonl)")
     return runs, bad
 
 

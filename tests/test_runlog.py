@@ -75,11 +75,23 @@ def planned_log(path):
     return OutputFiles().add(path, "--log")
 
 
+def run_record(**changes) -> dict:
+    """A run record of the shape --log writes (every key of runlog.RECORD_KEYS, of its type)."""
+    record = {"time": "2024-05-01T10:00:00+00:00", "argv": ["real.npz", "fake.npz"],
+              "inputs": {"real": {"path": "real.npz", "n": 120, "dim": 4, "dtype": "float32", "sha256": "ab"},
+                         "fake": {"path": "fake.npz", "n": 110, "dim": 4, "dtype": "float32", "sha256": "cd"}},
+              "params": {"k": 3}, "versions": {"toolkit": "1"}, "metrics": {"pr": {"precision": 0.5, "recall": 0.25}},
+              "timings": {"total": 0.5}, "seconds": 1.5}
+    record.update(changes)
+    return record
+
+
 def test_append_never_leaves_half_a_line(tmp_path, monkeypatch):
     path = tmp_path / "runs.jsonl"
-    path.write_bytes(b'{"metrics": {}}\n{"half')  # something else left a line unfinished
-    runlog.append_line(planned_log(path), {"metrics": {"pr": {"precision": 0.5}}})
-    assert path.read_bytes().endswith(b'\n{"half\n{"metrics":{"pr":{"precision":0.5}}}\n')
+    path.write_bytes(json.dumps(run_record()).encode() + b'\n{"half')  # something else left a line unfinished
+    runlog.append_line(planned_log(path), run_record(seconds=2))
+    assert path.read_bytes().endswith(b'\n{"half\n' + json.dumps(run_record(seconds=2), separators=(",", ":")).encode()
+                                      + b"\n")
     before = path.read_bytes()
 
     real_write = os.write
@@ -89,7 +101,7 @@ def test_append_never_leaves_half_a_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "write", short_write)
     with pytest.raises(ValueError, match=r"--log .*runs.jsonl: cannot append \(only \d+ of \d+ bytes written\)"):
-        runlog.append_line(planned_log(path), {"metrics": {"x": 1}})
+        runlog.append_line(planned_log(path), run_record())
     assert path.read_bytes() == before
 
     def full(fd, data):
@@ -97,15 +109,15 @@ def test_append_never_leaves_half_a_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(ValueError, match="cannot append \\(No space left on device\\)"):
-        runlog.append_line(planned_log(path), {"metrics": {"x": 1}})
+        runlog.append_line(planned_log(path), run_record())
     assert path.read_bytes() == before
     runs, bad = runlog.read_runs(path)
-    assert [n for n, _ in runs] == [1, 3] and bad == [2]
+    assert [n for n, _ in runs] == [1, 3] and [n for n, _ in bad] == [2]
 
 
 def test_concurrent_appends_keep_whole_lines(tmp_path):
     path = tmp_path / "runs.jsonl"
-    payload = {"metrics": {"pad": "x" * 70000}}  # lines of many pages
+    payload = run_record(argv=["x" * 70000])  # lines of many pages
 
     def writer(i):
         for j in range(10):
@@ -172,7 +184,8 @@ def test_compare_columns_and_several_files(log_of_three, tmp_path):
     (tmp_path / "other.jsonl").write_text(lines[0] + "\nnot json\n")
     proc = call(main, "compare", "runs.jsonl", "other.jsonl", "--columns", "hubness.real.skewness,dc.coverage")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip() == "other.jsonl: 1 line(s) are not run records, skipped (line 2)"
+    assert proc.stderr.strip() == ("other.jsonl: 1 line(s) are not run records, skipped (line 2; line 2: not JSON "
+                                   "(Expecting value: line 1 column 1 (char 0)))")
     out = proc.stdout.splitlines()
     assert out[0].split() == ["run", "fake", "k", "hubness.real.skewness", "dc.coverage", "seconds", "time"]
     assert [line.split()[0] for line in out[1:]] == ["runs.jsonl:1", "runs.jsonl:2", "runs.jsonl:3", "other.jsonl:1"]

@@ -12,6 +12,7 @@ from hubness import runlog
 from hubness.command import main
 from hubness.extract_command import existing_features
 from tests.cli_helpers import assert_one_line_error, call
+from tests.test_runlog import run_record
 
 # JSON nested past the limit in every way a file can: lists, objects, both, far past the parser's own
 # recursion limit (json raises RecursionError there, not ValueError), and one level past the limit
@@ -115,14 +116,7 @@ def test_sidecar_paths_of_strings_are_read(sets):
 
 
 def record_line(**changes) -> str:
-    """A run record as ``--log`` writes it (the keys of runlog.RECORD_KEYS, with their types)."""
-    record = {"time": "2024-05-01T10:00:00+00:00", "argv": ["real.npz", "fake.npz"],
-              "inputs": {"real": {"path": "real.npz", "n": 120, "dim": 4, "dtype": "float32", "sha256": "ab"},
-                         "fake": {"path": "fake.npz", "n": 110, "dim": 4, "dtype": "float32", "sha256": "cd"}},
-              "params": {"k": 3}, "versions": {"toolkit": "1"}, "metrics": {"pr": {"precision": 0.5, "recall": 0.25}},
-              "timings": {"total": 0.5}, "seconds": 1.5}
-    record.update(changes)
-    return json.dumps(record)
+    return json.dumps(run_record(**changes))
 
 
 @pytest.mark.parametrize("kind", sorted(NESTED))
@@ -133,8 +127,88 @@ def test_nested_log_line_is_skipped_with_a_warning(tmp_path, monkeypatch, kind):
     (tmp_path / "runs.jsonl").write_text("\n".join(lines) + "\n")
     proc = call(main, "compare", "runs.jsonl")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.splitlines() == ["runs.jsonl: 2 line(s) are not run records, skipped (line 2, 4)"]
+    assert proc.stderr.splitlines() == [f"runs.jsonl: 2 line(s) are not run records, skipped (line 2, 4; line 2: "
+                                        f"not JSON (JSON nested more than {JSON_DEPTH} levels deep))"]
     rows = proc.stdout.splitlines()[1:]
     assert [row.split()[:3] for row in rows] == [["1", "fake.npz", "0.5000"], ["3", "fake.npz", "0.7500"]]
     runs, bad = runlog.read_runs("runs.jsonl")
-    assert [n for n, _ in runs] == [1, 3] and bad == [2, 4]
+    assert [n for n, _ in runs] == [1, 3] and [n for n, _ in bad] == [2, 4]
+
+
+def without(key):
+    record = run_record()
+    del record[key]
+    return json.dumps(record)
+
+
+# lines of JSON that are not run records: the wrong kind of value, a record without one of its keys,
+# a key holding the wrong kind of value, garbage nested inside, a line that is not UTF-8
+NOT_RECORDS = {
+    "list": ("[1, 2, 3]", "a list, not an object"),
+    "string": ('"precision: 0.5"', "a string, not an object"),
+    "number": ("0.5", "a number, not an object"),
+    "null": ("null", "null, not an object"),
+    "other_object": ('{"precision": 0.5, "recall": 0.25}', "no key 'time'"),
+    **{f"no_{key}": (without(key), f"no key {key!r}") for key in runlog.RECORD_KEYS},
+    "metrics_list": (record_line(metrics=[0.5]), "'metrics' is a list, expected an object"),
+    "metrics_number": (record_line(metrics=0.5), "'metrics' is a number, expected an object"),
+    "metrics_null": (record_line(metrics=None), "'metrics' is null, expected an object"),
+    "metric_block_number": (record_line(metrics={"pr": 0.5}), "metric block 'pr' is a number, expected an object"),
+    "params_list": (record_line(params=[3]), "'params' is a list, expected an object"),
+    "inputs_string": (record_line(inputs="real.npz"), "'inputs' is a string, expected an object"),
+    "inputs_without_fake": (record_line(inputs={"real": {"path": "r.npz"}}), "'inputs' has no fake input"),
+    "input_path_nested": (record_line(inputs={"real": {"path": "r.npz"}, "fake": {"path": [["f"]]}}),
+                          "'inputs' has no fake input with a path"),
+    "versions_string": (record_line(versions="0.2"), "'versions' is a string, expected an object"),
+    "timings_list": (record_line(timings=[1]), "'timings' is a list, expected an object"),
+    "seconds_string": (record_line(seconds="1.5"), "'seconds' is a string, expected a number"),
+    "seconds_boolean": (record_line(seconds=True), "'seconds' is a boolean, expected a number"),
+    "time_number": (record_line(time=1714557600), "'time' is a number, expected a string"),
+    "argv_string": (record_line(argv="real.npz fake.npz"), "'argv' is a string, expected a list"),
+    "argv_nested": (record_line(argv=[["real.npz"], {"a": [1]}]), "'argv' holds something other than strings"),
+    "nested_garbage": ('{"metrics": ' + "[" * 50 + "]" * 50 + "}", "no key 'time'"),
+    "not_json": ("precision: 0.5", "not JSON (Expecting value"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_RECORDS))
+def test_a_line_that_is_not_a_run_record_is_skipped_with_a_warning(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    line, why = NOT_RECORDS[name]
+    assert runlog.record_problem(run_record()) is None
+    lines = [record_line(), line, record_line(metrics={"pr": {"precision": 0.75}})]
+    (tmp_path / "runs.jsonl").write_text("\n".join(lines) + "\n")
+    proc = call(main, "compare", "runs.jsonl", "--csv", "t.csv", "--plot", "t.png")
+    assert proc.returncode == 0, proc.stderr
+    warning = proc.stderr.splitlines()
+    assert len(warning) == 1 and warning[0].startswith(
+        f"runs.jsonl: 1 line(s) are not run records, skipped (line 2; line 2: {why}"), proc.stderr
+    rows = proc.stdout.splitlines()[1:]
+    assert [row.split()[:3] for row in rows] == [["1", "fake.npz", "0.5000"], ["3", "fake.npz", "0.7500"]]
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == 3 and (tmp_path / "t.png").stat().st_size > 0
+
+
+def test_a_line_that_is_not_utf8_is_skipped_and_a_log_of_none_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs.jsonl").write_bytes(record_line().encode() + b"\n\xff\xfe{}\n" + record_line().encode() + b"\n")
+    proc = call(main, "compare", "runs.jsonl")
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3, proc.stderr
+    assert proc.stderr.strip() == "runs.jsonl: 1 line(s) are not run records, skipped (line 2; line 2: not UTF-8 text)"
+    (tmp_path / "bad.jsonl").write_text("\n".join(line for line, _ in NOT_RECORDS.values()) + "\n")
+    assert_one_line_error(call(main, "compare", "bad.jsonl", "-q"), "bad.jsonl: no run records", status=1)
+
+
+def test_extra_keys_are_allowed_and_columns_that_are_not_numbers_are_not_drawn(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lines = [record_line(note="later versions may add keys"),
+             record_line(metrics={"pr": {"precision": 0.75, "method": "exact"}})]
+    (tmp_path / "runs.jsonl").write_text("\n".join(lines) + "\n")
+    proc = call(main, "compare", "runs.jsonl", "--columns", "pr.method,pr.precision")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert [row.split()[:4] for row in proc.stdout.splitlines()[1:]] == [["1", "fake.npz", "-", "0.5000"],
+                                                                        ["2", "fake.npz", "exact", "0.7500"]]
+    for columns, culprit in (("pr.method,pr.precision", "'pr.method' of run 2 is a string"),
+                             ("pr", "'pr' of run 1 is an object")):
+        assert_one_line_error(call(main, "compare", "runs.jsonl", "--columns", columns, "--plot", "t.png"),
+                              f"--plot: column {culprit}, not a number", status=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.jsonl"]
