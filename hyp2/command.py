@@ -36,7 +36,7 @@ MAX_SEED = 2**32 - 1
 # At --test these come from the checkpoint; one given on the command line must agree with it.
 STORED = ("dataset", "backbone", "hash_bit", "beta", "epochs", "rate", "lr", "seed", "val_size", "num_query",
           "num_train", "mosaic_source", "mosaic_counts", "eval_every")
-PLACES = ("data", "split", "features", "labels")  # where the data lie: from the checkpoint unless given
+PLACES = ("data", "split", "features", "labels", "flickr_order")  # where the data lie: from the checkpoint unless given
 EVALUATION = ("retrieve", "batch_size")           # from the checkpoint unless given (then the given one is used)
 FILES = {"checkpoint": "checkpoint.pt", "metrics": "metrics.json", "log": "train_log.jsonl",
          "topn": "topn_precision.png", "history": "map_per_epoch.png", "codes": "codes.npz"}
@@ -107,6 +107,10 @@ def build_parser(prog: str = "retrieval.py") -> argparse.ArgumentParser:
                                                  "data/nus_wide)")
     g.add_argument("--split", metavar="FILE", help="split file (JSON): flickr (written once when missing; "
                                                    "default DATA/hyp2_split.json) and features (required)")
+    g.add_argument("--flickr_order", metavar="FILE",
+                   help="flickr: write the split from this image order (the original HyP²'s flickr.txt: a JSON "
+                        "list of indices into img.txt; or one index or name a line): queries first, then train, "
+                        "the rest database")
     g.add_argument("--features", metavar="FILE", help="--dataset features: a feature file of getFeature.py")
     g.add_argument("--labels", metavar="FILE", help="--dataset features: lines 'path l_1 ... l_C' (0/1)")
     g.add_argument("--val_size", type=positive_int, default=None,
@@ -209,7 +213,8 @@ def _plan_outputs(args, files: dict, ckpt_path: Path) -> tuple[OutputFiles | Non
     if args.no_save:
         return None, {}
     Path(args.output).mkdir(parents=True, exist_ok=True)
-    inputs = {"--weights": args.weights, "--features": args.features, "--labels": args.labels, "--split": args.split}
+    inputs = {"--weights": args.weights, "--features": args.features, "--labels": args.labels, "--split": args.split,
+              "--flickr_order": args.flickr_order}
     if args.test:
         inputs["--checkpoint"] = ckpt_path
     outputs = OutputFiles(inputs=inputs)
@@ -265,7 +270,7 @@ def run(args, given: set = frozenset()) -> dict:
     data = load_dataset(args.dataset, data=args.data, split=args.split, features=args.features, labels=args.labels,
                         seed=args.seed, val_size=args.val_size, retrieve=args.retrieve,
                         mosaic_source=args.mosaic_source, mosaic_counts=args.mosaic_counts,
-                        num_query=args.num_query, num_train=args.num_train)
+                        num_query=args.num_query, num_train=args.num_train, flickr_order=args.flickr_order)
     zeta = lookup(args.hash_bit, data.num_classes)
     feature_dim = data.train.features.shape[1] if data.kind == "features" else None
     if args.test:

@@ -17,7 +17,10 @@ Split files (``--split``, JSON): ``{"train": [names], "database": [names], "quer
 optionally ``"val"``; names are image names of ``img.txt`` (flickr) or ``paths`` of the feature file
 (features). Queries must be disjoint from train, database and val; train and database may overlap.
 For flickr a seeded split (1,000 queries, 4,000 train, the rest database) is written once when the
-file does not exist, and reused afterwards.
+file does not exist, and reused afterwards. The original HyP² code ships its permutation instead
+(``flickr.txt``: a JSON list of 0-based indices into ``img.txt``; its queries are the first 1,000,
+train the next 4,000, the database the rest): :func:`read_order` and :func:`split_from_order` turn it
+into this split (``retrieval.py --flickr_order flickr.txt``), so that runs use the original's images.
 """
 from __future__ import annotations
 
@@ -242,38 +245,99 @@ def read_split(path, names) -> dict:
     return parts
 
 
+def split_from_order(order, num_query: int, num_train: int) -> dict:
+    """The original's flickr split of a permutation ``order`` of the items: the first ``num_query`` are the
+    queries, the next ``num_train`` train, the rest the database."""
+    order = np.asarray(order, dtype=np.int64)
+    if len(order) <= num_query + num_train:
+        raise ValueError(f"{len(order)} images cannot give {num_query} queries, {num_train} train and a database")
+    return {"query": order[:num_query], "train": order[num_query:num_query + num_train],
+            "database": order[num_query + num_train:]}
+
+
 def seeded_split(n: int, num_query: int, num_train: int, seed: int) -> dict:
-    """The original's flickr split: a seeded permutation, queries first, then train, the rest database."""
+    """The flickr split of a seeded permutation (:func:`split_from_order`)."""
     if n <= num_query + num_train:
         raise ValueError(f"{n} images cannot give {num_query} queries, {num_train} train and a database")
-    perm = np.random.default_rng(seed).permutation(n)
-    return {"query": perm[:num_query], "train": perm[num_query:num_query + num_train],
-            "database": perm[num_query + num_train:]}
+    return split_from_order(np.random.default_rng(seed).permutation(n), num_query, num_train)
 
 
-def write_split(path, names, parts: dict, seed: int) -> None:
-    payload = {"format": "hyp2 split", "seed": seed, **{p: [names[i] for i in parts[p]] for p in parts}}
+def read_order(path, names) -> np.ndarray:
+    """The permutation of ``names`` in ``path``: the original HyP²'s ``flickr.txt`` (a JSON list of 0-based
+    indices into ``img.txt``), or one 0-based index or one image name a line. Every item exactly once;
+    ValueError (one line, naming the file and the entry) otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--flickr_order {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    if text.lstrip().startswith("["):
+        try:
+            entries = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"--flickr_order {path}: not a JSON list ({str(exc).splitlines()[0]})") from None
+        where = [f"entry {i}" for i in range(len(entries))]
+    else:
+        rows = [(line.strip(), number) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+        entries, where = [e for e, _ in rows], [f"line {n}" for _, n in rows]
+    position = {n: i for i, n in enumerate(names)}
+    order = []
+    for entry, at in zip(entries, where):
+        if isinstance(entry, str) and entry in position:
+            order.append(position[entry])
+        elif isinstance(entry, (int, str)) and not isinstance(entry, bool) and str(entry).isdigit() \
+                and int(entry) < len(names):
+            order.append(int(entry))
+        else:
+            raise ValueError(f"--flickr_order {path}: {at}: {entry!r} is neither an index below {len(names)} "
+                             f"nor an image of img.txt")
+    seen = {}
+    for index, at in zip(order, where):
+        if index in seen:
+            raise ValueError(f"--flickr_order {path}: {at}: image {names[index]!r} (index {index}) again, first at "
+                             f"{seen[index]}")
+        seen[index] = at
+    if len(order) != len(names):
+        raise ValueError(f"--flickr_order {path}: {len(order)} entries, img.txt lists {len(names)} images; the order "
+                         f"must name each image once")
+    return np.asarray(order, dtype=np.int64)
+
+
+def write_split(path, names, parts: dict, origin: dict) -> None:
+    """The split file (module docstring) of ``parts``; ``origin`` ({"seed": s} or {"order": file}) is recorded."""
+    payload = {"format": "hyp2 split", **origin, **{p: [names[i] for i in parts[p]] for p in parts}}
     with atomic_write(path, "w", what="--split", encoding="utf-8") as handle:
         json.dump(payload, handle)
 
 
 # --------------------------------------------------------------------------------- flickr, nuswide
 
-def load_flickr(root, split_path=None, seed: int = 0, num_query: int = 1000, num_train: int = 4000):
+def load_flickr(root, split_path=None, seed: int = 0, num_query: int = 1000, num_train: int = 4000,
+                order_path=None):
     """(train, database, query) of Flickr-25K: ``img.txt`` (names), ``targets.txt`` (38 labels a row),
-    images in ``mirflickr/``; the split file (default ``root/hyp2_split.json``) is written when missing."""
+    images in ``mirflickr/``; the split file (default ``root/hyp2_split.json``) is written when missing,
+    from ``order_path`` (:func:`read_order`) when given, else seeded. With ``order_path``, an existing
+    split file must hold that order's split (ValueError otherwise: it is never replaced)."""
     root = _require(Path(root), "Flickr-25K folder")
     names = read_name_list(_require(root / "img.txt", "image list"), whole_line=True)
     _, labels = parse_label_rows(_require(root / "targets.txt", "label list"), FLICKR_CLASSES, with_names=False)
     if len(names) != labels.shape[0]:
         raise ValueError(f"{root}: img.txt lists {len(names)} images, targets.txt {labels.shape[0]} label rows")
     split_path = Path(split_path) if split_path else root / "hyp2_split.json"
+    wanted = None if order_path is None else split_from_order(read_order(order_path, names), num_query, num_train)
     if split_path.exists():
         log.info("flickr: split from %s", split_path)
+    elif wanted is not None:
+        write_split(split_path, names, wanted, {"order": str(order_path)})
+        log.info("flickr: wrote the split of %s to %s; later runs reuse it", order_path, split_path)
     else:
-        write_split(split_path, names, seeded_split(len(names), num_query, num_train, seed), seed)
+        write_split(split_path, names, seeded_split(len(names), num_query, num_train, seed), {"seed": seed})
         log.info("flickr: wrote a seeded split (seed %d) to %s; later runs reuse it", seed, split_path)
     parts = read_split(split_path, names)
+    if wanted is not None and any(sorted(parts.get(p, np.empty(0)).tolist()) != sorted(wanted[p].tolist())
+                                  for p in wanted):
+        raise ValueError(f"{split_path}: holds another split than --flickr_order {order_path}; name another --split "
+                         f"(or remove this one) to write the order's split")
     images = _image_split(root / "mirflickr", names, labels)
     return images.subset(parts["train"]), images.subset(parts["database"]), images.subset(parts["query"])
 
@@ -335,7 +399,7 @@ def default_val_size(n_train: int) -> int:
 
 def load_dataset(name: str, *, data=None, split=None, features=None, labels=None, seed: int = 0,
                  val_size: int | None = None, retrieve: int = 0, mosaic_source: str = "digits",
-                 mosaic_counts=None, num_query: int = 1000, num_train: int = 4000) -> RetrievalData:
+                 mosaic_counts=None, num_query: int = 1000, num_train: int = 4000, flickr_order=None) -> RetrievalData:
     """The dataset ``name`` (module docstring) with its validation split and R (``retrieve`` > 0 overrides)."""
     root = data or DEFAULT_ROOTS.get(name)
     val = None
@@ -343,7 +407,7 @@ def load_dataset(name: str, *, data=None, split=None, features=None, labels=None
         train, database, query = load_voc(root, name[3:])
         classes = list(VOC_CLASSES)
     elif name == "flickr":
-        train, database, query = load_flickr(root, split, seed, num_query, num_train)
+        train, database, query = load_flickr(root, split, seed, num_query, num_train, flickr_order)
         classes = [str(c) for c in range(FLICKR_CLASSES)]
     elif name == "nuswide":
         train, database, query = load_nuswide(root)

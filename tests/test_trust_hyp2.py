@@ -334,3 +334,82 @@ def test_every_typed_option_names_itself(option, value, capsys):
 def test_bounds_of_numeric_options(option, value, fragment, capsys):
     status, err = run_test([*TINY, option, value, "--no_save"], capsys)
     assert status == 2 and len(err) == 1 and f"argument {option}: {fragment}" in err[0], err
+
+
+# ------------------------------------------------------------------------- the original's Flickr order
+
+def original_order_file(path, n, seed=5):
+    """A file in the original's flickr.txt format: json.dumps of a permutation of range(n) (its dataset.py)."""
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    path.write_text(json.dumps(perm))
+    return perm
+
+
+@pytest.mark.parametrize("form", ["json", "index lines", "name lines"])
+def test_flickr_order_gives_the_original_split(form, tmp_path):
+    from tests.test_hyp2_datasets import write_flickr
+    names, labels = write_flickr(tmp_path / "flickr", n=24)
+    perm = original_order_file(tmp_path / "flickr.txt", 24)
+    if form == "index lines":
+        (tmp_path / "flickr.txt").write_text("\n".join(map(str, perm)) + "\n\n")
+    elif form == "name lines":
+        (tmp_path / "flickr.txt").write_text("\n".join(names[i] for i in perm) + "\n")
+    train, database, query = load_flickr(tmp_path / "flickr", num_query=5, num_train=7,
+                                         order_path=tmp_path / "flickr.txt", seed=123)
+    data = np.array(names)  # the original: data[perm[:num_query]], then train, then the rest
+    assert query.names == data[perm[:5]].tolist() and train.names == data[perm[5:12]].tolist()
+    assert database.names == data[perm[12:]].tolist()
+    assert np.array_equal(query.labels, labels[perm[:5]]) and np.array_equal(database.labels, labels[perm[12:]])
+    split = json.loads((tmp_path / "flickr" / "hyp2_split.json").read_text())
+    assert split["order"] == str(tmp_path / "flickr.txt") and "seed" not in split
+    again = load_flickr(tmp_path / "flickr", num_query=5, num_train=7, order_path=tmp_path / "flickr.txt")
+    assert again[2].names == query.names  # the split written is the order's: accepted again
+
+
+def test_flickr_order_never_replaces_another_split(tmp_path):
+    from tests.test_hyp2_datasets import write_flickr
+    write_flickr(tmp_path / "flickr", n=24)
+    load_flickr(tmp_path / "flickr", num_query=5, num_train=7, seed=0)  # a seeded split on disk
+    before = (tmp_path / "flickr" / "hyp2_split.json").read_text()
+    original_order_file(tmp_path / "flickr.txt", 24)
+    with pytest.raises(ValueError, match=r"hyp2_split.json: holds another split than --flickr_order .*flickr.txt"):
+        load_flickr(tmp_path / "flickr", num_query=5, num_train=7, order_path=tmp_path / "flickr.txt")
+    assert (tmp_path / "flickr" / "hyp2_split.json").read_text() == before
+    train, _, query = load_flickr(tmp_path / "flickr", tmp_path / "other.json", num_query=5, num_train=7,
+                                  order_path=tmp_path / "flickr.txt")
+    assert len(query) == 5 and len(train) == 7
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("[0, 1, 2, 3, 3, 5]", "entry 4: image 'im4.jpg' (index 3) again, first at entry 3"),
+    ("[0, 1, 2, 3, 4, 6]", "entry 5: 6 is neither an index below 6"),
+    ("[0, 1, 2, 3, -4, 5]", "entry 4: -4 is neither"),
+    ("[0, 1, 2, 3, 4.0, 5]", "entry 4: 4.0 is neither"),
+    ("[0, 1, 2, 3, 4]", "5 entries, img.txt lists 6 images"),
+    ("[0, 1, 2,", "not a JSON list"),
+    ("im1.jpg\nim2.jpg\nim9.jpg\n", "line 3: 'im9.jpg' is neither"),
+    ("0\n1\n2\n3\n4\n\n1\n", "line 7: image 'im2.jpg' (index 1) again, first at line 2"),
+])
+def test_bad_flickr_order_is_one_line(content, fragment, tmp_path):
+    from tests.test_hyp2_datasets import write_flickr
+    write_flickr(tmp_path / "flickr", n=6)
+    (tmp_path / "order.txt").write_text(content)
+    with pytest.raises(ValueError) as info:
+        load_flickr(tmp_path / "flickr", num_query=1, num_train=2, order_path=tmp_path / "order.txt")
+    assert str(info.value).startswith(f"--flickr_order {tmp_path / 'order.txt'}: ") and fragment in str(info.value)
+    assert "\n" not in str(info.value) and not (tmp_path / "flickr" / "hyp2_split.json").exists()
+
+
+def test_retrieval_with_flickr_order(tmp_path, capsys):
+    from tests.test_hyp2_datasets import write_flickr
+    names, _ = write_flickr(tmp_path / "flickr", n=40)
+    perm = original_order_file(tmp_path / "flickr.txt", 40)
+    args = ["--dataset", "flickr", "--data", str(tmp_path / "flickr"), "--flickr_order", str(tmp_path / "flickr.txt"),
+            "--num_query", "6", "--num_train", "20", "--backbone", "pixels", "--hash_bit", "16", "--epochs", "1",
+            "--output", str(tmp_path / "out"), "-q", "--no-progress"]
+    assert main(args) == 0
+    split = json.loads((tmp_path / "flickr" / "hyp2_split.json").read_text())
+    assert split["query"] == [names[i] for i in perm[:6]]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert (metrics["n_query"], metrics["n_train"] + metrics["n_val"], metrics["n_database"]) == (6, 20, 14)
+    assert main(["--test", "--checkpoint", str(tmp_path / "out" / "checkpoint.pt"), "--no_save", "-q"]) == 0
