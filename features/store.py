@@ -54,6 +54,8 @@ def load_features(path) -> FeatureFile:
         raise ValueError(f"{name}: no such file")
     if path.is_dir():
         raise ValueError(f"{name}: is a folder, not a feature file (.npz or .npy)")
+    if not path.is_file():  # a FIFO or device would hang the read or never end it
+        raise ValueError(f"{name}: not a regular file (a FIFO, device or socket), not read")
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)

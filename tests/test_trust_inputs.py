@@ -180,3 +180,20 @@ def test_torchrun_ranks_with_different_cached_summaries_agree_and_equal_one_proc
     assert two["params"]["processes"] == 2 and two["cache"]["real"]["status"].startswith("computed")
     for block in ("epr", "pr", "dc", "hubness"):
         assert two[block] == one[block], block
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_feature_input_that_is_not_a_regular_file_is_one_line(files, kind):
+    import threading
+    target = files / f"fake.{'zip' if kind == 'fifo' else 'npz'}"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        os.symlink("/dev/zero", target)
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(result=call(main, "real.npy", target.name, "--no_cache")),
+                              daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the run hung on a non-regular input"
+    assert_one_line_error(box["result"], f"{target.name}: not a regular file")
