@@ -4,8 +4,10 @@ An :class:`OutputFiles` holds the output files of one run. Each is checked when 
 before any work (folder exists and is writable, not a folder, not one of the run's inputs, not
 another output of the run); its content is then written to a temporary file, and
 :meth:`OutputFiles.commit` puts all of them in place together, or :meth:`OutputFiles.discard`
-none (an error or Ctrl-C in any writer leaves no output of the run behind). How a file is put in
-place depends on what the path names:
+none (an error or Ctrl-C in any writer leaves no output of the run behind). A last step registered
+with :meth:`OutputFiles.on_commit` (the run log's line) runs once they are in place; if it fails, the
+files renamed into place are put back as they were. How a file is put in place depends on what the
+path names:
 
 - a regular file or a new name: the temporary file lies beside it and is renamed over it
   (``os.replace``), so a reader never sees half a file. A new file gets the mode the user's umask
@@ -82,6 +84,8 @@ class Output:
         self.char_device = False
         self.path = Path(self.requested)
         self._staged = None  # temporary file path (replace) or open anonymous file (direct)
+        self._placed = None  # after a rename into place, until the commit ends: (backup path or None, identity)
+        self.written = False  # a direct output: written by the commit
         if self.fd is None:
             self._classify()
 
@@ -159,8 +163,16 @@ class Output:
         if self._staged is None:
             return
         if not self.direct:
-            os.replace(self._staged, self.path)
-            self._staged = None
+            backup = self._keep_previous()
+            try:
+                os.replace(self._staged, self.path)
+            except BaseException:
+                if backup is not None and not os.path.lexists(self.path):  # put aside: put it back
+                    os.replace(backup, self.path)
+                elif backup is not None:
+                    _remove(backup)
+                raise
+            self._placed, self._staged = (backup, _identity(self.path)), None
             return
         source, self._staged = self._staged, None
         try:
@@ -174,11 +186,55 @@ class Output:
             else:  # no O_CREAT: a special file that vanished is an error, never a new regular file
                 target = open(os.open(self.requested, os.O_WRONLY), "wb")
             with target:
+                self.written = True  # from the first byte on, it cannot be taken back
                 shutil.copyfileobj(source, target)
         except OSError as exc:
             raise self._fail(f"cannot write ({exc.strerror or exc})") from None
         finally:
             source.close()
+
+    def _keep_previous(self) -> str | None:
+        """The file this output replaces, kept under a hidden name beside it until the commit ends
+        (:meth:`OutputFiles.commit` may put it back): a hard link, so the path never lacks a file;
+        where links are refused (a file system without them, another owner's file under
+        ``protected_hardlinks``) the file is renamed aside. None where the output is a new file."""
+        if not os.path.isfile(self.path):
+            return None
+        for _ in range(100):
+            backup = str(self.path.parent / f".{self.path.name}.{os.urandom(4).hex()}.old")
+            try:
+                os.link(self.path, backup)
+                return backup
+            except FileExistsError:
+                continue
+            except OSError:
+                if os.path.lexists(backup):
+                    continue
+                os.rename(self.path, backup)  # (rename does not replace a file only where link failed)
+                return backup
+        raise FileExistsError(f"{self.path}: no free name for a backup beside it")
+
+    def _restore(self) -> str | None:
+        """Undo the rename into place: the replaced file back, or the new file removed (only where the
+        file at the path is still the one this output put there). Returns a problem, or None."""
+        placed, self._placed = self._placed, None
+        if placed is None:
+            return None
+        backup, identity = placed
+        try:
+            if backup is not None:
+                os.replace(backup, self.path)
+            elif identity is not None and _identity(self.path) == identity:
+                os.unlink(self.path)
+        except OSError as exc:
+            return f"{self.requested} ({exc.strerror or exc})"
+        return None
+
+    def _release(self) -> None:
+        """The commit is over: the replaced file's backup goes."""
+        placed, self._placed = self._placed, None
+        if placed is not None and placed[0] is not None:
+            _remove(placed[0])
 
     def _drop(self) -> None:
         staged, self._staged = self._staged, None
@@ -200,6 +256,7 @@ class OutputFiles:
     def __init__(self, inputs: dict | None = None):
         self.inputs = {name: str(path) for name, path in (inputs or {}).items() if path is not None}
         self.outputs: list[Output] = []
+        self.last_step = None
 
     def add(self, path, option: str = "output") -> Output:
         output = Output(path, option)
@@ -212,12 +269,41 @@ class OutputFiles:
         self.outputs.append(output)
         return output
 
+    def on_commit(self, action) -> None:
+        """Run ``action()`` as the commit's last step, once every output is in place (the run log's
+        line: :func:`hubness.runlog.append_line`). If it fails or is interrupted, the renamed outputs are
+        put back as they were (see :meth:`commit`)."""
+        self.last_step = action
+
     def commit(self) -> None:
         """Put every written output in place: special files first (they are the ones that can fail
-        half-way), then the renames; on an error the outputs not yet in place are discarded."""
+        half-way), then the renames, then the :meth:`on_commit` step. Each replaced file is kept
+        (hard link) until the commit ends: where a rename or the last step fails, or Ctrl-C or
+        SIGTERM comes, every output renamed into place is put back as it was (a new file removed),
+        so a regular file is changed by the whole run or not at all. An output written directly
+        (device, FIFO, stdout) cannot be taken back: the error says which were. On an error the
+        outputs not yet in place are discarded."""
+        ordered = sorted(self.outputs, key=lambda o: not o.direct)
         try:
-            for output in sorted(self.outputs, key=lambda o: not o.direct):
+            for output in ordered:
                 output._put_in_place()
+            if self.last_step is not None:
+                self.last_step()
+        except BaseException as exc:
+            placed = [output.requested for output in ordered if output._placed is not None]
+            problems = [problem for output in reversed(ordered) if (problem := output._restore()) is not None]
+            written = [output.requested for output in ordered if output.written]
+            if isinstance(exc, (ValueError, OSError)) and (placed or written):
+                what = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                said = (f"could not put back {', '.join(problems)}" if problems else
+                        f"{', '.join(placed)} put back as they were" if placed else "")
+                if written:
+                    said += f"{'; ' if said else ''}written directly before the failure: {', '.join(written)}"
+                raise ValueError(f"{what}; {said}") from None
+            raise
+        else:
+            for output in ordered:
+                output._release()
         finally:
             self.discard()
 
@@ -234,6 +320,11 @@ class OutputFiles:
             self.commit()
         else:
             self.discard()
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 @contextlib.contextmanager

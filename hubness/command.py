@@ -325,13 +325,14 @@ def _stored_summary(args, real, metrics, k, dc_k) -> dict:
     stored = read_arrays(real.source, summary.KEYS) if real.key != "(images)" else None
     if stored:
         try:
-            found.update(graph=summary.graph_from_arrays(stored, key), status="reused", path=real.source)
+            found.update(graph=summary.graph_from_arrays(stored, key, real.features), status="reused",
+                         path=real.source)
             log.info("real: k-NN summary reused from %s", real.source)
             return found
         except ValueError as exc:
             log.warning("real: the k-NN summary inside %s is not used: %s", real.source, exc)
     cache = summary.SummaryCache(args.cache_dir or summary.SummaryCache.default_folder())
-    graph, message = cache.load(key)
+    graph, message = cache.load(key, real.features)
     (log.info if graph is not None or message.startswith("no cached") else log.warning)("real: %s", message)
     found.update(graph=graph, cache=cache, status="reused" if graph is not None else
                  "computed" if message.startswith("no cached") else

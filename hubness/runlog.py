@@ -9,8 +9,11 @@ lines that are not run records (:func:`record_problem`) and says which and why.
 
 The log is not one of the files the run puts in place together (:class:`features.outputs.OutputFiles`
 replaces a file by renaming a new one over it, which would lose the lines of runs that append at
-the same time): it is checked with them before any work, and its line is appended after they are in
-place, so a line in the log means the run's other outputs were written.
+the same time): it is checked with them before any work, and its line is appended as the last step
+of their commit (:meth:`~features.outputs.OutputFiles.on_commit`), once they are in place; an append
+that fails (disk full) puts them back as they were. So a line in the log means the run's other
+outputs were written, and a run that could not log changed none of its files (bar a device, FIFO
+or stdout written directly, which the error line names).
 """
 from __future__ import annotations
 

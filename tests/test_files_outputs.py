@@ -217,7 +217,7 @@ def features(tmp_path, monkeypatch):
     np.savez("real.npz", feature=rng.standard_normal((60, 5)).astype(np.float32))
     names = [f"f{i}.png" for i in range(50)]
     np.savez("fake.npz", feature=rng.standard_normal((50, 5)).astype(np.float32), paths=np.array(names))
-    names[7] = "f7-\udcff.png"  # a file name that was not UTF-8 on disk: it cannot be written in the UTF-8 CSV
+    names[7] = "f7-\udcff.png"  # a file name that was not UTF-8 on disk
     np.savez("badname.npz", feature=rng.standard_normal((50, 5)).astype(np.float32), paths=np.array(names))
     return tmp_path
 
@@ -281,10 +281,113 @@ def test_getfeature_refuses_output_equal_to_its_input_before_computing(tmp_path,
     assert open("imgs.npz", "rb").read() == before
 
 
-def test_output_that_fails_midway_leaves_no_output_of_the_run(features):
+def test_output_that_fails_midway_leaves_no_output_of_the_run(features, monkeypatch):
     (features / "old.json").write_text("{}")
-    result = call(metrics_main.main, "real.npz", "badname.npz", "--json", "old.json", "--per_sample", "p.csv",
-                  "--plot", "p.png")
-    assert_one_line_error(result, "--per_sample p.csv: cannot write", "surrogates not allowed", status=1)
+
+    def disk_full(handle, *args):  # the figure is written after the JSON and the CSV
+        handle.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metrics_main, "write_plot", disk_full)
+    result = call(metrics_main.main, "real.npz", "fake.npz", "--json", "old.json", "--per_sample", "p.csv",
+                  "--plot", "p.png", "-q")  # -q: no small-set warning, the error line stays
+    assert_one_line_error(result, "--plot p.png: cannot write (No space left on device)", status=1)
     assert json.loads((features / "old.json").read_text()) == {}  # not replaced by this run's JSON
     assert sorted(os.listdir(features)) == ["badname.npz", "fake.npz", "old.json", "real.npz"]
+
+
+def old_files(folder):
+    return [name for name in os.listdir(folder) if name.endswith(".old")]
+
+
+def staged(outputs, name, text):
+    with outputs.add(name, f"--{os.path.basename(str(name)).split('.')[0]}").open("w") as handle:
+        handle.write(text)
+
+
+@pytest.mark.parametrize("failure", [ValueError("--log runs.jsonl: cannot append (No space left on device)"),
+                                     OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_last_step_that_fails_puts_every_output_back(tmp_path, failure):
+    (tmp_path / "old.json").write_text("old json")
+    os.chmod(tmp_path / "old.json", 0o640)
+    inode = os.stat(tmp_path / "old.json").st_ino
+    (tmp_path / "target.csv").write_text("old csv")
+    os.symlink("target.csv", tmp_path / "link.csv")
+    seen = {}
+
+    def last_step():  # runs with the new files in place
+        seen.update({name: (tmp_path / name).read_text() for name in ("old.json", "new.png", "link.csv")})
+        raise failure
+
+    outputs = OutputFiles()
+    for name in ("old.json", "new.png", "link.csv"):
+        staged(outputs, tmp_path / name, f"new {name}")
+    outputs.on_commit(last_step)
+    with pytest.raises(type(failure) if isinstance(failure, KeyboardInterrupt) else ValueError) as raised:
+        outputs.commit()
+    assert seen == {"old.json": "new old.json", "new.png": "new new.png", "link.csv": "new link.csv"}
+    assert (tmp_path / "old.json").read_text() == "old json" and os.stat(tmp_path / "old.json").st_ino == inode
+    assert stat.S_IMODE(os.stat(tmp_path / "old.json").st_mode) == 0o640
+    assert (tmp_path / "target.csv").read_text() == "old csv" and os.path.islink(tmp_path / "link.csv")
+    assert sorted(os.listdir(tmp_path)) == ["link.csv", "old.json", "target.csv"]  # no new file, .tmp or .old
+    if not isinstance(failure, KeyboardInterrupt):
+        message = str(raised.value)
+        assert message.startswith(str(failure).split(";")[0] if isinstance(failure, ValueError) else "[Errno 28]")
+        assert message.endswith(f"; {tmp_path / 'old.json'}, {tmp_path / 'new.png'}, {tmp_path / 'link.csv'} "
+                                "put back as they were")
+
+
+def test_a_last_step_that_succeeds_leaves_no_backup(tmp_path):
+    (tmp_path / "a.json").write_text("old")
+    outputs = OutputFiles()
+    staged(outputs, tmp_path / "a.json", "new")
+    done = []
+    outputs.on_commit(lambda: done.append(sorted(old_files(tmp_path))))
+    outputs.commit()
+    assert len(done[0]) == 1 and done[0][0].startswith(".a.json.")  # the old file kept until the step ran
+    assert (tmp_path / "a.json").read_text() == "new" and os.listdir(tmp_path) == ["a.json"]
+
+
+@pytest.mark.parametrize("links", ["allowed", "refused"])
+def test_a_rename_that_fails_midway_puts_the_earlier_ones_back(tmp_path, monkeypatch, links):
+    for name in ("a.json", "b.csv"):
+        (tmp_path / name).write_text(f"old {name}")
+    outputs = OutputFiles()
+    for name in ("a.json", "b.csv", "c.png"):
+        staged(outputs, tmp_path / name, f"new {name}")
+    if links == "refused":  # a file system without hard links, or another owner's file: renamed aside instead
+        def no_link(*args, **kwargs):
+            raise PermissionError(1, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_link)
+    real_replace, calls = os.replace, []
+
+    def replace(source, target):
+        if str(source).endswith(".tmp"):
+            calls.append(target)
+            if str(target).endswith("c.png"):
+                raise OSError(5, "Input/output error")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(ValueError, match=r"Input/output error.*a.json, .*b.csv put back as they were$"):
+        outputs.commit()
+    assert len(calls) == 3
+    assert {name: (tmp_path / name).read_text() for name in os.listdir(tmp_path)} == {"a.json": "old a.json",
+                                                                                      "b.csv": "old b.csv"}
+
+
+def test_a_direct_output_written_before_the_failure_is_named(tmp_path):
+    (tmp_path / "a.json").write_text("old")
+    outputs = OutputFiles()
+    staged(outputs, "/dev/null", "to the device")
+    staged(outputs, tmp_path / "a.json", "new")
+
+    def full():
+        raise ValueError("--log /dev/full: cannot append (No space left on device)")
+
+    outputs.on_commit(full)
+    with pytest.raises(ValueError) as raised:
+        outputs.commit()
+    assert str(raised.value) == (f"--log /dev/full: cannot append (No space left on device); {tmp_path / 'a.json'} "
+                                 "put back as they were; written directly before the failure: /dev/null")
+    assert os.listdir(tmp_path) == ["a.json"] and (tmp_path / "a.json").read_text() == "old"

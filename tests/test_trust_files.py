@@ -2,7 +2,9 @@
 nested JSON in a sidecar, an npz ``meta`` or a run log line; sidecar paths that are not strings; run
 log lines that are not run records; a ``--log`` append that fails after the outputs were put in place;
 SIGTERM; a missing dependency; output options that name no file."""
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
@@ -212,3 +214,69 @@ def test_extra_keys_are_allowed_and_columns_that_are_not_numbers_are_not_drawn(t
         assert_one_line_error(call(main, "compare", "runs.jsonl", "--columns", columns, "--plot", "t.png"),
                               f"--plot: column {culprit}, not a number", status=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.jsonl"]
+
+
+# --------------------------------------------------------------- a --log append that fails (disk full)
+
+def snapshot(folder):
+    """Every file under ``folder`` (relative name: bytes), links as links."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        found[name] = f"-> {os.readlink(path)}" if path.is_symlink() else None if path.is_dir() else path.read_bytes()
+    return found
+
+
+@pytest.mark.parametrize("existing", ["replaced", "new"])
+def test_a_log_append_that_fails_puts_the_run_outputs_back(sets, tmp_path, monkeypatch, existing):
+    _, fake = sets
+    np.savez("fake.npz", feature=fake)
+    with open("runs.jsonl", "w") as handle:
+        handle.write(record_line() + "\n")
+    if existing == "replaced":
+        for name in ("r.json", "r.csv", "r.png"):
+            (tmp_path / name).write_text(f"the previous run's {name}")
+        os.mkdir("results")
+        os.symlink("results/target.csv", "r.csv.link")
+        (tmp_path / "results" / "target.csv").write_text("the link's target")
+    before = snapshot(tmp_path)
+    real_write, seen = os.write, {}
+
+    def disk_full(fd, data):  # the log's write: by then the other files are in place
+        seen["json"] = (tmp_path / "r.json").read_text()
+        seen["gallery"] = sorted(os.listdir(tmp_path / "gallery"))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", disk_full)
+    args = ["real.npz", "fake.npz", "--json", "r.json", "--per_sample", "r.csv", "--plot", "r.png",
+            "--gallery", "gallery", "--log", "runs.jsonl", "-q"]
+    if existing == "replaced":
+        args[args.index("r.csv")] = "r.csv.link"
+    line = assert_one_line_error(call(main, *args), "error: --log runs.jsonl: cannot append (No space left on "
+                                 "device); ", " put back as they were", status=1)
+    monkeypatch.setattr(os, "write", real_write)
+    assert json.loads(seen["json"])["params"]["k"] == 3 and "gallery.csv" in seen["gallery"]  # were in place
+    for name in ("r.json", "r.png", "r.csv.link" if existing == "replaced" else "r.csv", "gallery/gallery.csv"):
+        assert name in line
+    assert snapshot(tmp_path) == before  # contents, links; no gallery folder, no .tmp or .old file left
+
+
+def test_log_to_a_full_device_puts_the_run_outputs_back(sets, tmp_path):
+    _, fake = sets
+    np.savez("fake.npz", feature=fake)
+    (tmp_path / "r.json").write_text("old")
+    assert_one_line_error(call(main, "real.npz", "fake.npz", "--json", "r.json", "--per_sample", "r.csv",
+                               "--log", "/dev/full", "-q"),
+                          "error: --log /dev/full: cannot append (No space left on device); "
+                          "r.json, r.csv put back as they were", status=1)
+    assert sorted(os.listdir(tmp_path)) == ["fake.npz", "r.json", "real.npz"] and (tmp_path / "r.json").read_text() == "old"
+
+
+def test_a_log_append_that_fails_names_what_was_written_directly(sets, tmp_path):
+    _, fake = sets
+    np.savez("fake.npz", feature=fake)
+    line = assert_one_line_error(call(main, "real.npz", "fake.npz", "--json", "r.json", "--per_sample", "/dev/null",
+                                      "--log", "/dev/full", "-q"), status=1)
+    assert line.endswith("cannot append (No space left on device); r.json put back as they were; written directly "
+                         "before the failure: /dev/null")
+    assert sorted(os.listdir(tmp_path)) == ["fake.npz", "real.npz"]
