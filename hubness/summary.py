@@ -11,10 +11,14 @@ is therefore reusable bit for bit; results with and without it are identical on 
 
 Files: one ``.npz`` per summary (arrays ``knn_indices``, ``knn_sq_distances``, ``knn_key`` (JSON) and
 ``knn_checksum``, the SHA-256 of the arrays), written atomically. A file is used only if it loads, its
-key equals the key asked for, its checksum matches its arrays, and its arrays are a valid graph for
-that key (shapes, dtypes, indices in range and never self, finite non-negative sorted distances):
-anything else (another set, other k's, a truncated or damaged file, an older engine) is reported and
-recomputed, never trusted. The same arrays can live inside a feature file (``getFeature.py
+key equals the key asked for, its checksum matches its arrays, its arrays are a valid graph for
+that key (shapes, dtypes, indices in range, distinct and never self, finite non-negative sorted
+distances), and the graph is consistent with the features (:func:`check_graph`: every listed
+distance re-measured exactly, the stored radii equal to them bit for bit, and the exact k-NN of a
+random sample of rows recomputed): anything else (another set, other k's, a truncated, damaged or
+forged file, an older engine) is reported and recomputed, never trusted. A plain checksum only
+catches accidents; anyone who can write the file can recompute it, hence the check against the
+features. The same arrays can live inside a feature file (``getFeature.py
 --knn_k``). :class:`SummaryCache` keeps summaries in a folder keyed by their key, and uses the folder
 and a file only when they are the user's alone (a shared folder is refused; nothing is written
 through a link or into a FIFO or device).
@@ -33,15 +37,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from features.outputs import atomic_write
 
-from .knn import NeighborGraph
+from .distances import as_tensor, exact_sq_dist
+from .knn import NeighborGraph, exact_rows
 
 # Bump when a definition, tie rule or exactness guarantee changes what a summary holds.
 ENGINE_VERSION = 1
 KEYS = ("knn_key", "knn_indices", "knn_sq_distances", "knn_checksum")
 _DIGEST_CHUNK = 16 * 2**20  # bytes hashed at a time (memory-mapped inputs stay unread until then)
+CHECK_ROWS = 64  # rows of a stored graph whose k nearest neighbours are recomputed before it is used
+_CHECK_PAIRS = 2**20  # listed pairs re-measured at a time (exact_sq_dist chunks its float64 work)
+_CHECK_BUDGET = 64 * 2**20  # bytes of float64 strips for the sampled rows' exact search
 
 
 def content_digest(features) -> str:
@@ -92,9 +101,11 @@ def summary_arrays(graph: NeighborGraph, key: SummaryKey) -> dict:
             "knn_checksum": np.asarray(_checksum(indices, sq))}
 
 
-def graph_from_arrays(arrays, key: SummaryKey) -> NeighborGraph:
+def graph_from_arrays(arrays, key: SummaryKey, features=None, *, sample: int = CHECK_ROWS,
+                      seed=None) -> NeighborGraph:
     """The graph stored in ``arrays`` (a mapping of :data:`KEYS`), if it is valid for ``key``; else
-    ValueError saying why."""
+    ValueError saying why. With ``features`` (those ``key`` was made of), the graph is also checked
+    against them (:func:`check_graph`, with ``sample`` and ``seed``) before it is trusted."""
     missing = [name for name in KEYS if name not in arrays]
     if missing:
         raise ValueError(f"no k-NN summary ({', '.join(missing)} missing)")
@@ -112,11 +123,105 @@ def graph_from_arrays(arrays, key: SummaryKey) -> NeighborGraph:
         raise ValueError(f"arrays of the wrong shape or type ({indices.shape} {indices.dtype}, {sq.shape} {sq.dtype})")
     if str(np.asarray(arrays["knn_checksum"]).item()) != _checksum(indices, sq):
         raise ValueError("checksum mismatch (damaged or edited)")
-    rows = np.arange(key.n)[:, None]
-    if (indices < 0).any() or (indices >= key.n).any() or (indices == rows).any() \
-            or not np.isfinite(sq).all() or (sq < 0).any() or (np.diff(sq, axis=1) < 0).any():
-        raise ValueError("not a valid neighbour graph")
-    return NeighborGraph(indices=indices, sq_distances=sq, exact_ks=key.exact_ks)
+    graph = NeighborGraph(indices=indices, sq_distances=sq, exact_ks=key.exact_ks)
+    if features is None:
+        problem = _structure_problem(graph)
+        if problem:
+            raise ValueError(f"not a valid neighbour graph ({problem})")
+    else:
+        check_graph(features, graph, sample=sample, seed=seed)
+    return graph
+
+
+def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, seed=None) -> None:
+    """ValueError (one line saying what) unless ``graph`` is consistent with ``features`` (n, dim),
+    at the cost of O(n k dim) plus the exact k-NN of ``sample`` rows, not a k-NN pass.
+
+    1. Structure: every row lists k valid indices, distinct, never the row itself, with finite
+       non-negative squared distances in non-decreasing order.
+    2. Every listed pair is re-measured with the engine's exact distance
+       (:func:`hubness.distances.exact_sq_dist`: float64 squares of the float32 differences, added
+       in a fixed order, the same bits on every route), row block by row block. In the columns of
+       ``graph.exact_ks`` (the radii the metrics read) the stored value must *equal* it, bit for bit:
+       the engine stores exactly that value there (in ``_refine`` scaled by a power of two and back,
+       which is exact), so no tolerance is needed and none is allowed. The other columns hold
+       float32-screened values the metrics never read; there the measured distance must lie between
+       the exact radii around the column (at least the previous exact radius, at most the next),
+       as it does for the true neighbours, since each exact k's first k are the true k nearest.
+    3. ``sample`` rows (all rows when n is smaller), drawn afresh each call unless ``seed`` is
+       given (so whoever wrote the file cannot know which rows are looked at; a genuine graph passes
+       whatever the draw), get their exact k nearest neighbours against the whole set with the
+       engine's exact search (:func:`hubness.knn.exact_rows`: a float64 screen with per-pair bounds,
+       O(sample n dim)); for every exact k their radius must equal the stored one and their first k
+       the stored first k (as sets; ties by the lowest index, as the engine breaks them).
+
+    Steps 1-2 close every forgery that changes a radius the metrics read, or lists a neighbour
+    outside the radius it is listed under; they cannot prove that the listed neighbours are the
+    nearest ones (a sample replaced by a farther one, with its distance stored consistently). Step 3
+    catches that on the sampled rows only: a forgery of a fraction f of the rows is missed with
+    probability about (1 - f) ** sample.
+    """
+    indices, sq = np.asarray(graph.indices), np.asarray(graph.sq_distances)
+    problem = _structure_problem(graph)
+    if problem:
+        raise ValueError(f"not a valid neighbour graph ({problem})")
+    x = as_tensor(features, torch.device("cpu"))
+    n, k = indices.shape
+    if tuple(x.shape)[0] != n:
+        raise ValueError(f"a neighbour graph of {n} samples for {tuple(x.shape)[0]} feature rows")
+    exact = sorted(kk - 1 for kk in graph.exact_ks if 1 <= kk <= k)
+    if not exact or exact[-1] != k - 1:
+        raise ValueError(f"not a valid neighbour graph (exact k {graph.exact_ks} for k_max {k})")
+    above = np.searchsorted(exact, np.arange(k))                # the exact column at or after each column
+    below = np.searchsorted(exact, np.arange(k), side="left") - 1  # the exact column before it (-1: none)
+    block = max(1, _CHECK_PAIRS // k)
+    with torch.inference_mode():
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            i = torch.arange(lo, hi).repeat_interleave(k)
+            j = torch.from_numpy(np.ascontiguousarray(indices[lo:hi]).reshape(-1))
+            measured = exact_sq_dist(x, i, x, j).numpy().reshape(hi - lo, k)
+            stored = sq[lo:hi]
+            lower = np.where(below >= 0, stored[:, np.maximum(below, 0)], -np.inf)
+            wrong = (measured > stored[:, np.asarray(exact)[above]]) | (measured < lower)
+            wrong[:, exact] |= measured[:, exact] != stored[:, exact]
+            if wrong.any():
+                row, col = (int(v) for v in np.argwhere(wrong)[0])
+                raise ValueError(f"not the k-NN graph of these features: sample {lo + row}'s neighbour "
+                                 f"{indices[lo + row, col]} is stored at squared distance {stored[row, col]!r}, "
+                                 f"measured {measured[row, col]!r}")
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(n, size=min(n, int(sample)), replace=False)) if sample > 0 else np.zeros(0, np.int64)
+        if rows.size:
+            r = torch.from_numpy(rows.astype(np.int64))
+            centre = x[r].to(torch.float64).mean(dim=0)
+            true_i, true_d = (t.numpy() for t in exact_rows(x, r, k, centre, _CHECK_BUDGET, look_for_copies=False))
+            for col in exact:
+                same = (np.sort(indices[rows, :col + 1], axis=1) == np.sort(true_i[:, :col + 1], axis=1)).all(axis=1) \
+                    & (sq[rows, col] == true_d[:, col])
+                if not same.all():
+                    row = int(rows[np.flatnonzero(~same)[0]])
+                    raise ValueError(f"not the k-NN graph of these features: sample {row}'s {col + 1} nearest "
+                                     f"neighbours are not the ones stored (checked on {rows.size} sampled samples)")
+
+
+def _structure_problem(graph: NeighborGraph) -> str | None:
+    """What makes ``graph`` no neighbour graph at all, whatever the features, or None."""
+    indices, sq = np.asarray(graph.indices), np.asarray(graph.sq_distances)
+    n = indices.shape[0]
+    if indices.ndim != 2 or sq.shape != indices.shape or indices.shape[1] < 1:
+        return f"arrays of shapes {indices.shape} and {sq.shape}"
+    if (indices < 0).any() or (indices >= n).any():
+        return "an index out of range"
+    if (indices == np.arange(n)[:, None]).any():
+        return "a sample listed as its own neighbour"
+    if (np.diff(np.sort(indices, axis=1), axis=1) == 0).any():
+        return "a neighbour listed twice in one row"
+    if not np.isfinite(sq).all() or (sq < 0).any():
+        return "a distance that is negative or not finite"
+    if (np.diff(sq, axis=1) < 0).any():
+        return "distances out of order"
+    return None
 
 
 def save_summary(path, graph: NeighborGraph, key: SummaryKey) -> None:
@@ -125,12 +230,14 @@ def save_summary(path, graph: NeighborGraph, key: SummaryKey) -> None:
         np.savez(handle, **summary_arrays(graph, key))
 
 
-def load_summary(path, key: SummaryKey) -> NeighborGraph:
+def load_summary(path, key: SummaryKey, features=None, **check) -> NeighborGraph:
     """The summary at ``path`` (a path, or a binary file open for reading) if it is valid for
-    ``key``; ValueError saying why not."""
+    ``key`` (and, given ``features``, consistent with them: :func:`graph_from_arrays`);
+    ValueError saying why not."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return graph_from_arrays({name: data[name] for name in data.files if name in KEYS}, key)
+            arrays = {name: data[name] for name in data.files if name in KEYS}
+        return graph_from_arrays(arrays, key, features, **check)
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     except ValueError as exc:
@@ -171,10 +278,12 @@ class SummaryCache:
     def path(self, key: SummaryKey) -> Path:
         return self.folder / key.file_name()
 
-    def load(self, key: SummaryKey) -> tuple[NeighborGraph | None, str]:
+    def load(self, key: SummaryKey, features=None, **check) -> tuple[NeighborGraph | None, str]:
         """(graph, message): the cached graph for ``key`` or None, and what happened, for the log.
-        A message that starts with ``no cached`` is the ordinary miss; any other without a graph
-        is worth a warning (``self.refused`` says why the cache is left alone, if it is)."""
+        Given ``features`` (those of ``key``), the graph is checked against them before it is
+        trusted (:func:`check_graph`). A message that starts with ``no cached`` is the ordinary
+        miss; any other without a graph is worth a warning (``self.refused`` says why the cache is
+        left alone, if it is)."""
         path, name = self.path(key), key.file_name()
         self.refused = None
         try:
@@ -194,7 +303,7 @@ class SummaryCache:
                 return None, self._refuse(f"cached k-NN summary {path} {exc}")
             with os.fdopen(fd, "rb") as handle:
                 try:
-                    return load_summary(handle, key), f"k-NN summary reused from {path}"
+                    return load_summary(handle, key, features, **check), f"k-NN summary reused from {path}"
                 except ValueError as exc:
                     return None, f"cached k-NN summary {path} not used: {exc}; recomputing"
         finally:

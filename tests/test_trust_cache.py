@@ -2,6 +2,7 @@
 a shared cache folder (links, FIFOs, devices, other owners, writable by others) is refused with one
 warning and never written through; a forged summary (edited arrays, checksum recomputed) is checked
 against the features and recomputed; an .npz member is never inflated beyond what its key allows."""
+import functools
 import json
 import os
 import stat
@@ -221,3 +222,147 @@ def test_the_command_creates_a_private_cache_and_reuses_it(files):
     assert a == b and (cache_a["status"], cache_b["status"]) == ("computed", "reused")
     assert stat.S_IMODE(os.stat(files / "cache").st_mode) == 0o700
     assert stat.S_IMODE(os.stat(cache_a["path"]).st_mode) == 0o600
+
+
+# ---- forged summaries: arrays edited, checksum recomputed --------------------------------------
+
+ROW = 7  # the row a single-row forgery edits
+
+
+def forged(real, graph, how):
+    """``graph`` edited as a forger would, as (indices, sq_distances)."""
+    idx, sq = graph.indices.copy(), graph.sq_distances.copy()
+    n, k = idx.shape
+    if how == "farther neighbour, its distance stored":  # every row's k-th neighbour: the (k+1)-th
+        wider = hubness.nearest_neighbors(real, k + 1)
+        idx[:, k - 1], sq[:, k - 1] = wider.indices[:, k], wider.sq_distances[:, k]
+    elif how == "farther neighbour in a column no radius reads":
+        far = np.argmax(((real - real[ROW]) ** 2).sum(axis=1))
+        idx[ROW, 0] = far
+    elif how == "distances scaled":
+        sq *= 4.0
+    elif how == "one radius huge":
+        sq[ROW, k - 1] = 1e30
+    elif how == "every radius huge":
+        sq[:, 2:] = 3600.0
+    elif how == "a radius one ulp larger":
+        sq[ROW, 2] = np.nextafter(sq[ROW, 2], np.inf)
+        sq[ROW, 3:] = np.maximum(sq[ROW, 3:], sq[ROW, 2])
+    elif how == "a row's indices duplicated":
+        idx[ROW, 1] = idx[ROW, 0]
+    elif how == "self as neighbour":
+        idx[ROW, 0] = ROW
+    elif how == "two neighbours swapped across a radius":
+        idx[ROW, [2, 3]] = idx[ROW, [3, 2]]
+    elif how == "an index out of range":
+        idx[ROW, 0] = n
+    else:
+        raise AssertionError(how)
+    return idx, sq
+
+
+FORGERIES = ["farther neighbour, its distance stored", "farther neighbour in a column no radius reads",
+             "distances scaled", "one radius huge", "every radius huge", "a radius one ulp larger",
+             "a row's indices duplicated", "self as neighbour", "two neighbours swapped across a radius",
+             "an index out of range"]
+STRUCTURAL = {"a row's indices duplicated", "self as neighbour", "an index out of range"}  # no features needed
+
+
+def forged_arrays(real, how, k=3, dc_k=5):
+    key, graph = key_and_graph(real, k, dc_k)
+    idx, sq = forged(real, graph, how)
+    # summary_arrays recomputes the checksum: the forgery is consistent as far as a checksum goes
+    arrays = {"knn_key": np.asarray(key.to_json()), "knn_indices": idx, "knn_sq_distances": sq,
+              "knn_checksum": np.asarray(summary._checksum(idx, sq))}
+    return key, arrays
+
+
+@pytest.mark.parametrize("how", FORGERIES)
+def test_a_forged_summary_with_its_checksum_recomputed_is_refused(how):
+    real, fake = data(5)
+    key, arrays = forged_arrays(real, how)
+    if how not in STRUCTURAL:
+        summary.graph_from_arrays(arrays, key)  # passes what a checksum and shapes can check ...
+    with pytest.raises(ValueError, match="not (the k-NN graph of these features|a valid neighbour graph)"):
+        summary.graph_from_arrays(arrays, key, real)  # ... but not the features
+
+
+@pytest.mark.parametrize("how", ["farther neighbour, its distance stored", "every radius huge", "distances scaled"])
+def test_the_forgeries_would_change_the_metrics_if_trusted(how):
+    real, fake = data(5)
+    key, arrays = forged_arrays(real, how)
+    graph = summary.graph_from_arrays(arrays, key)
+    trusted = hubness.evaluate(real=real, fake=fake, real_knn=graph).to_dict()
+    fresh = hubness.evaluate(real=real, fake=fake).to_dict()
+    assert {m: trusted[m] for m in ("epr", "pr", "dc")} != {m: fresh[m] for m in ("epr", "pr", "dc")}
+
+
+def test_the_sampled_check_finds_a_neighbour_replaced_on_a_sampled_row_only(tmp_path):
+    # a farther neighbour with its distance stored consistently passes the O(n k dim) check; the
+    # exact search of sampled rows finds it on those rows (here one row, sampled or not)
+    real, _ = data(6, n_real=200)
+    key, graph = key_and_graph(real)
+    wider = hubness.nearest_neighbors(real, key.k_max + 1)
+    idx, sq = graph.indices.copy(), graph.sq_distances.copy()
+    idx[ROW, -1], sq[ROW, -1] = wider.indices[ROW, -1], wider.sq_distances[ROW, -1]
+    one = hubness.knn.NeighborGraph(indices=idx, sq_distances=sq, exact_ks=key.exact_ks)
+    summary.check_graph(real, one, sample=0)  # what steps 1-2 alone cannot see
+    rows = np.sort(np.random.default_rng(11).choice(200, size=20, replace=False))
+    assert ROW not in rows  # (the seed's draw)
+    summary.check_graph(real, one, sample=20, seed=11)
+    with pytest.raises(ValueError, match=f"sample {ROW}'s 5 nearest"):
+        summary.check_graph(real, one, sample=200)
+
+
+@functools.lru_cache(maxsize=None)
+def hard_cases():
+    from tests.hard_cases import all_cases
+    return all_cases()
+
+
+@pytest.mark.parametrize("case", sorted(hard_cases()))
+def test_genuine_graphs_of_the_hard_cases_pass_the_check_bit_for_bit(case, kernel_route):
+    # the radii are compared for equality, not within a tolerance: they must be the engine's bits;
+    # the real set with the case's k's, the fake set with k's that leave columns no radius reads
+    real, fake, options = hard_cases()[case]
+    wide = min(7, fake.shape[0] - 1)
+    for features, (k, dc_k) in ((real, (options.get("k", 3), options.get("dc_k", 5))), (fake, (min(2, wide), wide))):
+        k_max, ks = hubness.real_knn_needs(hubness.METRICS, k, dc_k)
+        graph = hubness.nearest_neighbors(features, k_max, exact_ks=ks)
+        summary.check_graph(features, graph, sample=min(features.shape[0], 128))
+
+
+def test_the_check_costs_no_knn_pass(monkeypatch):
+    real, _ = data(7, n_real=300)
+    key, graph = key_and_graph(real)
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a k-NN pass of the whole set")
+    monkeypatch.setattr(hubness.knn, "_screen_pass", no_pass)
+    summary.check_graph(real, graph)
+
+
+@pytest.mark.parametrize("how", ["farther neighbour, its distance stored", "every radius huge",
+                                 "a radius one ulp larger", "a row's indices duplicated"])
+@pytest.mark.parametrize("where", ["cache", "feature file"])
+def test_the_command_recomputes_a_forged_summary_with_one_warning(files, how, where):
+    from features.store import save_features
+    run("real.npy", "fake.npy", "--json", "plain.json", "--no_cache")
+    real = np.load("real.npy")
+    key, arrays = forged_arrays(real, how)
+    if where == "cache":
+        run("real.npy", "fake.npy", "--json", "first.json")  # a genuine one, then forged in place
+        path = Path(metrics_of("first.json")[1]["path"])
+        with open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+        source = "real.npy"
+    else:
+        save_features("real.npz", real, extra=arrays)
+        source = "real.npz"
+    result = run(source, "fake.npy", "--json", "a.json")
+    warnings = [line for line in cache_lines(result.stderr) if "not used" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "not the k-NN graph of these features" in warnings[0] or "not a valid neighbour graph" in warnings[0]
+    (got, cache), (expected, _) = metrics_of("a.json"), metrics_of("plain.json")
+    assert got == expected
+    assert cache["status"] == ("recomputed (the stored one was not valid)" if where == "cache" else "computed")
