@@ -393,7 +393,15 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
              f"{os.path.basename(real.source)} ({evaluation.n_real} real), k={k}"
              + ("; hubs by approximate k-NN (HNSW)" if is_approximate(evaluation) else ""))
     note = ""
-    with outputs:  # every file written, then all put in place together, or none
+    if "log" in planned:  # appended as the commit's last step: if it cannot be, the other files are put back
+        record = hubness.json_safe({
+            "time": runlog.utc_now(), "argv": list(args.argv),
+            "inputs": {"real": runlog.input_record(real, real.features),
+                       "fake": runlog.input_record(fake, fake.features)},
+            "params": payload["params"], "versions": versions, "metrics": runlog.metric_blocks(payload),
+            "timings": timings, "seconds": seconds})
+        outputs.on_commit(lambda: runlog.append_line(planned["log"], record))
+    with outputs:  # every file written, then all put in place together (the log's line last), or none
         if "json" in planned:
             document = dict(payload, versions=versions, inputs={
                 name: {"path": data.source, "key": data.key, "meta": data.meta}
@@ -410,13 +418,6 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
             note = gallery.write(evaluation, {"real": (real, real_idx), "fake": (fake, fake_idx)}, title)
     if note:
         log.warning("%s", note)
-    if "log" in planned:
-        record = {"time": runlog.utc_now(), "argv": list(args.argv),
-                  "inputs": {"real": runlog.input_record(real, real.features),
-                             "fake": runlog.input_record(fake, fake.features)},
-                  "params": payload["params"], "versions": versions, "metrics": runlog.metric_blocks(payload),
-                  "timings": timings, "seconds": seconds}
-        runlog.append_line(planned["log"], hubness.json_safe(record))
     print_results(summary_lines(evaluation, seconds))
 
 
