@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,17 +179,71 @@ def sidecar_text(paths, meta: dict, n: int, dim: int) -> str:
                       sort_keys=True) + "\n"
 
 
-def read_arrays(path, names) -> dict | None:
-    """The arrays ``names`` of the ``.npz`` at ``path`` that it holds (None when it holds none, or is
-    not a readable ``.npz``): extra arrays stored beside the features, e.g. a k-NN summary."""
+def read_arrays(path, expect: dict) -> dict | None:
+    """The arrays named in ``expect`` that the ``.npz`` at ``path`` (a path, or a seekable binary file)
+    holds: extra arrays stored beside the features, e.g. a k-NN summary. None when it holds none of
+    them or is not a zip file; ValueError saying why when one of them is damaged or not as expected.
+
+    ``expect`` maps each name to ``(shape, dtype)``: the array must have exactly that shape and that
+    (native) dtype; for a string dtype, that kind and at most that width. A member is never
+    inflated before its zip header (the declared size) and its ``.npy`` header (shape, dtype) agree
+    with that, and its data are then read a MiB at a time into a buffer of the expected size: a
+    member whose header lies about its size costs at most a MiB more than the expected bytes, never
+    its inflated size. Nothing is unpickled."""
     try:
         if not zipfile.is_zipfile(path):
             return None
-        with np.load(path, allow_pickle=False) as data:
-            found = {name: data[name] for name in names if name in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            found = {}
+            for name, (shape, dtype) in expect.items():
+                info = members.get(f"{name}.npy") or members.get(name)
+                if info is not None:
+                    found[name] = _read_member(archive, info, tuple(shape), np.dtype(dtype))
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
+        # damaged data, an unsupported compression method, an encrypted member
+        raise ValueError(f"unreadable .npz ({_short(exc)})") from None
     return found or None
+
+
+_NPY_HEADER_BYTES = 2**16  # an .npy header's largest size here (version 1.0's own limit is 65,535)
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """The array of the .npz member ``info``, checked against ``shape`` and ``dtype`` before its data
+    are inflated (see :func:`read_arrays`)."""
+    what = f"member {info.filename!r}"
+    allowed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if info.file_size > allowed + _NPY_HEADER_BYTES:
+        raise ValueError(f"{what} declares {info.file_size:,} bytes inflated; a {shape} {dtype} array takes "
+                         f"{allowed:,} bytes")
+    with archive.open(info) as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f".npy format {version}")
+            got_shape, fortran, got_dtype = read_header(handle, max_header_size=_NPY_HEADER_BYTES)
+        except ValueError as exc:
+            raise ValueError(f"{what} is not a .npy array this reader takes ({_short(exc)})") from None
+        fits = got_dtype == dtype if dtype.kind not in "SU" else \
+            (got_dtype.kind == dtype.kind and got_dtype.isnative and got_dtype.itemsize <= dtype.itemsize)
+        if tuple(got_shape) != shape or not fits or got_dtype.hasobject:
+            raise ValueError(f"{what} holds a {tuple(got_shape)} {got_dtype} array, expected {shape} {dtype}")
+        nbytes = int(np.prod(got_shape, dtype=np.int64)) * got_dtype.itemsize
+        buffer = bytearray(nbytes)
+        view, done = memoryview(buffer), 0
+        while done < nbytes:  # a MiB at a time: zipfile inflates no more than one read asks
+            piece = handle.read(min(2**20, nbytes - done))
+            if not piece:
+                raise ValueError(f"{what} is cut short ({done:,} of {nbytes:,} data bytes)")
+            view[done:done + len(piece)] = piece
+            done += len(piece)
+        if handle.read(1):  # (at the end, zipfile also checks the member's CRC)
+            raise ValueError(f"{what} holds more bytes than its {tuple(got_shape)} {got_dtype} header says")
+    array = np.frombuffer(buffer, dtype=got_dtype)
+    return array.reshape(got_shape, order="F" if fortran else "C")
 
 
 def _short(exc: BaseException) -> str:

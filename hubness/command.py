@@ -322,15 +322,15 @@ def _stored_summary(args, real, metrics, k, dc_k) -> dict:
     t = time.perf_counter()
     key = summary.SummaryKey.of(real.features, k_max, ks)
     found = {"graph": None, "key": key, "digest_seconds": time.perf_counter() - t}
-    stored = read_arrays(real.source, summary.KEYS) if real.key != "(images)" else None
-    if stored:
-        try:
+    try:  # arrays knn_* inside the feature file, read no larger than the key allows
+        stored = read_arrays(real.source, summary.summary_shapes(key)) if real.key != "(images)" else None
+        if stored:
             found.update(graph=summary.graph_from_arrays(stored, key, real.features), status="reused",
                          path=real.source)
             log.info("real: k-NN summary reused from %s", real.source)
             return found
-        except ValueError as exc:
-            log.warning("real: the k-NN summary inside %s is not used: %s", real.source, exc)
+    except ValueError as exc:
+        log.warning("real: the k-NN summary inside %s is not used: %s", real.source, exc)
     cache = summary.SummaryCache(args.cache_dir or summary.SummaryCache.default_folder())
     graph, message = cache.load(key, real.features)
     (log.info if graph is not None or message.startswith("no cached") else log.warning)("real: %s", message)

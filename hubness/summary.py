@@ -16,7 +16,9 @@ that key (shapes, dtypes, indices in range, distinct and never self, finite non-
 distances), and the graph is consistent with the features (:func:`check_graph`: every listed
 distance re-measured exactly, the stored radii equal to them bit for bit, and the exact k-NN of a
 random sample of rows recomputed): anything else (another set, other k's, a truncated, damaged or
-forged file, an older engine) is reported and recomputed, never trusted. A plain checksum only
+forged file, an older engine) is reported and recomputed, never trusted. Its arrays are read
+within the sizes the key allows (:func:`features.store.read_arrays`): a member that declares or
+inflates to more is refused before it is inflated. A plain checksum only
 catches accidents; anyone who can write the file can recompute it, hence the check against the
 features. The same arrays can live inside a feature file (``getFeature.py
 --knn_k``). :class:`SummaryCache` keeps summaries in a folder keyed by their key, and uses the folder
@@ -32,7 +34,6 @@ import json
 import os
 import secrets
 import stat
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 
 from features.outputs import atomic_write
+from features.store import read_arrays
 
 from .distances import as_tensor, exact_sq_dist
 from .knn import NeighborGraph, exact_rows
@@ -48,6 +50,7 @@ from .knn import NeighborGraph, exact_rows
 ENGINE_VERSION = 1
 KEYS = ("knn_key", "knn_indices", "knn_sq_distances", "knn_checksum")
 _DIGEST_CHUNK = 16 * 2**20  # bytes hashed at a time (memory-mapped inputs stay unread until then)
+_KEY_CHARS = 2**16  # a stored key's largest JSON (a digest, five numbers and the exact k's)
 CHECK_ROWS = 64  # rows of a stored graph whose k nearest neighbours are recomputed before it is used
 _CHECK_PAIRS = 2**20  # listed pairs re-measured at a time (exact_sq_dist chunks its float64 work)
 _CHECK_BUDGET = 64 * 2**20  # bytes of float64 strips for the sampled rows' exact search
@@ -109,14 +112,7 @@ def graph_from_arrays(arrays, key: SummaryKey, features=None, *, sample: int = C
     missing = [name for name in KEYS if name not in arrays]
     if missing:
         raise ValueError(f"no k-NN summary ({', '.join(missing)} missing)")
-    try:
-        stored = json.loads(str(np.asarray(arrays["knn_key"]).item()))
-    except (ValueError, TypeError):
-        raise ValueError("unreadable key") from None
-    if stored != json.loads(key.to_json()):
-        changed = sorted(name for name in set(stored) | set(json.loads(key.to_json()))
-                         if stored.get(name) != json.loads(key.to_json()).get(name))
-        raise ValueError(f"made for other inputs ({', '.join(changed)} differ)")
+    _check_key(arrays["knn_key"], key)
     indices, sq = np.asarray(arrays["knn_indices"]), np.asarray(arrays["knn_sq_distances"])
     if indices.dtype != np.int64 or sq.dtype != np.float64 or indices.shape != (key.n, key.k_max) \
             or sq.shape != indices.shape:
@@ -131,6 +127,19 @@ def graph_from_arrays(arrays, key: SummaryKey, features=None, *, sample: int = C
     else:
         check_graph(features, graph, sample=sample, seed=seed)
     return graph
+
+
+def _check_key(stored_key, key: SummaryKey) -> None:
+    """ValueError unless the stored key (a JSON string array) is ``key``."""
+    try:
+        stored = json.loads(str(np.asarray(stored_key).item()))
+    except (ValueError, TypeError):
+        raise ValueError("unreadable key") from None
+    wanted = json.loads(key.to_json())
+    if not isinstance(stored, dict) or stored != wanted:
+        stored = stored if isinstance(stored, dict) else {}
+        changed = sorted(name for name in set(stored) | set(wanted) if stored.get(name) != wanted.get(name))
+        raise ValueError(f"made for other inputs ({', '.join(changed)} differ)")
 
 
 def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, seed=None) -> None:
@@ -231,19 +240,29 @@ def save_summary(path, graph: NeighborGraph, key: SummaryKey) -> None:
 
 
 def load_summary(path, key: SummaryKey, features=None, **check) -> NeighborGraph:
-    """The summary at ``path`` (a path, or a binary file open for reading) if it is valid for
-    ``key`` (and, given ``features``, consistent with them: :func:`graph_from_arrays`);
-    ValueError saying why not."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files if name in KEYS}
-        return graph_from_arrays(arrays, key, features, **check)
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise ValueError("holds Python objects") from None
-        raise
+    """The summary at ``path`` (a path, or a seekable binary file open for reading) if it is valid
+    for ``key`` (and, given ``features``, consistent with them: :func:`graph_from_arrays`);
+    ValueError saying why not. Its arrays are read within what ``key`` allows
+    (:func:`summary_shapes`): a file whose members declare or inflate to more is refused before
+    they are inflated."""
+    shapes = summary_shapes(key)
+    head = read_arrays(path, {"knn_key": shapes["knn_key"]})  # whose summary, before any array is read
+    if head is None:
+        raise ValueError("no k-NN summary in it (not a .npz file, or no knn_key)")
+    _check_key(head["knn_key"], key)
+    return graph_from_arrays(read_arrays(path, shapes), key, features, **check)
+
+
+def summary_shapes(key: SummaryKey) -> dict:
+    """The shape and dtype of each array of a summary for ``key`` (:func:`features.store.read_arrays`
+    reads no more): the key and checksum as strings (the key at most ``_KEY_CHARS`` characters)."""
+    return {"knn_key": ((), f"<U{_KEY_CHARS}"), "knn_indices": ((key.n, key.k_max), np.int64),
+            "knn_sq_distances": ((key.n, key.k_max), np.float64), "knn_checksum": ((), "<U64")}
+
+
+def _largest_file(key: SummaryKey) -> int:
+    """Bytes a summary file for ``key`` can take: its arrays, their .npy headers and zip entries."""
+    return 16 * key.n * key.k_max + 4 * (_KEY_CHARS + 64) + 2**20
 
 
 class SummaryCache:
@@ -303,6 +322,9 @@ class SummaryCache:
                 return None, self._refuse(f"cached k-NN summary {path} {exc}")
             with os.fdopen(fd, "rb") as handle:
                 try:
+                    size = os.fstat(handle.fileno()).st_size
+                    if size > _largest_file(key):
+                        raise ValueError(f"{size:,} bytes, more than a summary of {key.n} x {key.k_max} takes")
                     return load_summary(handle, key, features, **check), f"k-NN summary reused from {path}"
                 except ValueError as exc:
                     return None, f"cached k-NN summary {path} not used: {exc}; recomputing"

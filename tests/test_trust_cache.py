@@ -366,3 +366,126 @@ def test_the_command_recomputes_a_forged_summary_with_one_warning(files, how, wh
     (got, cache), (expected, _) = metrics_of("a.json"), metrics_of("plain.json")
     assert got == expected
     assert cache["status"] == ("recomputed (the stored one was not valid)" if where == "cache" else "computed")
+
+
+# ---- .npz members are read no larger than the key allows ----------------------------------------
+
+INFLATED = 200 * 2**20  # what the bomb's member inflates to (its file is ~200 KB)
+
+
+def write_bomb(path, key, mode="w", declared_shape=None, lie=False):
+    """An .npz whose ``knn_indices`` member inflates to INFLATED bytes of zeros (written a MiB at
+    a time, so building it costs no memory), beside small genuine-looking members. ``declared_shape``:
+    what its .npy header says (default: the key's own shape); ``lie``: the zip's central directory
+    then declares only the size the key's shape takes, as a forger would."""
+    import zipfile
+    with zipfile.ZipFile(path, mode, compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("knn_key.npy", "w") as handle:
+            np.lib.format.write_array(handle, np.asarray(key.to_json()))
+        with archive.open("knn_indices.npy", "w", force_zip64=not lie) as handle:
+            np.lib.format.write_array_header_1_0(handle, {"descr": "<i8", "fortran_order": False,
+                                                          "shape": declared_shape or (key.n, key.k_max)})
+            zeros = bytes(2**20)
+            for _ in range(INFLATED // len(zeros)):
+                handle.write(zeros)
+        with archive.open("knn_checksum.npy", "w") as handle:
+            np.lib.format.write_array(handle, np.asarray("0" * 64))
+    if lie:  # the central directory's uncompressed size of the member: the key's 128-byte header + data
+        data = bytearray(Path(path).read_bytes())
+        entry = data.rindex(b"knn_indices.npy") - 46  # its central directory entry (the last mention)
+        assert data[entry:entry + 4] == b"PK\x01\x02"
+        data[entry + 24:entry + 28] = (128 + 8 * key.n * key.k_max).to_bytes(4, "little")
+        Path(path).write_bytes(bytes(data))
+    assert Path(path).stat().st_size < 2**20
+
+
+def peak_bytes(function, *args):
+    """(result or ValueError raised, peak bytes Python and numpy allocated while ``function(*args)`` ran)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        try:
+            result = function(*args)
+        except ValueError as exc:
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("bomb", ["declared size", "declared shape", "lying zip header"])
+def test_a_bomb_at_the_key_name_is_refused_before_it_is_inflated(tmp_path, bomb):
+    real, _ = data(8, n_real=2000)  # members larger than zipfile's first read: headers are read first
+    key, _ = key_and_graph(real)
+    cache = SummaryCache(tmp_path / "cache")
+    cache.folder.mkdir(mode=0o700)
+    # declared size: the zip says 200 MB; declared shape: the zip says the key's size, the .npy header
+    # a shape 1000 times the key's; lying zip header: both say the key's, the data inflate to 200 MB
+    write_bomb(cache.path(key), key, declared_shape=(key.n * 1000, key.k_max) if bomb == "declared shape" else None,
+               lie=bomb != "declared size")
+    (graph, message), peak = peak_bytes(cache.load, key, real)
+    assert graph is None and "not used" in message and "recomputing" in message, message
+    assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MiB allocated while refusing a bomb"
+    expected = {"declared size": "declares", "declared shape": "holds a", "lying zip header": "unreadable"}[bomb]
+    assert expected in message, message
+    assert "saved to" in cache.store(key, key_and_graph(real)[1])  # a private file: replaced by a good one
+    assert cache.load(key, real)[0] is not None
+
+
+def test_a_bomb_inside_a_feature_file_is_refused_before_it_is_inflated(files):
+    from features.store import read_arrays, save_features
+    real = np.load("real.npy")
+    key, _ = key_and_graph(real)
+    save_features("real.npz", real)
+    write_bomb("real.npz", key, mode="a")
+    refused, peak = peak_bytes(read_arrays, "real.npz", summary.summary_shapes(key))
+    assert isinstance(refused, ValueError) and "declares" in str(refused) and peak < 50 * 2**20
+    run("real.npy", "fake.npy", "--json", "plain.json", "--no_cache")
+    result = run("real.npz", "fake.npy", "--json", "a.json")
+    warnings = [line for line in cache_lines(result.stderr) if "not used" in line]
+    assert len(warnings) == 1 and "inside real.npz" in warnings[0] and "declares" in warnings[0], result.stderr
+    assert metrics_of("a.json")[0] == metrics_of("plain.json")[0]
+
+
+def test_read_arrays_reads_what_fits_and_refuses_what_does_not(tmp_path):
+    from features.store import read_arrays
+    path = tmp_path / "x.npz"
+    np.savez_compressed(path, a=np.arange(12, dtype=np.int64).reshape(3, 4), s=np.asarray("hello"),
+                        f=np.asfortranarray(np.ones((2, 3))), b=np.zeros((3, 4), dtype=">i8"))
+    got = read_arrays(path, {"a": ((3, 4), np.int64), "s": ((), "<U16"), "f": ((2, 3), np.float64),
+                             "missing": ((1,), np.int64)})
+    np.testing.assert_array_equal(got["a"], np.arange(12).reshape(3, 4))
+    assert str(got["s"]) == "hello" and got["f"].shape == (2, 3) and "missing" not in got
+    for name, shape, dtype, message in (("a", (3, 5), np.int64, "expected"), ("a", (3, 4), np.float64, "expected"),
+                                        ("s", (), "<U4", "expected"), ("b", (3, 4), np.int64, "expected"),
+                                        ("a", (1, 1), np.int64, "expected")):
+        with pytest.raises(ValueError, match=message):
+            read_arrays(path, {name: (shape, dtype)})
+    assert read_arrays(path, {"missing": ((1,), np.int64)}) is None
+    (tmp_path / "plain.npy").write_bytes(b"\x93NUMPY not a zip")
+    assert read_arrays(tmp_path / "plain.npy", {"a": ((3, 4), np.int64)}) is None
+
+
+def test_the_command_refuses_a_bomb_in_the_cache_with_one_warning(files):
+    run("real.npy", "fake.npy", "--json", "plain.json", "--no_cache")
+    key = SummaryKey.of(np.load("real.npy"), *hubness.real_knn_needs(hubness.METRICS, 3, 5))
+    cache = SummaryCache(files / "cache")
+    cache.folder.mkdir(mode=0o700)
+    write_bomb(cache.path(key), key)
+    result = run("real.npy", "fake.npy", "--json", "a.json")
+    warnings = [line for line in cache_lines(result.stderr) if "not used" in line]
+    assert len(warnings) == 1 and "declares" in warnings[0], result.stderr
+    (got, cache_record), (expected, _) = metrics_of("a.json"), metrics_of("plain.json")
+    assert got == expected and cache_record["status"].startswith("recomputed")
+    assert cache.path(key).stat().st_size < 2**20 and cache.load(key, np.load("real.npy"))[0] is not None  # replaced
+
+
+def test_a_cache_file_larger_than_its_key_allows_is_not_opened_as_a_zip(tmp_path):
+    real, _ = data(9)
+    key, graph = key_and_graph(real)
+    cache = SummaryCache(tmp_path / "cache")
+    cache.store(key, graph)
+    with open(cache.path(key), "r+b") as handle:
+        handle.truncate(summary._largest_file(key) + 1)  # (sparse: costs no disk)
+    got, message = cache.load(key, real)
+    assert got is None and "more than a summary of 90 x 5 takes" in message
