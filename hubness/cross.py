@@ -100,14 +100,16 @@ class CrossResult:
 @dataclass
 class Tile:
     """One real x fake tile: screen rows and norms, and where its samples are in the full sets
-    (the exact distances are those of the original rows ``real[ri]``, ``fake[cj]``)."""
+    (the exact distances are those of the original rows ``real[real_at]``, ``fake[fake_at]``:
+    ``real``/``fake`` are the full sets with ``real_at = ri``, ``fake_at = cj`` (the default), or,
+    for sets read from files (:mod:`hubness.mapped`), the tile's own blocks of original rows)."""
 
     a: torch.Tensor          # (p, dim) float32 screen rows of the reals
     b: torch.Tensor          # (q, dim) float32 screen rows of the fakes
     na: torch.Tensor         # (p,) float32 squared norms of ``a``
     nb: torch.Tensor         # (q,)
-    real: torch.Tensor       # (N, dim) original real features
-    fake: torch.Tensor       # (M, dim)
+    real: torch.Tensor       # (N, dim) original real features (or the tile's p rows of them)
+    fake: torch.Tensor       # (M, dim) (or q rows)
     ri: torch.Tensor         # (p,) int64 rows of ``real``, increasing
     cj: torch.Tensor         # (q,) int64 rows of ``fake``
     sq_scale: float          # frame units per original squared unit
@@ -115,11 +117,21 @@ class Tile:
     abs_tol: float           # screening band, absolute
     same_set: bool = False   # real and fake are one set: a sample's pair with itself is skipped
     fused: bool = False      # the route: exact distances from the fused kernels (same bits either way)
+    real_rows: torch.Tensor | None = None  # (p,) rows of ``real`` holding the tile's reals (None: ``ri``)
+    fake_rows: torch.Tensor | None = None  # (q,) rows of ``fake`` (None: ``cj``)
+
+    @property
+    def real_at(self) -> torch.Tensor:
+        return self.ri if self.real_rows is None else self.real_rows
+
+    @property
+    def fake_at(self) -> torch.Tensor:
+        return self.cj if self.fake_rows is None else self.fake_rows
 
     def exact(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Exact float64 squared distances (frame units) of the tile entries (i, j)."""
-        return (exact_sq_dist(self.real, self.ri[i], self.fake, self.cj[j], fused=self.fused).to(self.a.device)
-                * self.sq_scale)
+        return (exact_sq_dist(self.real, self.real_at[i], self.fake, self.fake_at[j], fused=self.fused)
+                .to(self.a.device) * self.sq_scale)
 
 
 def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, memory_budget: int,
@@ -193,11 +205,15 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
             if rp != current_rows:  # a new row block: gather it once for all its column strips
                 current_rows, ri = rp, rows_all[rp]
                 a, na = _take(real_s, ri, buf_a), real_n[ri]
+                orig_a = _originals(real, ri, a, frame.identity)
                 row_thr = {key: thresholds[key][ri] for key in ("r_pr", "r_dc", "r_rt", "r_hub")
                            if thresholds[key] is not None}
             cj = cols_all[cp]
-            tile = Tile(a=a, b=_take(fake_s, cj, buf_b), na=na, nb=fake_n[cj], real=real, fake=fake, ri=ri, cj=cj,
-                        sq_scale=frame.sq_scale, eps=eps, abs_tol=abs_tol, same_set=same_set, fused=fused)
+            b = _take(fake_s, cj, buf_b)
+            orig_b = _originals(fake, cj, b, frame.identity)
+            tile = Tile(a=a, b=b, na=na, nb=fake_n[cj], real=orig_a[0], fake=orig_b[0], ri=ri, cj=cj,
+                        sq_scale=frame.sq_scale, eps=eps, abs_tol=abs_tol, same_set=same_set, fused=fused,
+                        real_rows=orig_a[1], fake_rows=orig_b[1])
             thr = dict(row_thr)
             thr.update({key: thresholds[key][cj] for key in ("s_pr", "s_hub") if thresholds[key] is not None})
             if fused:
@@ -212,7 +228,7 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
                     totals[name][0][where], totals[name][1][where] = v, i
                 else:
                     totals[name][where] = combine(name, totals[name][where], part)
-            del tile, out
+            del tile, out, b, orig_b  # before the next strip is read
             bar.update()
 
     release_memory()
@@ -332,6 +348,15 @@ def torch_tile(tile: Tile, thresholds: dict, want: frozenset) -> tuple[dict, int
         out["dens"] = m.view(torch.uint8).sum(dim=0, dtype=torch.int32).to(torch.int64)
         out["covered"] = m.any(dim=1)
     return out, int(i.numel())
+
+
+def _originals(x, idx: torch.Tensor, block: torch.Tensor, identity: bool) -> tuple:
+    """(array, positions) holding the original rows ``x[idx]`` of a tile: ``(x, None)`` for a tensor
+    (positions: the indices themselves); for rows read from a file (:mod:`hubness.mapped`), the
+    tile's block itself in the identity frame, else the block read once more untransformed."""
+    if isinstance(x, torch.Tensor):
+        return x, None
+    return (block if identity else _take(x, idx, None)), torch.arange(idx.numel(), device=idx.device)
 
 
 def _index(subset, n, dev) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 from features.devices import exact_matmul, resolve_device  # noqa: F401 - part of this module's interface
 
 from . import kernels
+from .mapped import MappedRows, mapped_file
 
 DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes of working memory for distance tiles
 _MIN_TILE = 16
@@ -54,10 +55,21 @@ def release_memory() -> None:
 _TRIM = None
 
 
-def as_tensor(array, dev: torch.device) -> torch.Tensor:
+def as_tensor(array, dev: torch.device):
     """``array`` (numpy or torch, float32 (n, dim)) as a float32 tensor on ``dev``, sharing its memory
     on the CPU. A read-only memory-mapped file stays read-only: nothing writes into the features
-    (torch warns about such arrays; the warning is not for us)."""
+    (torch warns about such arrays; the warning is not for us). A memory-mapped file of any numeric
+    dtype (:func:`hubness._checks.as_feature_matrix` lets it through unconverted) becomes a
+    :class:`hubness.mapped.MappedRows` on the CPU, whose rows the passes read and convert block by
+    block; on a GPU it is uploaded block by block."""
+    if isinstance(array, MappedRows) or mapped_file(array) is not None:
+        rows = array if isinstance(array, MappedRows) else MappedRows(array)
+        if dev.type == "cpu":
+            return rows
+        out = torch.empty(rows.shape, dtype=torch.float32, device=dev)
+        for part in row_chunks(out):
+            out[part] = rows[part].to(dev)
+        return out
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.as_tensor(array).to(dev, torch.float32).contiguous()

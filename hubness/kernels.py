@@ -114,19 +114,40 @@ def load() -> float:
         from .cross import Tile  # noqa: PLC0415 - cross imports this module
         thr = {key: norms.double() for key in ("r_pr", "r_dc", "r_rt", "r_hub", "s_pr", "s_hub")}
         tile = Tile(a=x, b=x, na=norms, nb=norms, real=x, fake=x, ri=idx, cj=idx, sq_scale=1.0, eps=1e-6,
-                    abs_tol=1e-30)
+                    abs_tol=1e-30, real_rows=idx, fake_rows=idx)
         cross_tile(x @ x.T, tile, thr, frozenset(_FLAG))
     return time.perf_counter() - start
 
 
-def exact_pairs(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """``sum((x[i[t]] - y[j[t]])**2)`` in float64 (CPU float32 rows, int64 indices), no gathers."""
+def exact_pairs(x, i: torch.Tensor, y, j: torch.Tensor) -> torch.Tensor:
+    """``sum((x[i[t]] - y[j[t]])**2)`` in float64 (CPU float32 rows, int64 indices), no gathers; rows
+    of a file (:class:`hubness.mapped.MappedRows`) are read a chunk of pairs at a time."""
     k = jit()
-    x_np, y_np = _np(x), _np(y)
     i_np, j_np = _np(i.to(torch.int64)), _np(j.to(torch.int64))
     out = np.empty(i_np.shape[0], dtype=np.float64)
-    _run_split(i_np.shape[0], lambda s, e: k._exact_pairs_kernel(x_np, i_np, y_np, j_np, out, s, e))
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+        x_np, y_np = _np(x), _np(y)
+        _run_split(i_np.shape[0], lambda s, e: k._exact_pairs_kernel(x_np, i_np, y_np, j_np, out, s, e))
+        return torch.from_numpy(out)
+    step = max(16, _GATHER_BYTES // (8 * max(1, x.shape[1])))  # two gathered float32 blocks
+    for lo in range(0, i_np.shape[0], step):
+        xa, ia = _rows_of(x, i_np[lo:lo + step])
+        yb, jb = _rows_of(y, j_np[lo:lo + step])
+        part = out[lo:lo + step]
+        _run_split(part.shape[0], lambda s, e: k._exact_pairs_kernel(xa, ia, yb, jb, part, s, e))
+        del xa, yb
     return torch.from_numpy(out)
+
+
+_GATHER_BYTES = 4 * 2**20
+
+
+def _rows_of(x, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, positions): ``x[idx] == rows[positions]``; a tensor as it is, file rows gathered."""
+    if isinstance(x, torch.Tensor):
+        return _np(x), idx
+    rows, positions = np.unique(idx, return_inverse=True)
+    return x.gather(rows), positions.reshape(-1).astype(np.int64)
 
 
 def knn_tile(g: torch.Tensor, norms_rows: torch.Tensor, norms_cols: torch.Tensor, row_offset: int,
@@ -183,6 +204,7 @@ def cross_tile(g: torch.Tensor, tile, thresholds: dict, want: frozenset) -> tupl
                else np.full(q, -np.inf, dtype=np.float32))
     g_np, xa, xb = _np(g), _np(tile.real), _np(tile.fake)
     ri, cj = _np(tile.ri.to(torch.int64)), _np(tile.cj.to(torch.int64))
+    ra, cb = _np(tile.real_at.to(torch.int64)), _np(tile.fake_at.to(torch.int64))
 
     def alloc(key, n):
         fill, dtype = TILE_OUTPUTS[key]
@@ -192,7 +214,7 @@ def cross_tile(g: torch.Tensor, tile, thresholds: dict, want: frozenset) -> tupl
 
     def job(start, stop):
         cols = {key: alloc(key, q) for key in _COL_KEYS}  # each thread its own column copies
-        count = k._cross_kernel(g_np, xa, xb, ri, cj, na_np, nb_np, eps, abs_tol, tile.sq_scale, flags,
+        count = k._cross_kernel(g_np, xa, xb, ri, cj, ra, cb, na_np, nb_np, eps, abs_tol, tile.sq_scale, flags,
                                 tile.same_set, thr["r_pr"], thr["r_dc"], thr["r_rt"], thr["r_hub"], thr["s_pr"],
                                 thr["s_hub"], row_far, col_far, start, stop, rows["in_fake"], rows["in_fhub"],
                                 rows["covered"], cols["in_real"], cols["in_rhub"], cols["rarity"], cols["dens"],

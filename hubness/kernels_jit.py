@@ -52,12 +52,13 @@ def _screen(g, na, nb, i, j):
     return d if d > np.float32(0.0) else np.float32(0.0)
 
 @_jit
-def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, same_set, r_pr, r_dc, r_rt,
+def _cross_kernel(g, xa, xb, ri, cj, ra, cb, na, nb, eps, abs_tol, sq_scale, flags, same_set, r_pr, r_dc, r_rt,
                   r_hub, s_pr, s_hub, row_far, col_far, r0, r1, in_fake, in_fhub, covered, in_real, in_rhub, rarity, dens,
                   realism, realism_index):
     """Rows r0..r1 of one real x fake tile; row outputs at [i], column outputs (this thread's own
-    copies) at [j]. ``xa``/``xb`` are the full original feature arrays and ``ri``/``cj`` the
-    tile's rows in them; thresholds are float64 in frame units; realism ratios are float64:
+    copies) at [j]. ``ri``/``cj`` are the tile's samples (indices into the full sets) and
+    ``xa[ra[i]]``/``xb[cb[j]]`` their original rows (the full arrays with ``ra = ri``, or the tile's
+    blocks); thresholds are float64 in frame units; realism ratios are float64:
     ``r_rt / float64(screen)``, or ``r_rt / exact`` for a re-measured pair, the same bits as the
     torch route's; ``row_far``/``col_far`` float32 bounds above every threshold's band. Returns
     the number of pairs re-measured exactly. ``same_set``: rows and columns are one set (``cj``
@@ -97,7 +98,7 @@ def _cross_kernel(g, xa, xb, ri, cj, na, nb, eps, abs_tol, sq_scale, flags, same
             e = np.float64(d)
             tol = eps * (nai + np.float64(nb[j])) + abs_tol
             if e <= tol or abs(e - rp) <= tol or abs(e - rd) <= tol or (use_s and abs(e - s_pr[j]) <= tol):
-                e = _exact_pair(xa[ri[i]], xb[cj[j]], buf) * sq_scale
+                e = _exact_pair(xa[ra[i]], xb[cb[j]], buf) * sq_scale
                 refined += 1
             if e <= rp:
                 if (flags & PRECISION) != 0:

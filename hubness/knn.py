@@ -154,7 +154,7 @@ def neighbors_of(features, rows, k: int, *, device="auto", memory_budget: int = 
         return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float64)
     rest = np.setdiff1d(np.arange(n, dtype=np.int64), rows, assume_unique=True)
     order = np.concatenate([rows, rest])
-    xp = x.index_select(0, torch.from_numpy(order).to(dev))
+    xp = x.index_select(0, torch.from_numpy(order).to(dev)) if isinstance(x, torch.Tensor) else x[order]
     h = rows.size
     if fused is None:
         fused = kernels.enabled(dev, (h * n - h * h / 2) * dim)
@@ -318,7 +318,9 @@ def exact_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Tensor
 
 def _copies_as_neighbours(x: torch.Tensor, rows: torch.Tensor, k: int, out_i: torch.Tensor) -> torch.Tensor:
     """Fill ``out_i`` for the rows with >= k other exact copies; return the positions of the others."""
-    _, group, counts = torch.unique(x + 0.0, dim=0, return_inverse=True, return_counts=True)
+    whole = x + 0.0 if isinstance(x, torch.Tensor) else x.whole()  # rows read from a file: one copy, as here
+    _, group, counts = torch.unique(whole, dim=0, return_inverse=True, return_counts=True)
+    del whole
     g = group[rows]
     many = counts[g] > k
     if not bool(many.any()):

@@ -130,3 +130,169 @@ def test_realism_routes_pick_the_same_reals(monkeypatch):
         got[route] = ev.realism
     np.testing.assert_array_equal(got["fused"].real_index, got["torch"].real_index)
     np.testing.assert_array_equal(got["fused"].scores, got["torch"].scores)
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory-mapped .npy inputs of any dtype and byte order: read and converted block by block
+# ----------------------------------------------------------------------------------------------
+
+def _mapped(tmp_path, name, array):
+    from features.store import load_features
+    np.save(tmp_path / name, array)
+    features = load_features(str(tmp_path / name)).features
+    assert isinstance(features, np.memmap) and features.dtype == array.dtype
+    return features
+
+
+def _assert_same_evaluation(a, b):
+    """Every result of two evaluations equal, bit for bit (timings aside)."""
+    def plain(value):
+        if isinstance(value, np.ndarray):
+            return (value.dtype.str, value.shape, value.tobytes())
+        if hasattr(value, "__dataclass_fields__"):
+            return {f: plain(getattr(value, f)) for f in value.__dataclass_fields__}
+        return repr(value)
+    for field in a.__dataclass_fields__:
+        if field != "timings":
+            assert plain(getattr(a, field)) == plain(getattr(b, field)), field
+
+
+def _feature_kinds(seed):
+    """ReLU-like features (identity screen frame), features far from the origin (a centred frame) and
+    a set with exact copies (the k-NN fallback): each path that reads rows."""
+    rng = np.random.default_rng(seed)
+    relu = np.maximum(rng.normal(size=(300, 24)), 0), np.maximum(rng.normal(size=(260, 24)) + 0.1, 0)
+    offset = 1e3 + rng.normal(size=(300, 24)), 1e3 + 1.1 * rng.normal(size=(260, 24))
+    copies = np.repeat(rng.normal(size=(60, 24)), 5, axis=0), rng.normal(size=(260, 24))
+    return {"relu": relu, "offset": offset, "copies": copies}
+
+
+@pytest.mark.parametrize("dtype", ["<f8", ">f4", ">f8", "<f2", ">i2"])
+@pytest.mark.parametrize("kind", ["relu", "offset", "copies"])
+def test_mapped_inputs_of_any_dtype_equal_converting_first(tmp_path, kernel_route, dtype, kind):
+    real, fake = (np.asarray(a * (100 if dtype == ">i2" else 1)).astype(dtype) for a in _feature_kinds(7)[kind])
+    ref = hubness.evaluate(real=real.astype(np.float32), fake=fake.astype(np.float32), memory_budget=2**20)
+    mr, mf = _mapped(tmp_path, "real.npy", real), _mapped(tmp_path, "fake.npy", fake)
+    got = hubness.evaluate(real=mr, fake=mf, memory_budget=2**20)
+    _assert_same_evaluation(got, ref)
+    rarity = hubness.real_rarity_scores(real=mr, memory_budget=2**20).scores
+    np.testing.assert_array_equal(rarity, hubness.real_rarity_scores(real=real.astype(np.float32),
+                                                                      memory_budget=2**20).scores)
+
+
+def test_mapped_inputs_for_approximate_hub_selection(tmp_path):
+    pytest.importorskip("faiss")
+    real, fake = _feature_kinds(8)["relu"]
+    ref = hubness.evaluate(real=real.astype(np.float32), fake=fake.astype(np.float32), metrics="epr", knn="hnsw")
+    got = hubness.evaluate(real=_mapped(tmp_path, "r.npy", real.astype(">f8")),
+                           fake=_mapped(tmp_path, "f.npy", fake.astype(">f8")), metrics="epr", knn="hnsw")
+    assert (got.epr.precision, got.epr.recall) == (ref.epr.precision, ref.epr.recall)
+
+
+def test_mapped_input_checks_name_the_file(tmp_path):
+    bad = np.ones((40, 4))
+    bad[17, 2] = np.nan
+    with pytest.raises(ValueError, match=r"real: row 17 contains NaN"):
+        hubness.evaluate(real=_mapped(tmp_path, "nan.npy", bad), fake=np.ones((40, 4), np.float32))
+    huge = np.ones((40, 4))
+    huge[3, 1] = 1e300
+    with pytest.raises(ValueError, match="overflow float32"):
+        hubness.evaluate(real=_mapped(tmp_path, "huge.npy", huge.astype(">f8")), fake=np.ones((40, 4), np.float32))
+
+
+def test_command_on_float64_and_big_endian_npy_equals_float32(tmp_path):
+    from hubness.command import main
+    from tests.cli_helpers import call
+    real, fake = _feature_kinds(9)["relu"]
+    outs = {}
+    for dtype in ("<f4", "<f8", ">f4"):
+        np.save(tmp_path / f"real{dtype[1:]}{dtype[0] == '>'}.npy", real.astype(dtype))
+        np.save(tmp_path / f"fake{dtype[1:]}{dtype[0] == '>'}.npy", fake.astype(dtype))
+        proc = call(main, tmp_path / f"real{dtype[1:]}{dtype[0] == '>'}.npy",
+                    tmp_path / f"fake{dtype[1:]}{dtype[0] == '>'}.npy", "--per_sample", tmp_path / f"{dtype[1:]}.csv")
+        assert proc.returncode == 0, proc.stderr
+        outs[dtype] = [line for line in proc.stdout.splitlines() if not line.startswith("seconds")], \
+            (tmp_path / f"{dtype[1:]}.csv").read_text()
+    assert outs["<f8"] == outs["<f4"] and outs[">f4"] == outs["<f4"]
+
+
+_MEMORY_SCRIPT = r"""
+import resource, sys, tracemalloc
+import numpy as np
+import hubness
+from hubness import kernels
+from features.store import load_features
+real, fake = (load_features(p).features for p in sys.argv[1:3])
+small = np.abs(np.random.default_rng(0).normal(size=(50, real.shape[1]))).astype(np.float32)
+kernels.load()
+hubness.evaluate(real=small, fake=small, metrics="pr", memory_budget=2**23)  # every import, warm
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
+ev = hubness.evaluate(real=real, fake=fake, metrics="pr", memory_budget=2**23)
+peak = tracemalloc.get_traced_memory()[1]
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(peak, (after - before) * 1024, ev.pr.precision)
+"""
+
+
+def test_float64_npy_is_not_copied_whole(tmp_path):
+    """5,000 x 2,048 float64 (80 MB; a float32 copy: 40 MB) with an 8 MiB budget: neither numpy's
+    allocations (tracemalloc) nor the process's peak resident memory grow by a copy of the set."""
+    import subprocess
+    import sys
+    rng = np.random.default_rng(10)
+    real = np.maximum(rng.normal(size=(5000, 2048)), 0)
+    fake = np.maximum(rng.normal(size=(400, 2048)), 0)
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "fake.npy", fake.astype(">f4"))
+    copy = real.shape[0] * real.shape[1] * 4
+    env = {**__import__("os").environ, "HUBNESS_KERNELS": "fused"}
+    proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path / "real.npy"), str(tmp_path / "fake.npy")],
+                          capture_output=True, text=True, timeout=300, env=env,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak, grown, precision = proc.stdout.split()
+    assert int(peak) < copy / 2, (int(peak), copy)
+    assert int(grown) < copy, (int(grown), copy)  # converting first: the copy and the mapped file read
+    ref = hubness.evaluate(real=real.astype(np.float32), fake=fake.astype(np.float32), metrics="pr",
+                           memory_budget=2**23)
+    assert float(precision) == ref.pr.precision
+
+
+# ----------------------------------------------------------------------------------------------
+# An input truncated while the run reads it: one line naming the file, not SIGBUS (exit 135)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f8"])
+def test_input_truncated_during_the_run_is_one_line(tmp_path, dtype):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from tests.cli_helpers import METRICS_SCRIPT
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "real.npy", rng.standard_normal((20000, 128)).astype(dtype))
+    np.save(tmp_path / "fake.npy", rng.standard_normal((20000, 128)).astype(dtype))
+    proc = subprocess.Popen([sys.executable, str(METRICS_SCRIPT), "real.npy", "fake.npy", "--json", "out.json",
+                             "--memory_budget", "1", "--progress"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "HUBNESS_KERNELS": "torch"})  # no wait for numba's start-up
+    try:
+        seen = b""
+        # once the first k-NN pass has begun, seconds of tiles (both k-NN passes, the cross pass that
+        # reads REAL again) remain: the file is cut to half its rows under the running process
+        while b"k-NN real" not in seen:
+            chunk = proc.stderr.read1(4096)
+            assert chunk, f"the run ended before the file could be cut: {seen[-300:]!r}"
+            seen += chunk
+        os.truncate(tmp_path / "real.npy", os.path.getsize(tmp_path / "real.npy") // 2)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = (seen + err).decode()
+    assert proc.returncode == 1, (proc.returncode, -signal.SIGBUS, err[-500:])
+    assert "Traceback" not in err
+    last = [line for line in err.replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert "real.npy" in last and "truncated" in last, last
+    assert out == b"" and not (tmp_path / "out.json").exists()
