@@ -93,8 +93,8 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                    "against itself: one more real x real pass), realism, k-occurrence of both sets, metric bars")
     p.add_argument("--gallery", metavar="DIR", help="write PNG contact sheets of the rarest, most typical, least and "
                    "most realistic, outside and hub images (and gallery.csv) into DIR, created if missing")
-    p.add_argument("--gallery_n", "--gallery-n", dest="gallery_n", type=positive_int, default=DEFAULT_N, metavar="N",
-                   help="images a contact sheet")
+    p.add_argument("--gallery_n", "--gallery-n", dest="gallery_n", type=Gallery.count, default=DEFAULT_N, metavar="N",
+                   help="images a contact sheet, at most 1000 (a sheet is sized by the images it can show)")
     p.add_argument("--log", metavar="FILE.jsonl", help="append one JSON line describing the run (inputs with "
                    "digests, parameters, versions, every metric, timings); compare runs with: %(prog)s compare FILE.jsonl")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,

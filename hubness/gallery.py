@@ -10,7 +10,10 @@ root is looked up from the current folder, then from the feature file's folder),
 themselves when the command was given images. Where an image cannot be found or read, its tile is
 grey and still carries the caption; :func:`find_images` says why.
 
-Every sheet of a run has the same size, fixed by N alone (:func:`sheet_size`).
+Every sheet of a run has the same size (:func:`sheet_size`), fixed by N, or by the most images a sheet
+of the run shows where no sheet has N to show (``--gallery_n 1000`` on 250 generated images: sheets of
+250), so that the canvas follows the images drawn; N is at most :data:`MAX_N`. Images are read and
+shrunk one at a time as they are drawn.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ HEADER = 44       # title and subtitle
 COLUMNS = 8
 MIN_WIDTH = 600   # room for the title when N is small
 DEFAULT_N = 16
+MAX_N = 1000      # images a sheet at most (--gallery_n): a sheet of 1,000 is 822 x 16,800 pixels
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,19 @@ SHEETS = (
               ("pr", "epr", "realism", "rarity", "hubness")),
 )
 INDEX_FILE = "gallery.csv"
+
+
+def count_option(text: str) -> int:
+    """argparse type of ``--gallery_n``: an integer in [1, :data:`MAX_N`]."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= value <= MAX_N:
+        raise argparse.ArgumentTypeError(f"must be in [1, {MAX_N}] (images a contact sheet), got {value}")
+    return value
 
 
 def planned_sheets(metrics) -> list[SheetSpec]:
@@ -222,9 +239,10 @@ def format_score(value) -> str:
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
 
 
-def render(sheet: Sheet, images: list, labels: list[str], n: int, subtitle: str):
+def render(sheet: Sheet, images, labels: list[str], n: int, subtitle: str):
     """The sheet as a PIL image of :func:`sheet_size` (``n``): title, subtitle, then the thumbnails
-    in rank order, each captioned ``#index score`` and its file name; ``None`` images are grey tiles."""
+    in rank order, each captioned ``#index score`` and its file name; ``None`` images are grey tiles.
+    ``images`` may be any iterable (a generator reads each image only when its tile is drawn)."""
     from PIL import Image, ImageDraw
 
     width, height = sheet_size(n)
@@ -288,6 +306,8 @@ class Gallery:
     run starts (its parent must exist); a folder the run created is removed again if the run fails.
     """
 
+    count = staticmethod(count_option)  # argparse type of --gallery_n
+
     def __init__(self, folder, metrics, n: int, outputs, option: str = "--gallery"):
         self.folder, self.n, self.option = str(folder), n, option
         if os.path.exists(self.folder) and not os.path.isdir(self.folder):
@@ -338,6 +358,7 @@ class Gallery:
         "fake" to (FeatureFile, row indices in the input file). Returns a one-line note of images
         that could not be found or read ("" when all were)."""
         sheets = select(evaluation, self.specs, self.n)
+        side_n = max(1, min(self.n, max(len(sheet.rows) for sheet in sheets)))  # the images drawn
         finders, missing = {}, []
         for side in sorted({sheet.spec.side for sheet in sheets}):
             finders[side], why = find_images(sets[side][0])
@@ -345,11 +366,11 @@ class Gallery:
                 missing.append(f"no {side} images ({why})")
         for sheet in sheets:
             data, indices = sets[sheet.spec.side]
-            images = [finders[sheet.spec.side].read(int(row)) for row in sheet.rows]
+            images = (finders[sheet.spec.side].read(int(row)) for row in sheet.rows)  # one at a time
             labels = [(int(indices[row]), os.path.basename(data.paths[row]) if data.paths else "")
                       for row in sheet.rows]
             with self.sheets[sheet.spec.name].open() as handle:
-                render(sheet, images, labels, self.n, subtitle).save(handle, format="PNG")
+                render(sheet, images, labels, side_n, subtitle).save(handle, format="PNG")
         with self.index.open("w", newline="", encoding="utf-8") as handle:
             write_index(handle, sheets, {side: (indices, data.paths) for side, (data, indices) in sets.items()})
         for side, finder in finders.items():

@@ -17,12 +17,12 @@ from hubness.command import main
 from tests.cli_helpers import assert_one_line_error, call
 from tests.test_reports import random_pair
 
-N_REAL, N_FAKE, SIDE = 40, 30, 8
+N_REAL, N_FAKE, SIDE = 120, 100, 8  # at least 100 a set: no small-set warning
 
 
 def colour(side: str, i: int) -> tuple:
     """A colour unique to each image: the test finds every tile by it."""
-    return (10 + 5 * i, 200 if side == "real" else 60, 30 + 3 * i)
+    return (10 + 2 * i, 200 if side == "real" else 60, 30 + i)
 
 
 def write_images(folder, side, n, ext="png"):
@@ -114,6 +114,33 @@ def test_sheets_show_the_selected_images_with_their_scores(data, monkeypatch):
     assert json.loads((tmp / "r.json").read_text())["n_fake"] == N_FAKE  # the other outputs too
 
 
+def test_sheets_sized_by_the_images_drawn(data, monkeypatch):
+    """--gallery_n beyond the images there are: every sheet is sized by the most images a sheet
+    shows (here the N_FAKE generated / N_REAL real images), not by N; the canvas stays small."""
+    tmp, real, fake = data
+    monkeypatch.chdir(tmp)
+    proc = call(main, "real.npz", "fake.npz", "--gallery", "big", "--gallery_n", gallery.MAX_N,
+                "--metrics", "pr,rarity,realism")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_index(tmp / "big")
+    drawn = max(sum(r["sheet"] == spec.name for r in rows) for spec in gallery.SHEETS)
+    assert drawn == N_REAL  # hubs_real ranks every real image
+    for spec in gallery.SHEETS:
+        with Image.open(tmp / "big" / f"{spec.name}.png") as sheet:
+            assert sheet.size == gallery.sheet_size(drawn) != gallery.sheet_size(gallery.MAX_N)
+            shown = [int(r["index"]) for r in rows if r["sheet"] == spec.name]
+            sheet = sheet.convert("RGB")
+            for rank, row in enumerate(shown[:3]):
+                assert tile_centre(sheet, rank, drawn) == colour(spec.side, row), (spec.name, rank)
+    # a metric subset without real hubs: fakes only, sized by the N_FAKE of the fullest sheet
+    proc = call(main, "real.npz", "fake.npz", "--gallery", "fakes", "--gallery_n", 500, "--metrics", "rarity")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp / "fakes" / "most_typical.png") as sheet:
+        fullest = max(sum(r["sheet"] == s for r in read_index(tmp / "fakes")) for s in ("rarest", "most_typical",
+                                                                                            "hubs_real"))
+        assert sheet.size == gallery.sheet_size(fullest)
+
+
 def test_sizes_follow_n():
     assert gallery.sheet_size(16) == (6 + 8 * 102, 44 + 2 * (96 + 32 + 6) + 6)
     assert gallery.sheet_size(3) == (gallery.MIN_WIDTH, 44 + 96 + 32 + 6 + 6)
@@ -126,7 +153,7 @@ def test_relative_root_found_from_the_feature_file_folder_and_subsets(data, tmp_
     src, _, _ = data
     monkeypatch.chdir(tmp_path)
     proc = call(main, src / "real.npz", src / "fake.npz", "--gallery", "g", "--gallery_n", 4, "--metrics", "hubness",
-                "--num_samples", 20, "--seed", 5)
+                "--num_samples", 20, "--seed", 5, "-q")  # -q: no small-set warning for subsets of 20
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert sorted(os.listdir("g")) == ["gallery.csv", "hubs_fake.png", "hubs_real.png"]
@@ -191,7 +218,7 @@ def test_image_folders_given_directly(tmp_path, monkeypatch):
     write_images(tmp_path / "real", "real", 8)
     write_images(tmp_path / "fake", "fake", 6)
     proc = call(main, "real", "fake", "--backbone", "efficientnet_lite0", "--num_workers", 0, "--metrics", "hubness",
-                "--gallery", "g", "--gallery_n", 2)
+                "--gallery", "g", "--gallery_n", 2, "-q")  # -q: no small-set warning for 8 and 6 images
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     rows = read_index(tmp_path / "g")
@@ -211,7 +238,9 @@ def test_image_folders_given_directly(tmp_path, monkeypatch):
     (["--gallery", "g", "--metrics", "dc"], ["--gallery g: needs at least one of the metrics"]),
     (["--gallery", "images/real/out"], ["--gallery images/real/out: is inside", "the images of real.npz"]),
     (["--gallery", "gdir", "--json", "gdir/gallery.csv"], ["--gallery gdir/gallery.csv: is also the output of --json"]),
-    (["--gallery", "g", "--gallery_n", "0"], ["argument --gallery_n/--gallery-n: must be >= 1"]),
+    (["--gallery", "g", "--gallery_n", "0"], ["argument --gallery_n/--gallery-n: must be in [1, 1000]", "got 0"]),
+    (["--gallery", "g", "--gallery_n", "100000"], ["argument --gallery_n/--gallery-n: must be in [1, 1000]",
+                                                   "got 100000"]),
 ])
 def test_gallery_errors_leave_nothing(data, tmp_path, monkeypatch, args, fragments):
     src, _, _ = data
