@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import Evaluation
+from .report import printable_name
 
 THUMB = 96        # thumbnail box, pixels
 CAPTION = 32      # two caption lines under each thumbnail
@@ -275,7 +276,8 @@ def render(sheet: Sheet, images, labels: list[str], n: int, subtitle: str):
 
 
 def write_index(handle, sheets: list[Sheet], sets: dict) -> None:
-    """``gallery.csv``: one row per tile: sheet, rank, set, index (row in the input file), path, score."""
+    """``gallery.csv``: one row per tile: sheet, rank, set, index (row in the input file), path (names
+    that are not UTF-8 in backslash form, :func:`hubness.report.printable_name`), score."""
     writer = csv.writer(handle)
     writer.writerow(["sheet", "rank", "set", "index", "path", "score_name", "score"])
     for sheet in sheets:
@@ -285,7 +287,7 @@ def write_index(handle, sheets: list[Sheet], sets: dict) -> None:
             if isinstance(score, (float, np.floating)):
                 score = "" if math.isnan(score) else repr(float(score))
             writer.writerow([sheet.spec.name, rank + 1, sheet.spec.side, int(indices[row]),
-                             "" if paths is None else paths[row], sheet.spec.score, score])
+                             "" if paths is None else printable_name(paths[row]), sheet.spec.score, score])
 
 
 def sheet_file(folder, spec: SheetSpec) -> Path:
@@ -367,7 +369,7 @@ class Gallery:
         for sheet in sheets:
             data, indices = sets[sheet.spec.side]
             images = (finders[sheet.spec.side].read(int(row)) for row in sheet.rows)  # one at a time
-            labels = [(int(indices[row]), os.path.basename(data.paths[row]) if data.paths else "")
+            labels = [(int(indices[row]), printable_name(os.path.basename(data.paths[row])) if data.paths else "")
                       for row in sheet.rows]
             with self.sheets[sheet.spec.name].open() as handle:
                 render(sheet, images, labels, side_n, subtitle).save(handle, format="PNG")

@@ -65,16 +65,28 @@ def approximate_note(evaluation: Evaluation) -> str:
             f"{quality}{short}; hub radii and the hub cross pass are exact")
 
 
+def printable_name(name) -> str:
+    """A file name as UTF-8 text: bytes that are not UTF-8 (names Python decoded with surrogateescape,
+    e.g. ``b'\\xff.png'`` read as ``'\\udcff.png'``) written in backslash form, ``\\xff.png``; other lone
+    surrogates as ``\\udcff``. Valid names are returned unchanged."""
+    name = str(name)
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no undecodable byte gives (from JSON, say)
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, paths=None) -> None:
     """One row per fake sample, input order, to a text file object: index, path, then each computed
     per-sample quantity.
 
-    ``indices`` are the rows' indices in the fake file (they differ from 0..M-1 after subsampling).
-    Undefined rarity is an empty cell; realism on a kept real sample is ``inf``.
+    ``indices`` are the rows' indices in the fake file (they differ from 0..M-1 after subsampling);
+    paths go through :func:`printable_name`. Undefined rarity is an empty cell; realism on a kept
+    real sample is ``inf``.
     """
     columns = [("index", indices)]
     if paths is not None:
-        columns.append(("path", paths))
+        columns.append(("path", [printable_name(p) for p in paths]))
     if evaluation.fake_in_real_manifold is not None:
         columns.append(("in_real_manifold", evaluation.fake_in_real_manifold.astype(np.int8)))
     if evaluation.realism is not None:

@@ -1,5 +1,7 @@
 """Issue 17 (trust round 3): realism at extreme ratios, non-float32 memory-mapped inputs, inputs
 truncated during a run, the gallery's size and non-UTF-8 image names."""
+import os
+
 import numpy as np
 import pytest
 
@@ -218,6 +220,8 @@ def test_command_on_float64_and_big_endian_npy_equals_float32(tmp_path):
 
 _MEMORY_SCRIPT = r"""
 import resource, sys, tracemalloc
+import os
+
 import numpy as np
 import hubness
 from hubness import kernels
@@ -296,3 +300,77 @@ def test_input_truncated_during_the_run_is_one_line(tmp_path, dtype):
     last = [line for line in err.replace("\r", "\n").splitlines() if line.strip()][-1]
     assert "real.npy" in last and "truncated" in last, last
     assert out == b"" and not (tmp_path / "out.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Image names that are not UTF-8: escaped (backslash form) in the per-sample CSV and the gallery
+# ----------------------------------------------------------------------------------------------
+
+_ODD_NAMES = [b"\xff.png", b"caf\xe9.png", b"\xc3(.png", b"ok_\xe2\x82.png"]  # not UTF-8 (Linux bytes names)
+
+
+def _odd_name(i: int) -> str:
+    """Names as Python gets them from the file system: undecodable bytes as surrogates."""
+    return os.fsdecode(b"%03d_" % i + _ODD_NAMES[i % len(_ODD_NAMES)]) if i % 3 else f"{i:03d}_plain.png"
+
+
+def _write_images(folder, n):
+    from PIL import Image
+    folder.mkdir()
+    names = [_odd_name(i) for i in range(n)]
+    for i, name in enumerate(names):
+        Image.new("RGB", (8, 8), (2 * i % 256, 90, 40)).save(os.path.join(os.fsencode(folder), os.fsencode(name)),
+                                                             format="PNG")
+    return names
+
+
+def test_printable_name():
+    from hubness.report import printable_name
+    for raw in _ODD_NAMES + [b"plain.png", "čaj.png".encode()]:
+        assert printable_name(os.fsdecode(raw)) == raw.decode("utf-8", "backslashreplace")
+    assert printable_name("\ud800.png") == "\\ud800.png"  # a lone surrogate no byte gives (from JSON)
+    assert printable_name(os.fsdecode(b"\xff.png")) == "\\xff.png"
+
+
+def test_non_utf8_names_in_per_sample_csv_and_gallery(tmp_path, monkeypatch):
+    import csv
+    import json
+    from hubness.command import main
+    from hubness.report import printable_name
+    from tests.cli_helpers import call
+    monkeypatch.chdir(tmp_path)
+    n = 110
+    names = _write_images(tmp_path / "imgs", n)
+    rng = np.random.default_rng(11)
+    meta = json.dumps({"source": {"kind": "folder", "root": "imgs", "count": n}, "backbone": "test"})
+    for side in ("real", "fake"):
+        np.savez(f"{side}.npz", feature=rng.normal(size=(n, 4)), paths=np.array(names), meta=np.asarray(meta))
+    proc = call(main, "real.npz", "fake.npz", "--per_sample", "per.csv", "--gallery", "g")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # every image found and read: no grey tile
+    with open("per.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["path"] for r in rows] == [printable_name(name) for name in names]
+    assert any("\\x" in r["path"] for r in rows)
+    with open("g/gallery.csv", newline="", encoding="utf-8") as handle:
+        tiles = list(csv.DictReader(handle))
+    assert tiles and all(t["path"] == printable_name(names[int(t["index"])]) for t in tiles)
+    assert any("\\x" in t["path"] for t in tiles)
+
+
+def test_non_utf8_image_names_given_as_a_folder(tmp_path, monkeypatch):
+    import csv
+    from hubness.command import main
+    from hubness.report import printable_name
+    from tests.cli_helpers import call
+    monkeypatch.chdir(tmp_path)
+    names = sorted(_write_images(tmp_path / "imgs", 24), key=os.fsencode)
+    proc = call(main, "imgs", "imgs", "--backbone", "efficientnet_lite0", "--num_workers", 0, "--metrics", "pr,hubness",
+                "--per_sample", "per.csv", "--gallery", "g", "--gallery_n", 4, "-q")
+    assert proc.returncode == 0, proc.stderr
+    with open("per.csv", newline="", encoding="utf-8") as handle:
+        paths = [r["path"] for r in csv.DictReader(handle)]
+    assert sorted(paths) == sorted(printable_name(name) for name in names)
+    assert any("\\x" in p for p in paths)
+    with open("g/gallery.csv", newline="", encoding="utf-8") as handle:
+        assert {t["path"] for t in csv.DictReader(handle)} <= set(paths)
