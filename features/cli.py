@@ -8,7 +8,7 @@ import os
 import re
 import sys
 
-from .launch import EXIT_INTERRUPTED, say
+from .launch import interruption, say
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_SIGPIPE = 128 + 13  # stdout's reader went away (``| head -1``): the status of a process killed by SIGPIPE
@@ -168,8 +168,8 @@ def run_main(prog: str, body, interrupted: str = "no output file was written or 
     """Call ``body()``; turn input errors into one line on stderr and a non-zero exit status.
 
     ValueError and OSError are the toolkit's "bad input" errors (their messages name the file or
-    option); anything else is a bug and keeps its traceback. Ctrl-C: one line, status 130;
-    stdout closed by its reader: no line, status 141.
+    option); anything else is a bug and keeps its traceback. Ctrl-C: one line, status 130; SIGTERM
+    (under the launcher): one line, status 143; stdout closed by its reader: no line, status 141.
     """
     try:
         body()
@@ -179,9 +179,10 @@ def run_main(prog: str, body, interrupted: str = "no output file was written or 
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         say(f"{prog}: error: {message}")
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        say(f"{prog}: interrupted; {interrupted}")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under the launcher (features.launch.Terminated)
+        word, status = interruption(exc)
+        say(f"{prog}: {word}; {interrupted}")
+        return status
     return EXIT_OK
 
 

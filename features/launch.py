@@ -2,6 +2,11 @@
 
 - Ctrl-C at any moment, during the imports too, ends the run with one line on stderr and exit
   status 130, never a traceback;
+- SIGTERM (a batch scheduler's stop, ``kill PID``, torchrun stopping its other processes) is handled
+  as Ctrl-C is: :class:`Terminated`, a KeyboardInterrupt, is raised in the main thread, so the same
+  clean-up runs (no temporary file, no gallery folder the run created, outputs put back); the run
+  ends with one line (``terminated``) and status 143 (128 + 15, as a shell reports a process that
+  SIGTERM killed);
 - standard streams the caller closed (``>&-``) are reopened on /dev/null before any file is opened,
   so that no output file can take their descriptors; a closed stdout still counts as one that
   cannot be written (the scripts report it like ``>/dev/full``).
@@ -16,6 +21,22 @@ import signal
 import sys
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM came: raised in the main thread by the launcher's handler. A KeyboardInterrupt, so
+    every clean-up that Ctrl-C runs runs for it too."""
+
+
+def interruption(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """(word for the line, exit status) of Ctrl-C (``interrupted``, 130) or SIGTERM (``terminated``, 143)."""
+    return ("terminated", EXIT_TERMINATED) if isinstance(exc, Terminated) else ("interrupted", EXIT_INTERRUPTED)
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not interrupt the clean-up
+    raise Terminated()
 
 
 def say(line: str) -> None:
@@ -53,8 +74,10 @@ def _reopen_closed_std_streams() -> None:
 
 def _exit_at_shutdown(prog: str):
     def handler(signum, frame):
-        say(f"{prog}: interrupted")
-        os._exit(EXIT_INTERRUPTED)
+        word, status = ("terminated", EXIT_TERMINATED) if signum == signal.SIGTERM else ("interrupted",
+                                                                                          EXIT_INTERRUPTED)
+        say(f"{prog}: {word}")
+        os._exit(status)
     return handler
 
 
@@ -73,16 +96,20 @@ def _exit_now(status: int) -> None:
 def launch(module: str, prog: str) -> int:
     """Import ``module`` (a command: ``hubness.command``, ``hubness.extract_command``, ...) and run its
     ``main()``; returns the exit status
-    (an interrupted run does not return: it exits with status 130 at once)."""
+    (an interrupted run does not return: it exits with status 130 at once, 143 after SIGTERM)."""
     try:
+        signal.signal(signal.SIGTERM, _raise_terminated)
         _reopen_closed_std_streams()
         status = importlib.import_module(module).main(prog=prog)
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the exit
-        say(f"{prog}: interrupted")
-        _exit_now(EXIT_INTERRUPTED)
-    if status == EXIT_INTERRUPTED:  # main() caught the Ctrl-C and said so
-        _exit_now(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second signal must not interrupt the exit
+            signal.signal(signum, signal.SIG_IGN)
+        word, status = interruption(exc)
+        say(f"{prog}: {word}")
+        _exit_now(status)
+    if status in (EXIT_INTERRUPTED, EXIT_TERMINATED):  # main() caught the Ctrl-C or SIGTERM and said so
+        _exit_now(status)
     # from here on the interpreter shuts down (threads joined, buffers flushed): no traceback either
-    signal.signal(signal.SIGINT, _exit_at_shutdown(prog))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_at_shutdown(prog))
     return status

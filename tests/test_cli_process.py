@@ -1,4 +1,5 @@
-"""The scripts as processes: a stdout that breaks or is closed, and Ctrl-C during start-up.
+"""The scripts as processes: a stdout that breaks or is closed, Ctrl-C during start-up, and SIGTERM
+(one line, status 143, no temporary file or gallery folder left).
 
 The files asked for with --json/--per_sample/--plot are written before the results are printed, so
 a stdout that fails cannot lose them: a reader that leaves (``| head -1``) ends the run quietly with
@@ -22,8 +23,8 @@ PYTHON_NOISE = ("Traceback", "Exception ignored", "Broken pipe", "BrokenPipeErro
 def inputs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("process")
     rng = np.random.default_rng(3)
-    np.savez(tmp / "real.npz", feature=rng.standard_normal((80, 6)).astype(np.float32))
-    np.savez(tmp / "fake.npz", feature=rng.standard_normal((70, 6)).astype(np.float32))
+    np.savez(tmp / "real.npz", feature=rng.standard_normal((120, 6)).astype(np.float32))  # 100 or more: no
+    np.savez(tmp / "fake.npz", feature=rng.standard_normal((110, 6)).astype(np.float32))  # small-set warning
     return tmp
 
 
@@ -37,7 +38,7 @@ def metric_run(inputs, out, **kwargs):
 
 def assert_files_written(out):
     assert sorted(os.listdir(out)) == ["r.csv", "r.json", "r.png"]
-    assert (out / "r.json").read_text().endswith("}\n") and len((out / "r.csv").read_text().splitlines()) == 71
+    assert (out / "r.json").read_text().endswith("}\n") and len((out / "r.csv").read_text().splitlines()) == 111
 
 
 def test_reader_gone_before_the_results_keeps_the_files_and_exits_141(inputs, tmp_path):
@@ -103,3 +104,85 @@ def test_ctrl_c_during_start_up_is_one_line_and_130(inputs, tmp_path, script, ar
     # torch lazily inside its run, "<script>: interrupted; <what was not written>"
     assert err.count("\n") == 1 and err.startswith(f"{script.name}: interrupted") and out == "", err
     assert sorted(os.listdir(tmp_path)) == ["fake.npz", "real.npz"]
+
+
+# ------------------------------------------------------------------ SIGTERM (a batch scheduler's stop)
+
+def _start(script, args, cwd):
+    env = {**os.environ, "HUBNESS_CACHE": str(cwd.parent / f"{cwd.name}-cache")}  # not in the folder checked
+    return subprocess.Popen([sys.executable, str(script), *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_until(proc, condition, what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()[1]}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.01)
+
+
+def _terminate(proc) -> tuple[str, str]:
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=120)
+
+
+def _temporary_files(folder):
+    return [str(p) for p in folder.rglob("*") if p.name.endswith((".tmp", ".old"))]
+
+
+@pytest.fixture(scope="module")
+def big_inputs(tmp_path_factory):
+    """Sets whose run takes several seconds (about 10 s on 2 cores): time to stop it inside a pass."""
+    tmp = tmp_path_factory.mktemp("big")
+    rng = np.random.default_rng(4)
+    np.save(tmp / "real.npy", rng.standard_normal((30000, 32)).astype(np.float32))
+    np.save(tmp / "fake.npy", rng.standard_normal((30000, 32)).astype(np.float32))
+    return tmp
+
+
+def test_sigterm_inside_a_pass_is_one_line_143_and_leaves_nothing(big_inputs, tmp_path):
+    for name in ("real.npy", "fake.npy"):
+        os.symlink(big_inputs / name, tmp_path / name)
+    (tmp_path / "r.json").write_text("the previous run's")
+    proc = _start(METRICS_SCRIPT, ["real.npy", "fake.npy", "--json", "r.json", "--per_sample", "r.csv",
+                                   "--gallery", "gallery", "--log", "runs.jsonl", "--no_cache"], tmp_path)
+    _wait_until(proc, (tmp_path / "gallery").is_dir, "gallery folder (the outputs checked)")
+    time.sleep(1.5)  # loaded (memory-mapped) and inside the k-NN passes
+    out, err = _terminate(proc)
+    assert proc.returncode == 143, err
+    assert err == "improved_precision_recall_hubness.py: terminated; no output file was written or changed\n"
+    assert out == ""
+    assert sorted(os.listdir(tmp_path)) == ["fake.npy", "r.json", "real.npy"]  # no gallery folder, no log
+    assert (tmp_path / "r.json").read_text() == "the previous run's" and _temporary_files(tmp_path) == []
+
+
+def test_sigterm_while_the_outputs_are_staged_removes_them(inputs, tmp_path):
+    for name in ("real.npz", "fake.npz"):
+        os.symlink(inputs / name, tmp_path / name)
+    os.mkfifo(tmp_path / "plot.fifo")  # nobody reads it: the commit waits there, every other file staged
+    proc = _start(METRICS_SCRIPT, ["real.npz", "fake.npz", "--json", "r.json", "--per_sample", "r.csv",
+                                   "--gallery", "gallery", "--plot", "plot.fifo", "-q"], tmp_path)
+    _wait_until(proc, lambda: any(name.startswith(".gallery.csv.") for name in os.listdir(tmp_path / "gallery"))
+                if (tmp_path / "gallery").is_dir() else False, "staged gallery.csv")
+    assert _temporary_files(tmp_path)  # the staged files are there now
+    time.sleep(0.3)
+    out, err = _terminate(proc)
+    assert proc.returncode == 143, err
+    assert err == "improved_precision_recall_hubness.py: terminated; no output file was written or changed\n"
+    assert sorted(os.listdir(tmp_path)) == ["fake.npz", "plot.fifo", "real.npz"] and _temporary_files(tmp_path) == []
+
+
+def test_sigterm_during_extraction_is_one_line_143_and_leaves_no_temporary_file(tmp_path):
+    from tests.test_extract import digit_images, write_folder
+    images, _ = digit_images(np.arange(600))
+    write_folder(tmp_path / "images", images)
+    proc = _start(FEATURES_SCRIPT, ["images", "-o", "out.npz", "--backbone", "efficientnet_lite0", "--num_workers",
+                                    "0", "--batch_size", "4", "--checkpoint_every", "8"], tmp_path)
+    partial = tmp_path / "out.npz.partial"
+    _wait_until(proc, lambda: partial.is_dir() and len(os.listdir(partial)) >= 2, "checkpoint shards")
+    out, err = _terminate(proc)
+    assert proc.returncode == 143, err
+    assert err == ("getFeature.py: terminated; out.npz was not written; run the same command again to resume from "
+                   "the last checkpoint\n")
+    assert not (tmp_path / "out.npz").exists() and _temporary_files(tmp_path) == []
