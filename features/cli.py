@@ -8,7 +8,7 @@ import os
 import re
 import sys
 
-from .launch import interruption, say
+from .launch import interruption, missing_package, say
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_SIGPIPE = 128 + 13  # stdout's reader went away (``| head -1``): the status of a process killed by SIGPIPE
@@ -168,13 +168,20 @@ def run_main(prog: str, body, interrupted: str = "no output file was written or 
     """Call ``body()``; turn input errors into one line on stderr and a non-zero exit status.
 
     ValueError and OSError are the toolkit's "bad input" errors (their messages name the file or
-    option); anything else is a bug and keeps its traceback. Ctrl-C: one line, status 130; SIGTERM
+    option); a third-party package that is not installed is one line naming it and its install
+    command; anything else is a bug and keeps its traceback. Ctrl-C: one line, status 130; SIGTERM
     (under the launcher): one line, status 143; stdout closed by its reader: no line, status 141.
     """
     try:
         body()
     except StdoutGone:
         return EXIT_SIGPIPE
+    except ModuleNotFoundError as exc:  # run outside the toolkit's environment (features.launch.missing_package)
+        line = missing_package(exc)
+        if line is None:
+            raise
+        say(f"{prog}: error: {line}")
+        return EXIT_ERROR
     except (ValueError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         say(f"{prog}: error: {message}")

