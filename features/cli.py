@@ -9,6 +9,7 @@ import re
 import sys
 
 from .launch import interruption, missing_package, say
+from .outputs import folder_form
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_SIGPIPE = 128 + 13  # stdout's reader went away (``| head -1``): the status of a process killed by SIGPIPE
@@ -55,6 +56,25 @@ def unit_float(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
+
+
+def output_path(text: str) -> str:
+    """argparse type of an output file option (``--json``, ``-o``, ...): an empty path, or one that names
+    a folder by its form (it ends with a path separator, or in ``.`` or ``..``), is a usage error
+    naming the option (exit 2). An existing folder is refused when the outputs are checked
+    (:class:`features.outputs.Output`)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file path, got an empty one")
+    if folder_form(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder path, expected a file path")
+    return text
+
+
+def folder_path(text: str) -> str:
+    """argparse type of an output folder option (``--gallery DIR``): an empty path is a usage error."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty one")
+    return text
 
 
 def device_spec(text: str) -> str:

@@ -72,6 +72,11 @@ def _identity(path) -> tuple | None:
     return st.st_dev, st.st_ino
 
 
+def folder_form(path: str) -> bool:
+    """Whether ``path`` names a folder by its form alone: it ends with a separator, or in ``.`` or ``..``."""
+    return path.endswith(tuple(filter(None, (os.sep, os.altsep)))) or os.path.basename(path) in (".", "..")
+
+
 class Output:
     """One planned output file; ``path`` is where it will lie (a symbolic link's target)."""
 
@@ -79,6 +84,8 @@ class Output:
         if requested is None or str(requested) == "":
             raise TypeError(f"{option}: expected a file path, got {requested!r}")
         self.requested, self.option = str(requested), option
+        if folder_form(self.requested):  # never a file named after the folder ("newdir/" would write newdir)
+            raise self._fail("is a folder path, expected a file path")
         self.fd = _fd_alias(self.requested)
         self.direct = self.fd is not None
         self.char_device = False

@@ -21,8 +21,8 @@ import numpy as np
 
 import hubness
 from features.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
-                          int_at_least, nonnegative_int, positive_int, print_results, run_main, setup_logging, unit_float,
-                          write_json)
+                          folder_path, int_at_least, nonnegative_int, output_path, positive_int, print_results,
+                          run_main, setup_logging, unit_float, write_json)
 from features.images import is_image_input
 from features.outputs import OutputFiles
 from features.provenance import describe_differences, extractor_differences, extractor_of
@@ -86,16 +86,19 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                                      "(up to --hnsw_max_ef; 0: off; off too with --hnsw_check 0)")
     p.add_argument("--hnsw_max_ef", "--hnsw-max-ef", dest="hnsw_max_ef", type=positive_int, default=512,
                    metavar="EF", help="largest efSearch that --hnsw_min_recall may raise to")
-    p.add_argument("--json", metavar="PATH", help="write every result and the parameters as JSON")
-    p.add_argument("--per_sample", "--per-sample", dest="per_sample", metavar="PATH",
+    p.add_argument("--json", metavar="PATH", type=output_path, help="write every result and the parameters as JSON")
+    p.add_argument("--per_sample", "--per-sample", dest="per_sample", metavar="PATH", type=output_path,
                    help="write one CSV row per fake sample (input order)")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG figure: rarity of both sets (the real set scored "
+    p.add_argument("--plot", metavar="PATH", type=output_path,
+                   help="write a PNG figure: rarity of both sets (the real set scored "
                    "against itself: one more real x real pass), realism, k-occurrence of both sets, metric bars")
-    p.add_argument("--gallery", metavar="DIR", help="write PNG contact sheets of the rarest, most typical, least and "
+    p.add_argument("--gallery", metavar="DIR", type=folder_path,
+                   help="write PNG contact sheets of the rarest, most typical, least and "
                    "most realistic, outside and hub images (and gallery.csv) into DIR, created if missing")
     p.add_argument("--gallery_n", "--gallery-n", dest="gallery_n", type=Gallery.count, default=DEFAULT_N, metavar="N",
                    help="images a contact sheet, at most 1000 (a sheet is sized by the images it can show)")
-    p.add_argument("--log", metavar="FILE.jsonl", help="append one JSON line describing the run (inputs with "
+    p.add_argument("--log", metavar="FILE.jsonl", type=output_path,
+                   help="append one JSON line describing the run (inputs with "
                    "digests, parameters, versions, every metric, timings); compare runs with: %(prog)s compare FILE.jsonl")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
                    help="use a seeded random subset of this many samples of each set (default: all)")
@@ -147,8 +150,9 @@ def build_compare_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--columns", type=column_list, default=argparse.SUPPRESS, metavar="NAMES",
                    help="comma list of metric columns, named as the metric command prints them (default: those "
                         f"of {', '.join(runlog.DEFAULT_COLUMNS)} that some run has)")
-    p.add_argument("--csv", metavar="PATH", help="write the table as CSV")
-    p.add_argument("--plot", metavar="PATH", help="write the metric columns as a PNG of bar charts, one per metric")
+    p.add_argument("--csv", metavar="PATH", type=output_path, help="write the table as CSV")
+    p.add_argument("--plot", metavar="PATH", type=output_path,
+                   help="write the metric columns as a PNG of bar charts, one per metric")
     p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
                    help="log errors only")
     return p

@@ -19,7 +19,7 @@ import numpy as np
 from features.outputs import OutputFiles
 
 from features.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
-                          positive_int, run_main, setup_logging)
+                          output_path, positive_int, run_main, setup_logging)
 
 log = logging.getLogger("getFeature")
 PROG = "getFeature.py"
@@ -29,6 +29,7 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p = OneLineParser(prog=prog, description="Extract features (default: VGG16 fc2 after ReLU) of a set of images.")
     p.add_argument("path", metavar="IMAGES", help="folder, .zip, .npy/.npz of uint8 images, or .txt list of paths")
     p.add_argument("--fname_precalc", "--fname-precalc", "-o", dest="fname_precalc", required=True, metavar="OUT.npz",
+                   type=output_path,
                    help="output feature file: .npz (feature, paths, meta), or .npy (features written shard by shard, "
                         "never all in memory; paths and meta in OUT.npy.json beside it)")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,

@@ -5,6 +5,7 @@ SIGTERM; a missing dependency; output options that name no file."""
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -13,10 +14,12 @@ import pytest
 
 from features.cli import run_main
 from features.launch import missing_package
+from features.outputs import OutputFiles, check_output_path
 from features.store import JSON_DEPTH, load_features, parse_json
 from hubness import runlog
 from hubness.command import main
 from hubness.extract_command import existing_features
+from hubness.extract_command import main as extract_main
 from tests.cli_helpers import FEATURES_SCRIPT, METRICS_SCRIPT, assert_one_line_error, call
 from tests.test_runlog import run_record
 
@@ -273,7 +276,8 @@ def test_log_to_a_full_device_puts_the_run_outputs_back(sets, tmp_path):
                                "--log", "/dev/full", "-q"),
                           "error: --log /dev/full: cannot append (No space left on device); "
                           "r.json, r.csv put back as they were", status=1)
-    assert sorted(os.listdir(tmp_path)) == ["fake.npz", "r.json", "real.npz"] and (tmp_path / "r.json").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["fake.npz", "r.json", "real.npz"]
+    assert (tmp_path / "r.json").read_text() == "old"
 
 
 def test_a_log_append_that_fails_names_what_was_written_directly(sets, tmp_path):
@@ -340,7 +344,8 @@ def test_a_missing_package_is_one_line_naming_it_and_its_install_command(sets, t
 
 def test_a_missing_package_in_extraction_is_one_line(tmp_path):
     np.save(tmp_path / "imgs.npy", np.zeros((2, 32, 32, 3), np.uint8))
-    proc = run_without(tmp_path, "PIL", FEATURES_SCRIPT, "imgs.npy", "-o", "out.npz", "--backbone", "efficientnet_lite0")
+    proc = run_without(tmp_path, "PIL", FEATURES_SCRIPT, "imgs.npy", "-o", "out.npz", "--backbone",
+                       "efficientnet_lite0")
     assert proc.returncode == 1 and proc.stderr.splitlines() == [
         "getFeature.py: error: needs the package 'pillow', which is not installed (no module 'PIL'): pip install "
         "pillow, or pip install -r requirements.txt in the toolkit's folder"], proc.stderr
@@ -362,3 +367,74 @@ def test_which_import_errors_become_one_line():
 
     with pytest.raises(ModuleNotFoundError):
         run_main("prog", body)
+
+
+# ------------------------------------------------------------- output options that name no file
+
+OUTPUT_OPTIONS = [  # (command, argv before the option, the option as given, the name argparse gives it)
+    (main, ["real.npz", "fake.npz"], "--json", "--json"),
+    (main, ["real.npz", "fake.npz"], "--per_sample", "--per_sample/--per-sample"),
+    (main, ["real.npz", "fake.npz"], "--plot", "--plot"),
+    (main, ["real.npz", "fake.npz"], "--log", "--log"),
+    (main, ["compare", "runs.jsonl"], "--csv", "--csv"),
+    (main, ["compare", "runs.jsonl"], "--plot", "--plot"),
+    (extract_main, ["imgs.npy"], "-o", "--fname_precalc/--fname-precalc/-o"),
+    (extract_main, ["imgs.npy"], "--fname_precalc", "--fname_precalc/--fname-precalc/-o"),
+]
+
+
+@pytest.fixture
+def option_inputs(sets, tmp_path):
+    _, fake = sets
+    np.savez("fake.npz", feature=fake)
+    np.save("imgs.npy", np.zeros((2, 32, 32, 3), np.uint8))
+    (tmp_path / "runs.jsonl").write_text(record_line() + "\n")
+    os.mkdir("existing")
+    return tmp_path
+
+
+def listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("command, before, option, shown", OUTPUT_OPTIONS)
+@pytest.mark.parametrize("value, problem", [
+    ("", "expected a file path, got an empty one"),
+    ("newdir/", "'newdir/' is a folder path, expected a file path"),
+    ("existing/", "'existing/' is a folder path, expected a file path"),
+    ("existing//", "'existing//' is a folder path, expected a file path"),
+    (".", "'.' is a folder path, expected a file path"),
+    ("existing/..", "'existing/..' is a folder path, expected a file path"),
+])
+def test_an_output_option_that_names_no_file_is_a_usage_error_naming_it(option_inputs, command, before, option,
+                                                                         shown, value, problem):
+    made = listing(option_inputs)
+    assert_one_line_error(call(command, *before, option, value), f"error: argument {shown}: {problem}", status=2)
+    assert listing(option_inputs) == made  # no file named newdir, nothing else
+
+
+@pytest.mark.parametrize("command, before, option, shown", OUTPUT_OPTIONS)
+def test_an_output_option_naming_an_existing_folder_is_one_line_naming_it(option_inputs, command, before, option,
+                                                                           shown):
+    made = listing(option_inputs)
+    folder = "existing.npz" if command is extract_main else "existing"
+    os.rename("existing", folder)
+    named = "--fname_precalc" if option == "-o" else option  # (the command names the option by its main name)
+    assert_one_line_error(call(command, *before, option, folder), f"error: {named} {folder}: is a folder, expected a "
+                          "file path", status=1)
+    os.rename(folder, "existing")
+    assert listing(option_inputs) == made
+
+
+def test_an_empty_gallery_folder_is_a_usage_error(option_inputs):
+    assert_one_line_error(call(main, "real.npz", "fake.npz", "--gallery", ""),
+                          "error: argument --gallery: expected a folder path, got an empty one", status=2)
+
+
+def test_an_output_of_folder_form_is_refused_by_the_output_check_too(tmp_path):
+    for path in (f"{tmp_path}/new/", f"{tmp_path}/.", f"{tmp_path}/a/.."):
+        with pytest.raises(ValueError, match=f"^--json {re.escape(path)}: is a folder path, expected a file path$"):
+            OutputFiles().add(path, "--json")
+        with pytest.raises(ValueError, match="is a folder path"):
+            check_output_path(path, "-o")
+    assert os.listdir(tmp_path) == []
