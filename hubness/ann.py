@@ -17,6 +17,7 @@ pays (see the README).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -165,7 +166,9 @@ def quality(features, indices: np.ndarray, k: int, hubs_k: int, options: HnswOpt
     """
     from .knn import neighbors_of
 
-    x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32))
+    with warnings.catch_warnings():  # a read-only memory-mapped .npy: the tensor is only read here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32))
     n = x.shape[0]
     s = min(options.sample, n)
     out = {"sample": s}
