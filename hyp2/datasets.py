@@ -425,7 +425,17 @@ def load_dataset(name: str, *, data=None, split=None, features=None, labels=None
     data_set = RetrievalData(name=name, classes=classes, train=train, val=val, database=database, query=query,
                              R=retrieve or PUBLISHED_R.get(name, len(database)),
                              meta={"root": str(root) if root else None})
-    unlabelled = sum(int((s.labels.sum(axis=1) == 0).sum()) for s in (train, val, database, query))
+    unlabelled, queries = unlabelled_items(data_set)
     if unlabelled:
-        log.warning("%s: %d items carry no label (a query without labels scores AP 0)", name, unlabelled)
+        log.warning("%s: %d items carry no label, %d of them queries (a query without labels scores AP 0)", name,
+                    unlabelled, queries)
     return data_set
+
+
+def unlabelled_items(data: RetrievalData) -> tuple[int, int]:
+    """(items without any label, those among the queries), each item counted once by name although it may
+    be in several splits (VOC's trainval is train, or val, and database)."""
+    def empty(split: Split) -> set:
+        return {split.names[i] for i in np.flatnonzero(~split.labels.any(axis=1))}
+    every = set().union(*(empty(s) for s in (data.train, data.val, data.database, data.query)))
+    return len(every), len(empty(data.query))

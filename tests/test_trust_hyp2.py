@@ -300,7 +300,8 @@ def test_a_data_path_given_with_test_is_used_and_said(caplog):
                "config": {"features": "old/f.npz", "labels": "l.txt", "split": "s.json", "data": None,
                           "retrieve": 5, "batch_size": 100, "epochs": 3}}
     args = SimpleNamespace(dataset="voc2007", backbone=None, hash_bit=48, beta=0.5, seed=0, lr=None, epochs=100,
-                           features="new/f.npz", labels=None, split=None, data=None, retrieve=0, batch_size=7)
+                           features="new/f.npz", labels=None, split=None, data=None, flickr_order=None, retrieve=0,
+                           batch_size=7)
     with caplog.at_level("WARNING"):
         apply_checkpoint_options(args, {"features", "batch_size"}, payload, "c.pt")
     assert (args.dataset, args.backbone, args.hash_bit, args.epochs) == ("features", "mlp", 12, 3)
@@ -413,3 +414,22 @@ def test_retrieval_with_flickr_order(tmp_path, capsys):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert (metrics["n_query"], metrics["n_train"] + metrics["n_val"], metrics["n_database"]) == (6, 20, 14)
     assert main(["--test", "--checkpoint", str(tmp_path / "out" / "checkpoint.pt"), "--no_save", "-q"]) == 0
+
+
+# --------------------------------------------------------------------------------- empty-label count
+
+def test_items_without_labels_are_counted_once(tmp_path, caplog):
+    from hyp2.datasets import load_dataset
+    from tests.test_hyp2_datasets import write_voc
+    trainval = {f"{i:06d}": [("cat", 0)] for i in range(20)}
+    trainval.update({"000003": [], "000011": []})  # two trainval images without objects
+    write_voc(tmp_path, "2007", {"trainval": trainval, "test": {"t1": [], "t2": [("dog", 0)], "t3": []}})
+    with caplog.at_level("WARNING", logger="hyp2.datasets"):
+        data = load_dataset("voc2007", data=tmp_path, val_size=5, seed=1)
+    assert data.train.names != data.database.names  # the empty items are in database and in train or val
+    want_items = 2 + 2  # each trainval image once (train or val, and database), each test image once
+    assert caplog.messages == [f"voc2007: {want_items} items carry no label, 2 of them queries (a query without "
+                               f"labels scores AP 0)"]
+    brute = {n for s in (data.train, data.val, data.database, data.query)
+             for n, row in zip(s.names, s.labels) if row.sum() == 0}
+    assert len(brute) == want_items
