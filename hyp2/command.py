@@ -42,26 +42,18 @@ FILES = {"checkpoint": "checkpoint.pt", "metrics": "metrics.json", "log": "train
          "topn": "topn_precision.png", "history": "map_per_epoch.png", "codes": "codes.npz"}
 
 
-def _float(low: float, strict: bool):
-    def parse(text: str) -> float:
+def _bounded(kind, low, high=None, strict: bool = False):
+    """argparse type: a finite ``kind`` (int or float) from ``low`` (above it when ``strict``) to ``high``."""
+    def parse(text: str):
         try:
-            value = float(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not np.isfinite(value) or value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
-        return value
-    return parse
-
-
-def _int_range(low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        fits = np.isfinite(value) and (value > low if strict else value >= low) and (high is None or value <= high)
+        if not fits:
+            bound = f"{low} to {high}" if high is not None else f"{'>' if strict else '>='} {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
     return parse
 
@@ -79,16 +71,16 @@ def build_parser(prog: str = "retrieval.py") -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASETS, default="voc2007", help="dataset (README: one command each)")
     p.add_argument("--backbone", default=None, choices=network_names(), metavar="NAME",
                    help=f"hash network: {', '.join(network_names())} (default googlenet; mlp for --dataset features)")
-    p.add_argument("--hash_bit", type=_int_range(1, MAX_BITS), default=48,
+    p.add_argument("--hash_bit", type=_bounded(int, 1, MAX_BITS), default=48,
                    help=f"K, bits of the hash code (1 to {MAX_BITS})")
-    p.add_argument("--beta", type=_float(0, False), default=0.5, help="weight of the pair term (0: proxy loss only)")
+    p.add_argument("--beta", type=_bounded(float, 0), default=0.5, help="weight of the pair term (0: proxy loss only)")
     p.add_argument("--batch_size", type=positive_int, default=100, help="images per training step")
     p.add_argument("--epochs", type=positive_int, default=100, help="training epochs")
-    p.add_argument("--rate", type=_float(0, True), default=0.02, help="learning rate of the proxies")
-    p.add_argument("--lr", type=_float(0, True), default=None,
+    p.add_argument("--rate", type=_bounded(float, 0, strict=True), default=0.02, help="learning rate of the proxies")
+    p.add_argument("--lr", type=_bounded(float, 0, strict=True), default=None,
                    help="learning rate of the network (default: googlenet 0.02, alexnet 0.01, resnet 0.01, "
                         "pixels/mlp 0.02, backbones of features/ 0.01)")
-    p.add_argument("--seed", type=_int_range(0, MAX_SEED), default=0,
+    p.add_argument("--seed", type=_bounded(int, 0, MAX_SEED), default=0,
                    help="seeds initialisation, order, flips, dropout, splits")
     p.add_argument("--output", default=None, metavar="DIR",
                    help="output folder (checkpoint, metrics.json, log, figures); default "
@@ -130,7 +122,7 @@ def build_parser(prog: str = "retrieval.py") -> argparse.ArgumentParser:
     g.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: 1 for pixels and mlp, whose layers are too small to share, "
                         "torch's default otherwise)")
-    g.add_argument("--memory_budget", type=_float(0, True), default=DEFAULT_MEMORY_MIB, metavar="MiB",
+    g.add_argument("--memory_budget", type=_bounded(float, 0, strict=True), default=DEFAULT_MEMORY_MIB, metavar="MiB",
                    help="working memory of the ranking tiles")
     add_run_options(p)
     return p

@@ -109,14 +109,23 @@ class RetrievalData:
 
 # ------------------------------------------------------------------------------------------ labels
 
+def first_repeat(keys, places):
+    """(key, its place, its first place) of the first key met a second time, or None."""
+    first = {}
+    for key, place in zip(keys, places):
+        if key in first:
+            return key, place, first[key]
+        first[key] = place
+    return None
+
+
 def check_unique(path, names, line_numbers) -> None:
     """ValueError naming the file, the line and the name of the first item listed a second time."""
-    first = {}
-    for name, number in zip(names, line_numbers):
-        if name in first:
-            raise ValueError(f"{path}:{number}: {name!r} is listed again (first on line {first[name]}); "
-                             f"each item must appear once")
-        first[name] = number
+    repeat = first_repeat(names, line_numbers)
+    if repeat:
+        name, number, first = repeat
+        raise ValueError(f"{path}:{number}: {name!r} is listed again (first on line {first}); "
+                         f"each item must appear once")
 
 
 def read_name_list(path, whole_line: bool = False) -> list:
@@ -291,12 +300,10 @@ def read_order(path, names) -> np.ndarray:
         else:
             raise ValueError(f"--flickr_order {path}: {at}: {entry!r} is neither an index below {len(names)} "
                              f"nor an image of img.txt")
-    seen = {}
-    for index, at in zip(order, where):
-        if index in seen:
-            raise ValueError(f"--flickr_order {path}: {at}: image {names[index]!r} (index {index}) again, first at "
-                             f"{seen[index]}")
-        seen[index] = at
+    repeat = first_repeat(order, where)
+    if repeat:
+        index, at, first = repeat
+        raise ValueError(f"--flickr_order {path}: {at}: image {names[index]!r} (index {index}) again, first at {first}")
     if len(order) != len(names):
         raise ValueError(f"--flickr_order {path}: {len(order)} entries, img.txt lists {len(names)} images; the order "
                          f"must name each image once")
