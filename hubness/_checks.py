@@ -17,15 +17,6 @@ from .mapped import MappedRows, mapped_file, to_float32
 _FINITE_CHECK_BYTES = 4 * 2**20
 
 
-def check_choice(value, name: str, func: str, choices) -> str:
-    if value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise ValueError(
-            f"The '{name}' parameter of {func} must be one of {allowed}. Got {value!r} instead."
-        )
-    return value
-
-
 def check_feature_input(array, name: str) -> None:
     """The checks of :func:`as_feature_matrix` that need neither a copy nor a device transfer, for
     functions that take tensors where they lie: TypeError for None and for a torch dtype numpy lacks

@@ -135,14 +135,6 @@ class Group:
         torch.distributed.all_gather_object(out, obj)
         return out
 
-    def any_failed(self, failed: bool) -> bool:
-        """Whether any rank failed a step (all ranks learn it at once, so none waits for ever)."""
-        if not self.active:
-            return failed
-        flag = torch.tensor([1 if failed else 0], dtype=torch.int32, device=_collective_device(self))
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
-
 
 SINGLE = Group()
 

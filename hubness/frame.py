@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .distances import row_chunks, sq_norms
@@ -141,7 +140,3 @@ def screen_rows(x: torch.Tensor, stats: SetStats, frame: ScreenFrame) -> tuple[t
         return x, stats.sq_norms.to(torch.float32)
     return frame.screen(x)
 
-
-def to_frame(sq: np.ndarray | None, frame: ScreenFrame) -> np.ndarray | None:
-    """Original squared distances (float64) in frame units (exact: a power-of-two factor)."""
-    return None if sq is None else np.asarray(sq, dtype=np.float64) * frame.sq_scale

@@ -27,3 +27,14 @@ def _summary_cache_in_a_temporary_folder(tmp_path_factory):
     """The metric command's k-NN summary cache goes to a temporary folder, not the user's ~/.cache."""
     os.environ["HUBNESS_CACHE"] = str(tmp_path_factory.mktemp("hubness-cache"))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_do_not_leak():
+    """A test (or the library under it) that changes torch's thread count puts it back: later tests on
+    the same worker must not run with another setting."""
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    torch.set_num_threads(before)
+    assert after == before, f"torch.set_num_threads leaked out of the test: {before} -> {after}"

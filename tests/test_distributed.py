@@ -38,7 +38,15 @@ def summary(ev, graph):
 
 
 def run_all(group):
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _run_all(group)
+    finally:  # the test process goes on with its own setting
+        torch.set_num_threads(threads)
+
+
+def _run_all(group):
     results = {}
     for name in CASES:
         real, fake, options = data(name)

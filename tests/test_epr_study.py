@@ -109,7 +109,7 @@ def test_report_has_its_tables_and_figures(study):
                 j += 1
     assert numbers["timing"] and numbers["timing"][0]["pr_seconds"] > 0
     hnsw = [c["hnsw"] for c in numbers["cases"] if "hnsw" in c]
-    assert all(0.0 <= h["ep"] <= 1.0 for h in hnsw if "ep" in h)
+    assert hnsw and all("ep" in h and 0.0 <= h["ep"] <= 1.0 and 0.0 <= h["er"] <= 1.0 for h in hnsw), hnsw[:3]
 
 
 def test_run_without_approximate_selection_in_the_library(study, tmp_path, monkeypatch):
