@@ -21,13 +21,12 @@ import stat
 import struct
 import warnings
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .store import npz_array, npz_header
+from .store import ZIP_READ_ERRORS, npz_array, npz_header, read_bounded
 
 try:  # optional fast PNG decoder
     import pyspng
@@ -98,18 +97,6 @@ def _not_regular(name: str, mode: int) -> ValueError:
     return ValueError(f"{name}: not a regular file ({kind}), not read")
 
 
-def _read_bounded(handle, limit: int | None, chunk: int = 2**20) -> bytes:
-    """What ``handle`` holds, read a MiB at a time up to one byte over ``limit`` (a decompressing
-    reader then never inflates more than a MiB past it, whatever its header declares)."""
-    data = bytearray()
-    while limit is None or len(data) <= limit:
-        piece = handle.read(chunk if limit is None else min(chunk, limit + 1 - len(data)))
-        if not piece:
-            break
-        data += piece
-    return bytes(data)
-
-
 def read_image_file(path) -> bytes:
     """The bytes of the image file ``path``: a regular file (a link to one is followed) of at most
     :func:`max_file_bytes` bytes; anything else (a FIFO, a device, a socket, a folder) is refused
@@ -127,7 +114,7 @@ def read_image_file(path) -> bytes:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
                 raise _not_regular(name, mode)
-            data = _read_bounded(handle, limit)
+            data = read_bounded(handle, limit)
     except OSError as exc:
         raise ValueError(f"{name}: cannot read ({exc.strerror or exc})") from None
     if limit is not None and len(data) > limit:  # grew since the check
@@ -345,9 +332,8 @@ class ZipSource(ImageSource):
             # read a MiB at a time: zipfile inflates as much as one read asks before it cuts the data at
             # the declared size (then fails the CRC), so a member that lies in its header costs a MiB
             with self._open().open(info) as member:
-                data = _read_bounded(member, limit)
-        except (zipfile.BadZipFile, zlib.error, OSError, KeyError, EOFError, NotImplementedError, RuntimeError) as exc:
-            # damaged data, an unsupported compression method, an encrypted member
+                data = read_bounded(member, limit)
+        except (*ZIP_READ_ERRORS, KeyError) as exc:
             raise ValueError(f"{where}: cannot read from the archive ({exc})") from None
         if limit is not None and len(data) > limit:
             _check_bytes(len(data), where, f"more than {limit:,} bytes inflated")

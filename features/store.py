@@ -27,6 +27,10 @@ IGNORED_KEYS = ("radii_hub", "hubs")
 # read by the metric command; hubness/summary.py defines them)
 SUMMARY_PREFIX = "knn_"
 SCHEMA_VERSION = 1
+# What reading a zip member raises besides ValueError: damaged data (BadZipFile, zlib.error, EOFError,
+# OSError), an unsupported compression method (NotImplementedError), an encrypted member (zipfile's
+# RuntimeError "password required").
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -200,8 +204,7 @@ def read_arrays(path, expect: dict) -> dict | None:
                 info = members.get(f"{name}.npy") or members.get(name)
                 if info is not None:
                     found[name] = _read_member(archive, info, tuple(shape), np.dtype(dtype))
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
-        # damaged data, an unsupported compression method, an encrypted member
+    except ZIP_READ_ERRORS as exc:
         raise ValueError(f"unreadable .npz ({_short(exc)})") from None
     return found or None
 
@@ -232,18 +235,25 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple, 
         if tuple(got_shape) != shape or not fits or got_dtype.hasobject:
             raise ValueError(f"{what} holds a {tuple(got_shape)} {got_dtype} array, expected {shape} {dtype}")
         nbytes = int(np.prod(got_shape, dtype=np.int64)) * got_dtype.itemsize
-        buffer = bytearray(nbytes)
-        view, done = memoryview(buffer), 0
-        while done < nbytes:  # a MiB at a time: zipfile inflates no more than one read asks
-            piece = handle.read(min(2**20, nbytes - done))
-            if not piece:
-                raise ValueError(f"{what} is cut short ({done:,} of {nbytes:,} data bytes)")
-            view[done:done + len(piece)] = piece
-            done += len(piece)
-        if handle.read(1):  # (at the end, zipfile also checks the member's CRC)
+        data = read_bounded(handle, nbytes)  # (at the end, zipfile also checks the member's CRC)
+        if len(data) < nbytes:
+            raise ValueError(f"{what} is cut short ({len(data):,} of {nbytes:,} data bytes)")
+        if len(data) > nbytes:
             raise ValueError(f"{what} holds more bytes than its {tuple(got_shape)} {got_dtype} header says")
-    array = np.frombuffer(buffer, dtype=got_dtype)
+    array = np.frombuffer(data, dtype=got_dtype).copy()  # (a writable array, as np.load gives)
     return array.reshape(got_shape, order="F" if fortran else "C")
+
+
+def read_bounded(handle, limit: int | None, chunk: int = 2**20) -> bytes:
+    """What ``handle`` holds, read a MiB at a time up to one byte over ``limit`` (a decompressing
+    reader then never inflates more than a MiB past it, whatever its header declares)."""
+    data = bytearray()
+    while limit is None or len(data) <= limit:
+        piece = handle.read(chunk if limit is None else min(chunk, limit + 1 - len(data)))
+        if not piece:
+            break
+        data += piece
+    return bytes(data)
 
 
 def _short(exc: BaseException) -> str:
