@@ -8,6 +8,7 @@ threshold into the features).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import zipfile
@@ -332,6 +333,23 @@ def save_features(target, features: np.ndarray, *, paths=None, meta: dict | None
         return
     with atomic_write(target, what="feature file") as handle:
         write(handle, **arrays)
+
+
+DIGEST_BLOCK_BYTES = 4 * 2**20  # bytes of an array converted and hashed at a time
+
+
+def feature_digest(features: np.ndarray, dtype=None) -> str:
+    """SHA-256 of the line ``"<dtype> <n>x<dim>\\n"`` followed by the array's bytes in C order, the
+    array converted to ``dtype`` first where one is given (block by block of rows: a memory-mapped
+    float64 input is never copied whole): the identity of the features a run evaluated."""
+    dtype = np.dtype(features.dtype if dtype is None else dtype)
+    digest = hashlib.sha256(f"{dtype} {'x'.join(map(str, features.shape))}\n".encode())
+    if features.ndim == 0:
+        features = features.reshape(1)
+    step = max(1, DIGEST_BLOCK_BYTES // max(1, dtype.itemsize * (features[0].size if len(features) else 1)))
+    for start in range(0, len(features), step):
+        digest.update(memoryview(np.ascontiguousarray(features[start:start + step], dtype=dtype)).cast("B"))
+    return digest.hexdigest()
 
 
 def contiguous_share(n: int, rank: int, world: int) -> slice:

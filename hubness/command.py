@@ -26,7 +26,7 @@ from features.cli import (OneLineParser, add_extraction_options, add_run_options
 from features.images import is_image_input
 from features.outputs import OutputFiles
 from features.provenance import describe_differences, extractor_differences, extractor_of
-from features.store import FeatureFile, json_kind, load_features, random_subset, read_arrays
+from features.store import FeatureFile, feature_digest, json_kind, load_features, random_subset, read_arrays
 
 from . import runlog, summary
 from ._checks import as_feature_matrix
@@ -266,7 +266,7 @@ def _same_inputs_on_every_rank(args, group, real_pair, fake_pair, stored) -> Non
     mine = {"REAL": stored["key"].digest if stored.get("key") is not None else summary.content_digest(real.features),
             "FAKE": summary.content_digest(fake.features),
             "summary": None if graph is None else
-            runlog.feature_digest(graph.indices) + runlog.feature_digest(graph.sq_distances)}
+            feature_digest(graph.indices) + feature_digest(graph.sq_distances)}
     everyone = group.gather_objects(mine)
     for name, path in (("REAL", args.path_real), ("FAKE", args.path_fake)):
         digests = [ranked[name] for ranked in everyone]

@@ -21,7 +21,6 @@ import contextlib
 import datetime
 import errno
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -30,7 +29,7 @@ import stat
 
 import numpy as np
 
-from features.store import json_kind, parse_json
+from features.store import feature_digest, json_kind, parse_json
 
 RECORD_KEYS = ("time", "argv", "inputs", "params", "versions", "metrics", "timings", "seconds")
 # what each key of a run record holds (a line of another shape is not a run record: read_runs skips it)
@@ -41,23 +40,6 @@ METRIC_BLOCKS = ("epr", "pr", "dc", "realism", "rarity", "hubness")
 DEFAULT_COLUMNS = ("epr.precision", "epr.recall", "pr.precision", "pr.recall", "dc.density", "dc.coverage",
                    "realism.mean", "hubness.fake.skewness")
 VARYING_PARAMS = ("k", "dc_k", "hubsK", "num_samples", "seed")
-
-
-DIGEST_BLOCK_BYTES = 4 * 2**20  # bytes of an array converted and hashed at a time
-
-
-def feature_digest(features: np.ndarray, dtype=None) -> str:
-    """SHA-256 of the line ``"<dtype> <n>x<dim>\\n"`` followed by the array's bytes in C order, the
-    array converted to ``dtype`` first where one is given (block by block of rows: a memory-mapped
-    float64 input is never copied whole): the identity of the features a run evaluated."""
-    dtype = np.dtype(features.dtype if dtype is None else dtype)
-    digest = hashlib.sha256(f"{dtype} {'x'.join(map(str, features.shape))}\n".encode())
-    if features.ndim == 0:
-        features = features.reshape(1)
-    step = max(1, DIGEST_BLOCK_BYTES // max(1, dtype.itemsize * (features[0].size if len(features) else 1)))
-    for start in range(0, len(features), step):
-        digest.update(memoryview(np.ascontiguousarray(features[start:start + step], dtype=dtype)).cast("B"))
-    return digest.hexdigest()
 
 
 def versions() -> dict:

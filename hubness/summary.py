@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from features.outputs import atomic_write
-from features.store import read_arrays
+from features.store import feature_digest, read_arrays
 
 from .distances import as_tensor, exact_sq_dist
 from .knn import NeighborGraph, exact_rows
@@ -49,7 +49,6 @@ from .knn import NeighborGraph, exact_rows
 # Bump when a definition, tie rule or exactness guarantee changes what a summary holds.
 ENGINE_VERSION = 1
 KEYS = ("knn_key", "knn_indices", "knn_sq_distances", "knn_checksum")
-_DIGEST_CHUNK = 16 * 2**20  # bytes hashed at a time (memory-mapped inputs stay unread until then)
 _KEY_CHARS = 2**16  # a stored key's largest JSON (a digest, five numbers and the exact k's)
 CHECK_ROWS = 64  # rows of a stored graph whose k nearest neighbours are recomputed before it is used
 _CHECK_PAIRS = 2**20  # listed pairs re-measured at a time (exact_sq_dist chunks its float64 work)
@@ -59,12 +58,7 @@ _CHECK_BUDGET = 64 * 2**20  # bytes of float64 strips for the sampled rows' exac
 def content_digest(features) -> str:
     """SHA-256 of a feature matrix as float32 C-order rows (shape included): two arrays with the same
     digest give the same k-NN summary. Reads the array in chunks (cheap on memory-mapped files)."""
-    x = np.asarray(features)
-    h = hashlib.sha256(f"float32 {x.shape}".encode())
-    rows = max(1, _DIGEST_CHUNK // max(1, 4 * int(np.prod(x.shape[1:], dtype=np.int64))))
-    for start in range(0, x.shape[0], rows):
-        h.update(np.ascontiguousarray(x[start:start + rows], dtype=np.float32).tobytes())
-    return h.hexdigest()
+    return feature_digest(np.asarray(features), np.float32)
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def test_content_digest_reads_memory_mapped_arrays_in_chunks(tmp_path, monkeypat
     real, _ = sets(4, n_real=1000)
     np.save(tmp_path / "r.npy", real)
     mapped = np.load(tmp_path / "r.npy", mmap_mode="r")
-    monkeypatch.setattr("hubness.summary._DIGEST_CHUNK", 4096)  # many chunks
+    monkeypatch.setattr("features.store.DIGEST_BLOCK_BYTES", 4096)  # many blocks
     assert content_digest(mapped) == content_digest(real)
     assert content_digest(real[:-1]) != content_digest(real)
     assert content_digest(real.astype(np.float64)) == content_digest(real)  # the float32 values count
