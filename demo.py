@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from hubness.extract_command import main as features_main
-from hubness.command import main as metrics_main
+from hubness_pr.commands.features import main as features_main
+from hubness_pr.commands.metrics import main as metrics_main
 
 FAKES = ("fake_heldout", "fake_collapsed", "fake_noised")
 

@@ -4,9 +4,9 @@ python getFeature.py IMAGES --fname_precalc out.npz [--backbone vgg16] (see --he
 
 if __name__ == "__main__":
     try:
-        from features.launch import launch
+        from hubness_pr.commands.launch import launch
     except KeyboardInterrupt:  # Ctrl-C before the launcher is even loaded
         import os
         os.write(2, b"getFeature.py: interrupted\n")
         raise SystemExit(130) from None
-    raise SystemExit(launch("hubness.extract_command", "getFeature.py"))
+    raise SystemExit(launch("hubness_pr.commands.features", "getFeature.py"))

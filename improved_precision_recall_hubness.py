@@ -5,9 +5,9 @@ features against real ones. Usage: python improved_precision_recall_hubness.py r
 
 if __name__ == "__main__":
     try:
-        from features.launch import launch
+        from hubness_pr.commands.launch import launch
     except KeyboardInterrupt:  # Ctrl-C before the launcher is even loaded
         import os
         os.write(2, b"improved_precision_recall_hubness.py: interrupted\n")
         raise SystemExit(130) from None
-    raise SystemExit(launch("hubness.command", "improved_precision_recall_hubness.py"))
+    raise SystemExit(launch("hubness_pr.commands.metrics", "improved_precision_recall_hubness.py"))

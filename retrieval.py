@@ -4,9 +4,9 @@ python retrieval.py --dataset D --backbone B --hash_bit K [--test] (see --help a
 
 if __name__ == "__main__":
     try:
-        from features.launch import launch
+        from hubness_pr.commands.launch import launch
     except KeyboardInterrupt:  # Ctrl-C before the launcher is even loaded
         import os
         os.write(2, b"retrieval.py: interrupted\n")
         raise SystemExit(130) from None
-    raise SystemExit(launch("hyp2.command", "retrieval.py"))
+    raise SystemExit(launch("hubness_pr.commands.retrieval", "retrieval.py"))

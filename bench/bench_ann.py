@@ -43,11 +43,11 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def sweep(n: int, dim: int, k: int, grid, log) -> list:
-    import hubness
-    from hubness.ann import HnswOptions, hnsw_neighbors, k_occurrence, quality
+    import hubness_pr
+    from hubness_pr.engine.ann import HnswOptions, hnsw_neighbors, k_occurrence, quality
     x = realistic(n, dim, 1)
     t = time.perf_counter()
-    graph = hubness.nearest_neighbors(x, k, progress=False)
+    graph = hubness_pr.nearest_neighbors(x, k, progress=False)
     exact_seconds = time.perf_counter() - t
     exact_hubs = graph.k_occurrence(k) >= k
     rows = [{"m": None, "ef_search": None, "seconds": exact_seconds, "recall_at_k": 1.0, "hub_jaccard": 1.0,
@@ -71,21 +71,21 @@ def sweep(n: int, dim: int, k: int, grid, log) -> list:
 
 
 def sizes_run(sizes, dim: int, k: int, log) -> list:
-    import hubness
+    import hubness_pr
     rows = []
     for n in sizes:
         real, fake = realistic(n, dim, 1), realistic(n, dim, 2, drop=2)
         t = time.perf_counter()
-        exact = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=k, progress=False)
+        exact = hubness_pr.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=k, progress=False)
         exact_seconds = time.perf_counter() - t
         occ_r, occ_f = exact.real_k_occurrence, exact.fake_k_occurrence
         log(f"{n} x {dim}: exact eP&R {exact_seconds:.1f} s")
         for t_hub in (k, 2 * k):
-            ex = exact.epr if t_hub == k else hubness.evaluate(
+            ex = exact.epr if t_hub == k else hubness_pr.evaluate(
                 real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t_hub, hubs=(occ_r >= t_hub, occ_f >= t_hub),
                 progress=False).epr
             t = time.perf_counter()
-            approx = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t_hub, knn="hnsw",
+            approx = hubness_pr.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t_hub, knn="hnsw",
                                       progress=False)
             seconds = time.perf_counter() - t
             row = {"n": n, "dim": dim, "k": k, "t": t_hub, "exact_seconds": exact_seconds, "hnsw_seconds": seconds,

@@ -22,9 +22,9 @@ from sklearn.datasets import load_sample_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from features.backbones import load_backbone  # noqa: E402
-from features.extract import _collate, _Prepared, extract_features  # noqa: E402
-from features.images import open_source  # noqa: E402
+from hubness_pr.extraction.backbones import load_backbone  # noqa: E402
+from hubness_pr.extraction.extract import _collate, _Prepared, extract_features  # noqa: E402
+from hubness_pr.extraction.images import open_source  # noqa: E402
 
 
 def make_images(folder: Path, n: int, fmt: str) -> None:

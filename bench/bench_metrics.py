@@ -6,10 +6,10 @@ ReLU-Gaussian features (real: relu(N(0, 1)), fake: relu(N(0.02, 1.02^2)), float3
 
 * ``baseline``  load the two arrays and nothing else (memory reference)
 * ``torch``     the same plus ``import torch, hubness`` (the libraries' own resident memory)
-* ``toolkit``   hubness.evaluate, every metric: eP&R, P&R, density, coverage, realism, rarity, hubness,
-                after ``hubness.kernels.load()`` in the untimed setup (as ``import torch`` is)
+* ``toolkit``   hubness_pr.evaluate, every metric: eP&R, P&R, density, coverage, realism, rarity, hubness_pr,
+                after ``hubness_pr.engine.kernels.load()`` in the untimed setup (as ``import torch`` is)
 * ``cold``      the same without that load: the first call in a fresh process pays it (~0.3 s)
-* ``epr``       hubness.evaluate(metrics='epr'): the hub-only pass (kernels loaded in setup)
+* ``epr``       hubness_pr.evaluate(metrics='epr'): the hub-only pass (kernels loaded in setup)
 * ``prdc``      prdc.compute_prdc(real, fake, nearest_k=5): its four numbers
 * ``floor``     the bare float32 GEMMs the toolkit's passes need (upper triangle of real x real and of
                 fake x fake, all of real x fake), same tiles and same GEMM call, no reductions
@@ -75,17 +75,17 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
     # setup is timed apart (torch's import alone takes seconds); each contender imports what it uses
     t = time.perf_counter()
     if name in ("torch", "toolkit", "cold", "epr", "floor"):
-        import hubness
-        import hubness.metrics  # noqa: F401 - the package imports lazily: load torch and the engine here
+        import hubness_pr
+        import hubness_pr.metrics.evaluation  # noqa: F401 - the package imports lazily: load torch and the engine here
         if name in ("toolkit", "epr"):
-            result["kernel_load_seconds"] = hubness.kernels.load()
+            result["kernel_load_seconds"] = hubness_pr.engine.kernels.load()
     elif name == "prdc":
         import prdc
     result["setup_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
     if name in ("toolkit", "cold", "epr"):
-        metrics = ("epr",) if name == "epr" else hubness.METRICS
-        ev = hubness.evaluate(real=real, fake=fake, metrics=metrics, device="cpu",
+        metrics = ("epr",) if name == "epr" else hubness_pr.METRICS
+        ev = hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, device="cpu",
                               memory_budget=budget_mib * 2**20, progress=False)
         result["values"] = {key: ev.to_dict()[key] for key in ("epr", "pr", "dc") if key in ev.to_dict()}
         result["timings"] = ev.timings
@@ -110,9 +110,9 @@ def gemm_floor(real, fake, budget_mib: int, device: str = "cpu") -> dict:
     ``fake`` are numpy arrays or tensors (n, dim)."""
     import torch
 
-    from hubness import kernels
-    from hubness.distances import exact_matmul, gram_tile, strip_width, tile_grid, tile_side
-    from hubness.knn import knn_tile_side
+    from hubness_pr.engine import kernels
+    from hubness_pr.engine.distances import exact_matmul, gram_tile, strip_width, tile_grid, tile_side
+    from hubness_pr.engine.knn import knn_tile_side
     budget, dim = budget_mib * 2**20, real.shape[1]
     dev = torch.device(device)
     fused = kernels.enabled(dev)
@@ -172,7 +172,7 @@ def main() -> int:
     skip = {s for s in args.skip.split(",") if s}
     import torch
 
-    from hubness.distances import _onednn_gemm
+    from hubness_pr.engine.distances import _onednn_gemm
     info = {"n": args.n, "m": m, "dim": args.dim, "memory_budget_mib": args.memory_budget,
             "cpu": _cpu_model(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),

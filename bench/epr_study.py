@@ -19,7 +19,7 @@ Two steps, so that the feature extraction can run on a GPU machine apart from th
    go through the networks; every other set is a selection of rows of those features. Nothing is
    downloaded.
 
-2. ``run``: exact P&R, eP&R with exact hub selection and (where ``hubness.evaluate`` accepts
+2. ``run``: exact P&R, eP&R with exact hub selection and (where ``hubness_pr.evaluate`` accepts
    ``knn='hnsw'``) with approximate hub selection, for every dataset, backbone, set, size N, k and
    hub threshold t in {k-1, k, k+1, 2k}::
 
@@ -101,19 +101,19 @@ def log(message: str) -> None:
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """np.save through a temporary file beside ``path``, then os.replace."""
-    from features.outputs import atomic_write
+    from hubness_pr.io.outputs import atomic_write
     with atomic_write(path, "wb") as handle:
         np.save(handle, array)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    from features.outputs import atomic_write
+    from hubness_pr.io.outputs import atomic_write
     with atomic_write(path, "w", encoding="utf-8") as handle:
         handle.write(text)
 
 
 def atomic_save_figure(path: Path, fig) -> None:
-    from features.outputs import atomic_write
+    from hubness_pr.io.outputs import atomic_write
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=110)
 
@@ -138,7 +138,7 @@ def machine() -> dict:
             "numpy": np.__version__, "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:
-        from features.version import __version__
+        from hubness_pr.version import __version__
         info["toolkit"] = __version__
     except ImportError:
         pass
@@ -164,7 +164,7 @@ def machine() -> dict:
 def load_dataset(name: str, fashion_dir=None) -> tuple[np.ndarray, np.ndarray, list, np.ndarray, str]:
     """(grey items (n, h, w) uint8, classes (n,), class names, indices the real set is drawn from,
     description of that pool)."""
-    from hyp2.mosaic import FASHION_DIR, source_items
+    from hubness_pr.hyp2.mosaic import FASHION_DIR, source_items
     items, classes, names = source_items(name, fashion_dir or FASHION_DIR)
     classes = np.asarray(classes, dtype=np.int64)
     if name == "fashion":
@@ -354,7 +354,7 @@ def extract_features(images: np.ndarray, backbone: str, args, tmp: Path) -> tupl
         t = time.perf_counter()
         feats, meta = pixel_features(images, backbone)
         return np.ascontiguousarray(feats, dtype=np.float32), meta, time.perf_counter() - t
-    from features.extract import extract_path
+    from hubness_pr.extraction.extract import extract_path
     path = tmp / "images.npy"
     if not path.exists():
         np.save(path, np.repeat(images[..., None], 3, axis=3))
@@ -404,7 +404,7 @@ def extract_dataset(name: str, args, set_names: tuple, manifest: dict) -> None:
 
 
 def resolved_device(device: str) -> str:
-    from features.devices import resolve_device
+    from hubness_pr.engine.devices import resolve_device
     return str(resolve_device(device))
 
 
@@ -457,15 +457,15 @@ class Hnsw:
 
     def __call__(self, real, fake, k: int, t: int, device) -> dict | None:
         """One ``knn='hnsw'`` run: {'epr', 'seconds', 'report', occurrences} or {'error'}; None when off."""
-        import hubness
+        import hubness_pr
         if not self.enabled:
             return None
         start = time.perf_counter()
         try:
-            ev = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, knn="hnsw", device=device,
+            ev = hubness_pr.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, knn="hnsw", device=device,
                                   progress=False)
         except TypeError as exc:
-            return self._disable(f"hubness.evaluate does not accept knn='hnsw' here ({exc})")
+            return self._disable(f"hubness_pr.evaluate does not accept knn='hnsw' here ({exc})")
         except ImportError as exc:
             return self._disable(f"knn='hnsw' unavailable: {exc}")
         except ValueError as exc:
@@ -475,7 +475,7 @@ class Hnsw:
 
     def cases(self, real, fake, k: int, ts: tuple, device) -> dict:
         """{t: result of :meth:`__call__`} for every t (empty when off or N > ``max_n``)."""
-        import hubness
+        import hubness_pr
         if self.max_n is not None and len(real) > self.max_n:
             return {}
         first = self(real, fake, k, ts[0], device)
@@ -487,7 +487,7 @@ class Hnsw:
             if self.given_hubs and occ_r is not None and occ_f is not None:
                 start = time.perf_counter()
                 try:
-                    ev = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, device=device,
+                    ev = hubness_pr.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, device=device,
                                           hubs=(occ_r >= t, occ_f >= t), progress=False)
                     out[t] = {**first, "epr": ev.epr, "seconds": None,
                               "seconds_given_hubs": time.perf_counter() - start}
@@ -525,9 +525,9 @@ def case_rows(real, fake, graph, k: int, ts: tuple, device, hnsw: Hnsw) -> list[
     """Every t of one (real, fake, k): exact P&R and eP&R (exact selection) from one
     ``evaluate(metrics=('pr', 'epr'))`` at the first t, eP&R alone at the others (the real set's
     graph reused), the 1/k-occurrence-weighted variant, approximate selection where available."""
-    import hubness
+    import hubness_pr
     start = time.perf_counter()
-    ev = hubness.evaluate(real=real, fake=fake, metrics=("pr", "epr"), k=k, hubs_k=ts[0], real_knn=graph,
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics=("pr", "epr"), k=k, hubs_k=ts[0], real_knn=graph,
                           device=device, progress=False)
     first = time.perf_counter() - start
     p, r = ev.pr.precision, ev.pr.recall
@@ -539,7 +539,7 @@ def case_rows(real, fake, graph, k: int, ts: tuple, device, hnsw: Hnsw) -> list[
             ev_t, seconds = ev, {"pr_and_epr": first}
         else:
             start = time.perf_counter()
-            ev_t = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, real_knn=graph,
+            ev_t = hubness_pr.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, real_knn=graph,
                                     device=device, progress=False)
             seconds = {"epr": time.perf_counter() - start}
         epr = ev_t.epr
@@ -577,11 +577,11 @@ def hnsw_row(approx: dict, row: dict, real_hubs: np.ndarray, fake_hubs: np.ndarr
 
 def time_costs(real, fake, k: int, t: int, device, hnsw: Hnsw) -> dict:
     """Wall time of what a user pays: exact P&R alone and eP&R alone, each with its real k-NN pass."""
-    import hubness
+    import hubness_pr
     out = {}
     for name, metrics in (("pr", ("pr",)), ("epr", ("epr",))):
         start = time.perf_counter()
-        hubness.evaluate(real=real, fake=fake, metrics=metrics, k=k, hubs_k=t, device=device, progress=False)
+        hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, k=k, hubs_k=t, device=device, progress=False)
         out[f"{name}_seconds"] = time.perf_counter() - start
     approx = hnsw(real, fake, k, t, device)
     out["epr_hnsw_seconds"] = approx.get("seconds") if approx else None
@@ -607,11 +607,11 @@ def study_sizes(sizes: tuple, available: int) -> list:
 def run_backbone(dataset: str, backbone: str, sets: dict, sizes: list, ks: tuple, args, hnsw: Hnsw,
                  result: dict) -> None:
     """Every case of one dataset and backbone into ``result``."""
-    import hubness
+    import hubness_pr
     for n in sizes:
         real = np.ascontiguousarray(sets["real"][:n], dtype=np.float32)
         start = time.perf_counter()
-        graph = hubness.nearest_neighbors(real, max(ks), exact_ks=ks, device=args.device, progress=False)
+        graph = hubness_pr.nearest_neighbors(real, max(ks), exact_ks=ks, device=args.device, progress=False)
         result["real_knn"].append({"dataset": dataset, "backbone": backbone, "n": n,
                                    "seconds": time.perf_counter() - start})
         for set_name, feats in sets.items():
@@ -637,8 +637,8 @@ def check_epr_alone(dataset, backbone, real, fake, k, t, device, row) -> dict:
     """eP&R computed alone (real hubs x fake hubs, its own real k-NN pass) equals the eP&R of the
     ('pr', 'epr') run, and its per-hub decisions (where exposed) average to it: the weighted
     variant reads the right flags."""
-    import hubness
-    ev = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, device=device, progress=False)
+    import hubness_pr
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, device=device, progress=False)
     ok = ev.epr.precision == row["ep"] and ev.epr.recall == row["er"]
     flags = getattr(ev, "fake_in_real_hub_balls", None), getattr(ev, "real_in_fake_hub_balls", None)
     hubs = ev.fake_k_occurrence >= t, ev.real_k_occurrence >= t
@@ -650,7 +650,7 @@ def check_epr_alone(dataset, backbone, real, fake, k, t, device, row) -> dict:
 
 
 def cmd_run(args) -> int:
-    import hubness
+    import hubness_pr
     folder = Path(args.features)
     manifest = json.loads((folder / "manifest.json").read_text())
     if args.toy:
@@ -674,7 +674,7 @@ def cmd_run(args) -> int:
 
 def save_results(result: dict, args, hnsw, manifest: dict, started: float) -> None:
     """The JSON and the report of every case computed so far (a run cut short keeps what it did)."""
-    import hubness
+    import hubness_pr
     result["notes"].append(f"approximate hub selection (hnsw): {hnsw.note or 'computed'}")
     if hnsw.enabled:
         reuse = ("the other t take the hubs their k-occurrence gives (`evaluate(hubs=...)`, the same exact steps "
@@ -693,7 +693,7 @@ def save_results(result: dict, args, hnsw, manifest: dict, started: float) -> No
     out = Path(args.out)
     for folder_ in (json_path.parent, out):
         folder_.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json_path, json.dumps(hubness.json_safe(without_arrays(result)), indent=1, default=str))
+    atomic_write_text(json_path, json.dumps(hubness_pr.json_safe(without_arrays(result)), indent=1, default=str))
     report = write_report(dict(result, supplements=load_supplements(args.supplement)), out, prefix, json_path)
     log(f"report {report}, numbers {json_path}")
 

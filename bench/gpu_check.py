@@ -14,7 +14,7 @@
    computed once (identical results), the largest N = M that fits the time (200,000 x 2,048), and a
    note on several GPUs (torchrun; measured only where the machine has them).
 6. The several-process route on this device: a one-process NCCL group (Gloo on the CPU) driven
-   through every collective of :mod:`hubness.distributed` equals the plain run; getFeature.py on
+   through every collective of :mod:`hubness_pr.engine.distributed` equals the plain run; getFeature.py on
    the device writes a streamed ``.npy`` equal to its ``.npz``.
 
 Results: ``OUT/gpu_check.json`` (``--out``, default bench/results) and a summary on stdout; exit status
@@ -59,11 +59,11 @@ def realistic(n: int, dim: int, seed: int, drop: int = 0) -> np.ndarray:
 def compare(a, b) -> dict:
     """Which results of two Evaluations differ: decisions exactly; realism to 1e-5 relative (it is
     exact unless two reals give a fake ratios within the float32 screen's error of each other, where
-    the routes may pick either: hubness/cross.py)."""
-    import hubness
+    the routes may pick either: hubness_pr/engine/cross.py)."""
+    import hubness_pr
     out = {}
     for name in ("pr", "dc", "epr"):
-        out[name] = hubness.json_safe(getattr(a, name).to_dict()) == hubness.json_safe(getattr(b, name).to_dict())
+        out[name] = hubness_pr.json_safe(getattr(a, name).to_dict()) == hubness_pr.json_safe(getattr(b, name).to_dict())
     out["fake_k_occurrence"] = bool(np.array_equal(a.fake_k_occurrence, b.fake_k_occurrence))
     out["hubness_real"] = a.hubness_real == b.hubness_real
     out["in_real_manifold"] = bool(np.array_equal(a.fake_in_real_manifold, b.fake_in_real_manifold))
@@ -90,14 +90,14 @@ def step_pytest(timeout: int) -> dict:
 
 def run(device_a: str, device_b: str, real, fake, **options):
     """Evaluate on both devices (``cpu/torch`` selects the CPU's torch route); return both and times."""
-    import hubness
+    import hubness_pr
     results, seconds = [], []
     for device in (device_a, device_b):
         route = device.split("/")
         # the CPU reference is the fused kernels whatever the size; "cpu/torch" the torch route
         os.environ["HUBNESS_KERNELS"] = "torch" if route[-1] == "torch" else "fused"
         t = time.perf_counter()
-        results.append(hubness.evaluate(real=real, fake=fake, device=route[0], progress=False, **options))
+        results.append(hubness_pr.evaluate(real=real, fake=fake, device=route[0], progress=False, **options))
         seconds.append(time.perf_counter() - t)
         os.environ.pop("HUBNESS_KERNELS", None)
     return results, seconds
@@ -125,7 +125,7 @@ def step_realistic(device_a: str, device_b: str, n: int, dim: int) -> dict:
 def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: list, save, deadline: float) -> None:
     import torch
 
-    import hubness
+    import hubness_pr
     from bench_metrics import gemm_floor
     cuda = device.startswith("cuda")
 
@@ -143,7 +143,7 @@ def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: li
 
     # warm-up (CUDA context, cuBLAS handles, kernels) at a small size, not timed
     warm = realistic(600, dim, seed=3)
-    hubness.evaluate(real=warm, fake=warm[::-1].copy(), device=device, progress=False)
+    hubness_pr.evaluate(real=warm, fake=warm[::-1].copy(), device=device, progress=False)
     for n in sizes:
         if time.perf_counter() > deadline:
             rows.append({"n": n, "skipped": "time limit reached"})
@@ -157,7 +157,7 @@ def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: li
             for _ in range(repeat if n <= 10_000 else 1):
                 peak_reset()
                 t = time.perf_counter()
-                ev = hubness.evaluate(real=real, fake=fake, device=device, memory_budget=budget * 2**20,
+                ev = hubness_pr.evaluate(real=real, fake=fake, device=device, memory_budget=budget * 2**20,
                                       progress=False)
                 sync()
                 times.append(time.perf_counter() - t)
@@ -170,7 +170,7 @@ def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: li
                 peak_floor = peak()
             peak_reset()
             t = time.perf_counter()
-            epr = hubness.evaluate(real=real, fake=fake, metrics="epr", device=device, memory_budget=budget * 2**20,
+            epr = hubness_pr.evaluate(real=real, fake=fake, metrics="epr", device=device, memory_budget=budget * 2**20,
                                    progress=False)
             sync()
             epr_seconds = time.perf_counter() - t
@@ -192,7 +192,7 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
     without the real set's pass), the largest N = M that fits the time, and the GPUs there are."""
     import torch
 
-    import hubness
+    import hubness_pr
     cuda = device.startswith("cuda")
 
     def sync():
@@ -206,17 +206,17 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
     gen = torch.Generator().manual_seed(11)
     real = torch.relu(torch.randn((n_real, dim), generator=gen)).numpy()
     fake = torch.relu(torch.randn((n_fake, dim), generator=gen) * 1.02 + 0.02).numpy()
-    k_max, ks = hubness.real_knn_needs(hubness.METRICS, 3, 5)
+    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, 3, 5)
     t = time.perf_counter()
-    full = hubness.evaluate(real=real, fake=fake, device=device, progress=False)
+    full = hubness_pr.evaluate(real=real, fake=fake, device=device, progress=False)
     sync()
     t_full = time.perf_counter() - t
     t = time.perf_counter()
-    graph = hubness.nearest_neighbors(real, k_max, exact_ks=ks, device=device, progress=False)
+    graph = hubness_pr.nearest_neighbors(real, k_max, exact_ks=ks, device=device, progress=False)
     sync()
     t_graph = time.perf_counter() - t
     t = time.perf_counter()
-    reused = hubness.evaluate(real=real, fake=fake, device=device, real_knn=graph, progress=False)
+    reused = hubness_pr.evaluate(real=real, fake=fake, device=device, real_knn=graph, progress=False)
     sync()
     t_reused = time.perf_counter() - t
     same = compare(full, reused)
@@ -238,7 +238,7 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
-        ev = hubness.evaluate(real=real, fake=fake, device=device, memory_budget=4096 * 2**20, progress=False)
+        ev = hubness_pr.evaluate(real=real, fake=fake, device=device, memory_budget=4096 * 2**20, progress=False)
         sync()
         row = {"n": n, "dim": dim, "seconds": time.perf_counter() - t, "memory_budget_mib": 4096,
                "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
@@ -259,10 +259,10 @@ def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) ->
     import torch
     from PIL import Image
 
-    import hubness
-    from features.store import load_features
-    from hubness import distributed
-    from hubness.extract_command import main as extract_main
+    import hubness_pr
+    from hubness_pr.io.store import load_features
+    from hubness_pr.engine import distributed
+    from hubness_pr.commands.features import main as extract_main
 
     class Acting(distributed.Group):  # world 1, yet every collective runs
         @property
@@ -282,12 +282,12 @@ def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) ->
     try:
         group = Acting(rank=0, world=1, backend=backend)
         t = time.perf_counter()
-        acted = hubness.evaluate(real=real, fake=fake, device=device, memory_budget=64 * 2**20,
+        acted = hubness_pr.evaluate(real=real, fake=fake, device=device, memory_budget=64 * 2**20,
                                  group=group, progress=False)
         out["group_seconds"] = time.perf_counter() - t
     finally:
         torch.distributed.destroy_process_group()
-    plain = hubness.evaluate(real=real, fake=fake, device=device, memory_budget=64 * 2**20, progress=False)
+    plain = hubness_pr.evaluate(real=real, fake=fake, device=device, memory_budget=64 * 2**20, progress=False)
     out["group_vs_plain"] = compare(plain, acted)
     folder = workdir / "images"
     folder.mkdir(parents=True, exist_ok=True)
@@ -314,9 +314,9 @@ def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) ->
 def machine(device: str) -> dict:
     import torch
 
-    import hubness
+    import hubness_pr
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "toolkit": hubness.__version__, "device": device, "cpu_count": os.cpu_count()}
+            "toolkit": hubness_pr.__version__, "device": device, "cpu_count": os.cpu_count()}
     if device.startswith("cuda") and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_mib=props.total_memory // 2**20, cuda=torch.version.cuda,

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_metrics import _cpu_model as cpu_model  # noqa: E402  (the bench scripts' one CPU description)
 
-from hyp2.command import main as retrieval_main  # noqa: E402
-from hyp2.mosaic import load_mosaic  # noqa: E402
-from hyp2.ranking import retrieval_scores  # noqa: E402
+from hubness_pr.commands.retrieval import main as retrieval_main  # noqa: E402
+from hubness_pr.hyp2.mosaic import load_mosaic  # noqa: E402
+from hubness_pr.hyp2.ranking import retrieval_scores  # noqa: E402
 
 
 def random_codes_map(bits: int, source: str, seed: int = 0) -> float:

@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hyp2.loss import HyP2Loss  # noqa: E402
-from hyp2.networks import build_network  # noqa: E402
-from hyp2.zeta import lookup  # noqa: E402
+from hubness_pr.hyp2.loss import HyP2Loss  # noqa: E402
+from hubness_pr.hyp2.networks import build_network  # noqa: E402
+from hubness_pr.hyp2.zeta import lookup  # noqa: E402
 
 
 def sync(device):

@@ -4,7 +4,7 @@ before and after they load, and after a first fused call.
 
 Each repeat is a fresh interpreter that reads its own /proc/self/status (VmRSS, RssAnon, VmHWM) at
 four points: after ``import torch, hubness`` and the metric command's modules; after
-``hubness.kernels.load()`` (numba's import and the kernels from its disk cache, compiled first if the
+``hubness_pr.engine.kernels.load()`` (numba's import and the kernels from its disk cache, compiled first if the
 cache is empty: the warm-up run fills it); after a first fused evaluation of 2,000 x 2,000 x 64
 features (``HUBNESS_KERNELS=fused``: the thread pool and the tiles); and, for comparison, the same
 evaluation on the torch route in another fresh process. The README's memory bound adds the kernels'
@@ -38,15 +38,16 @@ def status():
 route = sys.argv[1]
 points = {}
 import numpy as np, torch
-import hubness
-from hubness import command, kernels  # noqa: F401 - what the metric command imports
+import hubness_pr
+from hubness_pr.commands import metrics as command
+from hubness_pr.engine import kernels  # noqa: F401 - what the metric command imports
 points["imported"] = status()
 x = np.abs(np.random.default_rng(0).normal(size=(2000, 64))).astype(np.float32)
 y = np.abs(np.random.default_rng(1).normal(size=(2000, 64))).astype(np.float32)
 if route == "fused":
     kernels.load()
     points["kernels_loaded"] = status()
-hubness.evaluate(real=x, fake=y)
+hubness_pr.evaluate(real=x, fake=y)
 points["first_evaluation"] = status()
 print(json.dumps(points))
 """

@@ -1,18 +1,9 @@
-"""HyP² loss for multi-label image retrieval with hash codes (Xu et al., ACM MM 2022).
+"""Old import name of HyP² (``hyp2``), kept for one release: use ``hubness_pr.hyp2``.
 
-The toolkit's sibling of ``JerryXu0129/HyP2-Loss``: ``retrieval.py`` at the top of the repository is
-its command line (:mod:`hyp2.command`). Library::
-
-    from hyp2 import HyP2Loss, hyp2_loss, lookup, hash_codes, retrieval_scores
-    zeta = lookup(bits=48, num_classes=20).value           # margin from the code table
-    loss = HyP2Loss(num_classes=20, hash_bit=48, zeta=zeta)  # learnable proxies inside
-    scores = retrieval_scores(q_codes, db_codes, q_labels, db_labels, R=5011)  # mAP@R, ties by index
+Every old module path still imports (the same module object, e.g. ``import hubness.summary``); see
+CHANGELOG.md for the map from old to new names.
 """
-from .loss import HyP2Loss, LossTerms, hyp2_loss
-from .ranking import RetrievalScores, hamming_ranking, hash_codes, retrieval_scores
-from .zeta import Zeta, code_dimension, lookup
+from hubness_pr._aliases import install, package_getattr
 
-from features.version import __version__  # one version for the whole toolkit
-
-__all__ = ["HyP2Loss", "LossTerms", "RetrievalScores", "Zeta", "code_dimension", "hamming_ranking", "hash_codes",
-           "hyp2_loss", "lookup", "retrieval_scores"]
+install()
+__getattr__ = package_getattr(__name__)

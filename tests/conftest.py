@@ -1,11 +1,11 @@
-"""Shared fixtures: the metric tests run on both tile routes (hubness.kernels). Under pytest-xdist
+"""Shared fixtures: the metric tests run on both tile routes (hubness_pr.engine.kernels). Under pytest-xdist
 (``-n``, see pytest.ini) each worker computes with its share of the cores, not all of them."""
 import os
 
 import pytest
 import torch
 
-from hubness import kernels
+from hubness_pr.engine import kernels
 
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))

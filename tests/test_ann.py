@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-import hubness
-from hubness.ann import HnswOptions, hnsw_neighbors, hnsw_select, k_occurrence, quality
-from hubness.command import main
+import hubness_pr
+from hubness_pr.engine.ann import HnswOptions, hnsw_neighbors, hnsw_select, k_occurrence, quality
+from hubness_pr.commands.metrics import main
 from tests import hard_cases
 from tests.cli_helpers import assert_one_line_error, call
 
@@ -38,10 +38,10 @@ def test_neighbors_of_rows_equal_the_whole_graph(case, kernel_route):
     x = CASES[case]()
     rng = np.random.default_rng(3)
     for k in (1, 3, 5):
-        graph = hubness.nearest_neighbors(x, k, memory_budget=2**20)
+        graph = hubness_pr.nearest_neighbors(x, k, memory_budget=2**20)
         for count in (1, len(x) // 3, len(x)):
             rows = rng.choice(len(x), count, replace=False)
-            idx, sq = hubness.neighbors_of(x, rows, k, memory_budget=2**20)
+            idx, sq = hubness_pr.neighbors_of(x, rows, k, memory_budget=2**20)
             np.testing.assert_array_equal(sq, graph.sq_distances[rows], err_msg=f"{case} k={k} rows={count}")
             assert (idx != rows[:, None]).all()  # self excluded
             # the neighbours named are at the distances given (ties may name another sample)
@@ -52,10 +52,10 @@ def test_neighbors_of_rows_equal_the_whole_graph(case, kernel_route):
 def test_neighbors_of_checks_its_rows():
     x = clustered(50, 4, 0)
     with pytest.raises(ValueError, match="distinct indices"):
-        hubness.neighbors_of(x, [1, 1], 3)
+        hubness_pr.neighbors_of(x, [1, 1], 3)
     with pytest.raises(ValueError, match="distinct indices"):
-        hubness.neighbors_of(x, [50], 3)
-    assert hubness.neighbors_of(x, [], 3)[1].shape == (0, 3)
+        hubness_pr.neighbors_of(x, [50], 3)
+    assert hubness_pr.neighbors_of(x, [], 3)[1].shape == (0, 3)
 
 
 @pytest.mark.parametrize("case", ["clustered", "collapsed", "duplicates", "offset"])
@@ -68,9 +68,9 @@ def test_given_hubs_give_the_exact_epr(case, kernel_route):
         x = CASES[case]()
         real, fake = x, x[::-1].copy() * np.float32(1.0001)
     for k, t in ((3, 3), (3, 1), (5, 7)):
-        exact = hubness.evaluate(real=real, fake=fake, metrics=("pr", "epr"), k=k, hubs_k=t, memory_budget=2**20)
+        exact = hubness_pr.evaluate(real=real, fake=fake, metrics=("pr", "epr"), k=k, hubs_k=t, memory_budget=2**20)
         masks = (exact.real_k_occurrence >= t, exact.fake_k_occurrence >= t)
-        given = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, hubs=masks,
+        given = hubness_pr.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, hubs=masks,
                                  memory_budget=2**20)
         assert given.epr == exact.epr, (case, k, t)
         # the per-hub decisions too (False off the hubs), and they make up eP&R
@@ -87,9 +87,9 @@ def test_hnsw_hub_selection_agrees_with_exact_on_clustered_data():
     recall@k >= 0.95 and the hub sets' Jaccard index >= 0.9; eP&R within 0.03 of the exact route."""
     real, fake = clustered(3000, 16, 1), clustered(2500, 16, 2, drop=2)
     k, t = 3, 3
-    exact = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t)
-    approx = hubness.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, knn="hnsw")
-    graph = hubness.nearest_neighbors(real, k)
+    exact = hubness_pr.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t)
+    approx = hubness_pr.evaluate(real=real, fake=fake, metrics=("epr",), k=k, hubs_k=t, knn="hnsw")
+    graph = hubness_pr.nearest_neighbors(real, k)
     found = hnsw_neighbors(real, k)
     recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, graph.indices)])
     assert recall >= 0.95
@@ -113,7 +113,7 @@ def test_a_poor_index_is_measured_as_poor():
     poor = HnswOptions(m=2, ef_construction=4, ef_search=4, sample=400)
     rough = quality(x, hnsw_neighbors(x, 3, poor), 3, 3, poor)
     assert rough["recall_at_k"] < 0.9 and rough["k_occurrence_agreement"] < 0.95
-    exact = quality(x, hubness.nearest_neighbors(x, 3).indices, 3, 3, poor)
+    exact = quality(x, hubness_pr.nearest_neighbors(x, 3).indices, 3, 3, poor)
     assert exact == {"sample": 400, "recall_at_k": 1.0, "k_occurrence_agreement": 1.0}
 
 
@@ -122,7 +122,7 @@ def test_min_recall_raises_ef_search_until_the_check_reaches_it():
     doubled efSearch until the check's recall@k reaches it; the true recall of the lists returned
     (against the exact graph) rises with it; max_ef_search caps the loop, and min_recall=0 searches once."""
     x, k = clustered(3000, 16, 1), 3
-    exact = hubness.nearest_neighbors(x, k).indices
+    exact = hubness_pr.nearest_neighbors(x, k).indices
 
     def run(**options):
         o = HnswOptions(m=4, ef_construction=8, ef_search=4, sample=500, **options)
@@ -173,11 +173,11 @@ def test_hnsw_neighbors_exclude_self_with_duplicates():
 def test_hnsw_refuses_the_metrics_that_need_every_neighbour():
     x = clustered(100, 4, 0)
     with pytest.raises(ValueError, match="metrics=\\('epr',\\)"):
-        hubness.evaluate(real=x, fake=x, knn="hnsw")
+        hubness_pr.evaluate(real=x, fake=x, knn="hnsw")
     with pytest.raises(ValueError, match="knn"):
-        hubness.evaluate(real=x, fake=x, metrics=("epr",), knn="annoy")
+        hubness_pr.evaluate(real=x, fake=x, metrics=("epr",), knn="annoy")
     with pytest.raises(ValueError, match="boolean masks"):
-        hubness.evaluate(real=x, fake=x, metrics=("epr",), hubs=(np.ones(3, bool), np.ones(100, bool)))
+        hubness_pr.evaluate(real=x, fake=x, metrics=("epr",), hubs=(np.ones(3, bool), np.ones(100, bool)))
 
 
 @pytest.fixture
@@ -249,7 +249,7 @@ def test_compare_tells_approximate_runs_apart(files):
 def test_plot_and_gallery_say_the_hubs_are_approximate(files, monkeypatch):
     """The --plot figure and the gallery's sheets of a --knn hnsw run name the approximate selection:
     the figure's title (also each sheet's subtitle), the k-occurrence panel and the eP&R bars."""
-    from hubness import command
+    from hubness_pr.commands import metrics as command
     from tests.test_reports import figure_texts
     titles = []
     write_plot = command.write_plot
@@ -262,10 +262,10 @@ def test_plot_and_gallery_say_the_hubs_are_approximate(files, monkeypatch):
     proc = call(main, "real.npy", "fake.npy", "--knn", "hnsw", "--plot", "p.png", "--hnsw_check", "200")
     assert proc.returncode == 0, proc.stderr
     assert titles == ["fake.npy (1200 generated) vs real.npy (1500 real), k=3; hubs by approximate k-NN (HNSW)"]
-    approx = hubness.evaluate(real=np.load("real.npy"), fake=np.load("fake.npy"), metrics=("epr",), knn="hnsw",
+    approx = hubness_pr.evaluate(real=np.load("real.npy"), fake=np.load("fake.npy"), metrics=("epr",), knn="hnsw",
                               hnsw=HnswOptions(sample=200))
     texts = figure_texts(monkeypatch, approx)
     assert "k-occurrence (k=3) in approximate k-NN graphs (HNSW)" in texts and "eP&R, hubs by HNSW" in texts
-    exact = figure_texts(monkeypatch, hubness.evaluate(real=np.load("real.npy"), fake=np.load("fake.npy"),
+    exact = figure_texts(monkeypatch, hubness_pr.evaluate(real=np.load("real.npy"), fake=np.load("fake.npy"),
                                                        metrics=("epr",)))
     assert not any("HNSW" in t for t in exact) and "eP&R" in exact

@@ -13,11 +13,11 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from torchvision import transforms
 
-import features.backbones as registry
-from features.backbones import available_backbones, load_backbone, register_backbone
-from features.backbones import preprocess as preprocessing
-from features.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, tf1_bilinear
-from features.extract import extract_path
+import hubness_pr.extraction.backbones as registry
+from hubness_pr.extraction.backbones import available_backbones, load_backbone, register_backbone
+from hubness_pr.extraction.backbones import preprocess as preprocessing
+from hubness_pr.extraction.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, tf1_bilinear
+from hubness_pr.extraction.extract import extract_path
 
 
 @pytest.fixture(scope="module")
@@ -225,8 +225,8 @@ def test_registry_declares_every_builtin_without_importing_it():
     """BUILTIN (what the parsers list without importing torchvision) names the module that registers each
     backbone, and PREPROCESS the choices preprocess.py implements."""
     for name, (module, _) in registry.BUILTIN.items():
-        importlib.import_module(f"features.backbones.{module}")
-        assert registry._REGISTRY[name].__module__ == f"features.backbones.{module}", name
+        importlib.import_module(f"hubness_pr.extraction.backbones.{module}")
+        assert registry._REGISTRY[name].__module__ == f"hubness_pr.extraction.backbones.{module}", name
     assert set(registry._REGISTRY) >= set(registry.BUILTIN)
     assert list(preprocessing.PREPROCESSING) == list(registry.PREPROCESS)
     assert set(registry.PREPROCESS_ALIASES.values()) <= set(registry.PREPROCESS)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from hubness import extract_command as features_main
-from hubness import command as metrics_main
+from hubness_pr.commands import features as features_main
+from hubness_pr.commands import metrics as metrics_main
 from tests.cli_helpers import assert_one_line_error, call
 from tests.test_backbones import StandInDetector, save_script
 from tests.test_extract import digit_images, write_folder
@@ -49,16 +49,16 @@ def test_getfeature_writes_feature_paths_meta(sets):
 def test_metric_script_takes_image_folders(sets, monkeypatch):
     """Two image folders: the backbone is built once for both, and the metrics equal those of the
     same images' feature files written by getFeature.py."""
-    import features.extract
+    import hubness_pr.extraction.extract
     tmp, real, fake = sets
     built = []
-    load = features.extract.load_backbone
+    load = hubness_pr.extraction.extract.load_backbone
 
     def counted(*args, **kwargs):
         built.append(args)
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(features.extract, "load_backbone", counted)
+    monkeypatch.setattr(hubness_pr.extraction.extract, "load_backbone", counted)
     proc = run("improved_precision_recall_hubness.py", real, fake, "--backbone", "efficientnet_lite0",
                "--json", tmp / "img.json", "--per_sample", tmp / "img.csv")
     assert proc.returncode == 0, proc.stderr
@@ -165,7 +165,7 @@ def test_vgg16_nvidia_through_both_commands(sets, tmp_path):
 
 
 def test_old_preprocess_name_is_accepted_with_one_note(sets, tmp_path, monkeypatch):
-    from features.backbones import preprocess
+    from hubness_pr.extraction.backbones import preprocess
     monkeypatch.setattr(preprocess, "_aliases_noted", set())
     _, real, _ = sets
     proc = run("getFeature.py", real, "-o", tmp_path / "a.npz", "--backbone", "efficientnet_lite0",

@@ -12,9 +12,9 @@ import pytest
 
 from PIL import Image
 
-import hubness
-from hubness.command import main
-from hubness.report import PLOT_SIZE
+import hubness_pr
+from hubness_pr.commands.metrics import main
+from hubness_pr.reports.results import PLOT_SIZE
 from tests import oracle
 from tests.cli_helpers import METRICS_SCRIPT as SCRIPT
 from tests.cli_helpers import assert_one_line_error, call
@@ -191,6 +191,6 @@ def test_library_result_equals_cli(files):
     proc = run(tmp / "real.npz", tmp / "fake.npz", "--json", tmp / "lib.json", "--hubsK", "2", "--k", "4")
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp / "lib.json").read_text())
-    ev = hubness.evaluate(real=real, fake=fake, k=4, hubs_k=2)
+    ev = hubness_pr.evaluate(real=real, fake=fake, k=4, hubs_k=2)
     assert data["epr"]["precision"] == ev.epr.precision and data["pr"]["recall"] == ev.pr.recall
     assert data["params"]["hubsK"] == 2 and data["params"]["k"] == 4

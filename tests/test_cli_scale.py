@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hubness.command import main
+from hubness_pr.commands.metrics import main
 from tests.cli_helpers import METRICS_SCRIPT, call
 
 
@@ -67,12 +67,12 @@ def test_changed_features_or_a_damaged_summary_are_recomputed_never_trusted(file
 
 
 def test_a_summary_inside_the_feature_file_is_used(files):
-    import hubness
-    from features.store import save_features
-    from hubness.summary import SummaryKey, summary_arrays
+    import hubness_pr
+    from hubness_pr.io.store import save_features
+    from hubness_pr.io.summary import SummaryKey, summary_arrays
     real = np.load("real.npy")
-    k_max, ks = hubness.real_knn_needs(hubness.METRICS, 3, 5)
-    graph = hubness.nearest_neighbors(real, k_max, exact_ks=ks)
+    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, 3, 5)
+    graph = hubness_pr.nearest_neighbors(real, k_max, exact_ks=ks)
     save_features("real.npz", real, extra=summary_arrays(graph, SummaryKey.of(real, k_max, ks)))
     used = run("real.npz", "fake.npy", "--json", "a.json", "-v")
     assert "reused from real.npz" in used.stderr
@@ -115,7 +115,7 @@ def test_torchrun_with_bad_input_fails_on_every_rank_with_one_line(files, script
 
 
 def test_getfeature_knn_k_stores_a_summary_the_metric_command_reuses(files):
-    from hubness.extract_command import main as extract_main
+    from hubness_pr.commands.features import main as extract_main
     from PIL import Image
     rng = np.random.default_rng(5)
     folder = files / "images"
@@ -151,14 +151,14 @@ EXTRACT = ("--backbone", "efficientnet_lite0", "--num_workers", "0", "--batch_si
 
 
 def extract(*argv):
-    from hubness.extract_command import main as extract_main
+    from hubness_pr.commands.features import main as extract_main
     made = call(extract_main, *argv)
     assert made.returncode == 0, made.stderr
     return made
 
 
 def test_getfeature_npy_output_is_streamed_with_a_sidecar_the_metric_command_reads(digits):
-    from features.store import load_features
+    from hubness_pr.io.store import load_features
     extract("images", "-o", "whole.npz", *EXTRACT)
     # shards of 3 images: the .npy is written from 4 shards, never all rows at once
     extract("images", "-o", "streamed.npy", "--checkpoint_every", "3", *EXTRACT)
@@ -175,14 +175,14 @@ def test_getfeature_npy_output_is_streamed_with_a_sidecar_the_metric_command_rea
 
 
 def test_getfeature_npy_refuses_knn_k_with_one_line(digits):
-    from hubness.extract_command import main as extract_main
+    from hubness_pr.commands.features import main as extract_main
     from tests.cli_helpers import assert_one_line_error
     assert_one_line_error(call(extract_main, "images", "-o", "x.npy", "--knn_k", "3", *EXTRACT), "--knn_k", ".npz")
     assert not Path("x.npy").exists() and not Path("x.npy.json").exists()
 
 
 def test_extraction_can_leave_the_features_in_its_shards(digits):
-    from features.extract import extract_path, shard_features
+    from hubness_pr.extraction.extract import extract_path, shard_features
     whole, _ = extract_path("images", backbone="efficientnet_lite0", num_workers=0, batch_size=4)
     kept, meta = extract_path("images", backbone="efficientnet_lite0", num_workers=0, batch_size=4,
                               checkpoint_dir=digits / "ck", shard_size=4, keep_features=False)
@@ -202,7 +202,7 @@ def test_extraction_can_leave_the_features_in_its_shards(digits):
 
 @pytest.mark.parametrize("images, out", [(11, "two.npz"), (11, "two.npy"), (1, "two.npz")])
 def test_torchrun_extraction_with_two_gloo_processes_equals_one_process(digits, images, out):
-    from features.store import load_features
+    from hubness_pr.io.store import load_features
     from tests.cli_helpers import FEATURES_SCRIPT
     if images == 1:  # fewer images than processes: rank 1 has none
         for extra in sorted(Path("images").iterdir())[1:]:

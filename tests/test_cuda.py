@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import hubness
+import hubness_pr
 from tests import hard_cases, oracle
 from tests.test_numerics_hard import assert_exact
 
@@ -18,7 +18,7 @@ def test_cuda_results_equal_the_oracle():
     rng = np.random.default_rng(21)
     real = rng.standard_normal((400, 64)).astype(np.float32)
     fake = (rng.standard_normal((350, 64)) * 1.2 + 0.4).astype(np.float32)
-    ev = hubness.evaluate(real=real, fake=fake, device="cuda", memory_budget=2**20)
+    ev = hubness_pr.evaluate(real=real, fake=fake, device="cuda", memory_budget=2**20)
     assert ev.params["device"].startswith("cuda")
     assert_exact(ev, oracle.all_metrics(real, fake))
 
@@ -26,12 +26,12 @@ def test_cuda_results_equal_the_oracle():
 @pytest.mark.parametrize("name", sorted(hard_cases.all_cases()))
 def test_cuda_equals_the_oracle_and_the_cpu_on_hard_cases(name):
     real, fake, options = hard_cases.all_cases()[name]
-    for budget in (2**20, hubness.DEFAULT_MEMORY_BUDGET):
-        gpu = hubness.evaluate(real=real, fake=fake, device="cuda", memory_budget=budget, **options)
+    for budget in (2**20, hubness_pr.DEFAULT_MEMORY_BUDGET):
+        gpu = hubness_pr.evaluate(real=real, fake=fake, device="cuda", memory_budget=budget, **options)
         assert_exact(gpu, oracle.all_metrics(real, fake, **options))
-    cpu = hubness.evaluate(real=real, fake=fake, device="cpu", **options)
-    same = [hubness.json_safe(m.to_dict()) for m in (gpu.pr, gpu.dc, gpu.epr)]  # NaN (no hubs) as None
-    assert same == [hubness.json_safe(m.to_dict()) for m in (cpu.pr, cpu.dc, cpu.epr)]
+    cpu = hubness_pr.evaluate(real=real, fake=fake, device="cpu", **options)
+    same = [hubness_pr.json_safe(m.to_dict()) for m in (gpu.pr, gpu.dc, gpu.epr)]  # NaN (no hubs) as None
+    assert same == [hubness_pr.json_safe(m.to_dict()) for m in (cpu.pr, cpu.dc, cpu.epr)]
     np.testing.assert_array_equal(gpu.fake_k_occurrence, cpu.fake_k_occurrence)
     np.testing.assert_array_equal(gpu.rarity.scores, cpu.rarity.scores)
 
@@ -39,7 +39,7 @@ def test_cuda_equals_the_oracle_and_the_cpu_on_hard_cases(name):
 def test_cuda_knn_on_ties_and_duplicates():
     for x, k in ((hard_cases.ulp_ties(), 6), (hard_cases.many_duplicates(), 10),
                  (hard_cases.half_integer_grid()[1], 4)):
-        g = hubness.nearest_neighbors(x, k, device="cuda", memory_budget=2**20)
+        g = hubness_pr.nearest_neighbors(x, k, device="cuda", memory_budget=2**20)
         idx, d = oracle.knn(x, k)
         np.testing.assert_array_equal(g.indices, idx)
         np.testing.assert_allclose(g.sq_distances, d, rtol=1e-13)

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import hubness
-from hubness.distributed import SINGLE, Group
+import hubness_pr
+from hubness_pr.engine.distributed import SINGLE, Group
 
 CASES = {  # name: (n_real, n_fake, dim, options)
     "uneven": (331, 277, 9, dict(memory_budget=2**20)),     # shards and tiles that do not divide evenly
@@ -29,9 +29,9 @@ def data(name):
 
 
 def summary(ev, graph):
-    out = hubness.json_safe({key: v for key, v in ev.to_dict().items() if key not in ("timings", "params")})
+    out = hubness_pr.json_safe({key: v for key, v in ev.to_dict().items() if key not in ("timings", "params")})
     out["realism"] = ev.realism.scores.tolist()
-    out["rarity"] = hubness.json_safe(ev.rarity.scores.tolist())
+    out["rarity"] = hubness_pr.json_safe(ev.rarity.scores.tolist())
     out["occ"] = [ev.real_k_occurrence.tolist(), ev.fake_k_occurrence.tolist()]
     out["knn"] = [graph.indices.tolist(), graph.sq_distances.tolist()]
     return out
@@ -50,11 +50,11 @@ def _run_all(group):
     results = {}
     for name in CASES:
         real, fake, options = data(name)
-        ev = hubness.evaluate(real=real, fake=fake, group=group, **options)
-        graph = hubness.nearest_neighbors(fake, options.get("k", 3), group=group)
+        ev = hubness_pr.evaluate(real=real, fake=fake, group=group, **options)
+        graph = hubness_pr.nearest_neighbors(fake, options.get("k", 3), group=group)
         results[name] = summary(ev, graph)
         assert ev.params["processes"] == group.world
-    results["real_rarity"] = hubness.real_rarity_scores(real=data("uneven")[0], group=group).scores.tolist()
+    results["real_rarity"] = hubness_pr.real_rarity_scores(real=data("uneven")[0], group=group).scores.tolist()
     return results
 
 
@@ -63,7 +63,7 @@ def _worker(rank, world, store, out):
     try:
         results = run_all(Group(rank=rank, world=world, backend="gloo"))
         with open(f"{out}.{rank}", "w") as handle:
-            json.dump(hubness.json_safe(results), handle)
+            json.dump(hubness_pr.json_safe(results), handle)
     finally:
         torch.distributed.destroy_process_group()
 
@@ -73,7 +73,7 @@ def test_ranks_give_the_single_process_results(tmp_path, world):
     out = tmp_path / "result.json"
     mp.start_processes(_worker, args=(world, str(tmp_path / "store"), str(out)), nprocs=world, join=True,
                        start_method="spawn")
-    single = hubness.json_safe(run_all(SINGLE))
+    single = hubness_pr.json_safe(run_all(SINGLE))
     for rank in range(world):  # every rank holds the whole result
         ranked = json.loads(out.with_name(f"{out.name}.{rank}").read_text())
         for name in CASES:
@@ -84,7 +84,7 @@ def test_ranks_give_the_single_process_results(tmp_path, world):
                 assert got[block] == want[block], (name, block)
             np.testing.assert_allclose(np.array(got["realism"], dtype=float), want["realism"], rtol=1e-12)
             assert got["rarity"] == want["rarity"], name
-        assert ranked["real_rarity"] == hubness.json_safe(single["real_rarity"])
+        assert ranked["real_rarity"] == hubness_pr.json_safe(single["real_rarity"])
 
 
 def test_shares_cover_every_item_once():

@@ -114,16 +114,16 @@ def test_report_has_its_tables_and_figures(study):
 
 def test_run_without_approximate_selection_in_the_library(study, tmp_path, monkeypatch):
     """Where evaluate has no knn='hnsw' (an older toolkit), the hnsw columns are left out with a note."""
-    import hubness
+    import hubness_pr
     module, feats, _, _ = study
-    evaluate = hubness.evaluate
+    evaluate = hubness_pr.evaluate
 
     def older_evaluate(**kwargs):
         if "knn" in kwargs or "hubs" in kwargs:
             raise TypeError("evaluate() got an unexpected keyword argument 'knn'")
         return evaluate(**kwargs)
 
-    monkeypatch.setattr(hubness, "evaluate", older_evaluate)
+    monkeypatch.setattr(hubness_pr, "evaluate", older_evaluate)
     assert module.main(["run", "--toy", "--features", str(feats), "--out", str(tmp_path), "--json",
                         str(tmp_path / "n.json"), "--device", "cpu"]) == 0
     numbers = json.loads((tmp_path / "n.json").read_text())
@@ -131,7 +131,7 @@ def test_run_without_approximate_selection_in_the_library(study, tmp_path, monke
     assert any("does not accept knn='hnsw'" in n for n in numbers["notes"])
     assert numbers["timing"][0]["epr_hnsw_seconds"] is None
     report = (tmp_path / "epr_study_toy.md").read_text()
-    assert "## Approximate hub selection (hnsw)\n\nNot computed: hubness.evaluate does not accept" in report
+    assert "## Approximate hub selection (hnsw)\n\nNot computed: hubness_pr.evaluate does not accept" in report
 
 
 def test_weighted_variant_is_a_hub_average(study):

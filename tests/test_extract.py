@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-import hubness
-from features.backbones import load_backbone
-from features.extract import extract_features, extract_path
-from features.images import open_source
+import hubness_pr
+from hubness_pr.extraction.backbones import load_backbone
+from hubness_pr.extraction.extract import extract_features, extract_path
+from hubness_pr.extraction.images import open_source
 from tests.test_images import png_bomb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,7 +179,7 @@ def test_end_to_end_real_digits_move_precision_and_recall_the_expected_way(tmp_p
     for name, imgs in [("real", real), ("held", held), ("noised", noised)]:
         feats[name] = extract_path(write_folder(tmp_path / name, imgs), **kw)[0].features
     feats["collapsed"] = feats["held"][labels < 5]  # the same images' features: digits 0-4 only
-    res = {name: hubness.evaluate(real=feats["real"], fake=feats[name], metrics="pr,dc")
+    res = {name: hubness_pr.evaluate(real=feats["real"], fake=feats[name], metrics="pr,dc")
            for name in ("held", "noised", "collapsed")}
     assert res["held"].pr.precision > 0.6 and res["held"].pr.recall > 0.6
     assert res["noised"].pr.precision < res["held"].pr.precision - 0.3
@@ -219,7 +219,7 @@ def test_extraction_runs_in_full_float32_and_restores_the_settings(small_set):
     """TF32 (CUDA convolutions and matmuls with a 10-bit mantissa) is off while the network runs, in
     extraction and in embed, whatever the process had set; the process's settings are back after."""
     import torch
-    from features.backbones import Backbone
+    from hubness_pr.extraction.backbones import Backbone
     tmp, imgs = small_set
     seen = []
 

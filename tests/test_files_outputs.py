@@ -1,4 +1,4 @@
-"""Output files never damage anything and never leave half a result (features/outputs.py and both scripts).
+"""Output files never damage anything and never leave half a result (hubness_pr/io/outputs.py and both scripts).
 
 Symbolic links are written through, special files (character devices, FIFOs, /dev/fd/N) written
 directly, new files get the umask's mode, an output equal to an input or to another output is
@@ -13,9 +13,9 @@ import threading
 import numpy as np
 import pytest
 
-from hubness import extract_command as features_main
-from hubness import command as metrics_main
-from features.outputs import OutputFiles, atomic_write, current_umask
+from hubness_pr.commands import features as features_main
+from hubness_pr.commands import metrics as metrics_main
+from hubness_pr.io.outputs import OutputFiles, atomic_write, current_umask
 from tests.cli_helpers import assert_one_line_error, call
 
 NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="creating a character device (os.mknod) needs root")
@@ -59,7 +59,7 @@ class FifoReader:
         return self.data
 
 
-# ------------------------------------------------------------------------------ features/outputs.py
+# ------------------------------------------------------------------------------ hubness_pr/io/outputs.py
 
 def test_symlink_is_written_through_and_kept(tmp_path):
     (tmp_path / "data").mkdir()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import hubness
-from hubness import gallery
-from hubness.command import main
+import hubness_pr
+from hubness_pr.reports import gallery
+from hubness_pr.commands.metrics import main
 from tests.cli_helpers import assert_one_line_error, call
 from tests.test_reports import random_pair
 
@@ -95,7 +95,7 @@ def test_sheets_show_the_selected_images_with_their_scores(data, monkeypatch):
     assert proc.stderr == ""
     names = sorted(os.listdir(tmp / "g"))
     assert names == sorted([f"{spec.name}.png" for spec in gallery.SHEETS] + ["gallery.csv"])
-    ev = hubness.evaluate(real=real, fake=fake)
+    ev = hubness_pr.evaluate(real=real, fake=fake)
     assert ev.fake_in_real_manifold.sum() < N_FAKE - n  # every sheet has n tiles to show
     rows = read_index(tmp / "g")
     for spec in gallery.SHEETS:
@@ -192,7 +192,7 @@ def test_some_images_gone(data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     names = write_images(tmp_path / "imgs", "fake", N_FAKE)
     save_features("fake.npz", fake, names, {"kind": "folder", "root": "imgs", "count": N_FAKE})
-    ev = hubness.evaluate(real=real, fake=fake, metrics="pr")
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics="pr")
     top = int(np.argsort(-ev.fake_k_occurrence, kind="stable")[0])
     os.remove(tmp_path / "imgs" / names[top])
     proc = call(main, src / "real.npz", "fake.npz", "--gallery", "g", "--gallery_n", 2, "--metrics", "pr")

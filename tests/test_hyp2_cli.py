@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from features.store import save_features
-from hyp2.command import main
+from hubness_pr.io.store import save_features
+from hubness_pr.commands.retrieval import main
 from tests.test_hyp2_ranking import brute_force_scores
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from features.store import save_features
-from hyp2.batches import batches
-from hyp2.datasets import VOC_CLASSES, carve_validation, load_dataset, load_flickr, load_nuswide, load_voc
-from hyp2.mosaic import load_mosaic, source_items
+from hubness_pr.io.store import save_features
+from hubness_pr.hyp2.batches import batches
+from hubness_pr.hyp2.datasets import VOC_CLASSES, carve_validation, load_dataset, load_flickr, load_nuswide, load_voc
+from hubness_pr.hyp2.mosaic import load_mosaic, source_items
 
 
 def write_image(path, value):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyp2.loss import HyP2Loss, hyp2_loss
+from hubness_pr.hyp2.loss import HyP2Loss, hyp2_loss
 
 
 def brute_force_loss(x, proxies, y, zeta, beta):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from hyp2.networks import PIXELS_SIZE, build_network, network_names
+from hubness_pr.hyp2.networks import PIXELS_SIZE, build_network, network_names
 
 TORCHVISION = {  # --backbone: (torchvision builder, a pretrained tensor kept, where it lands, input size)
     "alexnet": ("alexnet", "classifier.4.weight", "hash_layer.4.weight", 224),  # fc7

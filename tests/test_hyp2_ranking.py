@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from hyp2.ranking import hamming_ranking, hash_codes, retrieval_scores
+from hubness_pr.hyp2.ranking import hamming_ranking, hash_codes, retrieval_scores
 
 
 def brute_force_ranking(query, database):

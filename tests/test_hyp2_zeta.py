@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from hyp2.zeta import distance_table, lookup
+from hubness_pr.hyp2.zeta import distance_table, lookup
 
-TABLE = Path(__file__).resolve().parent.parent / "hyp2" / "data" / "hyp2_zeta.csv"
+TABLE = Path(__file__).resolve().parent.parent / "hubness_pr" / "hyp2" / "data" / "hyp2_zeta.csv"
 
 
 @pytest.fixture(scope="module")

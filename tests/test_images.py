@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from features import images
-from features.images import decode_image, open_source
+from hubness_pr.extraction import images
+from hubness_pr.extraction.images import decode_image, open_source
 
 
 def encode(img: Image.Image, fmt: str = "PNG") -> bytes:

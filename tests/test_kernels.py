@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-import hubness
-from hubness import distances, kernels
-from hubness.cross import REDUCTIONS, Tile, combine, torch_tile
-from hubness.distances import blocks, exact_sq_dist, gram_tile, screen_eps, sq_norms, tile_grid
+import hubness_pr
+from hubness_pr.engine import distances, kernels
+from hubness_pr.engine.cross import REDUCTIONS, Tile, combine, torch_tile
+from hubness_pr.engine.distances import blocks, exact_sq_dist, gram_tile, screen_eps, sq_norms, tile_grid
 
 
 def relu_set(seed, n, dim, shift=0.0):
@@ -30,8 +30,8 @@ def test_fused_route_is_on_for_large_cpu_runs_and_can_be_switched(monkeypatch):
 def test_a_small_run_does_not_import_numba():
     import subprocess
     import sys
-    code = ("import sys, numpy as np, hubness; x = np.random.default_rng(0).standard_normal((50, 8)).astype('f4');"
-            "ev = hubness.evaluate(real=x, fake=x[::-1].copy()); assert ev.diagnostics['route'] == 'torch';"
+    code = ("import sys, numpy as np, hubness_pr; x = np.random.default_rng(0).standard_normal((50, 8)).astype('f4');"
+            "ev = hubness_pr.evaluate(real=x, fake=x[::-1].copy()); assert ev.diagnostics['route'] == 'torch';"
             "print('numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "HUBNESS_KERNELS": "auto"})
@@ -44,7 +44,7 @@ def test_load_leaves_one_compiled_specialisation_per_kernel(monkeypatch):
     kernels.load()
     monkeypatch.setenv("HUBNESS_KERNELS", "fused")
     x = relu_set(5, 40, 16)
-    ev = hubness.evaluate(real=x.numpy(), fake=x.numpy()[::-1].copy(), device="cpu")
+    ev = hubness_pr.evaluate(real=x.numpy(), fake=x.numpy()[::-1].copy(), device="cpu")
     assert ev.diagnostics["route"] == "fused CPU kernels"
     jit = kernels.jit()
     for fn in (jit._cross_kernel, jit._knn_rows_kernel, jit._knn_cols_kernel, jit._exact_pairs_kernel):

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-import hubness
-from hubness.distances import tile_side
-from hubness.stats import gini_coefficient, robin_hood_index
+import hubness_pr
+from hubness_pr.engine.distances import tile_side
+from hubness_pr.metrics.hubness import gini_coefficient, robin_hood_index
 from tests import oracle
 
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("kernel_route")  # every test on both tile 
 @pytest.mark.parametrize("budget", [2**20, 512 * 2**20])
 def test_knn_matches_brute_force(n, dim, k, budget):
     x = np.random.default_rng(n).standard_normal((n, dim)).astype(np.float32)
-    g = hubness.nearest_neighbors(x, k, memory_budget=budget)
+    g = hubness_pr.nearest_neighbors(x, k, memory_budget=budget)
     idx, d = oracle.knn(x, k)
     np.testing.assert_array_equal(g.indices, idx)
     np.testing.assert_allclose(g.sq_distances, d, rtol=1e-12)
@@ -33,7 +33,7 @@ def test_tiles_cover_many_blocks_with_smallest_budget():
 
 def test_integer_grid_ties_broken_by_index():
     x = np.array([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1], [5, 5]], dtype=np.float32)
-    g = hubness.nearest_neighbors(x, 4)
+    g = hubness_pr.nearest_neighbors(x, 4)
     assert g.indices[0].tolist() == [1, 2, 3, 4]  # four neighbours at distance 1, index order
     np.testing.assert_array_equal(g.sq_distances[0], [1, 1, 1, 1])
 
@@ -41,17 +41,17 @@ def test_integer_grid_ties_broken_by_index():
 def test_too_few_samples_and_bad_k():
     x = np.zeros((3, 2), dtype=np.float32)
     with pytest.raises(ValueError, match="3 samples are too few for k=3"):
-        hubness.nearest_neighbors(x, 3)
+        hubness_pr.nearest_neighbors(x, 3)
     with pytest.raises(ValueError, match="'k' parameter of nearest_neighbors"):
-        hubness.nearest_neighbors(x, 0)
-    g = hubness.nearest_neighbors(x, 2)
+        hubness_pr.nearest_neighbors(x, 0)
+    g = hubness_pr.nearest_neighbors(x, 2)
     with pytest.raises(ValueError, match="exceeds the k_max=2"):
         g.radii(3)
 
 
 def test_hubness_stats_against_scipy_and_hand_values():
     occ = np.array([0, 0, 1, 2, 3, 9, 0, 1])  # sums to 16 = 8 * 2 (k = 2)
-    st = hubness.hubness_stats(occ, k=2, hubs_k=3)
+    st = hubness_pr.hubness_stats(occ, k=2, hubs_k=3)
     assert st.skewness == pytest.approx(scipy.stats.skew(occ))
     assert (st.max, st.hubs, st.antihubs, st.n) == (9, 2, 3, 8)
     # Robin Hood: 0.5 * sum|O - 2| / 16 = 0.5 * (2+2+1+0+1+7+2+1) / 16
@@ -59,16 +59,16 @@ def test_hubness_stats_against_scipy_and_hand_values():
     # Gini from the mean absolute difference: sum_ij |Oi - Oj| / (2 n^2 mean)
     mad = np.abs(occ[:, None] - occ[None, :]).sum()
     assert st.gini == pytest.approx(mad / (2 * len(occ) ** 2 * occ.mean()))
-    assert hubness.hubness_stats(np.full(5, 3), k=3, hubs_k=3).skewness == 0.0
+    assert hubness_pr.hubness_stats(np.full(5, 3), k=3, hubs_k=3).skewness == 0.0
     assert gini_coefficient(np.full(4, 2)) == 0.0 and robin_hood_index(np.full(4, 2)) == 0.0
 
 
 def test_hubness_grows_with_dimension():
     """A known property of k-NN graphs (Radovanovic et al. 2010): k-occurrence skewness grows with dim."""
     rng = np.random.default_rng(0)
-    low = hubness.nearest_neighbors(rng.standard_normal((1500, 2)).astype(np.float32), 5).k_occurrence(5)
-    high = hubness.nearest_neighbors(rng.standard_normal((1500, 100)).astype(np.float32), 5).k_occurrence(5)
-    assert hubness.hubness_stats(high, k=5, hubs_k=5).skewness > hubness.hubness_stats(low, k=5, hubs_k=5).skewness + 0.5
+    low = hubness_pr.nearest_neighbors(rng.standard_normal((1500, 2)).astype(np.float32), 5).k_occurrence(5)
+    high = hubness_pr.nearest_neighbors(rng.standard_normal((1500, 100)).astype(np.float32), 5).k_occurrence(5)
+    assert hubness_pr.hubness_stats(high, k=5, hubs_k=5).skewness > hubness_pr.hubness_stats(low, k=5, hubs_k=5).skewness + 0.5
 
 
 def test_near_ties_below_float32_screen_resolution_are_ordered_exactly():
@@ -80,7 +80,7 @@ def test_near_ties_below_float32_screen_resolution_are_ordered_exactly():
     x = np.array(pts, dtype=np.float32)
     ref_idx, ref_d = oracle.knn(x, 5)
     for exact in (None, (3, 5)):
-        g = hubness.nearest_neighbors(x, 5, exact_ks=exact)
+        g = hubness_pr.nearest_neighbors(x, 5, exact_ks=exact)
         np.testing.assert_array_equal(g.indices[0], ref_idx[0])
         np.testing.assert_allclose(g.radii(3), np.sqrt(ref_d[:, 2]), rtol=1e-12)
         np.testing.assert_allclose(g.radii(5), np.sqrt(ref_d[:, 4]), rtol=1e-12)
@@ -89,7 +89,7 @@ def test_near_ties_below_float32_screen_resolution_are_ordered_exactly():
 
 def test_exact_ks_subset():
     x = np.random.default_rng(8).standard_normal((120, 5)).astype(np.float32)
-    g = hubness.nearest_neighbors(x, 5, exact_ks=(2, 5))
+    g = hubness_pr.nearest_neighbors(x, 5, exact_ks=(2, 5))
     idx, d = oracle.knn(x, 5)
     np.testing.assert_allclose(g.sq_radii(2), d[:, 1], rtol=1e-12)
     np.testing.assert_allclose(g.sq_radii(5), d[:, 4], rtol=1e-12)

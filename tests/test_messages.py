@@ -3,19 +3,19 @@ import numpy as np
 import pytest
 import torch
 
-import hubness
-from hubness import extract_command as features_main
-from hubness import command as metrics_main
-from features.backbones import load_backbone
-from features.extract import extract_features, extract_path
-from hubness._checks import check_feature_input
+import hubness_pr
+from hubness_pr.commands import features as features_main
+from hubness_pr.commands import metrics as metrics_main
+from hubness_pr.extraction.backbones import load_backbone
+from hubness_pr.extraction.extract import extract_features, extract_path
+from hubness_pr.engine.inputs import check_feature_input
 from tests.cli_helpers import assert_one_line_error, call
 
 X = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
 
 
-@pytest.mark.parametrize("function", [hubness.evaluate, hubness.precision_recall, hubness.density_coverage,
-                                      hubness.efficient_precision_recall, hubness.realism_scores])
+@pytest.mark.parametrize("function", [hubness_pr.evaluate, hubness_pr.precision_recall, hubness_pr.density_coverage,
+                                      hubness_pr.efficient_precision_recall, hubness_pr.realism_scores])
 @pytest.mark.parametrize("side", ["real", "fake"])
 @pytest.mark.parametrize("bad, error, message", [
     (None, TypeError, "expected a feature array of shape \\(n_samples, dim\\), got None"),
@@ -48,12 +48,12 @@ def test_feature_input_check_without_a_copy(bad, error, message):
 ])
 def test_nearest_neighbors_names_its_features_parameter(bad, error, message):
     with pytest.raises(error, match=f"^features: {message}"):
-        hubness.nearest_neighbors(bad, 3)
+        hubness_pr.nearest_neighbors(bad, 3)
 
 
 def test_metrics_none_is_a_type_error_naming_the_parameter():
     with pytest.raises(TypeError, match="The 'metrics' parameter of evaluate must be a list or a comma string.*Got None"):
-        hubness.evaluate(real=X, fake=X, metrics=None)
+        hubness_pr.evaluate(real=X, fake=X, metrics=None)
 
 
 def test_extraction_parameters_are_named(tmp_path):

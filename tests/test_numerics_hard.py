@@ -4,12 +4,12 @@ float64 brute force of tests/oracle.py (decisions equal, values to float64 preci
 import numpy as np
 import pytest
 
-import hubness
+import hubness_pr
 from tests import hard_cases, oracle
 
 pytestmark = pytest.mark.usefixtures("kernel_route")  # every test on both tile routes
 
-BUDGETS = [2**20, 8 * 2**20, hubness.DEFAULT_MEMORY_BUDGET]
+BUDGETS = [2**20, 8 * 2**20, hubness_pr.DEFAULT_MEMORY_BUDGET]
 
 
 def assert_exact(ev, ref, realism_rtol=1e-9):
@@ -39,8 +39,8 @@ def test_collapsed_generator_near_duplicates(noise):
     """A generator collapsed onto one mode: neighbours closer than the float32 screen resolves."""
     real, fake = hard_cases.collapsed(noise, seed=int(-np.log10(noise)))
     ref = oracle.all_metrics(real, fake)
-    for budget in (2**20, hubness.DEFAULT_MEMORY_BUDGET):
-        ev = hubness.evaluate(real=real, fake=fake, memory_budget=budget)
+    for budget in (2**20, hubness_pr.DEFAULT_MEMORY_BUDGET):
+        ev = hubness_pr.evaluate(real=real, fake=fake, memory_budget=budget)
         assert_exact(ev, ref)
 
 
@@ -48,9 +48,9 @@ def test_partly_collapsed_real_set_inside_a_spread_one():
     """A cluster of near-duplicates far from the set's centre: centring the set cannot help there."""
     real, fake = hard_cases.partly_collapsed()
     ref = oracle.all_metrics(real, fake)
-    ev = hubness.evaluate(real=real, fake=fake, memory_budget=2**20)
+    ev = hubness_pr.evaluate(real=real, fake=fake, memory_budget=2**20)
     assert_exact(ev, ref)
-    g = hubness.nearest_neighbors(real, 3)
+    g = hubness_pr.nearest_neighbors(real, 3)
     idx, d = oracle.knn(real, 3)
     np.testing.assert_array_equal(g.indices, idx)
     np.testing.assert_allclose(g.sq_distances, d, rtol=1e-13)
@@ -61,11 +61,11 @@ def test_large_common_offset(offset):
     real, fake = hard_cases.offset(offset)
     rng = np.random.default_rng(1)
     ref = oracle.all_metrics(real, fake)
-    ev = hubness.evaluate(real=real, fake=fake, memory_budget=2**20)
+    ev = hubness_pr.evaluate(real=real, fake=fake, memory_budget=2**20)
     assert_exact(ev, ref)
     # the order of the real rows changes nothing
     perm = rng.permutation(len(real))
-    shuffled = hubness.evaluate(real=real[perm], fake=fake, memory_budget=8 * 2**20)
+    shuffled = hubness_pr.evaluate(real=real[perm], fake=fake, memory_budget=8 * 2**20)
     assert (shuffled.pr, shuffled.dc, shuffled.epr) == (ev.pr, ev.dc, ev.epr)
     np.testing.assert_array_equal(shuffled.rarity.scores, ev.rarity.scores)
 
@@ -75,21 +75,21 @@ def test_power_of_two_scaling_changes_no_decision(exponent):
     real, fake, real_s, fake_s = hard_cases.scaled(exponent)
     scale = np.float32(2.0**exponent)
     assert np.array_equal(real_s / scale, real) and np.array_equal(fake_s / scale, fake)  # exact scaling
-    base = hubness.evaluate(real=real, fake=fake, memory_budget=2**20)
-    ev = hubness.evaluate(real=real_s, fake=fake_s, memory_budget=2**20)
+    base = hubness_pr.evaluate(real=real, fake=fake, memory_budget=2**20)
+    ev = hubness_pr.evaluate(real=real_s, fake=fake_s, memory_budget=2**20)
     assert (ev.pr, ev.dc, ev.epr) == (base.pr, base.dc, base.epr)
     np.testing.assert_array_equal(ev.fake_k_occurrence, base.fake_k_occurrence)
     np.testing.assert_array_equal(ev.realism.scores, base.realism.scores)  # a ratio: scale-free
     np.testing.assert_array_equal(ev.rarity.scores, base.rarity.scores * 2.0**exponent)
     assert_exact(base, oracle.all_metrics(real, fake))
-    g = hubness.nearest_neighbors(real_s, 3)
+    g = hubness_pr.nearest_neighbors(real_s, 3)
     np.testing.assert_allclose(g.sq_radii(3), oracle.sq_radii(real, 3) * 4.0**exponent, rtol=1e-13)
 
 
 def test_large_finite_features_are_scaled_not_refused():
     real = hard_cases.grid(3, 80, 6, 2.0**-4) * np.float32(2.0**100)
     fake = hard_cases.grid(4, 70, 6, 2.0**-4) * np.float32(2.0**100)
-    ev = hubness.evaluate(real=real, fake=fake)
+    ev = hubness_pr.evaluate(real=real, fake=fake)
     assert_exact(ev, oracle.all_metrics(real, fake))
 
 
@@ -99,13 +99,13 @@ def test_distance_one_rounding_above_a_radius_is_outside():
     real, fake = hard_cases.radius_rounding()
     exact = (np.float64(np.float32(0.6)) ** 2 + np.float64(np.float32(0.8)) ** 2)
     assert exact > 1.0 and np.float32(exact) == 1.0  # one float32 rounding from the radius
-    ev = hubness.evaluate(real=real, fake=fake, metrics="pr,dc,rarity", k=1, dc_k=1)
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics="pr,dc,rarity", k=1, dc_k=1)
     assert not ev.fake_in_real_manifold[0]
     assert ev.dc.density == 0.0 and np.isnan(ev.rarity.scores[0])
     # and just inside: (0.6, 0.79999995) is at squared distance below 1
     inside = np.array([[0.6, np.nextafter(np.float32(0.8), np.float32(0))]], dtype=np.float32)
     assert np.float64(inside[0, 0]) ** 2 + np.float64(inside[0, 1]) ** 2 < 1.0
-    ev = hubness.evaluate(real=real, fake=np.concatenate([inside, fake[1:]]), metrics="pr,dc", k=1, dc_k=1)
+    ev = hubness_pr.evaluate(real=real, fake=np.concatenate([inside, fake[1:]]), metrics="pr,dc", k=1, dc_k=1)
     assert ev.fake_in_real_manifold[0] and ev.dc.density == 1 / 3
 
 
@@ -115,7 +115,7 @@ def test_ulp_near_ties_are_ordered_exactly():
     x = hard_cases.ulp_ties()
     ref_idx, ref_d = oracle.knn(x, 6)
     for budget in (2**20, 64 * 2**20):
-        g = hubness.nearest_neighbors(x, 6, memory_budget=budget)
+        g = hubness_pr.nearest_neighbors(x, 6, memory_budget=budget)
         np.testing.assert_array_equal(g.indices[0], ref_idx[0])
         np.testing.assert_array_equal(g.indices, ref_idx)
         np.testing.assert_allclose(g.sq_distances, ref_d, rtol=1e-13)
@@ -127,9 +127,9 @@ def test_tie_heavy_half_integer_grid_on_every_route_and_tile_size(budget):
     """Features rounded to a half-integer grid: many exactly equal distances. Ties break by the
     lowest index, as the brute force, whatever the route and the tile size."""
     real, fake = hard_cases.half_integer_grid()
-    ev = hubness.evaluate(real=real, fake=fake, memory_budget=budget)
+    ev = hubness_pr.evaluate(real=real, fake=fake, memory_budget=budget)
     assert_exact(ev, oracle.all_metrics(real, fake))
-    g = hubness.nearest_neighbors(fake, 4, memory_budget=budget)
+    g = hubness_pr.nearest_neighbors(fake, 4, memory_budget=budget)
     idx, d = oracle.knn(fake, 4)
     np.testing.assert_array_equal(g.indices, idx)
     np.testing.assert_allclose(g.sq_distances, d, rtol=1e-13)
@@ -140,7 +140,7 @@ def test_many_exact_duplicates_beyond_the_candidate_list():
     lowest-index other copies, k-occurrence as the brute force."""
     x = hard_cases.many_duplicates()
     for k in (3, 10):
-        g = hubness.nearest_neighbors(x, k, memory_budget=2**20)
+        g = hubness_pr.nearest_neighbors(x, k, memory_budget=2**20)
         idx, d = oracle.knn(x, k)
         np.testing.assert_array_equal(g.indices, idx)
         np.testing.assert_allclose(g.sq_distances, d, rtol=1e-13)
@@ -150,19 +150,19 @@ def test_realism_is_exact_on_offset_data():
     rng = np.random.default_rng(30)
     real = (10 + 0.01 * rng.standard_normal((200, 32))).astype(np.float32)
     fake = (10 + 0.01 * rng.standard_normal((150, 32))).astype(np.float32)
-    ev = hubness.evaluate(real=real, fake=fake, metrics="realism")
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics="realism")
     np.testing.assert_allclose(ev.realism.scores, oracle.all_metrics(real, fake)["realism"], rtol=1e-12)
 
 
 def test_screen_frames_centre_offsets_and_leave_ordinary_features_alone():
     """Offset data is screened centred (no fallback rows); ReLU features as they are (no copy)."""
-    from hubness.frame import SetStats, choose_frame
+    from hubness_pr.engine.frame import SetStats, choose_frame
     import torch
     real, _ = hard_cases.offset(10.0)
     x = torch.from_numpy(real)
     frame = choose_frame([x], [SetStats.of(x)])
     assert frame.centre is not None and frame.exponent == 0
-    assert hubness.nearest_neighbors(real, 3).fallback_rows == 0
+    assert hubness_pr.nearest_neighbors(real, 3).fallback_rows == 0
     relu = np.maximum(np.random.default_rng(0).standard_normal((300, 256)), 0).astype(np.float32)
     x = torch.from_numpy(relu)
     assert choose_frame([x], [SetStats.of(x)]).identity
@@ -174,9 +174,9 @@ def test_collapsed_set_is_settled_by_the_screen_and_identical_rows_without_dista
     """A set collapsed onto one point is screened centred: no fallback. A set of identical rows
     (a generator ignoring its input) needs no distance at all: every neighbour is a copy."""
     _, fake = hard_cases.collapsed(1e-3)
-    assert hubness.nearest_neighbors(fake, 3).fallback_rows == 0
+    assert hubness_pr.nearest_neighbors(fake, 3).fallback_rows == 0
     same = np.repeat(np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32), 3000, axis=0)
-    g = hubness.nearest_neighbors(same, 5)
+    g = hubness_pr.nearest_neighbors(same, 5)
     assert g.fallback_rows == 3000
     assert g.indices[0].tolist() == [1, 2, 3, 4, 5] and g.indices[2].tolist() == [0, 1, 3, 4, 5]
     assert (g.indices[10:] == np.arange(5)).all() and (g.sq_distances == 0).all()
@@ -191,11 +191,11 @@ def test_a_callers_matmul_precision_is_kept_and_does_not_change_results(precisio
     "mix of legacy and new APIs" state (which made the second call raise)."""
     import torch
     real, fake = hard_cases.offset(4000.0)
-    reference = hubness.evaluate(real=real, fake=fake, metrics=("pr", "dc"))
+    reference = hubness_pr.evaluate(real=real, fake=fake, metrics=("pr", "dc"))
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(precision)
     try:
-        runs = [hubness.evaluate(real=real, fake=fake, metrics=("pr", "dc")) for _ in range(2)]
+        runs = [hubness_pr.evaluate(real=real, fake=fake, metrics=("pr", "dc")) for _ in range(2)]
         assert torch.get_float32_matmul_precision() == precision
     finally:
         torch.set_float32_matmul_precision(before)

@@ -1,5 +1,5 @@
 """--plot: one figure of fixed size whatever was computed; the real set's rarity (own ball left out)
-computed only for it, and equal to hubness.real_rarity_scores."""
+computed only for it, and equal to hubness_pr.real_rarity_scores."""
 import json
 import os
 
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import hubness
-from hubness import command, report
-from hubness.command import main
+import hubness_pr
+from hubness_pr.commands import metrics as command
+from hubness_pr.reports import results as report
+from hubness_pr.commands.metrics import main
 from tests.cli_helpers import call
 
 
@@ -33,7 +34,7 @@ def files(tmp_path_factory):
 def spy(monkeypatch):
     """Records every call of real_rarity_scores and what write_plot was given, then draws it."""
     seen = {"real_rarity_calls": 0, "plots": []}
-    real_rarity_scores, write_plot = hubness.real_rarity_scores, command.write_plot
+    real_rarity_scores, write_plot = hubness_pr.real_rarity_scores, command.write_plot
 
     def counting(**kwargs):
         seen["real_rarity_calls"] += 1
@@ -43,7 +44,7 @@ def spy(monkeypatch):
         seen["plots"].append((evaluation, real_rarity, title))
         write_plot(handle, evaluation, real_rarity, title)
 
-    monkeypatch.setattr(hubness, "real_rarity_scores", counting)
+    monkeypatch.setattr(hubness_pr, "real_rarity_scores", counting)
     monkeypatch.setattr(command, "write_plot", recording)
     return seen
 
@@ -57,7 +58,7 @@ def test_plot_has_both_rarities_and_fixed_size(files, spy):
         assert figure.format == "PNG" and figure.size == report.PLOT_SIZE
     assert spy["real_rarity_calls"] == 1
     evaluation, real_rarity, title = spy["plots"][0]
-    want = hubness.real_rarity_scores(real=real, k=4).scores
+    want = hubness_pr.real_rarity_scores(real=real, k=4).scores
     np.testing.assert_array_equal(real_rarity, want)
     assert real_rarity.shape == (70,)
     assert evaluation.real_k_occurrence is not None and evaluation.fake_k_occurrence is not None
@@ -106,7 +107,7 @@ def figure_texts(monkeypatch, evaluation, real_rarity=None) -> list:
 
 def test_panels_name_what_was_not_computed(files, monkeypatch):
     tmp, real, fake = files
-    ev = hubness.evaluate(real=real, fake=fake, metrics="dc")
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics="dc")
     texts = figure_texts(monkeypatch, ev)
     assert "rarity not computed (--metrics)" in texts and "realism not computed (--metrics)" in texts
     assert "k-occurrence not computed (--metrics)" in texts
@@ -116,8 +117,8 @@ def test_panels_name_what_was_not_computed(files, monkeypatch):
 def test_panels_of_a_full_run(files, monkeypatch):
     """eP&R beside exact P&R, both rarity histograms with their counts, both k-occurrences."""
     tmp, real, fake = files
-    ev = hubness.evaluate(real=real, fake=fake)
-    real_rarity = hubness.real_rarity_scores(real=real).scores
+    ev = hubness_pr.evaluate(real=real, fake=fake)
+    real_rarity = hubness_pr.real_rarity_scores(real=real).scores
     texts = figure_texts(monkeypatch, ev, real_rarity)
     for value in (ev.epr.precision, ev.pr.precision, ev.epr.recall, ev.pr.recall, ev.dc.density, ev.dc.coverage):
         assert f"{value:.3f}" in texts

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features.outputs import OutputFiles
-from hubness import report, runlog
-from hubness.command import main
+from hubness_pr.io.outputs import OutputFiles
+from hubness_pr.reports import results as report, runlog
+from hubness_pr.commands.metrics import main
 from tests.cli_helpers import assert_one_line_error, call
 from tests.test_reports import random_pair
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import hubness
-from features.store import load_features
-from hubness.frame import ScreenRows, SetStats, choose_frame
+import hubness_pr
+from hubness_pr.io.store import load_features
+from hubness_pr.engine.frame import ScreenRows, SetStats, choose_frame
 from tests import hard_cases
 
 pytestmark = pytest.mark.usefixtures("kernel_route")
@@ -24,8 +24,8 @@ def test_memory_mapped_inputs_give_identical_results(tmp_path, case):
     np.save(tmp_path / "fake.npy", fake)
     r, f = load_features(tmp_path / "real.npy"), load_features(tmp_path / "fake.npy")
     assert isinstance(r.features, np.memmap) and not r.features.flags.writeable
-    mapped = hubness.evaluate(real=r.features, fake=f.features, memory_budget=2**20)
-    in_memory = hubness.evaluate(real=real, fake=fake, memory_budget=2**20)
+    mapped = hubness_pr.evaluate(real=r.features, fake=f.features, memory_budget=2**20)
+    in_memory = hubness_pr.evaluate(real=real, fake=fake, memory_budget=2**20)
     assert (mapped.pr, mapped.dc, mapped.epr) == (in_memory.pr, in_memory.dc, in_memory.epr)
     np.testing.assert_array_equal(mapped.realism.scores, in_memory.realism.scores)
     np.testing.assert_array_equal(mapped.rarity.scores, in_memory.rarity.scores)

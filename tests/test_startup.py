@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 
-from features.backbones import BUILTIN, PREPROCESS, PREPROCESS_ALIASES, available_backbones
-from hubness.extract_command import build_parser as features_parser
-from hubness.command import build_parser as metrics_parser
+from hubness_pr.extraction.backbones import BUILTIN, PREPROCESS, PREPROCESS_ALIASES, available_backbones
+from hubness_pr.commands.features import build_parser as features_parser
+from hubness_pr.commands.metrics import build_parser as metrics_parser
 from tests.cli_helpers import ROOT
 
 
@@ -26,12 +26,12 @@ def test_help_lists_every_backbone_and_preprocess_choice():
 
 PROBE = """
 import json, sys
-from hubness.extract_command import build_parser
+from hubness_pr.commands.features import build_parser
 build_parser().format_help()
 torch_for_features_help = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
-from hubness.command import main
+from hubness_pr.commands.metrics import main
 status = main(sys.argv[1:])
-heavy = sorted(m for m in sys.modules if m.split(".")[0] == "torchvision" or m.startswith("features.backbones."))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] == "torchvision" or m.startswith("hubness_pr.extraction.backbones."))
 print(json.dumps({"status": status, "features_help": torch_for_features_help, "metric_run": heavy}), file=sys.stderr)
 """
 

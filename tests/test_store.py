@@ -6,8 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from features.outputs import atomic_write, check_output_path
-from features.store import load_features, random_subset, save_features
+from hubness_pr.io.outputs import atomic_write, check_output_path
+from hubness_pr.io.store import load_features, random_subset, save_features
 
 
 @pytest.fixture

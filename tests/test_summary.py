@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-import hubness
-from hubness.summary import SummaryCache, SummaryKey, content_digest, load_summary, save_summary
+import hubness_pr
+from hubness_pr.io.summary import SummaryCache, SummaryKey, content_digest, load_summary, save_summary
 
 
 def sets(seed=0, n_real=300, n_fake=250, dim=12):
@@ -16,20 +16,20 @@ def sets(seed=0, n_real=300, n_fake=250, dim=12):
 def comparable(ev):
     out = ev.to_dict()
     out.pop("timings")
-    return hubness.json_safe(out)
+    return hubness_pr.json_safe(out)
 
 
 def test_a_stored_summary_gives_identical_results(tmp_path):
     real, fake = sets()
-    k_max, ks = hubness.real_knn_needs(hubness.METRICS, 3, 5)
-    graph = hubness.nearest_neighbors(real, k_max, exact_ks=ks)
+    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, 3, 5)
+    graph = hubness_pr.nearest_neighbors(real, k_max, exact_ks=ks)
     key = SummaryKey.of(real, k_max, ks)
     save_summary(tmp_path / "s.npz", graph, key)
     loaded = load_summary(tmp_path / "s.npz", key)
     np.testing.assert_array_equal(loaded.indices, graph.indices)
     np.testing.assert_array_equal(loaded.sq_distances, graph.sq_distances)
-    fresh = hubness.evaluate(real=real, fake=fake)
-    reused = hubness.evaluate(real=real, fake=fake, real_knn=loaded)
+    fresh = hubness_pr.evaluate(real=real, fake=fake)
+    reused = hubness_pr.evaluate(real=real, fake=fake, real_knn=loaded)
     assert comparable(reused) == comparable(fresh)
     np.testing.assert_array_equal(reused.realism.scores, fresh.realism.scores)
     np.testing.assert_array_equal(reused.rarity.scores, fresh.rarity.scores)
@@ -41,7 +41,7 @@ def test_a_summary_is_recomputed_when_anything_it_depends_on_changes(tmp_path):
     key = SummaryKey.of(real, 5, (3, 5))
     cache = SummaryCache(tmp_path)
     assert cache.load(key)[0] is None
-    graph = hubness.nearest_neighbors(real, 5, exact_ks=(3, 5))
+    graph = hubness_pr.nearest_neighbors(real, 5, exact_ks=(3, 5))
     assert "saved" in cache.store(key, graph)
     got, message = cache.load(key)
     assert got is not None and "reused" in message
@@ -65,7 +65,7 @@ def test_a_damaged_summary_is_never_trusted(tmp_path, damage):
     real, _ = sets(2)
     key = SummaryKey.of(real, 3, (3,))
     cache = SummaryCache(tmp_path)
-    cache.store(key, hubness.nearest_neighbors(real, 3))
+    cache.store(key, hubness_pr.nearest_neighbors(real, 3))
     path = cache.path(key)
     data = path.read_bytes()
     if damage == "truncate":
@@ -88,7 +88,7 @@ def test_cache_that_cannot_be_written_is_said_not_raised(tmp_path):
     real, _ = sets(3)
     (tmp_path / "file").write_text("x")
     cache = SummaryCache(tmp_path / "file" / "sub")
-    message = cache.store(SummaryKey.of(real, 3, (3,)), hubness.nearest_neighbors(real, 3))
+    message = cache.store(SummaryKey.of(real, 3, (3,)), hubness_pr.nearest_neighbors(real, 3))
     assert message.startswith("k-NN summary not cached")
 
 
@@ -96,7 +96,7 @@ def test_content_digest_reads_memory_mapped_arrays_in_chunks(tmp_path, monkeypat
     real, _ = sets(4, n_real=1000)
     np.save(tmp_path / "r.npy", real)
     mapped = np.load(tmp_path / "r.npy", mmap_mode="r")
-    monkeypatch.setattr("features.store.DIGEST_BLOCK_BYTES", 4096)  # many blocks
+    monkeypatch.setattr("hubness_pr.io.store.DIGEST_BLOCK_BYTES", 4096)  # many blocks
     assert content_digest(mapped) == content_digest(real)
     assert content_digest(real[:-1]) != content_digest(real)
     assert content_digest(real.astype(np.float64)) == content_digest(real)  # the float32 values count
@@ -104,11 +104,11 @@ def test_content_digest_reads_memory_mapped_arrays_in_chunks(tmp_path, monkeypat
 
 def test_evaluate_refuses_a_graph_that_does_not_fit():
     real, fake = sets(5)
-    small = hubness.nearest_neighbors(real, 3)
+    small = hubness_pr.nearest_neighbors(real, 3)
     with pytest.raises(ValueError, match="does not fit: a graph of 300 samples, k_max 3"):
-        hubness.evaluate(real=real, fake=fake, real_knn=small)  # dc needs k=5
+        hubness_pr.evaluate(real=real, fake=fake, real_knn=small)  # dc needs k=5
     with pytest.raises(ValueError, match="needed 299 samples"):
-        hubness.evaluate(real=real[:-1], fake=fake, metrics="pr", real_knn=small)
+        hubness_pr.evaluate(real=real[:-1], fake=fake, metrics="pr", real_knn=small)
     with pytest.raises(TypeError, match="'real_knn' parameter of evaluate must be a NeighborGraph"):
-        hubness.evaluate(real=real, fake=fake, metrics="pr", real_knn=json.dumps({}))
-    assert hubness.evaluate(real=real, fake=fake, metrics="pr,epr,hubness", real_knn=small).pr is not None
+        hubness_pr.evaluate(real=real, fake=fake, metrics="pr", real_knn=json.dumps({}))
+    assert hubness_pr.evaluate(real=real, fake=fake, metrics="pr,epr,hubness", real_knn=small).pr is not None

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import hubness
-from hubness import summary
-from hubness.command import main
-from hubness.summary import SummaryCache, SummaryKey
+import hubness_pr
+from hubness_pr.io import summary
+from hubness_pr.commands.metrics import main
+from hubness_pr.io.summary import SummaryCache, SummaryKey
 from tests.cli_helpers import call
 
 DEADLINE = 60  # seconds a run may take here before it counts as hung
@@ -28,8 +28,8 @@ def data(seed=0, n_real=90, n_fake=80, dim=6):
 
 
 def key_and_graph(real, k=3, dc_k=5):
-    k_max, ks = hubness.real_knn_needs(hubness.METRICS, k, dc_k)
-    return SummaryKey.of(real, k_max, ks), hubness.nearest_neighbors(real, k_max, exact_ks=ks)
+    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, k, dc_k)
+    return SummaryKey.of(real, k_max, ks), hubness_pr.nearest_neighbors(real, k_max, exact_ks=ks)
 
 
 def within_deadline(function, *args):
@@ -190,7 +190,7 @@ def test_the_command_refuses_a_planted_entry_with_one_warning_and_correct_result
     outside = files / "precious.txt"
     outside.write_text("root's file\n")
     run("real.npy", "fake.npy", "--json", "plain.json", "--no_cache")
-    key = SummaryKey.of(np.load("real.npy"), *hubness.real_knn_needs(hubness.METRICS, 3, 5))
+    key = SummaryKey.of(np.load("real.npy"), *hubness_pr.real_knn_needs(hubness_pr.METRICS, 3, 5))
     path = plant(SummaryCache(files / "cache"), key, what, outside)
     before = os.lstat(path)
     result = run("real.npy", "fake.npy", "--json", "a.json")
@@ -234,7 +234,7 @@ def forged(real, graph, how):
     idx, sq = graph.indices.copy(), graph.sq_distances.copy()
     n, k = idx.shape
     if how == "farther neighbour, its distance stored":  # every row's k-th neighbour: the (k+1)-th
-        wider = hubness.nearest_neighbors(real, k + 1)
+        wider = hubness_pr.nearest_neighbors(real, k + 1)
         idx[:, k - 1], sq[:, k - 1] = wider.indices[:, k], wider.sq_distances[:, k]
     elif how == "farther neighbour in a column no radius reads":
         far = np.argmax(((real - real[ROW]) ** 2).sum(axis=1))
@@ -292,8 +292,8 @@ def test_the_forgeries_would_change_the_metrics_if_trusted(how):
     real, fake = data(5)
     key, arrays = forged_arrays(real, how)
     graph = summary.graph_from_arrays(arrays, key)
-    trusted = hubness.evaluate(real=real, fake=fake, real_knn=graph).to_dict()
-    fresh = hubness.evaluate(real=real, fake=fake).to_dict()
+    trusted = hubness_pr.evaluate(real=real, fake=fake, real_knn=graph).to_dict()
+    fresh = hubness_pr.evaluate(real=real, fake=fake).to_dict()
     assert {m: trusted[m] for m in ("epr", "pr", "dc")} != {m: fresh[m] for m in ("epr", "pr", "dc")}
 
 
@@ -302,10 +302,10 @@ def test_the_sampled_check_finds_a_neighbour_replaced_on_a_sampled_row_only(tmp_
     # exact search of sampled rows finds it on those rows (here one row, sampled or not)
     real, _ = data(6, n_real=200)
     key, graph = key_and_graph(real)
-    wider = hubness.nearest_neighbors(real, key.k_max + 1)
+    wider = hubness_pr.nearest_neighbors(real, key.k_max + 1)
     idx, sq = graph.indices.copy(), graph.sq_distances.copy()
     idx[ROW, -1], sq[ROW, -1] = wider.indices[ROW, -1], wider.sq_distances[ROW, -1]
-    one = hubness.knn.NeighborGraph(indices=idx, sq_distances=sq, exact_ks=key.exact_ks)
+    one = hubness_pr.engine.knn.NeighborGraph(indices=idx, sq_distances=sq, exact_ks=key.exact_ks)
     summary.check_graph(real, one, sample=0)  # what steps 1-2 alone cannot see
     rows = np.sort(np.random.default_rng(11).choice(200, size=20, replace=False))
     assert ROW not in rows  # (the seed's draw)
@@ -327,8 +327,8 @@ def test_genuine_graphs_of_the_hard_cases_pass_the_check_bit_for_bit(case, kerne
     real, fake, options = hard_cases()[case]
     wide = min(7, fake.shape[0] - 1)
     for features, (k, dc_k) in ((real, (options.get("k", 3), options.get("dc_k", 5))), (fake, (min(2, wide), wide))):
-        k_max, ks = hubness.real_knn_needs(hubness.METRICS, k, dc_k)
-        graph = hubness.nearest_neighbors(features, k_max, exact_ks=ks)
+        k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, k, dc_k)
+        graph = hubness_pr.nearest_neighbors(features, k_max, exact_ks=ks)
         summary.check_graph(features, graph, sample=min(features.shape[0], 128))
 
 
@@ -338,7 +338,7 @@ def test_the_check_costs_no_knn_pass(monkeypatch):
 
     def no_pass(*args, **kwargs):
         raise AssertionError("a k-NN pass of the whole set")
-    monkeypatch.setattr(hubness.knn, "_screen_pass", no_pass)
+    monkeypatch.setattr(hubness_pr.engine.knn, "_screen_pass", no_pass)
     summary.check_graph(real, graph)
 
 
@@ -346,7 +346,7 @@ def test_the_check_costs_no_knn_pass(monkeypatch):
                                  "a radius one ulp larger", "a row's indices duplicated"])
 @pytest.mark.parametrize("where", ["cache", "feature file"])
 def test_the_command_recomputes_a_forged_summary_with_one_warning(files, how, where):
-    from features.store import save_features
+    from hubness_pr.io.store import save_features
     run("real.npy", "fake.npy", "--json", "plain.json", "--no_cache")
     real = np.load("real.npy")
     key, arrays = forged_arrays(real, how)
@@ -433,7 +433,7 @@ def test_a_bomb_at_the_key_name_is_refused_before_it_is_inflated(tmp_path, bomb)
 
 
 def test_a_bomb_inside_a_feature_file_is_refused_before_it_is_inflated(files):
-    from features.store import read_arrays, save_features
+    from hubness_pr.io.store import read_arrays, save_features
     real = np.load("real.npy")
     key, _ = key_and_graph(real)
     save_features("real.npz", real)
@@ -448,7 +448,7 @@ def test_a_bomb_inside_a_feature_file_is_refused_before_it_is_inflated(files):
 
 
 def test_read_arrays_reads_what_fits_and_refuses_what_does_not(tmp_path):
-    from features.store import read_arrays
+    from hubness_pr.io.store import read_arrays
     path = tmp_path / "x.npz"
     np.savez_compressed(path, a=np.arange(12, dtype=np.int64).reshape(3, 4), s=np.asarray("hello"),
                         f=np.asfortranarray(np.ones((2, 3))), b=np.zeros((3, 4), dtype=">i8"))
@@ -468,7 +468,7 @@ def test_read_arrays_reads_what_fits_and_refuses_what_does_not(tmp_path):
 
 def test_the_command_refuses_a_bomb_in_the_cache_with_one_warning(files):
     run("real.npy", "fake.npy", "--json", "plain.json", "--no_cache")
-    key = SummaryKey.of(np.load("real.npy"), *hubness.real_knn_needs(hubness.METRICS, 3, 5))
+    key = SummaryKey.of(np.load("real.npy"), *hubness_pr.real_knn_needs(hubness_pr.METRICS, 3, 5))
     cache = SummaryCache(files / "cache")
     cache.folder.mkdir(mode=0o700)
     write_bomb(cache.path(key), key)

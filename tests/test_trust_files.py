@@ -12,14 +12,14 @@ import sys
 import numpy as np
 import pytest
 
-from features.cli import run_main
-from features.launch import missing_package
-from features.outputs import OutputFiles, check_output_path
-from features.store import JSON_DEPTH, load_features, parse_json
-from hubness import runlog
-from hubness.command import main
-from hubness.extract_command import existing_features
-from hubness.extract_command import main as extract_main
+from hubness_pr.commands.cli import run_main
+from hubness_pr.commands.launch import missing_package
+from hubness_pr.io.outputs import OutputFiles, check_output_path
+from hubness_pr.io.store import JSON_DEPTH, load_features, parse_json
+from hubness_pr.reports import runlog
+from hubness_pr.commands.metrics import main
+from hubness_pr.commands.features import existing_features
+from hubness_pr.commands.features import main as extract_main
 from tests.cli_helpers import FEATURES_SCRIPT, METRICS_SCRIPT, assert_one_line_error, call
 from tests.test_runlog import run_record
 

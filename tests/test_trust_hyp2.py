@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from hyp2.command import main
-from hyp2.datasets import load_flickr, load_nuswide, load_voc
+from hubness_pr.commands.retrieval import main
+from hubness_pr.hyp2.datasets import load_flickr, load_nuswide, load_voc
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--dataset", "mosaic", "--backbone", "pixels", "--hash_bit", "16", "--mosaic_counts", "60,10,30,10",
@@ -223,7 +223,7 @@ def test_an_item_listed_twice_is_refused_naming_the_row(case, where, tmp_path):
 
 
 def test_features_label_file_with_a_name_twice_is_one_line(tmp_path, capsys):
-    from features.store import save_features
+    from hubness_pr.io.store import save_features
     rng = np.random.default_rng(0)
     paths = [f"x/{i:02d}.png" for i in range(40)]
     save_features(tmp_path / "f.npz", rng.normal(size=(40, 8)).astype(np.float32), paths=paths)
@@ -296,7 +296,7 @@ def test_default_output_is_per_dataset_backbone_and_bits(tmp_path, monkeypatch, 
 
 def test_a_data_path_given_with_test_is_used_and_said(caplog):
     from types import SimpleNamespace
-    from hyp2.command import apply_checkpoint_options
+    from hubness_pr.commands.retrieval import apply_checkpoint_options
     payload = {"dataset": "features", "backbone": "mlp", "hash_bit": 12, "beta": 0.5, "seed": 0, "lr": 0.02,
                "config": {"features": "old/f.npz", "labels": "l.txt", "split": "s.json", "data": None,
                           "retrieve": 5, "batch_size": 100, "epochs": 3}}
@@ -314,7 +314,7 @@ def test_a_data_path_given_with_test_is_used_and_said(caplog):
 # ------------------------------------------------------------------------------------ option messages
 
 def numeric_options():
-    from hyp2.command import build_parser
+    from hubness_pr.commands.retrieval import build_parser
     return sorted(a.option_strings[0] for a in build_parser()._actions
                   if a.option_strings and a.type is not None and a.option_strings[0].startswith("--"))
 
@@ -420,12 +420,12 @@ def test_retrieval_with_flickr_order(tmp_path, capsys):
 # --------------------------------------------------------------------------------- empty-label count
 
 def test_items_without_labels_are_counted_once(tmp_path, caplog):
-    from hyp2.datasets import load_dataset
+    from hubness_pr.hyp2.datasets import load_dataset
     from tests.test_hyp2_datasets import write_voc
     trainval = {f"{i:06d}": [("cat", 0)] for i in range(20)}
     trainval.update({"000003": [], "000011": []})  # two trainval images without objects
     write_voc(tmp_path, "2007", {"trainval": trainval, "test": {"t1": [], "t2": [("dog", 0)], "t3": []}})
-    with caplog.at_level("WARNING", logger="hyp2.datasets"):
+    with caplog.at_level("WARNING", logger="hubness_pr.hyp2.datasets"):
         data = load_dataset("voc2007", data=tmp_path, val_size=5, seed=1)
     assert data.train.names != data.database.names  # the empty items are in database and in train or val
     want_items = 2 + 2  # each trainval image once (train or val, and database), each test image once

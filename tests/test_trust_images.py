@@ -18,11 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from features import backbones as registry
-from features import images
-from features.extract import extract_features
-from features.images import open_source, read_image_file
-from hubness import extract_command
+from hubness_pr.extraction import backbones as registry
+from hubness_pr.extraction import images
+from hubness_pr.extraction.extract import extract_features
+from hubness_pr.extraction.images import open_source, read_image_file
+from hubness_pr.commands import features as extract_command
 from tests.cli_helpers import ROOT, assert_one_line_error, call
 
 DEADLINE = 60  # seconds: a hang fails the test instead of hanging the suite
@@ -277,7 +277,7 @@ def test_hand_made_zips_are_what_zipfile_reads(tmp_path):
 
 PEAK = """
 import json, resource, sys
-from features.images import open_source
+from hubness_pr.extraction.images import open_source
 source = open_source(sys.argv[1])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
@@ -427,7 +427,7 @@ def test_damaged_shard_is_recomputed(tmp_path, tiny, damage, caplog):
     shard = ckpt / "shard_0000000004_0000000008.npz"
     DAMAGES[damage](shard)
     calls = counting(tiny)
-    with caplog.at_level("WARNING", logger="features.extract"):
+    with caplog.at_level("WARNING", logger="hubness_pr.extraction.extract"):
         resumed = extract_features(open_source(folder), tiny, batch_size=4, num_workers=0, checkpoint_dir=ckpt,
                                    shard_size=4)
     assert len(calls) == 20

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.provenance import describe_differences, extractor_differences
-from features.store import save_features
-from hubness.command import main
+from hubness_pr.io.provenance import describe_differences, extractor_differences
+from hubness_pr.io.store import save_features
+from hubness_pr.commands.metrics import main
 from tests.cli_helpers import METRICS_SCRIPT, assert_one_line_error, call
 
 ROOT = Path(METRICS_SCRIPT).parent
@@ -30,7 +30,7 @@ def files(tmp_path, monkeypatch):
 
 def vgg_random_meta(seed: int) -> dict:
     """The meta a feature file extracted with vgg16_random drawn from ``seed`` records."""
-    from features.backbones import load_backbone
+    from hubness_pr.extraction.backbones import load_backbone
     return dict(load_backbone("vgg16_random", seed=seed).meta)
 
 
@@ -133,8 +133,8 @@ sys.argv = [sys.argv[0]] + [a.replace("@R", rank) for a in sys.argv[1:]]
 if os.environ.get("HUBNESS_CACHE_" + rank):
     os.environ["HUBNESS_CACHE"] = os.environ["HUBNESS_CACHE_" + rank]
 sys.path.insert(0, {root!r})
-from features.launch import launch
-raise SystemExit(launch("hubness.command", "improved_precision_recall_hubness.py"))
+from hubness_pr.commands.launch import launch
+raise SystemExit(launch("hubness_pr.commands.metrics", "improved_precision_recall_hubness.py"))
 """
 
 

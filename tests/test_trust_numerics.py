@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-import hubness
+import hubness_pr
 from tests import oracle
 
 
@@ -80,7 +80,7 @@ def _check_against_oracle(real, fake, k=3, memory_budget=2**20):
     # the data's winners are clear (no near-tie within the float32 screen's error): the test is of range
     top2 = np.sort(ratio, axis=0)[-2:]
     assert np.all((top2[1] == top2[0]) | (top2[1] > (1 + 1e-3) * top2[0])), "test data: a near tie"
-    ev = hubness.evaluate(real=real, fake=fake, metrics=("realism",), k=k, memory_budget=memory_budget)
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics=("realism",), k=k, memory_budget=memory_budget)
     np.testing.assert_array_equal(ev.realism.real_index, index)
     np.testing.assert_allclose(ev.realism.scores, want, rtol=1e-13, atol=0)
     return ev, want
@@ -115,7 +115,7 @@ def test_realism_of_features_scaled_by_powers_of_two(kernel_route, exponent):
     rng = np.random.default_rng(exponent + 100)
     real = rng.normal(size=(40, 7)).astype(np.float32)
     fake = (rng.normal(size=(30, 7)) * 1.3).astype(np.float32)
-    base = hubness.evaluate(real=real, fake=fake, metrics=("realism",), k=3)
+    base = hubness_pr.evaluate(real=real, fake=fake, metrics=("realism",), k=3)
     scaled_real, scaled_fake = np.ldexp(real, exponent), np.ldexp(fake, exponent)
     ev, _ = _check_against_oracle(scaled_real, scaled_fake)
     # a power of two scales every distance exactly: the same reals and the same bits
@@ -128,7 +128,7 @@ def test_realism_routes_pick_the_same_reals(monkeypatch):
     got = {}
     for route in ("fused", "torch"):
         monkeypatch.setenv("HUBNESS_KERNELS", route)
-        ev = hubness.evaluate(real=real, fake=fake, metrics=("realism",), k=3, memory_budget=2**20)
+        ev = hubness_pr.evaluate(real=real, fake=fake, metrics=("realism",), k=3, memory_budget=2**20)
         got[route] = ev.realism
     np.testing.assert_array_equal(got["fused"].real_index, got["torch"].real_index)
     np.testing.assert_array_equal(got["fused"].scores, got["torch"].scores)
@@ -139,7 +139,7 @@ def test_realism_routes_pick_the_same_reals(monkeypatch):
 # ----------------------------------------------------------------------------------------------
 
 def _mapped(tmp_path, name, array):
-    from features.store import load_features
+    from hubness_pr.io.store import load_features
     np.save(tmp_path / name, array)
     features = load_features(str(tmp_path / name)).features
     assert isinstance(features, np.memmap) and features.dtype == array.dtype
@@ -173,20 +173,20 @@ def _feature_kinds(seed):
 @pytest.mark.parametrize("kind", ["relu", "offset", "copies"])
 def test_mapped_inputs_of_any_dtype_equal_converting_first(tmp_path, kernel_route, dtype, kind):
     real, fake = (np.asarray(a * (100 if dtype == ">i2" else 1)).astype(dtype) for a in _feature_kinds(7)[kind])
-    ref = hubness.evaluate(real=real.astype(np.float32), fake=fake.astype(np.float32), memory_budget=2**20)
+    ref = hubness_pr.evaluate(real=real.astype(np.float32), fake=fake.astype(np.float32), memory_budget=2**20)
     mr, mf = _mapped(tmp_path, "real.npy", real), _mapped(tmp_path, "fake.npy", fake)
-    got = hubness.evaluate(real=mr, fake=mf, memory_budget=2**20)
+    got = hubness_pr.evaluate(real=mr, fake=mf, memory_budget=2**20)
     _assert_same_evaluation(got, ref)
-    rarity = hubness.real_rarity_scores(real=mr, memory_budget=2**20).scores
-    np.testing.assert_array_equal(rarity, hubness.real_rarity_scores(real=real.astype(np.float32),
+    rarity = hubness_pr.real_rarity_scores(real=mr, memory_budget=2**20).scores
+    np.testing.assert_array_equal(rarity, hubness_pr.real_rarity_scores(real=real.astype(np.float32),
                                                                       memory_budget=2**20).scores)
 
 
 def test_mapped_inputs_for_approximate_hub_selection(tmp_path):
     pytest.importorskip("faiss")
     real, fake = _feature_kinds(8)["relu"]
-    ref = hubness.evaluate(real=real.astype(np.float32), fake=fake.astype(np.float32), metrics="epr", knn="hnsw")
-    got = hubness.evaluate(real=_mapped(tmp_path, "r.npy", real.astype(">f8")),
+    ref = hubness_pr.evaluate(real=real.astype(np.float32), fake=fake.astype(np.float32), metrics="epr", knn="hnsw")
+    got = hubness_pr.evaluate(real=_mapped(tmp_path, "r.npy", real.astype(">f8")),
                            fake=_mapped(tmp_path, "f.npy", fake.astype(">f8")), metrics="epr", knn="hnsw")
     assert (got.epr.precision, got.epr.recall) == (ref.epr.precision, ref.epr.recall)
 
@@ -195,15 +195,15 @@ def test_mapped_input_checks_name_the_file(tmp_path):
     bad = np.ones((40, 4))
     bad[17, 2] = np.nan
     with pytest.raises(ValueError, match=r"real: row 17 contains NaN"):
-        hubness.evaluate(real=_mapped(tmp_path, "nan.npy", bad), fake=np.ones((40, 4), np.float32))
+        hubness_pr.evaluate(real=_mapped(tmp_path, "nan.npy", bad), fake=np.ones((40, 4), np.float32))
     huge = np.ones((40, 4))
     huge[3, 1] = 1e300
     with pytest.raises(ValueError, match="overflow float32"):
-        hubness.evaluate(real=_mapped(tmp_path, "huge.npy", huge.astype(">f8")), fake=np.ones((40, 4), np.float32))
+        hubness_pr.evaluate(real=_mapped(tmp_path, "huge.npy", huge.astype(">f8")), fake=np.ones((40, 4), np.float32))
 
 
 def test_command_on_float64_and_big_endian_npy_equals_float32(tmp_path):
-    from hubness.command import main
+    from hubness_pr.commands.metrics import main
     from tests.cli_helpers import call
     real, fake = _feature_kinds(9)["relu"]
     outs = {}
@@ -223,16 +223,16 @@ import resource, sys, tracemalloc
 import os
 
 import numpy as np
-import hubness
-from hubness import kernels
-from features.store import load_features
+import hubness_pr
+from hubness_pr.engine import kernels
+from hubness_pr.io.store import load_features
 real, fake = (load_features(p).features for p in sys.argv[1:3])
 small = np.abs(np.random.default_rng(0).normal(size=(50, real.shape[1]))).astype(np.float32)
 kernels.load()
-hubness.evaluate(real=small, fake=small, metrics="pr", memory_budget=2**23)  # every import, warm
+hubness_pr.evaluate(real=small, fake=small, metrics="pr", memory_budget=2**23)  # every import, warm
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tracemalloc.start()
-ev = hubness.evaluate(real=real, fake=fake, metrics="pr", memory_budget=2**23)
+ev = hubness_pr.evaluate(real=real, fake=fake, metrics="pr", memory_budget=2**23)
 peak = tracemalloc.get_traced_memory()[1]
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(peak, (after - before) * 1024, ev.pr.precision)
@@ -258,7 +258,7 @@ def test_float64_npy_is_not_copied_whole(tmp_path):
     peak, grown, precision = proc.stdout.split()
     assert int(peak) < copy / 2, (int(peak), copy)
     assert int(grown) < copy, (int(grown), copy)  # converting first: the copy and the mapped file read
-    ref = hubness.evaluate(real=real.astype(np.float32), fake=fake.astype(np.float32), metrics="pr",
+    ref = hubness_pr.evaluate(real=real.astype(np.float32), fake=fake.astype(np.float32), metrics="pr",
                            memory_budget=2**23)
     assert float(precision) == ref.pr.precision
 
@@ -325,7 +325,7 @@ def _write_images(folder, n):
 
 
 def test_printable_name():
-    from hubness.report import printable_name
+    from hubness_pr.reports.results import printable_name
     for raw in _ODD_NAMES + [b"plain.png", "čaj.png".encode()]:
         assert printable_name(os.fsdecode(raw)) == raw.decode("utf-8", "backslashreplace")
     assert printable_name("\ud800.png") == "\\ud800.png"  # a lone surrogate no byte gives (from JSON)
@@ -335,8 +335,8 @@ def test_printable_name():
 def test_non_utf8_names_in_per_sample_csv_and_gallery(tmp_path, monkeypatch):
     import csv
     import json
-    from hubness.command import main
-    from hubness.report import printable_name
+    from hubness_pr.commands.metrics import main
+    from hubness_pr.reports.results import printable_name
     from tests.cli_helpers import call
     monkeypatch.chdir(tmp_path)
     n = 110
@@ -360,8 +360,8 @@ def test_non_utf8_names_in_per_sample_csv_and_gallery(tmp_path, monkeypatch):
 
 def test_non_utf8_image_names_given_as_a_folder(tmp_path, monkeypatch):
     import csv
-    from hubness.command import main
-    from hubness.report import printable_name
+    from hubness_pr.commands.metrics import main
+    from hubness_pr.reports.results import printable_name
     from tests.cli_helpers import call
     monkeypatch.chdir(tmp_path)
     names = sorted(_write_images(tmp_path / "imgs", 24), key=os.fsencode)

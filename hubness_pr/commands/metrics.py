@@ -1,0 +1,469 @@
+"""``improved_precision_recall_hubness.py REAL FAKE``: every metric of FAKE against REAL in one run;
+``... compare FILE.jsonl`` (or ``--compare FILE.jsonl``): the runs of a ``--log`` file as a table.
+
+stdout: ``precision:`` and ``recall:`` (eP&R, as the original script printed) then one
+``name: value`` line per further figure. Progress bars and logs: stderr. ``--json``,
+``--per_sample``, ``--plot`` and the files of ``--gallery`` are checked before any work and written
+together (:class:`hubness_pr.io.outputs.OutputFiles`) before anything is printed, so a stdout that fails
+or whose reader leaves (``| head -1``) cannot lose them; ``--log`` is checked with them and its line
+appended once they are in place (:mod:`hubness_pr.reports.runlog`).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+import hubness_pr
+from hubness_pr.commands.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
+                          folder_path, int_at_least, nonnegative_int, output_path, positive_int, print_results,
+                          run_main, setup_logging, unit_float, write_json)
+from hubness_pr.extraction.images import is_image_input
+from hubness_pr.io.outputs import OutputFiles
+from hubness_pr.io.provenance import describe_differences, extractor_differences, extractor_of
+from hubness_pr.io.store import FeatureFile, feature_digest, json_kind, load_features, random_subset, read_arrays
+
+from hubness_pr.reports import runlog
+from hubness_pr.io import summary
+from hubness_pr.engine.inputs import as_feature_matrix
+from hubness_pr.reports.gallery import DEFAULT_N, Gallery
+from hubness_pr.reports.results import (approximate_note, is_approximate, summary_lines, write_compare_plot, write_per_sample_csv,
+                     write_plot)
+
+log = logging.getLogger("improved_precision_recall_hubness")
+PROG = "improved_precision_recall_hubness.py"
+SMALL_SET = 100  # samples a set below which a run warns (see _warn_if_small)
+
+
+def metric_list(text: str) -> str:
+    """argparse type of ``--metrics``: an unknown name is a usage error (exit 2)."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in hubness_pr.METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric {unknown[0]!r}" if unknown else "no metric given")
+    return ",".join(names)
+
+
+def build_parser(prog: str = PROG) -> OneLineParser:
+    p = OneLineParser(prog=prog, description=(
+        "Precision & recall with hubness-aware sampling (eP&R), exact improved P&R, density & coverage, "
+        "realism and rarity scores and hubness statistics of FAKE features against REAL features. The first two "
+        "lines printed, 'precision:' and 'recall:' as the original script printed them, are eP&R (hubs only, an "
+        "estimate); exact improved P&R follows as 'pr.precision:' and 'pr.recall:' (--json: pr)."),
+        epilog=f"{prog} compare FILE.jsonl (or --compare FILE.jsonl) prints the runs of a --log file as a table, "
+               f"one row per run (see {prog} compare --help).")
+    p.add_argument("path_real", metavar="REAL", help="real features: .npz (key 'feature', 'features', 'reps' "
+                   "or 'arr_0') or .npy of shape (n, dim); or images (folder, .zip, uint8 array, .txt list), "
+                   "whose features are extracted first (see the extraction options)")
+    p.add_argument("path_fake", metavar="FAKE", help="generated features or images, as REAL")
+    p.add_argument("--k", type=positive_int, default=3,
+                   help="neighbourhood size of P&R, eP&R, realism, rarity and k-occurrence")
+    p.add_argument("--dc_k", "--dc-k", dest="dc_k", type=positive_int, default=5,
+                   help="neighbourhood size of density and coverage")
+    p.add_argument("--hubsK", "--hubs_k", "--hubs-k", dest="hubs_k", type=positive_int, default=3,
+                   help="hub threshold t: a hub has k-occurrence >= t")
+    p.add_argument("--metrics", default=None, type=metric_list,
+                   help=f"comma list drawn from {','.join(hubness_pr.METRICS)} (default: all; with --knn hnsw: epr)")
+    p.add_argument("--knn", choices=("exact", "hnsw"), default="exact",
+                   help="how eP&R's hubs are chosen: exact k-occurrence (default), or the k-occurrence of an "
+                        "approximate k-NN graph (faiss HNSW; eP&R only; hub radii and the hub cross pass stay "
+                        "exact; needs the [ann] extra)")
+    p.add_argument("--hnsw_m", "--hnsw-m", dest="hnsw_m", type=int_at_least(2), default=16, metavar="M",
+                   help="HNSW links a sample (faiss M)")
+    p.add_argument("--hnsw_ef", "--hnsw-ef", dest="hnsw_ef", type=positive_int, default=32, metavar="EF",
+                   help="HNSW search list size (efSearch, at least k + 1)")
+    p.add_argument("--hnsw_ef_construction", "--hnsw-ef-construction", dest="hnsw_ef_construction",
+                   type=positive_int, default=40, metavar="EF", help="HNSW build list size (efConstruction)")
+    p.add_argument("--hnsw_check", "--hnsw-check", dest="hnsw_check", type=nonnegative_int, default=1000,
+                   metavar="N", help="queries (seeded by --seed) on which the index is measured against the exact "
+                                     "engine: recall@k, k-occurrence agreement (0: no check)")
+    p.add_argument("--hnsw_min_recall", "--hnsw-min-recall", dest="hnsw_min_recall", type=unit_float, default=0.9,
+                   metavar="R", help="where the check's recall@k is below R, double efSearch and search again "
+                                     "(up to --hnsw_max_ef; 0: off; off too with --hnsw_check 0)")
+    p.add_argument("--hnsw_max_ef", "--hnsw-max-ef", dest="hnsw_max_ef", type=positive_int, default=512,
+                   metavar="EF", help="largest efSearch that --hnsw_min_recall may raise to")
+    p.add_argument("--json", metavar="PATH", type=output_path, help="write every result and the parameters as JSON")
+    p.add_argument("--per_sample", "--per-sample", dest="per_sample", metavar="PATH", type=output_path,
+                   help="write one CSV row per fake sample (input order)")
+    p.add_argument("--plot", metavar="PATH", type=output_path,
+                   help="write a PNG figure: rarity of both sets (the real set scored "
+                   "against itself: one more real x real pass), realism, k-occurrence of both sets, metric bars")
+    p.add_argument("--gallery", metavar="DIR", type=folder_path,
+                   help="write PNG contact sheets of the rarest, most typical, least and "
+                   "most realistic, outside and hub images (and gallery.csv) into DIR, created if missing")
+    p.add_argument("--gallery_n", "--gallery-n", dest="gallery_n", type=Gallery.count, default=DEFAULT_N, metavar="N",
+                   help="images a contact sheet, at most 1000 (a sheet is sized by the images it can show)")
+    p.add_argument("--log", metavar="FILE.jsonl", type=output_path,
+                   help="append one JSON line describing the run (inputs with "
+                   "digests, parameters, versions, every metric, timings); compare runs with: %(prog)s compare FILE.jsonl")
+    p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
+                   help="use a seeded random subset of this many samples of each set (default: all)")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the --num_samples subset (and of --hnsw_check's queries)")
+    p.add_argument("--memory_budget", "--memory-budget", dest="memory_budget", type=positive_int,
+                   default=hubness_pr.DEFAULT_MEMORY_BUDGET // 2**20,
+                   help="MiB of working memory for distance tiles")
+    p.add_argument("--cache_dir", "--cache-dir", dest="cache_dir", metavar="DIR", default=None,
+                   help="folder of the real sets' k-NN summaries, reused by later runs against the same real set "
+                        "(default: $HUBNESS_CACHE, else $XDG_CACHE_HOME/hubness-pr, else ~/.cache/hubness-pr)")
+    p.add_argument("--no_cache", "--no-cache", dest="no_cache", action="store_true",
+                   help="neither read nor write k-NN summaries")
+    p.add_argument("--allow_mismatched_features", "--allow-mismatched-features", dest="allow_mismatched_features",
+                   action="store_true", help="compare REAL and FAKE although their files record different feature "
+                   "extractors (backbone, weights, layer or preprocessing; refused by default)")
+    add_run_options(p)
+    add_extraction_options(p)
+    return p
+
+
+def _load(path: str, what: str, args, seed: int, backbones: dict):
+    """(FeatureFile with validated float32 features, row indices in the input) for a feature file or
+    for images (extracted first; the backbone is built once, kept in ``backbones`` for the other set).
+    Errors name the file."""
+    if is_image_input(path):
+        from hubness_pr.extraction.extract import extract_path
+        log.info("%s: %s holds images; extracting %s features", what, path, args.backbone)
+        result, meta = extract_path(path, num_samples=args.num_samples, seed=seed, progress=args.progress,
+                                    backbones=backbones, **extraction_kwargs(args))
+        data = FeatureFile(features=result.features, paths=result.paths, meta=meta, source=path, key="(images)")
+        return data, np.arange(result.features.shape[0])
+    data = load_features(path)
+    log.info("%s: %s, %s, key '%s'", what, path, "x".join(map(str, data.features.shape)), data.key)
+    indices = np.arange(data.features.shape[0]) if data.features.ndim else np.arange(0)
+    if args.num_samples is not None and data.features.ndim == 2:
+        indices = random_subset(data.features.shape[0], args.num_samples, seed, path)
+        data = data.subset(indices)
+    features = as_feature_matrix(data.features, f"{path} ({what})")
+    return FeatureFile(features, data.paths, data.meta, data.source, data.key), indices
+
+
+def build_compare_parser(prog: str = PROG) -> OneLineParser:
+    p = OneLineParser(prog=f"{prog} compare", description=(
+        "Print the runs of --log files as a table, one row per run: the generated set, the parameters that "
+        "differ between runs, the metrics, seconds and time (UTC)."))
+    p.add_argument("files", metavar="FILE.jsonl", nargs="*", help="run logs written with --log")
+    p.add_argument("--compare", metavar="FILE.jsonl", action="append", default=[], help="a run log (the same)")
+    p.add_argument("--columns", type=column_list, default=argparse.SUPPRESS, metavar="NAMES",
+                   help="comma list of metric columns, named as the metric command prints them (default: those "
+                        f"of {', '.join(runlog.DEFAULT_COLUMNS)} that some run has)")
+    p.add_argument("--csv", metavar="PATH", type=output_path, help="write the table as CSV")
+    p.add_argument("--plot", metavar="PATH", type=output_path,
+                   help="write the metric columns as a PNG of bar charts, one per metric")
+    p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
+                   help="log errors only")
+    return p
+
+
+def column_list(text: str) -> list:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no column given")
+    return names
+
+
+def is_compare(argv) -> bool:
+    """``compare`` as the first word, or a ``--compare`` option: the comparison, not a metric run
+    (a feature file named ``compare`` is given as ``./compare``)."""
+    return argv[:1] == ["compare"] or any(a == "--compare" or a.startswith("--compare=") for a in argv)
+
+
+def main(argv=None, prog: str = PROG) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if is_compare(argv):
+        parser = build_compare_parser(prog)
+        args = parser.parse_args(argv[1:] if argv[:1] == ["compare"] else argv)
+        if not args.files and not args.compare:
+            parser.error("give at least one run log (FILE.jsonl)")
+        setup_logging(args.verbosity)
+        return run_main(prog, lambda: _compare(args))
+    args = build_parser(prog).parse_args(argv)
+    args.argv = argv
+    setup_logging(args.verbosity)
+    return run_main(prog, lambda: _run(args))
+
+
+def _run(args) -> None:
+    t_start = time.perf_counter()
+    # under torchrun: this rank's process group and device; rank 0 alone writes and prints
+    group, device_spec = hubness_pr.engine.distributed.from_environment(args.device)
+    if group.rank > 0:
+        hubness_pr.engine.distributed.silence()
+    try:
+        prepared = group.step(lambda: _prepare(args, device_spec, group))
+        try:
+            group.step(lambda: _same_inputs_on_every_rank(args, group, *prepared[3:6]))
+            _evaluate_and_report(args, t_start, group, *prepared)
+        except BaseException:
+            gallery = prepared[-1]
+            if gallery is not None:
+                gallery.abandon()
+            raise
+    finally:
+        hubness_pr.engine.distributed.shutdown(group)
+
+
+def _prepare(args, device_spec: str, group):
+    """Everything checked before the heavy work: options, outputs (rank 0), the inputs, and the real
+    set's stored k-NN summary. Bad input raises here, on every rank alike."""
+    if args.knn == "hnsw":
+        from hubness_pr.engine.ann import load_faiss
+        if args.metrics is not None and set(args.metrics.split(",")) != {"epr"}:
+            raise ValueError("--knn hnsw chooses eP&R's hubs only: use --metrics epr (exact P&R, density and "
+                             "coverage, realism, rarity and hubness statistics need every exact neighbour)")
+        try:
+            load_faiss()
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+        args.metrics = "epr"
+    metrics, k, dc_k, hubs_k, budget, device = hubness_pr.check_options(
+        metrics=args.metrics or ",".join(hubness_pr.METRICS), k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k,
+        memory_budget=args.memory_budget * 2**20, device=check_device(device_spec))
+    outputs = OutputFiles(inputs={"REAL": args.path_real, "FAKE": args.path_fake, "--weights": args.weights})
+    planned, gallery = {}, None
+    if group.rank == 0:
+        planned = {option: outputs.add(getattr(args, option), f"--{option}")
+                   for option in ("json", "per_sample", "plot", "log") if getattr(args, option)}
+        gallery = Gallery(args.gallery, metrics, args.gallery_n, outputs) if args.gallery else None  # may mkdir
+    options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, memory_budget=budget, device=device)
+    try:
+        backbones = {}  # built once where both inputs are images
+        real, real_idx = _load(args.path_real, "real", args, args.seed, backbones)
+        fake, fake_idx = _load(args.path_fake, "fake", args, args.seed + 1, backbones)
+        _check_extractors(args, real, fake)
+        if real.features.shape[1] != fake.features.shape[1]:
+            raise ValueError(f"{args.path_fake} (fake): {fake.features.shape[1]}-dimensional features, but "
+                             f"{args.path_real} (real) has {real.features.shape[1]}: different dimensions, "
+                             "REAL and FAKE must come from the same feature extractor")
+        if group.rank == 0:
+            _warn_if_small(real, fake, k, dc_k, metrics)
+        if gallery is not None:
+            gallery.check_sources(real, fake)
+        if args.num_samples is not None:
+            log.info("random subsets of %d samples (seed %d for real, %d for fake)", args.num_samples, args.seed,
+                     args.seed + 1)
+        stored = _stored_summary(args, real, metrics, k, dc_k)
+    except BaseException:
+        if gallery is not None:
+            gallery.abandon()
+        raise
+    return options, outputs, planned, (real, real_idx), (fake, fake_idx), stored, gallery
+
+
+def _same_inputs_on_every_rank(args, group, real_pair, fake_pair, stored) -> None:
+    """Under torchrun every rank reads the inputs itself: check that all read the same features (a
+    digest of each set) and took the same stored k-NN summary, before any pass. Different inputs
+    (a file replaced between two ranks' reads, ranks started with other arguments) are an error on
+    every rank; different stored summaries (a cache written between two ranks' looks) are dropped on
+    every rank, and the real set's graph is computed by all of them."""
+    if not group.active:
+        return
+    (real, _), (fake, _) = real_pair, fake_pair
+    graph = stored["graph"]
+    mine = {"REAL": stored["key"].digest if stored.get("key") is not None else summary.content_digest(real.features),
+            "FAKE": summary.content_digest(fake.features),
+            "summary": None if graph is None else
+            feature_digest(graph.indices) + feature_digest(graph.sq_distances)}
+    everyone = group.gather_objects(mine)
+    for name, path in (("REAL", args.path_real), ("FAKE", args.path_fake)):
+        digests = [ranked[name] for ranked in everyone]
+        other = next((rank for rank, digest in enumerate(digests) if digest != digests[0]), None)
+        if other is not None:
+            raise ValueError(f"{path} ({name}): process {other} of {group.world} read other features than process 0 "
+                             f"(sha256 {digests[other][:12]} vs {digests[0][:12]}): every process must read the same "
+                             "inputs (was the file replaced while the run started?)")
+    if len({ranked["summary"] for ranked in everyone}) > 1:
+        log.warning("real: the processes found different stored k-NN summaries (a cache written meanwhile?); "
+                    "none is used, every process computes the graph")
+        stored.update(graph=None, key=None, status="computed (the processes' stored summaries differed)")
+
+
+def _check_extractors(args, real, fake) -> None:
+    """REAL and FAKE must come from one feature extractor (hubness_pr/io/provenance.py): a difference in
+    the recorded backbone, weights, layer or preprocessing is an error naming both files, unless
+    ``--allow_mismatched_features``; unknown provenance (plain arrays) is allowed, with a note."""
+    differences = extractor_differences(real.meta, fake.meta)
+    if differences is None:
+        unknown = [f"{data.source} ({what})" for what, data in (("real", real), ("fake", fake))
+                   if extractor_of(data.meta) is None]
+        log.info("%s: no recorded feature extractor; REAL and FAKE are assumed to come from the same one",
+                 " and ".join(unknown))
+        return
+    if not differences:
+        return
+    text = (f"{args.path_real} (real) and {args.path_fake} (fake) come from different feature extractors: "
+            f"{describe_differences(differences)}")
+    if not args.allow_mismatched_features:
+        raise ValueError(f"{text}; their features are not comparable (--allow_mismatched_features compares "
+                         "them anyway)")
+    log.warning("%s; compared anyway (--allow_mismatched_features)", text)
+
+
+def _warn_if_small(real, fake, k: int, dc_k: int, metrics) -> None:
+    """One line on stderr where a set is small for the neighbourhood sizes: below 100 samples the
+    sampling error of a fraction over the set can exceed 0.05 (0.5 / sqrt(n)), and with n < 20 k a
+    sample's k-NN ball holds more than 5 % of its set, so the balls stop describing a manifold."""
+    k_max = max([k] + ([dc_k] if "dc" in metrics else []))
+    floor = max(SMALL_SET, 20 * k_max)
+    sizes = {what: data.features.shape[0] for what, data in (("real", real), ("fake", fake))}
+    small = [f"{what} {n}" for what, n in sizes.items() if n < floor]
+    if small and min(sizes.values()) > k_max:  # (a set too small for k at all is the engine's error)
+        log.warning("small sets for k=%d: %s samples (fewer than %d: metrics vary by more than 0.05 between "
+                    "samples of the same distributions)", k_max, ", ".join(small), floor)
+
+
+def _stored_summary(args, real, metrics, k, dc_k) -> dict:
+    """Look for the real set's k-NN summary (inside its feature file, then in the cache): a dict with
+    ``graph`` (or None), ``key``, ``status`` and ``path`` for the JSON (hubness_pr/io/summary.py)."""
+    if args.knn != "exact":  # no exact graph of the real set is computed
+        return {"graph": None, "key": None, "status": f"not used (--knn {args.knn})"}
+    k_max, ks = hubness_pr.real_knn_needs(metrics, k, dc_k)
+    if not k_max or args.no_cache:
+        return {"graph": None, "key": None, "status": "off" if args.no_cache else "not needed"}
+    t = time.perf_counter()
+    key = summary.SummaryKey.of(real.features, k_max, ks)
+    found = {"graph": None, "key": key, "digest_seconds": time.perf_counter() - t}
+    try:  # arrays knn_* inside the feature file, read no larger than the key allows
+        stored = read_arrays(real.source, summary.summary_shapes(key)) if real.key != "(images)" else None
+        if stored:
+            found.update(graph=summary.graph_from_arrays(stored, key, real.features), status="reused",
+                         path=real.source)
+            log.info("real: k-NN summary reused from %s", real.source)
+            return found
+    except ValueError as exc:
+        log.warning("real: the k-NN summary inside %s is not used: %s", real.source, exc)
+    cache = summary.SummaryCache(args.cache_dir or summary.SummaryCache.default_folder())
+    graph, message = cache.load(key, real.features)
+    (log.info if graph is not None or message.startswith("no cached") else log.warning)("real: %s", message)
+    found.update(graph=graph, cache=cache, status="reused" if graph is not None else
+                 "computed" if message.startswith("no cached") else
+                 f"computed (not cached: {cache.refused})" if cache.refused else
+                 "recomputed (the stored one was not valid)", path=str(cache.path(key)))
+    return found
+
+
+def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_pair, fake_pair, stored,
+                         gallery) -> None:
+    (real, real_idx), (fake, fake_idx) = real_pair, fake_pair
+    metrics, k, dc_k = options["metrics"], options["k"], options["dc_k"]
+    budget, device = options["memory_budget"], options["device"]
+    t_loaded = time.perf_counter()
+    hnsw = None
+    if args.knn == "hnsw":
+        hnsw = hubness_pr.HnswOptions(m=args.hnsw_m, ef_search=args.hnsw_ef, ef_construction=args.hnsw_ef_construction,
+                                   sample=args.hnsw_check, seed=args.seed,
+                                   min_recall=args.hnsw_min_recall if args.hnsw_check else 0.0,
+                                   max_ef_search=args.hnsw_max_ef)
+    real_knn = stored["graph"]
+    if real_knn is None and stored.get("key") is not None:  # compute it once, keep it for later runs
+        key = stored["key"]
+        real_knn = hubness_pr.nearest_neighbors(real.features, key.k_max, exact_ks=key.exact_ks, device=device,
+                                             memory_budget=budget, desc="k-NN real", progress=args.progress,
+                                             group=group)
+        if group.rank == 0:
+            log.info("real: %s", stored["cache"].store(key, real_knn))
+    try:
+        evaluation = hubness_pr.evaluate(real=real.features, fake=fake.features, real_knn=real_knn,
+                                      progress=args.progress, group=group, knn=args.knn, hnsw=hnsw, **options)
+    except ValueError as exc:  # "fake has 3 samples; k=3 needs at least 4 ...": name the file
+        data = {"real": real, "fake": fake}.get(str(exc).split(" ", 1)[0])
+        if data is None:
+            raise
+        raise ValueError(f"{data.source}: {exc}") from None
+    timings = dict(evaluation.timings, load=t_loaded - t_start)
+    if real_knn is not None and stored["status"] != "reused":
+        timings["knn_real"] = time.perf_counter() - t_loaded - evaluation.timings["total"]
+    if hnsw is not None and group.rank == 0:
+        log.warning("%s", approximate_note(evaluation))
+    real_rarity = None
+    if "plot" in planned and evaluation.rarity is not None:  # the real set's own rarity: one more real x real pass
+        t = time.perf_counter()
+        real_rarity = hubness_pr.real_rarity_scores(real=real.features, k=k, device=device, memory_budget=budget,
+                                                 progress=args.progress).scores
+        timings["real_rarity"] = time.perf_counter() - t
+    seconds = time.perf_counter() - t_start
+    if group.rank > 0:
+        return
+
+    payload = evaluation.to_dict()
+    payload["params"].update(seed=args.seed, num_samples=args.num_samples)
+    payload["timings"], payload["seconds"] = timings, seconds
+    payload["cache"] = {"real": {key: stored[key] for key in ("status", "path") if key in stored}}
+    versions = runlog.versions()
+    title = (f"{os.path.basename(fake.source)} ({evaluation.n_fake} generated) vs "
+             f"{os.path.basename(real.source)} ({evaluation.n_real} real), k={k}"
+             + ("; hubs by approximate k-NN (HNSW)" if is_approximate(evaluation) else ""))
+    note = ""
+    if "log" in planned:  # appended as the commit's last step: if it cannot be, the other files are put back
+        record = hubness_pr.json_safe({
+            "time": runlog.utc_now(), "argv": list(args.argv),
+            "inputs": {"real": runlog.input_record(real, real.features),
+                       "fake": runlog.input_record(fake, fake.features)},
+            "params": payload["params"], "versions": versions, "metrics": runlog.metric_blocks(payload),
+            "timings": timings, "seconds": seconds})
+        outputs.on_commit(lambda: runlog.append_line(planned["log"], record))
+    with outputs:  # every file written, then all put in place together (the log's line last), or none
+        if "json" in planned:
+            document = dict(payload, versions=versions, inputs={
+                name: {"path": data.source, "key": data.key, "meta": data.meta}
+                for name, data in (("real", real), ("fake", fake))})
+            with planned["json"].open("w", encoding="utf-8") as handle:
+                write_json(handle, hubness_pr.json_safe(document))
+        if "per_sample" in planned:
+            with planned["per_sample"].open("w", newline="", encoding="utf-8") as handle:
+                write_per_sample_csv(handle, evaluation, fake_idx, fake.paths)
+        if "plot" in planned:
+            with planned["plot"].open() as handle:
+                write_plot(handle, evaluation, real_rarity, title)
+        if gallery is not None:
+            note = gallery.write(evaluation, {"real": (real, real_idx), "fake": (fake, fake_idx)}, title)
+    if note:
+        log.warning("%s", note)
+    print_results(summary_lines(evaluation, seconds))
+
+
+def _compare(args) -> None:
+    files = args.compare + args.files
+    outputs = OutputFiles(inputs={f"FILE.jsonl {path}": path for path in files})
+    planned = {option: outputs.add(getattr(args, option), f"--{option}")
+               for option in ("csv", "plot") if getattr(args, option)}
+    runs = []
+    for path in files:
+        found, bad = runlog.read_runs(path)
+        if bad:  # one bad line costs that line only
+            shown = ", ".join(str(number) for number, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            log.warning("%s: %d line(s) are not run records, skipped (line %s; line %d: %s)", path, len(bad),
+                        shown, *bad[0])
+        label = "" if len(files) == 1 else f"{os.path.basename(path)}:"
+        runs += [(f"{label}{number}", record) for number, record in found]
+    if not runs:
+        raise ValueError(f"{', '.join(files)}: no run records (write them with --log FILE.jsonl)")
+    columns = getattr(args, "columns", None)
+    if columns is not None:
+        absent = [c for c in columns if all(runlog.lookup(r["metrics"], c) is None for _, r in runs)]
+        if absent:
+            raise ValueError(f"--columns: no run has {absent[0]!r} (names as the metric command prints them, "
+                             "e.g. pr.precision, hubness_pr.fake.skewness)")
+    header, rows, metric_columns = runlog.comparison(runs, columns)
+    if "plot" in planned:  # bars need numbers: a column of text or objects (--columns pr) cannot be drawn
+        for column in metric_columns:
+            j = header.index(column)
+            label, value = next(((row[0], row[j]) for row in rows if row[j] is not None and (
+                isinstance(row[j], bool) or not isinstance(row[j], (int, float)))), (None, None))
+            if label is not None:
+                raise ValueError(f"--plot: column {column!r} of run {label} is {json_kind(value)}, not a number "
+                                 "that can be drawn (choose numeric --columns)")
+    with outputs:
+        if "csv" in planned:
+            with planned["csv"].open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(header)
+                writer.writerows([["" if v is None else v for v in row] for row in rows])
+        if "plot" in planned:
+            with planned["plot"].open() as handle:
+                write_compare_plot(handle, header, rows, metric_columns)
+    print_results(runlog.table_lines(header, rows))

@@ -1,0 +1,448 @@
+"""The k-NN summary of a set, computed once and reused: what every metric needs from the real set.
+
+Researchers score many generator checkpoints against one real set. Every metric reads from the real
+set only its own k-NN structure (the exact squared radii at each k used, and the neighbour lists
+that give the k-occurrence), which depends on nothing but the real features (after any subset), the
+k values and the engine's definitions. A :class:`~hubness_pr.engine.knn.NeighborGraph` stored with the key
+
+    engine version, content digest of the float32 feature matrix, n, dim, k_max, the exact k's
+
+is therefore reusable bit for bit; results with and without it are identical on every decision.
+
+Files: one ``.npz`` per summary (arrays ``knn_indices``, ``knn_sq_distances``, ``knn_key`` (JSON) and
+``knn_checksum``, the SHA-256 of the arrays), written atomically. A file is used only if it loads, its
+key equals the key asked for, its checksum matches its arrays, its arrays are a valid graph for
+that key (shapes, dtypes, indices in range, distinct and never self, finite non-negative sorted
+distances), and the graph is consistent with the features (:func:`check_graph`: every listed
+distance re-measured exactly, the stored radii equal to them bit for bit, and the exact k-NN of a
+random sample of rows recomputed): anything else (another set, other k's, a truncated, damaged or
+forged file, an older engine) is reported and recomputed, never trusted. Its arrays are read
+within the sizes the key allows (:func:`hubness_pr.io.store.read_arrays`): a member that declares or
+inflates to more is refused before it is inflated. A plain checksum only
+catches accidents; anyone who can write the file can recompute it, hence the check against the
+features. The same arrays can live inside a feature file (``getFeature.py
+--knn_k``). :class:`SummaryCache` keeps summaries in a folder keyed by their key, and uses the folder
+and a file only when they are the user's alone (a shared folder is refused; nothing is written
+through a link or into a FIFO or device).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hubness_pr.io.outputs import atomic_write
+from hubness_pr.io.store import feature_digest, read_arrays
+
+from hubness_pr.engine.distances import as_tensor, exact_sq_dist
+from hubness_pr.engine.knn import NeighborGraph, exact_rows
+
+# Bump when a definition, tie rule or exactness guarantee changes what a summary holds.
+ENGINE_VERSION = 1
+KEYS = ("knn_key", "knn_indices", "knn_sq_distances", "knn_checksum")
+_KEY_CHARS = 2**16  # a stored key's largest JSON (a digest, five numbers and the exact k's)
+CHECK_ROWS = 64  # rows of a stored graph whose k nearest neighbours are recomputed before it is used
+_CHECK_PAIRS = 2**20  # listed pairs re-measured at a time (exact_sq_dist chunks its float64 work)
+_CHECK_BUDGET = 64 * 2**20  # bytes of float64 strips for the sampled rows' exact search
+
+
+def content_digest(features) -> str:
+    """SHA-256 of a feature matrix as float32 C-order rows (shape included): two arrays with the same
+    digest give the same k-NN summary. Reads the array in chunks (cheap on memory-mapped files)."""
+    return feature_digest(np.asarray(features), np.float32)
+
+
+@dataclass(frozen=True)
+class SummaryKey:
+    """What a k-NN summary depends on."""
+
+    digest: str
+    n: int
+    dim: int
+    k_max: int
+    exact_ks: tuple
+    engine: int = ENGINE_VERSION
+
+    @classmethod
+    def of(cls, features, k_max: int, exact_ks, digest: str | None = None) -> SummaryKey:
+        x = np.asarray(features)
+        return cls(digest=digest or content_digest(x), n=int(x.shape[0]), dim=int(x.shape[1]), k_max=int(k_max),
+                   exact_ks=tuple(sorted(set(int(k) for k in exact_ks) | {int(k_max)})))
+
+    def to_json(self) -> str:
+        return json.dumps({"engine": self.engine, "digest": self.digest, "n": self.n, "dim": self.dim,
+                           "k_max": self.k_max, "exact_ks": list(self.exact_ks)}, sort_keys=True)
+
+    def file_name(self) -> str:
+        ks = "-".join(map(str, self.exact_ks))
+        return f"knn-{self.digest[:24]}-n{self.n}-k{self.k_max}-exact{ks}-v{self.engine}.npz"
+
+
+def summary_arrays(graph: NeighborGraph, key: SummaryKey) -> dict:
+    """The arrays that store ``graph`` under ``key`` (in a summary file or inside a feature file)."""
+    indices = np.ascontiguousarray(graph.indices, dtype=np.int64)
+    sq = np.ascontiguousarray(graph.sq_distances, dtype=np.float64)
+    if indices.shape != (key.n, key.k_max) or not set(key.exact_ks) <= set(graph.exact_ks):
+        raise ValueError(f"neighbour graph {indices.shape} (exact k {graph.exact_ks}) does not fit its key "
+                         f"(n={key.n}, k_max={key.k_max}, exact k {key.exact_ks})")
+    return {"knn_key": np.asarray(key.to_json()), "knn_indices": indices, "knn_sq_distances": sq,
+            "knn_checksum": np.asarray(_checksum(indices, sq))}
+
+
+def graph_from_arrays(arrays, key: SummaryKey, features=None, *, sample: int = CHECK_ROWS,
+                      seed=None) -> NeighborGraph:
+    """The graph stored in ``arrays`` (a mapping of :data:`KEYS`), if it is valid for ``key``; else
+    ValueError saying why. With ``features`` (those ``key`` was made of), the graph is also checked
+    against them (:func:`check_graph`, with ``sample`` and ``seed``) before it is trusted."""
+    missing = [name for name in KEYS if name not in arrays]
+    if missing:
+        raise ValueError(f"no k-NN summary ({', '.join(missing)} missing)")
+    _check_key(arrays["knn_key"], key)
+    indices, sq = np.asarray(arrays["knn_indices"]), np.asarray(arrays["knn_sq_distances"])
+    if indices.dtype != np.int64 or sq.dtype != np.float64 or indices.shape != (key.n, key.k_max) \
+            or sq.shape != indices.shape:
+        raise ValueError(f"arrays of the wrong shape or type ({indices.shape} {indices.dtype}, {sq.shape} {sq.dtype})")
+    if str(np.asarray(arrays["knn_checksum"]).item()) != _checksum(indices, sq):
+        raise ValueError("checksum mismatch (damaged or edited)")
+    graph = NeighborGraph(indices=indices, sq_distances=sq, exact_ks=key.exact_ks)
+    if features is None:
+        problem = _structure_problem(graph)
+        if problem:
+            raise ValueError(f"not a valid neighbour graph ({problem})")
+    else:
+        check_graph(features, graph, sample=sample, seed=seed)
+    return graph
+
+
+def _check_key(stored_key, key: SummaryKey) -> None:
+    """ValueError unless the stored key (a JSON string array) is ``key``."""
+    try:
+        stored = json.loads(str(np.asarray(stored_key).item()))
+    except (ValueError, TypeError):
+        raise ValueError("unreadable key") from None
+    wanted = json.loads(key.to_json())
+    if not isinstance(stored, dict) or stored != wanted:
+        stored = stored if isinstance(stored, dict) else {}
+        changed = sorted(name for name in set(stored) | set(wanted) if stored.get(name) != wanted.get(name))
+        raise ValueError(f"made for other inputs ({', '.join(changed)} differ)")
+
+
+def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, seed=None) -> None:
+    """ValueError (one line saying what) unless ``graph`` is consistent with ``features`` (n, dim),
+    at the cost of O(n k dim) plus the exact k-NN of ``sample`` rows, not a k-NN pass.
+
+    1. Structure: every row lists k valid indices, distinct, never the row itself, with finite
+       non-negative squared distances in non-decreasing order.
+    2. Every listed pair is re-measured with the engine's exact distance
+       (:func:`hubness_pr.engine.distances.exact_sq_dist`: float64 squares of the float32 differences, added
+       in a fixed order, the same bits on every route), row block by row block. In the columns of
+       ``graph.exact_ks`` (the radii the metrics read) the stored value must *equal* it, bit for bit:
+       the engine stores exactly that value there (in ``_refine`` scaled by a power of two and back,
+       which is exact), so no tolerance is needed and none is allowed. The other columns hold
+       float32-screened values the metrics never read; there the measured distance must lie between
+       the exact radii around the column (at least the previous exact radius, at most the next),
+       as it does for the true neighbours, since each exact k's first k are the true k nearest.
+    3. ``sample`` rows (all rows when n is smaller), drawn afresh each call unless ``seed`` is
+       given (so whoever wrote the file cannot know which rows are looked at; a genuine graph passes
+       whatever the draw), get their exact k nearest neighbours against the whole set with the
+       engine's exact search (:func:`hubness_pr.engine.knn.exact_rows`: a float64 screen with per-pair bounds,
+       O(sample n dim)); for every exact k their radius must equal the stored one and their first k
+       the stored first k (as sets; ties by the lowest index, as the engine breaks them).
+
+    Steps 1-2 close every forgery that changes a radius the metrics read, or lists a neighbour
+    outside the radius it is listed under; they cannot prove that the listed neighbours are the
+    nearest ones (a sample replaced by a farther one, with its distance stored consistently). Step 3
+    catches that on the sampled rows only: a forgery of a fraction f of the rows is missed with
+    probability about (1 - f) ** sample.
+    """
+    indices, sq = np.asarray(graph.indices), np.asarray(graph.sq_distances)
+    problem = _structure_problem(graph)
+    if problem:
+        raise ValueError(f"not a valid neighbour graph ({problem})")
+    x = as_tensor(features, torch.device("cpu"))
+    n, k = indices.shape
+    if tuple(x.shape)[0] != n:
+        raise ValueError(f"a neighbour graph of {n} samples for {tuple(x.shape)[0]} feature rows")
+    exact = sorted(kk - 1 for kk in graph.exact_ks if 1 <= kk <= k)
+    if not exact or exact[-1] != k - 1:
+        raise ValueError(f"not a valid neighbour graph (exact k {graph.exact_ks} for k_max {k})")
+    above = np.searchsorted(exact, np.arange(k))                # the exact column at or after each column
+    below = np.searchsorted(exact, np.arange(k), side="left") - 1  # the exact column before it (-1: none)
+    block = max(1, _CHECK_PAIRS // k)
+    with torch.inference_mode():
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            i = torch.arange(lo, hi).repeat_interleave(k)
+            j = torch.from_numpy(np.ascontiguousarray(indices[lo:hi]).reshape(-1))
+            measured = exact_sq_dist(x, i, x, j).numpy().reshape(hi - lo, k)
+            stored = sq[lo:hi]
+            lower = np.where(below >= 0, stored[:, np.maximum(below, 0)], -np.inf)
+            wrong = (measured > stored[:, np.asarray(exact)[above]]) | (measured < lower)
+            wrong[:, exact] |= measured[:, exact] != stored[:, exact]
+            if wrong.any():
+                row, col = (int(v) for v in np.argwhere(wrong)[0])
+                raise ValueError(f"not the k-NN graph of these features: sample {lo + row}'s neighbour "
+                                 f"{indices[lo + row, col]} is stored at squared distance {stored[row, col]!r}, "
+                                 f"measured {measured[row, col]!r}")
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(n, size=min(n, int(sample)), replace=False)) if sample > 0 else np.zeros(0, np.int64)
+        if rows.size:
+            r = torch.from_numpy(rows.astype(np.int64))
+            centre = x[r].to(torch.float64).mean(dim=0)
+            true_i, true_d = (t.numpy() for t in exact_rows(x, r, k, centre, _CHECK_BUDGET, look_for_copies=False))
+            for col in exact:
+                same = (np.sort(indices[rows, :col + 1], axis=1) == np.sort(true_i[:, :col + 1], axis=1)).all(axis=1) \
+                    & (sq[rows, col] == true_d[:, col])
+                if not same.all():
+                    row = int(rows[np.flatnonzero(~same)[0]])
+                    raise ValueError(f"not the k-NN graph of these features: sample {row}'s {col + 1} nearest "
+                                     f"neighbours are not the ones stored (checked on {rows.size} sampled samples)")
+
+
+def _structure_problem(graph: NeighborGraph) -> str | None:
+    """What makes ``graph`` no neighbour graph at all, whatever the features, or None."""
+    indices, sq = np.asarray(graph.indices), np.asarray(graph.sq_distances)
+    n = indices.shape[0]
+    if indices.ndim != 2 or sq.shape != indices.shape or indices.shape[1] < 1:
+        return f"arrays of shapes {indices.shape} and {sq.shape}"
+    if (indices < 0).any() or (indices >= n).any():
+        return "an index out of range"
+    if (indices == np.arange(n)[:, None]).any():
+        return "a sample listed as its own neighbour"
+    if (np.diff(np.sort(indices, axis=1), axis=1) == 0).any():
+        return "a neighbour listed twice in one row"
+    if not np.isfinite(sq).all() or (sq < 0).any():
+        return "a distance that is negative or not finite"
+    if (np.diff(sq, axis=1) < 0).any():
+        return "distances out of order"
+    return None
+
+
+def save_summary(path, graph: NeighborGraph, key: SummaryKey) -> None:
+    """Write ``graph`` under ``key`` to ``path`` (``.npz``), atomically."""
+    with atomic_write(path) as handle:
+        np.savez(handle, **summary_arrays(graph, key))
+
+
+def load_summary(path, key: SummaryKey, features=None, **check) -> NeighborGraph:
+    """The summary at ``path`` (a path, or a seekable binary file open for reading) if it is valid
+    for ``key`` (and, given ``features``, consistent with them: :func:`graph_from_arrays`);
+    ValueError saying why not. Its arrays are read within what ``key`` allows
+    (:func:`summary_shapes`): a file whose members declare or inflate to more is refused before
+    they are inflated."""
+    shapes = summary_shapes(key)
+    head = read_arrays(path, {"knn_key": shapes["knn_key"]})  # whose summary, before any array is read
+    if head is None:
+        raise ValueError("no k-NN summary in it (not a .npz file, or no knn_key)")
+    _check_key(head["knn_key"], key)
+    return graph_from_arrays(read_arrays(path, shapes), key, features, **check)
+
+
+def summary_shapes(key: SummaryKey) -> dict:
+    """The shape and dtype of each array of a summary for ``key`` (:func:`hubness_pr.io.store.read_arrays`
+    reads no more): the key and checksum as strings (the key at most ``_KEY_CHARS`` characters)."""
+    return {"knn_key": ((), f"<U{_KEY_CHARS}"), "knn_indices": ((key.n, key.k_max), np.int64),
+            "knn_sq_distances": ((key.n, key.k_max), np.float64), "knn_checksum": ((), "<U64")}
+
+
+def _largest_file(key: SummaryKey) -> int:
+    """Bytes a summary file for ``key`` can take: its arrays, their .npy headers and zip entries."""
+    return 16 * key.n * key.k_max + 4 * (_KEY_CHARS + 64) + 2**20
+
+
+class SummaryCache:
+    """A folder of k-NN summaries, one file per :class:`SummaryKey`, safe in a folder others can reach.
+
+    A cache folder may be shared (a group- or world-writable ``$HUBNESS_CACHE``), so the folder and
+    each file are used only when they are this user's and nobody else may write them, as ssh treats
+    its keys: the folder (``os.fstat`` of the opened folder) and the file must be owned by the
+    effective user and carry no group or other write bit. A folder that is not is refused as a
+    whole: one warning, then the run computes without caching. A file at a key's name that is a
+    symbolic link, not a regular file (a FIFO or a device: never opened for reading beyond a
+    non-blocking open, never read), or not private is refused the same way and left alone (not
+    read, not replaced). Files are opened relative to the opened folder, never through a link
+    (``O_NOFOLLOW``), and written to a private temporary name created with ``O_EXCL | O_NOFOLLOW``
+    (mode 0600), synced, then renamed onto the key's name: a rename replaces whatever name is
+    there (a link planted meanwhile included) and never writes through it. A new folder is created
+    with mode 0700.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.refused: str | None = None  # why this cache is left alone for the key looked up (load)
+
+    @staticmethod
+    def default_folder() -> Path:
+        """``$HUBNESS_CACHE``, else ``$XDG_CACHE_HOME/hubness-pr``, else ``~/.cache/hubness-pr``."""
+        if os.environ.get("HUBNESS_CACHE"):
+            return Path(os.environ["HUBNESS_CACHE"])
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return Path(base) / "hubness-pr"
+
+    def path(self, key: SummaryKey) -> Path:
+        return self.folder / key.file_name()
+
+    def load(self, key: SummaryKey, features=None, **check) -> tuple[NeighborGraph | None, str]:
+        """(graph, message): the cached graph for ``key`` or None, and what happened, for the log.
+        Given ``features`` (those of ``key``), the graph is checked against them before it is
+        trusted (:func:`check_graph`). A message that starts with ``no cached`` is the ordinary
+        miss; any other without a graph is worth a warning (``self.refused`` says why the cache is
+        left alone, if it is)."""
+        path, name = self.path(key), key.file_name()
+        self.refused = None
+        try:
+            folder = self._open_folder(create=False)
+        except FileNotFoundError:
+            return None, f"no cached k-NN summary in {self.folder}"
+        except _Refused as exc:
+            return None, self._refuse(str(exc))
+        except OSError as exc:
+            return None, self._refuse(f"cache folder {self.folder} cannot be opened ({_reason(exc)})")
+        try:
+            try:
+                fd = _open_private(name, folder)
+            except FileNotFoundError:
+                return None, f"no cached k-NN summary in {self.folder}"
+            except _Refused as exc:
+                return None, self._refuse(f"cached k-NN summary {path} {exc}")
+            with os.fdopen(fd, "rb") as handle:
+                try:
+                    size = os.fstat(handle.fileno()).st_size
+                    if size > _largest_file(key):
+                        raise ValueError(f"{size:,} bytes, more than a summary of {key.n} x {key.k_max} takes")
+                    return load_summary(handle, key, features, **check), f"k-NN summary reused from {path}"
+                except ValueError as exc:
+                    return None, f"cached k-NN summary {path} not used: {exc}; recomputing"
+        finally:
+            os.close(folder)
+
+    def store(self, key: SummaryKey, graph: NeighborGraph) -> str:
+        """Save ``graph``; returns what happened (a cache that cannot be written is not an error)."""
+        if self.refused:
+            return f"k-NN summary not cached ({self.refused})"
+        name = key.file_name()
+        try:
+            arrays = summary_arrays(graph, key)
+            folder = self._open_folder(create=True)
+        except (_Refused, OSError, ValueError) as exc:
+            return f"k-NN summary not cached ({_reason(exc)})"
+        try:
+            try:
+                st = os.lstat(name, dir_fd=folder)
+            except FileNotFoundError:
+                pass
+            else:
+                why = _not_private(st)
+                if why:  # not ours to replace: said, left alone
+                    return f"k-NN summary not cached ({self.path(key)} {why})"
+            _write_private(folder, name, arrays)
+        except OSError as exc:
+            return f"k-NN summary not cached ({_reason(exc)})"
+        finally:
+            os.close(folder)
+        return f"k-NN summary saved to {self.path(key)}"
+
+    def _refuse(self, why: str) -> str:
+        self.refused = why
+        return f"{why}: not used; computing without caching"
+
+    def _open_folder(self, create: bool) -> int:
+        """The cache folder, opened (a descriptor), if it is private; created (0700) if asked."""
+        if create:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.folder, 0o700)
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        why = _not_private(os.fstat(fd), stat.S_IFDIR)
+        if why:
+            os.close(fd)
+            raise _Refused(f"cache folder {self.folder} {why}")
+        return fd
+
+
+class _Refused(Exception):
+    """A cache folder or file that is not this user's alone."""
+
+
+def _not_private(st: os.stat_result, kind: int = stat.S_IFREG) -> str | None:
+    """Why a cache file (``kind`` S_IFREG) or folder (S_IFDIR) with these ``lstat``/``fstat``
+    results must not be used, or None: not of that kind (a link, FIFO, device...), not owned by the
+    effective user, or writable by group or others."""
+    if stat.S_IFMT(st.st_mode) != kind:
+        return f"is {_KINDS.get(stat.S_IFMT(st.st_mode), 'a special file')}, not a regular " \
+               f"{'folder' if kind == stat.S_IFDIR else 'file'}"
+    if st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    if st.st_mode & 0o022:
+        who = "group and others" if st.st_mode & 0o022 == 0o022 else "group" if st.st_mode & 0o020 else "others"
+        return f"is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+_KINDS = {stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder",
+          stat.S_IFREG: "a file"}
+
+
+def _open_private(name: str, folder: int) -> int:
+    """``name`` in the opened ``folder``, opened for reading if it is a private regular file: never
+    through a link, never blocking (a FIFO or device is refused by its ``lstat`` before it is opened
+    and by the ``fstat`` of what was opened); _Refused saying why not."""
+    why = _not_private(os.lstat(name, dir_fd=folder))
+    if why:
+        raise _Refused(why)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # replaced by a link since the lstat
+            raise _Refused("is a symbolic link, not a regular file") from None
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise _Refused(f"cannot be opened ({_reason(exc)})") from None
+    why = _not_private(os.fstat(fd))
+    if why:
+        os.close(fd)
+        raise _Refused(why)
+    return fd
+
+
+def _write_private(folder: int, name: str, arrays: dict) -> None:
+    """``arrays`` as ``name`` (``.npz``) in the opened ``folder``: written to a new private file
+    (``O_EXCL | O_NOFOLLOW``, mode 0600) under a random name, synced, then renamed onto ``name``."""
+    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself made durable
+        os.fsync(folder)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _checksum(indices: np.ndarray, sq: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for array in (indices, sq):
+        h.update(str(array.shape).encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
