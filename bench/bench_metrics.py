@@ -84,7 +84,7 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
     result["setup_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
     if name in ("toolkit", "cold", "epr"):
-        metrics = ("epr",) if name == "epr" else hubness_pr.METRICS
+        metrics = ("epr",) if name == "epr" else hubness_pr.DEFAULT_METRICS
         ev = hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, device="cpu",
                               memory_budget=budget_mib * 2**20, progress=False)
         result["values"] = {key: ev.to_dict()[key] for key in ("epr", "pr", "dc") if key in ev.to_dict()}
@@ -110,19 +110,20 @@ def gemm_floor(real, fake, budget_mib: int, device: str = "cpu") -> dict:
     ``fake`` are numpy arrays or tensors (n, dim)."""
     import torch
 
-    from hubness_pr.engine import kernels
+    from hubness_pr.engine.context import RunContext
     from hubness_pr.engine.distances import exact_matmul, gram_tile, strip_width, tile_grid, tile_side
     from hubness_pr.engine.knn import knn_tile_side
     budget, dim = budget_mib * 2**20, real.shape[1]
     dev = torch.device(device)
-    fused = kernels.enabled(dev)
+    ctx = RunContext(device=dev)
+    fused, onednn = ctx.fused(), ctx.onednn
     xr, xf = (torch.as_tensor(v).to(dev, torch.float32) for v in (real, fake))
     sides = (knn_tile_side(len(real), dim, budget), knn_tile_side(len(fake), dim, budget), tile_side(dim, budget))
     products = tiles = 0
     with torch.inference_mode(), exact_matmul():
         for x, y, upper, side in ((xr, xr, True, sides[0]), (xf, xf, True, sides[1]), (xr, xf, False, sides[2])):
             for r, c in tile_grid(len(x), len(y), side, strip_width(side, dim, budget, fused), upper):
-                products += gram_tile(x[r], y[c]).numel()  # the GEMM of the toolkit's tiles
+                products += gram_tile(x[r], y[c], onednn).numel()  # the GEMM of the toolkit's tiles
                 tiles += 1
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -172,11 +173,11 @@ def main() -> int:
     skip = {s for s in args.skip.split(",") if s}
     import torch
 
-    from hubness_pr.engine.distances import _onednn_gemm
+    from hubness_pr.engine.distances import onednn_gemm_works
     info = {"n": args.n, "m": m, "dim": args.dim, "memory_budget_mib": args.memory_budget,
             "cpu": _cpu_model(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_gemm": "oneDNN" if _onednn_gemm() else "numpy BLAS",
+            "cpu_gemm": "oneDNN" if onednn_gemm_works() else "numpy BLAS",
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(auto)")}
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
     results = {}

@@ -95,11 +95,10 @@ def run(device_a: str, device_b: str, real, fake, **options):
     for device in (device_a, device_b):
         route = device.split("/")
         # the CPU reference is the fused kernels whatever the size; "cpu/torch" the torch route
-        os.environ["HUBNESS_KERNELS"] = "torch" if route[-1] == "torch" else "fused"
         t = time.perf_counter()
-        results.append(hubness_pr.evaluate(real=real, fake=fake, device=route[0], progress=False, **options))
+        results.append(hubness_pr.evaluate(real=real, fake=fake, device=route[0], progress=False,
+                                        route="torch" if route[-1] == "torch" else "fused", **options))
         seconds.append(time.perf_counter() - t)
-        os.environ.pop("HUBNESS_KERNELS", None)
     return results, seconds
 
 
@@ -206,7 +205,7 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
     gen = torch.Generator().manual_seed(11)
     real = torch.relu(torch.randn((n_real, dim), generator=gen)).numpy()
     fake = torch.relu(torch.randn((n_fake, dim), generator=gen) * 1.02 + 0.02).numpy()
-    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, 3, 5)
+    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.DEFAULT_METRICS, 3, 5)
     t = time.perf_counter()
     full = hubness_pr.evaluate(real=real, fake=fake, device=device, progress=False)
     sync()

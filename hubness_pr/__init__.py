@@ -25,7 +25,7 @@ _EXPORTS = {
     "RunContext": "engine.context",
     "NeighborGraph": "engine.knn", "nearest_neighbors": "engine.knn", "neighbors_of": "engine.knn",
     "HnswOptions": "engine.ann", "KNN_METHODS": "engine.ann",
-    "METRICS": "metrics", "DensityCoverage": "metrics", "EfficientPrecisionRecall": "metrics",
+    "METRICS": "metrics", "DEFAULT_METRICS": "metrics", "DensityCoverage": "metrics", "EfficientPrecisionRecall": "metrics",
     "Evaluation": "metrics", "PrecisionRecall": "metrics", "PrecisionRecallCover": "metrics",
     "RarityScores": "metrics", "RealismScores": "metrics", "check_options": "metrics",
     "density_coverage": "metrics", "efficient_precision_recall": "metrics", "evaluate": "metrics",

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from hubness_pr.engine import kernels
+from hubness_pr.engine import context, kernels
 
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
@@ -13,12 +13,17 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 @pytest.fixture(params=["fused", "torch"])
 def kernel_route(request, monkeypatch):
-    """Run the test once with the fused CPU kernels (numba) and once with the torch route."""
+    """Run the test once with the fused CPU kernels (numba) and once with the torch route; returns the
+    route, for tests that pass ``route=`` (or a RunContext) to the library explicitly.
+
+    The library's calls in the test that name no route run on it too (``hubness_pr.engine.context.DEFAULT_ROUTE``,
+    the route of a context built without one), and the metric command's ``--route`` default
+    (``HUBNESS_KERNELS``, read by hubness_pr/commands/metrics.py only) is set for tests that run the command. The
+    fused route is taken whatever the size (small runs would take torch's)."""
     if request.param == "fused":
         assert kernels.available(), "numba is a requirement: the fused route must be testable"
-        monkeypatch.setenv("HUBNESS_KERNELS", "fused")  # whatever the size (small runs take torch's)
-    else:
-        monkeypatch.setenv("HUBNESS_KERNELS", "torch")
+    monkeypatch.setattr(context, "DEFAULT_ROUTE", request.param)
+    monkeypatch.setenv("HUBNESS_KERNELS", request.param)
     return request.param
 
 

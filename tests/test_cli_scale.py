@@ -71,7 +71,7 @@ def test_a_summary_inside_the_feature_file_is_used(files):
     from hubness_pr.io.store import save_features
     from hubness_pr.io.summary import SummaryKey, summary_arrays
     real = np.load("real.npy")
-    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, 3, 5)
+    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.DEFAULT_METRICS, 3, 5)
     graph = hubness_pr.nearest_neighbors(real, k_max, exact_ks=ks)
     save_features("real.npz", real, extra=summary_arrays(graph, SummaryKey.of(real, k_max, ks)))
     used = run("real.npz", "fake.npy", "--json", "a.json", "-v")

@@ -6,7 +6,10 @@ import torch
 
 import hubness_pr
 from hubness_pr.engine import distances, kernels
-from hubness_pr.engine.cross import REDUCTIONS, Tile, combine, torch_tile
+from hubness_pr.engine.context import RunContext
+from hubness_pr.engine.cross import Tile, torch_tile
+from hubness_pr.engine.reductions import TABLE as REDUCTIONS
+from hubness_pr.engine.reductions import combine
 from hubness_pr.engine.distances import blocks, exact_sq_dist, gram_tile, screen_eps, sq_norms, tile_grid
 
 
@@ -16,15 +19,61 @@ def relu_set(seed, n, dim, shift=0.0):
 
 
 def test_fused_route_is_on_for_large_cpu_runs_and_can_be_switched(monkeypatch):
-    cpu = torch.device("cpu")
-    monkeypatch.delenv("HUBNESS_KERNELS", raising=False)
-    assert kernels.enabled(cpu) and kernels.enabled(cpu, kernels.SMALL_WORK)
-    assert not kernels.enabled(cpu, kernels.SMALL_WORK - 1)  # small runs never import numba
-    assert not kernels.enabled(torch.device("cuda"))
-    monkeypatch.setenv("HUBNESS_KERNELS", "torch")
-    assert not kernels.enabled(cpu)
-    monkeypatch.setenv("HUBNESS_KERNELS", "fused")
-    assert kernels.enabled(cpu, 1.0) and not kernels.enabled(torch.device("cuda"), 1e20)
+    monkeypatch.setenv("HUBNESS_KERNELS", "torch")  # the library never reads it (only the command's --route)
+    auto = RunContext(device="cpu", route="auto")
+    assert auto.fused() and auto.fused(kernels.SMALL_WORK)
+    assert not auto.fused(kernels.SMALL_WORK - 1)  # small runs never import numba
+    assert not RunContext(device="cpu", route="torch").fused()
+    cuda = RunContext(device="cpu", route="fused")
+    object.__setattr__(cuda, "device", torch.device("cuda"))  # no GPU needed: the decision only
+    assert not cuda.fused(1e20)
+    assert RunContext(device="cpu", route="fused").fused(1.0)
+    with pytest.raises(ValueError, match="route"):
+        RunContext(route="numba")
+
+
+def test_a_run_context_owns_its_thread_pool():
+    with RunContext(device="cpu", threads=3) as ctx:
+        pool = ctx.pool
+        assert pool is ctx.pool and pool.threads == 3
+        assert pool.submit(lambda: 7).result() == 7
+    with pytest.raises(RuntimeError):  # shut down at the end of the block
+        pool.submit(lambda: 7)
+    assert RunContext(device="cpu", threads=1).pool is None  # one thread: no pool
+
+
+def test_the_private_onednn_op_is_probed_once_and_a_failing_probe_takes_the_public_path(monkeypatch):
+    """Where torch's private op is missing or fails its probe, every GEMM takes numpy's BLAS and the
+    results still equal the float64 brute force."""
+    from tests.oracle import all_metrics
+
+    calls = []
+
+    def failing():
+        calls.append(1)
+        return False
+
+    monkeypatch.setattr(distances, "onednn_gemm_works", failing)
+    import hubness_pr.engine.context
+    monkeypatch.setattr(hubness_pr.engine.context, "onednn_gemm_works", failing)
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the private oneDNN op was used after its probe failed")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", broken, raising=False)
+    rng = np.random.default_rng(3)
+    real = rng.standard_normal((120, 24)).astype(np.float32)
+    fake = (rng.standard_normal((100, 24)) + 0.2).astype(np.float32)
+    for route in ("fused", "torch"):
+        calls.clear()
+        with RunContext(device="cpu", route=route, memory_budget=2**20) as ctx:
+            ev = hubness_pr.evaluate(real=real, fake=fake, metrics=("pr", "dc"), ctx=ctx)
+            assert not ctx.onednn
+        assert len(calls) == 1, route  # probed once per context
+        want = all_metrics(real, fake, k=3, dc_k=5)
+        assert ev.pr.precision == want["precision"] and ev.pr.recall == want["recall"], route
+        assert ev.dc.coverage == want["coverage"], route
+        assert abs(ev.dc.density - want["density"]) < 1e-12, route
 
 
 def test_a_small_run_does_not_import_numba():
@@ -44,7 +93,7 @@ def test_load_leaves_one_compiled_specialisation_per_kernel(monkeypatch):
     kernels.load()
     monkeypatch.setenv("HUBNESS_KERNELS", "fused")
     x = relu_set(5, 40, 16)
-    ev = hubness_pr.evaluate(real=x.numpy(), fake=x.numpy()[::-1].copy(), device="cpu")
+    ev = hubness_pr.evaluate(real=x.numpy(), fake=x.numpy()[::-1].copy(), device="cpu", route="fused")
     assert ev.diagnostics["route"] == "fused CPU kernels"
     jit = kernels.jit()
     for fn in (jit._cross_kernel, jit._knn_rows_kernel, jit._knn_cols_kernel, jit._exact_pairs_kernel):
@@ -55,26 +104,24 @@ def test_load_leaves_one_compiled_specialisation_per_kernel(monkeypatch):
 @pytest.mark.parametrize("dim", [3, 64, 4096])
 def test_gram_tile_error_is_well_inside_the_screening_band(monkeypatch, onednn, dim):
     """Both CPU GEMMs (oneDNN, numpy's BLAS): |float32 screen - exact| <= screen_eps / 4 * (|a|^2+|b|^2)."""
-    if onednn and not distances._onednn_gemm():
+    if onednn and not distances.onednn_gemm_works():
         pytest.fail("torch's oneDNN inner product is missing or inexact in this torch build")
-    monkeypatch.setattr(distances, "_ONEDNN", onednn)
     a, b = relu_set(0, 300, dim), relu_set(1, 200, dim, shift=0.3)
     na, nb = sq_norms(a), sq_norms(b)
-    d2 = distances.sq_dist_tile(a, b, na, nb).double()
+    d2 = distances.sq_dist_tile(a, b, na, nb, onednn).double()
     exact = ((a.double()[:, None, :] - b.double()[None, :, :]) ** 2).sum(-1)
     scale = na.double()[:, None] + nb.double()[None, :]
     assert bool(((d2 - exact).abs() <= screen_eps(dim) / 4 * scale).all())
-    np.testing.assert_allclose(gram_tile(a, b).double(), a.double() @ b.double().T, rtol=1e-5)
+    np.testing.assert_allclose(gram_tile(a, b, onednn).double(), a.double() @ b.double().T, rtol=1e-5)
 
 
 @pytest.mark.parametrize("route", ["fused", "torch"])
 def test_exact_sq_dist_is_float64_exact_and_equal_for_equal_pairs(monkeypatch, route):
-    monkeypatch.setenv("HUBNESS_KERNELS", "auto" if route == "fused" else "torch")
     x = relu_set(2, 50, 1000)
     x[7] = x[3]  # a duplicate row
     i = torch.tensor([0, 3, 7, 5, 3, 1])
     j = torch.tensor([1, 5, 5, 3, 7, 1])
-    got = exact_sq_dist(x, i, x, j)
+    got = exact_sq_dist(x, i, x, j, fused=route == "fused")
     want = ((x[i].double() - x[j].double()) ** 2).sum(-1)
     np.testing.assert_allclose(got, want, rtol=1e-13)
     assert got[1] == got[2] == got[3]  # (3,5), (7,5), (5,3): equal pairs, equal bits
@@ -87,9 +134,8 @@ def test_exact_sq_dist_has_the_same_bits_on_both_routes_and_any_batch(monkeypatc
         x = relu_set(dim, 40, dim) * 1.7 + 0.3
         i = torch.randint(0, 40, (300,), generator=torch.Generator().manual_seed(dim))
         j = torch.randint(0, 40, (300,), generator=torch.Generator().manual_seed(dim + 1))
-        monkeypatch.setenv("HUBNESS_KERNELS", "auto")
-        fused = exact_sq_dist(x, i, x, j)
-        monkeypatch.setenv("HUBNESS_KERNELS", "torch")
+        with RunContext(device="cpu", threads=2) as ctx:
+            fused = exact_sq_dist(x, i, x, j, fused=True, pool=ctx.pool)
         torch_route = exact_sq_dist(x, i, x, j, chunk_bytes=1)  # one small chunk at a time
         assert torch.equal(fused, torch_route)
         single = torch.stack([exact_sq_dist(x, i[t:t + 1], x, j[t:t + 1]) for t in range(5)]).flatten()
@@ -149,7 +195,8 @@ def _tile_inputs(seed, with_ties):
         s[5:] = exact[:, 5:].amin(dim=0)
     thr = dict(r_pr=r, r_dc=r * 1.2, r_rt=torch.where(torch.rand(150, generator=gen) < 0.5, r, 0.0),
                r_hub=torch.where(torch.rand(150, generator=gen) < 0.3, r, -1.0), s_pr=s,
-               s_hub=torch.where(torch.rand(120, generator=gen) < 0.3, s, -1.0))
+               s_hub=torch.where(torch.rand(120, generator=gen) < 0.3, s, -1.0), r_cover=exact.kthvalue(4, dim=1).values,
+               s_cover=exact.kthvalue(4, dim=0).values)  # through the 4th nearest of the other set: ties
     tile = Tile(a=a, b=b, na=sq_norms(a), nb=sq_norms(b), real=a, fake=b, ri=torch.arange(150), cj=torch.arange(120),
                 sq_scale=1.0, eps=screen_eps(1024), abs_tol=1e-30)
     return tile, thr, exact
@@ -164,7 +211,7 @@ def test_fused_cross_tile_equals_the_torch_route(seed, with_ties):
     ref, _ = torch_tile(tile, thr, want)
     assert refined > 0
     assert set(fused) == set(ref) == want
-    for key in ("in_real", "in_fake", "in_rhub", "in_fhub", "dens", "covered", "rarity"):
+    for key in ("in_real", "in_fake", "in_rhub", "in_fhub", "dens", "covered", "rarity", "cover_fake", "cover_real"):
         np.testing.assert_array_equal(fused[key].numpy(), ref[key].numpy().astype(fused[key].numpy().dtype))
     np.testing.assert_allclose(fused["realism"][0].numpy(), ref["realism"][0].numpy(), rtol=1e-5)
     np.testing.assert_array_equal(fused["realism"][1].numpy(), ref["realism"][1].numpy())
@@ -189,6 +236,9 @@ def test_cross_tile_against_exact_float64_decisions(route):
     np.testing.assert_array_equal(out["covered"].numpy(), (exact < rd).any(1).numpy())
     np.testing.assert_array_equal(out["in_rhub"].numpy(), (exact <= thr["r_hub"][:, None]).any(0).numpy())
     np.testing.assert_array_equal(out["in_fhub"].numpy(), (exact <= thr["s_hub"][None, :]).any(1).numpy())
+    np.testing.assert_array_equal(out["cover_fake"].numpy(), (exact <= thr["s_cover"][None, :]).sum(0).numpy())
+    np.testing.assert_array_equal(out["cover_real"].numpy(), (exact <= thr["r_cover"][:, None]).sum(1).numpy())
+    assert out["cover_fake"].dtype == out["cover_real"].dtype == torch.int64
     rarity = torch.where(exact < r, r, float("inf")).amin(0)
     np.testing.assert_array_equal(out["rarity"].numpy(), rarity.numpy())
     ratio = torch.nan_to_num(thr["r_rt"][:, None] / exact, nan=0.0, posinf=float("inf"))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import hubness_pr
 from hubness_pr.io.outputs import OutputFiles
 from hubness_pr.reports import results as report, runlog
 from hubness_pr.commands.metrics import main
@@ -44,7 +45,8 @@ def test_one_line_per_run_with_the_documented_keys(files, tmp_path, monkeypatch)
         record = json.loads(lines[-1])
         assert tuple(record) == runlog.RECORD_KEYS
         document = json.loads(open(f"r{i}.json").read())
-        assert record["metrics"] == {b: document[b] for b in runlog.METRIC_BLOCKS}
+        assert record["metrics"] == {b: document[b] for b in runlog.METRIC_BLOCKS if b in document}
+        assert set(record["metrics"]) == set(hubness_pr.DEFAULT_METRICS)  # a default run: every default block
         assert record["params"] == document["params"] and record["seconds"] == document["seconds"]
         assert record["timings"] == document["timings"]
         assert record["time"].endswith("+00:00") and record["argv"][-1] == (extra[-1] if extra else f"r{i}.json")

@@ -21,7 +21,7 @@ def comparable(ev):
 
 def test_a_stored_summary_gives_identical_results(tmp_path):
     real, fake = sets()
-    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, 3, 5)
+    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.DEFAULT_METRICS, 3, 5)
     graph = hubness_pr.nearest_neighbors(real, k_max, exact_ks=ks)
     key = SummaryKey.of(real, k_max, ks)
     save_summary(tmp_path / "s.npz", graph, key)

@@ -28,7 +28,7 @@ def data(seed=0, n_real=90, n_fake=80, dim=6):
 
 
 def key_and_graph(real, k=3, dc_k=5):
-    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, k, dc_k)
+    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.DEFAULT_METRICS, k, dc_k)
     return SummaryKey.of(real, k_max, ks), hubness_pr.nearest_neighbors(real, k_max, exact_ks=ks)
 
 
@@ -190,7 +190,7 @@ def test_the_command_refuses_a_planted_entry_with_one_warning_and_correct_result
     outside = files / "precious.txt"
     outside.write_text("root's file\n")
     run("real.npy", "fake.npy", "--json", "plain.json", "--no_cache")
-    key = SummaryKey.of(np.load("real.npy"), *hubness_pr.real_knn_needs(hubness_pr.METRICS, 3, 5))
+    key = SummaryKey.of(np.load("real.npy"), *hubness_pr.real_knn_needs(hubness_pr.DEFAULT_METRICS, 3, 5))
     path = plant(SummaryCache(files / "cache"), key, what, outside)
     before = os.lstat(path)
     result = run("real.npy", "fake.npy", "--json", "a.json")
@@ -327,7 +327,7 @@ def test_genuine_graphs_of_the_hard_cases_pass_the_check_bit_for_bit(case, kerne
     real, fake, options = hard_cases()[case]
     wide = min(7, fake.shape[0] - 1)
     for features, (k, dc_k) in ((real, (options.get("k", 3), options.get("dc_k", 5))), (fake, (min(2, wide), wide))):
-        k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, k, dc_k)
+        k_max, ks = hubness_pr.real_knn_needs(hubness_pr.DEFAULT_METRICS, k, dc_k)
         graph = hubness_pr.nearest_neighbors(features, k_max, exact_ks=ks)
         summary.check_graph(features, graph, sample=min(features.shape[0], 128))
 
@@ -468,7 +468,7 @@ def test_read_arrays_reads_what_fits_and_refuses_what_does_not(tmp_path):
 
 def test_the_command_refuses_a_bomb_in_the_cache_with_one_warning(files):
     run("real.npy", "fake.npy", "--json", "plain.json", "--no_cache")
-    key = SummaryKey.of(np.load("real.npy"), *hubness_pr.real_knn_needs(hubness_pr.METRICS, 3, 5))
+    key = SummaryKey.of(np.load("real.npy"), *hubness_pr.real_knn_needs(hubness_pr.DEFAULT_METRICS, 3, 5))
     cache = SummaryCache(files / "cache")
     cache.folder.mkdir(mode=0o700)
     write_bomb(cache.path(key), key)

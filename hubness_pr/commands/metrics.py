@@ -68,7 +68,12 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--hubsK", "--hubs_k", "--hubs-k", dest="hubs_k", type=positive_int, default=3,
                    help="hub threshold t: a hub has k-occurrence >= t")
     p.add_argument("--metrics", default=None, type=metric_list,
-                   help=f"comma list drawn from {','.join(hubness_pr.METRICS)} (default: all; with --knn hnsw: epr)")
+                   help=f"comma list drawn from {','.join(hubness_pr.METRICS)} (default: "
+                        f"{','.join(hubness_pr.DEFAULT_METRICS)}; with --knn hnsw: epr)")
+    p.add_argument("--route", choices=("auto", "fused", "torch"), default=None,
+                   help="the CPU route of the distance tiles: 'fused' (compiled numba kernels), 'torch' (torch "
+                        "operations) or 'auto' (fused from about 2,000 x 2,000 x 4,096 distance products on); "
+                        "default: $HUBNESS_KERNELS if set, else auto. Results are the same on every route")
     p.add_argument("--knn", choices=("exact", "hnsw"), default="exact",
                    help="how eP&R's hubs are chosen: exact k-occurrence (default), or the k-occurrence of an "
                         "approximate k-NN graph (faiss HNSW; eP&R only; hub radii and the hub cross pass stay "
@@ -203,6 +208,8 @@ def _run(args) -> None:
             if gallery is not None:
                 gallery.abandon()
             raise
+        finally:
+            prepared[0]["ctx"].close()  # the run's thread pool
     finally:
         hubness_pr.engine.distributed.shutdown(group)
 
@@ -221,7 +228,7 @@ def _prepare(args, device_spec: str, group):
             raise ValueError(str(exc)) from None
         args.metrics = "epr"
     metrics, k, dc_k, hubs_k, budget, device = hubness_pr.check_options(
-        metrics=args.metrics or ",".join(hubness_pr.METRICS), k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k,
+        metrics=args.metrics or ",".join(hubness_pr.DEFAULT_METRICS), k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k,
         memory_budget=args.memory_budget * 2**20, device=check_device(device_spec))
     outputs = OutputFiles(inputs={"REAL": args.path_real, "FAKE": args.path_fake, "--weights": args.weights})
     planned, gallery = {}, None
@@ -229,7 +236,9 @@ def _prepare(args, device_spec: str, group):
         planned = {option: outputs.add(getattr(args, option), f"--{option}")
                    for option in ("json", "per_sample", "plot", "log") if getattr(args, option)}
         gallery = Gallery(args.gallery, metrics, args.gallery_n, outputs) if args.gallery else None  # may mkdir
-    options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, memory_budget=budget, device=device)
+    ctx = hubness_pr.RunContext(device=device, memory_budget=budget, route=_route(args), group=group,
+                             progress=args.progress)
+    options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, ctx=ctx)
     try:
         backbones = {}  # built once where both inputs are images
         real, real_idx = _load(args.path_real, "real", args, args.seed, backbones)
@@ -246,7 +255,7 @@ def _prepare(args, device_spec: str, group):
         if args.num_samples is not None:
             log.info("random subsets of %d samples (seed %d for real, %d for fake)", args.num_samples, args.seed,
                      args.seed + 1)
-        stored = _stored_summary(args, real, metrics, k, dc_k)
+        stored = _stored_summary(args, real, metrics, k, dc_k, ctx)
     except BaseException:
         if gallery is not None:
             gallery.abandon()
@@ -316,7 +325,16 @@ def _warn_if_small(real, fake, k: int, dc_k: int, metrics) -> None:
                     "samples of the same distributions)", k_max, ", ".join(small), floor)
 
 
-def _stored_summary(args, real, metrics, k, dc_k) -> dict:
+def _route(args) -> str:
+    """``--route``, by default ``$HUBNESS_KERNELS`` (the one place the environment chooses a route),
+    else 'auto'."""
+    route = args.route or os.environ.get("HUBNESS_KERNELS") or "auto"
+    if route not in ("auto", "fused", "torch"):
+        raise ValueError(f"HUBNESS_KERNELS={route!r}: the default of --route must be auto, fused or torch")
+    return route
+
+
+def _stored_summary(args, real, metrics, k, dc_k, ctx) -> dict:
     """Look for the real set's k-NN summary (inside its feature file, then in the cache): a dict with
     ``graph`` (or None), ``key``, ``status`` and ``path`` for the JSON (hubness_pr/io/summary.py)."""
     if args.knn != "exact":  # no exact graph of the real set is computed
@@ -330,14 +348,14 @@ def _stored_summary(args, real, metrics, k, dc_k) -> dict:
     try:  # arrays knn_* inside the feature file, read no larger than the key allows
         stored = read_arrays(real.source, summary.summary_shapes(key)) if real.key != "(images)" else None
         if stored:
-            found.update(graph=summary.graph_from_arrays(stored, key, real.features), status="reused",
+            found.update(graph=summary.graph_from_arrays(stored, key, real.features, ctx=ctx), status="reused",
                          path=real.source)
             log.info("real: k-NN summary reused from %s", real.source)
             return found
     except ValueError as exc:
         log.warning("real: the k-NN summary inside %s is not used: %s", real.source, exc)
     cache = summary.SummaryCache(args.cache_dir or summary.SummaryCache.default_folder())
-    graph, message = cache.load(key, real.features)
+    graph, message = cache.load(key, real.features, ctx=ctx)
     (log.info if graph is not None or message.startswith("no cached") else log.warning)("real: %s", message)
     found.update(graph=graph, cache=cache, status="reused" if graph is not None else
                  "computed" if message.startswith("no cached") else
@@ -350,7 +368,7 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
                          gallery) -> None:
     (real, real_idx), (fake, fake_idx) = real_pair, fake_pair
     metrics, k, dc_k = options["metrics"], options["k"], options["dc_k"]
-    budget, device = options["memory_budget"], options["device"]
+    ctx = options["ctx"]
     t_loaded = time.perf_counter()
     hnsw = None
     if args.knn == "hnsw":
@@ -361,14 +379,13 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
     real_knn = stored["graph"]
     if real_knn is None and stored.get("key") is not None:  # compute it once, keep it for later runs
         key = stored["key"]
-        real_knn = hubness_pr.nearest_neighbors(real.features, key.k_max, exact_ks=key.exact_ks, device=device,
-                                             memory_budget=budget, desc="k-NN real", progress=args.progress,
-                                             group=group)
+        real_knn = hubness_pr.nearest_neighbors(real.features, key.k_max, exact_ks=key.exact_ks, desc="k-NN real",
+                                             ctx=ctx)
         if group.rank == 0:
             log.info("real: %s", stored["cache"].store(key, real_knn))
     try:
-        evaluation = hubness_pr.evaluate(real=real.features, fake=fake.features, real_knn=real_knn,
-                                      progress=args.progress, group=group, knn=args.knn, hnsw=hnsw, **options)
+        evaluation = hubness_pr.evaluate(real=real.features, fake=fake.features, real_knn=real_knn, knn=args.knn,
+                                      hnsw=hnsw, **options)
     except ValueError as exc:  # "fake has 3 samples; k=3 needs at least 4 ...": name the file
         data = {"real": real, "fake": fake}.get(str(exc).split(" ", 1)[0])
         if data is None:
@@ -382,8 +399,9 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
     real_rarity = None
     if "plot" in planned and evaluation.rarity is not None:  # the real set's own rarity: one more real x real pass
         t = time.perf_counter()
-        real_rarity = hubness_pr.real_rarity_scores(real=real.features, k=k, device=device, memory_budget=budget,
-                                                 progress=args.progress).scores
+        # rank 0 alone plots: this pass is its own, not the group's (the run's route and budget)
+        real_rarity = hubness_pr.real_rarity_scores(real=real.features, k=k, device=ctx.device, route=ctx.route,
+                                                 memory_budget=ctx.memory_budget, progress=ctx.progress).scores
         timings["real_rarity"] = time.perf_counter() - t
     seconds = time.perf_counter() - t_start
     if group.rank > 0:

@@ -153,7 +153,7 @@ def k_occurrence(indices: np.ndarray, n: int, k: int) -> np.ndarray:
 
 
 def quality(features, indices: np.ndarray, k: int, hubs_k: int, options: HnswOptions, *, device="auto",
-            memory_budget: int = DEFAULT_MEMORY_BUDGET, fused: bool | None = None) -> dict:
+            memory_budget: int = DEFAULT_MEMORY_BUDGET, fused: bool | None = None, ctx=None) -> dict:
     """The index against the exact engine, on ``options.sample`` seeded queries of the set.
 
     * ``recall_at_k``: the share of the sampled queries' k approximate neighbours that are true k
@@ -164,7 +164,18 @@ def quality(features, indices: np.ndarray, k: int, hubs_k: int, options: HnswOpt
       ``1 - sum_x |c_index(x) - c_exact(x)| / (2 k s)``. A wrong neighbour that lands on a sample
       another query missed cancels out, as it does for hub selection, so this is at least the recall.
     """
+    from hubness_pr.engine.context import RunContext  # noqa: PLC0415 - context imports torch's heavier parts
     from hubness_pr.engine.knn import neighbors_of
+
+    if ctx is None or ctx.group.active or ctx.progress is not False:
+        # ``ctx``: the run's RunContext, ``fused``: the route it chose (None: by size). The check runs in
+        # this process alone, without a bar: under torchrun each rank checks its own index, as many
+        # times as its search needs (a collective here could wait for a rank that has stopped)
+        with RunContext(device=device if ctx is None else ctx.device,
+                        memory_budget=memory_budget if ctx is None else ctx.memory_budget,
+                        route=None if ctx is None else ctx.route, progress=False,
+                        threads=0 if ctx is None else ctx.threads) as own:
+            return quality(features, indices, k, hubs_k, options, fused=fused, ctx=own)
 
     with warnings.catch_warnings():  # a read-only memory-mapped .npy: the tensor is only read here
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -175,11 +186,12 @@ def quality(features, indices: np.ndarray, k: int, hubs_k: int, options: HnswOpt
     if s == 0:
         return out
     picked = np.sort(np.random.default_rng(options.seed).choice(n, s, replace=False))
-    exact_i, exact_d = neighbors_of(x, picked, k, device=device, memory_budget=memory_budget, fused=fused,
-                                    desc="k-NN check", progress=False)
+    if fused is None:
+        fused = ctx.fused(s * n * x.shape[1])
+    exact_i, exact_d = neighbors_of(x, picked, k, fused=fused, desc="k-NN check", ctx=ctx)
     rows = torch.from_numpy(np.repeat(picked, k))
     cols = torch.from_numpy(indices[picked, :k].reshape(-1))
-    d = exact_sq_dist(x, rows, x, cols, fused=fused).numpy().reshape(s, k)
+    d = exact_sq_dist(x, rows, x, cols, fused=fused, pool=ctx.pool if fused else None).numpy().reshape(s, k)
     out["recall_at_k"] = float(np.mean(d <= exact_d[:, k - 1:k]))
     c_index = np.bincount(indices[picked, :k].ravel(), minlength=n)
     c_exact = np.bincount(exact_i.ravel(), minlength=n)

@@ -3,22 +3,11 @@
 For each tile (a block of reals x a strip of fakes, :func:`hubness_pr.engine.distances.tile_grid`) the float32
 screen is computed once on the pass's screen frame (:mod:`hubness_pr.engine.frame`); the entries within the
 screening band of a threshold or of zero are re-measured exactly in float64 and compared in float64
-with the exact (float64) thresholds; each reduction of :data:`REDUCTIONS` reads the same tile: in one
-fused sweep on the CPU (:func:`hubness_pr.engine.kernels.cross_tile`), as torch operations elsewhere
-(:func:`torch_tile`). Both routes and every merge (threads, tiles) read the same table.
-
-=============  ==========================================  ========  ========  ===================
-reduction      over the tile                                boundary  combine   threshold (k)
-=============  ==========================================  ========  ========  ===================
-in_real        any real i: d2 <= r_i^2  (precision)         ``<=``    any       real radii, k
-in_fake        any fake j: d2 <= s_j^2  (recall)            ``<=``    any       fake radii, k
-dens           count of real i: d2 < r_i^2  (density)       ``<``     sum       real radii, dc_k
-covered        any fake j: d2 < r_i^2  (coverage)           ``<``     any       real radii, dc_k
-rarity         min r_i^2 over real i with d2 < r_i^2        ``<``     min       real radii, k
-realism        argmax over real i of rt_i^2 / d2            --        argmax    pruned real radii, k
-in_rhub        as in_real, hub balls only (eP&R)            ``<=``    any       real radii, k
-in_fhub        as in_fake, hub balls only (eP&R)            ``<=``    any       fake radii, k
-=============  ==========================================  ========  ========  ===================
+with the exact (float64) thresholds; each reduction asked for reads the same tile: in one fused sweep
+on the CPU (:func:`hubness_pr.engine.kernels.cross_tile`), as torch operations elsewhere (:func:`torch_tile`).
+What each reduction is (its side, threshold, boundary, how partial results combine) is declared once
+in :data:`hubness_pr.engine.reductions.TABLE`; both routes, the merge of tiles and threads and the ranks'
+combine read it.
 
 Realism is a value, not a decision: the tiles find each fake's most realistic real (ties by index)
 from screened ratios (float64: squared ratios leave float32's range), and the ratio is then recomputed
@@ -28,73 +17,46 @@ The pass can be restricted to a subset of rows and columns (eP&R alone: real hub
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from hubness_pr.engine import kernels
+from hubness_pr.engine.context import RunContext
 from hubness_pr.engine.distances import (exact_matmul, exact_sq_dist, gram_tile, release_memory, screen_eps, sq_dist_tile,
                         strip_width, tile_grid, tile_side)
-from hubness_pr.engine.distributed import SINGLE, Group
 from hubness_pr.engine.frame import SetStats, choose_frame, screen_rows
-
-# name: (side the result is indexed by, how partial results combine)
-REDUCTIONS = {
-    "in_real": ("fake", "any"), "in_rhub": ("fake", "any"), "rarity": ("fake", "min"), "dens": ("fake", "sum"),
-    "realism": ("fake", "argmax"), "in_fake": ("real", "any"), "in_fhub": ("real", "any"),
-    "covered": ("real", "any"),
-}
+from hubness_pr.engine.reductions import TABLE, THRESHOLDS, banded, combine, initial, needed
 
 
-def combine(name: str, total, part):
-    """Merge the partial result ``part`` of reduction ``name`` into ``total`` (numpy or torch
-    arrays; for ``realism`` a pair (ratio, index): larger ratio wins, then the lower index)."""
-    op = REDUCTIONS[name][1]
-    lib = torch if isinstance(part if op != "argmax" else part[0], torch.Tensor) else np
-    if op == "any":
-        return lib.logical_or(total, part)
-    if op == "sum":
-        return total + part
-    if op == "min":
-        return lib.minimum(total, part)
-    (tv, ti), (pv, pi) = total, part
-    better = (pv > tv) | ((pv == tv) & (pi >= 0) & ((ti < 0) | (pi < ti)))
-    return lib.where(better, pv, tv), lib.where(better, pi, ti)
 
 
 @dataclass
 class CrossInputs:
-    """What the cross pass computes. Squared radii are float64, exact, in original units, indexed
-    like the full real/fake sets."""
+    """What the cross pass computes: the reductions ``want`` (names of
+    :data:`hubness_pr.engine.reductions.TABLE`) and the squared radii they read, ``sq_radii``: threshold name
+    (:data:`hubness_pr.engine.reductions.THRESHOLDS`) -> float64 (N,) or (M,), exact, original units, indexed
+    like the full real/fake sets (-1 or any negative value: a ball holding nothing)."""
 
-    real_sq_radii: np.ndarray | None = None          # (N,) r_i^2 at k: precision, rarity, eP&R
-    fake_sq_radii: np.ndarray | None = None          # (M,) s_j^2 at k: recall, eP&R
-    precision: bool = False                          # -> in_real
-    recall: bool = False                             # -> in_fake
-    rarity: bool = False                             # -> rarity_sq
-    real_sq_radii_dc: np.ndarray | None = None       # (N,) r_i^2 at dc_k: density, coverage
-    real_sq_radii_realism: np.ndarray | None = None  # (N,) rt_i^2 (0 = pruned): realism
-    real_hubs: np.ndarray | None = None              # (N,) bool: eP&R precision flags in a full pass
-    fake_hubs: np.ndarray | None = None              # (M,) bool: eP&R recall flags in a full pass
+    want: frozenset = frozenset()
+    sq_radii: dict = field(default_factory=dict)
 
 
 @dataclass
 class CrossResult:
-    """Per-sample results of the pass (numpy, full-length; entries outside the subset untouched)."""
+    """Per-sample results of the pass (numpy, full-length; entries outside the subset untouched), by
+    reduction name: ``any`` bool, ``sum`` int64, ``min-threshold`` the squared radius in original
+    units (inf: no ball), ``ratio`` the exact squared ratio (float64) with ``NAME_index`` (int64, -1:
+    none)."""
 
-    in_real: np.ndarray | None = None        # (M,) bool
-    in_fake: np.ndarray | None = None        # (N,) bool
-    density_count: np.ndarray | None = None  # (M,) int64
-    covered: np.ndarray | None = None        # (N,) bool: nearest fake inside the dc ball
-    realism_sq: np.ndarray | None = None     # (M,) float64 (inf when a fake sits on a kept real)
-    realism_index: np.ndarray | None = None  # (M,) int64: the real giving the realism score (-1: none)
-    rarity_sq: np.ndarray | None = None      # (M,) float64 (inf when outside every real ball)
-    in_real_hub_ball: np.ndarray | None = None  # (M,) bool
-    in_fake_hub_ball: np.ndarray | None = None  # (N,) bool
+    values: dict = field(default_factory=dict)
     refined: int = 0       # entries re-measured exactly
     tile_side: int = 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[name]
 
 
 @dataclass
@@ -117,6 +79,8 @@ class Tile:
     abs_tol: float           # screening band, absolute
     same_set: bool = False   # real and fake are one set: a sample's pair with itself is skipped
     fused: bool = False      # the route: exact distances from the fused kernels (same bits either way)
+    pool: object = None      # the fused kernels' threads (the run's, RunContext.pool)
+    onednn: bool = False     # the CPU GEMM: the run's oneDNN probe (RunContext.onednn)
     real_rows: torch.Tensor | None = None  # (p,) rows of ``real`` holding the tile's reals (None: ``ri``)
     fake_rows: torch.Tensor | None = None  # (q,) rows of ``fake`` (None: ``cj``)
 
@@ -130,29 +94,39 @@ class Tile:
 
     def exact(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Exact float64 squared distances (frame units) of the tile entries (i, j)."""
-        return (exact_sq_dist(self.real, self.real_at[i], self.fake, self.fake_at[j], fused=self.fused)
+        return (exact_sq_dist(self.real, self.real_at[i], self.fake, self.fake_at[j], fused=self.fused,
+                              pool=self.pool)
                 .to(self.a.device) * self.sq_scale)
 
 
-def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, memory_budget: int,
+def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, ctx: RunContext, *,
                real_stats: SetStats | None = None, fake_stats: SetStats | None = None,
                real_rows: np.ndarray | None = None, fake_cols: np.ndarray | None = None,
-               same_set: bool = False, progress: bool | None = None, group: Group = SINGLE,
-               fused: bool | None = None) -> CrossResult:
-    """Run the tiled real x fake pass (see the module docstring for what each reduction is).
+               same_set: bool = False, fused: bool | None = None) -> CrossResult:
+    """Run the tiled real x fake pass: the reductions ``inputs.want`` (:data:`hubness_pr.engine.reductions.TABLE`).
 
-    ``real`` (N, dim) and ``fake`` (M, dim) are float32 tensors on the pass's device;
-    ``real_rows`` / ``fake_cols`` (sorted int arrays) restrict the pass to those samples.
-    ``same_set``: ``fake`` is ``real`` and each sample's pair with itself is left out (a set scored
-    against the other samples of itself); only for full passes. ``group``: the processes sharing the
-    tiles (:mod:`hubness_pr.engine.distributed`); their per-sample results combine by the REDUCTIONS rules and
-    every rank returns the whole result.
+    ``real`` (N, dim) and ``fake`` (M, dim) are float32 tensors on the pass's device (``ctx.device``);
+    ``ctx`` gives the memory budget, the processes sharing the tiles (``ctx.group``: their per-sample
+    results combine by the table's rules and every rank returns the whole result), the progress bar
+    and the fused kernels' threads. ``real_rows`` / ``fake_cols`` (sorted int arrays) restrict the pass
+    to those samples. ``same_set``: ``fake`` is ``real`` and each sample's pair with itself is left out
+    (a set scored against the other samples of itself); only for full passes. ``fused``: the CPU route
+    the run chose (None: ``ctx.fused`` for this pass's size).
     """
     if same_set and (real_rows is not None or fake_cols is not None or real.shape != fake.shape):
         raise ValueError("same_set needs one full set on both sides")
+    want = frozenset(inputs.want)
+    unknown = want - set(TABLE)
+    if unknown:
+        raise ValueError(f"unknown cross reductions: {sorted(unknown)}")
+    present = needed(want)
+    missing = [key for key in present if inputs.sq_radii.get(key) is None]
+    if missing:
+        raise ValueError(f"the cross reductions {sorted(want)} need the squared radii {missing}")
     dev = real.device
     n_real, dim = real.shape
     n_fake = fake.shape[0]
+    group = ctx.group
     rows_all = _index(real_rows, n_real, dev)
     cols_all = _index(fake_cols, n_fake, dev)
     real_stats = real_stats or SetStats.of(real)
@@ -160,32 +134,20 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
     frame = choose_frame([real, fake], [real_stats, fake_stats])
     real_s, real_n = screen_rows(real, real_stats, frame)
     fake_s, fake_n = screen_rows(fake, fake_stats, frame)
-
-    def t(a):  # original squared radii -> float64 frame units on the device
-        return None if a is None else torch.as_tensor(np.asarray(a, dtype=np.float64) * frame.sq_scale).to(dev)
-
-    r_pr, s_pr = t(inputs.real_sq_radii), t(inputs.fake_sq_radii)
-    r_dc, r_rt = t(inputs.real_sq_radii_dc), t(inputs.real_sq_radii_realism)
-    # eP&R in a full pass: a ball that is not a hub's contains nothing (threshold -1 < 0 <= d2)
-    r_hub = None if inputs.real_hubs is None else torch.where(torch.as_tensor(inputs.real_hubs).to(dev), r_pr, -1.0)
-    s_hub = None if inputs.fake_hubs is None else torch.where(torch.as_tensor(inputs.fake_hubs).to(dev), s_pr, -1.0)
-    use_r = inputs.precision or inputs.rarity or r_hub is not None
-    use_s = inputs.recall or s_hub is not None
-    want = set()
-    for name, on in (("in_real", inputs.precision), ("in_fake", inputs.recall), ("rarity", inputs.rarity),
-                     ("dens", r_dc is not None), ("covered", r_dc is not None), ("realism", r_rt is not None),
-                     ("in_rhub", r_hub is not None), ("in_fhub", s_hub is not None)):
-        if on:
-            want.add(name)
-    want = frozenset(want)
-    thresholds = dict(r_pr=r_pr if use_r else None, r_dc=r_dc, r_rt=r_rt, r_hub=r_hub,
-                      s_pr=s_pr if use_s else None, s_hub=s_hub)
+    # original squared radii -> float64 frame units on the device
+    thresholds = {key: torch.as_tensor(np.asarray(inputs.sq_radii[key], dtype=np.float64) * frame.sq_scale).to(dev)
+                  for key in present}
+    row_keys = [key for key in present if THRESHOLDS[key].side == "real"]
+    col_keys = [key for key in present if THRESHOLDS[key].side == "fake"]
 
     # in the table's order: the ranks combine them in the same order (a set's order differs by process)
-    totals = {name: _initial(name, n_real if REDUCTIONS[name][0] == "real" else n_fake, dev)
-              for name in REDUCTIONS if name in want}
+    totals = {name: initial(name, n_real if TABLE[name].side == "real" else n_fake, dev)
+              for name in TABLE if name in want}
     if fused is None:
-        fused = kernels.enabled(dev, rows_all.numel() * cols_all.numel() * dim)
+        fused = ctx.fused(rows_all.numel() * cols_all.numel() * dim)
+    pool = ctx.pool if fused else None
+    onednn = ctx.onednn if dev.type == "cpu" else False
+    memory_budget = ctx.memory_budget
     side = tile_side(dim, memory_budget)
     width = strip_width(side, dim, memory_budget, fused)
     tiles = tile_grid(rows_all.numel(), cols_all.numel(), side, width)
@@ -199,31 +161,30 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
         buf_b = torch.empty((min(width, cols_all.numel()), dim), dtype=torch.float32, device=dev)
     with exact_matmul(), torch.inference_mode(), \
             tqdm(total=len(tiles), desc="real x fake", unit="tile",
-                 disable=None if progress is None else not progress, leave=False) as bar:
+                 disable=None if ctx.progress is None else not ctx.progress, leave=False) as bar:
         current_rows = None
         for rp, cp in tiles:
             if rp != current_rows:  # a new row block: gather it once for all its column strips
                 current_rows, ri = rp, rows_all[rp]
                 a, na = _take(real_s, ri, buf_a), real_n[ri]
                 orig_a = _originals(real, ri, a, frame.identity)
-                row_thr = {key: thresholds[key][ri] for key in ("r_pr", "r_dc", "r_rt", "r_hub")
-                           if thresholds[key] is not None}
+                row_thr = {key: thresholds[key][ri] for key in row_keys}
             cj = cols_all[cp]
             b = _take(fake_s, cj, buf_b)
             orig_b = _originals(fake, cj, b, frame.identity)
             tile = Tile(a=a, b=b, na=na, nb=fake_n[cj], real=orig_a[0], fake=orig_b[0], ri=ri, cj=cj,
                         sq_scale=frame.sq_scale, eps=eps, abs_tol=abs_tol, same_set=same_set, fused=fused,
-                        real_rows=orig_a[1], fake_rows=orig_b[1])
+                        pool=pool, onednn=onednn, real_rows=orig_a[1], fake_rows=orig_b[1])
             thr = dict(row_thr)
-            thr.update({key: thresholds[key][cj] for key in ("s_pr", "s_hub") if thresholds[key] is not None})
+            thr.update({key: thresholds[key][cj] for key in col_keys})
             if fused:
-                out, count = kernels.cross_tile(gram_tile(tile.a, tile.b), tile, thr, want)
+                out, count = kernels.cross_tile(gram_tile(tile.a, tile.b, onednn), tile, thr, want, pool)
             else:
                 out, count = torch_tile(tile, thr, want)
             refined += count
             for name, part in out.items():
-                where = ri if REDUCTIONS[name][0] == "real" else cj
-                if name == "realism":
+                where = ri if TABLE[name].side == "real" else cj
+                if TABLE[name].op == "argmax":
                     v, i = combine(name, (totals[name][0][where], totals[name][1][where]), part)
                     totals[name][0][where], totals[name][1][where] = v, i
                 else:
@@ -233,45 +194,34 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, *, m
 
     release_memory()
     for name in totals:  # the ranks' per-sample results, by the rule of each reduction
-        totals[name] = group.combine(REDUCTIONS[name][1], totals[name])
+        totals[name] = group.combine(TABLE[name].op, totals[name])
     refined = int(group.combine("sum", torch.tensor([refined], device=dev)).item())
     res = CrossResult(refined=refined, tile_side=side)
-
-    def out(name):
-        return totals[name].cpu().numpy() if name in totals else None
-
-    res.in_real, res.in_fake, res.density_count, res.covered = out("in_real"), out("in_fake"), out("dens"), out("covered")
-    res.in_real_hub_ball, res.in_fake_hub_ball = out("in_rhub"), out("in_fhub")
-    if "rarity" in totals:
-        res.rarity_sq = totals["rarity"].cpu().numpy() / frame.sq_scale
-    if "realism" in totals:
-        res.realism_index = totals["realism"][1].cpu().numpy()
-        res.realism_sq = _exact_realism(real, fake, np.asarray(inputs.real_sq_radii_realism, dtype=np.float64),
-                                        res.realism_index, cols_all.cpu().numpy(), fused)
+    cols_np = cols_all.cpu().numpy()
+    for name, total in totals.items():
+        r = TABLE[name]
+        if r.compare == "ratio":  # recomputed from the exact distance of the pair found
+            index = total[1].cpu().numpy()
+            res.values[name + "_index"] = index
+            res.values[name] = _exact_ratio(real, fake, np.asarray(inputs.sq_radii[r.threshold], dtype=np.float64),
+                                            index, cols_np, fused, pool)
+        elif r.compare == "min-threshold":  # a threshold in frame units: back to original ones
+            res.values[name] = total.cpu().numpy() / frame.sq_scale
+        else:
+            res.values[name] = total.cpu().numpy()
     return res
 
 
-def _initial(name: str, n: int, dev) -> torch.Tensor | tuple:
-    op = REDUCTIONS[name][1]
-    if op == "any":
-        return torch.zeros(n, dtype=torch.bool, device=dev)
-    if op == "sum":
-        return torch.zeros(n, dtype=torch.int64, device=dev)
-    if op == "min":
-        return torch.full((n,), float("inf"), dtype=torch.float64, device=dev)
-    return (torch.zeros(n, dtype=torch.float64, device=dev), torch.full((n,), -1, dtype=torch.int64, device=dev))
-
-
-def _exact_realism(real: torch.Tensor, fake: torch.Tensor, rt_sq: np.ndarray, index: np.ndarray,
-                   cols: np.ndarray, fused: bool) -> np.ndarray:
-    """rt_i^2 / d^2 of each fake and its most realistic real ``index`` from the exact distance (0 where
-    every ratio is 0; +inf for a fake on a kept real)."""
+def _exact_ratio(real: torch.Tensor, fake: torch.Tensor, rt_sq: np.ndarray, index: np.ndarray,
+                 cols: np.ndarray, fused: bool, pool) -> np.ndarray:
+    """rt_i^2 / d^2 of each fake and its argmax real ``index`` from the exact distance (0 where every
+    ratio is 0; +inf for a fake on a kept real)."""
     out = np.zeros(fake.shape[0], dtype=np.float64)
     j = cols[index[cols] >= 0]
     if j.size:
         i = index[j]
         d = exact_sq_dist(real, torch.as_tensor(i).to(real.device), fake, torch.as_tensor(j).to(real.device),
-                          fused=fused)
+                          fused=fused, pool=pool)
         d = d.cpu().numpy()
         rt = rt_sq[i]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -280,73 +230,78 @@ def _exact_realism(real: torch.Tensor, fake: torch.Tensor, rt_sq: np.ndarray, in
     return out
 
 
-def torch_tile(tile: Tile, thresholds: dict, want: frozenset) -> tuple[dict, int]:
-    """The torch route of one tile (any device): the reductions named in ``want``, as
-    :func:`hubness_pr.engine.kernels.cross_tile` returns them, and the number of pairs re-measured.
+def torch_tile(tile: Tile, thresholds: dict, want) -> tuple[dict, int]:
+    """The torch route of one tile (any device): the reductions named in ``want``
+    (:data:`hubness_pr.engine.reductions.TABLE`), as :func:`hubness_pr.engine.kernels.cross_tile` returns them, and the
+    number of pairs re-measured.
 
-    ``thresholds`` maps ``r_pr, r_dc, r_rt, r_hub`` (the tile's rows) and ``s_pr, s_hub`` (its
-    columns) to float64 tensors in frame units. The float32 screen decides every entry farther than
-    the band from each threshold; the entries within it (or within the band of 0) are re-measured
-    and decided in float64.
+    ``thresholds`` maps threshold names (:data:`hubness_pr.engine.reductions.THRESHOLDS`) to float64 tensors of
+    the tile's rows or columns in frame units (None: absent). The float32 screen decides every entry
+    farther than the band from each banded threshold; the entries within it (or within the band of 0)
+    are re-measured and decided in float64.
     """
-    d2 = sq_dist_tile(tile.a, tile.b, tile.na, tile.nb)
+    d2 = sq_dist_tile(tile.a, tile.b, tile.na, tile.nb, tile.onednn)
     if tile.same_set:  # a sample's pair with itself (row i, column i + r0 - c0): beyond every threshold
         d2.diagonal(int(tile.ri[0]) - int(tile.cj[0])).fill_(float("inf"))
     tol = tile.eps * (float(tile.na.max()) + float(tile.nb.max())) + tile.abs_tol
-    shape = {"r_pr": (-1, 1), "r_dc": (-1, 1), "r_rt": (-1, 1), "r_hub": (-1, 1), "s_pr": (1, -1), "s_hub": (1, -1)}
-    t32 = {key: v.to(torch.float32).view(shape[key]) for key, v in thresholds.items() if v is not None}
+    present = [key for key, v in thresholds.items() if v is not None]
+
+    def shaped(key, v):  # a row threshold as a column vector, a column threshold as a row vector
+        return v.view(-1, 1) if THRESHOLDS[key].side == "real" else v.view(1, -1)
+
+    t32 = {key: shaped(key, thresholds[key].to(torch.float32)) for key in present}
     near = d2 <= tol
-    for key in ("r_pr", "r_dc", "s_pr"):
-        if key in t32:  # the band, widened by the float32 rounding of the threshold
-            near |= (d2 - t32[key]).abs_() <= tol + t32[key].abs() * 2.0**-22
+    for key in banded(present):  # the band, widened by the float32 rounding of the threshold
+        near |= (d2 - t32[key]).abs_() <= tol + t32[key].abs() * 2.0**-22
     i, j = near.nonzero(as_tuple=True)
     del near
     e = tile.exact(i, j)
+    last = {}  # the last membership mask (entries sharing one are adjacent in the table)
 
     def inside(key, strict):
         """The tile's membership test against threshold ``key``, exact at the re-measured entries."""
+        if last.get("key") == (key, strict):
+            return last["mask"]
+        last.clear()
         m = d2 < t32[key] if strict else d2 <= t32[key]
-        t64 = thresholds[key][i if shape[key][0] == -1 else j]
+        t64 = thresholds[key][i if THRESHOLDS[key].side == "real" else j]
         m[i, j] = e < t64 if strict else e <= t64
+        last.update(key=(key, strict), mask=m)
         return m
 
     out = {}
-    if "realism" in want:  # first: its float64 ratio tile (8 bytes an element) meets no mask of the others
-        # screened ratios locate each fake's most realistic real; re-measured entries use exact d2.
-        # float64, as on the fused route: rt^2 / d^2 can exceed float32's range or fall below it
-        ratio = torch.div(thresholds["r_rt"].view(-1, 1), d2)  # float64 / float32 -> float64; x/0 = inf
-        ratio.nan_to_num_(nan=0.0, posinf=float("inf"))        # 0/0: a pruned ball at distance 0
-        rt = thresholds["r_rt"][i]
-        ratio[i, j] = torch.where(e > 0, rt / torch.where(e > 0, e, 1.0), torch.where(rt > 0, float("inf"), 0.0))
-        value, arg = ratio.max(dim=0)  # the first (lowest) index among equal maxima
-        del ratio
-        out["realism"] = (value, torch.where(value > 0, tile.ri[arg], -1))
-    if "in_real" in want or "rarity" in want:
-        m = inside("r_pr", strict=False)
-        if "in_real" in want:
-            out["in_real"] = m.any(dim=0)
-        if "rarity" in want:
-            strict = inside("r_pr", strict=True)
-            r = thresholds["r_pr"]
-            rank = torch.empty_like(r, dtype=torch.float32)  # exact for < 2^24 reals a tile
-            order = torch.argsort(r)
-            rank[order] = torch.arange(r.numel(), dtype=torch.float32, device=r.device)
+    for name, r in TABLE.items():
+        if name not in want:
+            continue
+        along = 0 if r.side == "fake" else 1  # reduce over the other side's samples
+        if r.compare == "ratio":  # first in the table: its float64 tile (8 bytes an element) meets no mask
+            # screened ratios locate each fake's most realistic real; re-measured entries use exact d2.
+            # float64, as on the fused route: rt^2 / d^2 can exceed float32's range or fall below it
+            rt_all = thresholds[r.threshold]
+            ratio = torch.div(rt_all.view(-1, 1), d2)  # float64 / float32 -> float64; x/0 = inf
+            ratio.nan_to_num_(nan=0.0, posinf=float("inf"))  # 0/0: a pruned ball at distance 0
+            rt = rt_all[i]
+            ratio[i, j] = torch.where(e > 0, rt / torch.where(e > 0, e, 1.0), torch.where(rt > 0, float("inf"), 0.0))
+            value, arg = ratio.max(dim=0)  # the first (lowest) index among equal maxima
+            del ratio
+            out[name] = (value, torch.where(value > 0, tile.ri[arg], -1))
+        elif r.compare == "min-threshold":  # the smallest row threshold whose ball holds the column
+            strict = inside(r.threshold, strict=True)
+            t = thresholds[r.threshold]
+            rank = torch.empty_like(t, dtype=torch.float32)  # exact for < 2^24 reals a tile
+            order = torch.argsort(t)
+            rank[order] = torch.arange(t.numel(), dtype=torch.float32, device=t.device)
             best = torch.where(strict, rank[:, None], float("inf")).amin(dim=0)
             found = torch.isfinite(best)
             value = torch.full_like(best, float("inf"), dtype=torch.float64)
-            value[found] = r[order][best[found].long()]
-            out["rarity"] = value
-    if "in_fake" in want:
-        out["in_fake"] = inside("s_pr", strict=False).any(dim=1)
-    if "in_rhub" in want:
-        out["in_rhub"] = inside("r_hub", strict=False).any(dim=0)
-    if "in_fhub" in want:
-        out["in_fhub"] = inside("s_hub", strict=False).any(dim=1)
-    if "dens" in want:
-        m = inside("r_dc", strict=True)
-        # counting as uint8 -> int32 is ~7x faster than summing bools (an int64 copy)
-        out["dens"] = m.view(torch.uint8).sum(dim=0, dtype=torch.int32).to(torch.int64)
-        out["covered"] = m.any(dim=1)
+            value[found] = t[order][best[found].long()]
+            out[name] = value
+        else:
+            m = inside(r.threshold, strict=r.compare == "<")
+            if r.op == "any":
+                out[name] = m.any(dim=along)
+            else:  # sum: counting as uint8 -> int32 is ~7x faster than summing bools (an int64 copy)
+                out[name] = m.view(torch.uint8).sum(dim=along, dtype=torch.int32).to(torch.int64)
     return out, int(i.numel())
 
 

@@ -115,52 +115,48 @@ def sq_norms(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def gram_tile(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def gram_tile(a: torch.Tensor, b: torch.Tensor, onednn: bool = False) -> torch.Tensor:
     """The float32 product ``a @ b.T`` of two row blocks (p, dim) and (q, dim): (p, q), IEEE float32.
 
-    On the CPU it is oneDNN's float32 inner-product primitive (through torch), which picks its
-    kernels by instruction set (AVX-512 where present) and measured 1.8x numpy's OpenBLAS and 2.1x
-    torch's MKL ``matmul`` on AMD Zen 5 (they take AVX2 paths there); where that primitive is missing
-    from the torch build, numpy's BLAS. On CUDA it is one cuBLAS GEMM (TF32 off, :func:`exact_matmul`).
+    On the CPU, with ``onednn`` (the run's probe, :attr:`hubness_pr.engine.context.RunContext.onednn`: the
+    private op is there and computes an IEEE float32 product), oneDNN's float32 inner-product
+    primitive (through torch), which picks its kernels by instruction set (AVX-512 where present) and
+    measured 1.8x numpy's OpenBLAS and 2.1x torch's MKL ``matmul`` on AMD Zen 5 (they take AVX2 paths
+    there); without, numpy's BLAS. On CUDA it is one cuBLAS GEMM (TF32 off, :func:`exact_matmul`).
     """
     if a.device.type != "cpu":
         return a @ b.T
-    if _onednn_gemm():
+    if onednn:
         return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
     out = torch.empty((a.shape[0], b.shape[0]), dtype=torch.float32)
     np.matmul(a.numpy(), b.numpy().T, out=out.numpy())
     return out
 
 
-_ONEDNN: bool | None = None
+def onednn_gemm_works() -> bool:
+    """Whether torch's private oneDNN inner product is there and computes an IEEE float32 product
+    (checked against float64 on a small case; a run probes it once, :class:`hubness_pr.engine.context.RunContext`)."""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a, b = torch.rand(37, 300, generator=gen), torch.rand(23, 300, generator=gen)
+        with torch.inference_mode():
+            got = torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+        want = a.double() @ b.double().T
+        return bool(got.dtype == torch.float32 and got.shape == want.shape
+                    and float(((got.double() - want).abs() / want).max()) < 300 * 2.0**-24)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
 
 
-def _onednn_gemm() -> bool:
-    """Whether torch's oneDNN inner product is there and computes an IEEE float32 product (checked
-    once against float64 on a small case)."""
-    global _ONEDNN
-    if _ONEDNN is None:
-        try:
-            gen = torch.Generator().manual_seed(0)
-            a, b = torch.rand(37, 300, generator=gen), torch.rand(23, 300, generator=gen)
-            with torch.inference_mode():
-                got = torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
-            want = a.double() @ b.double().T
-            _ONEDNN = bool(got.dtype == torch.float32 and got.shape == want.shape
-                           and float(((got.double() - want).abs() / want).max()) < 300 * 2.0**-24)
-        except (AttributeError, RuntimeError, NotImplementedError):
-            _ONEDNN = False
-    return _ONEDNN
-
-
-def sq_dist_tile(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -> torch.Tensor:
+def sq_dist_tile(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.Tensor,
+                 onednn: bool = False) -> torch.Tensor:
     """Float32 screen of squared distances between rows of ``a`` (p, dim) and ``b`` (q, dim): (p, q).
 
     ``(-2 a.b + |a|^2) + |b|^2`` clamped at 0, from :func:`gram_tile`'s product; errors inside
     :func:`screen_eps`. (The fused CPU kernels form the same expression per element.)
     """
     if a.device.type == "cpu":
-        d2 = gram_tile(a, b)
+        d2 = gram_tile(a, b, onednn)
         d2.mul_(-2.0).add_(na[:, None]).add_(nb[None, :]).clamp_(min=0.0)
         return d2
     d2 = torch.addmm(na[:, None], a, b.T, beta=1.0, alpha=-2.0)
@@ -169,7 +165,7 @@ def sq_dist_tile(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.T
 
 
 def exact_sq_dist(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Tensor,
-                  chunk_bytes: int | None = None, fused: bool | None = None) -> torch.Tensor:
+                  chunk_bytes: int | None = None, fused: bool = False, pool=None) -> torch.Tensor:
     """Exact squared distances of the pairs ``(x[i[t]], y[j[t]])``: float64 (len(i),).
 
     Every radius and every near-boundary decision goes through this one function, and its result
@@ -178,10 +174,11 @@ def exact_sq_dist(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Te
     (:func:`hubness_pr.engine.kernels.exact_pairs`) as in torch. So equal pairs give equal bits everywhere and
     a distance that ties a radius ties it on every route. The pairs are gathered in chunks whose
     float64 temporaries (4 of chunk x dim) fit ``chunk_bytes`` (default 8 MiB on the CPU,
-    256 MiB on a GPU). ``fused``: the route the run chose (None: the fused kernels where enabled).
+    256 MiB on a GPU). ``fused``: the route the run chose (:meth:`hubness_pr.engine.context.RunContext.fused`;
+    CPU only), in the threads of ``pool`` (the run's, :attr:`hubness_pr.engine.context.RunContext.pool`).
     """
-    if kernels.enabled(x.device) if fused is None else fused:
-        return kernels.exact_pairs(x, i, y, j)
+    if fused:
+        return kernels.exact_pairs(x, i, y, j, pool)
     out = torch.empty(i.shape[0], dtype=torch.float64, device=x.device)
     if chunk_bytes is None:
         chunk_bytes = 8 * 2**20 if x.device.type == "cpu" else 256 * 2**20

@@ -10,7 +10,7 @@ of the tiles of each pass; only per-sample results move between ranks, never dis
   proof of :mod:`hubness_pr.engine.knn` holds as in one process. The exact step (re-measurement, fallback) is
   split by rows and the rows' results are gathered.
 * cross pass: each rank reduces its tiles into full-length per-sample results, and those are
-  combined by the reduction's rule of :data:`hubness_pr.engine.cross.REDUCTIONS` (any, sum, min, argmax with
+  combined by the reduction's rule of :data:`hubness_pr.engine.reductions.TABLE` (any, sum, min, argmax with
   the lower index on ties) - the same rule that merges threads and tiles in one process.
 
 So neighbours and decisions equal the single-process run; metric values agree to float rounding.
@@ -27,7 +27,7 @@ import torch
 
 from hubness_pr.io.store import contiguous_share
 
-# torch.distributed reductions of the REDUCTIONS rules (argmax is two steps, see Group.combine)
+# torch.distributed reductions of the table's rules (hubness_pr.engine.reductions) (argmax is two steps, see Group.combine)
 _OPS = {"any": "MAX", "sum": "SUM", "min": "MIN"}
 
 
@@ -77,7 +77,7 @@ class Group:
         return [part.to(local.device) for part in parts]
 
     def combine(self, op: str, value):
-        """Combine a per-sample result over the ranks by the rule ``op`` of REDUCTIONS ('any',
+        """Combine a per-sample result over the ranks by the rule ``op`` of an entry of :data:`hubness_pr.engine.reductions.TABLE` ('any',
         'sum', 'min', or 'argmax' for a (ratio, index) pair: larger ratio, then lower index, -1 =
         none)."""
         if not self.active:

@@ -3,7 +3,8 @@ needs no fused kernel (a GPU run, a tiny set) never imports numba. See hubness_p
 import numba
 import numpy as np
 
-from hubness_pr.engine.kernels import DC, FAKE_HUBS, PRECISION, RARITY, REAL_HUBS, REALISM, RECALL
+from hubness_pr.engine.reductions import (COL_OP, COL_OUT, COL_SIDE, COL_SLOT, COL_STRICT, COL_THR_SIDE, OP_ANY, OP_ARGMAX, OP_MIN,
+                         OP_SUM, SIDE_REAL)
 
 
 def _jit(fn):
@@ -52,86 +53,107 @@ def _screen(g, na, nb, i, j):
     return d if d > np.float32(0.0) else np.float32(0.0)
 
 @_jit
-def _cross_kernel(g, xa, xb, ri, cj, ra, cb, na, nb, eps, abs_tol, sq_scale, flags, same_set, r_pr, r_dc, r_rt,
-                  r_hub, s_pr, s_hub, row_far, col_far, r0, r1, in_fake, in_fhub, covered, in_real, in_rhub, rarity, dens,
-                  realism, realism_index):
-    """Rows r0..r1 of one real x fake tile; row outputs at [i], column outputs (this thread's own
-    copies) at [j]. ``ri``/``cj`` are the tile's samples (indices into the full sets) and
-    ``xa[ra[i]]``/``xb[cb[j]]`` their original rows (the full arrays with ``ra = ri``, or the tile's
-    blocks); thresholds are float64 in frame units; realism ratios are float64:
-    ``r_rt / float64(screen)``, or ``r_rt / exact`` for a re-measured pair, the same bits as the
-    torch route's; ``row_far``/``col_far`` float32 bounds above every threshold's band. Returns
-    the number of pairs re-measured exactly. ``same_set``: rows and columns are one set (``cj``
-    contiguous) and each sample's pair with itself is skipped."""
+def _cross_kernel(g, xs, ids, norms, thr_r, thr_c, table, bands, far, scal, span, out_r, out_c):
+    """Rows span[0]..span[1] of one real x fake tile: every reduction of the packed ``table``
+    (:func:`hubness_pr.engine.reductions.pack`: op, result side, threshold side, threshold slot, strict,
+    output slot) for each pair.
+
+    ``g``: the float32 Gram tile; ``xs = (xa, xb)`` the original rows, ``ids = (ri, cj, ra, cb)``:
+    the tile's samples (indices into the full sets) and their rows ``xa[ra[i]]``, ``xb[cb[j]]``;
+    ``norms = (na, nb)`` float32 squared screen norms; ``thr_r`` (p x row slots) and ``thr_c``
+    (column slots x q): float64 thresholds in frame units; ``bands = (row slots, column slots)`` whose
+    screening band re-measures a pair; ``far = (row_far, col_far)``: float32 bounds above every
+    decisive threshold's band (a pair beyond both decides nothing); ``scal = (eps, abs_tol,
+    sq_scale)``; ``span = (r0, r1, same_set)`` (same set: rows and columns are one set, ``cj``
+    contiguous, each sample's pair with itself skipped). Outputs (float64): ``out_r`` (row outputs x
+    p; this thread's rows only), ``out_c`` (column outputs x q; this thread's own copy); an argmax
+    (realism) takes two column outputs: the ratio and the real's index. Realism's ratios are
+    ``rt / float64(screen)``, or ``rt / exact`` for a re-measured pair, the bits of the torch route.
+    Returns the number of pairs re-measured exactly."""
+    xa, xb = xs
+    ri, cj, ra, cb = ids
+    na, nb = norms
+    band_r, band_c = bands
+    row_far, col_far = far
+    eps, abs_tol, sq_scale = scal[0], scal[1], scal[2]
+    r0, r1, same_set = span[0], span[1], span[2]
     q = g.shape[1]
-    use_r = (flags & (PRECISION | RARITY | REAL_HUBS)) != 0
-    use_s = (flags & (RECALL | FAKE_HUBS)) != 0
-    use_dc = (flags & DC) != 0
-    use_rt = (flags & REALISM) != 0
+    n_entries = table.shape[0]
+    rt_slot = -1  # the argmax entry (realism) is also served on the fast path
+    rt_out = -1
+    for t in range(n_entries):
+        if table[t, COL_OP] == OP_ARGMAX:
+            rt_slot = table[t, COL_SLOT]
+            rt_out = table[t, COL_OUT]
+    use_rt = rt_slot >= 0
     refined = 0
     buf = np.empty(_tree_length(xa.shape[1]), dtype=np.float64)
     for i in range(r0, r1):
         nai = np.float64(na[i])
-        rp = r_pr[i] if use_r else -np.inf
-        rd = r_dc[i] if use_dc else -np.inf
-        rh = r_hub[i] if (flags & REAL_HUBS) != 0 else -np.inf
-        rt = r_rt[i] if use_rt else 0.0
-        far = row_far[i]
-        jself = ri[i] - cj[0] if same_set else -1
-        hit_s = False
-        hit_sh = False
-        cov = False
+        rt = thr_r[i, rt_slot] if use_rt else 0.0
+        far_i = row_far[i]
+        jself = ri[i] - cj[0] if same_set != 0 else -1
         for j in range(q):
             if j == jself:
                 continue
             d = _screen(g, na, nb, i, j)
-            if d > far and d > col_far[j]:
+            if d > far_i and d > col_far[j]:
                 # the common case: no threshold decides anything; d > 0. Realism: a multiplication
                 # skips the pairs that cannot win (the factor covers the rounding of both sides)
-                d64 = np.float64(d)
-                if use_rt and rt > realism[j] * d64 * 0.999:
-                    ratio = rt / d64
-                    if ratio > realism[j]:
-                        realism[j] = ratio
-                        realism_index[j] = ri[i]
+                if use_rt:
+                    d64 = np.float64(d)
+                    best = out_c[rt_out, j]
+                    if rt > best * d64 * 0.999:
+                        ratio = rt / d64
+                        if ratio > best:
+                            out_c[rt_out, j] = ratio
+                            out_c[rt_out + 1, j] = ri[i]
                 continue
             e = np.float64(d)
             tol = eps * (nai + np.float64(nb[j])) + abs_tol
-            if e <= tol or abs(e - rp) <= tol or abs(e - rd) <= tol or (use_s and abs(e - s_pr[j]) <= tol):
+            near = e <= tol
+            for s in band_r:
+                if abs(e - thr_r[i, s]) <= tol:
+                    near = True
+            for s in band_c:
+                if abs(e - thr_c[s, j]) <= tol:
+                    near = True
+            if near:
                 e = _exact_pair(xa[ra[i]], xb[cb[j]], buf) * sq_scale
                 refined += 1
-            if e <= rp:
-                if (flags & PRECISION) != 0:
-                    in_real[j] = True
-                if (flags & RARITY) != 0 and e < rp and rp < rarity[j]:
-                    rarity[j] = rp
-            if e <= rh:
-                in_rhub[j] = True
-            if use_s:
-                if (flags & RECALL) != 0 and e <= s_pr[j]:
-                    hit_s = True
-                if (flags & FAKE_HUBS) != 0 and e <= s_hub[j]:
-                    hit_sh = True
-            if e < rd:
-                dens[j] += 1
-                cov = True
-            if use_rt:
-                if e > 0.0:
-                    ratio = rt / e
-                elif rt > 0.0:
-                    ratio = np.inf
+            for t in range(n_entries):
+                op = table[t, COL_OP]
+                thr = thr_r[i, table[t, COL_SLOT]] if table[t, COL_THR_SIDE] == SIDE_REAL else thr_c[table[t, COL_SLOT], j]
+                o = table[t, COL_OUT]
+                if op == OP_ARGMAX:
+                    if e > 0.0:
+                        ratio = thr / e
+                    elif thr > 0.0:
+                        ratio = np.inf
+                    else:
+                        ratio = 0.0  # 0/0: a pruned ball at distance 0
+                    if ratio > out_c[o, j]:
+                        out_c[o, j] = ratio
+                        out_c[o + 1, j] = ri[i]
+                    continue
+                if not (e < thr if table[t, COL_STRICT] != 0 else e <= thr):
+                    continue
+                if table[t, COL_SIDE] == SIDE_REAL:
+                    _update(out_r, o, i, op, thr)
                 else:
-                    ratio = 0.0  # 0/0: a pruned ball at distance 0
-                if ratio > realism[j]:
-                    realism[j] = ratio
-                    realism_index[j] = ri[i]
-        if hit_s:
-            in_fake[i] = True
-        if hit_sh:
-            in_fhub[i] = True
-        if cov:
-            covered[i] = True
+                    _update(out_c, o, j, op, thr)
     return refined
+
+@_jit
+def _update(out, o, at, op, thr):
+    """One pair inside a ball: ``any`` sets, ``sum`` counts, ``min`` keeps the smaller threshold."""
+    if op == OP_ANY:
+        out[o, at] = 1.0
+    elif op == OP_SUM:
+        out[o, at] += 1.0
+    elif op == OP_MIN:
+        if thr < out[o, at]:
+            out[o, at] = thr
 
 @_jit
 def _worst(bd):

@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 
 from hubness_pr.engine import kernels
 from hubness_pr.engine.inputs import check_feature_input, check_int
+from hubness_pr.engine.context import RunContext
 from hubness_pr.engine.distances import (DEFAULT_MEMORY_BUDGET, as_tensor, exact_matmul, exact_sq_dist, gram_tile, release_memory,
-                        resolve_device, screen_eps, sq_dist_tile, strip_width, tile_grid, tile_side)
+                        screen_eps, sq_dist_tile, strip_width, tile_grid, tile_side)
 from hubness_pr.engine.distributed import SINGLE, Group
 from hubness_pr.engine.frame import SetStats, choose_frame, screen_rows
 
@@ -91,7 +92,8 @@ class NeighborGraph:
 
 def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
                       exact_ks=None, stats: SetStats | None = None, desc: str = "k-NN",
-                      progress: bool | None = None, group: Group = SINGLE, fused: bool | None = None) -> NeighborGraph:
+                      progress: bool | None = None, group: Group = SINGLE, fused: bool | None = None,
+                      route: str | None = None, ctx: RunContext | None = None) -> NeighborGraph:
     """Exact k nearest neighbours of every row of ``features`` within the same set.
 
     Args:
@@ -107,11 +109,18 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         progress: tqdm bar on stderr; None shows it only on a terminal.
         group: the processes sharing the work (:mod:`hubness_pr.engine.distributed`); every rank returns the
             whole graph.
-        fused: the CPU route (:func:`hubness_pr.engine.kernels.enabled`); None chooses by device and size.
+        fused: the CPU route the run chose; None: ``ctx.fused`` for this pass's size.
+        route: 'auto', 'fused' or 'torch' (:class:`hubness_pr.engine.context.RunContext`).
+        ctx: the run's :class:`hubness_pr.engine.context.RunContext`; when given, it replaces ``device``,
+            ``memory_budget``, ``progress``, ``group`` and ``route``.
     """
     check_feature_input(features, "features")
     k = check_int(k, "k", "nearest_neighbors", 1)
-    dev = resolve_device(device)
+    if ctx is None:
+        with RunContext.build(device=device, memory_budget=memory_budget, route=route, group=group,
+                              progress=progress) as own:
+            return nearest_neighbors(features, k, exact_ks=exact_ks, stats=stats, desc=desc, fused=fused, ctx=own)
+    dev = ctx.device
     x = as_tensor(features, dev)
     n, dim = x.shape
     if n < k + 1:
@@ -120,15 +129,16 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         raise ValueError(f"exact_ks={tuple(exact_ks)} must lie in [1, k={k}]")
     exact_ks = tuple(sorted(set(exact_ks or range(1, k + 1)) | {k}))
     if fused is None:
-        fused = kernels.enabled(dev, n * n / 2 * dim)
-    idx, d, fallback = _exact_knn(x, k, exact_ks, n, stats, memory_budget, desc, progress, group, fused)
+        fused = ctx.fused(n * n / 2 * dim)
+    idx, d, fallback = _exact_knn(x, k, exact_ks, n, stats, ctx, desc, fused)
     return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks,
                          fallback_rows=fallback)
 
 
 def neighbors_of(features, rows, k: int, *, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
                  desc: str = "k-NN rows", progress: bool | None = None, group: Group = SINGLE,
-                 fused: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 fused: bool | None = None, route: str | None = None,
+                 ctx: RunContext | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The exact k nearest neighbours in the whole set (self excluded) of the samples ``rows``
     (indices into ``features``), at the cost of those rows only: int64 indices and float64 squared
     distances (len(rows), k). The distances equal ``nearest_neighbors(features, k)``'s for those rows
@@ -138,11 +148,15 @@ def neighbors_of(features, rows, k: int, *, device="auto", memory_budget: int = 
     The samples are reordered so that ``rows`` come first; then the pass of :func:`nearest_neighbors`
     runs over the row blocks of those samples only (the pairs among them once, each with the rest
     once) and its proof, exact step and fallback settle them. Costs ``h - h^2/2`` of the whole-set
-    pass for a fraction ``h`` of rows, plus one copy of the set.
+    pass for a fraction ``h`` of rows, plus one copy of the set. Settings as :func:`nearest_neighbors`'s.
     """
     check_feature_input(features, "features")
     k = check_int(k, "k", "neighbors_of", 1)
-    dev = resolve_device(device)
+    if ctx is None:
+        with RunContext.build(device=device, memory_budget=memory_budget, route=route, group=group,
+                              progress=progress) as own:
+            return neighbors_of(features, rows, k, desc=desc, fused=fused, ctx=own)
+    dev = ctx.device
     x = as_tensor(features, dev)
     n, dim = x.shape
     rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -157,23 +171,25 @@ def neighbors_of(features, rows, k: int, *, device="auto", memory_budget: int = 
     xp = x.index_select(0, torch.from_numpy(order).to(dev)) if isinstance(x, torch.Tensor) else x[order]
     h = rows.size
     if fused is None:
-        fused = kernels.enabled(dev, (h * n - h * h / 2) * dim)
-    idx, d, _ = _exact_knn(xp, k, tuple(range(1, k + 1)), h, None, memory_budget, desc, progress, group, fused)
+        fused = ctx.fused((h * n - h * h / 2) * dim)
+    idx, d, _ = _exact_knn(xp, k, tuple(range(1, k + 1)), h, None, ctx, desc, fused)
     return order[idx.cpu().numpy()], d.cpu().numpy()
 
 
-def _exact_knn(x: torch.Tensor, k: int, exact_ks: tuple, limit: int, stats, memory_budget: int, desc: str,
-               progress, group: Group, fused: bool):
+def _exact_knn(x: torch.Tensor, k: int, exact_ks: tuple, limit: int, stats, ctx: RunContext, desc: str,
+               fused: bool):
     """The exact k nearest neighbours of samples ``0..limit-1`` of ``x`` within all of ``x`` (steps 1-3
     of the module docstring): indices, squared distances, rows the fallback solved."""
     n, dim = x.shape
     dev = x.device
+    group, memory_budget = ctx.group, ctx.memory_budget
+    pool = ctx.pool if fused else None
     with exact_matmul(), torch.inference_mode():
         stats = SetStats.of(x) if stats is None else stats
         frame = choose_frame([x], [stats])
         xs, norms = screen_rows(x, stats, frame)
         cand = min(k + _EXTRA_CANDIDATES, n - 1)
-        best_d, best_i = _screen_pass(xs, norms, cand, memory_budget, desc, progress, group, fused, limit)
+        best_d, best_i = _screen_pass(xs, norms, cand, ctx, desc, fused, limit)
         del xs
         if group.active:  # the k + 16 smallest of every rank's lists (a pair lives in one tile only)
             best_d = torch.cat(group.gather_all(best_d), dim=1)
@@ -198,7 +214,7 @@ def _exact_knn(x: torch.Tensor, k: int, exact_ks: tuple, limit: int, stats, memo
             # exact copies are looked for only where a k-th candidate is screened as (near) zero
             copies |= bool((cd[bad, k - 1] <= tol[bad]).any()) if bad.numel() else False
             out = slice(part.start - mine.start, part.stop - mine.start)
-            idx[out], d[out] = _refine(x, rows, frame.sq_scale, cd, ci, tol, proven, k, exact_ks, fused)
+            idx[out], d[out] = _refine(x, rows, frame.sq_scale, cd, ci, tol, proven, k, exact_ks, fused, pool)
             failing.append(rows[bad])
         del best_d, best_i
         failing = torch.cat(failing) if failing else torch.zeros(0, dtype=torch.int64, device=dev)
@@ -206,21 +222,23 @@ def _exact_knn(x: torch.Tensor, k: int, exact_ks: tuple, limit: int, stats, memo
             centre = stats.total / stats.count
             local = failing - mine.start
             idx[local], d[local] = exact_rows(x, failing, k, centre, memory_budget, look_for_copies=copies,
-                                              fused=fused)
+                                              fused=fused, pool=pool)
         idx, d = group.gather_rows(idx, limit), group.gather_rows(d, limit)
         fallback = int(group.combine("sum", torch.tensor([failing.numel()], device=dev)).item())
     release_memory()
     return idx, d, fallback
 
 
-def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, memory_budget: int, desc: str,
-                 progress: bool | None, group: Group = SINGLE, fused: bool = False,
+def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, ctx: RunContext, desc: str, fused: bool = False,
                  limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``cand`` nearest candidates of every row by screened distance (float32 (n, cand), int64)
     among the pairs of this rank's tiles (all tiles in one process). With ``limit``: of rows
     ``0..limit-1`` only, from the row blocks of those rows (every pair of such a row lies in one)."""
     n, dim = xs.shape
     dev = xs.device
+    group, memory_budget = ctx.group, ctx.memory_budget
+    pool = ctx.pool if fused else None
+    onednn = ctx.onednn if dev.type == "cpu" else False
     limit = n if limit is None else limit
     best_d = torch.full((limit, cand), float("inf"), dtype=torch.float32, device=dev)
     best_i = torch.full((limit, cand), -1, dtype=torch.int64, device=dev)
@@ -238,13 +256,13 @@ def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, memory_budget
     side = knn_tile_side(limit, dim, memory_budget)
     tiles = tile_grid(limit, n, side, strip_width(side, dim, memory_budget, fused), upper=True)
     tiles = [tiles[t] for t in group.share(len(tiles))]
-    with tqdm(total=len(tiles), desc=desc, unit="tile", disable=_disable(progress), leave=False) as bar:
+    with tqdm(total=len(tiles), desc=desc, unit="tile", disable=_disable(ctx.progress), leave=False) as bar:
         for rows, cols in tiles:
             if fused:
-                kernels.knn_tile(gram_tile(xs[rows], xs[cols]), norms[rows], norms[cols], rows.start,
-                                 cols.start, best_d, best_i, limit)
+                kernels.knn_tile(gram_tile(xs[rows], xs[cols], onednn), norms[rows], norms[cols], rows.start,
+                                 cols.start, best_d, best_i, limit, pool)
             else:
-                d2 = sq_dist_tile(xs[rows], xs[cols], norms[rows], norms[cols])
+                d2 = sq_dist_tile(xs[rows], xs[cols], norms[rows], norms[cols], onednn)
                 d2.diagonal(rows.start - cols.start).fill_(float("inf"))  # self, by index
                 merge(rows, d2, cols.start)
                 # leading columns inside the row block hold both orders of their pairs: rows only
@@ -266,7 +284,7 @@ def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:
 
 def _refine(x: torch.Tensor, rows: torch.Tensor, sq_scale: float, d: torch.Tensor, idx: torch.Tensor,
             tol: torch.Tensor, proven: torch.Tensor, k: int, exact_ks: tuple,
-            fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            fused: bool = False, pool=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sort the candidates of the ``proven`` rows by (distance, index) with exact distances wherever
     the order or a radius depends on them; keep the first k, in original units.
 
@@ -287,13 +305,13 @@ def _refine(x: torch.Tensor, rows: torch.Tensor, sq_scale: float, d: torch.Tenso
         need |= run == run[:, kk - 1:kk]
     need &= proven[:, None]
     r, c = need.nonzero(as_tuple=True)
-    d[r, c] = exact_sq_dist(x, rows[r], x, idx[r, c], fused=fused).to(d.device) * sq_scale
+    d[r, c] = exact_sq_dist(x, rows[r], x, idx[r, c], fused=fused, pool=pool).to(d.device) * sq_scale
     d, idx = _sort_rows(d, idx)
     return idx[:, :k].contiguous(), d[:, :k] / sq_scale
 
 
 def exact_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Tensor, memory_budget: int,
-               look_for_copies: bool = True, fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               look_for_copies: bool = True, fused: bool = False, pool=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact k nearest neighbours (self excluded, ties by index) of the samples ``rows`` of ``x``
     (n, dim): int64 indices and float64 squared distances (len(rows), k), whatever the float32
     screen could not settle.
@@ -312,7 +330,7 @@ def exact_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Tensor
     todo = _copies_as_neighbours(x, rows, k, out_i) if look_for_copies else torch.arange(rows.numel(), device=x.device)
     if todo.numel():
         sub = rows[todo]
-        out_i[todo], out_d[todo] = _float64_rows(x, sub, k, centre, memory_budget, fused)
+        out_i[todo], out_d[todo] = _float64_rows(x, sub, k, centre, memory_budget, fused, pool)
     return out_i, out_d
 
 
@@ -336,7 +354,7 @@ def _copies_as_neighbours(x: torch.Tensor, rows: torch.Tensor, k: int, out_i: to
 
 
 def _float64_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Tensor,
-                  memory_budget: int, fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  memory_budget: int, fused: bool = False, pool=None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`exact_rows` for rows without k exact copies: float64 screen, bounds, exact pairs.
 
     With ``s = |a|^2 + |b|^2`` and ``D = s - 2 a.b`` (float64, centred), the bounds ``D +- eps64 s``
@@ -380,7 +398,7 @@ def _float64_rows(x: torch.Tensor, rows: torch.Tensor, k: int, centre: torch.Ten
             pr.append(i)
             pc.append(j + cols.start)
         pr, pc = torch.cat(pr), torch.cat(pc)
-        e = exact_sq_dist(x, r[pr], x, pc, fused=fused).to(dev)
+        e = exact_sq_dist(x, r[pr], x, pc, fused=fused, pool=pool).to(dev)
         # sort by (row, exact distance, index); each row's first k are its neighbours
         order = torch.argsort(pc, stable=True)
         order = order[torch.argsort(e[order], stable=True)]

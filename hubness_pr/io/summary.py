@@ -99,7 +99,7 @@ def summary_arrays(graph: NeighborGraph, key: SummaryKey) -> dict:
 
 
 def graph_from_arrays(arrays, key: SummaryKey, features=None, *, sample: int = CHECK_ROWS,
-                      seed=None) -> NeighborGraph:
+                      seed=None, ctx=None) -> NeighborGraph:
     """The graph stored in ``arrays`` (a mapping of :data:`KEYS`), if it is valid for ``key``; else
     ValueError saying why. With ``features`` (those ``key`` was made of), the graph is also checked
     against them (:func:`check_graph`, with ``sample`` and ``seed``) before it is trusted."""
@@ -119,7 +119,7 @@ def graph_from_arrays(arrays, key: SummaryKey, features=None, *, sample: int = C
         if problem:
             raise ValueError(f"not a valid neighbour graph ({problem})")
     else:
-        check_graph(features, graph, sample=sample, seed=seed)
+        check_graph(features, graph, sample=sample, seed=seed, ctx=ctx)
     return graph
 
 
@@ -136,7 +136,7 @@ def _check_key(stored_key, key: SummaryKey) -> None:
         raise ValueError(f"made for other inputs ({', '.join(changed)} differ)")
 
 
-def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, seed=None) -> None:
+def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, seed=None, ctx=None) -> None:
     """ValueError (one line saying what) unless ``graph`` is consistent with ``features`` (n, dim),
     at the cost of O(n k dim) plus the exact k-NN of ``sample`` rows, not a k-NN pass.
 
@@ -163,6 +163,9 @@ def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, see
     nearest ones (a sample replaced by a farther one, with its distance stored consistently). Step 3
     catches that on the sampled rows only: a forgery of a fraction f of the rows is missed with
     probability about (1 - f) ** sample.
+
+    ``ctx``: the run's :class:`hubness_pr.engine.context.RunContext`, whose route and threads measure the pairs
+    (None: the torch route; the same bits either way).
     """
     indices, sq = np.asarray(graph.indices), np.asarray(graph.sq_distances)
     problem = _structure_problem(graph)
@@ -178,12 +181,14 @@ def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, see
     above = np.searchsorted(exact, np.arange(k))                # the exact column at or after each column
     below = np.searchsorted(exact, np.arange(k), side="left") - 1  # the exact column before it (-1: none)
     block = max(1, _CHECK_PAIRS // k)
+    fused = ctx is not None and ctx.device.type == "cpu" and ctx.fused(n * k * x.shape[1])
+    pool = ctx.pool if fused else None
     with torch.inference_mode():
         for lo in range(0, n, block):
             hi = min(n, lo + block)
             i = torch.arange(lo, hi).repeat_interleave(k)
             j = torch.from_numpy(np.ascontiguousarray(indices[lo:hi]).reshape(-1))
-            measured = exact_sq_dist(x, i, x, j).numpy().reshape(hi - lo, k)
+            measured = exact_sq_dist(x, i, x, j, fused=fused, pool=pool).numpy().reshape(hi - lo, k)
             stored = sq[lo:hi]
             lower = np.where(below >= 0, stored[:, np.maximum(below, 0)], -np.inf)
             wrong = (measured > stored[:, np.asarray(exact)[above]]) | (measured < lower)
@@ -198,7 +203,8 @@ def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, see
         if rows.size:
             r = torch.from_numpy(rows.astype(np.int64))
             centre = x[r].to(torch.float64).mean(dim=0)
-            true_i, true_d = (t.numpy() for t in exact_rows(x, r, k, centre, _CHECK_BUDGET, look_for_copies=False))
+            true_i, true_d = (t.numpy() for t in exact_rows(x, r, k, centre, _CHECK_BUDGET, look_for_copies=False,
+                                                                 fused=fused, pool=pool))
             for col in exact:
                 same = (np.sort(indices[rows, :col + 1], axis=1) == np.sort(true_i[:, :col + 1], axis=1)).all(axis=1) \
                     & (sq[rows, col] == true_d[:, col])

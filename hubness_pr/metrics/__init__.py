@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..lazy import lazy_attributes
 
 _EXPORTS = {name: "evaluation" for name in (
-    "METRICS", "DensityCoverage", "EfficientPrecisionRecall", "Evaluation", "PrecisionRecall",
+    "METRICS", "DEFAULT_METRICS", "DensityCoverage", "EfficientPrecisionRecall", "Evaluation", "PrecisionRecall",
     "PrecisionRecallCover", "RarityScores", "RealismScores", "check_options", "density_coverage",
     "efficient_precision_recall", "evaluate", "json_safe", "real_knn_needs", "precision_recall", "rarity_scores",
     "realism_scores", "real_rarity_scores")}

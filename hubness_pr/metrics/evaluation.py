@@ -16,7 +16,10 @@ Conventions (tested in tests/test_metrics_reference.py):
 * rarity: ``min{r_i : d(y, x_i) < r_i}``, NaN (undefined) outside every real ball (the reference
   code writes 0 there);
 * eP&R: fraction of fake hubs inside some real hub ball (radius from the full real set), and the
-  fraction of real hubs inside some fake hub ball; hubs are samples with k-occurrence >= hubs_k.
+  fraction of real hubs inside some fake hub ball; hubs are samples with k-occurrence >= hubs_k;
+* PR-Cover (Cheema & Urner 2023): k' = C k; cover-precision is the fraction of fakes whose own-set
+  k'-NN ball holds at least k reals, cover-recall the fraction of reals whose real k'-NN ball holds at
+  least k fakes (membership ``d <= r``).
 """
 from __future__ import annotations
 
@@ -27,18 +30,19 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from hubness_pr.engine import kernels
 from hubness_pr.engine.inputs import as_feature_matrix, check_int
 from hubness_pr.engine.ann import KNN_METHODS, HnswOptions
 from hubness_pr.engine.cross import CrossInputs, cross_pass
+from hubness_pr.engine.context import RunContext
 from hubness_pr.engine.distances import DEFAULT_MEMORY_BUDGET, as_tensor, resolve_device
 from hubness_pr.engine.distributed import SINGLE, Group
 from hubness_pr.engine.frame import SetStats
 from hubness_pr.engine.knn import NeighborGraph, nearest_neighbors
 from hubness_pr.metrics.hubness import HubnessStats, hubness_stats
 
-METRICS = ("epr", "pr", "dc", "realism", "rarity", "hubness")
-_FULL_CROSS = ("pr", "dc", "realism", "rarity")
+METRICS = ("epr", "pr", "dc", "realism", "rarity", "hubness", "prcover")
+DEFAULT_METRICS = ("epr", "pr", "dc", "realism", "rarity", "hubness")  # what a run computes unless told
+_FULL_CROSS = ("pr", "dc", "realism", "rarity", "prcover")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,21 @@ class DensityCoverage:
 
     def to_dict(self) -> dict:
         return {"density": self.density, "coverage": self.coverage}
+
+
+@dataclass(frozen=True)
+class PrecisionRecallCover:
+    """PR-Cover (Cheema & Urner, AISTATS 2023): with k' = C k, ``precision`` is the fraction of fakes
+    whose k'-NN ball among the fakes holds at least k reals, ``recall`` the fraction of reals whose
+    k'-NN ball among the reals holds at least k fakes; membership ``<=``."""
+
+    precision: float
+    recall: float
+    k: int
+    k_prime: int
+
+    def to_dict(self) -> dict:
+        return {"cover_precision": self.precision, "cover_recall": self.recall, "k": self.k, "k_prime": self.k_prime}
 
 
 @dataclass(frozen=True)
@@ -146,6 +165,7 @@ class Evaluation:
     epr: EfficientPrecisionRecall | None = None
     realism: RealismScores | None = None
     rarity: RarityScores | None = None
+    prcover: PrecisionRecallCover | None = None
     hubness_real: HubnessStats | None = None
     hubness_fake: HubnessStats | None = None
     fake_in_real_manifold: np.ndarray | None = field(default=None, repr=False)
@@ -165,7 +185,7 @@ class Evaluation:
             if self.pr is not None:
                 out["epr"]["precision_minus_exact"] = self.epr.precision - self.pr.precision
                 out["epr"]["recall_minus_exact"] = self.epr.recall - self.pr.recall
-        for name in ("pr", "dc", "realism", "rarity"):
+        for name in ("pr", "dc", "realism", "rarity", "prcover"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value.to_dict()
@@ -194,7 +214,8 @@ def _check_metrics(metrics) -> tuple:
     return tuple(m for m in METRICS if m in metrics)
 
 
-def check_options(*, metrics=METRICS, k=3, dc_k=5, hubs_k=3, memory_budget=DEFAULT_MEMORY_BUDGET, device="auto"):
+def check_options(*, metrics=DEFAULT_METRICS, k=3, dc_k=5, hubs_k=3, memory_budget=DEFAULT_MEMORY_BUDGET,
+                  device="auto"):
     """Validate the options of :func:`evaluate` before any heavy work; returns them normalised
     as ``(metrics, k, dc_k, hubs_k, memory_budget, torch.device)``."""
     return (_check_metrics(metrics), check_int(k, "k", "evaluate", 1), check_int(dc_k, "dc_k", "evaluate", 1),
@@ -213,25 +234,31 @@ def _mean(flags: np.ndarray) -> float:
     return float(np.mean(flags, dtype=np.float64)) if flags.size else float("nan")
 
 
-def real_knn_needs(metrics=METRICS, k: int = 3, dc_k: int = 5) -> tuple[int, tuple]:
+def real_knn_needs(metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, prcover_c: int = 3) -> tuple[int, tuple]:
     """``(k_max, exact_ks)`` of the real set's k-NN graph that :func:`evaluate` needs for ``metrics``
     (``(0, ())``: none), so that a caller can look for a stored summary (:mod:`hubness_pr.io.summary`)."""
-    want = set(_check_metrics(metrics))
-    real_k = k if want & {"pr", "realism", "rarity", "epr", "hubness"} else 0
-    ks = ((k,) if real_k else ()) + ((dc_k,) if "dc" in want else ())
+    ks = _real_ks(set(_check_metrics(metrics)), k, dc_k, prcover_c)
     return max(ks, default=0), tuple(sorted(set(ks)))
 
 
-def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: int = 3, device="auto",
+def _real_ks(want: set, k: int, dc_k: int, prcover_c: int) -> tuple:
+    """The real radii the metrics ``want`` read: k, dc_k, C k (PR-Cover)."""
+    return (((k,) if want & {"pr", "realism", "rarity", "epr", "hubness"} else ())
+            + ((dc_k,) if "dc" in want else ()) + ((prcover_c * k,) if "prcover" in want else ()))
+
+
+def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, hubs_k: int = 3, device="auto",
              memory_budget: int = DEFAULT_MEMORY_BUDGET, real_knn: NeighborGraph | None = None,
              progress: bool | None = None, group: Group = SINGLE, knn: str = "exact",
-             hnsw: HnswOptions | None = None, hubs: tuple | None = None) -> Evaluation:
+             hnsw: HnswOptions | None = None, hubs: tuple | None = None, prcover_c: int = 3,
+             route: str | None = None, ctx: RunContext | None = None) -> Evaluation:
     """Compute the requested metrics of ``fake`` against ``real`` in one pass.
 
     Args:
         real: real features, array-like (N, dim), any real numeric dtype (converted to float32).
         fake: generated features (M, dim).
-        metrics: subset of ``('epr', 'pr', 'dc', 'realism', 'rarity', 'hubness')`` (list or comma string).
+        metrics: subset of ``('epr', 'pr', 'dc', 'realism', 'rarity', 'hubness', 'prcover')`` (list or comma
+            string; default: all but 'prcover').
         k: neighbourhood size of P&R, eP&R, realism, rarity and k-occurrence (default 3).
         dc_k: neighbourhood size of density and coverage (default 5).
         hubs_k: hub threshold t: a hub has k-occurrence >= t (default 3).
@@ -249,14 +276,25 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
             quality.
         hubs: (real hub mask, fake hub mask) given instead of selected (metrics ('epr',) only):
             the exact steps after selection, for comparing selections.
+        prcover_c: PR-Cover's C: its balls are the k' = C k nearest neighbours (default 3).
+        route: the CPU route, 'auto' (default: the fused kernels from a size on), 'fused' or 'torch'.
+        ctx: a :class:`hubness_pr.engine.context.RunContext` to run in (its thread pool reused); it then
+            replaces ``device``, ``memory_budget``, ``progress``, ``group`` and ``route``.
 
     Returns:
         :class:`Evaluation`; results do not depend on ``memory_budget``, the device or the number of
         processes beyond float ties.
     """
     t_start = time.perf_counter()
+    if ctx is not None:
+        device, memory_budget, progress, group = ctx.device, ctx.memory_budget, ctx.progress, ctx.group
     metrics, k, dc_k, hubs_k, memory_budget, dev = check_options(
         metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, memory_budget=memory_budget, device=device)
+    prcover_c = check_int(prcover_c, "prcover_c", "evaluate", 1)
+    if ctx is None:
+        with RunContext(device=dev, memory_budget=memory_budget, route=route, group=group, progress=progress) as own:
+            return evaluate(real=real, fake=fake, metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, real_knn=real_knn,
+                            knn=knn, hnsw=hnsw, hubs=hubs, prcover_c=prcover_c, ctx=own)
     real = as_feature_matrix(real, "real")
     fake = as_feature_matrix(fake, "fake")
     if real.shape[1] != fake.shape[1]:
@@ -273,36 +311,38 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
                              "statistics need every exact neighbour")
         if real_knn is not None:
             raise ValueError("real_knn is the exact graph: it cannot be combined with knn='hnsw' or hubs=...")
-        return _hub_selected_epr(real, fake, k, hubs_k, dev, memory_budget, progress, group, knn,
-                                 hnsw or HnswOptions(), hubs, metrics, t_start)
+        return _hub_selected_epr(real, fake, k, hubs_k, ctx, knn, hnsw or HnswOptions(), hubs, metrics, t_start)
     real_k = k if want & {"pr", "realism", "rarity", "epr", "hubness"} else 0
-    real_kmax = max(real_k, dc_k if "dc" in want else 0)
+    real_ks = _real_ks(want, k, dc_k, prcover_c)  # radii the metrics read
+    real_kmax = max(real_ks)
     fake_k = k if want & {"pr", "epr", "hubness"} else 0
+    k_cover = prcover_c * k if "prcover" in want else 0
+    fake_kmax = max(fake_k, k_cover)
     _check_size(n_real, real_kmax, "real", f"k={real_kmax}")
-    if fake_k:
-        _check_size(n_fake, fake_k, "fake", f"k={fake_k}")
+    if fake_kmax:
+        _check_size(n_fake, fake_kmax, "fake", f"k={fake_kmax}")
 
     timings, diagnostics = {}, {}
     xr, xf = as_tensor(real, dev), as_tensor(fake, dev)
     with torch.inference_mode():
         stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)  # one read of each set, shared by every pass
     # the CPU route, chosen once for the whole run: the fused kernels pay off beyond small sets
-    work = ((n_real**2 / 2 if real_knn is None else 0) + (n_fake**2 / 2 if fake_k else 0) + n_real * n_fake) * dim
-    fused = kernels.enabled(dev, work)
+    work = ((n_real**2 / 2 if real_knn is None else 0) + (n_fake**2 / 2 if fake_kmax else 0) + n_real * n_fake) * dim
+    fused = ctx.fused(work)
     t = time.perf_counter()
-    real_ks = ((k,) if real_k else ()) + ((dc_k,) if "dc" in want else ())  # radii the metrics read
     if real_knn is None:
-        g_real = nearest_neighbors(xr, real_kmax, device=dev, memory_budget=memory_budget, stats=stats_r,
-                                   exact_ks=real_ks, desc="k-NN real", progress=progress, group=group,
-                                   fused=fused)
+        g_real = nearest_neighbors(xr, real_kmax, stats=stats_r, exact_ks=real_ks, desc="k-NN real", fused=fused,
+                                   ctx=ctx)
     else:
         g_real = _check_real_knn(real_knn, n_real, real_kmax, real_ks)
     timings["knn_real"] = time.perf_counter() - t
     g_fake = None
-    if fake_k:
+    if fake_kmax:
         t = time.perf_counter()
-        g_fake = nearest_neighbors(xf, fake_k, device=dev, memory_budget=memory_budget, stats=stats_f,
-                                   desc="k-NN fake", progress=progress, group=group, fused=fused)
+        # every column up to k exact (the k-occurrence's lists), and PR-Cover's radius
+        fake_ks = tuple(range(1, fake_k + 1)) + ((k_cover,) if k_cover else ())
+        g_fake = nearest_neighbors(xf, fake_kmax, stats=stats_f, exact_ks=fake_ks, desc="k-NN fake", fused=fused,
+                                   ctx=ctx)
         timings["knn_fake"] = time.perf_counter() - t
 
     occ_real = g_real.k_occurrence(k) if real_k else None
@@ -311,26 +351,37 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     hubs_fake = occ_fake >= hubs_k if "epr" in want else None
     # eP&R alone compares real hubs x fake hubs only; there its precision/recall flags are eP&R's
     hub_only = "epr" in want and not want & set(_FULL_CROSS)
-    inputs = CrossInputs(
-        real_sq_radii=g_real.sq_radii(k) if real_k else None,
-        fake_sq_radii=g_fake.sq_radii(k) if fake_k else None,
-        precision="pr" in want or hub_only,
-        recall="pr" in want or hub_only,
-        rarity="rarity" in want,
-        real_sq_radii_dc=g_real.sq_radii(dc_k) if "dc" in want else None,
-        real_hubs=hubs_real if "epr" in want and not hub_only else None,
-        fake_hubs=hubs_fake if "epr" in want and not hub_only else None,
-    )
+    # each metric's reductions (hubness_pr.engine.reductions.TABLE) and the squared radii they read
+    reductions, sq = set(), {}
+    if real_k:
+        sq["r_pr"] = g_real.sq_radii(k)
+    if fake_k:
+        sq["s_pr"] = g_fake.sq_radii(k)
+    if "pr" in want or hub_only:
+        reductions |= {"in_real", "in_fake"}
+    if "rarity" in want:
+        reductions.add("rarity")
+    if "dc" in want:
+        reductions |= {"dens", "covered"}
+        sq["r_dc"] = g_real.sq_radii(dc_k)
+    if "epr" in want and not hub_only:  # a ball that is not a hub's holds nothing
+        reductions |= {"in_rhub", "in_fhub"}
+        sq["r_hub"], sq["s_hub"] = np.where(hubs_real, sq["r_pr"], -1.0), np.where(hubs_fake, sq["s_pr"], -1.0)
     if "realism" in want:
         radii = g_real.radii(k)
-        inputs.real_sq_radii_realism = np.where(radii <= np.median(radii), g_real.sq_radii(k), 0.0)
+        reductions.add("realism")
+        sq["r_rt"] = np.where(radii <= np.median(radii), g_real.sq_radii(k), 0.0)
+    if "prcover" in want:
+        reductions |= {"cover_fake", "cover_real"}
+        sq["r_cover"], sq["s_cover"] = g_real.sq_radii(k_cover), g_fake.sq_radii(k_cover)
+    inputs = CrossInputs(want=frozenset(reductions), sq_radii=sq)
     rows = np.flatnonzero(hubs_real) if hub_only else None
     cols = np.flatnonzero(hubs_fake) if hub_only else None
     res = None
     if want - {"hubness"}:
         t = time.perf_counter()
-        res = cross_pass(xr, xf, inputs, memory_budget=memory_budget, real_stats=stats_r, fake_stats=stats_f,
-                         real_rows=rows, fake_cols=cols, progress=progress, group=group, fused=fused)
+        res = cross_pass(xr, xf, inputs, ctx, real_stats=stats_r, fake_stats=stats_f, real_rows=rows, fake_cols=cols,
+                         fused=fused)
         timings["cross"] = time.perf_counter() - t
         diagnostics.update(refined_pairs=res.refined, cross_tile_side=res.tile_side)
     diagnostics["route"] = "fused CPU kernels" if fused else "torch"
@@ -338,25 +389,28 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
 
     results = {}
     if "pr" in want:
-        results["pr"] = PrecisionRecall(precision=_mean(res.in_real), recall=_mean(res.in_fake), k=k)
+        results["pr"] = PrecisionRecall(precision=_mean(res["in_real"]), recall=_mean(res["in_fake"]), k=k)
     if "dc" in want:
-        density = float(res.density_count.sum(dtype=np.float64) / (dc_k * n_fake))
-        coverage = _mean(res.covered)
+        density = float(res["dens"].sum(dtype=np.float64) / (dc_k * n_fake))
+        coverage = _mean(res["covered"])
         results["dc"] = DensityCoverage(density=density, coverage=coverage, k=dc_k)
     if "epr" in want:
-        in_rhub = res.in_real if hub_only else res.in_real_hub_ball
-        in_fhub = res.in_fake if hub_only else res.in_fake_hub_ball
+        in_rhub = res["in_real"] if hub_only else res["in_rhub"]
+        in_fhub = res["in_fake"] if hub_only else res["in_fhub"]
         results["fake_in_real_hub_balls"] = in_rhub & hubs_fake
         results["real_in_fake_hub_balls"] = in_fhub & hubs_real
         results["epr"] = EfficientPrecisionRecall(
             precision=_mean(in_rhub[hubs_fake]), recall=_mean(in_fhub[hubs_real]),
             real_hubs=int(hubs_real.sum()), fake_hubs=int(hubs_fake.sum()), k=k, hubs_k=hubs_k)
     if "realism" in want:
-        results["realism"] = RealismScores(scores=np.sqrt(res.realism_sq), k=k, real_index=res.realism_index)
+        results["realism"] = RealismScores(scores=np.sqrt(res["realism"]), k=k, real_index=res["realism_index"])
     if "rarity" in want:
-        rarity = np.sqrt(res.rarity_sq)
+        rarity = np.sqrt(res["rarity"])
         rarity[~np.isfinite(rarity)] = np.nan
         results["rarity"] = RarityScores(scores=rarity, k=k)
+    if "prcover" in want:  # at least k of the other set inside the own k' ball (count >= k' / C)
+        results["prcover"] = PrecisionRecallCover(precision=_mean(res["cover_fake"] >= k),
+                                                  recall=_mean(res["cover_real"] >= k), k=k, k_prime=k_cover)
     if "hubness" in want:
         results["hubness_real"] = hubness_stats(occ_real, k=k, hubs_k=hubs_k)
         results["hubness_fake"] = hubness_stats(occ_fake, k=k, hubs_k=hubs_k)
@@ -364,9 +418,11 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
 
     params = {"k": k, "dc_k": dc_k, "hubsK": hubs_k, "metrics": list(metrics), "device": str(dev),
               "memory_budget": memory_budget, "processes": group.world, "backend": group.backend}
+    if "prcover" in want:
+        params["prcover_c"] = prcover_c
     return Evaluation(
         n_real=n_real, n_fake=n_fake, dim=dim, params=params, timings=timings, diagnostics=diagnostics,
-        fake_in_real_manifold=res.in_real if "pr" in want else None,
+        fake_in_real_manifold=res["in_real"] if "pr" in want else None,
         fake_k_occurrence=occ_fake,
         real_k_occurrence=occ_real,
         fake_is_hub=(occ_fake >= hubs_k) if occ_fake is not None else None,
@@ -374,8 +430,7 @@ def evaluate(*, real, fake, metrics=METRICS, k: int = 3, dc_k: int = 5, hubs_k: 
     )
 
 
-def _hub_selected_epr(real, fake, k, hubs_k, dev, memory_budget, progress, group, knn, options, hubs,
-                      metrics, t_start) -> Evaluation:
+def _hub_selected_epr(real, fake, k, hubs_k, ctx: RunContext, knn, options, hubs, metrics, t_start) -> Evaluation:
     """eP&R with hubs chosen by an approximate k-NN graph (``knn='hnsw'``) or given (``hubs``); the
     hubs' radii (hubs x whole set) and the hub cross pass are the exact engine's."""
     from hubness_pr.engine.ann import hnsw_select, k_occurrence, quality
@@ -385,8 +440,9 @@ def _hub_selected_epr(real, fake, k, hubs_k, dev, memory_budget, progress, group
     _check_size(n_real, k, "real", f"k={k}")
     _check_size(n_fake, k, "fake", f"k={k}")
     timings, diagnostics = {}, {}
+    dev, group = ctx.device, ctx.group
     xr, xf = as_tensor(real, dev), as_tensor(fake, dev)
-    fused = kernels.enabled(dev, (n_real * n_fake) * dim)
+    fused = ctx.fused((n_real * n_fake) * dim)
     occ = {}
     if hubs is None:
         knn_report = {"method": knn, **options.to_dict()}
@@ -395,7 +451,7 @@ def _hub_selected_epr(real, fake, k, hubs_k, dev, memory_budget, progress, group
 
             def check(found, x=x, spent=spent):  # timed apart from the index
                 t = time.perf_counter()
-                out = quality(x, found, k, hubs_k, options, device=dev, memory_budget=memory_budget, fused=fused)
+                out = quality(x, found, k, hubs_k, options, ctx=ctx, fused=fused)
                 spent[0] += time.perf_counter() - t
                 return out
 
@@ -417,32 +473,31 @@ def _hub_selected_epr(real, fake, k, hubs_k, dev, memory_budget, progress, group
     for side, x, mask in (("real", xr, masks[0]), ("fake", xf, masks[1])):
         t = time.perf_counter()
         full = np.zeros(mask.shape[0], dtype=np.float64)  # read at hubs only
-        full[mask] = neighbors_of(x, np.flatnonzero(mask), k, device=dev, memory_budget=memory_budget,
-                                  desc=f"hub radii {side}", progress=progress, group=group, fused=fused)[1][:, k - 1]
+        full[mask] = neighbors_of(x, np.flatnonzero(mask), k, desc=f"hub radii {side}", fused=fused,
+                                  ctx=ctx)[1][:, k - 1]
         radii.append(full)
         timings[f"hub_radii_{side}"] = time.perf_counter() - t
     rows, cols = np.flatnonzero(masks[0]), np.flatnonzero(masks[1])
     t = time.perf_counter()
     with torch.inference_mode():
         stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)
-    res = cross_pass(xr, xf, CrossInputs(real_sq_radii=radii[0], fake_sq_radii=radii[1], precision=True,
-                                         recall=True),
-                     memory_budget=memory_budget, real_stats=stats_r, fake_stats=stats_f, real_rows=rows,
-                     fake_cols=cols, progress=progress, group=group, fused=fused)
+    res = cross_pass(xr, xf, CrossInputs(want=frozenset({"in_real", "in_fake"}),
+                                         sq_radii={"r_pr": radii[0], "s_pr": radii[1]}),
+                     ctx, real_stats=stats_r, fake_stats=stats_f, real_rows=rows, fake_cols=cols, fused=fused)
     timings["cross"] = time.perf_counter() - t
     diagnostics.update(refined_pairs=res.refined, cross_tile_side=res.tile_side,
                        route="fused CPU kernels" if fused else "torch")
-    epr = EfficientPrecisionRecall(precision=_mean(res.in_real[masks[1]]), recall=_mean(res.in_fake[masks[0]]),
+    epr = EfficientPrecisionRecall(precision=_mean(res["in_real"][masks[1]]), recall=_mean(res["in_fake"][masks[0]]),
                                    real_hubs=int(masks[0].sum()), fake_hubs=int(masks[1].sum()), k=k,
                                    hubs_k=hubs_k)
     timings["total"] = time.perf_counter() - t_start
-    params = {"k": k, "hubsK": hubs_k, "metrics": list(metrics), "device": str(dev), "memory_budget": memory_budget,
+    params = {"k": k, "hubsK": hubs_k, "metrics": list(metrics), "device": str(dev), "memory_budget": ctx.memory_budget,
               "processes": group.world, "backend": group.backend, "knn": knn_report}
     return Evaluation(n_real=n_real, n_fake=n_fake, dim=dim, params=params, timings=timings,
                       diagnostics=diagnostics, epr=epr, fake_k_occurrence=occ.get("fake"),
                       real_k_occurrence=occ.get("real"),
-                      fake_is_hub=masks[1], fake_in_real_hub_balls=res.in_real & masks[1],
-                      real_in_fake_hub_balls=res.in_fake & masks[0])
+                      fake_is_hub=masks[1], fake_in_real_hub_balls=res["in_real"] & masks[1],
+                      real_in_fake_hub_balls=res["in_fake"] & masks[0])
 
 
 def _check_real_knn(graph, n: int, k_max: int, exact_ks: tuple) -> NeighborGraph:
@@ -481,25 +536,30 @@ def rarity_scores(*, real, fake, k: int = 3, **options) -> RarityScores:
 
 
 def real_rarity_scores(*, real, k: int = 3, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                       progress: bool | None = None, group: Group = SINGLE) -> RarityScores:
+                       progress: bool | None = None, group: Group = SINGLE, route: str | None = None,
+                       ctx: RunContext | None = None) -> RarityScores:
     """Rarity score of every *real* sample against the balls of the other real samples (its own ball
     left out): ``min{r_i : d(x_j, x_i) < r_i, i != j}``, NaN where no other ball holds it. The
     reference distribution for the fakes' rarity scores (Han et al. 2023). One k-NN pass and one
     real x real pass (each pair's distance is screened twice: about the cost of a second real set).
+    ``route`` and ``ctx`` as in :func:`evaluate`.
     """
     k = check_int(k, "k", "real_rarity_scores", 1)
-    memory_budget = check_int(memory_budget, "memory_budget", "real_rarity_scores", 2**20)
-    dev = resolve_device(device)
+    if ctx is None:
+        memory_budget = check_int(memory_budget, "memory_budget", "real_rarity_scores", 2**20)
+        with RunContext(device=resolve_device(device), memory_budget=memory_budget, route=route, group=group,
+                        progress=progress) as own:
+            return real_rarity_scores(real=real, k=k, ctx=own)
+    dev = ctx.device
     x = as_feature_matrix(real, "real")
     _check_size(x.shape[0], k, "real", f"k={k}")
     xr = as_tensor(x, dev)
     with torch.inference_mode():
         stats = SetStats.of(xr)
-    g = nearest_neighbors(xr, k, device=dev, memory_budget=memory_budget, stats=stats, exact_ks=(k,),
-                          desc="k-NN real", progress=progress, group=group)
-    res = cross_pass(xr, xr, CrossInputs(real_sq_radii=g.sq_radii(k), rarity=True), memory_budget=memory_budget,
-                     real_stats=stats, fake_stats=stats, same_set=True, progress=progress, group=group)
-    rarity = np.sqrt(res.rarity_sq)
+    g = nearest_neighbors(xr, k, stats=stats, exact_ks=(k,), desc="k-NN real", ctx=ctx)
+    res = cross_pass(xr, xr, CrossInputs(want=frozenset({"rarity"}), sq_radii={"r_pr": g.sq_radii(k)}), ctx,
+                     real_stats=stats, fake_stats=stats, same_set=True)
+    rarity = np.sqrt(res["rarity"])
     rarity[~np.isfinite(rarity)] = np.nan
     return RarityScores(scores=rarity, k=k)
 

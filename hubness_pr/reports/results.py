@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from hubness_pr.metrics.evaluation import Evaluation
+from hubness_pr.metrics.evaluation import METRICS, Evaluation
 
 def _fmt(value) -> str:
     if isinstance(value, bool):
@@ -33,7 +33,7 @@ def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
     if "epr" in data:
         lines += [f"precision: {_fmt(data['epr']['precision'])}", f"recall: {_fmt(data['epr']['recall'])}"]
     items = []
-    for block in ("epr", "pr", "dc", "realism", "rarity", "hubness"):
+    for block in METRICS:  # every metric block, in the metrics' order
         if block in data:
             _flatten(block, data[block], items)
     items = [(name, v) for name, v in items if name not in ("epr.precision", "epr.recall")]

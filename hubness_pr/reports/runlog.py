@@ -36,7 +36,7 @@ RECORD_KEYS = ("time", "argv", "inputs", "params", "versions", "metrics", "timin
 RECORD_TYPES = {"time": (str, "a string"), "argv": (list, "a list"), "inputs": (dict, "an object"),
                 "params": (dict, "an object"), "versions": (dict, "an object"), "metrics": (dict, "an object"),
                 "timings": (dict, "an object"), "seconds": ((int, float), "a number")}
-METRIC_BLOCKS = ("epr", "pr", "dc", "realism", "rarity", "hubness")
+METRIC_BLOCKS = ("epr", "pr", "dc", "realism", "rarity", "hubness", "prcover")
 DEFAULT_COLUMNS = ("epr.precision", "epr.recall", "pr.precision", "pr.recall", "dc.density", "dc.coverage",
                    "realism.mean", "hubness.fake.skewness")
 VARYING_PARAMS = ("k", "dc_k", "hubsK", "num_samples", "seed")

@@ -1,0 +1,175 @@
+"""PR-Cover (Cheema & Urner, AISTATS 2023), added as two entries of hubness_pr.engine.reductions.TABLE: equal to a
+float64 brute force (random data, duplicates, exact ties on integer grids, both CPU routes, several
+tile sizes, two Gloo ranks), to the authors' code (tests/reference_prcover.py), and analytically sane."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import hubness_pr
+from hubness_pr.commands.metrics import main
+from hubness_pr.engine.distributed import SINGLE, Group
+from tests import oracle
+from tests.cli_helpers import call
+from tests.reference_prcover import PRCover
+
+
+def brute_force_prcover(real, fake, k, c=3):
+    """(cover precision, cover recall) from full float64 distance matrices: k' = c k; a fake counts when
+    its k'-NN ball among the fakes (self excluded by index) holds >= k reals (``d <= radius``), a real
+    when its k'-NN ball among the reals holds >= k fakes."""
+    kp = c * k
+    d = oracle.sq_dists(real, fake)                  # (N, M) squared, float64
+    r, s = oracle.sq_radii(real, kp), oracle.sq_radii(fake, kp)
+    reals_in_fake_ball = (d <= s[None, :]).sum(axis=0)
+    fakes_in_real_ball = (d <= r[:, None]).sum(axis=1)
+    return float(np.mean(reals_in_fake_ball >= k)), float(np.mean(fakes_in_real_ball >= k))
+
+
+def ours(real, fake, k=3, **options):
+    pc = hubness_pr.evaluate(real=real, fake=fake, metrics=("prcover",), k=k, **options).prcover
+    assert pc.k == k and pc.k_prime == 3 * k
+    return pc.precision, pc.recall
+
+
+def random_sets(seed, n_real, n_fake, dim, shift=0.3):
+    rng = np.random.default_rng(seed)
+    real = rng.standard_normal((n_real, dim)).astype(np.float32)
+    fake = (rng.standard_normal((n_fake, dim)) * 1.2 + shift).astype(np.float32)
+    return real, fake
+
+
+def grid_sets(seed, n_real, n_fake, dim):
+    """Points of a small integer grid: many exact ties, at the balls' borders too (exact in float64)."""
+    rng = np.random.default_rng(seed)
+    real = rng.integers(0, 4, (n_real, dim)).astype(np.float32)
+    fake = rng.integers(0, 5, (n_fake, dim)).astype(np.float32)
+    return real, fake
+
+
+def duplicate_sets(seed, n_real, n_fake, dim):
+    """Fakes that copy reals, and repeated samples within each set."""
+    real, fake = random_sets(seed, n_real, n_fake, dim)
+    fake[: n_fake // 3] = real[: n_fake // 3]
+    real[10:20] = real[0]
+    fake[-12:] = fake[-13]
+    return real, fake
+
+
+CASES = {
+    "random": lambda: random_sets(0, 260, 230, 12),
+    "grid": lambda: grid_sets(1, 240, 220, 3),
+    "duplicates": lambda: duplicate_sets(2, 200, 180, 6),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("k", [1, 3])
+def test_equals_a_float64_brute_force_on_both_routes(case, k, kernel_route):
+    real, fake = CASES[case]()
+    want = brute_force_prcover(real, fake, k)
+    assert ours(real, fake, k, route=kernel_route) == want
+
+
+@pytest.mark.parametrize("budget", [2**20, 3 * 2**20, 256 * 2**20])
+def test_equals_the_brute_force_whatever_the_tiles(budget, kernel_route):
+    """A 1 MiB budget cuts the k-NN and cross passes of 700 x 64 into several tiles each."""
+    rng = np.random.default_rng(7)
+    real = np.round(rng.standard_normal((700, 64)) * 2).astype(np.float32) / 2  # ties too
+    fake = (np.round(rng.standard_normal((650, 64)) * 2) / 2 + 0.5).astype(np.float32)
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics=("prcover",), memory_budget=budget, route=kernel_route)
+    if budget == 2**20:
+        assert ev.diagnostics["cross_tile_side"] < 700
+    assert (ev.prcover.precision, ev.prcover.recall) == brute_force_prcover(real, fake, 3)
+
+
+def test_with_the_other_metrics_and_a_stored_real_graph(kernel_route):
+    """One run with every metric gives the same PR-Cover, and a real k-NN graph from the summary's
+    needs (k and 3k) skips the real pass with identical results."""
+    real, fake = CASES["random"]()
+    alone = ours(real, fake, route=kernel_route)
+    every = hubness_pr.evaluate(real=real, fake=fake, metrics=hubness_pr.METRICS, route=kernel_route)
+    assert (every.prcover.precision, every.prcover.recall) == alone
+    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.METRICS, k=3, dc_k=5)
+    assert (k_max, ks) == (9, (3, 5, 9))
+    assert hubness_pr.real_knn_needs(("prcover",), k=2) == (6, (6,))
+    graph = hubness_pr.nearest_neighbors(real, k_max, exact_ks=ks, route=kernel_route)
+    reused = hubness_pr.evaluate(real=real, fake=fake, metrics=hubness_pr.METRICS, real_knn=graph, route=kernel_route)
+    assert (reused.prcover.precision, reused.prcover.recall) == alone
+    assert reused.to_dict()["prcover"] == {"cover_precision": alone[0], "cover_recall": alone[1], "k": 3, "k_prime": 9}
+    assert "prcover" not in hubness_pr.DEFAULT_METRICS  # the default output is unchanged
+
+
+@pytest.mark.parametrize("seed, n_real, n_fake, dim", [(0, 60, 70, 5), (1, 120, 100, 10), (2, 200, 180, 20),
+                                                       (3, 150, 150, 8)])
+def test_equals_the_authors_code(seed, n_real, n_fake, dim):
+    """Our cover precision (over fakes) and recall (over reals) are PRCover(fake, real, k, 3)[:2]."""
+    rng = np.random.default_rng(seed)
+    real = rng.standard_normal((n_real, dim)).astype(np.float32).astype(np.float64)
+    fake = (rng.standard_normal((n_fake, dim)) + 0.4 * seed).astype(np.float32).astype(np.float64)
+    for k in (2, 3):
+        ref = PRCover(fake, real, k, 3)
+        assert ours(real.astype(np.float32), fake.astype(np.float32), k) == (ref[0], ref[1]), (seed, k)
+
+
+def test_analytic_extremes():
+    rng = np.random.default_rng(11)
+    real = rng.standard_normal((400, 5)).astype(np.float32)
+    same = rng.standard_normal((380, 5)).astype(np.float32)
+    precision, recall = ours(real, same)
+    assert precision > 0.9 and recall > 0.9
+    far = (rng.standard_normal((380, 5)) + 100).astype(np.float32)
+    assert ours(real, far) == (0.0, 0.0)
+
+
+def test_the_command_prints_cover_lines(tmp_path):
+    real, fake = CASES["random"]()
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "fake.npy", fake)
+    proc = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--metrics", "prcover,pr", "--no-cache",
+                "--json", tmp_path / "out.json")
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    want = brute_force_prcover(real, fake, 3)
+    assert float(lines["prcover.cover_precision"]) == pytest.approx(want[0], abs=1e-5)  # printed to 5 digits
+    assert float(lines["prcover.cover_recall"]) == pytest.approx(want[1], abs=1e-5)
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["prcover"]["cover_precision"] == want[0] and data["prcover"]["k_prime"] == 9
+    default = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--no-cache")
+    assert default.returncode == 0 and "cover_precision" not in default.stdout
+
+
+def _ranked(group):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {}
+        for name in sorted(CASES):
+            real, fake = CASES[name]()
+            out[name] = list(ours(real, fake, group=group, memory_budget=2**20))
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _worker(rank, world, store, out):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        results = _ranked(Group(rank=rank, world=world, backend="gloo"))
+        with open(f"{out}.{rank}", "w") as handle:
+            json.dump(results, handle)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_give_the_brute_force(tmp_path):
+    out = tmp_path / "result.json"
+    mp.start_processes(_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True, start_method="spawn")
+    single = _ranked(SINGLE)
+    for rank in range(2):
+        ranked = json.loads(out.with_name(f"{out.name}.{rank}").read_text())
+        for name in CASES:
+            real, fake = CASES[name]()
+            assert tuple(ranked[name]) == tuple(single[name]) == brute_force_prcover(real, fake, 3), (rank, name)
