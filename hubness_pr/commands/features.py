@@ -74,6 +74,7 @@ def extract_path(path, **kwargs):
 
 
 def _run(args) -> None:
+    from hubness_pr.commands import torchrun
     from hubness_pr.engine import distributed
 
     suffix = args.fname_precalc.lower().rsplit(".", 1)[-1]
@@ -83,9 +84,9 @@ def _run(args) -> None:
         raise ValueError("--knn_k: a k-NN summary is stored inside .npz feature files only (a .npy output's "
                          "summary is cached by the metric command instead)")
     # under torchrun: each rank extracts its contiguous share of the images; rank 0 writes the file
-    group, device = distributed.from_environment(args.device)
+    group, device = torchrun.from_environment(args.device)
     if group.rank > 0:
-        distributed.silence()
+        torchrun.silence()
     try:
         _extract(args, suffix, group, device)
     finally:

@@ -28,6 +28,7 @@ from hubness_pr.io.outputs import OutputFiles
 from hubness_pr.io.provenance import describe_differences, extractor_differences, extractor_of
 from hubness_pr.io.store import FeatureFile, feature_digest, json_kind, load_features, random_subset, read_arrays
 
+from hubness_pr.commands import torchrun
 from hubness_pr.reports import runlog
 from hubness_pr.io import summary
 from hubness_pr.engine.inputs import as_feature_matrix
@@ -195,9 +196,9 @@ def main(argv=None, prog: str = PROG) -> int:
 def _run(args) -> None:
     t_start = time.perf_counter()
     # under torchrun: this rank's process group and device; rank 0 alone writes and prints
-    group, device_spec = hubness_pr.engine.distributed.from_environment(args.device)
+    group, device_spec = torchrun.from_environment(args.device)
     if group.rank > 0:
-        hubness_pr.engine.distributed.silence()
+        torchrun.silence()
     try:
         prepared = group.step(lambda: _prepare(args, device_spec, group))
         try:

@@ -19,16 +19,21 @@ output; the other ranks print nothing.
 """
 from __future__ import annotations
 
-import datetime
-import os
 from dataclasses import dataclass
 
 import torch
 
-from hubness_pr.io.store import contiguous_share
 
 # torch.distributed reductions of the table's rules (hubness_pr.engine.reductions) (argmax is two steps, see Group.combine)
 _OPS = {"any": "MAX", "sum": "SUM", "min": "MIN"}
+
+
+def contiguous_share(n: int, rank: int, world: int) -> slice:
+    """Process ``rank``'s contiguous share of ``n`` rows among ``world`` processes: the shares in rank
+    order are the rows in order, and the first ``n % world`` ranks get one more."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
 
 
 @dataclass(frozen=True)
@@ -145,40 +150,8 @@ def _collective_device(group: Group) -> torch.device:
     return torch.device("cpu")
 
 
-def from_environment(device: str = "auto", timeout_s: float | None = None) -> tuple[Group, str]:
-    """The process group torchrun set up (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), initialised here,
-    and the device this rank computes on: NCCL with GPU ``LOCAL_RANK`` when the device is CUDA, Gloo
-    on the CPU. Without torchrun's variables: :data:`SINGLE` and ``device`` unchanged."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return SINGLE, device
-    rank = int(os.environ["RANK"])
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if cuda:
-        if local >= torch.cuda.device_count():
-            raise ValueError(f"torchrun process {local} needs GPU {local}, and this machine has "
-                             f"{torch.cuda.device_count()} (one process per GPU; --device cpu runs on the CPU)")
-        device = f"cuda:{local}"
-        torch.cuda.set_device(local)
-    backend = "nccl" if cuda else "gloo"
-    if not torch.distributed.is_initialized():
-        timeout = datetime.timedelta(seconds=timeout_s or float(os.environ.get("HUBNESS_DIST_TIMEOUT", "600")))
-        torch.distributed.init_process_group(backend=backend, timeout=timeout)
-    return Group(rank=rank, world=world, backend=backend), device
-
-
 def shutdown(group: Group) -> None:
     """Leave the process group (every rank, at the end of a run): a Gloo group left alive at exit can
     abort the process from its C++ threads ("terminate called without an active exception")."""
     if group.active and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-def silence() -> None:
-    """A rank other than 0 prints nothing: rank 0 reports for the run (its errors included)."""
-    import logging
-    import sys
-
-    logging.getLogger().setLevel(logging.CRITICAL + 1)
-    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life (progress bars too)

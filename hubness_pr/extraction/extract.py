@@ -35,7 +35,8 @@ from hubness_pr.version import __version__
 from hubness_pr.extraction.backbones import Backbone, load_backbone
 from hubness_pr.extraction.images import ImageSource, open_source
 from hubness_pr.io.outputs import atomic_write
-from hubness_pr.io.store import contiguous_share, random_subset
+from hubness_pr.engine.distributed import contiguous_share
+from hubness_pr.io.store import random_subset
 
 log = logging.getLogger(__name__)
 

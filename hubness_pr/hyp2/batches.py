@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from hubness_pr.hyp2.datasets import Split
+from hubness_pr.hyp2.splits import Split
 
 
 class _Prepared(Dataset):

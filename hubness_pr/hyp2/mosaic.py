@@ -19,7 +19,7 @@ import numpy as np
 
 from hubness_pr.extraction.images import ImageSource
 
-from hubness_pr.hyp2.datasets import RetrievalData, Split
+from hubness_pr.hyp2.splits import RetrievalData, Split
 
 DATA_SEED = 0
 DEFAULT_COUNTS = {"train": 4000, "val": 500, "database": 2000, "query": 500}

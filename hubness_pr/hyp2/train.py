@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hubness_pr.hyp2.batches import batches, epoch_order
-from hubness_pr.hyp2.datasets import RetrievalData, Split
+from hubness_pr.hyp2.splits import RetrievalData, Split
 from hubness_pr.hyp2.loss import HyP2Loss
 from hubness_pr.hyp2.networks import HashNetwork
 from hubness_pr.hyp2.ranking import DEFAULT_MEMORY_MIB, RetrievalScores, hash_codes, retrieval_scores

@@ -352,14 +352,6 @@ def feature_digest(features: np.ndarray, dtype=None) -> str:
     return digest.hexdigest()
 
 
-def contiguous_share(n: int, rank: int, world: int) -> slice:
-    """Process ``rank``'s contiguous share of ``n`` rows among ``world`` processes: the shares in rank
-    order are the rows in order, and the first ``n % world`` ranks get one more."""
-    base, extra = divmod(n, world)
-    start = rank * base + min(rank, extra)
-    return slice(start, start + base + (1 if rank < extra else 0))
-
-
 def random_subset(n: int, size: int, seed: int, what: str = "set") -> np.ndarray:
     """Sorted indices of a seeded random subset of ``size`` out of ``n`` (without replacement)."""
     if size > n:

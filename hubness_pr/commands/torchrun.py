@@ -1,0 +1,43 @@
+"""Under torchrun: the process group the launcher described in the environment, and the quiet
+ranks. The commands call these; the engine (:mod:`hubness_pr.engine.distributed`) reads no
+environment variable."""
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+
+from hubness_pr.engine.distributed import SINGLE, Group
+
+
+def from_environment(device: str = "auto", timeout_s: float | None = None) -> tuple[Group, str]:
+    """The process group torchrun set up (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), initialised here,
+    and the device this rank computes on: NCCL with GPU ``LOCAL_RANK`` when the device is CUDA, Gloo
+    on the CPU. Without torchrun's variables: :data:`SINGLE` and ``device`` unchanged."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return SINGLE, device
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        if local >= torch.cuda.device_count():
+            raise ValueError(f"torchrun process {local} needs GPU {local}, and this machine has "
+                             f"{torch.cuda.device_count()} (one process per GPU; --device cpu runs on the CPU)")
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    backend = "nccl" if cuda else "gloo"
+    if not torch.distributed.is_initialized():
+        timeout = datetime.timedelta(seconds=timeout_s or float(os.environ.get("HUBNESS_DIST_TIMEOUT", "600")))
+        torch.distributed.init_process_group(backend=backend, timeout=timeout)
+    return Group(rank=rank, world=world, backend=backend), device
+
+
+def silence() -> None:
+    """A rank other than 0 prints nothing: rank 0 reports for the run (its errors included)."""
+    import logging
+    import sys
+
+    logging.getLogger().setLevel(logging.CRITICAL + 1)
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life (progress bars too)
