@@ -87,7 +87,7 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
         metrics = ("epr",) if name == "epr" else hubness_pr.DEFAULT_METRICS
         ev = hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, device="cpu",
                               memory_budget=budget_mib * 2**20, progress=False)
-        result["values"] = {key: ev.to_dict()[key] for key in ("epr", "pr", "dc") if key in ev.to_dict()}
+        result["values"] = {key: value for key, value in hubness_pr.to_dict(ev).items() if key in ("epr", "pr", "dc")}
         result["timings"] = ev.timings
     elif name == "prdc":
         import contextlib

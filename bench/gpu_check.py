@@ -62,8 +62,9 @@ def compare(a, b) -> dict:
     the routes may pick either: hubness_pr/engine/cross.py)."""
     import hubness_pr
     out = {}
+    da, db = (hubness_pr.json_safe(hubness_pr.to_dict(e)) for e in (a, b))
     for name in ("pr", "dc", "epr"):
-        out[name] = hubness_pr.json_safe(getattr(a, name).to_dict()) == hubness_pr.json_safe(getattr(b, name).to_dict())
+        out[name] = da[name] == db[name]
     out["fake_k_occurrence"] = bool(np.array_equal(a.fake_k_occurrence, b.fake_k_occurrence))
     out["hubness_real"] = a.hubness_real == b.hubness_real
     out["in_real_manifold"] = bool(np.array_equal(a.fake_in_real_manifold, b.fake_in_real_manifold))
@@ -112,11 +113,12 @@ def step_hard_cases(device_a: str, device_b: str) -> dict:
 
 
 def step_realistic(device_a: str, device_b: str, n: int, dim: int) -> dict:
+    import hubness_pr
     real, fake = realistic(n, dim, seed=1), realistic(n, dim, seed=2, drop=4)
     (a, b), seconds = run(device_a, device_b, real, fake)
     result = compare(a, b)
     result.update(n=n, dim=dim, seconds={device_a: seconds[0], device_b: seconds[1]},
-                  values={key: b.to_dict()[key] for key in ("epr", "pr", "dc")},
+                  values={key: hubness_pr.to_dict(b)[key] for key in ("epr", "pr", "dc")},
                   diagnostics={device_a: a.diagnostics, device_b: b.diagnostics})
     return result
 
@@ -177,8 +179,8 @@ def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: li
                          "seconds_all": times, "floor_seconds": float(np.median(floor_times)),
                          "epr_seconds": epr_seconds, "peak_gpu_mib": peak_all, "peak_gpu_mib_floor": peak_floor,
                          "timings": ev.timings, "diagnostics": ev.diagnostics, "tiles": floor["tiles"],
-                         "values": {key: ev.to_dict()[key] for key in ("epr", "pr", "dc")},
-                         "epr_alone": epr.epr.to_dict()})
+                         "values": {key: hubness_pr.to_dict(ev)[key] for key in ("epr", "pr", "dc")},
+                         "epr_alone": hubness_pr.to_dict(epr)["epr"]})
             print(f"  {n} x {n} x {dim}, budget {budget} MiB: all metrics {rows[-1]['seconds']:.2f} s, "
                   f"floor {rows[-1]['floor_seconds']:.2f} s, eP&R alone {epr_seconds:.2f} s, "
                   f"peak GPU {peak_all:.0f} MiB", flush=True)
@@ -241,7 +243,7 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
         sync()
         row = {"n": n, "dim": dim, "seconds": time.perf_counter() - t, "memory_budget_mib": 4096,
                "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-               "values": {key: ev.to_dict()[key] for key in ("epr", "pr", "dc")}}
+               "values": {key: hubness_pr.to_dict(ev)[key] for key in ("epr", "pr", "dc")}}
         out["largest"].append(row)
         print(f"  {n} x {n} x {dim}, all metrics: {row['seconds']:.1f} s", flush=True)
         del real, fake

@@ -29,7 +29,7 @@ def data(name):
 
 
 def summary(ev, graph):
-    out = hubness_pr.json_safe({key: v for key, v in ev.to_dict().items() if key not in ("timings", "params")})
+    out = hubness_pr.json_safe({key: v for key, v in hubness_pr.to_dict(ev).items() if key not in ("timings", "params")})
     out["realism"] = ev.realism.scores.tolist()
     out["rarity"] = hubness_pr.json_safe(ev.rarity.scores.tolist())
     out["occ"] = [ev.real_k_occurrence.tolist(), ev.fake_k_occurrence.tolist()]

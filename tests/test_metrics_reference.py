@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import hubness_pr
+from hubness_pr.reports.results import metric_block
 from tests import oracle
 
 pytestmark = pytest.mark.usefixtures("kernel_route")  # every test on both tile routes
@@ -128,9 +129,9 @@ def test_hand_computed_one_dimensional_case():
     # rarity (<, k=1): smallest radius of a ball strictly containing the fake
     # 0.5 -> balls of 0 and 1 (r=1) -> 1; 1.0 -> ball(1,1) -> 1; 4.5 -> balls 3 (2), 6 (3) -> 2; 10, 9 -> undefined
     np.testing.assert_allclose(ev.rarity.scores, [1.0, 1.0, 2.0, np.nan, np.nan])
-    summary = ev.rarity.to_dict()
+    summary = metric_block("rarity", ev.rarity)
     assert summary["inside"] == 3 and summary["fraction_inside"] == pytest.approx(0.6)
-    assert ev.realism.to_dict()["defined"] == 4
+    assert metric_block("realism", ev.realism)["defined"] == 4
 
 
 def test_duplicates_and_zero_radii():
@@ -287,7 +288,7 @@ def test_no_hubs_gives_nan_epr_not_an_error():
     ev = hubness_pr.evaluate(real=real, fake=fake, metrics="epr", hubs_k=10_000)
     assert ev.epr.real_hubs == 0 and ev.epr.fake_hubs == 0
     assert np.isnan(ev.epr.precision) and np.isnan(ev.epr.recall)
-    assert hubness_pr.json_safe(ev.to_dict())["epr"]["precision"] is None
+    assert hubness_pr.json_safe(hubness_pr.to_dict(ev))["epr"]["precision"] is None
 
 
 @pytest.mark.parametrize("budget", [2**20, hubness_pr.DEFAULT_MEMORY_BUDGET])

@@ -98,7 +98,8 @@ def test_with_the_other_metrics_and_a_stored_real_graph(kernel_route):
     graph = hubness_pr.nearest_neighbors(real, k_max, exact_ks=ks, route=kernel_route)
     reused = hubness_pr.evaluate(real=real, fake=fake, metrics=hubness_pr.METRICS, real_knn=graph, route=kernel_route)
     assert (reused.prcover.precision, reused.prcover.recall) == alone
-    assert reused.to_dict()["prcover"] == {"cover_precision": alone[0], "cover_recall": alone[1], "k": 3, "k_prime": 9}
+    assert hubness_pr.to_dict(reused)["prcover"] == {"precision": alone[0], "recall": alone[1]}
+    assert reused.prcover.k_prime == 9 and reused.params["prcover_c"] == 3
     assert "prcover" not in hubness_pr.DEFAULT_METRICS  # the default output is unchanged
 
 
@@ -133,12 +134,12 @@ def test_the_command_prints_cover_lines(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
     want = brute_force_prcover(real, fake, 3)
-    assert float(lines["prcover.cover_precision"]) == pytest.approx(want[0], abs=1e-5)  # printed to 5 digits
-    assert float(lines["prcover.cover_recall"]) == pytest.approx(want[1], abs=1e-5)
+    assert float(lines["prcover.precision"]) == pytest.approx(want[0], abs=1e-5)  # printed to 5 digits
+    assert float(lines["prcover.recall"]) == pytest.approx(want[1], abs=1e-5)
     data = json.loads((tmp_path / "out.json").read_text())
-    assert data["prcover"]["cover_precision"] == want[0] and data["prcover"]["k_prime"] == 9
+    assert data["prcover"]["precision"] == want[0] and data["params"]["prcover_c"] == 3
     default = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--no-cache")
-    assert default.returncode == 0 and "cover_precision" not in default.stdout
+    assert default.returncode == 0 and "prcover" not in default.stdout
 
 
 def _ranked(group):

@@ -14,7 +14,7 @@ def sets(seed=0, n_real=300, n_fake=250, dim=12):
 
 
 def comparable(ev):
-    out = ev.to_dict()
+    out = hubness_pr.to_dict(ev)
     out.pop("timings")
     return hubness_pr.json_safe(out)
 

@@ -292,8 +292,8 @@ def test_the_forgeries_would_change_the_metrics_if_trusted(how):
     real, fake = data(5)
     key, arrays = forged_arrays(real, how)
     graph = summary.graph_from_arrays(arrays, key)
-    trusted = hubness_pr.evaluate(real=real, fake=fake, real_knn=graph).to_dict()
-    fresh = hubness_pr.evaluate(real=real, fake=fake).to_dict()
+    trusted = hubness_pr.to_dict(hubness_pr.evaluate(real=real, fake=fake, real_knn=graph))
+    fresh = hubness_pr.to_dict(hubness_pr.evaluate(real=real, fake=fake))
     assert {m: trusted[m] for m in ("epr", "pr", "dc")} != {m: fresh[m] for m in ("epr", "pr", "dc")}
 
 

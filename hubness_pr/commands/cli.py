@@ -12,6 +12,7 @@ from hubness_pr.commands.launch import interruption, missing_package, say
 from hubness_pr.io.outputs import folder_form
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+ROUTES = ("auto", "fused", "torch")  # the engine's CPU routes (hubness_pr.engine.context)
 EXIT_SIGPIPE = 128 + 13  # stdout's reader went away (``| head -1``): the status of a process killed by SIGPIPE
 
 
@@ -135,6 +136,23 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="count", dest="verbosity",
                    help="log what the run does (-vv: debug details)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def add_route_option(p: argparse.ArgumentParser) -> None:
+    """``--route``: the CPU route of the distance tiles (the commands that run the engine)."""
+    p.add_argument("--route", choices=ROUTES, default=None,
+                   help="the CPU route of the distance tiles: 'fused' (compiled numba kernels), 'torch' (torch "
+                        "operations) or 'auto' (fused from about 2,000 x 2,000 x 4,096 distance products on); "
+                        "default: $HUBNESS_KERNELS if set, else auto. Results are the same on every route")
+
+
+def route_of(args) -> str:
+    """``--route``, by default ``$HUBNESS_KERNELS`` (the one place the environment chooses a route),
+    else 'auto'."""
+    route = args.route or os.environ.get("HUBNESS_KERNELS") or "auto"
+    if route not in ROUTES:
+        raise ValueError(f"HUBNESS_KERNELS={route!r}: the default of --route must be auto, fused or torch")
+    return route
 
 
 def extraction_kwargs(args) -> dict:

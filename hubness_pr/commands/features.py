@@ -18,7 +18,7 @@ import numpy as np
 
 from hubness_pr.io.outputs import OutputFiles
 
-from hubness_pr.commands.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
+from hubness_pr.commands.cli import (OneLineParser, add_extraction_options, add_route_option, add_run_options, check_device, extraction_kwargs, route_of,
                           output_path, positive_int, run_main, setup_logging)
 
 log = logging.getLogger("getFeature")
@@ -44,6 +44,7 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--knn_k", "--knn-k", dest="knn_k", type=k_list, default=None, metavar="K[,K...]",
                    help="also store the features' exact k-NN summary for these k (e.g. 3,5: the metric command's "
                         "--k and --dc_k), which the metric command then reuses instead of recomputing the real set's")
+    add_route_option(p)
     add_run_options(p)
     return p
 
@@ -131,7 +132,7 @@ def _extract(args, suffix: str, group, device: str) -> None:
     features = result.features if keep else None
     extra = None
     if args.knn_k:  # the k-NN summary of these features, as the metric command would compute it
-        from hubness_pr import nearest_neighbors
+        from hubness_pr import RunContext, nearest_neighbors
         from hubness_pr.io import summary
 
         if features is None:
@@ -139,7 +140,8 @@ def _extract(args, suffix: str, group, device: str) -> None:
         k_max = max(args.knn_k)
         if features.shape[0] < k_max + 1:
             raise ValueError(f"--knn_k {k_max}: needs at least {k_max + 1} images, got {features.shape[0]}")
-        graph = nearest_neighbors(features, k_max, exact_ks=args.knn_k, device=device, progress=args.progress)
+        with RunContext.build(device=device, route=route_of(args), progress=args.progress) as ctx:
+            graph = nearest_neighbors(features, k_max, exact_ks=args.knn_k, ctx=ctx)
         extra = summary.summary_arrays(graph, summary.SummaryKey.of(features, k_max, args.knn_k))
         meta["knn_summary_k"] = list(args.knn_k)
     dim = result.dim

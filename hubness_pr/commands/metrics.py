@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 import hubness_pr
-from hubness_pr.commands.cli import (OneLineParser, add_extraction_options, add_run_options, check_device, extraction_kwargs,
+from hubness_pr.commands.cli import (OneLineParser, add_extraction_options, add_route_option, route_of, add_run_options, check_device, extraction_kwargs,
                           folder_path, int_at_least, nonnegative_int, output_path, positive_int, print_results,
                           run_main, setup_logging, unit_float, write_json)
 from hubness_pr.extraction.images import is_image_input
@@ -33,7 +33,7 @@ from hubness_pr.reports import runlog
 from hubness_pr.io import summary
 from hubness_pr.engine.inputs import as_feature_matrix
 from hubness_pr.reports.gallery import DEFAULT_N, Gallery
-from hubness_pr.reports.results import (approximate_note, is_approximate, summary_lines, write_compare_plot, write_per_sample_csv,
+from hubness_pr.reports.results import (approximate_note, to_dict, is_approximate, summary_lines, write_compare_plot, write_per_sample_csv,
                      write_plot)
 
 log = logging.getLogger("improved_precision_recall_hubness")
@@ -71,10 +71,7 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--metrics", default=None, type=metric_list,
                    help=f"comma list drawn from {','.join(hubness_pr.METRICS)} (default: "
                         f"{','.join(hubness_pr.DEFAULT_METRICS)}; with --knn hnsw: epr)")
-    p.add_argument("--route", choices=("auto", "fused", "torch"), default=None,
-                   help="the CPU route of the distance tiles: 'fused' (compiled numba kernels), 'torch' (torch "
-                        "operations) or 'auto' (fused from about 2,000 x 2,000 x 4,096 distance products on); "
-                        "default: $HUBNESS_KERNELS if set, else auto. Results are the same on every route")
+    add_route_option(p)
     p.add_argument("--knn", choices=("exact", "hnsw"), default="exact",
                    help="how eP&R's hubs are chosen: exact k-occurrence (default), or the k-occurrence of an "
                         "approximate k-NN graph (faiss HNSW; eP&R only; hub radii and the hub cross pass stay "
@@ -237,7 +234,7 @@ def _prepare(args, device_spec: str, group):
         planned = {option: outputs.add(getattr(args, option), f"--{option}")
                    for option in ("json", "per_sample", "plot", "log") if getattr(args, option)}
         gallery = Gallery(args.gallery, metrics, args.gallery_n, outputs) if args.gallery else None  # may mkdir
-    ctx = hubness_pr.RunContext(device=device, memory_budget=budget, route=_route(args), group=group,
+    ctx = hubness_pr.RunContext(device=device, memory_budget=budget, route=route_of(args), group=group,
                              progress=args.progress)
     options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, ctx=ctx)
     try:
@@ -326,15 +323,6 @@ def _warn_if_small(real, fake, k: int, dc_k: int, metrics) -> None:
                     "samples of the same distributions)", k_max, ", ".join(small), floor)
 
 
-def _route(args) -> str:
-    """``--route``, by default ``$HUBNESS_KERNELS`` (the one place the environment chooses a route),
-    else 'auto'."""
-    route = args.route or os.environ.get("HUBNESS_KERNELS") or "auto"
-    if route not in ("auto", "fused", "torch"):
-        raise ValueError(f"HUBNESS_KERNELS={route!r}: the default of --route must be auto, fused or torch")
-    return route
-
-
 def _stored_summary(args, real, metrics, k, dc_k, ctx) -> dict:
     """Look for the real set's k-NN summary (inside its feature file, then in the cache): a dict with
     ``graph`` (or None), ``key``, ``status`` and ``path`` for the JSON (hubness_pr/io/summary.py)."""
@@ -408,7 +396,7 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
     if group.rank > 0:
         return
 
-    payload = evaluation.to_dict()
+    payload = to_dict(evaluation)
     payload["params"].update(seed=args.seed, num_samples=args.num_samples)
     payload["timings"], payload["seconds"] = timings, seconds
     payload["cache"] = {"real": {key: stored[key] for key in ("status", "path") if key in stored}}
@@ -422,7 +410,7 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
             "time": runlog.utc_now(), "argv": list(args.argv),
             "inputs": {"real": runlog.input_record(real, real.features),
                        "fake": runlog.input_record(fake, fake.features)},
-            "params": payload["params"], "versions": versions, "metrics": runlog.metric_blocks(payload),
+            "params": payload["params"], "versions": versions, "metrics": {name: payload[name] for name in evaluation.results},
             "timings": timings, "seconds": seconds})
         outputs.on_commit(lambda: runlog.append_line(planned["log"], record))
     with outputs:  # every file written, then all put in place together (the log's line last), or none

@@ -1,17 +1,20 @@
-"""The metrics: one small module a metric, the registry of their names, and ``evaluate``, which
-plans the engine's passes from the metrics asked for. See docs/definitions.md.
+"""The metrics: one small module a metric (pr, dc, epr, realism, rarity, hubness, prcover), the
+registry of their declarations (:mod:`hubness_pr.metrics.registry`), and :func:`evaluate`, which plans
+the engine's passes from the metrics asked for. See docs/definitions.md.
 
 Names are imported on first use (PEP 562).
 """
 from __future__ import annotations
 
-from ..lazy import lazy_attributes
+from hubness_pr.lazy import lazy_attributes
 
 _EXPORTS = {name: "evaluation" for name in (
-    "METRICS", "DEFAULT_METRICS", "DensityCoverage", "EfficientPrecisionRecall", "Evaluation", "PrecisionRecall",
-    "PrecisionRecallCover", "RarityScores", "RealismScores", "check_options", "density_coverage",
-    "efficient_precision_recall", "evaluate", "json_safe", "real_knn_needs", "precision_recall", "rarity_scores",
+    "METRICS", "DEFAULT_METRICS", "Evaluation", "Plan", "check_options", "density_coverage",
+    "efficient_precision_recall", "evaluate", "real_knn_needs", "precision_recall", "rarity_scores",
     "realism_scores", "real_rarity_scores")}
-_EXPORTS.update(HubnessStats="hubness", hubness_stats="hubness")
-_MODULES = ("evaluation", "hubness")
+_EXPORTS.update(PrecisionRecall="pr", DensityCoverage="dc", EfficientPrecisionRecall="epr", RealismScores="realism",
+                RarityScores="rarity", PrecisionRecallCover="prcover", HubnessStats="hubness",
+                SetsHubness="hubness", hubness_stats="hubness", Metric="registry", register="registry",
+                REGISTRY="registry")
+_MODULES = ("evaluation", "registry", "pr", "dc", "epr", "realism", "rarity", "hubness", "prcover")
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, _MODULES)

@@ -6,11 +6,12 @@ point among its own neighbours).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from hubness_pr.engine.inputs import check_int
+from hubness_pr.metrics.registry import Metric, Passes, register
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,6 @@ class HubnessStats:
     n: int
     k: int
     hubs_k: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def k_occurrence_skewness(occ: np.ndarray) -> float:
@@ -83,3 +81,21 @@ def hubness_stats(k_occurrence: np.ndarray, *, k: int, hubs_k: int) -> HubnessSt
         k=k,
         hubs_k=hubs_k,
     )
+
+
+@dataclass(frozen=True)
+class SetsHubness:
+    """The hubness statistics of the real set and of the fake set (each within itself)."""
+
+    real: HubnessStats
+    fake: HubnessStats
+
+
+def _finish(p: Passes) -> SetsHubness:
+    o = p.options
+    return SetsHubness(real=hubness_stats(p.real_occurrence, k=o.k, hubs_k=o.hubs_k),
+                       fake=hubness_stats(p.fake_occurrence, k=o.k, hubs_k=o.hubs_k))
+
+
+register(Metric("hubness", _finish, real_radii=("k",), fake_radii=("k",), hubs=True,
+                order=60, doc="hubness statistics of the k-occurrence in each set"))

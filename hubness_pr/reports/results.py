@@ -1,21 +1,84 @@
-"""Turn an :class:`hubness_pr.Evaluation` into text lines, CSV rows and a figure."""
+"""Turn an :class:`hubness_pr.Evaluation` into what a run shows: the JSON document
+(:func:`to_dict`, strict through :func:`json_safe`), the ``name: value`` lines, CSV rows and a figure.
+
+The metric blocks are formed here, not by the metrics: each result's number fields (less the
+neighbourhood sizes, which ``params`` holds), per-sample scores summarised, nested results (the
+hubness of each set) as nested blocks; blocks come in the metrics' order (:data:`hubness_pr.METRICS`).
+"""
 from __future__ import annotations
 
 import csv
 import math
+from dataclasses import fields, is_dataclass
 
 import numpy as np
 
-from hubness_pr.metrics.evaluation import METRICS, Evaluation
+from hubness_pr.metrics.evaluation import Evaluation
+from hubness_pr.reports.cells import format_cell
 
-def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
+# fields of a result that are options of the run (in ``params``), not numbers of the block
+PARAMETER_FIELDS = ("n", "k", "hubs_k", "k_prime")
+# how a per-sample score result names its defined samples (default: defined, fraction_defined)
+SCORE_COUNTS = {"rarity": ("inside", "fraction_inside")}
+
+
+def json_safe(value):
+    """Replace NaN/Inf by None, recursively, so the result is strict JSON."""
+    if isinstance(value, dict):
+        return {key: json_safe(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
     if isinstance(value, (float, np.floating)):
-        return "nan" if math.isnan(value) else f"{float(value):.6f}"
-    return str(value)
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def score_summary(values: np.ndarray, defined: np.ndarray, count_name: str, fraction_name: str) -> dict:
+    """Count and fraction of defined scores, then their mean, median, std, min and max (NaN: none)."""
+    v = values[defined]
+    n = int(defined.sum())
+    stats = {count_name: n, fraction_name: n / values.size if values.size else float("nan")}
+    keys = ("mean", "median", "std", "min", "max")
+    if n:
+        stats.update(zip(keys, (float(v.mean()), float(np.median(v)), float(v.std()), float(v.min()),
+                                float(v.max()))))
+    else:
+        stats.update(dict.fromkeys(keys, float("nan")))
+    return stats
+
+
+def metric_block(name: str, result) -> dict:
+    """The JSON block of one metric's result."""
+    if hasattr(result, "scores") and hasattr(result, "defined"):
+        return score_summary(result.scores, result.defined(), *SCORE_COUNTS.get(name, ("defined", "fraction_defined")))
+    block = {}
+    for f in fields(result):
+        value = getattr(result, f.name)
+        if is_dataclass(value):
+            block[f.name] = metric_block(f.name, value)
+        elif f.name not in PARAMETER_FIELDS and np.ndim(value) == 0 and value is not None:
+            block[f.name] = value
+    return block
+
+
+def to_dict(evaluation: Evaluation) -> dict:
+    """JSON-ready dict: n_real, n_fake, dim, params, one block per computed metric (eP&R's with its
+    difference to exact P&R when both ran), timings, diagnostics."""
+    out = {"n_real": evaluation.n_real, "n_fake": evaluation.n_fake, "dim": evaluation.dim,
+           "params": dict(evaluation.params)}
+    for name, result in evaluation.results.items():  # in the metrics' order
+        out[name] = metric_block(name, result)
+    epr, pr = evaluation.results.get("epr"), evaluation.results.get("pr")
+    if epr is not None and pr is not None:
+        out["epr"]["precision_minus_exact"] = epr.precision - pr.precision
+        out["epr"]["recall_minus_exact"] = epr.recall - pr.recall
+    out["timings"] = dict(evaluation.timings)
+    out["diagnostics"] = dict(evaluation.diagnostics)
+    return out
 
 
 def _flatten(prefix: str, value, out: list) -> None:
@@ -28,14 +91,13 @@ def _flatten(prefix: str, value, out: list) -> None:
 
 def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
     """``name: value`` lines; the first two are ``precision:`` and ``recall:`` (eP&R) when computed."""
-    data = evaluation.to_dict()
+    data = to_dict(evaluation)
     lines = []
     if "epr" in data:
-        lines += [f"precision: {_fmt(data['epr']['precision'])}", f"recall: {_fmt(data['epr']['recall'])}"]
+        lines += [f"precision: {format_cell(data['epr']['precision'])}", f"recall: {format_cell(data['epr']['recall'])}"]
     items = []
-    for block in METRICS:  # every metric block, in the metrics' order
-        if block in data:
-            _flatten(block, data[block], items)
+    for block in evaluation.results:  # every metric block, in the metrics' order
+        _flatten(block, data[block], items)
     items = [(name, v) for name, v in items if name not in ("epr.precision", "epr.recall")]
     knn = data["params"].get("knn")
     if knn:  # approximate hub selection: said on stdout as well as on stderr
@@ -45,7 +107,7 @@ def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
                 if name in knn.get(side, {}):
                     items.append((f"knn.{side}.{name}", knn[side][name]))
     items += [("n_real", data["n_real"]), ("n_fake", data["n_fake"]), ("dim", data["dim"]), ("seconds", seconds)]
-    lines += [f"{name}: {_fmt(value)}" for name, value in items]
+    lines += [f"{name}: {format_cell(value)}" for name, value in items]
     return lines
 
 

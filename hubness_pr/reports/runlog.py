@@ -30,13 +30,13 @@ import stat
 import numpy as np
 
 from hubness_pr.io.store import feature_digest, json_kind, parse_json
+from hubness_pr.reports.cells import format_cell
 
 RECORD_KEYS = ("time", "argv", "inputs", "params", "versions", "metrics", "timings", "seconds")
 # what each key of a run record holds (a line of another shape is not a run record: read_runs skips it)
 RECORD_TYPES = {"time": (str, "a string"), "argv": (list, "a list"), "inputs": (dict, "an object"),
                 "params": (dict, "an object"), "versions": (dict, "an object"), "metrics": (dict, "an object"),
                 "timings": (dict, "an object"), "seconds": ((int, float), "a number")}
-METRIC_BLOCKS = ("epr", "pr", "dc", "realism", "rarity", "hubness", "prcover")
 DEFAULT_COLUMNS = ("epr.precision", "epr.recall", "pr.precision", "pr.recall", "dc.density", "dc.coverage",
                    "realism.mean", "hubness.fake.skewness")
 VARYING_PARAMS = ("k", "dc_k", "hubsK", "num_samples", "seed")
@@ -69,11 +69,6 @@ def input_record(data, features: np.ndarray) -> dict:
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def metric_blocks(payload: dict) -> dict:
-    """The metric blocks of :meth:`hubness_pr.Evaluation.to_dict`."""
-    return {block: payload[block] for block in METRIC_BLOCKS if block in payload}
 
 
 def append_line(output, record: dict) -> None:
@@ -228,23 +223,9 @@ def comparison(runs: list[tuple[str, dict]], columns=None) -> tuple[list[str], l
     return header, [[get(label, record) for get in getters] for label, record in runs], list(columns)
 
 
-def format_cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4f}"
-    if isinstance(value, str) and len(value) >= 19 and value[4:5] == "-" and value[10:11] == "T":
-        return value[:16].replace("T", " ")  # ISO time, to the minute (UTC)
-    return str(value)
-
-
 def table_lines(header: list[str], rows: list[list]) -> list[str]:
     """The table as aligned text lines: text columns to the left, numbers to the right."""
-    cells = [[format_cell(v) for v in row] for row in rows]
+    cells = [[format_cell(v, digits=4) for v in row] for row in rows]
     widths = [max([len(h)] + [len(row[j]) for row in cells]) for j, h in enumerate(header)]
     numeric = [all(isinstance(row[j], (int, float)) or row[j] is None for row in rows) for j in range(len(header))]
 

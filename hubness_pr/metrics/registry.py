@@ -1,0 +1,105 @@
+"""The metric registry: each metric declares what the engine must compute for it and how its result
+is formed from the passes; :func:`hubness_pr.metrics.evaluate` plans the passes from these declarations.
+
+A metric is one :class:`Metric`, given to :func:`register` in its own module of this package
+(``pr.py``, ``dc.py``, ...); a name registered twice is refused. A cross metric reads reductions of
+:data:`hubness_pr.engine.reductions.TABLE` (docs/architecture.md, "Adding a cross metric").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+# the radii a metric may read, by the option that sizes them
+RADII = ("k", "dc_k", "cover_k")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The neighbourhood sizes of one evaluation (validated): ``k``, ``dc_k``, ``hubs_k`` and
+    PR-Cover's ``prcover_c`` (its balls hold ``cover_k = prcover_c * k`` neighbours)."""
+
+    k: int = 3
+    dc_k: int = 5
+    hubs_k: int = 3
+    prcover_c: int = 3
+
+    @property
+    def cover_k(self) -> int:
+        return self.prcover_c * self.k
+
+    def size(self, radius: str) -> int:
+        """The neighbourhood size of a radius name of :data:`RADII`."""
+        return getattr(self, radius)
+
+
+@dataclass
+class Passes:
+    """What the engine's passes computed, handed to each metric: the k-NN graphs
+    (:class:`hubness_pr.engine.knn.NeighborGraph`, None where not run), the k-occurrence at k and
+    the hub masks where some metric reads them, and the real x fake pass's per-sample results
+    (``cross``: :class:`hubness_pr.engine.cross.CrossResult`, read as ``cross["in_real"]``)."""
+
+    options: Options
+    n_real: int
+    n_fake: int
+    real_graph: Any = None
+    fake_graph: Any = None
+    real_occurrence: np.ndarray | None = None
+    fake_occurrence: np.ndarray | None = None
+    real_hubs: np.ndarray | None = None
+    fake_hubs: np.ndarray | None = None
+    hub_only: bool = False   # the cross pass ran on real hubs x fake hubs only (eP&R alone)
+    cross: Any = None
+
+
+def _nothing(p: Passes) -> tuple[set, dict]:
+    return set(), {}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric's declaration.
+
+    ``real_radii`` / ``fake_radii``: the radii (names of :data:`RADII`) it reads in each set, exact;
+    ``hubs``: it reads the k-occurrence and the hub masks; ``cross``: the reductions of
+    :data:`hubness_pr.engine.reductions.TABLE` it reads and the squared radii (threshold name ->
+    vector) they compare with, from the k-NN passes (None: no real x fake pass); ``full_cross``:
+    every real x fake pair (False: real hubs x fake hubs are enough, eP&R); ``finish``: its result
+    (a frozen dataclass) from the passes; ``per_sample``: the :class:`~hubness_pr.metrics.Evaluation`
+    fields of per-sample arrays it fills; ``default``: computed when no metric list is given;
+    ``order``: its place among the metrics (reports, JSON).
+    """
+
+    name: str
+    finish: Callable[[Passes], Any]
+    real_radii: tuple = ()
+    fake_radii: tuple = ()
+    hubs: bool = False
+    cross: Callable[[Passes], tuple[set, dict]] | None = None
+    full_cross: bool = True
+    per_sample: Callable[[Passes], dict] | None = None
+    default: bool = True
+    order: int = 100   # place in METRICS, the report and the JSON (eP&R first)
+    doc: str = ""
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    """Add ``metric`` to the registry; a name already there is refused."""
+    if metric.name in REGISTRY:
+        raise ValueError(f"metric {metric.name!r} is registered twice")
+    unknown = set(metric.real_radii + metric.fake_radii) - set(RADII)
+    if unknown:
+        raise ValueError(f"metric {metric.name!r} reads unknown radii {sorted(unknown)}")
+    REGISTRY[metric.name] = metric
+    return metric
+
+
+def mean(flags: np.ndarray) -> float:
+    """The mean of a per-sample vector (NaN for an empty one)."""
+    return float(np.mean(flags, dtype=np.float64)) if flags.size else float("nan")
