@@ -454,7 +454,7 @@ def _compare(args) -> None:
         absent = [c for c in columns if all(runlog.lookup(r["metrics"], c) is None for _, r in runs)]
         if absent:
             raise ValueError(f"--columns: no run has {absent[0]!r} (names as the metric command prints them, "
-                             "e.g. pr.precision, hubness_pr.fake.skewness)")
+                             "e.g. pr.precision, hubness.fake.skewness)")
     header, rows, metric_columns = runlog.comparison(runs, columns)
     if "plot" in planned:  # bars need numbers: a column of text or objects (--columns pr) cannot be drawn
         for column in metric_columns:
