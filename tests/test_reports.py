@@ -61,7 +61,8 @@ def test_plot_has_both_rarities_and_fixed_size(files, spy):
     want = hubness_pr.real_rarity_scores(real=real, k=4).scores
     np.testing.assert_array_equal(real_rarity, want)
     assert real_rarity.shape == (70,)
-    assert evaluation.real_k_occurrence is not None and evaluation.fake_k_occurrence is not None
+    assert evaluation.real_k_occurrence.shape == (70,) and evaluation.fake_k_occurrence.shape == (60,)
+    assert evaluation.real_k_occurrence.sum() == 70 * 4 and evaluation.fake_k_occurrence.sum() == 60 * 4
     assert title == "fake.npy (60 generated) vs real.npy (70 real), k=4"
     timings = json.loads((tmp / "all.json").read_text())["timings"]
     assert timings["real_rarity"] > 0 and "load" in timings

@@ -111,4 +111,6 @@ def test_evaluate_refuses_a_graph_that_does_not_fit():
         hubness_pr.evaluate(real=real[:-1], fake=fake, metrics="pr", real_knn=small)
     with pytest.raises(TypeError, match="'real_knn' parameter of evaluate must be a NeighborGraph"):
         hubness_pr.evaluate(real=real, fake=fake, metrics="pr", real_knn=json.dumps({}))
-    assert hubness_pr.evaluate(real=real, fake=fake, metrics="pr,epr,hubness", real_knn=small).pr is not None
+    reused = hubness_pr.evaluate(real=real, fake=fake, metrics="pr,epr,hubness", real_knn=small)
+    fresh = hubness_pr.evaluate(real=real, fake=fake, metrics="pr,epr,hubness")
+    assert (reused.pr, reused.epr, reused.hubness_real) == (fresh.pr, fresh.epr, fresh.hubness_real)

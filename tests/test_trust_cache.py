@@ -428,8 +428,11 @@ def test_a_bomb_at_the_key_name_is_refused_before_it_is_inflated(tmp_path, bomb)
     assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MiB allocated while refusing a bomb"
     expected = {"declared size": "declares", "declared shape": "holds a", "lying zip header": "unreadable"}[bomb]
     assert expected in message, message
-    assert "saved to" in cache.store(key, key_and_graph(real)[1])  # a private file: replaced by a good one
-    assert cache.load(key, real)[0] is not None
+    good = key_and_graph(real)[1]
+    assert "saved to" in cache.store(key, good)  # a private file: replaced by a good one
+    loaded = cache.load(key, real)[0]
+    np.testing.assert_array_equal(loaded.indices, good.indices)
+    np.testing.assert_array_equal(loaded.sq_distances, good.sq_distances)
 
 
 def test_a_bomb_inside_a_feature_file_is_refused_before_it_is_inflated(files):

@@ -60,7 +60,11 @@ def reference_stdout(fake):
 
 
 def test_parse_json_accepts_the_limit_and_refuses_deeper():
-    assert parse_json("[" * JSON_DEPTH + "]" * JSON_DEPTH) is not None
+    deepest = parse_json("[" * JSON_DEPTH + "]" * JSON_DEPTH)
+    for _ in range(JSON_DEPTH - 1):
+        assert isinstance(deepest, list) and len(deepest) == 1
+        deepest = deepest[0]
+    assert deepest == []
     assert parse_json('{"a": [1, {"b": "c"}]}') == {"a": [1, {"b": "c"}]}
     for text in (*NESTED.values(), nested_inside(NESTED["lists_100000"])):
         with pytest.raises(ValueError, match=f"nested more than {JSON_DEPTH} levels deep"):
