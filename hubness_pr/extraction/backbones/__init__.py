@@ -9,7 +9,7 @@ by name in :data:`BUILTIN` and their modules (torch, torchvision) are imported o
 :func:`load_backbone`. So a command-line parser can list every backbone and ``--preprocess``
 choice without loading torchvision (a second of start-up; see bench/bench_startup.py).
 
-Adding a backbone (CLIP, DINOv2, the TF FID Inception) is one module that calls
+Adding a backbone is one module that calls
 ``register_backbone('name')`` on a factory ``f(weights=None, preprocess=None, seed=0,
 allow_download=False) -> Backbone``; a built-in one is also declared in :data:`BUILTIN`.
 """
@@ -28,13 +28,29 @@ BUILTIN = {
                                "needs --weights vgg16.pt, 4096-d"),
     "efficientnet_lite0": ("efficientnet", "ImageNet EfficientNet-Lite0, 1280-d, offline"),
     "inception_v3": ("inception", "torchvision's ImageNet Inception-v3, pool, 2048-d (not FID's TF graph)"),
+    "inception_fid": ("inception_fid", "the FID Inception (pytorch-fid's port of the TF graph, "
+                                       "pt_inception-2015-12-05), pool3, 2048-d"),
+    "dinov2_vits14": ("dinov2", "DINOv2 ViT-S/14, CLS token after the final norm, 384-d"),
+    "dinov2_vitb14": ("dinov2", "DINOv2 ViT-B/14, CLS token after the final norm, 768-d"),
+    "dinov2_vitl14": ("dinov2", "DINOv2 ViT-L/14 (FD_DINOv2's), CLS token after the final norm, 1024-d"),
+    "dinov2_vitg14": ("dinov2", "DINOv2 ViT-g/14, CLS token after the final norm, 1536-d"),
+    "clip_vitb32": ("clip", "CLIP ViT-B/32 (OpenAI weights, open_clip), image embedding, 512-d"),
+    "clip_vitl14": ("clip", "CLIP ViT-L/14 (OpenAI weights, open_clip), image embedding, 768-d"),
+    "clip_vitl14_datacomp": ("clip", "CLIP ViT-L/14, open_clip datacomp_xl_s13b_b90k (dgm-eval's), "
+                                     "image embedding, 768-d"),
 }
 
 # --preprocess: name -> description; preprocess.py implements each (tests/test_backbones.py checks the two agree)
 PREPROCESS = {
     "pil": "PIL bilinear resize (antialiased) + ImageNet mean/std: the original getFeature.py",
     "tf1_bilinear": "[0, 255] input, TF1 bilinear resize (no antialiasing) + 255 x ImageNet mean/std: "
-                    "torch-fidelity's VGG16 input pipeline",
+                    "torch-fidelity's VGG16 input pipeline (and torch-fidelity's / torchmetrics' DINOv2 one)",
+    "pytorch_fid": "[0, 1] input, torch bilinear resize (align_corners=False, no antialiasing): pytorch-fid's; "
+                   "the default of inception_fid",
+    "clean": "clean-fid's resize: PIL bicubic of each channel as float, not rounded",
+    "dgm_eval": "PIL bicubic resize (antialiased) + ImageNet mean/std: dgm-eval's and EDM2's ('pil') DINOv2 "
+                "input; the default of dinov2_*",
+    "clip": "bicubic resize of the short side, centre crop, CLIP mean/std: open_clip's; the default of clip_*",
 }
 PREPROCESS_ALIASES = {"nvidia": "tf1_bilinear"}  # the old name (before 0.2.0)
 

@@ -152,3 +152,24 @@ def apply_state_dict(module: torch.nn.Module, state: dict, path, what: str) -> N
             parts.append(f"shape of {k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
         raise ValueError(f"--weights {path}: not {what} weights ({'; '.join(parts)})")
     module.load_state_dict(state, strict=True)
+
+
+def hub_checkpoint(weights, filename: str, url: str, what: str, allow_download: bool, *,
+                   check_hash: bool = False, source: str | None = None) -> tuple[dict, dict]:
+    """The state dict to load and its identity for ``meta``, for a checkpoint that lives in torch's hub
+    cache under ``checkpoints/filename`` (where ``torch.hub.load_state_dict_from_url`` puts ``url``):
+    from ``weights`` (a file) if given, else from that cache; downloaded only with ``allow_download``,
+    otherwise a one-line ValueError naming where it was looked for and ``--weights``."""
+    if weights is not None:
+        path, identity = str(weights), {"weights": "file"}
+    else:
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+        if not os.path.isfile(path):
+            if not allow_download:
+                raise ValueError(f"{what} weights not found: looked for {path} (torch's hub cache); give the file "
+                                 f"with --weights FILE ({url}), or pass --allow_download to fetch it there")
+            torch.hub.load_state_dict_from_url(url, progress=False, check_hash=check_hash, file_name=filename)
+        identity = {"weights": source or filename}
+    state = load_state_dict(path, what)
+    identity.update(weights_file=os.path.basename(path), weights_sha256=file_digest(path))
+    return state, identity

@@ -9,7 +9,21 @@
   255 * std. It is not NVIDIA's TorchScript ``vgg16.pt`` (``--backbone vgg16_nvidia``), though
   torch-fidelity's tests find torchvision's ImageNet VGG16 behind this pipeline within 1e-4 of it.
 
-Both are picklable callables, (H, W, 3) uint8 -> (3, size, size) float32 tensor.
+* :class:`TorchBilinear` (``pytorch_fid``) -- pytorch-fid's ``InceptionV3(resize_input=True,
+  normalize_input=True)``: the image scaled to [0, 1], ``F.interpolate(mode='bilinear',
+  align_corners=False)`` (no antialiasing) to the input size, then mean/std (0.5 / 0.5 gives its
+  ``2 * x - 1``).
+* :class:`CleanResize` (``clean``) -- clean-fid's ``build_resizer('clean')``: each channel of the
+  uint8 image resized as a float image (PIL mode 'F') with PIL's bicubic filter, clipped to
+  [0, 255], not rounded; then normalised in [0, 255] units (by 255 * mean / 255 * std).
+* :class:`PilBicubic` (``dgm_eval``) -- dgm-eval's DINOv2 input (torchvision ``Resize((224, 224),
+  BICUBIC)`` on the PIL image, ``ToTensor``, ImageNet ``Normalize``), which is also EDM2's 'pil'
+  resize mode: PIL bicubic resize of the uint8 image (antialiased, rounded to uint8).
+* :class:`ClipResize` (``clip``) -- open_clip's / OpenAI CLIP's evaluation transform: bicubic resize
+  of the short side to the input size (torchvision on the PIL image), centre crop, CLIP mean/std.
+
+All are picklable callables, (H, W, 3) uint8 -> (3, size, size) float32 tensor. Each backbone picks
+its default and may give its own mean/std (``make_preprocess(..., mean=, std=)``).
 """
 from __future__ import annotations
 
@@ -27,18 +41,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's, as open_clip's OPENAI_DATASET_MEAN / _STD
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    return ((x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)).contiguous()
+
+
 class PilResize:
+    resample, resize = Image.BILINEAR, "PIL bilinear (antialiased)"
+
     def __init__(self, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.size, self.mean, self.std = size, tuple(mean), tuple(std)
 
     def describe(self) -> dict:
-        return {"input_size": self.size, "resize": "PIL bilinear (antialiased)", "scale": "[0, 1]",
+        return {"input_size": self.size, "resize": self.resize, "scale": "[0, 1]",
                 "mean": list(self.mean), "std": list(self.std)}
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         pil = Image.fromarray(image)
         if pil.size != (self.size, self.size):
-            pil = pil.resize((self.size, self.size), Image.BILINEAR)
+            pil = pil.resize((self.size, self.size), self.resample)
         x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
@@ -80,7 +104,71 @@ class Tf1Resize:
         return ((x - mean) / std).contiguous()
 
 
-PREPROCESSING = {"pil": PilResize, "tf1_bilinear": Tf1Resize}
+class PilBicubic(PilResize):
+    """``dgm_eval``: PIL bicubic resize of the uint8 image (antialiased, rounded to uint8), [0, 1], mean/std."""
+    resample, resize = Image.BICUBIC, "PIL bicubic (antialiased, uint8)"
+
+
+class TorchBilinear:
+    """``pytorch_fid``: [0, 1], torch bilinear resize (align_corners=False, no antialiasing, run even at
+    the input size, where it is the identity), then mean/std."""
+
+    def __init__(self, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+
+    def describe(self) -> dict:
+        return {"input_size": self.size, "resize": "torch bilinear, align_corners=False, no antialiasing",
+                "scale": "[0, 1]", "mean": list(self.mean), "std": list(self.std)}
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)[None]
+        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return _normalise(x[0], self.mean, self.std)
+
+
+class CleanResize:
+    """``clean``: clean-fid's resize (each channel as a PIL float image, bicubic, clipped to [0, 255],
+    not rounded), normalised in [0, 255] units."""
+
+    def __init__(self, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+
+    def describe(self) -> dict:
+        return {"input_size": self.size, "resize": "PIL bicubic of each channel as float (clean-fid 'clean')",
+                "scale": "[0, 255]", "mean": [255 * m for m in self.mean], "std": [255 * s for s in self.std]}
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        channels = []
+        for c in range(3):
+            pil = Image.fromarray(image[:, :, c].astype(np.float32), mode="F")
+            pil = pil.resize((self.size, self.size), resample=Image.BICUBIC)
+            channels.append(np.asarray(pil).clip(0, 255))
+        x = torch.from_numpy(np.stack(channels).astype(np.float32))
+        return _normalise(x, [255 * m for m in self.mean], [255 * s for s in self.std])
+
+
+class ClipResize:
+    """``clip``: open_clip's evaluation transform: torchvision bicubic resize of the short side (on the
+    PIL image: antialiased, rounded to uint8), centre crop, [0, 1], CLIP mean/std."""
+
+    def __init__(self, size: int, mean=CLIP_MEAN, std=CLIP_STD):
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+
+    def describe(self) -> dict:
+        return {"input_size": self.size, "resize": "bicubic resize of the short side (PIL, antialiased), centre crop",
+                "scale": "[0, 1]", "mean": list(self.mean), "std": list(self.std)}
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+        pil = TF.resize(Image.fromarray(image), self.size, interpolation=InterpolationMode.BICUBIC)
+        pil = TF.center_crop(pil, [self.size, self.size])
+        x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return _normalise(x, self.mean, self.std)
+
+
+PREPROCESSING = {"pil": PilResize, "tf1_bilinear": Tf1Resize, "pytorch_fid": TorchBilinear, "clean": CleanResize,
+                 "dgm_eval": PilBicubic, "clip": ClipResize}
 _aliases_noted: set = set()
 
 
