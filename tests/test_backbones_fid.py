@@ -1,0 +1,287 @@
+"""The FID Inception, DINOv2 and CLIP backbones against their reference implementations (pytorch-fid,
+clean-fid's resize, the original DINOv2 code in tests/reference_dinov2/, open_clip), with random
+weights made in the test: no weights are downloaded."""
+import os
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import hubness_pr.extraction.backbones as registry
+from hubness_pr.extraction.backbones import load_backbone
+from hubness_pr.extraction.backbones import preprocess as preprocessing
+from hubness_pr.extraction.extract import extract_path
+
+pytestmark = pytest.mark.filterwarnings("ignore:xFormers")
+
+REFERENCE_DINOV2 = os.path.join(os.path.dirname(__file__), "reference_dinov2")
+
+
+def sane_random_state(module: torch.nn.Module, seed: int) -> dict:
+    """Random weights that keep activations of order one through a deep network (fan-in scaled
+    convolutions and linears, batch-norm statistics and affine parameters away from 0 and 1, LayerNorm
+    and LayerScale parameters perturbed), so that a relative tolerance means something."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in module.state_dict().items():
+        if not value.is_floating_point():
+            state[key] = value.clone()
+            continue
+        shape = value.shape
+        if key.endswith("running_var"):
+            v = 0.5 + torch.rand(shape, generator=g)
+        elif key.endswith("running_mean"):
+            v = 0.1 * torch.randn(shape, generator=g)
+        elif value.ndim >= 2 and not key.endswith(("pos_embed", "cls_token", "mask_token", "positional_embedding",
+                                                    "class_embedding")):
+            fan_in = int(np.prod(shape[1:]))
+            v = torch.randn(shape, generator=g) * (1.0 / fan_in) ** 0.5
+        elif key.endswith(("weight", "gamma")) and value.ndim == 1:
+            v = 0.75 + 0.5 * torch.rand(shape, generator=g)
+        else:
+            v = 0.1 * torch.randn(shape, generator=g)
+        state[key] = v.to(value.dtype)
+    return state
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Three small RGB images of different shapes, with some structure."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(1)
+    arrays = []
+    for i, (h, w) in enumerate([(64, 80), (40, 40), (90, 50)]):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 127 // (h + w))], -1)
+        arr = np.clip(base + rng.integers(-40, 40, size=(h, w, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"img_{i}.png")
+        arrays.append(arr)
+    return folder, arrays
+
+
+def assert_close(actual, expected, rtol=1e-5):
+    """Equal up to ``rtol`` of the largest feature (float32 reordering: folded batch norms, GEMM blocking)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    scale = np.abs(expected).max()
+    assert scale > 0
+    assert np.abs(actual - expected).max() <= rtol * scale, np.abs(actual - expected).max() / scale
+
+
+# ---- inception_fid: pytorch-fid's FID Inception ----
+
+@pytest.fixture(scope="module")
+def fid_inception_weights(tmp_path_factory):
+    from hubness_pr.extraction.backbones.inception_fid import fid_inception
+    state = sane_random_state(fid_inception(), seed=3)
+    path = tmp_path_factory.mktemp("fid") / "pt_inception-random.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def pytorch_fid_model(state, monkeypatch, **kwargs):
+    """pytorch-fid's InceptionV3 with ``state`` loaded: its fid_inception_v3() asks
+    load_state_dict_from_url for the weights, which returns ``state`` here (no download)."""
+    from pytorch_fid import inception as pfi
+    monkeypatch.setattr(pfi, "load_state_dict_from_url", lambda *args, **kw: state)
+    return pfi.InceptionV3([3], use_fid_inception=True, **kwargs).eval()
+
+
+def test_inception_fid_equals_pytorch_fid(fid_inception_weights, images, monkeypatch):
+    path, state = fid_inception_weights
+    folder, arrays = images
+    result, meta = extract_path(folder, backbone="inception_fid", weights=path, num_workers=0, device="cpu")
+    model = pytorch_fid_model(state, monkeypatch, resize_input=True, normalize_input=True)
+    with torch.inference_mode():  # pytorch-fid's fid_score: ToTensor of the PIL image, one image a batch here
+        expected = np.concatenate([model(torch.from_numpy(a).permute(2, 0, 1).float().div(255)[None])[0]
+                                   .squeeze(3).squeeze(2).numpy() for a in arrays])
+    assert result.features.shape == (3, 2048)
+    assert_close(result.features, expected)
+    assert meta["backbone"] == "inception_fid" and meta["preprocess"] == "pytorch_fid"
+    assert meta["weights"] == "file" and meta["weights_file"] == path.name and len(meta["weights_sha256"]) == 16
+
+
+def test_inception_fid_clean_resize_equals_clean_fid(fid_inception_weights, images, monkeypatch):
+    from cleanfid.resize import build_resizer
+    path, state = fid_inception_weights
+    _, arrays = images
+    backbone = load_backbone("inception_fid", weights=path, preprocess="clean")
+    resize = build_resizer("clean")
+    for a in arrays:  # the network's input: clean-fid's resize, then its (x - 128) / 128
+        expected = (torch.from_numpy(resize(a).transpose(2, 0, 1).copy()) - 128) / 128
+        np.testing.assert_allclose(backbone.prepare(a).numpy(), expected.numpy(), atol=1e-6)
+    model = pytorch_fid_model(state, monkeypatch, resize_input=False, normalize_input=False)
+    with torch.inference_mode():
+        x = torch.stack([(torch.from_numpy(resize(a).transpose(2, 0, 1).copy()) - 128) / 128 for a in arrays])
+        expected = model(x)[0].squeeze(3).squeeze(2).numpy()
+    assert_close(np.concatenate([backbone.embed(a[None]) for a in arrays]), expected)
+    assert backbone.meta["preprocess"] == "clean" and backbone.meta["scale"] == "[0, 255]"
+
+
+def test_inception_fid_weights_from_the_hub_cache_or_one_line(fid_inception_weights, monkeypatch, tmp_path):
+    path, _ = fid_inception_weights
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(ValueError) as info:
+        load_backbone("inception_fid")
+    message = str(info.value)
+    expected_path = os.path.join(str(tmp_path), "checkpoints", "pt_inception-2015-12-05-6726825d.pth")
+    assert expected_path in message and "--weights FILE" in message and "--allow_download" in message
+    assert "\n" not in message
+    os.makedirs(tmp_path / "checkpoints")
+    os.symlink(path, expected_path)
+    backbone = load_backbone("inception_fid")
+    assert backbone.meta["weights"] == "pytorch-fid pt_inception-2015-12-05-6726825d.pth"
+    assert backbone.meta["weights_file"] == "pt_inception-2015-12-05-6726825d.pth"
+    with pytest.raises(ValueError, match="not FID Inception .* weights"):
+        torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "bad.pth")
+        load_backbone("inception_fid", weights=tmp_path / "bad.pth")
+
+
+# ---- DINOv2: the original code (tests/reference_dinov2) ----
+
+@pytest.fixture(scope="module")
+def reference_dinov2():
+    """Meta's dinov2.hub.backbones, imported from tests/reference_dinov2 with xFormers off."""
+    old_env = os.environ.get("XFORMERS_DISABLED")
+    os.environ["XFORMERS_DISABLED"] = "1"
+    sys.path.insert(0, REFERENCE_DINOV2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from dinov2.hub import backbones
+        yield backbones
+    finally:
+        sys.path.remove(REFERENCE_DINOV2)
+        for name in [m for m in sys.modules if m == "dinov2" or m.startswith("dinov2.")]:
+            del sys.modules[name]
+        if old_env is None:
+            os.environ.pop("XFORMERS_DISABLED", None)
+        else:
+            os.environ["XFORMERS_DISABLED"] = old_env
+
+
+@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14"])
+def test_dinov2_state_dict_keys_and_shapes_equal_the_original(reference_dinov2, name):
+    """Every architecture (the giant with SwiGLU) has the original checkpoint's keys and shapes
+    (built on the meta device: no memory)."""
+    from hubness_pr.extraction.backbones import dinov2
+    with torch.device("meta"):
+        original = getattr(reference_dinov2, name)(pretrained=False).state_dict()
+        own = dinov2.build(name).state_dict()
+    assert {k: tuple(v.shape) for k, v in own.items()} == {k: tuple(v.shape) for k, v in original.items()}
+    assert ("blocks.0.mlp.w12.weight" in own) == (name == "dinov2_vitg14") and "blocks.0.ls1.gamma" in own
+    assert registry.BUILTIN[name][0] == "dinov2"
+
+
+@pytest.fixture(scope="module")
+def vits14(reference_dinov2, tmp_path_factory):
+    original = reference_dinov2.dinov2_vits14(pretrained=False)
+    state = sane_random_state(original, seed=5)
+    original.load_state_dict(state)
+    path = tmp_path_factory.mktemp("dinov2") / "dinov2_vits14_random.pth"
+    torch.save(state, path)
+    return path, original.eval()
+
+
+def test_dinov2_network_equals_the_original_at_any_grid(vits14):
+    """Full depth, small inputs (2 x 2 and 3 x 2 patches: the position grid interpolated) and 224 (16 x 16)."""
+    path, original = vits14
+    backbone = load_backbone("dinov2_vits14", weights=path)
+    torch.manual_seed(0)
+    for shape in [(28, 28), (42, 28), (224, 224)]:
+        x = torch.randn(2, 3, *shape)
+        with torch.inference_mode():
+            expected = original(x).numpy()
+            own = backbone.network(x).numpy()
+            fused = backbone.inference_network("cpu")(x.contiguous(memory_format=torch.channels_last)).numpy()
+        assert_close(own, expected)
+        assert_close(fused, expected)
+
+
+def test_dinov2_features_with_dgm_eval_and_tf1_preprocessing(vits14, images):
+    from torchvision import transforms
+    from hubness_pr.extraction.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, tf1_bilinear
+    path, original = vits14
+    folder, arrays = images
+    result, meta = extract_path(folder, backbone="dinov2_vits14", weights=path, num_workers=0, device="cpu")
+    # dgm-eval's DINOv2 transform, written out with torchvision (EDM2's 'pil' mode: PIL bicubic to 224, uint8)
+    dgm = transforms.Compose([transforms.Resize((224, 224), interpolation=transforms.InterpolationMode.BICUBIC),
+                              transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    with torch.inference_mode():
+        expected = original(torch.stack([dgm(Image.fromarray(a)) for a in arrays])).numpy()
+    assert result.features.shape == (3, 384) and meta["preprocess"] == "dgm_eval"
+    assert meta["layer"] == "CLS token after the final norm" and meta["weights_file"] == path.name
+    assert_close(result.features, expected)
+    # torch-fidelity's: [0, 255], TF1 bilinear to 224, 255 x ImageNet mean/std
+    tf1, meta = extract_path(folder, backbone="dinov2_vits14", weights=path, preprocess="tf1_bilinear",
+                             num_workers=0, device="cpu")
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
+    with torch.inference_mode():
+        x = torch.stack([(tf1_bilinear(torch.from_numpy(a).permute(2, 0, 1).float(), 224) - mean) / std
+                         for a in arrays])
+        expected = original(x).numpy()
+    assert meta["preprocess"] == "tf1_bilinear"
+    assert_close(tf1.features, expected)
+    assert np.abs(tf1.features - result.features).max() > 1e-3  # the two policies differ
+
+
+def test_dinov2_missing_weights_one_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(ValueError) as info:
+        load_backbone("dinov2_vitl14")
+    message = str(info.value)
+    assert os.path.join(str(tmp_path), "checkpoints", "dinov2_vitl14_pretrain.pth") in message
+    assert "--weights FILE" in message and "\n" not in message
+
+
+# ---- CLIP: open_clip ----
+
+def test_clip_vitb32_equals_open_clip(images, tmp_path, caplog):
+    open_clip = pytest.importorskip("open_clip")
+    folder, arrays = images
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None, force_quick_gelu=True)
+    model.load_state_dict(sane_random_state(model, seed=9))
+    path = tmp_path / "open_clip_vitb32_random.bin"
+    torch.save(model.state_dict(), path)
+    caplog.clear()
+    result, meta = extract_path(folder, backbone="clip_vitb32", weights=path, num_workers=0, device="cpu")
+    assert not [r for r in caplog.records if "No pretrained weights" in r.getMessage()]
+    for a in arrays:  # the same network input as open_clip's own evaluation transform
+        np.testing.assert_array_equal(preprocessing.ClipResize(224)(a).numpy(), preprocess(Image.fromarray(a)).numpy())
+    with torch.inference_mode():
+        expected = model.eval().encode_image(torch.stack([preprocess(Image.fromarray(a)) for a in arrays])).numpy()
+    assert result.features.shape == (3, 512) and meta["preprocess"] == "clip" and meta["quick_gelu"] is True
+    assert meta["weights_file"] == path.name and len(meta["weights_sha256"]) == 16
+    assert_close(result.features, expected)
+
+
+def test_clip_weights_only_from_the_cache_or_a_file(monkeypatch, tmp_path):
+    pytest.importorskip("open_clip")
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *args, **kwargs: None)
+    with pytest.raises(ValueError) as info:
+        load_backbone("clip_vitl14_datacomp")
+    message = str(info.value)
+    assert "laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K" in message and "--weights FILE" in message
+    assert "Hugging Face cache" in message and "\n" not in message
+    with pytest.raises(ValueError, match="no such file"):
+        load_backbone("clip_vitb32", weights=tmp_path / "missing.bin")
+    torch.save({"visual.proj": torch.zeros(3)}, tmp_path / "bad.bin")
+    with pytest.raises(ValueError, match="not open_clip ViT-B-32 weights"):
+        load_backbone("clip_vitb32", weights=tmp_path / "bad.bin")
+
+
+def test_new_preprocess_choices_are_declared_and_checked():
+    assert list(preprocessing.PREPROCESSING) == list(registry.PREPROCESS)
+    for name in ("pytorch_fid", "clean", "dgm_eval", "clip"):
+        assert name in registry.PREPROCESS
+    image = np.random.default_rng(2).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for name in ("pytorch_fid", "clean", "dgm_eval", "clip"):
+        current, prep = preprocessing.make_preprocess(name, 32)
+        out = prep(image)
+        assert current == name and out.shape == (3, 32, 32) and out.dtype == torch.float32
+        assert prep.describe()["input_size"] == 32
