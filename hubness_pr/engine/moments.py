@@ -80,20 +80,28 @@ def set_moments(x, ctx) -> Moments:
     return next(iter(prefix_moments(x, ctx, [x.shape[0]])))
 
 
+def _clip(w: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a PSD matrix with the rounding-level ones (below ``dim * 2^-52 * max |w|``, the
+    backward error of a symmetric eigensolver; negative ones included) set to 0: on singular
+    covariances (N < dim) their square roots would add noise of order 1e-8 of the scale each."""
+    floor = w.size * np.finfo(np.float64).eps * (np.abs(w).max() if w.size else 0.0)
+    return np.where(w > floor, w, 0.0)
+
+
 def psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """The symmetric square root of a symmetric positive semi-definite matrix by ``eigh``, negative
-    eigenvalues (rounding) clipped at 0."""
+    """The symmetric square root of a symmetric positive semi-definite matrix by ``eigh``, the
+    eigenvalues below rounding level (negative ones included) set to 0."""
     w, v = np.linalg.eigh(cov)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return (v * np.sqrt(_clip(w))) @ v.T
 
 
 def trace_sqrt_product(sqrt1: np.ndarray, cov2: np.ndarray) -> float:
     """``Tr (S1 S2)^(1/2)`` from ``sqrt1 = S1^(1/2)`` (:func:`psd_sqrt`): the eigenvalues of
     ``S1 S2`` are those of the symmetric ``S1^(1/2) S2 S1^(1/2)``, so the trace is the sum of the
-    square roots of that matrix's eigenvalues (``eigvalsh``, clipped at 0). Defined for singular
+    square roots of that matrix's eigenvalues (``eigvalsh``; below rounding level: 0). Defined for singular
     covariances (N < dim), where scipy's iterative ``sqrtm`` may fail or turn complex."""
     m = sqrt1 @ cov2 @ sqrt1
-    return float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum())
+    return float(np.sqrt(_clip(np.linalg.eigvalsh((m + m.T) / 2))).sum())
 
 
 def frechet_distance(m1: Moments, m2: Moments, sqrt1: np.ndarray | None = None) -> float:
