@@ -89,9 +89,11 @@ def _clip(w: np.ndarray) -> np.ndarray:
 
 
 def psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """The symmetric square root of a symmetric positive semi-definite matrix by ``eigh``, the
+    """The symmetric square root of a symmetric positive semi-definite matrix by ``eigh`` (torch's,
+    float64: LAPACK's divide and conquer; numpy's eigvalsh measured 3-4x slower at 2048), the
     eigenvalues below rounding level (negative ones included) set to 0."""
-    w, v = np.linalg.eigh(cov)
+    w, v = torch.linalg.eigh(torch.from_numpy(np.ascontiguousarray(cov, dtype=np.float64)))
+    w, v = w.numpy(), v.numpy()
     return (v * np.sqrt(_clip(w))) @ v.T
 
 
@@ -101,7 +103,8 @@ def trace_sqrt_product(sqrt1: np.ndarray, cov2: np.ndarray) -> float:
     square roots of that matrix's eigenvalues (``eigvalsh``; below rounding level: 0). Defined for singular
     covariances (N < dim), where scipy's iterative ``sqrtm`` may fail or turn complex."""
     m = sqrt1 @ cov2 @ sqrt1
-    return float(np.sqrt(_clip(np.linalg.eigvalsh((m + m.T) / 2))).sum())
+    w = torch.linalg.eigvalsh(torch.from_numpy((m + m.T) / 2)).numpy()
+    return float(np.sqrt(_clip(w)).sum())
 
 
 def frechet_distance(m1: Moments, m2: Moments, sqrt1: np.ndarray | None = None) -> float:
