@@ -32,6 +32,7 @@ _EXPORTS = {
     "json_safe": "reports.results", "to_dict": "reports.results", "real_knn_needs": "metrics", "precision_recall": "metrics",
     "rarity_scores": "metrics", "realism_scores": "metrics", "real_rarity_scores": "metrics",
     "HubnessStats": "metrics", "hubness_stats": "metrics",
+    "FrechetDistance": "metrics", "KernelInceptionDistance": "metrics", "CMMD": "metrics",
     "OutputFiles": "io.outputs", "atomic_write": "io.outputs", "check_output_path": "io.outputs",
     "FEATURE_KEYS": "io.store", "FeatureFile": "io.store", "load_features": "io.store",
     "random_subset": "io.store", "save_features": "io.store",

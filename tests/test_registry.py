@@ -25,8 +25,8 @@ def test_unknown_radii_are_refused(monkeypatch):
 
 
 def test_metrics_follow_the_declared_order_and_defaults():
-    assert hubness_pr.METRICS == ("epr", "pr", "dc", "realism", "rarity", "hubness", "prcover")
-    assert hubness_pr.DEFAULT_METRICS == hubness_pr.METRICS[:-1]
+    assert hubness_pr.METRICS == ("epr", "pr", "dc", "realism", "rarity", "hubness", "prcover", "fd", "kid", "cmmd")
+    assert hubness_pr.DEFAULT_METRICS == hubness_pr.METRICS[:6]
     ev = hubness_pr.evaluate(real=np.eye(8, dtype=np.float32), fake=np.eye(8, dtype=np.float32)[::-1].copy(),
                              metrics="dc,pr", k=2, dc_k=2)
     assert list(ev.results) == ["pr", "dc"] and ev.epr is None and ev.hubness_real is None
@@ -38,11 +38,12 @@ def test_metrics_follow_the_declared_order_and_defaults():
     (("hubness",), (3,), (3,), False, False),      # no cross pass at all
     (("dc",), (5,), (), True, False),              # no fake k-NN pass
     (("prcover",), (9,), (9,), True, False),       # k' = 3k in both sets
+    (("fd", "kid", "cmmd"), (), (), False, False),  # moments and kernel sums only: no k-NN pass
 ])
 def test_the_planner_derives_the_passes_from_the_declarations(names, real_ks, fake_ks, cross, hub_only):
     plan = Plan.of(names, Options(k=3, dc_k=5, hubs_k=3, prcover_c=3))
     assert (plan.real_ks, plan.fake_ks, plan.cross, plan.hub_only) == (real_ks, fake_ks, cross, hub_only)
-    assert hubness_pr.real_knn_needs(names, k=3, dc_k=5) == (max(real_ks), real_ks)
+    assert hubness_pr.real_knn_needs(names, k=3, dc_k=5) == (max(real_ks, default=0), real_ks)
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,10 @@ def test_a_new_cross_metric_is_one_declaration(monkeypatch, kernel_route):
     assert 0.05 < want < 0.95  # the case tells something
     assert ev.crowded == Crowded(fraction=want, k=4)
     assert hubness_pr.to_dict(ev)["crowded"] == {"fraction": want} and list(ev.results) == ["pr", "crowded"]
+
+
+def test_the_planner_collects_moment_and_kernel_needs():
+    plan = Plan.of(("pr", "fd", "kid", "cmmd"), Options())
+    assert plan.moments and plan.kernels == ("gauss", "poly3") and plan.real_ks == (3,)
+    assert Plan.of(("kid",), Options(kid_subsets=10)).kernels == ()  # subsets: no full-set kernel pass
+    assert not Plan.of(("pr",), Options()).moments

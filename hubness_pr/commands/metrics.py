@@ -71,6 +71,18 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--metrics", default=None, type=metric_list,
                    help=f"comma list drawn from {','.join(hubness_pr.METRICS)} (default: "
                         f"{','.join(hubness_pr.DEFAULT_METRICS)}; with --knn hnsw: epr)")
+    p.add_argument("--kid_subsets", "--kid-subsets", dest="kid_subsets", type=nonnegative_int, default=0, metavar="S",
+                   help="KID as the mean and std over S seeded subsets, drawn as torch-fidelity draws them (its "
+                        "default: 100); 0 (default): KID exactly over the full sets")
+    p.add_argument("--kid_subset_size", "--kid-subset-size", dest="kid_subset_size", type=int_at_least(2),
+                   default=1000, metavar="B", help="samples of each KID subset (torch-fidelity's default: 1000)")
+    p.add_argument("--kid_seed", "--kid-seed", dest="kid_seed", type=nonnegative_int, default=2020,
+                   help="seed of the KID subsets (torch-fidelity's rng_seed, default 2020)")
+    p.add_argument("--fd_inf_seed", "--fd-inf-seed", dest="fd_inf_seed", type=nonnegative_int, default=0,
+                   help="seed of FD-infinity's permutation of the fake set")
+    p.add_argument("--fd_inf_points", "--fd-inf-points", dest="fd_inf_points", type=nonnegative_int, default=0,
+                   metavar="P", help="FD-infinity's number of fake subset sizes (15 as Chong & Forsyth; each "
+                                     "costs an eigendecomposition, ~4 s at dim 2048 on 2 CPU cores; 0: off)")
     add_route_option(p)
     p.add_argument("--knn", choices=("exact", "hnsw"), default="exact",
                    help="how eP&R's hubs are chosen: exact k-occurrence (default), or the k-occurrence of an "
@@ -236,7 +248,9 @@ def _prepare(args, device_spec: str, group):
         gallery = Gallery(args.gallery, metrics, args.gallery_n, outputs) if args.gallery else None  # may mkdir
     ctx = hubness_pr.RunContext(device=device, memory_budget=budget, route=route_of(args), group=group,
                              progress=args.progress)
-    options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, ctx=ctx)
+    options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, ctx=ctx, kid_subsets=args.kid_subsets,
+                   kid_subset_size=args.kid_subset_size, kid_seed=args.kid_seed, fd_inf_seed=args.fd_inf_seed,
+                   fd_inf_points=args.fd_inf_points)
     try:
         backbones = {}  # built once where both inputs are images
         real, real_idx = _load(args.path_real, "real", args, args.seed, backbones)

@@ -1,4 +1,4 @@
-"""The metrics: one small module a metric (pr, dc, epr, realism, rarity, hubness, prcover), the
+"""The metrics: one small module a metric (pr, dc, epr, realism, rarity, hubness, prcover, fd, kid, cmmd), the
 registry of their declarations (:mod:`hubness_pr.metrics.registry`), and :func:`evaluate`, which plans
 the engine's passes from the metrics asked for. See docs/definitions.md.
 
@@ -15,6 +15,7 @@ _EXPORTS = {name: "evaluation" for name in (
 _EXPORTS.update(PrecisionRecall="pr", DensityCoverage="dc", EfficientPrecisionRecall="epr", RealismScores="realism",
                 RarityScores="rarity", PrecisionRecallCover="prcover", HubnessStats="hubness",
                 SetsHubness="hubness", hubness_stats="hubness", Metric="registry", register="registry",
-                REGISTRY="registry")
-_MODULES = ("evaluation", "registry", "pr", "dc", "epr", "realism", "rarity", "hubness", "prcover")
+                REGISTRY="registry", FrechetDistance="fd", KernelInceptionDistance="kid", CMMD="cmmd")
+_MODULES = ("evaluation", "registry", "pr", "dc", "epr", "realism", "rarity", "hubness", "prcover", "fd", "kid",
+            "cmmd")
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, _MODULES)

@@ -41,7 +41,9 @@ from hubness_pr.engine.distances import DEFAULT_MEMORY_BUDGET, as_tensor, resolv
 from hubness_pr.engine.distributed import SINGLE, Group
 from hubness_pr.engine.frame import SetStats
 from hubness_pr.engine.inputs import as_feature_matrix, check_int
+from hubness_pr.engine.kernel_sums import kernel_sums
 from hubness_pr.engine.knn import NeighborGraph, nearest_neighbors
+from hubness_pr.engine.moments import set_moments
 from hubness_pr.metrics.dc import DensityCoverage
 from hubness_pr.metrics.epr import EfficientPrecisionRecall
 from hubness_pr.metrics.hubness import HubnessStats, SetsHubness, hubness_stats  # noqa: F401
@@ -125,6 +127,8 @@ class Plan:
     hubs: bool
     cross: bool
     hub_only: bool          # the cross pass may run on real hubs x fake hubs only
+    moments: bool = False   # the means and covariances of both sets (FD)
+    kernels: tuple = ()     # kernels whose exact sums over the full sets are read (KID, CMMD)
 
     @classmethod
     def of(cls, names, options: Options) -> Plan:
@@ -135,9 +139,11 @@ class Plan:
 
         occurrence = tuple(side for side in ("real", "fake") if any("k" in getattr(m, f"{side}_radii") for m in chosen))
         crossing = [m for m in chosen if m.cross is not None]
+        kernels = tuple(sorted({name for m in chosen if m.kernels is not None for name in m.kernels(options)}))
         return cls(metrics=chosen, options=options, real_ks=sizes("real_radii"), fake_ks=sizes("fake_radii"),
                    occurrence=occurrence, hubs=any(m.hubs for m in chosen), cross=bool(crossing),
-                   hub_only=bool(crossing) and not any(m.full_cross for m in crossing))
+                   hub_only=bool(crossing) and not any(m.full_cross for m in crossing),
+                   moments=any(m.moments for m in chosen), kernels=kernels)
 
     def work(self, n_real: int, n_fake: int, dim: int, real_given: bool) -> float:
         """Distance products of the run's passes (pairs x dim): what chooses the CPU route."""
@@ -188,14 +194,16 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
              memory_budget: int = DEFAULT_MEMORY_BUDGET, real_knn: NeighborGraph | None = None,
              progress: bool | None = None, group: Group = SINGLE, knn: str = "exact",
              hnsw: HnswOptions | None = None, hubs: tuple | None = None, prcover_c: int = 3,
-             route: str | None = None, ctx: RunContext | None = None) -> Evaluation:
+             route: str | None = None, ctx: RunContext | None = None, fd_inf_seed: int = 0,
+             fd_inf_points: int = 0, kid_subsets: int = 0, kid_subset_size: int = 1000,
+             kid_seed: int = 2020) -> Evaluation:
     """Compute the requested metrics of ``fake`` against ``real`` in one pass.
 
     Args:
         real: real features, array-like (N, dim), any real numeric dtype (converted to float32).
         fake: generated features (M, dim).
         metrics: names drawn from :data:`METRICS` (list or comma string; default :data:`DEFAULT_METRICS`:
-            all but 'prcover').
+            all but 'prcover', 'fd', 'kid' and 'cmmd').
         k: neighbourhood size of P&R, eP&R, realism, rarity, PR-Cover and k-occurrence (default 3).
         dc_k: neighbourhood size of density and coverage (default 5).
         hubs_k: hub threshold t: a hub has k-occurrence >= t (default 3).
@@ -217,6 +225,11 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         route: the CPU route, 'auto' (default: the fused kernels from a size on), 'fused' or 'torch'.
         ctx: a :class:`hubness_pr.engine.context.RunContext` to run in (its thread pool reused); it then
             replaces ``device``, ``memory_budget``, ``progress``, ``group`` and ``route``.
+        fd_inf_seed, fd_inf_points: FD-infinity's permutation seed and number of subset sizes
+            (default 0 and 15 as Chong & Forsyth; 0 points: ``fd.infinity`` is NaN).
+        kid_subsets, kid_subset_size, kid_seed: KID over ``kid_subsets`` seeded subsets of
+            ``kid_subset_size`` samples (torch-fidelity's draws; its defaults are 100, 1000, 2020);
+            0 subsets (default): exact over the full sets.
 
     Returns:
         :class:`Evaluation`; results do not depend on ``memory_budget``, the device or the number of
@@ -228,10 +241,17 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                                                            memory_budget=memory_budget, device=device)
         with RunContext(device=dev, memory_budget=memory_budget, route=route, group=group, progress=progress) as own:
             return evaluate(real=real, fake=fake, metrics=names, k=k, dc_k=dc_k, hubs_k=hubs_k, real_knn=real_knn,
-                            knn=knn, hnsw=hnsw, hubs=hubs, prcover_c=prcover_c, ctx=own)
+                            knn=knn, hnsw=hnsw, hubs=hubs, prcover_c=prcover_c, ctx=own, fd_inf_seed=fd_inf_seed,
+                            fd_inf_points=fd_inf_points, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+                            kid_seed=kid_seed)
     names, k, dc_k, hubs_k, _, _ = check_options(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k,
                                                  memory_budget=ctx.memory_budget, device=ctx.device)
-    options = Options(k=k, dc_k=dc_k, hubs_k=hubs_k, prcover_c=check_int(prcover_c, "prcover_c", "evaluate", 1))
+    options = Options(k=k, dc_k=dc_k, hubs_k=hubs_k, prcover_c=check_int(prcover_c, "prcover_c", "evaluate", 1),
+                      fd_inf_seed=check_int(fd_inf_seed, "fd_inf_seed", "evaluate", 0),
+                      fd_inf_points=check_int(fd_inf_points, "fd_inf_points", "evaluate", 0),
+                      kid_subsets=check_int(kid_subsets, "kid_subsets", "evaluate", 0),
+                      kid_subset_size=check_int(kid_subset_size, "kid_subset_size", "evaluate", 2),
+                      kid_seed=check_int(kid_seed, "kid_seed", "evaluate", 0))
     real, fake = as_feature_matrix(real, "real"), as_feature_matrix(fake, "fake")
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"real and fake features have different dimensions: {real.shape[1]} vs {fake.shape[1]}")
@@ -240,6 +260,9 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
               "memory_budget": ctx.memory_budget, "processes": ctx.group.world, "backend": ctx.group.backend}
     if "prcover" in names:
         params["prcover_c"] = options.prcover_c
+    for name in names:
+        if REGISTRY[name].params is not None:
+            params.update(REGISTRY[name].params(options))
     if knn != "exact" or hubs is not None:  # hubs chosen approximately or given: eP&R alone
         _check_hub_selection(names, knn, real_knn)
         _check_size(n_real, k, "real", f"k={k}")
@@ -258,7 +281,12 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
     for m in plan.metrics:
         if m.per_sample is not None:
             per_sample.update(m.per_sample(passes))
-    results = {m.name: m.finish(passes) for m in plan.metrics}
+    results = {}
+    for m in plan.metrics:
+        t = time.perf_counter()
+        results[m.name] = m.finish(passes)
+        if m.moments or m.kernels is not None:  # FD's eigendecompositions and FD-infinity, KID's subsets
+            timings[m.name] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     occ_fake = passes.fake_occurrence
     return Evaluation(n_real=n_real, n_fake=n_fake, dim=dim, params=params, results=results, timings=timings,
@@ -276,12 +304,25 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
         _check_size(n_real, plan.real_ks[-1], "real", f"k={plan.real_ks[-1]}")
     if plan.fake_ks:
         _check_size(n_fake, plan.fake_ks[-1], "fake", f"k={plan.fake_ks[-1]}")
+    if plan.moments or plan.kernels:
+        _check_size(n_real, 1, "real", "FD, KID and CMMD")
+        _check_size(n_fake, 1, "fake", "FD, KID and CMMD")
     xr, xf = as_tensor(real, ctx.device), as_tensor(fake, ctx.device)
+    p = Passes(options=o, n_real=n_real, n_fake=n_fake, hub_only=plan.hub_only, ctx=ctx, real_x=xr, fake_x=xf)
+    if plan.moments:
+        t = time.perf_counter()
+        p.moments = {"real": set_moments(xr, ctx), "fake": set_moments(xf, ctx)}
+        timings["moments"] = time.perf_counter() - t
+    if plan.kernels:
+        t = time.perf_counter()
+        p.kernel = kernel_sums(xr, xf, plan.kernels, ctx)
+        timings["kernel_sums"] = time.perf_counter() - t
+    if not plan.real_ks:  # moment and kernel metrics only: no k-NN or cross pass
+        return p
     with torch.inference_mode():
         stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)  # one read of each set, shared by every pass
     # the CPU route, chosen once for the whole run: the fused kernels pay off beyond small sets
     fused = ctx.fused(plan.work(n_real, n_fake, dim, real_knn is not None))
-    p = Passes(options=o, n_real=n_real, n_fake=n_fake, hub_only=plan.hub_only)
     t = time.perf_counter()
     if real_knn is None:
         p.real_graph = nearest_neighbors(xr, plan.real_ks[-1], stats=stats_r, exact_ks=plan.real_ks,

@@ -18,13 +18,21 @@ RADII = ("k", "dc_k", "cover_k")
 
 @dataclass(frozen=True)
 class Options:
-    """The neighbourhood sizes of one evaluation (validated): ``k``, ``dc_k``, ``hubs_k`` and
-    PR-Cover's ``prcover_c`` (its balls hold ``cover_k = prcover_c * k`` neighbours)."""
+    """The options of one evaluation (validated): the neighbourhood sizes ``k``, ``dc_k``, ``hubs_k``,
+    PR-Cover's ``prcover_c`` (its balls hold ``cover_k = prcover_c * k`` neighbours), FD-infinity's
+    seed and number of subset sizes (``fd_inf_seed``, ``fd_inf_points``; 0 points: not computed),
+    and KID's subsets (``kid_subsets`` of ``kid_subset_size`` samples drawn with ``kid_seed``;
+    0 subsets: KID exactly over the full sets)."""
 
     k: int = 3
     dc_k: int = 5
     hubs_k: int = 3
     prcover_c: int = 3
+    fd_inf_seed: int = 0
+    fd_inf_points: int = 0
+    kid_subsets: int = 0
+    kid_subset_size: int = 1000
+    kid_seed: int = 2020
 
     @property
     def cover_k(self) -> int:
@@ -40,7 +48,12 @@ class Passes:
     """What the engine's passes computed, handed to each metric: the k-NN graphs
     (:class:`hubness_pr.engine.knn.NeighborGraph`, None where not run), the k-occurrence at k and
     the hub masks where some metric reads them, and the real x fake pass's per-sample results
-    (``cross``: :class:`hubness_pr.engine.cross.CrossResult`, read as ``cross["in_real"]``)."""
+    (``cross``: :class:`hubness_pr.engine.cross.CrossResult`, read as ``cross["in_real"]``), the
+    means and covariances of each set where a metric reads them (``moments["real"]``,
+    :class:`hubness_pr.engine.moments.Moments`), the exact kernel sums (``kernel["poly3"]``,
+    :class:`hubness_pr.engine.kernel_sums.KernelSums`), and the run's context and feature tensors
+    (``ctx``, ``real_x``, ``fake_x``) for a metric that reads further subsets (FD-infinity, KID's
+    subsets)."""
 
     options: Options
     n_real: int
@@ -53,6 +66,11 @@ class Passes:
     fake_hubs: np.ndarray | None = None
     hub_only: bool = False   # the cross pass ran on real hubs x fake hubs only (eP&R alone)
     cross: Any = None
+    moments: dict | None = None
+    kernel: dict | None = None
+    ctx: Any = None
+    real_x: Any = None
+    fake_x: Any = None
 
 
 def _nothing(p: Passes) -> tuple[set, dict]:
@@ -69,7 +87,11 @@ class Metric:
     vector) they compare with, from the k-NN passes (None: no real x fake pass); ``full_cross``:
     every real x fake pair (False: real hubs x fake hubs are enough, eP&R); ``finish``: its result
     (a frozen dataclass) from the passes; ``per_sample``: the :class:`~hubness_pr.metrics.Evaluation`
-    fields of per-sample arrays it fills; ``default``: computed when no metric list is given;
+    fields of per-sample arrays it fills; ``moments``: it reads the mean and covariance of each
+    set (:mod:`hubness_pr.engine.moments`); ``kernels``: the kernels (names of
+    :data:`hubness_pr.engine.kernel_sums.KERNELS`) whose exact sums over the full sets it reads, a
+    function of the options (an empty tuple: none); ``params``: the entries it adds to the run's
+    ``params`` (a function of the options); ``default``: computed when no metric list is given;
     ``order``: its place among the metrics (reports, JSON).
     """
 
@@ -81,6 +103,9 @@ class Metric:
     cross: Callable[[Passes], tuple[set, dict]] | None = None
     full_cross: bool = True
     per_sample: Callable[[Passes], dict] | None = None
+    moments: bool = False
+    kernels: Callable[[Options], tuple] | None = None
+    params: Callable[[Options], dict] | None = None
     default: bool = True
     order: int = 100   # place in METRICS, the report and the JSON (eP&R first)
     doc: str = ""

@@ -1,0 +1,268 @@
+"""FD, FD-infinity, KID and CMMD (hubness_pr/metrics/fd.py, kid.py, cmmd.py) from the same feature
+arrays: equal to pytorch-fid, clean-fid and torch-fidelity where they compute the same thing, to
+float64 brute forces written here, whatever the memory budget, and under two Gloo ranks."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import hubness_pr
+from hubness_pr.commands.metrics import main
+from hubness_pr.engine.context import RunContext
+from hubness_pr.engine.distributed import SINGLE, Group
+from hubness_pr.engine.kernel_sums import kernel_sums
+from hubness_pr.metrics.fd import fd_inf_sizes
+from tests.cli_helpers import call
+
+
+def inception_like(seed, n, dim, shift=0.0):
+    """Non-negative, correlated features (pool3-like: ReLU outputs of a mixing)."""
+    rng = np.random.default_rng(seed)
+    mix = np.random.default_rng(99).standard_normal((dim, dim)) / np.sqrt(dim)
+    z = rng.standard_normal((n, dim)) @ mix + 0.3 + shift
+    return np.maximum(z, 0.0).astype(np.float32)
+
+
+def brute_fd(real, fake):
+    """FD from float64 moments, the trace of the square root by eigendecompositions (PSD square root)."""
+    r, f = real.astype(np.float64), fake.astype(np.float64)
+    mu1, mu2 = r.mean(0), f.mean(0)
+    s1, s2 = np.cov(r, rowvar=False), np.cov(f, rowvar=False)
+    w, v = np.linalg.eigh(s1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    ev = np.linalg.eigvalsh(root @ s2 @ root)
+    return float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(ev, 0, None)).sum())
+
+
+def poly(a, b):
+    return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+
+def gauss(a, b):
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.exp(-np.clip(d2, 0, None) / (2 * 10.0**2))
+
+
+def brute_mmd(real, fake, kernel, biased=False):
+    x, y = real.astype(np.float64), fake.astype(np.float64)
+    kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+    n, m = len(x), len(y)
+    if biased:
+        np.fill_diagonal(kxx, 1.0)
+        np.fill_diagonal(kyy, 1.0)
+        return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+    return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+            - 2 * kxy.mean())
+
+
+def brute_variance(real, fake):
+    """Binkowski et al.'s variance estimate written from full float64 kernel matrices (n == m)."""
+    x, y = real.astype(np.float64), fake.astype(np.float64)
+    kxx, kyy, kxy = poly(x, x), poly(y, y), poly(x, y)
+    m = len(x)
+    np.fill_diagonal(kxx, 0)
+    np.fill_diagonal(kyy, 0)
+    rx, ry, r1, r0 = kxx.sum(1), kyy.sum(1), kxy.sum(1), kxy.sum(0)
+    sxx, syy, sxy = kxx.sum(), kyy.sum(), kxy.sum()
+    xx2, yy2, xy2 = (kxx**2).sum(), (kyy**2).sum(), (kxy**2).sum()
+    dots = rx @ r1 + ry @ r0
+    m1, m2 = m - 1, m - 2
+    z1 = (1 / (m * m1 * m2) * (rx @ rx - xx2 + ry @ ry - yy2) - 1 / (m * m1) ** 2 * (sxx**2 + syy**2)
+          + 1 / (m * m * m1) * (r1 @ r1 + r0 @ r0 - 2 * xy2) - 2 / m**4 * sxy**2 - 2 / (m * m * m1) * dots
+          + 2 / (m**3 * m1) * (sxx + syy) * sxy)
+    z2 = (1 / (m * m1) * (xx2 + yy2) - 1 / (m * m1) ** 2 * (sxx**2 + syy**2) + 2 / (m * m) * xy2
+          - 2 / m**4 * sxy**2 - 4 / (m * m * m1) * dots + 4 / (m**3 * m1) * (sxx + syy) * sxy)
+    return 4 * (m - 2) / (m * (m - 1)) * z1 + 2 / (m * (m - 1)) * z2
+
+
+def run(real, fake, metrics="fd,kid,cmmd", **options):
+    return hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, **options)
+
+
+WELL = (inception_like(0, 1500, 32), inception_like(1, 1200, 32, shift=0.05))  # N >> dim
+
+
+def test_fd_equals_pytorch_fid_clean_fid_and_torch_fidelity():
+    from cleanfid.fid import frechet_distance as clean_fd
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    real, fake = WELL
+    got = run(real, fake, "fd").fd.value
+    r, f = real.astype(np.float64), fake.astype(np.float64)
+    stats = [(r.mean(0), np.cov(r, rowvar=False)), (f.mean(0), np.cov(f, rowvar=False))]
+    ref_pf = calculate_frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
+    ref_cf = clean_fd(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
+    st1, st2 = (fid_features_to_statistics(torch.from_numpy(a)) for a in (r, f))
+    ref_tf = fid_statistics_to_metric(st1, st2, verbose=False)["frechet_inception_distance"]
+    for ref in (ref_pf, ref_cf, ref_tf, brute_fd(real, fake)):
+        assert got == pytest.approx(ref, rel=1e-6)
+    assert 0 < got < 10
+
+
+def test_fd_on_singular_covariances_is_finite_and_equals_the_eigen_brute_force():
+    real, fake = inception_like(2, 40, 64), inception_like(3, 30, 64, shift=0.1)  # N < dim: singular
+    got = run(real, fake, "fd").fd.value
+    # the brute force keeps the square roots of rounding-level eigenvalues (~1e-8 of the scale each)
+    assert np.isfinite(got) and got == pytest.approx(brute_fd(real, fake), rel=1e-7)
+
+
+def test_fd_of_a_set_with_itself_is_zero_and_large_means_do_not_cancel():
+    real = inception_like(4, 500, 16) + np.float32(1000.0)
+    ev = run(real, real.copy(), "fd")
+    assert abs(ev.fd.value) < 1e-9
+    fake = real + np.float32(0.5)
+    assert run(real, fake, "fd").fd.value == pytest.approx(16 * 0.25, rel=1e-6)
+
+
+def test_fd_infinity_is_the_intercept_of_the_linear_fit_over_nested_seeded_subsets():
+    real, fake = WELL
+    ev = run(real, fake, "fd", fd_inf_seed=5, fd_inf_points=6)
+    sizes = fd_inf_sizes(len(fake), 6)
+    assert sizes[0] == len(fake) // 2 and sizes[-1] == len(fake) and len(sizes) == 6
+    order = np.random.RandomState(5).permutation(len(fake))
+    fds = [brute_fd(real, fake[order[:s]]) for s in sizes]
+    slope, want = np.polyfit(1 / np.asarray(sizes, float), fds, 1)
+    assert ev.fd.infinity == pytest.approx(want, rel=1e-8) and ev.fd.infinity < ev.fd.value
+    assert fd_inf_sizes(50000, 15) == sorted(set(np.linspace(5000, 50000, 15).astype(np.int32).tolist()))
+    assert run(real, fake, "fd", fd_inf_points=0).fd.infinity is None  # the default: not computed
+    assert run(real, fake, "fd", fd_inf_seed=5, fd_inf_points=6).fd.infinity == ev.fd.infinity  # seeded
+
+
+def test_full_set_kid_and_its_variance_equal_the_brute_force():
+    real, fake = WELL
+    kid = run(real, fake, "kid").kid
+    assert kid.value == pytest.approx(brute_mmd(real, fake, poly), rel=1e-9)
+    assert np.isnan(kid.std)  # Binkowski's variance needs equal sizes
+    same = run(real[:1200], fake, "kid").kid
+    assert same.value == pytest.approx(brute_mmd(real[:1200], fake, poly), rel=1e-9)
+    assert same.std == pytest.approx(np.sqrt(brute_variance(real[:1200], fake)), rel=1e-7)
+
+
+def test_kid_subsets_equal_torch_fidelity_and_clean_fid():
+    from cleanfid.fid import kernel_distance
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    real, fake = WELL
+    kid = run(real, fake, "kid", kid_subsets=7, kid_subset_size=300, kid_seed=11).kid
+    ref = kid_features_to_metric(torch.from_numpy(fake.astype(np.float64)), torch.from_numpy(real.astype(np.float64)),
+                                 kid_subsets=7, kid_subset_size=300, rng_seed=11, verbose=False)
+    assert kid.value == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9)
+    assert kid.std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-9)
+    # clean-fid draws (from the global numpy state) the second argument's subset first: the same draws
+    np.random.seed(11)
+    assert kid.value == pytest.approx(kernel_distance(real.astype(np.float64), fake.astype(np.float64),
+                                                      num_subsets=7, max_subset_size=300), rel=1e-9)
+    with pytest.raises(ValueError, match="kid_subset_size"):
+        run(real, fake, "kid", kid_subsets=2, kid_subset_size=5000)
+
+
+def test_cmmd_equals_the_brute_force_of_the_reference_formula():
+    rng = np.random.default_rng(5)
+    real = rng.standard_normal((700, 48)).astype(np.float32)
+    fake = (rng.standard_normal((650, 48)) * 1.05 + 0.05).astype(np.float32)
+    real *= 6 / np.linalg.norm(real, axis=1, keepdims=True)  # distances of the order of sigma
+    fake *= 6 / np.linalg.norm(fake, axis=1, keepdims=True)
+    c = run(real, fake, "cmmd").cmmd
+    assert c.value == pytest.approx(1000 * brute_mmd(real, fake, gauss, biased=True), rel=1e-9)
+    assert c.unbiased == pytest.approx(1000 * brute_mmd(real, fake, gauss), rel=1e-9)
+
+
+@pytest.mark.parametrize("budget", [2**20, 3 * 2**20])
+def test_results_do_not_depend_on_the_memory_budget(budget):
+    real, fake = inception_like(6, 900, 300), inception_like(7, 900, 300, shift=0.02)
+    big = run(real, fake, memory_budget=256 * 2**20, fd_inf_points=4)
+    small = run(real, fake, memory_budget=budget, fd_inf_points=4)
+    for name in ("fd", "kid", "cmmd"):
+        for a, b in zip(vars(big.results[name]).values(), vars(small.results[name]).values()):
+            assert a == pytest.approx(b, rel=1e-10, abs=1e-14), name
+
+
+def test_tiny_tiles_cover_every_pair_once():
+    """A budget whose tiles are far smaller than the sets: the sums equal the full matrices' sums."""
+    real, fake = inception_like(8, 333, 40), inception_like(9, 271, 40)
+    ctx = RunContext(memory_budget=2**16)
+    s = kernel_sums(torch.from_numpy(real), torch.from_numpy(fake), ("poly3", "gauss"), ctx)
+    x, y = real.astype(np.float64), fake.astype(np.float64)
+    for name, kern in (("poly3", poly), ("gauss", gauss)):
+        kxx, kyy, kxy = kern(x, x), kern(y, y), kern(x, y)
+        np.fill_diagonal(kxx, 0)
+        np.fill_diagonal(kyy, 0)
+        got = s[name]
+        assert got.xx == pytest.approx(kxx.sum(), rel=1e-12) and got.yy == pytest.approx(kyy.sum(), rel=1e-12)
+        assert got.xy == pytest.approx(kxy.sum(), rel=1e-12)
+        assert got.xx2 == pytest.approx((kxx**2).sum(), rel=1e-12)
+        np.testing.assert_allclose(got.xx_rows, kxx.sum(1), rtol=1e-12)
+        np.testing.assert_allclose(got.yy_rows, kyy.sum(1), rtol=1e-12)
+        np.testing.assert_allclose(got.xy_cols, kxy.sum(0), rtol=1e-12)
+
+
+def test_beside_the_knn_metrics_and_in_the_report():
+    real, fake = WELL
+    ev = run(real, fake, "pr,fd,kid,cmmd")
+    alone = run(real, fake)
+    assert ev.fd == alone.fd and ev.cmmd == alone.cmmd and ev.kid.value == alone.kid.value  # kid.std: NaN (N != M)
+    assert ev.pr == hubness_pr.evaluate(real=real, fake=fake, metrics="pr").pr
+    d = hubness_pr.to_dict(ev)
+    assert set(d["fd"]) == {"value"} and set(d["kid"]) == {"value", "std"}  # fd.infinity: only when asked
+    assert set(d["cmmd"]) == {"value", "unbiased"}
+    for name in ("fd", "kid", "cmmd"):
+        assert name not in hubness_pr.DEFAULT_METRICS
+
+
+def test_the_command_prints_fd_kid_cmmd(tmp_path):
+    real, fake = WELL
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "fake.npy", fake)
+    proc = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--metrics", "fd,kid,cmmd", "--no-cache",
+                "--kid_subsets", "3", "--kid_subset_size", "200", "--fd_inf_points", "4", "--json", tmp_path / "out.json")
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert {"fd.value", "fd.infinity", "kid.value", "kid.std", "cmmd.value"} <= set(lines)
+    data = json.loads((tmp_path / "out.json").read_text())
+    want = run(real, fake, kid_subsets=3, kid_subset_size=200)
+    assert data["fd"]["value"] == want.fd.value and data["kid"]["value"] == want.kid.value
+    assert data["params"]["kid_subsets"] == 3 and data["params"]["kid_seed"] == 2020
+
+
+CASES = {"unequal": (inception_like(10, 230, 20), inception_like(11, 210, 20, shift=0.1)),
+         "equal": (inception_like(12, 200, 20), inception_like(13, 200, 20, shift=0.1))}
+
+
+def _ranked(group):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {}
+        for name, (real, fake) in CASES.items():
+            ev = run(real, fake, group=group, memory_budget=2**20, fd_inf_points=5)
+            sub = run(real, fake, "kid", group=group, kid_subsets=5, kid_subset_size=100)
+            out[name] = [ev.fd.value, ev.fd.infinity, ev.kid.value, ev.kid.std, ev.cmmd.value, ev.cmmd.unbiased,
+                         sub.kid.value, sub.kid.std]
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _worker(rank, world, store, out):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        results = _ranked(Group(rank=rank, world=world, backend="gloo"))
+        with open(f"{out}.{rank}", "w") as handle:
+            json.dump(results, handle)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_give_one_process_results(tmp_path):
+    out = tmp_path / "result.json"
+    mp.start_processes(_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True, start_method="spawn")
+    single = _ranked(SINGLE)
+    for rank in range(2):
+        ranked = json.loads(out.with_name(f"{out.name}.{rank}").read_text())
+        for name in CASES:
+            a, b = np.array(ranked[name], dtype=float), np.array(single[name], dtype=float)
+            np.testing.assert_allclose(a, b, rtol=1e-10, equal_nan=True, err_msg=f"{rank} {name}")
+            assert a[-2:].tolist() == b[-2:].tolist()  # subset KID: each subset on one rank, exactly
