@@ -8,6 +8,8 @@
    ship on PyPI, so nothing is downloaded);
 3. runs improved_precision_recall_hubness.py on each real/fake pair, writing JSON, per-sample CSV,
    a figure, a gallery of contact sheets (gallery/<set>/) and one line each to the run log runs.jsonl;
+   every k-NN metric plus FD and KID from the same features (FD and KID in EfficientNet-Lite0 space:
+   FID proper needs the FID Inception's features, ``--backbone inception_fid`` with its weights);
 4. ends with one table, one row per generated set and one column per metric (``compare``), printed
    and saved as summary.csv and summary.png: collapse lowers recall and coverage, noise lowers
    precision and density (and, this strong, everything), held-out digits score high on all.
@@ -23,6 +25,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from hubness_pr.commands.features import main as features_main
+from hubness_pr import DEFAULT_METRICS
 from hubness_pr.commands.metrics import main as metrics_main
 
 FAKES = ("fake_heldout", "fake_collapsed", "fake_noised")
@@ -77,7 +80,8 @@ def main(argv=None) -> int:
         print(f"\n== {name} vs real " + "=" * 40, flush=True)
         status |= metrics_main([str(features["real"]), str(features[name]), "--json", str(out / f"{name}.json"),
                                 "--per_sample", str(out / f"{name}.csv"), "--plot", str(out / f"{name}.png"),
-                                "--gallery", str(out / "gallery" / name), "--log", str(runs), "-q"])
+                                "--gallery", str(out / "gallery" / name), "--log", str(runs), "-q",
+                                "--metrics", ",".join(DEFAULT_METRICS + ("fd", "kid"))])
     print("\n== which metric catches which defect " + "=" * 30, flush=True)
     status |= metrics_main(["compare", str(runs), "--csv", str(out / "summary.csv"), "--plot", str(out / "summary.png")])
     print(f"\nfeature files and reports (JSON, per-sample CSV, PNG figures, contact sheets in gallery/, the run "

@@ -35,3 +35,7 @@ def test_demo_writes_every_output_and_shows_the_defects(tmp_path, capsys):
     assert collapsed["dc"]["coverage"] < held["dc"]["coverage"] - 0.1
     assert noised["pr"]["precision"] < held["pr"]["precision"] - 0.3
     assert noised["dc"]["density"] < held["dc"]["density"] - 0.3
+    # FD and KID beside P&R, in the table too: both rank the perfect generator best
+    for name in ("fd", "kid"):
+        assert held[name]["value"] < collapsed[name]["value"] and held[name]["value"] < noised[name]["value"]
+    assert {"fd.value", "kid.value"} <= set(rows[0])

@@ -38,7 +38,7 @@ RECORD_TYPES = {"time": (str, "a string"), "argv": (list, "a list"), "inputs": (
                 "params": (dict, "an object"), "versions": (dict, "an object"), "metrics": (dict, "an object"),
                 "timings": (dict, "an object"), "seconds": ((int, float), "a number")}
 DEFAULT_COLUMNS = ("epr.precision", "epr.recall", "pr.precision", "pr.recall", "dc.density", "dc.coverage",
-                   "realism.mean", "hubness.fake.skewness")
+                   "realism.mean", "hubness.fake.skewness", "fd.value", "kid.value", "cmmd.value")
 VARYING_PARAMS = ("k", "dc_k", "hubsK", "num_samples", "seed")
 
 
