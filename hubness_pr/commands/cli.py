@@ -8,6 +8,7 @@ import os
 import re
 import sys
 
+from hubness_pr.errors import InputError, one_line
 from hubness_pr.commands.launch import interruption, missing_package, say
 from hubness_pr.io.outputs import folder_form
 
@@ -86,13 +87,13 @@ def device_spec(text: str) -> str:
 
 
 def check_device(spec: str):
-    """The torch.device of ``--device spec``; ValueError naming the option when it is not available."""
+    """The torch.device of ``--device spec``; :class:`InputError` naming the option when it is not available."""
     from hubness_pr.engine.devices import resolve_device
 
     try:
         return resolve_device(spec)
-    except ValueError as exc:
-        raise ValueError(f"--device {spec}: {exc}") from None
+    except ValueError as exc:  # resolve_device's one check: the device is not there
+        raise InputError(str(exc), option="--device", value=spec) from None
 
 
 def add_extraction_options(p: argparse.ArgumentParser) -> None:
@@ -187,10 +188,14 @@ def _stdout_to_devnull() -> None:
 def run_main(prog: str, body, interrupted: str = "no output file was written or changed") -> int:
     """Call ``body()``; turn input errors into one line on stderr and a non-zero exit status.
 
-    ValueError and OSError are the toolkit's "bad input" errors (their messages name the file or
-    option); a third-party package that is not installed is one line naming it and its install
-    command; anything else is a bug and keeps its traceback. Ctrl-C: one line, status 130; SIGTERM
-    (under the launcher): one line, status 143; stdout closed by its reader: no line, status 141.
+    :class:`hubness_pr.errors.InputError` is the toolkit's "bad input" (its line names the file or
+    option) and OSError the system's refusal (a disk full, a stdout that cannot be written, a
+    folder that cannot be made): one line, status 1. A third-party package that is not installed
+    is one line naming it and its install command. Anything else (a ValueError, TypeError,
+    RuntimeError, ... of the engine or of a library) is a fault of the toolkit: it keeps its
+    traceback (Python's own, status 1), never hidden as bad input. Ctrl-C: one line, status 130;
+    SIGTERM (under the launcher): one line, status 143; stdout closed by its reader: no line,
+    status 141.
     """
     try:
         body()
@@ -202,9 +207,8 @@ def run_main(prog: str, body, interrupted: str = "no output file was written or 
             raise
         say(f"{prog}: error: {line}")
         return EXIT_ERROR
-    except (ValueError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        say(f"{prog}: error: {message}")
+    except (InputError, OSError) as exc:
+        say(f"{prog}: error: {one_line(exc)}")
         return EXIT_ERROR
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under the launcher (hubness_pr.commands.launch.Terminated)
         word, status = interruption(exc)

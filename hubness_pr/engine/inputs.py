@@ -9,6 +9,7 @@ import numbers
 
 import numpy as np
 
+from hubness_pr.errors import InputError
 from hubness_pr.validation import check_int  # noqa: F401 - part of this module's interface
 
 from hubness_pr.engine.mapped import MappedRows, mapped_file, to_float32
@@ -31,7 +32,7 @@ def check_feature_input(array, name: str) -> None:
                             f"convert them with .float() first") from None
     shape = tuple(array.shape) if hasattr(array, "shape") else np.shape(array)
     if len(shape) != 2:
-        raise ValueError(f"{name}: expected a 2-D feature array of shape (n_samples, dim), got shape {shape}")
+        raise InputError(f"{name}: expected a 2-D feature array of shape (n_samples, dim), got shape {shape}")
 
 
 def as_feature_matrix(array, name: str) -> np.ndarray:
@@ -53,9 +54,9 @@ def as_feature_matrix(array, name: str) -> np.ndarray:
     if array.dtype == np.bool_ or not (
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     ):
-        raise ValueError(f"{name}: expected a numeric feature array, got dtype {array.dtype}")
+        raise InputError(f"{name}: expected a numeric feature array, got dtype {array.dtype}")
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name}: the feature array is empty (shape {array.shape})")
+        raise InputError(f"{name}: the feature array is empty (shape {array.shape})")
     floating = np.issubdtype(array.dtype, np.floating)
     narrowed = floating and array.dtype.itemsize > 4  # float64 and wider: values may exceed float32
     mapped = MappedRows(array, name) if mapped_file(array) is not None else None
@@ -64,7 +65,7 @@ def as_feature_matrix(array, name: str) -> np.ndarray:
         block = mapped.raw(start, start + step) if mapped is not None else array[start:start + step]
         if not np.isfinite(block).all():
             bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-            raise ValueError(f"{name}: row {bad} contains NaN or Inf values")
+            raise InputError(f"{name}: row {bad} contains NaN or Inf values")
         if mapped is not None and narrowed:
             _check_fits_float32(to_float32(block), name)
     if mapped is not None:
@@ -80,4 +81,4 @@ def as_feature_matrix(array, name: str) -> np.ndarray:
 def _check_fits_float32(block: np.ndarray, name: str) -> None:
     """ValueError where a value of the float32 ``block`` became Inf (the source was finite)."""
     if not np.isfinite(block).all():
-        raise ValueError(f"{name}: feature values overflow float32; rescale the features")
+        raise InputError(f"{name}: feature values overflow float32; rescale the features")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hubness_pr.errors import InputError
 from hubness_pr.hyp2.splits import Split
 
 
@@ -58,5 +59,5 @@ def batches(split: Split, prepare, *, batch_size: int, order=None, train: bool =
                         collate_fn=_collate)
     for idx, inputs, error in loader:
         if error:
-            raise ValueError(error)
+            raise InputError(error)
         yield idx, inputs, labels[idx]

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from hubness_pr.errors import InputError
 from hubness_pr.engine.inputs import as_feature_matrix, check_int
 from hubness_pr.engine.ann import KNN_METHODS, HnswOptions
 from hubness_pr.engine.cross import CrossInputs, cross_pass
@@ -225,9 +226,9 @@ def check_options(*, metrics=DEFAULT_METRICS, k=3, dc_k=5, hubs_k=3, memory_budg
 
 def _check_size(n: int, k: int, name: str, why: str) -> None:
     if n < k + 1:
-        raise ValueError(
-            f"{name} has {n} samples; {why} needs at least {k + 1} (the k-th neighbour of every sample must exist)"
-        )
+        raise InputError(
+            f"{name} has {n} samples; {why} needs at least {k + 1} (the k-th neighbour of every sample must exist)",
+            role=name)
 
 
 def _mean(flags: np.ndarray) -> float:

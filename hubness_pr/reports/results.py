@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from hubness_pr.errors import InputError
 from hubness_pr.metrics.evaluation import METRICS, Evaluation
 
 def _fmt(value) -> str:
@@ -255,7 +256,7 @@ def write_compare_plot(handle, header: list, rows: list, metric_columns: list) -
     one bar per run (labelled ``run: fake``), each panel on its own scale, values written on the bars
     when there are at most 12 runs. :func:`compare_plot_size` gives its size in pixels."""
     if not metric_columns:
-        raise ValueError("--plot: no metric column to draw")
+        raise InputError("--plot: no metric column to draw")
     plt = _pyplot()
     columns, panel_rows = _compare_grid(len(metric_columns))
     width, height = compare_plot_size(len(metric_columns))

@@ -29,6 +29,7 @@ import stat
 
 import numpy as np
 
+from hubness_pr.errors import InputError
 from hubness_pr.io.store import feature_digest, json_kind, parse_json
 
 RECORD_KEYS = ("time", "argv", "inputs", "params", "versions", "metrics", "timings", "seconds")
@@ -121,8 +122,8 @@ def _last_byte(path: str, size: int) -> bytes | None:
         os.close(fd)
 
 
-def _cannot_append(output, exc: OSError) -> ValueError:
-    return ValueError(f"{output.option} {output.requested}: cannot append ({exc.strerror or exc})")
+def _cannot_append(output, exc: OSError) -> InputError:
+    return InputError(f"{output.option} {output.requested}: cannot append ({exc.strerror or exc})")
 
 
 def record_problem(record) -> str | None:
@@ -175,13 +176,13 @@ def read_runs(path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
                 else:
                     bad.append((number, problem))
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
+        raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise ValueError(f"{path}: is a folder, not a run log (.jsonl)") from None
+        raise InputError(f"{path}: is a folder, not a run log (.jsonl)") from None
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if bad and not text:  # no line of it is text
-        raise ValueError(f"{path}: not a text file, not a run log (.jsonl)")
+        raise InputError(f"{path}: not a text file, not a run log (.jsonl)")
     return runs, bad
 
 
