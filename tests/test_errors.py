@@ -1,0 +1,267 @@
+"""Typed errors (hubness_pr/errors.py): bad input is an InputError raised where it is found and
+turned into one line by the commands; which file is at fault is read from its fields, a cache miss is
+a type, and any other exception (a fault of the toolkit) keeps its traceback."""
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hubness_pr
+from hubness_pr.commands import metrics as metrics_command
+from hubness_pr.commands.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, run_main
+from hubness_pr.errors import CacheMiss, InputError
+from hubness_pr.io import summary
+from hubness_pr.io.store import load_features
+from tests.cli_helpers import assert_one_line_error, call
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args):
+    return call(metrics_command.main, *args)
+
+
+@pytest.fixture
+def sets(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    # (sets large enough for no small-set warning: stderr holds the error line alone)
+    np.savez(tmp_path / "real.npz", feature=rng.standard_normal((120, 4)).astype(np.float32))
+    np.savez(tmp_path / "fake.npz", feature=rng.standard_normal((110, 4)).astype(np.float32))
+    (tmp_path / "bad.npz").write_text("not an array")
+    np.savez(tmp_path / "tiny.npz", feature=rng.standard_normal((3, 4)).astype(np.float32))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# -- the type ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, line", [
+    ({}, "cannot be used"),
+    ({"file": "a.npz"}, "a.npz: cannot be used"),
+    ({"file": Path("a.npz"), "role": "fake"}, "a.npz (fake): cannot be used"),
+    ({"file": "a.npz", "role": "fake", "show_role": False}, "a.npz: cannot be used"),
+    ({"role": "fake"}, "cannot be used"),  # a role alone names no file: the command adds it
+    ({"option": "--k"}, "--k: cannot be used"),
+    ({"option": "--json", "file": "out.json"}, "--json out.json: cannot be used"),
+    ({"option": "--device", "value": "cuda:3"}, "--device cuda:3: cannot be used"),
+])
+def test_each_field_appears_in_the_line(kwargs, line):
+    error = InputError("cannot be used", **kwargs)
+    assert str(error) == line
+    assert isinstance(error, ValueError)  # library callers catching ValueError keep working
+    assert error.message == "cannot be used"
+    copy = pickle.loads(pickle.dumps(error))  # workers and ranks send it whole
+    assert type(copy) is InputError and str(copy) == line and copy.role == error.role
+
+
+def test_located_fills_only_what_is_missing():
+    error = InputError("fake has 3 samples", role="fake")
+    located = error.located(file="f.npz", role="real", show_role=False)
+    assert (located.file, located.role, str(located)) == ("f.npz", "fake", "f.npz: fake has 3 samples")
+    assert InputError("x", file="a").located(file="b").file == "a"
+
+
+def test_cache_miss_is_not_an_input_error():
+    assert not issubclass(CacheMiss, ValueError)
+
+
+# -- raised where the input is found -------------------------------------------------------------------
+
+def test_the_reader_names_the_file_in_its_field(sets):
+    with pytest.raises(InputError) as raised:
+        load_features("bad.npz")
+    assert raised.value.file == "bad.npz" and str(raised.value) == "bad.npz: not a .npz or .npy array file"
+    with pytest.raises(InputError) as raised:
+        load_features("missing.npz")
+    assert raised.value.file == "missing.npz"
+
+
+def test_an_object_array_is_refused_from_its_header(tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    np.savez(tmp_path / "objects.npz", feature=np.array([{"a": 1}], dtype=object))
+    for name in ("objects.npy", "objects.npz"):
+        with pytest.raises(InputError, match="holds Python objects") as raised:
+            load_features(tmp_path / name)
+        assert raised.value.file == str(tmp_path / name)
+
+
+def test_output_checks_carry_option_and_file(tmp_path):
+    from hubness_pr.io.outputs import OutputFiles
+
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(InputError) as raised:
+        OutputFiles().add(str(tmp_path / "folder"), "--json")
+    assert raised.value.option == "--json" and raised.value.file == str(tmp_path / "folder")
+
+
+@pytest.mark.parametrize("real, fake, blamed, other", [
+    ("bad.npz", "fake.npz", "bad.npz", "fake.npz"),
+    ("real.npz", "bad.npz", "bad.npz", "real.npz"),
+])
+def test_the_command_blames_the_file_at_fault(sets, real, fake, blamed, other):
+    line = assert_one_line_error(run(real, fake, "--no_cache"), f"{blamed}: not a .npz", status=EXIT_ERROR)
+    assert other not in line
+
+
+@pytest.mark.parametrize("real, fake, line", [
+    ("real.npz", "tiny.npz", "tiny.npz: fake has 3 samples; k=3 needs at least 4"),
+    ("tiny.npz", "fake.npz", "tiny.npz: real has 3 samples"),
+])
+def test_a_set_too_small_is_named_by_its_role_not_by_its_text(sets, real, fake, line):
+    assert_one_line_error(run(real, fake, "--no_cache"), line, status=EXIT_ERROR)
+
+
+def test_the_role_field_decides_not_the_first_word(sets, monkeypatch):
+    """An engine message whose first word is "real" but whose role is "fake" blames FAKE's file."""
+    def evaluate(**kwargs):
+        raise InputError("real words, fake set", role="fake")
+
+    monkeypatch.setattr(hubness_pr, "evaluate", evaluate)
+    line = assert_one_line_error(run("real.npz", "fake.npz", "--no_cache"), status=EXIT_ERROR)
+    assert line.endswith("error: fake.npz: real words, fake set")
+
+
+# -- the cache miss, by type ---------------------------------------------------------------------------
+
+def test_a_cache_miss_is_a_type(tmp_path):
+    features = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+    key = summary.SummaryKey.of(features, 3, (3,))
+    cache = summary.SummaryCache(tmp_path / "absent")
+    with pytest.raises(CacheMiss):
+        cache.lookup(key, features)
+    graph, message = cache.load(key, features)  # the (graph, message) form stays
+    assert graph is None and "no cached" in message
+    (tmp_path / "empty").mkdir(mode=0o700)
+    with pytest.raises(CacheMiss):
+        summary.SummaryCache(tmp_path / "empty").lookup(key, features)
+
+
+def test_the_command_reads_the_miss_by_type_whatever_its_text(sets, monkeypatch):
+    def lookup(self, key, features=None, **check):
+        raise CacheMiss("an unusual sentence")
+
+    monkeypatch.setattr(summary.SummaryCache, "lookup", lookup)
+    (sets / "cache").mkdir(mode=0o700)
+    result = run("real.npz", "fake.npz", "--cache_dir", "cache", "--json", "out.json")
+    assert result.returncode == EXIT_OK and result.stderr == ""  # a miss is no warning
+    import json
+    assert json.loads((sets / "out.json").read_text())["cache"]["real"]["status"] == "computed"
+
+
+# -- a fault of the toolkit keeps its traceback --------------------------------------------------------
+
+@pytest.mark.parametrize("error", [ValueError("boom"), TypeError("boom"), RuntimeError("boom")])
+def test_an_engine_bug_is_not_hidden_as_bad_input(sets, monkeypatch, error):
+    def evaluate(**kwargs):
+        raise error
+
+    monkeypatch.setattr(hubness_pr, "evaluate", evaluate)
+    with pytest.raises(type(error), match="boom"):
+        run("real.npz", "fake.npz", "--no_cache")
+
+
+def test_an_engine_bug_in_a_process_exits_1_with_its_traceback(sets):
+    """As a process: Python's own exit (status 1) and traceback, not a line posing as bad input."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hubness_pr\n"
+            "def boom(**kwargs): raise ValueError('boom')\n"
+            "hubness_pr.evaluate = boom\n"
+            "from hubness_pr.commands.metrics import main\n"
+            "sys.exit(main(['real.npz', 'fake.npz', '--no_cache']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=sets, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "ValueError: boom" in proc.stderr
+    assert "error: boom" not in proc.stderr
+
+
+def test_run_main_maps_input_errors_and_os_errors_only(capsys):
+    def raising(error):
+        def body():
+            raise error
+        return body
+
+    assert run_main("prog", raising(InputError("bad", option="--k"))) == EXIT_ERROR
+    assert capsys.readouterr().err == "prog: error: --k: bad\n"
+    assert run_main("prog", raising(OSError(28, "No space left on device"))) == EXIT_ERROR
+    assert "No space left on device" in capsys.readouterr().err
+    for fault in (ValueError("boom"), KeyError("boom"), ZeroDivisionError()):
+        with pytest.raises(type(fault)):
+            run_main("prog", raising(fault))
+
+
+def test_features_command_keeps_a_fault_traceback(tmp_path, monkeypatch):
+    from hubness_pr.commands import features
+
+    np.save(tmp_path / "imgs.npy", np.zeros((2, 8, 8, 3), dtype=np.uint8))
+
+    def extract(path, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(features, "extract_path", extract)
+    with pytest.raises(ValueError, match="boom"):
+        call(features.main, str(tmp_path / "imgs.npy"), "-o", str(tmp_path / "out.npz"), "--device", "cpu")
+
+    def bad(path, **kwargs):
+        raise InputError("none of the images could be decoded", file=path, role="images")
+
+    monkeypatch.setattr(features, "extract_path", bad)
+    result = call(features.main, str(tmp_path / "imgs.npy"), "-o", str(tmp_path / "out.npz"), "--device", "cpu")
+    assert_one_line_error(result, "imgs.npy (images): none of the images", status=EXIT_ERROR)
+
+
+def test_retrieval_command_keeps_a_fault_traceback(tmp_path, monkeypatch):
+    from hubness_pr.commands import retrieval
+
+    def load_dataset(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(retrieval, "load_dataset", load_dataset)
+    argv = ["--dataset", "mosaic", "--no_save", "--device", "cpu", "--epochs", "1"]
+    with pytest.raises(ValueError, match="boom"):
+        call(retrieval.main, *argv)
+
+    def bad(*args, **kwargs):
+        raise InputError("not found", option="--data", file="nowhere")
+
+    monkeypatch.setattr(retrieval, "load_dataset", bad)
+    assert_one_line_error(call(retrieval.main, *argv), "--data nowhere: not found", status=EXIT_ERROR)
+
+
+# -- exit codes ----------------------------------------------------------------------------------------
+
+def test_exit_codes_are_unchanged(sets):
+    assert run("real.npz", "fake.npz", "--k", "0").returncode == EXIT_USAGE  # argparse
+    assert run("real.npz", "missing.npz").returncode == EXIT_ERROR  # bad input
+    assert run("real.npz", "fake.npz", "--no_cache").returncode == EXIT_OK
+
+
+def test_torchrun_step_outside_torchrun_raises_the_error_itself():
+    from hubness_pr.commands import torchrun
+    from hubness_pr.engine.distributed import SINGLE
+
+    assert torchrun.step(SINGLE, lambda: 7) == 7
+    for error in (InputError("bad"), ValueError("boom")):
+        with pytest.raises(type(error)) as raised:
+            torchrun.step(SINGLE, lambda: (_ for _ in ()).throw(error))
+        assert raised.value is error
+
+
+# -- no code decides by an exception's text ------------------------------------------------------------
+
+TEXT_DECISION = re.compile(r"""(\bif\b.*\bin str\((exc|e|error|err)\))|(str\((exc|e|error|err)\)\s*\.\s*(startswith|endswith)\()"""
+                           r"""|(str\((exc|e|error|err)\)\.split\(["' ])|message\.startswith\(""")
+
+
+def test_no_module_decides_by_an_exception_message():
+    hits = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+            for path in sorted((ROOT / "hubness_pr").rglob("*.py"))
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if TEXT_DECISION.search(line)]
+    assert not hits, "\n".join(hits)
