@@ -9,9 +9,13 @@ only where it is given (``--fname_precalc out.txt: the output must end in .npz o
 shown where the message already starts from it (``show_role=False``: ``fake.npz: fake has 3
 samples; ...``).
 
-The commands (:func:`hubness_pr.commands.cli.run_main`) map it, and only it (plus OSError, the
-system's refusal: a disk full, a stdout closed), to one line on stderr and exit status 1; any other
-exception is a fault of the toolkit and keeps its traceback. It is a ``ValueError``, so library
+The commands (:func:`hubness_pr.commands.cli.run_main`) map it, and only it, to one line on stderr
+and exit status 1. The system's refusal to read or write a file the user named (missing, permission
+denied, a folder, cut short, a disk full, a stdout closed) is bad input too: the OSError is wrapped
+into an ``InputError(file=...)`` where the file is opened, read or written (``raise InputError(...)
+from exc``). Any other exception, an OSError nobody wrapped included, is a fault of the toolkit:
+the commands print ``PROG: internal error (a bug in the toolkit, please report it):`` and its
+traceback, status 1. It is a ``ValueError``, so library
 callers that catch ``ValueError`` for bad arguments keep working. Code that needs to know which
 input was at fault reads the fields, never the message. Standard library only.
 """

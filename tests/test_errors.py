@@ -154,18 +154,63 @@ def test_the_command_reads_the_miss_by_type_whatever_its_text(sets, monkeypatch)
 
 # -- a fault of the toolkit keeps its traceback --------------------------------------------------------
 
-@pytest.mark.parametrize("error", [ValueError("boom"), TypeError("boom"), RuntimeError("boom")])
+INTERNAL = "internal error (a bug in the toolkit, please report it):"
+
+
+def assert_internal_error(result, prog, error_line):
+    """A fault of the toolkit: status 1, the internal-error line, then the traceback; never the
+    one line of bad input (``PROG: error: ...``)."""
+    assert result.returncode == EXIT_ERROR, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"{prog}: {INTERNAL}", result.stderr
+    assert lines[1] == "Traceback (most recent call last):", result.stderr
+    assert lines[-1] == error_line, result.stderr
+    assert "error:" not in lines[0]
+
+
+@pytest.mark.parametrize("error", [ValueError("boom"), TypeError("boom"), RuntimeError("boom"),
+                                   FileNotFoundError(2, "No such file or directory")])
 def test_an_engine_bug_is_not_hidden_as_bad_input(sets, monkeypatch, error):
+    """The engine (``evaluate``) fails with a plain exception, an OSError none of the readers
+    wrapped included: the command says it is a bug and shows the traceback."""
     def evaluate(**kwargs):
         raise error
 
     monkeypatch.setattr(hubness_pr, "evaluate", evaluate)
-    with pytest.raises(type(error), match="boom"):
-        run("real.npz", "fake.npz", "--no_cache")
+    result = run("real.npz", "fake.npz", "--no_cache")
+    assert_internal_error(result, "improved_precision_recall_hubness.py",
+                          "".join(__import__("traceback").format_exception_only(type(error), error)).strip())
+    assert result.stdout == ""
+    assert not (sets / "out.json").exists()
+
+
+def test_a_library_function_failing_inside_the_command_keeps_its_traceback(sets, monkeypatch):
+    """An engine function the metric command runs (``SetStats.of``, the one read of each set) raises
+    ValueError("boom"): a bug, shown with its traceback, not one line of bad input."""
+    from hubness_pr.engine.frame import SetStats
+
+    def boom(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(SetStats, "of", boom)
+    result = run("real.npz", "fake.npz", "--no_cache", "--metrics", "pr")
+    assert_internal_error(result, "improved_precision_recall_hubness.py", "ValueError: boom")
+    assert "boom" in result.stderr and "error: boom" not in result.stderr
+
+
+def test_out_of_memory_is_not_called_a_bug(sets, monkeypatch):
+    def evaluate(**kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(hubness_pr, "evaluate", evaluate)
+    result = run("real.npz", "fake.npz", "--no_cache")
+    assert result.returncode == EXIT_ERROR
+    assert result.stderr.splitlines()[0].startswith("improved_precision_recall_hubness.py: out of memory")
+    assert "Traceback" in result.stderr and INTERNAL not in result.stderr
 
 
 def test_an_engine_bug_in_a_process_exits_1_with_its_traceback(sets):
-    """As a process: Python's own exit (status 1) and traceback, not a line posing as bad input."""
+    """As a process: status 1, the internal-error line and the traceback, not a line posing as bad input."""
     import subprocess
     import sys
 
@@ -177,11 +222,12 @@ def test_an_engine_bug_in_a_process_exits_1_with_its_traceback(sets):
     proc = subprocess.run([sys.executable, "-c", code], cwd=sets, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 1
-    assert "Traceback" in proc.stderr and "ValueError: boom" in proc.stderr
+    assert proc.stderr.startswith(f"improved_precision_recall_hubness.py: {INTERNAL}\nTraceback")
+    assert proc.stderr.rstrip().endswith("ValueError: boom")
     assert "error: boom" not in proc.stderr
 
 
-def test_run_main_maps_input_errors_and_os_errors_only(capsys):
+def test_run_main_maps_input_errors_only(capsys):
     def raising(error):
         def body():
             raise error
@@ -189,11 +235,50 @@ def test_run_main_maps_input_errors_and_os_errors_only(capsys):
 
     assert run_main("prog", raising(InputError("bad", option="--k"))) == EXIT_ERROR
     assert capsys.readouterr().err == "prog: error: --k: bad\n"
-    assert run_main("prog", raising(OSError(28, "No space left on device"))) == EXIT_ERROR
-    assert "No space left on device" in capsys.readouterr().err
-    for fault in (ValueError("boom"), KeyError("boom"), ZeroDivisionError()):
-        with pytest.raises(type(fault)):
-            run_main("prog", raising(fault))
+    wrapped = InputError("cannot append (No space left on device)", option="--log", file="runs.jsonl")
+    assert run_main("prog", raising(wrapped)) == EXIT_ERROR
+    assert capsys.readouterr().err == "prog: error: --log runs.jsonl: cannot append (No space left on device)\n"
+    for fault in (ValueError("boom"), KeyError("boom"), ZeroDivisionError(), OSError(28, "No space left on device"),
+                  RuntimeError("boom")):
+        assert run_main("prog", raising(fault)) == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert err.startswith(f"prog: {INTERNAL}\nTraceback (most recent call last):\n"), err
+        assert "prog: error:" not in err
+
+
+def test_run_main_keeps_the_other_exit_codes(capsys):
+    from hubness_pr.commands.cli import EXIT_SIGPIPE, StdoutGone
+    from hubness_pr.commands.launch import Terminated
+
+    def raising(error):
+        def body():
+            raise error
+        return body
+
+    assert run_main("prog", raising(StdoutGone())) == EXIT_SIGPIPE == 141
+    assert capsys.readouterr().err == ""
+    assert run_main("prog", raising(KeyboardInterrupt())) == 130
+    assert capsys.readouterr().err.startswith("prog: interrupted")
+    assert run_main("prog", raising(Terminated())) == 143
+    assert capsys.readouterr().err.startswith("prog: terminated")
+    assert run_main("prog", raising(ModuleNotFoundError("No module named 'PIL'", name="PIL"))) == EXIT_ERROR
+    assert "pip install pillow" in capsys.readouterr().err
+
+
+def test_stdout_that_cannot_be_written_is_an_input_error(monkeypatch):
+    import io
+
+    from hubness_pr.commands.cli import print_results
+
+    class Full(io.StringIO):
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("sys.stdout", Full())
+    with pytest.raises(InputError) as raised:
+        print_results(["precision: 1"])
+    assert raised.value.file == "stdout"
+    assert str(raised.value) == "stdout: cannot write the results (No space left on device)"
 
 
 def test_features_command_keeps_a_fault_traceback(tmp_path, monkeypatch):
@@ -205,8 +290,8 @@ def test_features_command_keeps_a_fault_traceback(tmp_path, monkeypatch):
         raise ValueError("boom")
 
     monkeypatch.setattr(features, "extract_path", extract)
-    with pytest.raises(ValueError, match="boom"):
-        call(features.main, str(tmp_path / "imgs.npy"), "-o", str(tmp_path / "out.npz"), "--device", "cpu")
+    result = call(features.main, str(tmp_path / "imgs.npy"), "-o", str(tmp_path / "out.npz"), "--device", "cpu")
+    assert_internal_error(result, "getFeature.py", "ValueError: boom")
 
     def bad(path, **kwargs):
         raise InputError("none of the images could be decoded", file=path, role="images")
@@ -224,8 +309,7 @@ def test_retrieval_command_keeps_a_fault_traceback(tmp_path, monkeypatch):
 
     monkeypatch.setattr(retrieval, "load_dataset", load_dataset)
     argv = ["--dataset", "mosaic", "--no_save", "--device", "cpu", "--epochs", "1"]
-    with pytest.raises(ValueError, match="boom"):
-        call(retrieval.main, *argv)
+    assert_internal_error(call(retrieval.main, *argv), "retrieval.py", "ValueError: boom")
 
     def bad(*args, **kwargs):
         raise InputError("not found", option="--data", file="nowhere")
