@@ -53,6 +53,12 @@ class InputError(ValueError):
                           show_role=self.show_role if show_role is None else show_role)
 
 
+class InputTypeError(InputError, TypeError):
+    """Input of the wrong kind altogether (``None`` where an array is expected, a tensor of a dtype
+    numpy lacks): an :class:`InputError` for the commands, and still a ``TypeError`` for library
+    callers that catch it as one."""
+
+
 def one_line(exc: BaseException) -> str:
     """The first line of an error's text (its type's name where it has none): what the user reads."""
     text = str(exc).strip()

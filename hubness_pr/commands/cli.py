@@ -92,8 +92,8 @@ def check_device(spec: str):
 
     try:
         return resolve_device(spec)
-    except ValueError as exc:  # resolve_device's one check: the device is not there
-        raise InputError(str(exc), option="--device", value=spec) from None
+    except InputError as exc:  # resolve_device's one check: the device is not there
+        raise InputError(exc.message, option="--device", value=spec) from None
 
 
 def add_extraction_options(p: argparse.ArgumentParser) -> None:

@@ -190,7 +190,7 @@ def _load(path: str, what: str, args, seed: int, backbones: dict) -> LoadedSet:
     if args.num_samples is not None and data.features.ndim == 2:
         indices = random_subset(data.features.shape[0], args.num_samples, seed, path)
         data = data.subset(indices)
-    features = as_feature_matrix(data.features, f"{path} ({what})")
+    features = as_feature_matrix(data.features, what, file=path)
     return LoadedSet(FeatureFile(features, data.paths, data.meta, data.source, data.key), indices)
 
 
