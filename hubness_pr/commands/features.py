@@ -127,7 +127,7 @@ def _extract(args, suffix: str, group, device: str) -> None:
     skipped = [item for _, share_skipped, _ in shares for item in share_skipped]
     shards = [f for _, _, share_shards in shares for f in share_shards]
     if not paths:
-        raise InputError(f"{args.path}: none of the images could be decoded")
+        raise InputError(file=args.path, message="none of the images could be decoded")
     meta["skipped"] = [{"path": n, "reason": r} for n, r in skipped]
     meta["processes"] = group.world
     features = result.features if keep else None

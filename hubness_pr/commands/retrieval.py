@@ -62,7 +62,7 @@ def _bounded(kind, low, high=None, strict: bool = False):
 def _counts(text: str) -> str:
     try:
         return ",".join(map(str, parse_counts(text).values()))
-    except ValueError:
+    except InputError:
         raise argparse.ArgumentTypeError(f"expected four positive integers train,val,database,query, "
                                          f"got {text!r}") from None
 

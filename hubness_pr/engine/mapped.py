@@ -84,7 +84,7 @@ class MappedRows:
     def _short(self) -> InputError:
         size = os.fstat(self._fd).st_size
         need = self.offset + self.shape[0] * self.row_bytes
-        return InputError(f"{self.name}: the file is {size} bytes, shorter than the {self.shape[0]} x "
+        return InputError(file=self.name, message=f"the file is {size} bytes, shorter than the {self.shape[0]} x "
                           f"{self.shape[1]} {self.source_dtype} rows of its header need ({need} bytes): it was "
                           "truncated while this run read it")
 

@@ -71,7 +71,7 @@ class _Prepared(Dataset):
         index = self.start + i
         try:
             return index, self.prepare(self.source.read(index)), ""
-        except ValueError as exc:
+        except InputError as exc:  # bad input only: any other exception is a fault and stops the run
             return index, None, str(exc)
 
 
@@ -272,7 +272,7 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
     flush(n)
     order = np.concatenate([i for i, _, _ in parts]) if parts else np.zeros(0, np.int64)
     if len(order) == 0 and n and keep_features:
-        raise InputError(f"{source.root}: none of the {n} images could be decoded")
+        raise InputError(file=source.root, message=f"none of the {n} images could be decoded")
     paths = [source.names[i] for i in order]
     if not keep_features:
         return Extraction(features=None, paths=paths, skipped=skipped, shards=[f for _, _, f in parts],
@@ -289,7 +289,7 @@ def shard_features(shards) -> iter:
             with np.load(shard, allow_pickle=False) as data:
                 feats = np.ascontiguousarray(data["features"], dtype=np.float32)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise InputError(f"{shard}: checkpoint shard damaged since it was checked ({exc}); "
+            raise InputError(file=shard, message=f"checkpoint shard damaged since it was checked ({exc}); "
                              "run the same command again to recompute it") from None
         yield feats
 

@@ -25,7 +25,7 @@ class _Prepared(Dataset):
     def __getitem__(self, i):
         try:
             image = self.split.source.read(i)
-        except ValueError as exc:
+        except InputError as exc:  # an image that cannot be read; any other exception stops the run
             return i, None, str(exc)
         if self.flip and np.random.default_rng([self.seed, self.epoch, i]).random() < 0.5:
             image = image[:, ::-1]

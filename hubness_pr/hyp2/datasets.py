@@ -84,7 +84,7 @@ def read_name_list(path, whole_line: bool = False) -> list:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the list ({getattr(exc, 'strerror', None) or exc})") from None
+        raise InputError(file=path, message=f"cannot read the list ({getattr(exc, 'strerror', None) or exc})") from None
     rows = [(line.strip() if whole_line else line.split()[0], number)
             for number, line in enumerate(lines, 1) if line.strip()]
     check_unique(path, [name for name, _ in rows], [number for _, number in rows])
@@ -99,7 +99,8 @@ def parse_label_rows(path, num_classes: int | None, with_names: bool):
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the label list ({getattr(exc, 'strerror', None) or exc})") from None
+        raise InputError(file=path,
+                         message=f"cannot read the label list ({getattr(exc, 'strerror', None) or exc})") from None
     names, numbers, rows = [], [], []
     for number, line in enumerate(lines, 1):
         tokens = line.split()
@@ -117,7 +118,7 @@ def parse_label_rows(path, num_classes: int | None, with_names: bool):
         num_classes = width
         rows.append([t == "1" for t in tokens])
     if not rows:
-        raise InputError(f"{path}: no label rows")
+        raise InputError(file=path, message="no label rows")
     if with_names:
         check_unique(path, names, numbers)
     return (names if with_names else None), np.asarray(rows, dtype=np.uint8)
@@ -125,7 +126,7 @@ def parse_label_rows(path, num_classes: int | None, with_names: bool):
 
 def _require(path: Path, what: str, hint: str = "") -> Path:
     if not path.exists():
-        raise InputError(f"{path}: {what} not found{'; ' + hint if hint else ''}")
+        raise InputError(file=path, message=f"{what} not found{'; ' + hint if hint else ''}")
     return path
 
 
@@ -146,12 +147,12 @@ def _voc_labels(annotation: Path) -> np.ndarray:
     try:
         objects = ElementTree.parse(annotation).getroot().findall("object")
     except (OSError, ElementTree.ParseError) as exc:
-        raise InputError(f"{annotation}: cannot read the annotation ({exc})") from None
+        raise InputError(file=annotation, message=f"cannot read the annotation ({exc})") from None
     labels = np.zeros(len(VOC_CLASSES), np.uint8)
     for obj in objects:  # every object counts, difficult ones too (as the original)
         name = (obj.findtext("name") or "").strip()
         if name not in VOC_CLASSES:
-            raise InputError(f"{annotation}: unknown VOC class {name!r}")
+            raise InputError(file=annotation, message=f"unknown VOC class {name!r}")
         labels[VOC_CLASSES.index(name)] = 1
     return labels
 
@@ -180,9 +181,10 @@ def read_split(path, names) -> dict:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the split file ({str(exc).splitlines()[0]})") from None
+        raise InputError(file=path, message=f"cannot read the split file ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict) or any(not isinstance(raw.get(p), list) for p in ("train", "database", "query")):
-        raise InputError(f"{path}: expected a JSON object with lists 'train', 'database', 'query' (and 'val')")
+        raise InputError(file=path,
+                         message="expected a JSON object with lists 'train', 'database', 'query' (and 'val')")
     position = {n: i for i, n in enumerate(names)}
     parts = {}
     for part in SPLIT_PARTS:
@@ -190,16 +192,17 @@ def read_split(path, names) -> dict:
             continue
         unknown = [n for n in raw[part] if n not in position]
         if unknown:
-            raise InputError(f"{path}: {part} item {unknown[0]!r} is not in the dataset ({len(unknown)} unknown)")
+            raise InputError(file=path,
+                             message=f"{part} item {unknown[0]!r} is not in the dataset ({len(unknown)} unknown)")
         if len(set(raw[part])) != len(raw[part]):
-            raise InputError(f"{path}: {part} lists an item twice")
+            raise InputError(file=path, message=f"{part} lists an item twice")
         if not raw[part] and part != "val":
-            raise InputError(f"{path}: {part} is empty")
+            raise InputError(file=path, message=f"{part} is empty")
         parts[part] = np.asarray([position[n] for n in raw[part]], dtype=np.int64)
     queries = set(parts["query"].tolist())
     for part in ("train", "val", "database"):
         if part in parts and queries.intersection(parts[part].tolist()):
-            raise InputError(f"{path}: queries and {part} share items")
+            raise InputError(file=path, message=f"queries and {part} share items")
     return parts
 
 
@@ -278,7 +281,8 @@ def load_flickr(root, split_path=None, seed: int = 0, num_query: int = 1000, num
     names = read_name_list(_require(root / "img.txt", "image list"), whole_line=True)
     _, labels = parse_label_rows(_require(root / "targets.txt", "label list"), FLICKR_CLASSES, with_names=False)
     if len(names) != labels.shape[0]:
-        raise InputError(f"{root}: img.txt lists {len(names)} images, targets.txt {labels.shape[0]} label rows")
+        raise InputError(file=root,
+                         message=f"img.txt lists {len(names)} images, targets.txt {labels.shape[0]} label rows")
     split_path = Path(split_path) if split_path else root / "hyp2_split.json"
     wanted = None if order_path is None else split_from_order(read_order(order_path, names), num_query, num_train)
     if split_path.exists():
@@ -292,7 +296,8 @@ def load_flickr(root, split_path=None, seed: int = 0, num_query: int = 1000, num
     parts = read_split(split_path, names)
     if wanted is not None and any(sorted(parts.get(p, np.empty(0)).tolist()) != sorted(wanted[p].tolist())
                                   for p in wanted):
-        raise InputError(f"{split_path}: holds another split than --flickr_order {order_path}; name another --split "
+        raise InputError(file=split_path,
+                         message=f"holds another split than --flickr_order {order_path}; name another --split "
                          f"(or remove this one) to write the order's split")
     images = _image_split(root / "mirflickr", names, labels)
     return images.subset(parts["train"]), images.subset(parts["database"]), images.subset(parts["query"])
@@ -321,16 +326,18 @@ def load_feature_split(features_path, labels_path, split_path) -> tuple[dict, li
             raise InputError(f"--dataset features needs {option} (see README: multi-label retrieval)")
     ff = load_features(features_path)
     if ff.paths is None:
-        raise InputError(f"{features_path}: no 'paths' array (write it with getFeature.py) to match labels")
+        raise InputError(file=features_path, message="no 'paths' array (write it with getFeature.py) to match labels")
     if ff.features.ndim != 2 or not np.isfinite(ff.features).all():
-        raise InputError(f"{features_path}: features must be a finite (n, dim) array, got shape {ff.features.shape}")
+        raise InputError(file=features_path,
+                         message=f"features must be a finite (n, dim) array, got shape {ff.features.shape}")
     label_names, labels = parse_label_rows(labels_path, None, with_names=True)
     row = {n: i for i, n in enumerate(label_names)}
     parts = read_split(split_path, ff.paths)
     used = sorted(set(np.concatenate(list(parts.values())).tolist()))
     unlabelled = [ff.paths[i] for i in used if ff.paths[i] not in row]
     if unlabelled:
-        raise InputError(f"{labels_path}: no label row for {unlabelled[0]!r} ({len(unlabelled)} items without)")
+        raise InputError(file=labels_path,
+                         message=f"no label row for {unlabelled[0]!r} ({len(unlabelled)} items without)")
     all_labels = np.zeros((len(ff.paths), labels.shape[1]), np.uint8)
     all_labels[used] = labels[[row[ff.paths[i]] for i in used]]
     items = Split(names=list(ff.paths), labels=all_labels, features=np.asarray(ff.features, dtype=np.float32))

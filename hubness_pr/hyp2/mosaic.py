@@ -42,7 +42,7 @@ def _read_idx(path: Path) -> np.ndarray:
             raise InputError("not an unsigned-byte idx file")
         return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
     except (OSError, EOFError, struct.error, ValueError) as exc:
-        raise InputError(f"{path}: cannot read this idx file ({exc})") from None
+        raise InputError(file=path, message=f"cannot read this idx file ({exc})") from None
 
 
 def source_items(source: str, fashion_dir=FASHION_DIR) -> tuple[np.ndarray, np.ndarray, list]:
@@ -54,12 +54,12 @@ def source_items(source: str, fashion_dir=FASHION_DIR) -> tuple[np.ndarray, np.n
     if source == "fashion":
         fashion_dir = Path(fashion_dir)
         if not (fashion_dir / "train-images-idx3-ubyte.gz").is_file():
-            raise InputError(f"{fashion_dir}: Fashion-MNIST not found; install the Debian package "
+            raise InputError(file=fashion_dir, message="Fashion-MNIST not found; install the Debian package "
                              f"dataset-fashion-mnist, or use --mosaic_source digits")
         images = np.concatenate([_read_idx(fashion_dir / f"{p}-images-idx3-ubyte.gz") for p in ("train", "t10k")])
         labels = np.concatenate([_read_idx(fashion_dir / f"{p}-labels-idx1-ubyte.gz") for p in ("train", "t10k")])
         if images.ndim != 3 or labels.shape != images.shape[:1]:
-            raise InputError(f"{fashion_dir}: images {images.shape} and labels {labels.shape} do not match")
+            raise InputError(file=fashion_dir, message=f"images {images.shape} and labels {labels.shape} do not match")
         return images, labels.astype(np.int64), list(FASHION_CLASSES)
     raise InputError(f"unknown --mosaic_source {source!r}; choose digits or fashion")
 

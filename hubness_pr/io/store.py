@@ -133,11 +133,12 @@ def _read_sidecar(path: Path, features: np.ndarray):
         log.warning("%s: unreadable sidecar (%s); paths and meta ignored", side, _short(exc))
         return None, {}
     if paths is not None and (not isinstance(paths, list) or (features.ndim and len(paths) != features.shape[0])):
-        raise InputError(f"{side}: 'paths' has {len(paths) if isinstance(paths, list) else 'no'} entries for "
+        raise InputError(file=side,
+                         message=f"'paths' has {len(paths) if isinstance(paths, list) else 'no'} entries for "
                          f"{features.shape[0]} feature rows")
     wrong = next((i for i, p in enumerate(paths or ()) if not isinstance(p, str)), None)
     if wrong is not None:
-        raise InputError(f"{side}: 'paths' entry {wrong} is {json_kind(paths[wrong])}, expected a string "
+        raise InputError(file=side, message=f"'paths' entry {wrong} is {json_kind(paths[wrong])}, expected a string "
                          "(an image's path)")
     return paths, meta if isinstance(meta, dict) else {}
 

@@ -158,7 +158,7 @@ class ImageFinder:
             return None
         try:
             return self.source.read(index)
-        except ValueError as exc:
+        except InputError as exc:  # an image that cannot be read: the sheet shows a blank, the log says why
             self.problems.append(str(exc))
             return None
 
@@ -193,7 +193,7 @@ def find_images(data) -> tuple[ImageFinder, str]:
         return ImageFinder(None, []), why
     try:
         source = open_source(root)
-    except ValueError as exc:
+    except InputError as exc:
         return ImageFinder(None, []), str(exc)
     return ImageFinder(source, list(data.paths)), ""
 

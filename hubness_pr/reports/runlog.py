@@ -176,13 +176,13 @@ def read_runs(path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
                 else:
                     bad.append((number, problem))
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(file=path, message="no such file") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not a run log (.jsonl)") from None
+        raise InputError(file=path, message="is a folder, not a run log (.jsonl)") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(file=path, message=f"cannot read ({exc.strerror or exc})") from None
     if bad and not text:  # no line of it is text
-        raise InputError(f"{path}: not a text file, not a run log (.jsonl)")
+        raise InputError(file=path, message="not a text file, not a run log (.jsonl)")
     return runs, bad
 
 
