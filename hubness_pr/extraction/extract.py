@@ -59,7 +59,8 @@ class Extraction:
 
 class _Prepared(Dataset):
     """Image ``start + i`` of the source, prepared for the network; a decoding error is returned, not
-    raised, so that the main process can name the file in one line (or skip it)."""
+    raised, so that the main process can name the file in one line (or skip it): the
+    :class:`InputError` itself, with its ``file``."""
 
     def __init__(self, source: ImageSource, prepare, start: int, stop: int):
         self.source, self.prepare, self.start, self.stop = source, prepare, start, stop
@@ -70,9 +71,9 @@ class _Prepared(Dataset):
     def __getitem__(self, i):
         index = self.start + i
         try:
-            return index, self.prepare(self.source.read(index)), ""
+            return index, self.prepare(self.source.read(index)), None
         except InputError as exc:  # bad input only: any other exception is a fault and stops the run
-            return index, None, str(exc)
+            return index, None, exc  # (picklable with its fields, from a worker process)
 
 
 def _collate(items):
@@ -257,9 +258,12 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
             tqdm(total=n, initial=start, unit="img", desc=f"{backbone.name} features",
                  disable=None if progress is None else not progress) as bar:
         for indices, batch, errors in loader:
-            for index, reason in errors:
+            for index, error in errors:
                 if not skip_bad:
-                    raise InputError(f"{reason} (use --skip_bad to skip undecodable images)")
+                    raise InputError(f"{error.message} (use --skip_bad to skip undecodable images)", file=error.file,
+                                     option=error.option, role=error.role, value=error.value,
+                                     show_role=error.show_role) from None
+                reason = str(error)
                 log.warning("skipped %s", reason)
                 pending_skip.append((source.names[index], reason))
             if batch is not None:
