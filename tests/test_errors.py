@@ -349,3 +349,93 @@ def test_no_module_decides_by_an_exception_message():
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
             if TEXT_DECISION.search(line)]
     assert not hits, "\n".join(hits)
+
+
+# -- fields set where the input is found wanting -------------------------------------------------------
+
+def test_feature_arrays_are_refused_with_their_role_and_file():
+    import torch
+
+    from hubness_pr.engine.inputs import as_feature_matrix
+    from hubness_pr.errors import InputTypeError
+
+    bad = np.ones((3, 2), np.float32)
+    bad[1, 0] = np.nan
+    with pytest.raises(InputError) as raised:
+        as_feature_matrix(bad, "fake")
+    assert (raised.value.role, raised.value.file, str(raised.value)) == ("fake", None,
+                                                                         "fake: row 1 contains NaN or Inf values")
+    with pytest.raises(InputError) as raised:
+        as_feature_matrix(bad, "fake", file="f.npz")
+    assert (raised.value.role, raised.value.file, str(raised.value)) == ("fake", "f.npz",
+                                                                         "f.npz (fake): row 1 contains NaN or Inf values")
+    for wrong in (None, torch.zeros((2, 2), dtype=torch.bfloat16)):
+        with pytest.raises(InputTypeError) as raised:  # an InputError for the commands, a TypeError for callers
+            as_feature_matrix(wrong, "real")
+        assert isinstance(raised.value, TypeError) and raised.value.role == "real"
+
+
+def test_a_device_that_is_not_here_names_the_option_and_value(monkeypatch):
+    import torch
+
+    from hubness_pr.commands.cli import check_device
+    from hubness_pr.engine.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError) as raised:
+        resolve_device("cuda:1")
+    assert raised.value.role == "device"
+    with pytest.raises(InputError) as raised:
+        check_device("cuda:1")
+    assert (raised.value.option, raised.value.value) == ("--device", "cuda:1")
+    assert str(raised.value).startswith("--device cuda:1: device 'cuda:1' was requested but CUDA is not available")
+
+
+def test_os_errors_of_user_files_are_wrapped_with_the_file(tmp_path):
+    from hubness_pr.extraction.images import open_source, read_image_file
+    from hubness_pr.reports.runlog import read_runs
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for call_, target in ((load_features, folder), (read_image_file, folder), (read_runs, tmp_path / "none.jsonl"),
+                          (open_source, tmp_path / "missing")):
+        with pytest.raises(InputError) as raised:
+            call_(target)
+        assert raised.value.file == str(target), (call_, str(raised.value))
+        assert str(raised.value).startswith(f"{target}: ")
+
+
+def test_a_bad_image_keeps_its_file_through_the_worker_processes(tmp_path):
+    from hubness_pr.extraction.extract import _Prepared, _collate
+    from hubness_pr.extraction.images import open_source
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+    (folder / "b.png").write_bytes(b"\x89PNG not really")
+    source = open_source(folder)
+    import torch
+
+    dataset = _Prepared(source, torch.from_numpy, 0, 2)
+    indices, _, errors = _collate([dataset[0], dataset[1]])
+    assert indices == [0] and len(errors) == 1
+    index, error = errors[0]
+    assert index == 1 and isinstance(error, InputError) and error.file.endswith("b.png")
+    assert pickle.loads(pickle.dumps(error)).file == error.file  # from a worker process
+
+
+def test_a_fault_in_the_image_preparation_is_not_taken_for_a_bad_image(tmp_path):
+    from hubness_pr.extraction.extract import _Prepared
+    from hubness_pr.extraction.images import open_source
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+
+    def prepare(image):
+        raise ValueError("boom")  # a bug in a backbone's preprocessing, not a bad image
+
+    with pytest.raises(ValueError, match="boom"):
+        _Prepared(open_source(folder), prepare, 0, 1)[0]
