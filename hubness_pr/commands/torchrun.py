@@ -37,8 +37,9 @@ def from_environment(device: str = "auto", timeout_s: float | None = None) -> tu
 
 def step(group: Group, fn):
     """Run ``fn()`` on every rank and agree on the outcome, as :meth:`Group.step` does, by type: bad
-    input (:class:`InputError`, OSError) on any rank is bad input on every rank (the failing rank
-    raises its own error, the others an InputError naming that rank and its line), so that no rank
+    input (:class:`InputError`, and only it: an unwrapped OSError is a fault) on any rank is bad input
+    on every rank (the failing rank raises its own error, the others an InputError naming that rank
+    and its line, with its ``role``), so that no rank
     goes on into a collective the others never reach; any other exception on a rank is a fault,
     raised there with its traceback and on the others as a RuntimeError naming that rank."""
     error = None
@@ -50,15 +51,16 @@ def step(group: Group, fn):
         if error is not None:
             raise error
         return result
-    line = None if error is None else (isinstance(error, (InputError, OSError)), one_line(error))
+    line = None if error is None else (isinstance(error, InputError), one_line(error),
+                                       error.role if isinstance(error, InputError) else None)
     outcomes = group.gather_objects(line)
     if error is not None:
         raise error
     failed = next(((rank, outcome) for rank, outcome in enumerate(outcomes) if outcome is not None), None)
     if failed is not None:
-        rank, (bad_input, text) = failed
+        rank, (bad_input, text, role) = failed
         if bad_input:
-            raise InputError(f"process {rank} of {group.world}: {text}")
+            raise InputError(f"process {rank} of {group.world}: {text}", role=role)
         raise RuntimeError(f"process {rank} of {group.world} failed: {text}")
     return result
 
