@@ -172,7 +172,7 @@ def print_results(lines) -> None:
         raise StdoutGone() from None
     except OSError as exc:
         _stdout_to_devnull()
-        raise InputError(f"cannot write the results ({exc.strerror or exc})", file="stdout") from None
+        raise InputError(f"cannot write the results ({exc.strerror or exc})", file="stdout") from exc
 
 
 def _stdout_to_devnull() -> None:

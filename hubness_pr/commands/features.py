@@ -80,7 +80,8 @@ def _run(args) -> None:
 
     suffix = args.fname_precalc.lower().rsplit(".", 1)[-1]
     if suffix not in ("npz", "npy"):
-        raise InputError(f"--fname_precalc {args.fname_precalc}: the output must end in .npz or .npy")
+        raise InputError(option="--fname_precalc", file=args.fname_precalc,
+                         message="the output must end in .npz or .npy")
     if suffix == "npy" and args.knn_k:
         raise InputError("--knn_k: a k-NN summary is stored inside .npz feature files only (a .npy output's "
                          "summary is cached by the metric command instead)")
@@ -140,7 +141,8 @@ def _extract(args, suffix: str, group, device: str) -> None:
             features = np.concatenate(list(shard_features(shards)))
         k_max = max(args.knn_k)
         if features.shape[0] < k_max + 1:
-            raise InputError(f"--knn_k {k_max}: needs at least {k_max + 1} images, got {features.shape[0]}")
+            raise InputError(option="--knn_k", value=k_max,
+                             message=f"needs at least {k_max + 1} images, got {features.shape[0]}")
         graph = nearest_neighbors(features, k_max, exact_ks=args.knn_k, device=device, progress=args.progress)
         extra = summary.summary_arrays(graph, summary.SummaryKey.of(features, k_max, args.knn_k))
         meta["knn_summary_k"] = list(args.knn_k)

@@ -294,7 +294,7 @@ def shard_features(shards) -> iter:
                 feats = np.ascontiguousarray(data["features"], dtype=np.float32)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise InputError(file=shard, message=f"checkpoint shard damaged since it was checked ({exc}); "
-                             "run the same command again to recompute it") from None
+                             "run the same command again to recompute it") from exc
         yield feats
 
 

@@ -118,7 +118,7 @@ def read_image_file(path) -> bytes:
                 raise _not_regular(name, mode)
             data = read_bounded(handle, limit)
     except OSError as exc:
-        raise InputError(file=name, message=f"cannot read ({exc.strerror or exc})") from None
+        raise InputError(file=name, message=f"cannot read ({exc.strerror or exc})") from exc
     if limit is not None and len(data) > limit:  # grew since the check
         _check_bytes(len(data), name, f"more than {limit:,} bytes")
     return data
@@ -263,7 +263,7 @@ def _walk_images(root: Path) -> list[str]:
             seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            raise InputError(file=folder, message=f"cannot list the folder ({exc.strerror or exc})") from None
+            raise InputError(file=folder, message=f"cannot list the folder ({exc.strerror or exc})") from exc
         subfolders = []
         for entry in entries:
             try:
@@ -310,7 +310,7 @@ class ZipSource(ImageSource):
             with zipfile.ZipFile(path) as archive:
                 listed = [n for n in archive.namelist() if is_image_name(n) and not n.endswith("/")]
         except (zipfile.BadZipFile, OSError) as exc:
-            raise InputError(file=path, message=f"not a readable zip archive ({exc})") from None
+            raise InputError(file=path, message=f"not a readable zip archive ({exc})") from exc
         counts = collections.Counter(listed)
         twice = sorted(n for n, count in counts.items() if count > 1)
         if twice:
@@ -353,7 +353,7 @@ class ZipSource(ImageSource):
             archive = self._open()
             return [f"{info.file_size}:{info.CRC:08x}" for info in map(archive.getinfo, self.names)]
         except (zipfile.BadZipFile, OSError, KeyError) as exc:
-            raise InputError(file=self.root, message=f"not a readable zip archive ({exc})") from None
+            raise InputError(file=self.root, message=f"not a readable zip archive ({exc})") from exc
 
 
 class ArraySource(ImageSource):
@@ -402,7 +402,7 @@ class ListSource(_FileSource):
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(file=path, message=f"cannot read the image list ({exc})") from None
+            raise InputError(file=path, message=f"cannot read the image list ({exc})") from exc
         names = sorted({line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")})
         self.base = path.parent
         missing = [n for n in names if not (self.base / n).exists()]  # a FIFO or a folder fails when read, with its kind
@@ -435,7 +435,7 @@ def _load_image_array(path: Path, header_only: bool = False):
         if isinstance(exc, InputError):  # ours: names the file already
             raise
         raise InputError(file=path,
-                         message=f"not a readable .npy/.npz array of images ({str(exc).splitlines()[0]})") from None
+                         message=f"not a readable .npy/.npz array of images ({str(exc).splitlines()[0]})") from exc
 
 
 def is_image_array_file(path) -> bool:

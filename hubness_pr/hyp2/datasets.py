@@ -84,7 +84,7 @@ def read_name_list(path, whole_line: bool = False) -> list:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(file=path, message=f"cannot read the list ({getattr(exc, 'strerror', None) or exc})") from None
+        raise InputError(file=path, message=f"cannot read the list ({getattr(exc, 'strerror', None) or exc})") from exc
     rows = [(line.strip() if whole_line else line.split()[0], number)
             for number, line in enumerate(lines, 1) if line.strip()]
     check_unique(path, [name for name, _ in rows], [number for _, number in rows])
@@ -100,7 +100,7 @@ def parse_label_rows(path, num_classes: int | None, with_names: bool):
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(file=path,
-                         message=f"cannot read the label list ({getattr(exc, 'strerror', None) or exc})") from None
+                         message=f"cannot read the label list ({getattr(exc, 'strerror', None) or exc})") from exc
     names, numbers, rows = [], [], []
     for number, line in enumerate(lines, 1):
         tokens = line.split()
@@ -147,7 +147,7 @@ def _voc_labels(annotation: Path) -> np.ndarray:
     try:
         objects = ElementTree.parse(annotation).getroot().findall("object")
     except (OSError, ElementTree.ParseError) as exc:
-        raise InputError(file=annotation, message=f"cannot read the annotation ({exc})") from None
+        raise InputError(file=annotation, message=f"cannot read the annotation ({exc})") from exc
     labels = np.zeros(len(VOC_CLASSES), np.uint8)
     for obj in objects:  # every object counts, difficult ones too (as the original)
         name = (obj.findtext("name") or "").strip()
@@ -181,7 +181,7 @@ def read_split(path, names) -> dict:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(file=path, message=f"cannot read the split file ({str(exc).splitlines()[0]})") from None
+        raise InputError(file=path, message=f"cannot read the split file ({str(exc).splitlines()[0]})") from exc
     if not isinstance(raw, dict) or any(not isinstance(raw.get(p), list) for p in ("train", "database", "query")):
         raise InputError(file=path,
                          message="expected a JSON object with lists 'train', 'database', 'query' (and 'val')")
@@ -231,12 +231,14 @@ def read_order(path, names) -> np.ndarray:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"--flickr_order {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        raise InputError(option="--flickr_order", file=path,
+                         message=f"cannot read it ({getattr(exc, 'strerror', None) or exc})") from exc
     if text.lstrip().startswith("["):
         try:
             entries = json.loads(text)
         except ValueError as exc:
-            raise InputError(f"--flickr_order {path}: not a JSON list ({str(exc).splitlines()[0]})") from None
+            raise InputError(option="--flickr_order", file=path,
+                             message=f"not a JSON list ({str(exc).splitlines()[0]})") from None
         where = [f"entry {i}" for i in range(len(entries))]
     else:
         rows = [(line.strip(), number) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
@@ -250,14 +252,17 @@ def read_order(path, names) -> np.ndarray:
                 and int(entry) < len(names):
             order.append(int(entry))
         else:
-            raise InputError(f"--flickr_order {path}: {at}: {entry!r} is neither an index below {len(names)} "
+            raise InputError(option="--flickr_order", file=path,
+                             message=f"{at}: {entry!r} is neither an index below {len(names)} "
                              f"nor an image of img.txt")
     repeat = first_repeat(order, where)
     if repeat:
         index, at, first = repeat
-        raise InputError(f"--flickr_order {path}: {at}: image {names[index]!r} (index {index}) again, first at {first}")
+        raise InputError(option="--flickr_order", file=path,
+                         message=f"{at}: image {names[index]!r} (index {index}) again, first at {first}")
     if len(order) != len(names):
-        raise InputError(f"--flickr_order {path}: {len(order)} entries, img.txt lists {len(names)} images; the order "
+        raise InputError(option="--flickr_order", file=path,
+                         message=f"{len(order)} entries, img.txt lists {len(names)} images; the order "
                          f"must name each image once")
     return np.asarray(order, dtype=np.int64)
 
@@ -350,7 +355,8 @@ def load_feature_split(features_path, labels_path, split_path) -> tuple[dict, li
 def carve_validation(train: Split, size: int, seed: int) -> tuple[Split, Split]:
     """(train without val, val): ``size`` seeded random items of train."""
     if not 1 <= size < len(train):
-        raise InputError(f"--val_size {size}: must be >= 1 and below the {len(train)} training items")
+        raise InputError(option="--val_size", value=size,
+                         message=f"must be >= 1 and below the {len(train)} training items")
     order = np.random.default_rng([seed, 7919]).permutation(len(train))
     return train.subset(np.sort(order[size:])), train.subset(np.sort(order[:size]))
 

@@ -42,7 +42,7 @@ def _read_idx(path: Path) -> np.ndarray:
             raise InputError("not an unsigned-byte idx file")
         return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
     except (OSError, EOFError, struct.error, ValueError) as exc:
-        raise InputError(file=path, message=f"cannot read this idx file ({exc})") from None
+        raise InputError(file=path, message=f"cannot read this idx file ({exc})") from exc
 
 
 def source_items(source: str, fashion_dir=FASHION_DIR) -> tuple[np.ndarray, np.ndarray, list]:
@@ -115,7 +115,8 @@ def parse_counts(text) -> dict:
     except ValueError:
         counts = []
     if len(counts) != 4 or min(counts) < 1:
-        raise InputError(f"--mosaic_counts {text}: expected four positive integers train,val,database,query")
+        raise InputError(option="--mosaic_counts", value=text,
+                         message="expected four positive integers train,val,database,query")
     return dict(zip(DEFAULT_COUNTS, counts))
 
 

@@ -58,7 +58,7 @@ def lookup(bits: int, num_classes: int) -> Zeta:
     if num_classes < 2:
         raise InputError(f"HyP² needs at least 2 classes, got {num_classes}")
     if not 1 <= bits <= MAX_BITS:
-        raise InputError(f"--hash_bit {bits}: the zeta table covers 1 to {MAX_BITS} bits")
+        raise InputError(option="--hash_bit", value=bits, message=f"the zeta table covers 1 to {MAX_BITS} bits")
     k = code_dimension(num_classes)
     if k > bits:
         raise InputError(f"--hash_bit {bits} is too short for {num_classes} classes: they need a [K, k] code "

@@ -69,7 +69,7 @@ def load_features(path) -> FeatureFile:
             magic = handle.read(6)
             npy_dtype = _npy_dtype(handle) if magic == b"\x93NUMPY" else None
     except OSError as exc:
-        raise InputError(f"cannot read ({exc.strerror or _short(exc)})", file=name) from None
+        raise InputError(f"cannot read ({exc.strerror or _short(exc)})", file=name) from exc
     if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
         raise InputError("not a .npz or .npy array file", file=name)
     if npy_dtype is not None and npy_dtype.hasobject:  # decided from the header, before np.load
@@ -78,7 +78,7 @@ def load_features(path) -> FeatureFile:
         # a .npy is memory-mapped: the passes read it tile by tile, from the file cache
         loaded = np.load(path, allow_pickle=False, mmap_mode="r" if magic == b"\x93NUMPY" else None)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"damaged or unreadable array file ({_short(exc)})", file=name) from None
+        raise InputError(f"damaged or unreadable array file ({_short(exc)})", file=name) from exc
     if isinstance(loaded, np.ndarray):
         paths, meta = _read_sidecar(path, loaded)
         return FeatureFile(features=loaded, paths=paths, meta=meta, source=name, key="(npy)")
@@ -95,7 +95,7 @@ def load_features(path) -> FeatureFile:
         except InputError:
             raise
         except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:  # numpy's, zipfile's: damaged data
-            raise InputError(f"damaged .npz file ({_short(exc)})", file=name) from None
+            raise InputError(f"damaged .npz file ({_short(exc)})", file=name) from exc
     ignored = [k for k in IGNORED_KEYS if k in keys]
     if ignored:
         log.info("%s: ignoring %s (written by the original scripts; k and hubsK are options here)",

@@ -85,7 +85,7 @@ def append_line(output, record: dict) -> None:
     try:
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | (0 if output.direct else os.O_CREAT), 0o666)
     except OSError as exc:
-        raise _cannot_append(output, exc) from None
+        raise _cannot_append(output, exc) from exc
     try:
         with contextlib.suppress(OSError):  # a file system without locks: runs may interleave whole lines
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -105,7 +105,7 @@ def append_line(output, record: dict) -> None:
                     os.ftruncate(fd, st.st_size)  # under the lock: the file as it was
             raise
     except OSError as exc:
-        raise _cannot_append(output, exc) from None
+        raise _cannot_append(output, exc) from exc
     finally:
         os.close(fd)
 
@@ -123,7 +123,7 @@ def _last_byte(path: str, size: int) -> bytes | None:
 
 
 def _cannot_append(output, exc: OSError) -> InputError:
-    return InputError(f"{output.option} {output.requested}: cannot append ({exc.strerror or exc})")
+    return InputError(option=output.option, file=output.requested, message=f"cannot append ({exc.strerror or exc})")
 
 
 def record_problem(record) -> str | None:
@@ -180,7 +180,7 @@ def read_runs(path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
     except IsADirectoryError:
         raise InputError(file=path, message="is a folder, not a run log (.jsonl)") from None
     except OSError as exc:
-        raise InputError(file=path, message=f"cannot read ({exc.strerror or exc})") from None
+        raise InputError(file=path, message=f"cannot read ({exc.strerror or exc})") from exc
     if bad and not text:  # no line of it is text
         raise InputError(file=path, message="not a text file, not a run log (.jsonl)")
     return runs, bad

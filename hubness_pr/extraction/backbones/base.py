@@ -89,18 +89,19 @@ def load_state_dict(path, what: str) -> dict:
     """A state dict from ``path`` (torch.save format, tensors only); ValueError on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"--weights {path}: no such file")
+        raise InputError(option="--weights", file=path, message="no such file")
     if is_torchscript(path):  # torch.load would warn, then fail with a message about weights_only
-        raise InputError(f"--weights {path}: a TorchScript module, not a state dict for {what} "
+        raise InputError(option="--weights", file=path, message=f"a TorchScript module, not a state dict for {what} "
                          "(NVIDIA's vgg16.pt goes with --backbone vgg16_nvidia)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or damaged files
-        raise InputError(f"--weights {path}: cannot load a PyTorch state dict ({str(exc).splitlines()[0][:160]})") from None
+        raise InputError(option="--weights", file=path,
+                         message=f"cannot load a PyTorch state dict ({str(exc).splitlines()[0][:160]})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"--weights {path}: not a state dict of tensors for {what}")
+        raise InputError(option="--weights", file=path, message=f"not a state dict of tensors for {what}")
     return state
 
 
@@ -152,5 +153,5 @@ def apply_state_dict(module: torch.nn.Module, state: dict, path, what: str) -> N
         if mismatched:
             k = mismatched[0]
             parts.append(f"shape of {k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
-        raise InputError(f"--weights {path}: not {what} weights ({'; '.join(parts)})")
+        raise InputError(option="--weights", file=path, message=f"not {what} weights ({'; '.join(parts)})")
     module.load_state_dict(state, strict=True)
