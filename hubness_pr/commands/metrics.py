@@ -10,7 +10,7 @@ appended once they are in place (:mod:`hubness_pr.reports.runlog`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import argparse
 import csv
@@ -191,7 +191,7 @@ def _load(path: str, what: str, args, seed: int, backbones: dict) -> LoadedSet:
         indices = random_subset(data.features.shape[0], args.num_samples, seed, path)
         data = data.subset(indices)
     features = as_feature_matrix(data.features, what, file=path)
-    return LoadedSet(FeatureFile(features, data.paths, data.meta, data.source, data.key), indices)
+    return LoadedSet(replace(data, features=features), indices)
 
 
 def build_compare_parser(prog: str = PROG) -> OneLineParser:
@@ -307,7 +307,8 @@ def _prepare(args, device_spec: str, group) -> Prepared:
         if gallery is not None:
             gallery.abandon()
         raise
-    return Prepared(options, outputs, planned, real_set, fake_set, stored, gallery)
+    return Prepared(options=options, outputs=outputs, planned=planned, real=real_set, fake=fake_set, stored=stored,
+                    gallery=gallery)
 
 
 def _same_inputs_on_every_rank(args, group, prepared: Prepared) -> None:
