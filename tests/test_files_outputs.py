@@ -13,6 +13,7 @@ import threading
 import numpy as np
 import pytest
 
+from hubness_pr.errors import InputError
 from hubness_pr.commands import features as features_main
 from hubness_pr.commands import metrics as metrics_main
 from hubness_pr.io.outputs import OutputFiles, atomic_write, current_umask
@@ -305,7 +306,8 @@ def staged(outputs, name, text):
         handle.write(text)
 
 
-@pytest.mark.parametrize("failure", [ValueError("--log runs.jsonl: cannot append (No space left on device)"),
+# the log's own failure is an InputError (hubness_pr.reports.runlog._cannot_append); a plain ValueError would be a bug
+@pytest.mark.parametrize("failure", [InputError("--log runs.jsonl: cannot append (No space left on device)"),
                                      OSError(28, "No space left on device"), KeyboardInterrupt()])
 def test_a_last_step_that_fails_puts_every_output_back(tmp_path, failure):
     (tmp_path / "old.json").write_text("old json")
@@ -383,7 +385,7 @@ def test_a_direct_output_written_before_the_failure_is_named(tmp_path):
     staged(outputs, tmp_path / "a.json", "new")
 
     def full():
-        raise ValueError("--log /dev/full: cannot append (No space left on device)")
+        raise InputError("--log /dev/full: cannot append (No space left on device)")
 
     outputs.on_commit(full)
     with pytest.raises(ValueError) as raised:

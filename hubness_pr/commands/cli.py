@@ -8,6 +8,7 @@ import os
 import re
 import sys
 
+from hubness_pr.errors import InputError, one_line
 from hubness_pr.commands.launch import interruption, missing_package, say
 from hubness_pr.io.outputs import folder_form
 
@@ -87,13 +88,13 @@ def device_spec(text: str) -> str:
 
 
 def check_device(spec: str):
-    """The torch.device of ``--device spec``; ValueError naming the option when it is not available."""
+    """The torch.device of ``--device spec``; :class:`InputError` naming the option when it is not available."""
     from hubness_pr.engine.devices import resolve_device
 
     try:
         return resolve_device(spec)
-    except ValueError as exc:
-        raise ValueError(f"--device {spec}: {exc}") from None
+    except InputError as exc:  # resolve_device's one check: the device is not there
+        raise InputError(exc.message, option="--device", value=spec) from None
 
 
 def add_extraction_options(p: argparse.ArgumentParser) -> None:
@@ -151,7 +152,7 @@ def route_of(args) -> str:
     else 'auto'."""
     route = args.route or os.environ.get("HUBNESS_KERNELS") or "auto"
     if route not in ROUTES:
-        raise ValueError(f"HUBNESS_KERNELS={route!r}: the default of --route must be auto, fused or torch")
+        raise InputError(f"HUBNESS_KERNELS={route!r}: the default of --route must be auto, fused or torch")
     return route
 
 
@@ -176,10 +177,11 @@ class StdoutGone(Exception):
 
 def print_results(lines) -> None:
     """Print result lines to stdout. A reader that went away raises :class:`StdoutGone`; any other
-    failure (``>/dev/full``, a stdout closed with ``>&-``) an OSError naming stdout. Either way stdout
+    failure (``>/dev/full``, a stdout closed with ``>&-``) an :class:`InputError` whose file is stdout
+    (where the user sent the results). Either way stdout
     is pointed at /dev/null, so that Python's flush at exit cannot fail again."""
     if sys.stdout is None:  # no stdout at all (started with it closed, outside the scripts' launcher)
-        raise OSError("stdout: cannot write the results (stdout is closed)")
+        raise InputError("cannot write the results (stdout is closed)", file="stdout")
     try:
         sys.stdout.write("".join(line + "\n" for line in lines))
         sys.stdout.flush()
@@ -188,7 +190,7 @@ def print_results(lines) -> None:
         raise StdoutGone() from None
     except OSError as exc:
         _stdout_to_devnull()
-        raise OSError(f"stdout: cannot write the results ({exc.strerror or exc})") from None
+        raise InputError(f"cannot write the results ({exc.strerror or exc})", file="stdout") from exc
 
 
 def _stdout_to_devnull() -> None:
@@ -202,13 +204,23 @@ def _stdout_to_devnull() -> None:
     os.close(null)
 
 
-def run_main(prog: str, body, interrupted: str = "no output file was written or changed") -> int:
-    """Call ``body()``; turn input errors into one line on stderr and a non-zero exit status.
+INTERNAL_ERROR = "internal error (a bug in the toolkit, please report it):"
 
-    ValueError and OSError are the toolkit's "bad input" errors (their messages name the file or
-    option); a third-party package that is not installed is one line naming it and its install
-    command; anything else is a bug and keeps its traceback. Ctrl-C: one line, status 130; SIGTERM
-    (under the launcher): one line, status 143; stdout closed by its reader: no line, status 141.
+
+def run_main(prog: str, body, interrupted: str = "no output file was written or changed") -> int:
+    """Call ``body()``; turn bad input into one line on stderr and a non-zero exit status.
+
+    :class:`hubness_pr.errors.InputError`, and only it, is the toolkit's "bad input": the files,
+    options and outputs the user gave, including the system's refusal to read or write them (a
+    missing or unreadable file, a full disk, a stdout that cannot be written), wrapped where they
+    are opened, read or written. Its line names the file or option; status 1. A third-party
+    package that is not installed is one line naming it and its install command. Anything else
+    (a ValueError, TypeError, RuntimeError, an OSError no reader wrapped, ... of the engine or of a
+    library) is a fault of the toolkit, never shown as bad input: the line ``PROG: internal error
+    (a bug in the toolkit, please report it):`` and the traceback on stderr, status 1 (running out
+    of memory says so instead of calling itself a bug, with the traceback as well). Ctrl-C: one
+    line, status 130; SIGTERM (under the launcher): one line, status 143; stdout closed by its
+    reader: no line, status 141.
     """
     try:
         body()
@@ -216,19 +228,44 @@ def run_main(prog: str, body, interrupted: str = "no output file was written or 
         return EXIT_SIGPIPE
     except ModuleNotFoundError as exc:  # run outside the toolkit's environment (hubness_pr.commands.launch.missing_package)
         line = missing_package(exc)
-        if line is None:
+        if line is None:  # a broken installation: its traceback names what to repair
             raise
         say(f"{prog}: error: {line}")
         return EXIT_ERROR
-    except (ValueError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        say(f"{prog}: error: {message}")
+    except InputError as exc:
+        say(f"{prog}: error: {one_line(exc)}")
         return EXIT_ERROR
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM under the launcher (hubness_pr.commands.launch.Terminated)
         word, status = interruption(exc)
         say(f"{prog}: {word}; {interrupted}")
         return status
+    except Exception as exc:  # noqa: BLE001 - a fault of the toolkit: its traceback, never a line of bad input
+        _internal_error(prog, exc)
+        return EXIT_ERROR
     return EXIT_OK
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or torch's (CUDA) OutOfMemoryError: the machine's limit, not a bug (by type)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    return isinstance(oom, type) and isinstance(exc, oom)
+
+
+def _internal_error(prog: str, exc: BaseException) -> None:
+    """A fault of the toolkit (or the machine's memory): one line saying so, then the traceback, on stderr."""
+    import traceback
+
+    head = (f"{prog}: out of memory (try a smaller --memory_budget or --batch_size, or another --device):"
+            if _out_of_memory(exc) else f"{prog}: {INTERNAL_ERROR}")
+    say(head)
+    try:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # stderr itself is gone
+        pass
 
 
 def write_json(handle, payload: dict) -> None:

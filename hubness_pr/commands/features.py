@@ -16,6 +16,7 @@ import zipfile
 
 import numpy as np
 
+from hubness_pr.errors import InputError
 from hubness_pr.io.outputs import OutputFiles
 
 from hubness_pr.commands.cli import (OneLineParser, add_extraction_options, add_route_option, add_run_options, check_device, extraction_kwargs, route_of,
@@ -80,9 +81,10 @@ def _run(args) -> None:
 
     suffix = args.fname_precalc.lower().rsplit(".", 1)[-1]
     if suffix not in ("npz", "npy"):
-        raise ValueError(f"--fname_precalc {args.fname_precalc}: the output must end in .npz or .npy")
+        raise InputError(option="--fname_precalc", file=args.fname_precalc,
+                         message="the output must end in .npz or .npy")
     if suffix == "npy" and args.knn_k:
-        raise ValueError("--knn_k: a k-NN summary is stored inside .npz feature files only (a .npy output's "
+        raise InputError("--knn_k: a k-NN summary is stored inside .npz feature files only (a .npy output's "
                          "summary is cached by the metric command instead)")
     # under torchrun: each rank extracts its contiguous share of the images; rank 0 writes the file
     group, device = torchrun.from_environment(args.device)
@@ -95,6 +97,7 @@ def _run(args) -> None:
 
 
 def _extract(args, suffix: str, group, device: str) -> None:
+    from hubness_pr.commands import torchrun
     from hubness_pr.extraction.extract import shard_features
     from hubness_pr.io.store import save_features, sidecar_path, sidecar_text, write_npy_rows
 
@@ -105,7 +108,7 @@ def _extract(args, suffix: str, group, device: str) -> None:
         side = outputs.add(sidecar_path(out.requested), "--fname_precalc (its .json)") if suffix == "npy" else None
         return outputs, out, side
 
-    outputs, out, side = group.step(prepare)
+    outputs, out, side = torchrun.step(group, prepare)
     partial = out.path.with_name(out.path.name + ".partial")
     if group.active:
         partial = partial / f"rank{group.rank}-of-{group.world}"
@@ -115,7 +118,7 @@ def _extract(args, suffix: str, group, device: str) -> None:
     # gathered from several ranks' shards
     keep = suffix == "npz" and not group.active
     kwargs = dict(extraction_kwargs(args), device=device)
-    result, meta = group.step(lambda: extract_path(
+    result, meta = torchrun.step(group, lambda: extract_path(
         args.path, num_samples=args.num_samples, seed=args.seed, backbone_seed=args.seed, progress=args.progress,
         checkpoint_dir=partial, shard_size=args.checkpoint_every, keep_features=keep,
         part=(group.rank, group.world) if group.active else None, **kwargs))
@@ -126,7 +129,7 @@ def _extract(args, suffix: str, group, device: str) -> None:
     skipped = [item for _, share_skipped, _ in shares for item in share_skipped]
     shards = [f for _, _, share_shards in shares for f in share_shards]
     if not paths:
-        raise ValueError(f"{args.path}: none of the images could be decoded")
+        raise InputError(file=args.path, message="none of the images could be decoded")
     meta["skipped"] = [{"path": n, "reason": r} for n, r in skipped]
     meta["processes"] = group.world
     features = result.features if keep else None
@@ -139,7 +142,8 @@ def _extract(args, suffix: str, group, device: str) -> None:
             features = np.concatenate(list(shard_features(shards)))
         k_max = max(args.knn_k)
         if features.shape[0] < k_max + 1:
-            raise ValueError(f"--knn_k {k_max}: needs at least {k_max + 1} images, got {features.shape[0]}")
+            raise InputError(option="--knn_k", value=k_max,
+                             message=f"needs at least {k_max + 1} images, got {features.shape[0]}")
         with RunContext.build(device=device, route=route_of(args), progress=args.progress) as ctx:
             graph = nearest_neighbors(features, k_max, exact_ks=args.knn_k, ctx=ctx)
         extra = summary.summary_arrays(graph, summary.SummaryKey.of(features, k_max, args.knn_k))

@@ -10,6 +10,8 @@ appended once they are in place (:mod:`hubness_pr.reports.runlog`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
 import argparse
 import csv
 import logging
@@ -20,6 +22,7 @@ import time
 import numpy as np
 
 import hubness_pr
+from hubness_pr.errors import CacheMiss, InputError
 from hubness_pr.commands.cli import (OneLineParser, add_extraction_options, add_route_option, route_of, add_run_options, check_device, extraction_kwargs,
                           folder_path, int_at_least, nonnegative_int, output_path, positive_int, print_results,
                           run_main, setup_logging, unit_float, write_json)
@@ -39,6 +42,49 @@ from hubness_pr.reports.results import (approximate_note, to_dict, is_approximat
 log = logging.getLogger("improved_precision_recall_hubness")
 PROG = "improved_precision_recall_hubness.py"
 SMALL_SET = 100  # samples a set below which a run warns (see _warn_if_small)
+
+
+@dataclass
+class LoadedSet:
+    """One input of a run: its feature file (validated float32 features) and its rows in the input."""
+
+    data: FeatureFile
+    indices: np.ndarray
+
+    def pair(self) -> tuple:
+        """(data, indices), as the gallery takes them."""
+        return self.data, self.indices
+
+
+@dataclass
+class StoredSummary:
+    """The real set's stored k-NN summary as the run found it (hubness_pr/io/summary.py): ``graph``
+    (None: computed by this run), its ``key`` (None: no exact graph is needed or cached), the
+    ``status`` and ``path`` the JSON reports, and the ``cache`` that stores a computed graph."""
+
+    status: str
+    graph: object = None
+    key: object = None
+    path: str | None = None
+    cache: object = None
+    digest_seconds: float | None = None
+
+    def report(self) -> dict:
+        """The JSON's ``cache.real``."""
+        return {"status": self.status, **({"path": self.path} if self.path is not None else {})}
+
+
+@dataclass
+class Prepared:
+    """What :func:`_prepare` checked and loaded before the heavy work."""
+
+    options: dict
+    outputs: OutputFiles
+    planned: dict
+    real: LoadedSet
+    fake: LoadedSet
+    stored: StoredSummary
+    gallery: Gallery | None = field(default=None)
 
 
 def metric_list(text: str) -> str:
@@ -136,7 +182,7 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     return p
 
 
-def _load(path: str, what: str, args, seed: int, backbones: dict):
+def _load(path: str, what: str, args, seed: int, backbones: dict) -> LoadedSet:
     """(FeatureFile with validated float32 features, row indices in the input) for a feature file or
     for images (extracted first; the backbone is built once, kept in ``backbones`` for the other set).
     Errors name the file."""
@@ -146,15 +192,15 @@ def _load(path: str, what: str, args, seed: int, backbones: dict):
         result, meta = extract_path(path, num_samples=args.num_samples, seed=seed, progress=args.progress,
                                     backbones=backbones, **extraction_kwargs(args))
         data = FeatureFile(features=result.features, paths=result.paths, meta=meta, source=path, key="(images)")
-        return data, np.arange(result.features.shape[0])
+        return LoadedSet(data, np.arange(result.features.shape[0]))
     data = load_features(path)
     log.info("%s: %s, %s, key '%s'", what, path, "x".join(map(str, data.features.shape)), data.key)
     indices = np.arange(data.features.shape[0]) if data.features.ndim else np.arange(0)
     if args.num_samples is not None and data.features.ndim == 2:
         indices = random_subset(data.features.shape[0], args.num_samples, seed, path)
         data = data.subset(indices)
-    features = as_feature_matrix(data.features, f"{path} ({what})")
-    return FeatureFile(features, data.paths, data.meta, data.source, data.key), indices
+    features = as_feature_matrix(data.features, what, file=path)
+    return LoadedSet(replace(data, features=features), indices)
 
 
 def build_compare_parser(prog: str = PROG) -> OneLineParser:
@@ -209,33 +255,32 @@ def _run(args) -> None:
     if group.rank > 0:
         torchrun.silence()
     try:
-        prepared = group.step(lambda: _prepare(args, device_spec, group))
+        prepared = torchrun.step(group, lambda: _prepare(args, device_spec, group))
         try:
-            group.step(lambda: _same_inputs_on_every_rank(args, group, *prepared[3:6]))
-            _evaluate_and_report(args, t_start, group, *prepared)
+            torchrun.step(group, lambda: _same_inputs_on_every_rank(args, group, prepared))
+            _evaluate_and_report(args, t_start, group, prepared)
         except BaseException:
-            gallery = prepared[-1]
-            if gallery is not None:
-                gallery.abandon()
+            if prepared.gallery is not None:
+                prepared.gallery.abandon()
             raise
         finally:
-            prepared[0]["ctx"].close()  # the run's thread pool
+            prepared.options["ctx"].close()  # the run's thread pool
     finally:
         hubness_pr.engine.distributed.shutdown(group)
 
 
-def _prepare(args, device_spec: str, group):
+def _prepare(args, device_spec: str, group) -> Prepared:
     """Everything checked before the heavy work: options, outputs (rank 0), the inputs, and the real
     set's stored k-NN summary. Bad input raises here, on every rank alike."""
     if args.knn == "hnsw":
         from hubness_pr.engine.ann import load_faiss
         if args.metrics is not None and set(args.metrics.split(",")) != {"epr"}:
-            raise ValueError("--knn hnsw chooses eP&R's hubs only: use --metrics epr (exact P&R, density and "
+            raise InputError("--knn hnsw chooses eP&R's hubs only: use --metrics epr (exact P&R, density and "
                              "coverage, realism, rarity and hubness statistics need every exact neighbour)")
         try:
             load_faiss()
-        except ImportError as exc:
-            raise ValueError(str(exc)) from None
+        except ImportError as exc:  # faiss is not installed: load_faiss's line says how to install it
+            raise InputError(str(exc)) from None
         args.metrics = "epr"
     metrics, k, dc_k, hubs_k, budget, device = hubness_pr.check_options(
         metrics=args.metrics or ",".join(hubness_pr.DEFAULT_METRICS), k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k,
@@ -253,13 +298,14 @@ def _prepare(args, device_spec: str, group):
                    fd_inf_points=args.fd_inf_points)
     try:
         backbones = {}  # built once where both inputs are images
-        real, real_idx = _load(args.path_real, "real", args, args.seed, backbones)
-        fake, fake_idx = _load(args.path_fake, "fake", args, args.seed + 1, backbones)
+        real_set = _load(args.path_real, "real", args, args.seed, backbones)
+        fake_set = _load(args.path_fake, "fake", args, args.seed + 1, backbones)
+        real, fake = real_set.data, fake_set.data
         _check_extractors(args, real, fake)
         if real.features.shape[1] != fake.features.shape[1]:
-            raise ValueError(f"{args.path_fake} (fake): {fake.features.shape[1]}-dimensional features, but "
-                             f"{args.path_real} (real) has {real.features.shape[1]}: different dimensions, "
-                             "REAL and FAKE must come from the same feature extractor")
+            raise InputError(f"{fake.features.shape[1]}-dimensional features, but {args.path_real} (real) has "
+                             f"{real.features.shape[1]}: different dimensions, REAL and FAKE must come from the "
+                             "same feature extractor", file=args.path_fake, role="fake")
         if group.rank == 0:
             _warn_if_small(real, fake, k, dc_k, metrics)
         if gallery is not None:
@@ -272,10 +318,11 @@ def _prepare(args, device_spec: str, group):
         if gallery is not None:
             gallery.abandon()
         raise
-    return options, outputs, planned, (real, real_idx), (fake, fake_idx), stored, gallery
+    return Prepared(options=options, outputs=outputs, planned=planned, real=real_set, fake=fake_set, stored=stored,
+                    gallery=gallery)
 
 
-def _same_inputs_on_every_rank(args, group, real_pair, fake_pair, stored) -> None:
+def _same_inputs_on_every_rank(args, group, prepared: Prepared) -> None:
     """Under torchrun every rank reads the inputs itself: check that all read the same features (a
     digest of each set) and took the same stored k-NN summary, before any pass. Different inputs
     (a file replaced between two ranks' reads, ranks started with other arguments) are an error on
@@ -283,9 +330,9 @@ def _same_inputs_on_every_rank(args, group, real_pair, fake_pair, stored) -> Non
     every rank, and the real set's graph is computed by all of them."""
     if not group.active:
         return
-    (real, _), (fake, _) = real_pair, fake_pair
-    graph = stored["graph"]
-    mine = {"REAL": stored["key"].digest if stored.get("key") is not None else summary.content_digest(real.features),
+    real, fake, stored = prepared.real.data, prepared.fake.data, prepared.stored
+    graph = stored.graph
+    mine = {"REAL": stored.key.digest if stored.key is not None else summary.content_digest(real.features),
             "FAKE": summary.content_digest(fake.features),
             "summary": None if graph is None else
             feature_digest(graph.indices) + feature_digest(graph.sq_distances)}
@@ -294,13 +341,13 @@ def _same_inputs_on_every_rank(args, group, real_pair, fake_pair, stored) -> Non
         digests = [ranked[name] for ranked in everyone]
         other = next((rank for rank, digest in enumerate(digests) if digest != digests[0]), None)
         if other is not None:
-            raise ValueError(f"{path} ({name}): process {other} of {group.world} read other features than process 0 "
+            raise InputError(f"process {other} of {group.world} read other features than process 0 "
                              f"(sha256 {digests[other][:12]} vs {digests[0][:12]}): every process must read the same "
-                             "inputs (was the file replaced while the run started?)")
+                             "inputs (was the file replaced while the run started?)", file=path, role=name)
     if len({ranked["summary"] for ranked in everyone}) > 1:
         log.warning("real: the processes found different stored k-NN summaries (a cache written meanwhile?); "
                     "none is used, every process computes the graph")
-        stored.update(graph=None, key=None, status="computed (the processes' stored summaries differed)")
+        stored.graph, stored.key, stored.status = None, None, "computed (the processes' stored summaries differed)"
 
 
 def _check_extractors(args, real, fake) -> None:
@@ -319,7 +366,7 @@ def _check_extractors(args, real, fake) -> None:
     text = (f"{args.path_real} (real) and {args.path_fake} (fake) come from different feature extractors: "
             f"{describe_differences(differences)}")
     if not args.allow_mismatched_features:
-        raise ValueError(f"{text}; their features are not comparable (--allow_mismatched_features compares "
+        raise InputError(f"{text}; their features are not comparable (--allow_mismatched_features compares "
                          "them anyway)")
     log.warning("%s; compared anyway (--allow_mismatched_features)", text)
 
@@ -337,39 +384,49 @@ def _warn_if_small(real, fake, k: int, dc_k: int, metrics) -> None:
                     "samples of the same distributions)", k_max, ", ".join(small), floor)
 
 
-def _stored_summary(args, real, metrics, k, dc_k, ctx) -> dict:
-    """Look for the real set's k-NN summary (inside its feature file, then in the cache): a dict with
-    ``graph`` (or None), ``key``, ``status`` and ``path`` for the JSON (hubness_pr/io/summary.py)."""
+def _stored_summary(args, real, metrics, k, dc_k, ctx) -> StoredSummary:
+    """Look for the real set's k-NN summary (inside its feature file, then in the cache)
+    (hubness_pr/io/summary.py)."""
     if args.knn != "exact":  # no exact graph of the real set is computed
-        return {"graph": None, "key": None, "status": f"not used (--knn {args.knn})"}
+        return StoredSummary(status=f"not used (--knn {args.knn})")
     k_max, ks = hubness_pr.real_knn_needs(metrics, k, dc_k)
     if not k_max or args.no_cache:
-        return {"graph": None, "key": None, "status": "off" if args.no_cache else "not needed"}
+        return StoredSummary(status="off" if args.no_cache else "not needed")
+    if real.features.shape[0] <= k_max:  # too small for the graph: evaluate's size check names the set
+        return StoredSummary(status="not needed")
     t = time.perf_counter()
     key = summary.SummaryKey.of(real.features, k_max, ks)
-    found = {"graph": None, "key": key, "digest_seconds": time.perf_counter() - t}
+    digest_seconds = time.perf_counter() - t
     try:  # arrays knn_* inside the feature file, read no larger than the key allows
-        stored = read_arrays(real.source, summary.summary_shapes(key)) if real.key != "(images)" else None
-        if stored:
-            found.update(graph=summary.graph_from_arrays(stored, key, real.features, ctx=ctx), status="reused",
-                         path=real.source)
+        arrays = read_arrays(real.source, summary.summary_shapes(key)) if real.key != "(images)" else None
+        if arrays:
+            graph = summary.graph_from_arrays(arrays, key, real.features, ctx=ctx)
             log.info("real: k-NN summary reused from %s", real.source)
-            return found
-    except ValueError as exc:
+            return StoredSummary(status="reused", graph=graph, key=key, path=real.source,
+                                 digest_seconds=digest_seconds)
+    except InputError as exc:
         log.warning("real: the k-NN summary inside %s is not used: %s", real.source, exc)
     cache = summary.SummaryCache(args.cache_dir or summary.SummaryCache.default_folder())
-    graph, message = cache.load(key, real.features, ctx=ctx)
-    (log.info if graph is not None or message.startswith("no cached") else log.warning)("real: %s", message)
-    found.update(graph=graph, cache=cache, status="reused" if graph is not None else
-                 "computed" if message.startswith("no cached") else
-                 f"computed (not cached: {cache.refused})" if cache.refused else
-                 "recomputed (the stored one was not valid)", path=str(cache.path(key)))
+    found = StoredSummary(status="computed", key=key, cache=cache, path=str(cache.path(key)),
+                          digest_seconds=digest_seconds)
+    try:
+        lookup = cache.lookup(key, real.features, ctx=ctx)
+    except CacheMiss as miss:  # the ordinary first run against this real set
+        log.info("real: %s", miss)
+        return found
+    (log.info if lookup.graph is not None else log.warning)("real: %s", lookup.message)
+    found.graph = lookup.graph
+    found.status = ("reused" if lookup.graph is not None else
+                    f"computed (not cached: {cache.refused})" if cache.refused else
+                    "recomputed (the stored one was not valid)")
     return found
 
 
-def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_pair, fake_pair, stored,
-                         gallery) -> None:
-    (real, real_idx), (fake, fake_idx) = real_pair, fake_pair
+def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
+    options, outputs, planned = prepared.options, prepared.outputs, prepared.planned
+    stored, gallery = prepared.stored, prepared.gallery
+    real, real_idx = prepared.real.pair()
+    fake, fake_idx = prepared.fake.pair()
     metrics, k, dc_k = options["metrics"], options["k"], options["dc_k"]
     ctx = options["ctx"]
     t_loaded = time.perf_counter()
@@ -379,23 +436,23 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
                                    sample=args.hnsw_check, seed=args.seed,
                                    min_recall=args.hnsw_min_recall if args.hnsw_check else 0.0,
                                    max_ef_search=args.hnsw_max_ef)
-    real_knn = stored["graph"]
-    if real_knn is None and stored.get("key") is not None:  # compute it once, keep it for later runs
-        key = stored["key"]
+    real_knn = stored.graph
+    if real_knn is None and stored.key is not None:  # compute it once, keep it for later runs
+        key = stored.key
         real_knn = hubness_pr.nearest_neighbors(real.features, key.k_max, exact_ks=key.exact_ks, desc="k-NN real",
                                              ctx=ctx)
         if group.rank == 0:
-            log.info("real: %s", stored["cache"].store(key, real_knn))
+            log.info("real: %s", stored.cache.store(key, real_knn))
     try:
         evaluation = hubness_pr.evaluate(real=real.features, fake=fake.features, real_knn=real_knn, knn=args.knn,
                                       hnsw=hnsw, **options)
-    except ValueError as exc:  # "fake has 3 samples; k=3 needs at least 4 ...": name the file
-        data = {"real": real, "fake": fake}.get(str(exc).split(" ", 1)[0])
-        if data is None:
+    except InputError as exc:  # "fake has 3 samples; k=3 needs at least 4 ...": the set by its role, named by its file
+        data = {"real": real, "fake": fake}.get(exc.role)
+        if data is None or exc.file is not None:
             raise
-        raise ValueError(f"{data.source}: {exc}") from None
+        raise exc.located(file=data.source, show_role=False) from None  # (its message starts with the role)
     timings = dict(evaluation.timings, load=t_loaded - t_start)
-    if real_knn is not None and stored["status"] != "reused":
+    if real_knn is not None and stored.status != "reused":
         timings["knn_real"] = time.perf_counter() - t_loaded - evaluation.timings["total"]
     if hnsw is not None and group.rank == 0:
         log.warning("%s", approximate_note(evaluation))
@@ -413,7 +470,7 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
     payload = to_dict(evaluation)
     payload["params"].update(seed=args.seed, num_samples=args.num_samples)
     payload["timings"], payload["seconds"] = timings, seconds
-    payload["cache"] = {"real": {key: stored[key] for key in ("status", "path") if key in stored}}
+    payload["cache"] = {"real": stored.report()}
     versions = runlog.versions()
     title = (f"{os.path.basename(fake.source)} ({evaluation.n_fake} generated) vs "
              f"{os.path.basename(real.source)} ({evaluation.n_real} real), k={k}"
@@ -441,7 +498,7 @@ def _evaluate_and_report(args, t_start, group, options, outputs, planned, real_p
             with planned["plot"].open() as handle:
                 write_plot(handle, evaluation, real_rarity, title)
         if gallery is not None:
-            note = gallery.write(evaluation, {"real": (real, real_idx), "fake": (fake, fake_idx)}, title)
+            note = gallery.write(evaluation, {"real": prepared.real.pair(), "fake": prepared.fake.pair()}, title)
     if note:
         log.warning("%s", note)
     print_results(summary_lines(evaluation, seconds))
@@ -462,12 +519,12 @@ def _compare(args) -> None:
         label = "" if len(files) == 1 else f"{os.path.basename(path)}:"
         runs += [(f"{label}{number}", record) for number, record in found]
     if not runs:
-        raise ValueError(f"{', '.join(files)}: no run records (write them with --log FILE.jsonl)")
+        raise InputError(f"{', '.join(files)}: no run records (write them with --log FILE.jsonl)")
     columns = getattr(args, "columns", None)
     if columns is not None:
         absent = [c for c in columns if all(runlog.lookup(r["metrics"], c) is None for _, r in runs)]
         if absent:
-            raise ValueError(f"--columns: no run has {absent[0]!r} (names as the metric command prints them, "
+            raise InputError(f"--columns: no run has {absent[0]!r} (names as the metric command prints them, "
                              "e.g. pr.precision, hubness.fake.skewness)")
     header, rows, metric_columns = runlog.comparison(runs, columns)
     if "plot" in planned:  # bars need numbers: a column of text or objects (--columns pr) cannot be drawn
@@ -476,7 +533,7 @@ def _compare(args) -> None:
             label, value = next(((row[0], row[j]) for row in rows if row[j] is not None and (
                 isinstance(row[j], bool) or not isinstance(row[j], (int, float)))), (None, None))
             if label is not None:
-                raise ValueError(f"--plot: column {column!r} of run {label} is {json_kind(value)}, not a number "
+                raise InputError(f"--plot: column {column!r} of run {label} is {json_kind(value)}, not a number "
                                  "that can be drawn (choose numeric --columns)")
     with outputs:
         if "csv" in planned:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hubness_pr.errors import InputError
 from hubness_pr.commands.cli import (OneLineParser, add_run_options, check_device, nonnegative_int, positive_int, print_results,
                         run_main, setup_logging, write_json)
 from hubness_pr.io.outputs import OutputFiles, check_output_path
@@ -61,7 +62,7 @@ def _bounded(kind, low, high=None, strict: bool = False):
 def _counts(text: str) -> str:
     try:
         return ",".join(map(str, parse_counts(text).values()))
-    except ValueError:
+    except InputError:
         raise argparse.ArgumentTypeError(f"expected four positive integers train,val,database,query, "
                                          f"got {text!r}") from None
 
@@ -138,11 +139,11 @@ def topn_grid(n_database: int) -> list[int]:
 def _backbone(args) -> str:
     if args.dataset == "features":
         if args.backbone not in (None, "mlp"):
-            raise ValueError(f"--dataset features trains the hash head on the feature vectors: --backbone mlp "
+            raise InputError(f"--dataset features trains the hash head on the feature vectors: --backbone mlp "
                              f"(or none), not {args.backbone}")
         return "mlp"
     if args.backbone == "mlp":
-        raise ValueError("--backbone mlp needs --dataset features (feature vectors, not images)")
+        raise InputError("--backbone mlp needs --dataset features (feature vectors, not images)")
     return args.backbone or "googlenet"
 
 
@@ -181,7 +182,7 @@ def apply_checkpoint_options(args, given: set, payload: dict, path) -> None:
         if key not in stored:  # a checkpoint of an earlier version without it
             continue
         if key in given and not _same(key, getattr(args, key), stored[key]):
-            raise ValueError(f"--{key} {_shown(getattr(args, key))}: the checkpoint {path} was trained with "
+            raise InputError(f"--{key} {_shown(getattr(args, key))}: the checkpoint {path} was trained with "
                              f"--{key} {_shown(stored[key])}; "
                              f"with --test, leave the option out or give the checkpoint's value")
         setattr(args, key, stored[key])

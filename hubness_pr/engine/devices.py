@@ -6,9 +6,12 @@ import contextlib
 
 import torch
 
+from hubness_pr.errors import InputError
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Map ``'auto' | 'cpu' | 'cuda' | 'cuda:N'`` (or a torch.device) to a usable torch.device."""
+    """Map ``'auto' | 'cpu' | 'cuda' | 'cuda:N'`` (or a torch.device) to a usable torch.device;
+    :class:`InputError` (``role="device"``) for a device that is not here or a name that is none."""
     if isinstance(device, torch.device):
         spec = str(device)
     else:
@@ -19,12 +22,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cpu")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device {spec!r} was requested but CUDA is not available here; use --device cpu")
+            raise InputError(f"device {spec!r} was requested but CUDA is not available here; use --device cpu",
+                             role="device")
         dev = torch.device(spec)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+            raise InputError(f"device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible",
+                             role="device")
         return dev
-    raise ValueError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {spec!r} instead.")
+    raise InputError(f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Got {spec!r} instead.",
+                     role="device")
 
 
 @contextlib.contextmanager

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hubness_pr.errors import InputError
+
 
 # torch.distributed reductions of the table's rules (hubness_pr.engine.reductions) (argmax is two steps, see Group.combine)
 _OPS = {"any": "MAX", "sum": "SUM", "min": "MIN"}
@@ -108,28 +110,31 @@ class Group:
         return out.to(value.device)
 
     def step(self, fn):
-        """Run ``fn()`` on every rank and agree on the outcome: if it raised a bad-input error
-        (ValueError, OSError, TypeError) on any rank, every rank raises (the failing rank its own
-        error, the others one naming that rank and its message), so that no rank goes on into a
-        collective the others never reach."""
+        """Run ``fn()`` on every rank and agree on the outcome: if it raised on any rank, every rank
+        raises (the failing rank its own error, the others one naming that rank and its line: an
+        :class:`InputError` where the failure was bad input, by its type, a RuntimeError where it
+        was a fault), so that no rank goes on into a collective the others never reach."""
         error = None
         try:
             result = fn()
-        except (ValueError, OSError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every rank must hear of it; re-raised below
             error, result = exc, None
         if not self.active:
             if error is not None:
                 raise error
             return result
         messages = [None] * self.world
-        text = None if error is None else (str(error).strip().splitlines() or [type(error).__name__])[0]
+        text = None if error is None else (isinstance(error, InputError),
+                                           (str(error).strip().splitlines() or [type(error).__name__])[0])
         torch.distributed.all_gather_object(messages, text)
         if error is not None:
             raise error
         failed = [(rank, message) for rank, message in enumerate(messages) if message is not None]
         if failed:
-            rank, message = failed[0]
-            raise ValueError(f"process {rank} of {self.world}: {message}")
+            rank, (bad_input, message) = failed[0]
+            if bad_input:
+                raise InputError(f"process {rank} of {self.world}: {message}")
+            raise RuntimeError(f"process {rank} of {self.world} failed: {message}")
         return result
 
     def gather_objects(self, obj) -> list:

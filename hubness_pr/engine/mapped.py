@@ -23,6 +23,8 @@ import os
 import numpy as np
 import torch
 
+from hubness_pr.errors import InputError
+
 
 def mapped_file(array) -> tuple[str, int] | None:
     """``(path, byte offset of row 0)`` of a C-contiguous 2-D view of a memory-mapped file
@@ -60,7 +62,7 @@ class MappedRows:
     def __init__(self, array: np.memmap, name: str | None = None):
         where = mapped_file(array)
         if where is None:
-            raise ValueError("MappedRows needs a C-contiguous 2-D numpy.memmap")
+            raise InputError("MappedRows needs a C-contiguous 2-D numpy.memmap")
         self.path, self.offset = where
         self.name = name or self.path
         self.source_dtype = array.dtype
@@ -79,10 +81,10 @@ class MappedRows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def _short(self) -> ValueError:
+    def _short(self) -> InputError:
         size = os.fstat(self._fd).st_size
         need = self.offset + self.shape[0] * self.row_bytes
-        return ValueError(f"{self.name}: the file is {size} bytes, shorter than the {self.shape[0]} x "
+        return InputError(file=self.name, message=f"the file is {size} bytes, shorter than the {self.shape[0]} x "
                           f"{self.shape[1]} {self.source_dtype} rows of its header need ({need} bytes): it was "
                           "truncated while this run read it")
 

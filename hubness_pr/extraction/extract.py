@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 
+from hubness_pr.errors import InputError
 from hubness_pr.engine.devices import exact_matmul, resolve_device
 from hubness_pr.validation import check_int
 from hubness_pr.version import __version__
@@ -58,7 +59,8 @@ class Extraction:
 
 class _Prepared(Dataset):
     """Image ``start + i`` of the source, prepared for the network; a decoding error is returned, not
-    raised, so that the main process can name the file in one line (or skip it)."""
+    raised, so that the main process can name the file in one line (or skip it): the
+    :class:`InputError` itself, with its ``file``."""
 
     def __init__(self, source: ImageSource, prepare, start: int, stop: int):
         self.source, self.prepare, self.start, self.stop = source, prepare, start, stop
@@ -69,9 +71,9 @@ class _Prepared(Dataset):
     def __getitem__(self, i):
         index = self.start + i
         try:
-            return index, self.prepare(self.source.read(index)), ""
-        except ValueError as exc:
-            return index, None, str(exc)
+            return index, self.prepare(self.source.read(index)), None
+        except InputError as exc:  # bad input only: any other exception is a fault and stops the run
+            return index, None, exc  # (picklable with its fields, from a worker process)
 
 
 def _collate(items):
@@ -156,25 +158,25 @@ class _Checkpoint:
         with np.load(shard, allow_pickle=False) as data:
             recorded = data["range"]
             if recorded.shape != (2,) or recorded.dtype.kind not in "iu":
-                raise ValueError(f"range is {recorded.dtype} {recorded.shape}, expected 2 integers")
+                raise InputError(f"range is {recorded.dtype} {recorded.shape}, expected 2 integers")
             first, stop = int(recorded[0]), int(recorded[1])
             if first != start:
                 return None
             if shard.name != f"shard_{first:010d}_{stop:010d}.npz" or not start <= stop <= len(self.names):
-                raise ValueError(f"range {first}-{stop} does not match the file name or the {len(self.names)} images")
+                raise InputError(f"range {first}-{stop} does not match the file name or the {len(self.names)} images")
             indices = data["indices"]
             feats = data["features"]  # read in full even with keep=False: a damaged file fails here, not later
             names, reasons = data["skipped_names"], data["skipped_reasons"]
         if indices.dtype != np.int64 or indices.ndim != 1:
-            raise ValueError(f"indices are {indices.dtype} {indices.shape}, expected int64 (n,)")
+            raise InputError(f"indices are {indices.dtype} {indices.shape}, expected int64 (n,)")
         if len(indices) and (indices[0] < start or indices[-1] >= stop or np.any(np.diff(indices) <= 0)):
-            raise ValueError(f"indices are not increasing within {start}-{stop}")
+            raise InputError(f"indices are not increasing within {start}-{stop}")
         if feats.dtype != np.float32 or feats.shape != (len(indices), self.dim):
-            raise ValueError(f"features are {feats.dtype} {feats.shape}, expected float32 ({len(indices)}, {self.dim})")
+            raise InputError(f"features are {feats.dtype} {feats.shape}, expected float32 ({len(indices)}, {self.dim})")
         missing = np.setdiff1d(np.arange(start, stop), indices)
         if names.ndim != 1 or reasons.shape != names.shape or \
                 names.tolist() != [self.names[i] for i in missing.tolist()]:
-            raise ValueError(f"{len(indices)} feature rows and {names.size} skipped image(s) for the "
+            raise InputError(f"{len(indices)} feature rows and {names.size} skipped image(s) for the "
                              f"{stop - start} images {start}-{stop}")
         skipped = list(zip(names.tolist(), reasons.tolist()))
         return indices.copy(), feats.copy() if keep else None, skipped, stop
@@ -224,13 +226,13 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
     check_int(batch_size, "batch_size", "extract_features", 1)
     dev = resolve_device(device)
     if half and dev.type != "cuda":
-        raise ValueError("--half needs a CUDA device (float16 inference on the CPU is slow and inexact)")
+        raise InputError("--half needs a CUDA device (float16 inference on the CPU is slow and inexact)")
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1)
     network = backbone.inference_network(dev, half=half)
 
     if not keep_features and not checkpoint_dir:
-        raise ValueError("keep_features=False needs a checkpoint_dir: the features stay in its shards")
+        raise InputError("keep_features=False needs a checkpoint_dir: the features stay in its shards")
     ckpt = _Checkpoint(checkpoint_dir, fingerprint(source, backbone, half), source.names,
                        backbone.dim) if checkpoint_dir else None
     start, parts, skipped = ckpt.load(keep_features) if ckpt else (0, [], [])
@@ -256,9 +258,12 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
             tqdm(total=n, initial=start, unit="img", desc=f"{backbone.name} features",
                  disable=None if progress is None else not progress) as bar:
         for indices, batch, errors in loader:
-            for index, reason in errors:
+            for index, error in errors:
                 if not skip_bad:
-                    raise ValueError(f"{reason} (use --skip_bad to skip undecodable images)")
+                    raise InputError(f"{error.message} (use --skip_bad to skip undecodable images)", file=error.file,
+                                     option=error.option, role=error.role, value=error.value,
+                                     show_role=error.show_role) from None
+                reason = str(error)
                 log.warning("skipped %s", reason)
                 pending_skip.append((source.names[index], reason))
             if batch is not None:
@@ -271,7 +276,7 @@ def extract_features(source: ImageSource, backbone: Backbone, *, batch_size: int
     flush(n)
     order = np.concatenate([i for i, _, _ in parts]) if parts else np.zeros(0, np.int64)
     if len(order) == 0 and n and keep_features:
-        raise ValueError(f"{source.root}: none of the {n} images could be decoded")
+        raise InputError(file=source.root, message=f"none of the {n} images could be decoded")
     paths = [source.names[i] for i in order]
     if not keep_features:
         return Extraction(features=None, paths=paths, skipped=skipped, shards=[f for _, _, f in parts],
@@ -288,8 +293,8 @@ def shard_features(shards) -> iter:
             with np.load(shard, allow_pickle=False) as data:
                 feats = np.ascontiguousarray(data["features"], dtype=np.float32)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{shard}: checkpoint shard damaged since it was checked ({exc}); "
-                             "run the same command again to recompute it") from None
+            raise InputError(file=shard, message=f"checkpoint shard damaged since it was checked ({exc}); "
+                             "run the same command again to recompute it") from exc
         yield feats
 
 

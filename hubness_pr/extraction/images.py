@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from hubness_pr.errors import InputError
 from hubness_pr.io.store import ZIP_READ_ERRORS, npz_array, npz_header, read_bounded
 
 try:  # optional fast PNG decoder
@@ -52,15 +53,15 @@ def _png_header(data: bytes):
     return width, height, data[24], data[25]
 
 
-def _too_large(name: str, size: str = "") -> ValueError:
-    return ValueError(f"{name}: image too large{size}: over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+def _too_large(name: str, size: str = "") -> InputError:
+    return InputError(file=name, message=f"image too large{size}: over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
                       "(PIL.Image.MAX_IMAGE_PIXELS), not decoded (a decompression bomb?)")
 
 
 def _check_size(width: int, height: int, name: str) -> None:
     """Refuse, from the header, an image with too many pixels (a decompression bomb) or none."""
     if width == 0 or height == 0:
-        raise ValueError(f"{name}: the image is empty ({width} x {height} pixels)")
+        raise InputError(file=name, message=f"the image is empty ({width} x {height} pixels)")
     if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
         raise _too_large(name, f" ({width} x {height} = {width * height:,} pixels)")
 
@@ -83,7 +84,8 @@ def _check_bytes(size: int, name: str, size_text: str | None = None) -> None:
     """Refuse an image file of more than :func:`max_file_bytes` bytes, before reading it."""
     limit = max_file_bytes()
     if limit is not None and size > limit:
-        raise ValueError(f"{name}: {size_text or f'{size:,} bytes'}, over the limit of {limit:,} bytes for one "
+        raise InputError(file=name,
+                         message=f"{size_text or f'{size:,} bytes'}, over the limit of {limit:,} bytes for one "
                          f"image ({_BYTES_PER_PIXEL} bytes a pixel at PIL.Image.MAX_IMAGE_PIXELS = "
                          f"{Image.MAX_IMAGE_PIXELS:,}, plus {_METADATA_BYTES // 2**20} MiB), not read")
 
@@ -92,9 +94,9 @@ _FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_IS
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def _not_regular(name: str, mode: int) -> ValueError:
+def _not_regular(name: str, mode: int) -> InputError:
     kind = next((text for test, text in _FILE_KINDS if test(mode)), "not a regular file")
-    return ValueError(f"{name}: not a regular file ({kind}), not read")
+    return InputError(file=name, message=f"not a regular file ({kind}), not read")
 
 
 def read_image_file(path) -> bytes:
@@ -116,7 +118,7 @@ def read_image_file(path) -> bytes:
                 raise _not_regular(name, mode)
             data = read_bounded(handle, limit)
     except OSError as exc:
-        raise ValueError(f"{name}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(file=name, message=f"cannot read ({exc.strerror or exc})") from exc
     if limit is not None and len(data) > limit:  # grew since the check
         _check_bytes(len(data), name, f"more than {limit:,} bytes")
     return data
@@ -139,7 +141,7 @@ def to_rgb8(arr: np.ndarray) -> np.ndarray:
 def decode_image(data: bytes, name: str, use_pyspng: bool = True) -> np.ndarray:
     """Decode an encoded image to (H, W, 3) uint8 RGB; ValueError naming ``name`` if it cannot be."""
     if not data:
-        raise ValueError(f"{name}: empty file, not an image")
+        raise InputError(file=name, message="empty file, not an image")
     header = _png_header(data)
     if header is not None:
         _check_size(header[0], header[1], name)
@@ -148,7 +150,8 @@ def decode_image(data: bytes, name: str, use_pyspng: bool = True) -> np.ndarray:
         try:
             return to_rgb8(pyspng.load(data))
         except Exception as exc:  # pyspng raises RuntimeError/ValueError for damaged data
-            raise ValueError(f"{name}: cannot decode PNG ({str(exc).strip() or type(exc).__name__})") from None
+            raise InputError(file=name,
+                             message=f"cannot decode PNG ({str(exc).strip() or type(exc).__name__})") from None
     try:
         with warnings.catch_warnings():
             # PIL warns above MAX_IMAGE_PIXELS and refuses above twice that: refuse both, from the header
@@ -172,8 +175,9 @@ def decode_image(data: bytes, name: str, use_pyspng: bool = True) -> np.ndarray:
 _PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error)
 
 
-def _cannot_decode(name: str, exc: BaseException) -> ValueError:
-    return ValueError(f"{name}: cannot decode image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+def _cannot_decode(name: str, exc: BaseException) -> InputError:
+    return InputError(file=name,
+                      message=f"cannot decode image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
 
 
 # ----------------------------------------------------------------------------------------- sources
@@ -259,7 +263,7 @@ def _walk_images(root: Path) -> list[str]:
             seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            raise ValueError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
+            raise InputError(file=folder, message=f"cannot list the folder ({exc.strerror or exc})") from exc
         subfolders = []
         for entry in entries:
             try:
@@ -306,11 +310,11 @@ class ZipSource(ImageSource):
             with zipfile.ZipFile(path) as archive:
                 listed = [n for n in archive.namelist() if is_image_name(n) and not n.endswith("/")]
         except (zipfile.BadZipFile, OSError) as exc:
-            raise ValueError(f"{path}: not a readable zip archive ({exc})") from None
+            raise InputError(file=path, message=f"not a readable zip archive ({exc})") from exc
         counts = collections.Counter(listed)
         twice = sorted(n for n, count in counts.items() if count > 1)
         if twice:
-            raise ValueError(f"{path}: the member {twice[0]} is in the archive {counts[twice[0]]} times "
+            raise InputError(file=path, message=f"the member {twice[0]} is in the archive {counts[twice[0]]} times "
                              f"({len(twice)} image name(s) held more than once): which one is the image?")
         names = sorted(counts)
         super().__init__(str(path), names)
@@ -334,7 +338,7 @@ class ZipSource(ImageSource):
             with self._open().open(info) as member:
                 data = read_bounded(member, limit)
         except (*ZIP_READ_ERRORS, KeyError) as exc:
-            raise ValueError(f"{where}: cannot read from the archive ({exc})") from None
+            raise InputError(file=where, message=f"cannot read from the archive ({exc})") from None
         if limit is not None and len(data) > limit:
             _check_bytes(len(data), where, f"more than {limit:,} bytes inflated")
         return decode_image(data, where)
@@ -349,7 +353,7 @@ class ZipSource(ImageSource):
             archive = self._open()
             return [f"{info.file_size}:{info.CRC:08x}" for info in map(archive.getinfo, self.names)]
         except (zipfile.BadZipFile, OSError, KeyError) as exc:
-            raise ValueError(f"{self.root}: not a readable zip archive ({exc})") from None
+            raise InputError(file=self.root, message=f"not a readable zip archive ({exc})") from exc
 
 
 class ArraySource(ImageSource):
@@ -361,18 +365,19 @@ class ArraySource(ImageSource):
         path = Path(path)
         array = _load_image_array(path)
         if array.ndim != 4:
-            raise ValueError(f"{path}: expected a 4-D uint8 image array (N, H, W, C) or (N, C, H, W), "
+            raise InputError(file=path, message="expected a 4-D uint8 image array (N, H, W, C) or (N, C, H, W), "
                              f"got shape {array.shape}")
         if array.dtype != np.uint8:
-            raise ValueError(f"{path}: expected uint8 images, got dtype {array.dtype}")
+            raise InputError(file=path, message=f"expected uint8 images, got dtype {array.dtype}")
         if 0 in array.shape:
-            raise ValueError(f"{path}: the image array is empty (shape {array.shape})")
+            raise InputError(file=path, message=f"the image array is empty (shape {array.shape})")
         if array.shape[-1] in (1, 3, 4):
             self.layout = "NHWC"
         elif array.shape[1] in (1, 3, 4):
             self.layout = "NCHW"
         else:
-            raise ValueError(f"{path}: cannot tell the channel axis of shape {array.shape} (need 1, 3 or 4 channels)")
+            raise InputError(file=path,
+                             message=f"cannot tell the channel axis of shape {array.shape} (need 1, 3 or 4 channels)")
         self.array = array
         width = len(str(max(0, array.shape[0] - 1)))
         super().__init__(str(path), [f"{i:0{width}d}" for i in range(array.shape[0])])
@@ -397,12 +402,12 @@ class ListSource(_FileSource):
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read the image list ({exc})") from None
+            raise InputError(file=path, message=f"cannot read the image list ({exc})") from exc
         names = sorted({line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")})
         self.base = path.parent
         missing = [n for n in names if not (self.base / n).exists()]  # a FIFO or a folder fails when read, with its kind
         if missing:
-            raise ValueError(f"{path}: {len(missing)} listed file(s) do not exist, e.g. {missing[0]}")
+            raise InputError(file=path, message=f"{len(missing)} listed file(s) do not exist, e.g. {missing[0]}")
         super().__init__(str(path), names)
 
     def path_of(self, index: int) -> Path:
@@ -423,13 +428,14 @@ def _load_image_array(path: Path, header_only: bool = False):
             keys = list(data.files)
             key = next((k for k in _IMAGE_ARRAY_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
             if key is None:
-                raise ValueError(f"{path}: {len(keys)} arrays ({', '.join(keys) or 'none'}) and none named "
+                raise InputError(file=path, message=f"{len(keys)} arrays ({', '.join(keys) or 'none'}) and none named "
                                  f"{', '.join(_IMAGE_ARRAY_KEYS)}")
             return (npz_header if header_only else npz_array)(data, key, str(path))
     except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        if isinstance(exc, ValueError) and str(exc).startswith(str(path)):  # ours: names the file already
+        if isinstance(exc, InputError):  # ours: names the file already
             raise
-        raise ValueError(f"{path}: not a readable .npy/.npz array of images ({str(exc).splitlines()[0]})") from None
+        raise InputError(file=path,
+                         message=f"not a readable .npy/.npz array of images ({str(exc).splitlines()[0]})") from exc
 
 
 def is_image_array_file(path) -> bool:
@@ -455,7 +461,7 @@ def open_source(path) -> ImageSource:
     """The image source at ``path``: a folder, a .zip, a .npy/.npz of uint8 images or a list file."""
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"{path}: no such file or folder")
+        raise InputError(file=path, message="no such file or folder")
     mode = path.stat().st_mode
     if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):  # a FIFO or a device would hang or never end
         raise _not_regular(str(path), mode)
@@ -468,7 +474,8 @@ def open_source(path) -> ImageSource:
     elif path.suffix.lower() in LIST_EXTENSIONS:
         source = ListSource(path)
     else:
-        raise ValueError(f"{path}: not an image folder, .zip, .npy/.npz image array or list file (.txt)")
+        raise InputError(file=path, message="not an image folder, .zip, .npy/.npz image array or list file (.txt)")
     if len(source) == 0:
-        raise ValueError(f"{path}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)} in any letter case)")
+        raise InputError(file=path,
+                         message=f"no images found (looked for {', '.join(IMAGE_EXTENSIONS)} in any letter case)")
     return source

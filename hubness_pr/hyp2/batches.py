@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hubness_pr.errors import InputError
 from hubness_pr.hyp2.splits import Split
 
 
@@ -24,18 +25,18 @@ class _Prepared(Dataset):
     def __getitem__(self, i):
         try:
             image = self.split.source.read(i)
-        except ValueError as exc:
-            return i, None, str(exc)
+        except InputError as exc:  # an image that cannot be read; any other exception stops the run
+            return i, None, exc  # (picklable with its fields, from a worker process)
         if self.flip and np.random.default_rng([self.seed, self.epoch, i]).random() < 0.5:
             image = image[:, ::-1]
-        return i, self.prepare(np.ascontiguousarray(image)), ""
+        return i, self.prepare(np.ascontiguousarray(image)), None
 
 
 def _collate(items):
     errors = [e for _, x, e in items if x is None]
     if errors:
         return None, None, errors[0]
-    return [i for i, _, _ in items], torch.stack([x for _, x, _ in items]), ""
+    return [i for i, _, _ in items], torch.stack([x for _, x, _ in items]), None
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -57,6 +58,6 @@ def batches(split: Split, prepare, *, batch_size: int, order=None, train: bool =
     loader = DataLoader(_Prepared(split, prepare, train, seed, epoch), batch_sampler=chunks, num_workers=num_workers,
                         collate_fn=_collate)
     for idx, inputs, error in loader:
-        if error:
-            raise ValueError(error)
+        if error is not None:
+            raise error.located()  # the reader's InputError, its file and role kept
         yield idx, inputs, labels[idx]

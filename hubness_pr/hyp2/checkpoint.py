@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from hubness_pr.errors import InputError
 from hubness_pr.io.outputs import atomic_write
 
 FORMAT = "hyp2 checkpoint v1"
@@ -47,33 +48,38 @@ def load_checkpoint(path) -> dict:
     """The checkpoint at ``path``, checked (module docstring); ValueError (one line) otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no checkpoint here; train first (the same command without --test) "
-                         f"or name one with --checkpoint")
+        raise _bad(path, "no checkpoint here; train first (the same command without --test) "
+                         "or name one with --checkpoint")
     try:
         is_zip = zipfile.is_zipfile(path)
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
+        raise _bad(path, f"cannot read the checkpoint ({exc.strerror or exc})") from None
     if not is_zip:
-        raise ValueError(f"{path}: not a HyP² checkpoint (not a torch.save zip archive: another format, "
-                         f"such as a plain pickle, or a truncated file)")
+        raise _bad(path, "not a HyP² checkpoint (not a torch.save zip archive: another format, "
+                         "such as a plain pickle, or a truncated file)")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols and formats: the line below says it
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise ValueError(f"{path}: not a HyP² checkpoint (it holds objects or pickle instructions other than "
-                         f"those of tensors and plain values; refused unread)") from None
+        raise _bad(path, "not a HyP² checkpoint (it holds objects or pickle instructions other than "
+                         "those of tensors and plain values; refused unread)") from None
     except Exception as exc:  # torch raises many types for foreign or damaged files
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ValueError(f"{path}: not a readable checkpoint ({first})") from None
+        raise _bad(path, f"not a readable checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a HyP² checkpoint of this toolkit")
+        raise _bad(path, "not a HyP² checkpoint of this toolkit")
     check_payload(payload, path)
     return payload
 
 
-def _damaged(path, what: str) -> ValueError:
-    return ValueError(f"{path}: damaged checkpoint: {what}")
+def _bad(path, message: str) -> InputError:
+    """Bad input in the checkpoint ``path``: ``PATH: message`` (the role, "checkpoint", is a field only)."""
+    return InputError(message, file=path, role="checkpoint", show_role=False)
+
+
+def _damaged(path, what: str) -> InputError:
+    return _bad(path, f"damaged checkpoint: {what}")
 
 
 def check_payload(payload: dict, path) -> None:
@@ -136,4 +142,4 @@ def check_compatible(payload: dict, path, *, backbone: str, hash_bit: int, num_c
     held = {key: payload.get(key) for key in asked}
     if held != asked:
         diff = ", ".join(f"{k} {held[k]} (asked {asked[k]})" for k in asked if held[k] != asked[k])
-        raise ValueError(f"{path}: checkpoint of another architecture: {diff}")
+        raise _bad(path, f"checkpoint of another architecture: {diff}")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hubness_pr.errors import InputError
 from hubness_pr.extraction.images import FolderSource, ImageSource
 from hubness_pr.io.outputs import atomic_write
 from hubness_pr.io.store import load_features
@@ -72,7 +73,7 @@ def check_unique(path, names, line_numbers) -> None:
     repeat = first_repeat(names, line_numbers)
     if repeat:
         name, number, first = repeat
-        raise ValueError(f"{path}:{number}: {name!r} is listed again (first on line {first}); "
+        raise InputError(f"{path}:{number}: {name!r} is listed again (first on line {first}); "
                          f"each item must appear once")
 
 
@@ -83,7 +84,7 @@ def read_name_list(path, whole_line: bool = False) -> list:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the list ({getattr(exc, 'strerror', None) or exc})") from None
+        raise InputError(file=path, message=f"cannot read the list ({getattr(exc, 'strerror', None) or exc})") from exc
     rows = [(line.strip() if whole_line else line.split()[0], number)
             for number, line in enumerate(lines, 1) if line.strip()]
     check_unique(path, [name for name, _ in rows], [number for _, number in rows])
@@ -98,7 +99,8 @@ def parse_label_rows(path, num_classes: int | None, with_names: bool):
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the label list ({getattr(exc, 'strerror', None) or exc})") from None
+        raise InputError(file=path,
+                         message=f"cannot read the label list ({getattr(exc, 'strerror', None) or exc})") from exc
     names, numbers, rows = [], [], []
     for number, line in enumerate(lines, 1):
         tokens = line.split()
@@ -110,13 +112,13 @@ def parse_label_rows(path, num_classes: int | None, with_names: bool):
             tokens = tokens[1:]
         width = num_classes if num_classes is not None else len(tokens)
         if len(tokens) != width or width < 2:
-            raise ValueError(f"{path}:{number}: {len(tokens)} labels, expected {width if width >= 2 else '>= 2'}")
+            raise InputError(f"{path}:{number}: {len(tokens)} labels, expected {width if width >= 2 else '>= 2'}")
         if any(t not in ("0", "1") for t in tokens):
-            raise ValueError(f"{path}:{number}: labels must be 0 or 1, got {' '.join(tokens)[:60]}")
+            raise InputError(f"{path}:{number}: labels must be 0 or 1, got {' '.join(tokens)[:60]}")
         num_classes = width
         rows.append([t == "1" for t in tokens])
     if not rows:
-        raise ValueError(f"{path}: no label rows")
+        raise InputError(file=path, message="no label rows")
     if with_names:
         check_unique(path, names, numbers)
     return (names if with_names else None), np.asarray(rows, dtype=np.uint8)
@@ -124,14 +126,14 @@ def parse_label_rows(path, num_classes: int | None, with_names: bool):
 
 def _require(path: Path, what: str, hint: str = "") -> Path:
     if not path.exists():
-        raise ValueError(f"{path}: {what} not found{'; ' + hint if hint else ''}")
+        raise InputError(file=path, message=f"{what} not found{'; ' + hint if hint else ''}")
     return path
 
 
 def _check_files(root: Path, names, what: str) -> None:
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
-        raise ValueError(f"{root / missing[0]}: {what} image not found ({len(missing)} of {len(names)} missing)")
+        raise InputError(f"{root / missing[0]}: {what} image not found ({len(missing)} of {len(names)} missing)")
 
 
 def _image_split(root: Path, names, labels) -> Split:
@@ -145,12 +147,12 @@ def _voc_labels(annotation: Path) -> np.ndarray:
     try:
         objects = ElementTree.parse(annotation).getroot().findall("object")
     except (OSError, ElementTree.ParseError) as exc:
-        raise ValueError(f"{annotation}: cannot read the annotation ({exc})") from None
+        raise InputError(file=annotation, message=f"cannot read the annotation ({exc})") from exc
     labels = np.zeros(len(VOC_CLASSES), np.uint8)
     for obj in objects:  # every object counts, difficult ones too (as the original)
         name = (obj.findtext("name") or "").strip()
         if name not in VOC_CLASSES:
-            raise ValueError(f"{annotation}: unknown VOC class {name!r}")
+            raise InputError(file=annotation, message=f"unknown VOC class {name!r}")
         labels[VOC_CLASSES.index(name)] = 1
     return labels
 
@@ -179,9 +181,10 @@ def read_split(path, names) -> dict:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read the split file ({str(exc).splitlines()[0]})") from None
+        raise InputError(file=path, message=f"cannot read the split file ({str(exc).splitlines()[0]})") from exc
     if not isinstance(raw, dict) or any(not isinstance(raw.get(p), list) for p in ("train", "database", "query")):
-        raise ValueError(f"{path}: expected a JSON object with lists 'train', 'database', 'query' (and 'val')")
+        raise InputError(file=path,
+                         message="expected a JSON object with lists 'train', 'database', 'query' (and 'val')")
     position = {n: i for i, n in enumerate(names)}
     parts = {}
     for part in SPLIT_PARTS:
@@ -189,16 +192,17 @@ def read_split(path, names) -> dict:
             continue
         unknown = [n for n in raw[part] if n not in position]
         if unknown:
-            raise ValueError(f"{path}: {part} item {unknown[0]!r} is not in the dataset ({len(unknown)} unknown)")
+            raise InputError(file=path,
+                             message=f"{part} item {unknown[0]!r} is not in the dataset ({len(unknown)} unknown)")
         if len(set(raw[part])) != len(raw[part]):
-            raise ValueError(f"{path}: {part} lists an item twice")
+            raise InputError(file=path, message=f"{part} lists an item twice")
         if not raw[part] and part != "val":
-            raise ValueError(f"{path}: {part} is empty")
+            raise InputError(file=path, message=f"{part} is empty")
         parts[part] = np.asarray([position[n] for n in raw[part]], dtype=np.int64)
     queries = set(parts["query"].tolist())
     for part in ("train", "val", "database"):
         if part in parts and queries.intersection(parts[part].tolist()):
-            raise ValueError(f"{path}: queries and {part} share items")
+            raise InputError(file=path, message=f"queries and {part} share items")
     return parts
 
 
@@ -207,7 +211,7 @@ def split_from_order(order, num_query: int, num_train: int) -> dict:
     queries, the next ``num_train`` train, the rest the database."""
     order = np.asarray(order, dtype=np.int64)
     if len(order) <= num_query + num_train:
-        raise ValueError(f"{len(order)} images cannot give {num_query} queries, {num_train} train and a database")
+        raise InputError(f"{len(order)} images cannot give {num_query} queries, {num_train} train and a database")
     return {"query": order[:num_query], "train": order[num_query:num_query + num_train],
             "database": order[num_query + num_train:]}
 
@@ -215,7 +219,7 @@ def split_from_order(order, num_query: int, num_train: int) -> dict:
 def seeded_split(n: int, num_query: int, num_train: int, seed: int) -> dict:
     """The flickr split of a seeded permutation (:func:`split_from_order`)."""
     if n <= num_query + num_train:
-        raise ValueError(f"{n} images cannot give {num_query} queries, {num_train} train and a database")
+        raise InputError(f"{n} images cannot give {num_query} queries, {num_train} train and a database")
     return split_from_order(np.random.default_rng(seed).permutation(n), num_query, num_train)
 
 
@@ -227,12 +231,14 @@ def read_order(path, names) -> np.ndarray:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"--flickr_order {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+        raise InputError(option="--flickr_order", file=path,
+                         message=f"cannot read it ({getattr(exc, 'strerror', None) or exc})") from exc
     if text.lstrip().startswith("["):
         try:
             entries = json.loads(text)
         except ValueError as exc:
-            raise ValueError(f"--flickr_order {path}: not a JSON list ({str(exc).splitlines()[0]})") from None
+            raise InputError(option="--flickr_order", file=path,
+                             message=f"not a JSON list ({str(exc).splitlines()[0]})") from None
         where = [f"entry {i}" for i in range(len(entries))]
     else:
         rows = [(line.strip(), number) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
@@ -246,14 +252,17 @@ def read_order(path, names) -> np.ndarray:
                 and int(entry) < len(names):
             order.append(int(entry))
         else:
-            raise ValueError(f"--flickr_order {path}: {at}: {entry!r} is neither an index below {len(names)} "
+            raise InputError(option="--flickr_order", file=path,
+                             message=f"{at}: {entry!r} is neither an index below {len(names)} "
                              f"nor an image of img.txt")
     repeat = first_repeat(order, where)
     if repeat:
         index, at, first = repeat
-        raise ValueError(f"--flickr_order {path}: {at}: image {names[index]!r} (index {index}) again, first at {first}")
+        raise InputError(option="--flickr_order", file=path,
+                         message=f"{at}: image {names[index]!r} (index {index}) again, first at {first}")
     if len(order) != len(names):
-        raise ValueError(f"--flickr_order {path}: {len(order)} entries, img.txt lists {len(names)} images; the order "
+        raise InputError(option="--flickr_order", file=path,
+                         message=f"{len(order)} entries, img.txt lists {len(names)} images; the order "
                          f"must name each image once")
     return np.asarray(order, dtype=np.int64)
 
@@ -277,7 +286,8 @@ def load_flickr(root, split_path=None, seed: int = 0, num_query: int = 1000, num
     names = read_name_list(_require(root / "img.txt", "image list"), whole_line=True)
     _, labels = parse_label_rows(_require(root / "targets.txt", "label list"), FLICKR_CLASSES, with_names=False)
     if len(names) != labels.shape[0]:
-        raise ValueError(f"{root}: img.txt lists {len(names)} images, targets.txt {labels.shape[0]} label rows")
+        raise InputError(file=root,
+                         message=f"img.txt lists {len(names)} images, targets.txt {labels.shape[0]} label rows")
     split_path = Path(split_path) if split_path else root / "hyp2_split.json"
     wanted = None if order_path is None else split_from_order(read_order(order_path, names), num_query, num_train)
     if split_path.exists():
@@ -291,7 +301,8 @@ def load_flickr(root, split_path=None, seed: int = 0, num_query: int = 1000, num
     parts = read_split(split_path, names)
     if wanted is not None and any(sorted(parts.get(p, np.empty(0)).tolist()) != sorted(wanted[p].tolist())
                                   for p in wanted):
-        raise ValueError(f"{split_path}: holds another split than --flickr_order {order_path}; name another --split "
+        raise InputError(file=split_path,
+                         message=f"holds another split than --flickr_order {order_path}; name another --split "
                          f"(or remove this one) to write the order's split")
     images = _image_split(root / "mirflickr", names, labels)
     return images.subset(parts["train"]), images.subset(parts["database"]), images.subset(parts["query"])
@@ -317,19 +328,21 @@ def load_feature_split(features_path, labels_path, split_path) -> tuple[dict, li
     paths of the feature file) and a split file; and the class names (their column numbers)."""
     for value, option in ((features_path, "--features"), (labels_path, "--labels"), (split_path, "--split")):
         if not value:
-            raise ValueError(f"--dataset features needs {option} (see README: multi-label retrieval)")
+            raise InputError(f"--dataset features needs {option} (see README: multi-label retrieval)")
     ff = load_features(features_path)
     if ff.paths is None:
-        raise ValueError(f"{features_path}: no 'paths' array (write it with getFeature.py) to match labels")
+        raise InputError(file=features_path, message="no 'paths' array (write it with getFeature.py) to match labels")
     if ff.features.ndim != 2 or not np.isfinite(ff.features).all():
-        raise ValueError(f"{features_path}: features must be a finite (n, dim) array, got shape {ff.features.shape}")
+        raise InputError(file=features_path,
+                         message=f"features must be a finite (n, dim) array, got shape {ff.features.shape}")
     label_names, labels = parse_label_rows(labels_path, None, with_names=True)
     row = {n: i for i, n in enumerate(label_names)}
     parts = read_split(split_path, ff.paths)
     used = sorted(set(np.concatenate(list(parts.values())).tolist()))
     unlabelled = [ff.paths[i] for i in used if ff.paths[i] not in row]
     if unlabelled:
-        raise ValueError(f"{labels_path}: no label row for {unlabelled[0]!r} ({len(unlabelled)} items without)")
+        raise InputError(file=labels_path,
+                         message=f"no label row for {unlabelled[0]!r} ({len(unlabelled)} items without)")
     all_labels = np.zeros((len(ff.paths), labels.shape[1]), np.uint8)
     all_labels[used] = labels[[row[ff.paths[i]] for i in used]]
     items = Split(names=list(ff.paths), labels=all_labels, features=np.asarray(ff.features, dtype=np.float32))
@@ -342,7 +355,8 @@ def load_feature_split(features_path, labels_path, split_path) -> tuple[dict, li
 def carve_validation(train: Split, size: int, seed: int) -> tuple[Split, Split]:
     """(train without val, val): ``size`` seeded random items of train."""
     if not 1 <= size < len(train):
-        raise ValueError(f"--val_size {size}: must be >= 1 and below the {len(train)} training items")
+        raise InputError(option="--val_size", value=size,
+                         message=f"must be >= 1 and below the {len(train)} training items")
     order = np.random.default_rng([seed, 7919]).permutation(len(train))
     return train.subset(np.sort(order[size:])), train.subset(np.sort(order[:size]))
 
@@ -374,7 +388,7 @@ def load_dataset(name: str, *, data=None, split=None, features=None, labels=None
         parts, classes = load_feature_split(features, labels, split)
         train, database, query, val = parts["train"], parts["database"], parts["query"], parts.get("val")
     else:
-        raise ValueError(f"unknown --dataset {name!r}")
+        raise InputError(f"unknown --dataset {name!r}")
     if val is None or len(val) == 0:
         train, val = carve_validation(train, val_size or default_val_size(len(train)), seed)
     data_set = RetrievalData(name=name, classes=classes, train=train, val=val, database=database, query=query,

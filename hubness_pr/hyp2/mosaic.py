@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hubness_pr.errors import InputError
 from hubness_pr.extraction.images import ImageSource
 
 from hubness_pr.hyp2.splits import RetrievalData, Split
@@ -38,10 +39,10 @@ def _read_idx(path: Path) -> np.ndarray:
         zero, dtype, ndim = struct.unpack(">HBB", data[:4])
         shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
         if zero != 0 or dtype != 0x08:
-            raise ValueError("not an unsigned-byte idx file")
+            raise InputError("not an unsigned-byte idx file")
         return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
     except (OSError, EOFError, struct.error, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read this idx file ({exc})") from None
+        raise InputError(file=path, message=f"cannot read this idx file ({exc})") from exc
 
 
 def source_items(source: str, fashion_dir=FASHION_DIR) -> tuple[np.ndarray, np.ndarray, list]:
@@ -53,14 +54,14 @@ def source_items(source: str, fashion_dir=FASHION_DIR) -> tuple[np.ndarray, np.n
     if source == "fashion":
         fashion_dir = Path(fashion_dir)
         if not (fashion_dir / "train-images-idx3-ubyte.gz").is_file():
-            raise ValueError(f"{fashion_dir}: Fashion-MNIST not found; install the Debian package "
+            raise InputError(file=fashion_dir, message="Fashion-MNIST not found; install the Debian package "
                              f"dataset-fashion-mnist, or use --mosaic_source digits")
         images = np.concatenate([_read_idx(fashion_dir / f"{p}-images-idx3-ubyte.gz") for p in ("train", "t10k")])
         labels = np.concatenate([_read_idx(fashion_dir / f"{p}-labels-idx1-ubyte.gz") for p in ("train", "t10k")])
         if images.ndim != 3 or labels.shape != images.shape[:1]:
-            raise ValueError(f"{fashion_dir}: images {images.shape} and labels {labels.shape} do not match")
+            raise InputError(file=fashion_dir, message=f"images {images.shape} and labels {labels.shape} do not match")
         return images, labels.astype(np.int64), list(FASHION_CLASSES)
-    raise ValueError(f"unknown --mosaic_source {source!r}; choose digits or fashion")
+    raise InputError(f"unknown --mosaic_source {source!r}; choose digits or fashion")
 
 
 class MosaicSource(ImageSource):
@@ -114,7 +115,8 @@ def parse_counts(text) -> dict:
     except ValueError:
         counts = []
     if len(counts) != 4 or min(counts) < 1:
-        raise ValueError(f"--mosaic_counts {text}: expected four positive integers train,val,database,query")
+        raise InputError(option="--mosaic_counts", value=text,
+                         message="expected four positive integers train,val,database,query")
     return dict(zip(DEFAULT_COUNTS, counts))
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torchvision
 
+from hubness_pr.errors import InputError
 from hubness_pr.extraction.backbones import apply_state_dict, available_backbones, load_backbone, load_weights
 from hubness_pr.extraction.backbones.inception import pool_network
 from hubness_pr.extraction.backbones.preprocess import PilResize
@@ -117,7 +118,7 @@ def _googlenet(hash_bit, weights, pretrained, allow_download):
 
 def _pixels(hash_bit, weights, pretrained, allow_download):
     if weights is not None:
-        raise ValueError("--backbone pixels takes no --weights")
+        raise InputError("--backbone pixels takes no --weights")
     return MLPHead(3 * PIXELS_SIZE * PIXELS_SIZE, hash_bit), PilResize(PIXELS_SIZE), 0.02, {"weights": "random"}
 
 
@@ -139,12 +140,12 @@ def build_network(name: str, hash_bit: int, *, weights=None, pretrained: bool = 
     """The hash network ``name`` with K = ``hash_bit`` outputs. New layers are drawn from ``seed``; with
     ``pretrained=False`` no weights are read (a checkpoint provides them). ``mlp`` needs ``feature_dim``."""
     if name not in network_names():
-        raise ValueError(f"unknown --backbone {name!r}; available: {', '.join(network_names())}")
+        raise InputError(f"unknown --backbone {name!r}; available: {', '.join(network_names())}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         if name == "mlp":
             if weights is not None:
-                raise ValueError("--backbone mlp (the hash head on feature files) takes no --weights")
+                raise InputError("--backbone mlp (the hash head on feature files) takes no --weights")
             module, prepare, lr, identity = MLPHead(int(feature_dim), hash_bit), None, 0.02, {"weights": "random"}
         elif name in IMAGE_NETWORKS:
             module, prepare, lr, identity = IMAGE_NETWORKS[name](hash_bit, weights, pretrained, allow_download)

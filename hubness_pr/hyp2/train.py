@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hubness_pr.errors import InputError
 from hubness_pr.hyp2.batches import batches, epoch_order
 from hubness_pr.hyp2.splits import RetrievalData, Split
 from hubness_pr.hyp2.loss import HyP2Loss
@@ -65,7 +66,7 @@ def encode(network: HashNetwork, split: Split, *, device="cpu", batch_size: int 
         for idx, inputs, _ in batches(split, network.prepare, batch_size=batch_size, num_workers=num_workers):
             out[idx] = module(inputs.to(device)).float().cpu().numpy()
             if not np.isfinite(out[idx]).all():  # NaN would be coded +1 silently
-                raise ValueError(f"{desc}: the network's outputs are not finite (item {split.names[int(idx[0])]!r} and "
+                raise InputError(f"{desc}: the network's outputs are not finite (item {split.names[int(idx[0])]!r} and "
                                  f"its batch); its weights are damaged or training diverged")
             bar.update(len(idx))
     return out
@@ -123,7 +124,7 @@ def _train(network, data, zeta, config, device, progress, on_best, on_epoch) -> 
                                                num_workers=config.num_workers):
                 terms = criterion(module(inputs.to(device)), labels.to(device))
                 if not torch.isfinite(terms.total):
-                    raise ValueError(f"training diverged in epoch {epoch} (loss {terms.total.item()}); "
+                    raise InputError(f"training diverged in epoch {epoch} (loss {terms.total.item()}); "
                                      f"try a lower --lr or --rate")
                 optimizer.zero_grad(set_to_none=True)
                 terms.total.backward()

@@ -16,6 +16,8 @@ import io
 from dataclasses import dataclass
 from importlib import resources
 
+from hubness_pr.errors import InputError
+
 MAX_BITS = 256
 TABLE = "hyp2_zeta.csv"
 
@@ -54,11 +56,11 @@ def lookup(bits: int, num_classes: int) -> Zeta:
     """zeta for K = ``bits`` and C = ``num_classes``; ValueError (one line) outside the table."""
     bits, num_classes = int(bits), int(num_classes)
     if num_classes < 2:
-        raise ValueError(f"HyP² needs at least 2 classes, got {num_classes}")
+        raise InputError(f"HyP² needs at least 2 classes, got {num_classes}")
     if not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"--hash_bit {bits}: the zeta table covers 1 to {MAX_BITS} bits")
+        raise InputError(option="--hash_bit", value=bits, message=f"the zeta table covers 1 to {MAX_BITS} bits")
     k = code_dimension(num_classes)
     if k > bits:
-        raise ValueError(f"--hash_bit {bits} is too short for {num_classes} classes: they need a [K, k] code "
+        raise InputError(f"--hash_bit {bits} is too short for {num_classes} classes: they need a [K, k] code "
                          f"with k = ceil(log2 {num_classes}) = {k} <= K")
     return Zeta(bits=bits, num_classes=num_classes, k=k, min_distance=distance_table()[(bits, k)])

@@ -32,6 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hubness_pr.errors import InputError
+
 _FD_ALIAS = re.compile(r"^/(?:dev/fd|proc/self/fd|proc/(\d+)/fd)/(\d+)$")
 _STD_ALIAS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
@@ -96,8 +98,8 @@ class Output:
         if self.fd is None:
             self._classify()
 
-    def _fail(self, problem: str):
-        return ValueError(f"{self.option} {self.requested}: {problem}")
+    def _fail(self, problem: str) -> InputError:
+        return InputError(problem, option=self.option, file=self.requested)
 
     def _classify(self) -> None:
         try:
@@ -300,13 +302,16 @@ class OutputFiles:
             placed = [output.requested for output in ordered if output._placed is not None]
             problems = [problem for output in reversed(ordered) if (problem := output._restore()) is not None]
             written = [output.requested for output in ordered if output.written]
-            if isinstance(exc, (ValueError, OSError)) and (placed or written):
+            if isinstance(exc, (InputError, OSError)) and (placed or written):
                 what = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 said = (f"could not put back {', '.join(problems)}" if problems else
                         f"{', '.join(placed)} put back as they were" if placed else "")
                 if written:
                     said += f"{'; ' if said else ''}written directly before the failure: {', '.join(written)}"
-                raise ValueError(f"{what}; {said}") from None
+                if isinstance(exc, InputError):  # the same fault, with what became of the outputs
+                    raise InputError(f"{exc.message}; {said}", file=exc.file, option=exc.option, role=exc.role,
+                                     value=exc.value) from None
+                raise InputError(f"{what}; {said}") from None
             raise
         else:
             for output in ordered:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hubness_pr.errors import InputError
 from hubness_pr.io.outputs import atomic_write
 
 log = logging.getLogger(__name__)
@@ -51,31 +52,33 @@ class FeatureFile:
 
 
 def load_features(path) -> FeatureFile:
-    """Read a feature file; ValueError with a one-line message naming the file on any problem."""
+    """Read a feature file; :class:`InputError` (a ValueError) with a one-line message naming the file
+    (its ``file`` field) on any problem."""
     if path is None or isinstance(path, bytes):
         raise TypeError(f"The 'path' parameter of load_features must be a file path. Got {path!r} instead.")
     path = Path(path)
     name = str(path)
     if not path.exists():
-        raise ValueError(f"{name}: no such file")
+        raise InputError("no such file", file=name)
     if path.is_dir():
-        raise ValueError(f"{name}: is a folder, not a feature file (.npz or .npy)")
+        raise InputError("is a folder, not a feature file (.npz or .npy)", file=name)
     if not path.is_file():  # a FIFO or device would hang the read or never end it
-        raise ValueError(f"{name}: not a regular file (a FIFO, device or socket), not read")
+        raise InputError("not a regular file (a FIFO, device or socket), not read", file=name)
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)
+            npy_dtype = _npy_dtype(handle) if magic == b"\x93NUMPY" else None
     except OSError as exc:
-        raise ValueError(f"{name}: cannot read ({exc.strerror or _short(exc)})") from None
+        raise InputError(f"cannot read ({exc.strerror or _short(exc)})", file=name) from exc
     if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
-        raise ValueError(f"{name}: not a .npz or .npy array file")
+        raise InputError("not a .npz or .npy array file", file=name)
+    if npy_dtype is not None and npy_dtype.hasobject:  # decided from the header, before np.load
+        raise InputError("holds Python objects, not a numeric array; refusing to unpickle", file=name)
     try:
         # a .npy is memory-mapped: the passes read it tile by tile, from the file cache
         loaded = np.load(path, allow_pickle=False, mmap_mode="r" if magic == b"\x93NUMPY" else None)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise ValueError(f"{name}: holds Python objects, not a numeric array; refusing to unpickle") from None
-        raise ValueError(f"{name}: damaged or unreadable array file ({_short(exc)})") from None
+        raise InputError(f"damaged or unreadable array file ({_short(exc)})", file=name) from exc
     if isinstance(loaded, np.ndarray):
         paths, meta = _read_sidecar(path, loaded)
         return FeatureFile(features=loaded, paths=paths, meta=meta, source=name, key="(npy)")
@@ -84,24 +87,33 @@ def load_features(path) -> FeatureFile:
             keys = list(loaded.files)
             key = next((k for k in FEATURE_KEYS if k in keys), None)
             if key is None:
-                raise ValueError(
-                    f"{name}: no feature array found (looked for keys {', '.join(FEATURE_KEYS)}; "
-                    f"the file has {', '.join(keys) or 'no arrays'})"
-                )
+                raise InputError(f"no feature array found (looked for keys {', '.join(FEATURE_KEYS)}; "
+                                 f"the file has {', '.join(keys) or 'no arrays'})", file=name)
             features = npz_array(loaded, key, name)
             paths = _read_paths(loaded, name, features) if "paths" in keys else None
             meta = _read_meta(loaded, name) if "meta" in keys else {}
-        except (OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{name}: damaged .npz file ({_short(exc)})") from None
-        except ValueError as exc:
-            if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-                raise ValueError(f"{name}: holds Python objects, not numeric arrays; refusing to unpickle") from None
+        except InputError:
             raise
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:  # numpy's, zipfile's: damaged data
+            raise InputError(f"damaged .npz file ({_short(exc)})", file=name) from exc
     ignored = [k for k in IGNORED_KEYS if k in keys]
     if ignored:
         log.info("%s: ignoring %s (written by the original scripts; k and hubsK are options here)",
                  name, ", ".join(ignored))
     return FeatureFile(features=features, paths=paths, meta=meta, source=name, key=key)
+
+
+def _npy_dtype(handle) -> np.dtype | None:
+    """The dtype in the header of the ``.npy`` open at its 6th byte, or None where the header cannot
+    be read (np.load then says why)."""
+    try:
+        handle.seek(0)
+        version = np.lib.format.read_magic(handle)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        return None if read_header is None else read_header(handle)[2]
+    except (ValueError, OSError, EOFError, SyntaxError):
+        return None
 
 
 def sidecar_path(path) -> Path:
@@ -121,11 +133,12 @@ def _read_sidecar(path: Path, features: np.ndarray):
         log.warning("%s: unreadable sidecar (%s); paths and meta ignored", side, _short(exc))
         return None, {}
     if paths is not None and (not isinstance(paths, list) or (features.ndim and len(paths) != features.shape[0])):
-        raise ValueError(f"{side}: 'paths' has {len(paths) if isinstance(paths, list) else 'no'} entries for "
+        raise InputError(file=side,
+                         message=f"'paths' has {len(paths) if isinstance(paths, list) else 'no'} entries for "
                          f"{features.shape[0]} feature rows")
     wrong = next((i for i, p in enumerate(paths or ()) if not isinstance(p, str)), None)
     if wrong is not None:
-        raise ValueError(f"{side}: 'paths' entry {wrong} is {json_kind(paths[wrong])}, expected a string "
+        raise InputError(file=side, message=f"'paths' entry {wrong} is {json_kind(paths[wrong])}, expected a string "
                          "(an image's path)")
     return paths, meta if isinstance(meta, dict) else {}
 
@@ -150,12 +163,12 @@ def parse_json(text: str):
     try:
         value = json.loads(text)
     except RecursionError:
-        raise ValueError(f"JSON nested more than {JSON_DEPTH} levels deep") from None
+        raise InputError(f"JSON nested more than {JSON_DEPTH} levels deep") from None
     level, depth = [value], 0  # the lists and objects one level down, breadth first: no recursion
     while level := [item for item in level if isinstance(item, (list, dict))]:
         depth += 1
         if depth > JSON_DEPTH:
-            raise ValueError(f"JSON nested more than {JSON_DEPTH} levels deep")
+            raise InputError(f"JSON nested more than {JSON_DEPTH} levels deep")
         level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
     return value
 
@@ -169,11 +182,11 @@ def write_npy_rows(handle, n: int, dim: int, blocks) -> None:
     for block in blocks:
         block = np.ascontiguousarray(block, dtype=np.float32)
         if block.ndim != 2 or block.shape[1] != dim:
-            raise ValueError(f"a block of shape {block.shape} for a ({n}, {dim}) array")
+            raise InputError(f"a block of shape {block.shape} for a ({n}, {dim}) array")
         handle.write(block.tobytes())
         written += block.shape[0]
     if written != n:
-        raise ValueError(f"{written} rows written for a ({n}, {dim}) array")
+        raise InputError(f"{written} rows written for a ({n}, {dim}) array")
 
 
 def sidecar_text(paths, meta: dict, n: int, dim: int) -> str:
@@ -206,7 +219,7 @@ def read_arrays(path, expect: dict) -> dict | None:
                 if info is not None:
                     found[name] = _read_member(archive, info, tuple(shape), np.dtype(dtype))
     except ZIP_READ_ERRORS as exc:
-        raise ValueError(f"unreadable .npz ({_short(exc)})") from None
+        raise InputError(f"unreadable .npz ({_short(exc)})") from None
     return found or None
 
 
@@ -219,7 +232,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple, 
     what = f"member {info.filename!r}"
     allowed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if info.file_size > allowed + _NPY_HEADER_BYTES:
-        raise ValueError(f"{what} declares {info.file_size:,} bytes inflated; a {shape} {dtype} array takes "
+        raise InputError(f"{what} declares {info.file_size:,} bytes inflated; a {shape} {dtype} array takes "
                          f"{allowed:,} bytes")
     with archive.open(info) as handle:
         try:
@@ -227,20 +240,20 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple, 
             read_header = {(1, 0): np.lib.format.read_array_header_1_0,
                            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
             if read_header is None:
-                raise ValueError(f".npy format {version}")
+                raise InputError(f".npy format {version}")
             got_shape, fortran, got_dtype = read_header(handle, max_header_size=_NPY_HEADER_BYTES)
         except ValueError as exc:
-            raise ValueError(f"{what} is not a .npy array this reader takes ({_short(exc)})") from None
+            raise InputError(f"{what} is not a .npy array this reader takes ({_short(exc)})") from None
         fits = got_dtype == dtype if dtype.kind not in "SU" else \
             (got_dtype.kind == dtype.kind and got_dtype.isnative and got_dtype.itemsize <= dtype.itemsize)
         if tuple(got_shape) != shape or not fits or got_dtype.hasobject:
-            raise ValueError(f"{what} holds a {tuple(got_shape)} {got_dtype} array, expected {shape} {dtype}")
+            raise InputError(f"{what} holds a {tuple(got_shape)} {got_dtype} array, expected {shape} {dtype}")
         nbytes = int(np.prod(got_shape, dtype=np.int64)) * got_dtype.itemsize
         data = read_bounded(handle, nbytes)  # (at the end, zipfile also checks the member's CRC)
         if len(data) < nbytes:
-            raise ValueError(f"{what} is cut short ({len(data):,} of {nbytes:,} data bytes)")
+            raise InputError(f"{what} is cut short ({len(data):,} of {nbytes:,} data bytes)")
         if len(data) > nbytes:
-            raise ValueError(f"{what} holds more bytes than its {tuple(got_shape)} {got_dtype} header says")
+            raise InputError(f"{what} holds more bytes than its {tuple(got_shape)} {got_dtype} header says")
     array = np.frombuffer(data, dtype=got_dtype).copy()  # (a writable array, as np.load gives)
     return array.reshape(got_shape, order="F" if fortran else "C")
 
@@ -275,7 +288,9 @@ def npz_header(loaded, key: str, name: str) -> tuple[tuple, np.dtype]:
                 return array.shape, array.dtype
             shape, _, dtype = read_header(handle)
         except ValueError:
-            raise ValueError(f"{name}: member {member!r} is not a .npy array") from None
+            raise InputError(f"member {member!r} is not a .npy array", file=name) from None
+    if dtype.hasobject:
+        raise InputError("holds Python objects, not numeric arrays; refusing to unpickle", file=name)
     return shape, dtype
 
 
@@ -288,7 +303,7 @@ def npz_array(loaded, key: str, name: str) -> np.ndarray:
 def _read_paths(loaded, name: str, features: np.ndarray):
     paths = npz_array(loaded, "paths", name)
     if paths.ndim != 1 or (features.ndim >= 1 and paths.shape[0] != features.shape[0]):
-        raise ValueError(f"{name}: 'paths' has shape {paths.shape}, expected ({features.shape[0]},)")
+        raise InputError(f"'paths' has shape {paths.shape}, expected ({features.shape[0]},)", file=name)
     return [str(p) for p in paths.tolist()]
 
 
@@ -314,18 +329,18 @@ def save_features(target, features: np.ndarray, *, paths=None, meta: dict | None
         raise TypeError(f"The 'features' parameter of save_features must be an array (n, dim). Got {features!r} instead.")
     features = np.ascontiguousarray(features, dtype=np.float32)
     if features.ndim != 2:
-        raise ValueError(f"The 'features' parameter of save_features must be 2-D (n, dim). Got shape {features.shape}.")
+        raise InputError(f"The 'features' parameter of save_features must be 2-D (n, dim). Got shape {features.shape}.")
     arrays = {"feature": features}
     if paths is not None:
         if len(paths) != features.shape[0]:
-            raise ValueError(f"{len(paths)} paths for {features.shape[0]} feature rows")
+            raise InputError(f"{len(paths)} paths for {features.shape[0]} feature rows")
         arrays["paths"] = np.asarray([str(p) for p in paths], dtype=np.str_)
     full_meta = {"schema_version": SCHEMA_VERSION, "count": int(features.shape[0]), "dim": int(features.shape[1])}
     full_meta.update(meta or {})
     arrays["meta"] = np.asarray(json.dumps(full_meta, sort_keys=True))
     for name, value in (extra or {}).items():
         if not name.startswith(SUMMARY_PREFIX):
-            raise ValueError(f"extra array {name!r}: names of extra arrays start with {SUMMARY_PREFIX!r}")
+            raise InputError(f"extra array {name!r}: names of extra arrays start with {SUMMARY_PREFIX!r}")
         arrays[name] = value
     write = np.savez_compressed if compress else np.savez
     if hasattr(target, "write"):
@@ -355,6 +370,6 @@ def feature_digest(features: np.ndarray, dtype=None) -> str:
 def random_subset(n: int, size: int, seed: int, what: str = "set") -> np.ndarray:
     """Sorted indices of a seeded random subset of ``size`` out of ``n`` (without replacement)."""
     if size > n:
-        raise ValueError(f"--num_samples {size} is larger than the {n} samples of {what}")
+        raise InputError(f"--num_samples {size} is larger than the {n} samples of {what}")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=size, replace=False))

@@ -35,11 +35,13 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hubness_pr.errors import CacheMiss, InputError
 from hubness_pr.io.outputs import atomic_write
 from hubness_pr.io.store import feature_digest, read_arrays
 
@@ -92,7 +94,7 @@ def summary_arrays(graph: NeighborGraph, key: SummaryKey) -> dict:
     indices = np.ascontiguousarray(graph.indices, dtype=np.int64)
     sq = np.ascontiguousarray(graph.sq_distances, dtype=np.float64)
     if indices.shape != (key.n, key.k_max) or not set(key.exact_ks) <= set(graph.exact_ks):
-        raise ValueError(f"neighbour graph {indices.shape} (exact k {graph.exact_ks}) does not fit its key "
+        raise InputError(f"neighbour graph {indices.shape} (exact k {graph.exact_ks}) does not fit its key "
                          f"(n={key.n}, k_max={key.k_max}, exact k {key.exact_ks})")
     return {"knn_key": np.asarray(key.to_json()), "knn_indices": indices, "knn_sq_distances": sq,
             "knn_checksum": np.asarray(_checksum(indices, sq))}
@@ -105,19 +107,19 @@ def graph_from_arrays(arrays, key: SummaryKey, features=None, *, sample: int = C
     against them (:func:`check_graph`, with ``sample`` and ``seed``) before it is trusted."""
     missing = [name for name in KEYS if name not in arrays]
     if missing:
-        raise ValueError(f"no k-NN summary ({', '.join(missing)} missing)")
+        raise InputError(f"no k-NN summary ({', '.join(missing)} missing)")
     _check_key(arrays["knn_key"], key)
     indices, sq = np.asarray(arrays["knn_indices"]), np.asarray(arrays["knn_sq_distances"])
     if indices.dtype != np.int64 or sq.dtype != np.float64 or indices.shape != (key.n, key.k_max) \
             or sq.shape != indices.shape:
-        raise ValueError(f"arrays of the wrong shape or type ({indices.shape} {indices.dtype}, {sq.shape} {sq.dtype})")
+        raise InputError(f"arrays of the wrong shape or type ({indices.shape} {indices.dtype}, {sq.shape} {sq.dtype})")
     if str(np.asarray(arrays["knn_checksum"]).item()) != _checksum(indices, sq):
-        raise ValueError("checksum mismatch (damaged or edited)")
+        raise InputError("checksum mismatch (damaged or edited)")
     graph = NeighborGraph(indices=indices, sq_distances=sq, exact_ks=key.exact_ks)
     if features is None:
         problem = _structure_problem(graph)
         if problem:
-            raise ValueError(f"not a valid neighbour graph ({problem})")
+            raise InputError(f"not a valid neighbour graph ({problem})")
     else:
         check_graph(features, graph, sample=sample, seed=seed, ctx=ctx)
     return graph
@@ -128,12 +130,12 @@ def _check_key(stored_key, key: SummaryKey) -> None:
     try:
         stored = json.loads(str(np.asarray(stored_key).item()))
     except (ValueError, TypeError):
-        raise ValueError("unreadable key") from None
+        raise InputError("unreadable key") from None
     wanted = json.loads(key.to_json())
     if not isinstance(stored, dict) or stored != wanted:
         stored = stored if isinstance(stored, dict) else {}
         changed = sorted(name for name in set(stored) | set(wanted) if stored.get(name) != wanted.get(name))
-        raise ValueError(f"made for other inputs ({', '.join(changed)} differ)")
+        raise InputError(f"made for other inputs ({', '.join(changed)} differ)")
 
 
 def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, seed=None, ctx=None) -> None:
@@ -170,14 +172,14 @@ def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, see
     indices, sq = np.asarray(graph.indices), np.asarray(graph.sq_distances)
     problem = _structure_problem(graph)
     if problem:
-        raise ValueError(f"not a valid neighbour graph ({problem})")
+        raise InputError(f"not a valid neighbour graph ({problem})")
     x = as_tensor(features, torch.device("cpu"))
     n, k = indices.shape
     if tuple(x.shape)[0] != n:
-        raise ValueError(f"a neighbour graph of {n} samples for {tuple(x.shape)[0]} feature rows")
+        raise InputError(f"a neighbour graph of {n} samples for {tuple(x.shape)[0]} feature rows")
     exact = sorted(kk - 1 for kk in graph.exact_ks if 1 <= kk <= k)
     if not exact or exact[-1] != k - 1:
-        raise ValueError(f"not a valid neighbour graph (exact k {graph.exact_ks} for k_max {k})")
+        raise InputError(f"not a valid neighbour graph (exact k {graph.exact_ks} for k_max {k})")
     above = np.searchsorted(exact, np.arange(k))                # the exact column at or after each column
     below = np.searchsorted(exact, np.arange(k), side="left") - 1  # the exact column before it (-1: none)
     block = max(1, _CHECK_PAIRS // k)
@@ -195,7 +197,7 @@ def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, see
             wrong[:, exact] |= measured[:, exact] != stored[:, exact]
             if wrong.any():
                 row, col = (int(v) for v in np.argwhere(wrong)[0])
-                raise ValueError(f"not the k-NN graph of these features: sample {lo + row}'s neighbour "
+                raise InputError(f"not the k-NN graph of these features: sample {lo + row}'s neighbour "
                                  f"{indices[lo + row, col]} is stored at squared distance {stored[row, col]!r}, "
                                  f"measured {measured[row, col]!r}")
         rng = np.random.default_rng(seed)
@@ -210,7 +212,7 @@ def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, see
                     & (sq[rows, col] == true_d[:, col])
                 if not same.all():
                     row = int(rows[np.flatnonzero(~same)[0]])
-                    raise ValueError(f"not the k-NN graph of these features: sample {row}'s {col + 1} nearest "
+                    raise InputError(f"not the k-NN graph of these features: sample {row}'s {col + 1} nearest "
                                      f"neighbours are not the ones stored (checked on {rows.size} sampled samples)")
 
 
@@ -248,7 +250,7 @@ def load_summary(path, key: SummaryKey, features=None, **check) -> NeighborGraph
     shapes = summary_shapes(key)
     head = read_arrays(path, {"knn_key": shapes["knn_key"]})  # whose summary, before any array is read
     if head is None:
-        raise ValueError("no k-NN summary in it (not a .npz file, or no knn_key)")
+        raise InputError("no k-NN summary in it (not a .npz file, or no knn_key)")
     _check_key(head["knn_key"], key)
     return graph_from_arrays(read_arrays(path, shapes), key, features, **check)
 
@@ -263,6 +265,13 @@ def summary_shapes(key: SummaryKey) -> dict:
 def _largest_file(key: SummaryKey) -> int:
     """Bytes a summary file for ``key`` can take: its arrays, their .npy headers and zip entries."""
     return 16 * key.n * key.k_max + 4 * (_KEY_CHARS + 64) + 2**20
+
+
+class CacheLookup(NamedTuple):
+    """What :meth:`SummaryCache.lookup` found: the graph (None: not usable) and the line for the log."""
+
+    graph: NeighborGraph | None
+    message: str
 
 
 class SummaryCache:
@@ -298,36 +307,45 @@ class SummaryCache:
         return self.folder / key.file_name()
 
     def load(self, key: SummaryKey, features=None, **check) -> tuple[NeighborGraph | None, str]:
-        """(graph, message): the cached graph for ``key`` or None, and what happened, for the log.
-        Given ``features`` (those of ``key``), the graph is checked against them before it is
-        trusted (:func:`check_graph`). A message that starts with ``no cached`` is the ordinary
-        miss; any other without a graph is worth a warning (``self.refused`` says why the cache is
-        left alone, if it is)."""
+        """(graph, message): :meth:`lookup`'s graph (None on a miss) and what happened, for the log."""
+        try:
+            found = self.lookup(key, features, **check)
+        except CacheMiss as miss:
+            return None, str(miss)
+        return found.graph, found.message
+
+    def lookup(self, key: SummaryKey, features=None, **check) -> CacheLookup:
+        """The cached graph for ``key`` and what happened, for the log. Given ``features`` (those of
+        ``key``), the graph is checked against them before it is trusted (:func:`check_graph`).
+        The ordinary miss (no folder, no file for the key) raises :class:`CacheMiss`; a lookup
+        without a graph (``graph`` None) is worth a warning (``self.refused`` says why the cache is
+        left alone, if it is; otherwise the stored file was not valid)."""
         path, name = self.path(key), key.file_name()
         self.refused = None
         try:
             folder = self._open_folder(create=False)
         except FileNotFoundError:
-            return None, f"no cached k-NN summary in {self.folder}"
+            raise CacheMiss(f"no cached k-NN summary in {self.folder}") from None
         except _Refused as exc:
-            return None, self._refuse(str(exc))
+            return CacheLookup(None, self._refuse(str(exc)))
         except OSError as exc:
-            return None, self._refuse(f"cache folder {self.folder} cannot be opened ({_reason(exc)})")
+            return CacheLookup(None, self._refuse(f"cache folder {self.folder} cannot be opened ({_reason(exc)})"))
         try:
             try:
                 fd = _open_private(name, folder)
             except FileNotFoundError:
-                return None, f"no cached k-NN summary in {self.folder}"
+                raise CacheMiss(f"no cached k-NN summary in {self.folder}") from None
             except _Refused as exc:
-                return None, self._refuse(f"cached k-NN summary {path} {exc}")
+                return CacheLookup(None, self._refuse(f"cached k-NN summary {path} {exc}"))
             with os.fdopen(fd, "rb") as handle:
                 try:
                     size = os.fstat(handle.fileno()).st_size
                     if size > _largest_file(key):
-                        raise ValueError(f"{size:,} bytes, more than a summary of {key.n} x {key.k_max} takes")
-                    return load_summary(handle, key, features, **check), f"k-NN summary reused from {path}"
-                except ValueError as exc:
-                    return None, f"cached k-NN summary {path} not used: {exc}; recomputing"
+                        raise InputError(f"{size:,} bytes, more than a summary of {key.n} x {key.k_max} takes")
+                    return CacheLookup(load_summary(handle, key, features, **check),
+                                       f"k-NN summary reused from {path}")
+                except InputError as exc:
+                    return CacheLookup(None, f"cached k-NN summary {path} not used: {exc}; recomputing")
         finally:
             os.close(folder)
 

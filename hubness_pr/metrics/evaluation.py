@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from hubness_pr.errors import InputError
 from hubness_pr.engine.ann import KNN_METHODS, HnswOptions
 from hubness_pr.engine.context import RunContext
 from hubness_pr.engine.cross import CrossInputs, cross_pass
@@ -178,9 +179,9 @@ def check_options(*, metrics=DEFAULT_METRICS, k=3, dc_k=5, hubs_k=3, memory_budg
 
 def _check_size(n: int, k: int, name: str, why: str) -> None:
     if n < k + 1:
-        raise ValueError(
-            f"{name} has {n} samples; {why} needs at least {k + 1} (the k-th neighbour of every sample must exist)"
-        )
+        raise InputError(
+            f"{name} has {n} samples; {why} needs at least {k + 1} (the k-th neighbour of every sample must exist)",
+            role=name)
 
 
 def real_knn_needs(metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, prcover_c: int = 3) -> tuple[int, tuple]:
@@ -254,7 +255,8 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                       kid_seed=check_int(kid_seed, "kid_seed", "evaluate", 0))
     real, fake = as_feature_matrix(real, "real"), as_feature_matrix(fake, "fake")
     if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"real and fake features have different dimensions: {real.shape[1]} vs {fake.shape[1]}")
+        raise InputError(f"real and fake features have different dimensions: {real.shape[1]} vs {fake.shape[1]}",
+                         role="fake")
     (n_real, dim), n_fake = real.shape, fake.shape[0]
     params = {"k": k, "dc_k": dc_k, "hubsK": hubs_k, "metrics": list(names), "device": str(ctx.device),
               "memory_budget": ctx.memory_budget, "processes": ctx.group.world, "backend": ctx.group.backend}

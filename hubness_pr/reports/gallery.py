@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hubness_pr.errors import InputError
 from hubness_pr.metrics.evaluation import Evaluation
 from hubness_pr.reports.results import printable_name
 
@@ -157,7 +158,7 @@ class ImageFinder:
             return None
         try:
             return self.source.read(index)
-        except ValueError as exc:
+        except InputError as exc:  # an image that cannot be read: the sheet shows a blank, the log says why
             self.problems.append(str(exc))
             return None
 
@@ -192,7 +193,7 @@ def find_images(data) -> tuple[ImageFinder, str]:
         return ImageFinder(None, []), why
     try:
         source = open_source(root)
-    except ValueError as exc:
+    except InputError as exc:
         return ImageFinder(None, []), str(exc)
     return ImageFinder(source, list(data.paths)), ""
 
@@ -313,24 +314,27 @@ class Gallery:
     def __init__(self, folder, metrics, n: int, outputs, option: str = "--gallery"):
         self.folder, self.n, self.option = str(folder), n, option
         if os.path.exists(self.folder) and not os.path.isdir(self.folder):
-            raise ValueError(f"{option} {self.folder}: is a file, expected a folder")
+            raise InputError(option=option, file=self.folder, message="is a file, expected a folder")
         for name, source in outputs.inputs.items():
             if os.path.isdir(source) and _within(self.folder, source):
-                raise ValueError(f"{option} {self.folder}: is inside the input {name} ({source}); "
+                raise InputError(option=option, file=self.folder, message=f"is inside the input {name} ({source}); "
                                  "the sheets would become images of it")
         self.specs = planned_sheets(metrics)
         if not self.specs:
             needs = sorted({m for spec in SHEETS for m in spec.needs})
-            raise ValueError(f"{option} {self.folder}: needs at least one of the metrics {', '.join(needs)}")
+            raise InputError(option=option, file=self.folder,
+                             message=f"needs at least one of the metrics {', '.join(needs)}")
         self.created = False
         if not os.path.isdir(self.folder):
             parent = os.path.dirname(os.path.abspath(self.folder))
             if not os.path.isdir(parent):
-                raise ValueError(f"{option} {self.folder}: folder {os.path.dirname(self.folder) or '.'} does not exist")
+                raise InputError(option=option, file=self.folder,
+                                 message=f"folder {os.path.dirname(self.folder) or '.'} does not exist")
             try:
                 os.mkdir(self.folder)
             except OSError as exc:
-                raise ValueError(f"{option} {self.folder}: cannot create the folder ({exc.strerror or exc})") from None
+                raise InputError(option=option, file=self.folder,
+                                 message=f"cannot create the folder ({exc.strerror or exc})") from exc
             self.created = True
         try:
             self.sheets = {spec.name: outputs.add(sheet_file(self.folder, spec), option) for spec in self.specs}
@@ -344,7 +348,8 @@ class Gallery:
         for data in datasets:
             root, _ = image_root(data)
             if root is not None and os.path.isdir(root) and _within(self.folder, root):
-                raise ValueError(f"{self.option} {self.folder}: is inside {root}, the images of {data.source}; "
+                raise InputError(option=self.option, file=self.folder,
+                                 message=f"is inside {root}, the images of {data.source}; "
                                  "the sheets would become images of it")
 
     def abandon(self) -> None:

@@ -13,6 +13,7 @@ from dataclasses import fields, is_dataclass
 
 import numpy as np
 
+from hubness_pr.errors import InputError
 from hubness_pr.metrics.evaluation import Evaluation
 from hubness_pr.reports.cells import format_cell
 
@@ -317,7 +318,7 @@ def write_compare_plot(handle, header: list, rows: list, metric_columns: list) -
     one bar per run (labelled ``run: fake``), each panel on its own scale, values written on the bars
     when there are at most 12 runs. :func:`compare_plot_size` gives its size in pixels."""
     if not metric_columns:
-        raise ValueError("--plot: no metric column to draw")
+        raise InputError("--plot: no metric column to draw")
     plt = _pyplot()
     columns, panel_rows = _compare_grid(len(metric_columns))
     width, height = compare_plot_size(len(metric_columns))

@@ -29,6 +29,7 @@ import stat
 
 import numpy as np
 
+from hubness_pr.errors import InputError
 from hubness_pr.io.store import feature_digest, json_kind, parse_json
 from hubness_pr.reports.cells import format_cell
 
@@ -79,7 +80,7 @@ def append_line(output, record: dict) -> None:
     try:
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | (0 if output.direct else os.O_CREAT), 0o666)
     except OSError as exc:
-        raise _cannot_append(output, exc) from None
+        raise _cannot_append(output, exc) from exc
     try:
         with contextlib.suppress(OSError):  # a file system without locks: runs may interleave whole lines
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -99,7 +100,7 @@ def append_line(output, record: dict) -> None:
                     os.ftruncate(fd, st.st_size)  # under the lock: the file as it was
             raise
     except OSError as exc:
-        raise _cannot_append(output, exc) from None
+        raise _cannot_append(output, exc) from exc
     finally:
         os.close(fd)
 
@@ -116,8 +117,8 @@ def _last_byte(path: str, size: int) -> bytes | None:
         os.close(fd)
 
 
-def _cannot_append(output, exc: OSError) -> ValueError:
-    return ValueError(f"{output.option} {output.requested}: cannot append ({exc.strerror or exc})")
+def _cannot_append(output, exc: OSError) -> InputError:
+    return InputError(option=output.option, file=output.requested, message=f"cannot append ({exc.strerror or exc})")
 
 
 def record_problem(record) -> str | None:
@@ -170,13 +171,13 @@ def read_runs(path) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
                 else:
                     bad.append((number, problem))
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
+        raise InputError(file=path, message="no such file") from None
     except IsADirectoryError:
-        raise ValueError(f"{path}: is a folder, not a run log (.jsonl)") from None
+        raise InputError(file=path, message="is a folder, not a run log (.jsonl)") from None
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(file=path, message=f"cannot read ({exc.strerror or exc})") from exc
     if bad and not text:  # no line of it is text
-        raise ValueError(f"{path}: not a text file, not a run log (.jsonl)")
+        raise InputError(file=path, message="not a text file, not a run log (.jsonl)")
     return runs, bad
 
 

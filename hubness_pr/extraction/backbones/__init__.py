@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from hubness_pr.errors import InputError
 from hubness_pr.lazy import lazy_attributes
 
 # name -> (module of features/backbones that registers it, one-line description for --help)
@@ -79,7 +80,7 @@ def preprocess_name(name: str | None) -> str | None:
         return None
     name = PREPROCESS_ALIASES.get(name, name)
     if name not in PREPROCESS:
-        raise ValueError(f"unknown --preprocess {name!r}; choose from {', '.join(PREPROCESS)}")
+        raise InputError(f"unknown --preprocess {name!r}; choose from {', '.join(PREPROCESS)}")
     return name
 
 
@@ -89,7 +90,7 @@ def load_backbone(name: str, *, weights=None, preprocess: str | None = None, see
     if name not in _REGISTRY and name in BUILTIN:
         importlib.import_module(f".{BUILTIN[name][0]}", __name__)  # registers it
     if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
+        raise InputError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
     backbone = _REGISTRY[name](weights=weights, preprocess=preprocess, seed=seed, allow_download=allow_download)
     backbone.network.eval()
     for p in backbone.network.parameters():

@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from hubness_pr.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -39,12 +41,12 @@ class Backbone:
             raise TypeError("The 'images' parameter of embed must be uint8 images (N, H, W, 3) or (N, 3, H, W). Got None.")
         arr = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
         if arr.ndim != 4 or arr.dtype != np.uint8:
-            raise ValueError("The 'images' parameter of embed must be uint8 images of shape (N, H, W, 3) or "
+            raise InputError("The 'images' parameter of embed must be uint8 images of shape (N, H, W, 3) or "
                              f"(N, 3, H, W). Got {arr.dtype} {arr.shape}.")
         if arr.shape[-1] not in (1, 3, 4) and arr.shape[1] in (1, 3, 4):
             arr = np.moveaxis(arr, 1, -1)
         if arr.shape[0] and 0 in arr.shape:
-            raise ValueError(f"The 'images' parameter of embed holds empty images (shape {arr.shape}).")
+            raise InputError(f"The 'images' parameter of embed holds empty images (shape {arr.shape}).")
         from hubness_pr.engine.devices import exact_matmul
         from hubness_pr.extraction.images import to_rgb8
         net = self.inference_network(device)
@@ -60,7 +62,7 @@ class Backbone:
         channels-last memory, which computes the same function 1.4-3x faster on the CPU (measured:
         bench/bench_features.py). Feed it ``channels_last`` batches. A TorchScript network runs as it is."""
         if half and not self.supports_half:
-            raise ValueError(f"--half: {self.name} runs in float32 only (its network takes uint8 images)")
+            raise InputError(f"--half: {self.name} runs in float32 only (its network takes uint8 images)")
         net = self.network.to(device).eval()
         if any(isinstance(m, torch.jit.ScriptModule) for m in net.modules()):
             log.debug("%s: TorchScript inside, conv/BN folding skipped", self.name)
@@ -87,18 +89,19 @@ def load_state_dict(path, what: str) -> dict:
     """A state dict from ``path`` (torch.save format, tensors only); ValueError on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"--weights {path}: no such file")
+        raise InputError(option="--weights", file=path, message="no such file")
     if is_torchscript(path):  # torch.load would warn, then fail with a message about weights_only
-        raise ValueError(f"--weights {path}: a TorchScript module, not a state dict for {what} "
+        raise InputError(option="--weights", file=path, message=f"a TorchScript module, not a state dict for {what} "
                          "(NVIDIA's vgg16.pt goes with --backbone vgg16_nvidia)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or damaged files
-        raise ValueError(f"--weights {path}: cannot load a PyTorch state dict ({str(exc).splitlines()[0][:160]})") from None
+        raise InputError(option="--weights", file=path,
+                         message=f"cannot load a PyTorch state dict ({str(exc).splitlines()[0][:160]})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"--weights {path}: not a state dict of tensors for {what}")
+        raise InputError(option="--weights", file=path, message=f"not a state dict of tensors for {what}")
     return state
 
 
@@ -122,7 +125,7 @@ def load_weights(weights, imagenet, what: str, builder: str, allow_download: boo
         path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(imagenet.url))
         if not os.path.isfile(path):
             if not allow_download:
-                raise ValueError(
+                raise InputError(
                     f"{what} ImageNet weights not found in torchvision's cache ({path}): run once on a machine with "
                     f"internet `python -c \"import torchvision; torchvision.models.{builder}(weights='{imagenet.name}')\"` "
                     f"(or pass --allow_download), or give a state dict with --weights FILE; offline, "
@@ -150,7 +153,7 @@ def apply_state_dict(module: torch.nn.Module, state: dict, path, what: str) -> N
         if mismatched:
             k = mismatched[0]
             parts.append(f"shape of {k} is {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
-        raise ValueError(f"--weights {path}: not {what} weights ({'; '.join(parts)})")
+        raise InputError(option="--weights", file=path, message=f"not {what} weights ({'; '.join(parts)})")
     module.load_state_dict(state, strict=True)
 
 

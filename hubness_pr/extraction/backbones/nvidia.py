@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hubness_pr.errors import InputError
 from hubness_pr.extraction.backbones import register_backbone
 from hubness_pr.extraction.backbones.base import Backbone, file_digest
 
@@ -58,29 +59,32 @@ def load_detector(path) -> torch.nn.Module:
     images, return_features=True)`` -> (N, 4096) floats. Any problem is a one-line ValueError."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"--weights {path}: no such file")
+        raise InputError(option="--weights", file=path, message="no such file")
     try:
         with warnings.catch_warnings():  # torch >= 2.9 calls torch.jit.load deprecated: not the user's concern
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
             detector = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError and others for foreign or damaged files
-        raise ValueError(f"--weights {path}: not a TorchScript module ({_first_line(exc)}); vgg16_nvidia takes "
+        raise InputError(option="--weights", file=path,
+                         message=f"not a TorchScript module ({_first_line(exc)}); vgg16_nvidia takes "
                          f"{WHAT}; a torchvision state dict goes with --backbone vgg16") from None
     schema = getattr(getattr(detector, "forward", None), "schema", None)  # None: no compiled forward
     arguments = [a.name for a in schema.arguments] if schema is not None else []
     if "return_features" not in arguments:
-        raise ValueError(f"--weights {path}: a TorchScript module without a return_features argument "
+        raise InputError(option="--weights", file=path,
+                         message="a TorchScript module without a return_features argument "
                          f"(forward takes {', '.join(arguments[1:]) or 'nothing'}), not {WHAT}")
     probe = torch.zeros((1, 3, 32, 32), dtype=torch.uint8)
     try:
         with torch.inference_mode():
             out = detector.eval()(probe, return_features=True)
     except Exception as exc:  # a module of another signature fails inside TorchScript
-        raise ValueError(f"--weights {path}: module(uint8 images, return_features=True) fails "
+        raise InputError(option="--weights", file=path, message="module(uint8 images, return_features=True) fails "
                          f"({_first_line(exc)}): not {WHAT}") from None
     if not isinstance(out, torch.Tensor) or not out.is_floating_point() or tuple(out.shape) != (1, DIM):
         got = (f"{out.dtype} {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__)
-        raise ValueError(f"--weights {path}: module(images, return_features=True) gives {got}, not (N, {DIM}) float "
+        raise InputError(option="--weights", file=path,
+                         message=f"module(images, return_features=True) gives {got}, not (N, {DIM}) float "
                          f"features: not {WHAT} (inception-2015-12-05.pt, the FID detector, gives 2048)")
     return detector
 
@@ -93,10 +97,11 @@ def _first_line(exc: Exception) -> str:
 @register_backbone("vgg16_nvidia")
 def vgg16_nvidia(weights=None, preprocess=None, seed=0, allow_download=False) -> Backbone:
     if preprocess is not None:
-        raise ValueError(f"--preprocess {preprocess}: vgg16_nvidia resizes and normalises inside NVIDIA's module; "
+        raise InputError(option="--preprocess", value=preprocess,
+                         message="vgg16_nvidia resizes and normalises inside NVIDIA's module; "
                          "leave --preprocess out")
     if weights is None:
-        raise ValueError(f"vgg16_nvidia needs --weights vgg16.pt, {WHAT}; it is never downloaded")
+        raise InputError(f"vgg16_nvidia needs --weights vgg16.pt, {WHAT}; it is never downloaded")
     detector = load_detector(weights)
     prepare = Uint8Image()
     meta = {"backbone": "vgg16_nvidia", "layer": "module(images, return_features=True)", "weights": "file",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torchvision
 
+from hubness_pr.errors import InputError
 from hubness_pr.extraction.backbones import register_backbone
 from hubness_pr.extraction.backbones.base import Backbone, apply_state_dict, load_weights
 from hubness_pr.extraction.backbones.preprocess import make_preprocess
@@ -50,7 +51,7 @@ def vgg16(weights=None, preprocess=None, seed=0, allow_download=False) -> Backbo
 def vgg16_random(weights=None, preprocess=None, seed=0, allow_download=False) -> Backbone:
     """VGG16 with torchvision's random initialisation drawn from ``seed`` (global RNG untouched)."""
     if weights is not None:
-        raise ValueError("vgg16_random takes no --weights (its weights are drawn from --seed); use --backbone vgg16")
+        raise InputError("vgg16_random takes no --weights (its weights are drawn from --seed); use --backbone vgg16")
     preprocessing = make_preprocess(preprocess, INPUT_SIZE)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
