@@ -16,7 +16,7 @@ difference and the hub sets' agreement. Writes bench/ANN_RESULTS.md and bench/re
 Everything runs in this process, one after the other, on all cores (faiss and torch threads).
 The full run takes about 20 minutes on 2 cores; the test suite runs ``--toy``.
 
-Usage:  python bench/bench_ann.py [--toy] [--sizes 20000,50000,200000] [--sweep_n 50000] [--merge] [--no_sweep]
+Usage (from the repository root):  python -m bench.bench_ann [--toy] [--sizes 20000,50000,200000] [--sweep_n 50000] [--merge] [--no_sweep]
 """
 from __future__ import annotations
 
@@ -30,11 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.gpu_check import realistic
 
-from gpu_check import realistic  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -108,7 +106,7 @@ def sizes_run(sizes, dim: int, k: int, log) -> list:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = ["# Approximate hub selection (`--knn hnsw`) against exact, eP&R alone", "",
-             f"Measured {report['started']} with `python bench/bench_ann.py{' --toy' if report['toy'] else ''}` on "
+             f"Measured {report['started']} with `python -m bench.bench_ann{' --toy' if report['toy'] else ''}` on "
              f"{m['cpu_count']} CPU cores ({m['processor']}), Python {m['python']}, torch {m['torch']}, "
              f"faiss {m['faiss']}. Features: real-looking {report['dim']}-d (clustered latent, ReLU); k = "
              f"{report['k']}." + (f" ({report['merged']}.)" if report.get("merged") else ""), "",

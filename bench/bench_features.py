@@ -5,7 +5,7 @@ per backbone, on this machine. Decoding should not be the bottleneck.
 Images: N real photos made from scikit-learn's two sample photos (random 256x256 crops, saved as
 PNG and as JPEG). ``vgg16_random`` has the compute of ``vgg16`` (no ImageNet weights needed).
 
-Usage:  python bench/bench_features.py [--n 256] [--batch_size 32] [--num_workers 2] [--backbones ...]
+Usage (from the repository root):  python -m bench.bench_features [--n 256] [--batch_size 32] [--num_workers 2] [--backbones ...]
 """
 from __future__ import annotations
 
@@ -20,11 +20,9 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hubness_pr.extraction.backbones import load_backbone  # noqa: E402
-from hubness_pr.extraction.extract import _collate, _Prepared, extract_features  # noqa: E402
-from hubness_pr.extraction.images import open_source  # noqa: E402
+from hubness_pr.extraction.backbones import load_backbone
+from hubness_pr.extraction.extract import _collate, _Prepared, extract_features
+from hubness_pr.extraction.images import open_source
 
 
 def make_images(folder: Path, n: int, fmt: str) -> None:

@@ -16,7 +16,7 @@ ReLU-Gaussian features (real: relu(N(0, 1)), fake: relu(N(0.02, 1.02^2)), float3
 
 Setup (imports, the toolkit's kernel load) is timed apart and printed; the ratios use the timed call.
 
-Usage:  python bench/bench_metrics.py --n 5000 --dim 4096 [--repeat 3] [--skip prdc] [--json results.json]
+Usage (from the repository root):  python -m bench.bench_metrics --n 5000 --dim 4096 [--repeat 3] [--skip prdc] [--json results.json]
 """
 from __future__ import annotations
 
@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("baseline", "torch", "toolkit", "cold", "epr", "prdc", "floor")
@@ -131,9 +129,9 @@ def gemm_floor(real, fake, budget_mib: int, device: str = "cpu") -> dict:
 
 
 def run_child(name: str, real: Path, fake: Path, budget: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--real", str(real), "--fake", str(fake),
+    cmd = [sys.executable, "-m", "bench.bench_metrics", "--worker", name, "--real", str(real), "--fake", str(fake),
            "--memory_budget", str(budget)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])

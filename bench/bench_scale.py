@@ -3,7 +3,7 @@
 
 1. Sizes: N = M = 5k, 10k, 20k, 50k x 4096 (random ReLU features): the toolkit with every metric,
    eP&R alone, prdc (its four metrics) while it fits in memory (three N x N float32 matrices), and the
-   bare GEMM floor; wall time and peak RSS, each in its own process (bench/bench_metrics.py's workers).
+   bare GEMM floor; wall time and peak RSS, each in its own process (bench.bench_metrics's workers).
 2. The real set computed once: the metric command on a 200,000 x 2,048 real set against 10,000
    generated samples, first with an empty summary cache (it computes the real set's k-NN pass and
    stores it) then again (it reuses it); both JSONs must be identical but for timings and the cache
@@ -18,7 +18,7 @@ Each command runs as a child process; its wall time is measured around it and it
 every 20 ms from /proc (summed over the process tree for torchrun). The large sizes take tens of
 minutes on 2 cores and are not run in CI (the test suite runs ``--toy``).
 
-Usage:  python bench/bench_scale.py [--toy] [--skip sizes,cache,mmap,procs] [--out bench/RESULTS.md]
+Usage (from the repository root):  python -m bench.bench_scale [--toy] [--skip sizes,cache,mmap,procs] [--out bench/RESULTS.md]
 """
 from __future__ import annotations
 
@@ -36,11 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import bench_metrics  # the per-contender child processes of the size table
 
-import bench_metrics  # noqa: E402  (the per-contender child processes of the size table)
+ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = ROOT / "improved_precision_recall_hubness.py"
 RAM_FOR_PRDC = 0.8  # prdc runs while its three N x N float32 matrices fit in this share of the RAM
@@ -198,7 +196,7 @@ def processes_case(n, dim, tmp: Path) -> dict:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = ["# Benchmark results", "",
-             f"Written by `python bench/bench_scale.py{' --toy' if report['toy'] else ''}` on {report['date']}: "
+             f"Written by `python -m bench.bench_scale{' --toy' if report['toy'] else ''}` on {report['date']}: "
              f"{m['cpu']}, {m['cores']} cores, {m['ram_gib']:.0f} GiB RAM, Python {m['python']}, torch {m['torch']}, "
              f"default tile budget 256 MiB. Times are wall clock of a fresh process (for the sizes, of the "
              "timed call in it); memory is peak RSS unless said. Raw numbers: `bench/results/scale.json`.", ""]

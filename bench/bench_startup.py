@@ -11,7 +11,7 @@ alike. ``--root DIR`` (repeatable) measures the scripts of other checkouts inste
 the same rounds and with this interpreter, e.g. ``git archive COMMIT | tar -x -C /tmp/COMMIT`` for
 a before/after comparison (each labelled by its folder's name).
 
-Usage:  python bench/bench_startup.py [--repeat 3] [--root DIR ...] [--out bench/results/startup.json]
+Usage (from the repository root):  python -m bench.bench_startup [--repeat 3] [--root DIR ...] [--out bench/results/startup.json]
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ Two steps, so that the feature extraction can run on a GPU machine apart from th
    held-out images (a matched set, mode collapse, an over-represented class, pixel noise, blur,
    memorised copies of the real set, and mixtures); features of each set through each backbone::
 
-       python bench/epr_study.py extract --out FEATDIR [--dataset fashion|digits|all]
+       python -m bench.epr_study extract --out FEATDIR [--dataset fashion|digits|all]
            [--backbones efficientnet_lite0,vgg16_random] [--device auto] [--max_n 20000]
 
    writes ``FEATDIR/{dataset}_{backbone}_{set}.npy`` (float32 features, one row per image),
@@ -23,7 +23,7 @@ Two steps, so that the feature extraction can run on a GPU machine apart from th
    ``knn='hnsw'``) with approximate hub selection, for every dataset, backbone, set, size N, k and
    hub threshold t in {k-1, k, k+1, 2k}::
 
-       python bench/epr_study.py run --features FEATDIR [--sizes 1000,5000,20000] [--ks 3,5,10]
+       python -m bench.epr_study run --features FEATDIR [--sizes 1000,5000,20000] [--ks 3,5,10]
            [--out docs] [--json bench/results/epr_study.json] [--knn exact,hnsw] [--toy]
 
    writes ``OUT/epr_study.md`` (tables, findings generated from the numbers), figures
@@ -65,7 +65,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 DATASETS = ("fashion", "digits")
 BACKBONES = ("efficientnet_lite0", "vgg16_random")

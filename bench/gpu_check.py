@@ -22,7 +22,7 @@ Results: ``OUT/gpu_check.json`` (``--out``, default bench/results) and a summary
 ``--toy`` runs the same steps at toy sizes on any device (the test suite runs it on the CPU, with the
 fused CPU kernels against the torch route as the two "devices"), so the script cannot break unnoticed.
 
-Usage:  python bench/gpu_check.py [--out DIR] [--toy] [--device cuda] [--no-pytest]
+Usage (from the repository root):  python -m bench.gpu_check [--out DIR] [--toy] [--device cuda] [--no-pytest]
 """
 from __future__ import annotations
 
@@ -38,8 +38,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def realistic(n: int, dim: int, seed: int, drop: int = 0) -> np.ndarray:
@@ -127,7 +125,7 @@ def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: li
     import torch
 
     import hubness_pr
-    from bench_metrics import gemm_floor
+    from bench.bench_metrics import gemm_floor
     cuda = device.startswith("cuda")
 
     def sync():

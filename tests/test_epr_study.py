@@ -1,6 +1,5 @@
-"""bench/epr_study.py at toy size (digits, N=80, efficientnet_lite0 on the CPU): extraction, the
+"""bench.epr_study at toy size (digits, N=80, efficientnet_lite0 on the CPU): extraction, the
 metrics and the report, so that the study cannot break unnoticed between the runs that need a GPU."""
-import importlib.util
 import json
 import math
 import os
@@ -9,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -17,9 +15,7 @@ def study(tmp_path_factory):
     """The toy extraction and run, once for the whole test session (every xdist worker shares the
     first one's outputs, under a file lock): (module, features folder, report folder, JSON)."""
     from filelock import FileLock  # a dependency of torch
-    spec = importlib.util.spec_from_file_location("epr_study", ROOT / "bench" / "epr_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from bench import epr_study as module
     base = tmp_path_factory.getbasetemp()  # under xdist: .../pytest-N/popen-gwK, its parent this session's
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     tmp = shared / "epr_study"
