@@ -3,7 +3,7 @@
 
 1. ``pytest -m cuda``: the test suite's CUDA tests (tests/test_cuda.py: the oracle on ordinary data
    and on every hard case, the k-NN on ties and duplicates).
-2. CPU vs CUDA on every hard case of tests/hard_cases.py (collapse, offsets, 2^-120..2^60 scales,
+2. CPU vs CUDA on every hard case of hubness_pr.engine.hard_cases (collapse, offsets, 2^-120..2^60 scales,
    ties, duplicates, a distance one rounding from a radius): every decision, the k-occurrence of both
    sets, rarity and realism.
 3. CPU vs CUDA on 20,000 x 2,048 real-looking features (sparse non-negative, clustered, a generator
@@ -102,7 +102,7 @@ def run(device_a: str, device_b: str, real, fake, **options):
 
 
 def step_hard_cases(device_a: str, device_b: str) -> dict:
-    from tests import hard_cases
+    from hubness_pr.engine import hard_cases
     out = {}
     for name, (real, fake, options) in hard_cases.all_cases().items():
         (a, b), _ = run(device_a, device_b, real, fake, **options)
