@@ -6,7 +6,8 @@ ReLU-Gaussian features (real: relu(N(0, 1)), fake: relu(N(0.02, 1.02^2)), float3
 
 * ``baseline``  load the two arrays and nothing else (memory reference)
 * ``torch``     the same plus ``import torch, hubness`` (the libraries' own resident memory)
-* ``toolkit``   hubness_pr.evaluate, every metric: eP&R, P&R, density, coverage, realism, rarity, hubness_pr,
+* ``toolkit``   hubness_pr.evaluate, every metric of hubness_pr.DEFAULT_METRICS (eP&R, P&R, density and
+                coverage, realism, rarity, hubness),
                 after ``hubness_pr.engine.kernels.load()`` in the untimed setup (as ``import torch`` is)
 * ``cold``      the same without that load: the first call in a fresh process pays it (~0.3 s)
 * ``epr``       hubness_pr.evaluate(metrics='epr'): the hub-only pass (kernels loaded in setup)
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -82,10 +82,11 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
     result["setup_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
     if name in ("toolkit", "cold", "epr"):
-        metrics = ("epr",) if name == "epr" else hubness_pr.DEFAULT_METRICS
+        from bench.common import ALL_METRICS, values  # imported here: the baseline imports nothing more
+        metrics = ("epr",) if name == "epr" else ALL_METRICS
         ev = hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, device="cpu",
-                              memory_budget=budget_mib * 2**20, progress=False)
-        result["values"] = {key: value for key, value in hubness_pr.to_dict(ev).items() if key in ("epr", "pr", "dc")}
+                                 memory_budget=budget_mib * 2**20, progress=False)
+        result["values"] = values(ev)
         result["timings"] = ev.timings
     elif name == "prdc":
         import contextlib
@@ -108,7 +109,7 @@ def gemm_floor(real, fake, budget_mib: int, device: str = "cpu") -> dict:
     ``fake`` are numpy arrays or tensors (n, dim)."""
     import torch
 
-    from hubness_pr.engine.context import RunContext
+    from hubness_pr import RunContext
     from hubness_pr.engine.distances import exact_matmul, gram_tile, strip_width, tile_grid, tile_side
     from hubness_pr.engine.knn import knn_tile_side
     budget, dim = budget_mib * 2**20, real.shape[1]
@@ -137,19 +138,6 @@ def run_child(name: str, real: Path, fake: Path, budget: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _cpu_model() -> str:
-    """CPU model name and vector width (GEMM speed depends on both), where /proc/cpuinfo tells."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = fields.get("flags", "").split()
-    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{fields.get('model name', platform.machine())} ({vector})"
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=5000, help="real samples")
@@ -171,9 +159,10 @@ def main() -> int:
     skip = {s for s in args.skip.split(",") if s}
     import torch
 
+    from bench.common import cpu_model
     from hubness_pr.engine.distances import onednn_gemm_works
     info = {"n": args.n, "m": m, "dim": args.dim, "memory_budget_mib": args.memory_budget,
-            "cpu": _cpu_model(), "cores": os.cpu_count(),
+            "cpu": cpu_model(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_gemm": "oneDNN" if onednn_gemm_works() else "numpy BLAS",
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(auto)")}

@@ -37,6 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+import hubness_pr
+from bench.common import ALL_METRICS, VALUE_METRICS, values
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -58,10 +61,9 @@ def compare(a, b) -> dict:
     """Which results of two Evaluations differ: decisions exactly; realism to 1e-5 relative (it is
     exact unless two reals give a fake ratios within the float32 screen's error of each other, where
     the routes may pick either: hubness_pr/engine/cross.py)."""
-    import hubness_pr
     out = {}
     da, db = (hubness_pr.json_safe(hubness_pr.to_dict(e)) for e in (a, b))
-    for name in ("pr", "dc", "epr"):
+    for name in VALUE_METRICS:
         out[name] = da[name] == db[name]
     out["fake_k_occurrence"] = bool(np.array_equal(a.fake_k_occurrence, b.fake_k_occurrence))
     out["hubness_real"] = a.hubness_real == b.hubness_real
@@ -89,7 +91,6 @@ def step_pytest(timeout: int) -> dict:
 
 def run(device_a: str, device_b: str, real, fake, **options):
     """Evaluate on both devices (``cpu/torch`` selects the CPU's torch route); return both and times."""
-    import hubness_pr
     results, seconds = [], []
     for device in (device_a, device_b):
         route = device.split("/")
@@ -111,12 +112,11 @@ def step_hard_cases(device_a: str, device_b: str) -> dict:
 
 
 def step_realistic(device_a: str, device_b: str, n: int, dim: int) -> dict:
-    import hubness_pr
     real, fake = realistic(n, dim, seed=1), realistic(n, dim, seed=2, drop=4)
     (a, b), seconds = run(device_a, device_b, real, fake)
     result = compare(a, b)
     result.update(n=n, dim=dim, seconds={device_a: seconds[0], device_b: seconds[1]},
-                  values={key: hubness_pr.to_dict(b)[key] for key in ("epr", "pr", "dc")},
+                  values=values(b),
                   diagnostics={device_a: a.diagnostics, device_b: b.diagnostics})
     return result
 
@@ -124,7 +124,6 @@ def step_realistic(device_a: str, device_b: str, n: int, dim: int) -> dict:
 def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: list, save, deadline: float) -> None:
     import torch
 
-    import hubness_pr
     from bench.bench_metrics import gemm_floor
     cuda = device.startswith("cuda")
 
@@ -177,7 +176,7 @@ def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: li
                          "seconds_all": times, "floor_seconds": float(np.median(floor_times)),
                          "epr_seconds": epr_seconds, "peak_gpu_mib": peak_all, "peak_gpu_mib_floor": peak_floor,
                          "timings": ev.timings, "diagnostics": ev.diagnostics, "tiles": floor["tiles"],
-                         "values": {key: hubness_pr.to_dict(ev)[key] for key in ("epr", "pr", "dc")},
+                         "values": values(ev),
                          "epr_alone": hubness_pr.to_dict(epr)["epr"]})
             print(f"  {n} x {n} x {dim}, budget {budget} MiB: all metrics {rows[-1]['seconds']:.2f} s, "
                   f"floor {rows[-1]['floor_seconds']:.2f} s, eP&R alone {epr_seconds:.2f} s, "
@@ -190,8 +189,6 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
     """The real set computed once (its k-NN graph passed to evaluate: identical results, and the time
     without the real set's pass), the largest N = M that fits the time, and the GPUs there are."""
     import torch
-
-    import hubness_pr
     cuda = device.startswith("cuda")
 
     def sync():
@@ -205,7 +202,7 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
     gen = torch.Generator().manual_seed(11)
     real = torch.relu(torch.randn((n_real, dim), generator=gen)).numpy()
     fake = torch.relu(torch.randn((n_fake, dim), generator=gen) * 1.02 + 0.02).numpy()
-    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.DEFAULT_METRICS, 3, 5)
+    k_max, ks = hubness_pr.real_knn_needs(ALL_METRICS, 3, 5)
     t = time.perf_counter()
     full = hubness_pr.evaluate(real=real, fake=fake, device=device, progress=False)
     sync()
@@ -241,7 +238,7 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
         sync()
         row = {"n": n, "dim": dim, "seconds": time.perf_counter() - t, "memory_budget_mib": 4096,
                "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-               "values": {key: hubness_pr.to_dict(ev)[key] for key in ("epr", "pr", "dc")}}
+               "values": values(ev)}
         out["largest"].append(row)
         print(f"  {n} x {n} x {dim}, all metrics: {row['seconds']:.1f} s", flush=True)
         del real, fake
@@ -258,8 +255,7 @@ def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) ->
     import torch
     from PIL import Image
 
-    import hubness_pr
-    from hubness_pr.io.store import load_features
+    from hubness_pr import load_features
     from hubness_pr.engine import distributed
     from hubness_pr.commands.features import main as extract_main
 
@@ -312,8 +308,6 @@ def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) ->
 
 def machine(device: str) -> dict:
     import torch
-
-    import hubness_pr
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "toolkit": hubness_pr.__version__, "device": device, "cpu_count": os.cpu_count()}
     if device.startswith("cuda") and torch.cuda.is_available():

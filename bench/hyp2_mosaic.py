@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.bench_metrics import _cpu_model as cpu_model  # the bench scripts' one CPU description
+from bench.common import cpu_model
 from hubness_pr.commands.retrieval import main as retrieval_main
 from hubness_pr.hyp2.mosaic import load_mosaic
 from hubness_pr.hyp2.ranking import retrieval_scores
