@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def study(tmp_path_factory):
     """The toy extraction and run, once for the whole test session (every xdist worker shares the
@@ -106,28 +105,6 @@ def test_report_has_its_tables_and_figures(study):
     assert numbers["timing"] and numbers["timing"][0]["pr_seconds"] > 0
     hnsw = [c["hnsw"] for c in numbers["cases"] if "hnsw" in c]
     assert hnsw and all("ep" in h and 0.0 <= h["ep"] <= 1.0 and 0.0 <= h["er"] <= 1.0 for h in hnsw), hnsw[:3]
-
-
-def test_run_without_approximate_selection_in_the_library(study, tmp_path, monkeypatch):
-    """Where evaluate has no knn='hnsw' (an older toolkit), the hnsw columns are left out with a note."""
-    import hubness_pr
-    module, feats, _, _ = study
-    evaluate = hubness_pr.evaluate
-
-    def older_evaluate(**kwargs):
-        if "knn" in kwargs or "hubs" in kwargs:
-            raise TypeError("evaluate() got an unexpected keyword argument 'knn'")
-        return evaluate(**kwargs)
-
-    monkeypatch.setattr(hubness_pr, "evaluate", older_evaluate)
-    assert module.main(["run", "--toy", "--features", str(feats), "--out", str(tmp_path), "--json",
-                        str(tmp_path / "n.json"), "--device", "cpu"]) == 0
-    numbers = json.loads((tmp_path / "n.json").read_text())
-    assert numbers["cases"] and not any("hnsw" in c for c in numbers["cases"])
-    assert any("does not accept knn='hnsw'" in n for n in numbers["notes"])
-    assert numbers["timing"][0]["epr_hnsw_seconds"] is None
-    report = (tmp_path / "epr_study_toy.md").read_text()
-    assert "## Approximate hub selection (hnsw)\n\nNot computed: hubness_pr.evaluate does not accept" in report
 
 
 def test_weighted_variant_is_a_hub_average(study):
