@@ -159,7 +159,7 @@ def main() -> int:
     skip = {s for s in args.skip.split(",") if s}
     import torch
 
-    from bench.common import cpu_model
+    from bench.common import cpu_model, ratio
     from hubness_pr.engine.distances import onednn_gemm_works
     info = {"n": args.n, "m": m, "dim": args.dim, "memory_budget_mib": args.memory_budget,
             "cpu": cpu_model(), "cores": os.cpu_count(),
@@ -195,15 +195,12 @@ def main() -> int:
         over = r["peak_rss_mib"] - base if base else float("nan")
         print(f"{name:<10} {r['seconds']:>9.2f} {r['setup_seconds']:>8.2f} {r['peak_rss_mib']:>13.0f} {over:>14.0f}")
     tk, pr, fl, ep, cold = (results.get(x, {}) for x in ("toolkit", "prdc", "floor", "epr", "cold"))
-    if "seconds" in tk and "seconds" in pr:
-        print(f"prdc (4 metrics) / toolkit (all metrics) time ratio: {pr['seconds'] / tk['seconds']:.2f}x")
-    if "seconds" in cold and "seconds" in pr:
-        print(f"prdc / toolkit first call in a fresh process (kernel load included): "
-              f"{pr['seconds'] / cold['seconds']:.2f}x")
-    if "seconds" in tk and "seconds" in fl:
-        print(f"toolkit / GEMM floor time ratio: {tk['seconds'] / fl['seconds']:.2f}x")
-    if "seconds" in tk and "seconds" in ep:
-        print(f"toolkit (all) / eP&R alone time ratio: {tk['seconds'] / ep['seconds']:.2f}x")
+    for label, a, b in (("prdc (4 metrics) / toolkit (all metrics) time ratio", pr, tk),
+                        ("prdc / toolkit first call in a fresh process (kernel load included)", pr, cold),
+                        ("toolkit / GEMM floor time ratio", tk, fl),
+                        ("toolkit (all) / eP&R alone time ratio", tk, ep)):
+        if ratio(a, b):
+            print(f"{label}: {ratio(a, b)}")
     if "values" in tk and "values" in pr:
         print(f"check: prdc density {pr['values']['density']:.6f} coverage {pr['values']['coverage']:.6f}; "
               f"toolkit {tk['values']['dc']['density']:.6f} {tk['values']['dc']['coverage']:.6f}")

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import bench_metrics  # the per-contender child processes of the size table
-from bench.common import ALL_METRICS, cpu_model, fmt, table, write_text
+from bench.common import ALL_METRICS, cpu_model, fmt, ratio, table, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,9 +205,6 @@ def markdown(report: dict) -> str:
         def timed(r):
             return r.get("skipped", r.get("error")) if "seconds" not in r else \
                 f"{fmt(r['seconds'], digits=2)} s, {r['peak_rss_mib']:,.0f} MiB"
-
-        def ratio(a, b, digits):
-            return f"{fmt(a['seconds'] / b['seconds'], digits=digits)}x" if "seconds" in a and "seconds" in b else ""
 
         body = [[f"{row['n']:,}", *(timed(row[name]) for name in ("toolkit", "epr", "prdc", "floor")),
                  ratio(row["toolkit"], row["floor"], 2), ratio(row["prdc"], row["toolkit"], 1)]

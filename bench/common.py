@@ -34,6 +34,11 @@ def fmt(x, signed: bool = False, digits: int = 3) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
+def ratio(a: dict, b: dict, digits: int = 2) -> str:
+    """``a["seconds"] / b["seconds"]`` as ``1.23x``; empty where either has no time (skipped, failed)."""
+    return f"{fmt(a['seconds'] / b['seconds'], digits=digits)}x" if "seconds" in a and "seconds" in b else ""
+
+
 def table(header: list, rows: list) -> str:
     """A Markdown table (a ``|`` inside a cell escaped), ending with a newline."""
     def cell(value) -> str:

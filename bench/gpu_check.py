@@ -121,24 +121,32 @@ def step_realistic(device_a: str, device_b: str, n: int, dim: int) -> dict:
     return result
 
 
+class Gpu:
+    """Synchronisation and peak memory of the device under test (no-ops and NaN off CUDA)."""
+
+    def __init__(self, device: str):
+        import torch
+        self.torch, self.cuda = torch, device.startswith("cuda")
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def peak_reset(self) -> None:
+        if self.cuda:
+            self.torch.cuda.empty_cache()
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> float:
+        return self.torch.cuda.max_memory_allocated() / 2**20 if self.cuda else float("nan")
+
+
 def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: list, save, deadline: float) -> None:
     import torch
 
     from bench.bench_metrics import gemm_floor
-    cuda = device.startswith("cuda")
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
-    def peak_reset():
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-
-    def peak():
-        return torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
-
+    gpu = Gpu(device)
+    sync, peak_reset, peak = gpu.sync, gpu.peak_reset, gpu.peak
     # warm-up (CUDA context, cuBLAS handles, kernels) at a small size, not timed
     warm = realistic(600, dim, seed=3)
     hubness_pr.evaluate(real=warm, fake=warm[::-1].copy(), device=device, progress=False)
@@ -189,12 +197,8 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
     """The real set computed once (its k-NN graph passed to evaluate: identical results, and the time
     without the real set's pass), the largest N = M that fits the time, and the GPUs there are."""
     import torch
-    cuda = device.startswith("cuda")
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
+    gpu = Gpu(device)
+    cuda, sync = gpu.cuda, gpu.sync
     out = {"gpus": torch.cuda.device_count() if cuda else 0,
            "several_gpus": "not measured: this machine has one GPU" if cuda and torch.cuda.device_count() < 2 else
                            "torchrun --nproc_per_node=G improved_precision_recall_hubness.py ... (see README)"}
@@ -230,9 +234,7 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
         gen = torch.Generator().manual_seed(n)
         real = torch.relu(torch.randn((n, dim), generator=gen)).numpy()
         fake = torch.relu(torch.randn((n, dim), generator=gen) * 1.02 + 0.02).numpy()
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+        gpu.peak_reset()
         t = time.perf_counter()
         ev = hubness_pr.evaluate(real=real, fake=fake, device=device, memory_budget=4096 * 2**20, progress=False)
         sync()
