@@ -16,7 +16,7 @@ difference and the hub sets' agreement. Writes bench/ANN_RESULTS.md and bench/re
 Everything runs in this process, one after the other, on all cores (faiss and torch threads).
 The full run takes about 20 minutes on 2 cores; the test suite runs ``--toy``.
 
-Usage:  python bench/bench_ann.py [--toy] [--sizes 20000,50000,200000] [--sweep_n 50000] [--merge] [--no_sweep]
+Usage (from the repository root):  python -m bench.bench_ann [--toy] [--sizes 20000,50000,200000] [--sweep_n 50000] [--merge] [--no_sweep]
 """
 from __future__ import annotations
 
@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.common import fmt, table, write_text
+from bench.gpu_check import realistic
 
-from gpu_check import realistic  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -44,7 +43,8 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 def sweep(n: int, dim: int, k: int, grid, log) -> list:
     import hubness_pr
-    from hubness_pr.engine.ann import HnswOptions, hnsw_neighbors, k_occurrence, quality
+    from hubness_pr import HnswOptions
+    from hubness_pr.engine.ann import hnsw_neighbors, k_occurrence, quality
     x = realistic(n, dim, 1)
     t = time.perf_counter()
     graph = hubness_pr.nearest_neighbors(x, k, progress=False)
@@ -108,27 +108,27 @@ def sizes_run(sizes, dim: int, k: int, log) -> list:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = ["# Approximate hub selection (`--knn hnsw`) against exact, eP&R alone", "",
-             f"Measured {report['started']} with `python bench/bench_ann.py{' --toy' if report['toy'] else ''}` on "
+             f"Measured {report['started']} with `python -m bench.bench_ann{' --toy' if report['toy'] else ''}` on "
              f"{m['cpu_count']} CPU cores ({m['processor']}), Python {m['python']}, torch {m['torch']}, "
              f"faiss {m['faiss']}. Features: real-looking {report['dim']}-d (clustered latent, ReLU); k = "
              f"{report['k']}." + (f" ({report['merged']}.)" if report.get("merged") else ""), "",
              f"## Index parameters ({report['sweep_n']} x {report['dim']}, hubs at t = k)", "",
-             "| M | efSearch | build + search | recall@k (true) | recall@k (run's check) | hub-set Jaccard |",
-             "|---|---|---|---|---|---|"]
-    for r in report["sweep"]:
-        if r["m"] is None:
-            lines.append(f"| exact graph | | {r['seconds']:.1f} s | 1 | | 1 |")
-        else:
-            lines.append(f"| {r['m']} | {r['ef_search']} | {r['seconds']:.1f} s | {r['recall_at_k']:.4f} | "
-                         f"{r['check_recall_at_k']:.4f} | {r['hub_jaccard']:.4f} |")
+             table(["M", "efSearch", "build + search", "recall@k (true)", "recall@k (run's check)", "hub-set Jaccard"],
+                   [["exact graph", "", f"{fmt(r['seconds'], digits=1)} s", 1, "", 1] if r["m"] is None else
+                    [r["m"], r["ef_search"], f"{fmt(r['seconds'], digits=1)} s", fmt(r["recall_at_k"], digits=4),
+                     fmt(r["check_recall_at_k"], digits=4), fmt(r["hub_jaccard"], digits=4)]
+                    for r in report["sweep"]]).rstrip("\n")]
+
+    def pair(r, key):
+        return f"{fmt(r['exact'][key], digits=4)} / {fmt(r['hnsw'][key], digits=4)}"
+
     lines += ["", "## eP&R alone: exact against HNSW hub selection (defaults)", "",
-              "| N = M | t | exact | hnsw | speed-up | eP exact / hnsw | eR exact / hnsw | hub Jaccard real / fake "
-              "| hub fraction real |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in report["sizes"]:
-        lines.append(f"| {r['n']:,} | {r['t']} | {r['exact_seconds']:.1f} s | {r['hnsw_seconds']:.1f} s | "
-                     f"{r['speedup']:.2f}x | {r['exact']['precision']:.4f} / {r['hnsw']['precision']:.4f} | "
-                     f"{r['exact']['recall']:.4f} / {r['hnsw']['recall']:.4f} | {r['real_hub_jaccard']:.3f} / "
-                     f"{r['fake_hub_jaccard']:.3f} | {r['exact']['real_hubs'] / r['n']:.3f} |")
+              table(["N = M", "t", "exact", "hnsw", "speed-up", "eP exact / hnsw", "eR exact / hnsw",
+                     "hub Jaccard real / fake", "hub fraction real"],
+                    [[f"{r['n']:,}", r["t"], f"{fmt(r['exact_seconds'], digits=1)} s",
+                      f"{fmt(r['hnsw_seconds'], digits=1)} s", f"{fmt(r['speedup'], digits=2)}x", pair(r, "precision"),
+                      pair(r, "recall"), f"{fmt(r['real_hub_jaccard'])} / {fmt(r['fake_hub_jaccard'])}",
+                      fmt(r["exact"]["real_hubs"] / r["n"])] for r in report["sizes"]]).rstrip("\n")]
     lines += ["", "Where the time of the HNSW route goes (largest size, t = k): " + ", ".join(
         f"{name} {value:.1f} s" for name, value in next(
             (r["hnsw_timings"] for r in reversed(report["sizes"]) if r["t"] == report["k"]), {}).items()), ""]
@@ -171,13 +171,8 @@ def main(argv=None) -> int:
     report["sizes"] = sorted(kept + rows, key=lambda r: (r["n"], r["t"]))
     if saved:
         report["merged"] = f"sizes {sizes} measured {report['started']}; the rest kept from {saved.get('started')}"
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    for path, text in ((out / "results" / ("ann_toy.json" if args.toy else "ann.json"),
-                        json.dumps(report, indent=2) + "\n"),
-                       (out / ("ANN_RESULTS_toy.md" if args.toy else "ANN_RESULTS.md"), markdown(report))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    write_text(out / "results" / ("ann_toy.json" if args.toy else "ann.json"), json.dumps(report, indent=2) + "\n")
+    write_text(out / ("ANN_RESULTS_toy.md" if args.toy else "ANN_RESULTS.md"), markdown(report))
     log(f"wrote {out}")
     return 0
 

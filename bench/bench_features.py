@@ -5,7 +5,7 @@ per backbone, on this machine. Decoding should not be the bottleneck.
 Images: N real photos made from scikit-learn's two sample photos (random 256x256 crops, saved as
 PNG and as JPEG). ``vgg16_random`` has the compute of ``vgg16`` (no ImageNet weights needed).
 
-Usage:  python bench/bench_features.py [--n 256] [--batch_size 32] [--num_workers 2] [--backbones ...]
+Usage (from the repository root):  python -m bench.bench_features [--n 256] [--batch_size 32] [--num_workers 2] [--backbones ...]
 """
 from __future__ import annotations
 
@@ -20,11 +20,9 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hubness_pr.extraction.backbones import load_backbone  # noqa: E402
-from hubness_pr.extraction.extract import _collate, _Prepared, extract_features  # noqa: E402
-from hubness_pr.extraction.images import open_source  # noqa: E402
+from hubness_pr.extraction.backbones import load_backbone
+from hubness_pr.extraction.extract import extract_features
+from hubness_pr.extraction.images import open_source
 
 
 def make_images(folder: Path, n: int, fmt: str) -> None:
@@ -37,12 +35,25 @@ def make_images(folder: Path, n: int, fmt: str) -> None:
         Image.fromarray(photo[y:y + 256, x:x + 256]).save(folder / f"{i:05d}.{fmt}", quality=95)
 
 
+class Decoded:
+    """Image i of the source, decoded and prepared for the network (what extraction's DataLoader
+    workers do before the network sees a batch); the images here are all of one size."""
+
+    def __init__(self, source, prepare):
+        self.source, self.prepare = source, prepare
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        return self.prepare(self.source.read(i))
+
+
 def decode_rate(source, prepare, batch_size, workers) -> float:
     from torch.utils.data import DataLoader
-    loader = DataLoader(_Prepared(source, prepare, 0, len(source)), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_collate)
+    loader = DataLoader(Decoded(source, prepare), batch_size=batch_size, num_workers=workers)
     t = time.perf_counter()
-    count = sum(len(idx) for idx, _, _ in loader)
+    count = sum(len(batch) for batch in loader)
     return count / (time.perf_counter() - t)
 
 

@@ -6,7 +6,8 @@ ReLU-Gaussian features (real: relu(N(0, 1)), fake: relu(N(0.02, 1.02^2)), float3
 
 * ``baseline``  load the two arrays and nothing else (memory reference)
 * ``torch``     the same plus ``import torch, hubness`` (the libraries' own resident memory)
-* ``toolkit``   hubness_pr.evaluate, every metric: eP&R, P&R, density, coverage, realism, rarity, hubness_pr,
+* ``toolkit``   hubness_pr.evaluate, every metric of hubness_pr.DEFAULT_METRICS (eP&R, P&R, density and
+                coverage, realism, rarity, hubness),
                 after ``hubness_pr.engine.kernels.load()`` in the untimed setup (as ``import torch`` is)
 * ``cold``      the same without that load: the first call in a fresh process pays it (~0.3 s)
 * ``epr``       hubness_pr.evaluate(metrics='epr'): the hub-only pass (kernels loaded in setup)
@@ -16,14 +17,13 @@ ReLU-Gaussian features (real: relu(N(0, 1)), fake: relu(N(0.02, 1.02^2)), float3
 
 Setup (imports, the toolkit's kernel load) is timed apart and printed; the ratios use the timed call.
 
-Usage:  python bench/bench_metrics.py --n 5000 --dim 4096 [--repeat 3] [--skip prdc] [--json results.json]
+Usage (from the repository root):  python -m bench.bench_metrics --n 5000 --dim 4096 [--repeat 3] [--skip prdc] [--json results.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("baseline", "torch", "toolkit", "cold", "epr", "prdc", "floor")
@@ -84,10 +82,11 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
     result["setup_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
     if name in ("toolkit", "cold", "epr"):
-        metrics = ("epr",) if name == "epr" else hubness_pr.DEFAULT_METRICS
+        from bench.common import ALL_METRICS, values  # imported here: the baseline imports nothing more
+        metrics = ("epr",) if name == "epr" else ALL_METRICS
         ev = hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, device="cpu",
-                              memory_budget=budget_mib * 2**20, progress=False)
-        result["values"] = {key: value for key, value in hubness_pr.to_dict(ev).items() if key in ("epr", "pr", "dc")}
+                                 memory_budget=budget_mib * 2**20, progress=False)
+        result["values"] = values(ev)
         result["timings"] = ev.timings
     elif name == "prdc":
         import contextlib
@@ -110,7 +109,7 @@ def gemm_floor(real, fake, budget_mib: int, device: str = "cpu") -> dict:
     ``fake`` are numpy arrays or tensors (n, dim)."""
     import torch
 
-    from hubness_pr.engine.context import RunContext
+    from hubness_pr import RunContext
     from hubness_pr.engine.distances import exact_matmul, gram_tile, strip_width, tile_grid, tile_side
     from hubness_pr.engine.knn import knn_tile_side
     budget, dim = budget_mib * 2**20, real.shape[1]
@@ -131,25 +130,12 @@ def gemm_floor(real, fake, budget_mib: int, device: str = "cpu") -> dict:
 
 
 def run_child(name: str, real: Path, fake: Path, budget: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--real", str(real), "--fake", str(fake),
+    cmd = [sys.executable, "-m", "bench.bench_metrics", "--worker", name, "--real", str(real), "--fake", str(fake),
            "--memory_budget", str(budget)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _cpu_model() -> str:
-    """CPU model name and vector width (GEMM speed depends on both), where /proc/cpuinfo tells."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = fields.get("flags", "").split()
-    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{fields.get('model name', platform.machine())} ({vector})"
 
 
 def main() -> int:
@@ -173,9 +159,10 @@ def main() -> int:
     skip = {s for s in args.skip.split(",") if s}
     import torch
 
+    from bench.common import cpu_model, ratio
     from hubness_pr.engine.distances import onednn_gemm_works
     info = {"n": args.n, "m": m, "dim": args.dim, "memory_budget_mib": args.memory_budget,
-            "cpu": _cpu_model(), "cores": os.cpu_count(),
+            "cpu": cpu_model(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_gemm": "oneDNN" if onednn_gemm_works() else "numpy BLAS",
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(auto)")}
@@ -208,15 +195,12 @@ def main() -> int:
         over = r["peak_rss_mib"] - base if base else float("nan")
         print(f"{name:<10} {r['seconds']:>9.2f} {r['setup_seconds']:>8.2f} {r['peak_rss_mib']:>13.0f} {over:>14.0f}")
     tk, pr, fl, ep, cold = (results.get(x, {}) for x in ("toolkit", "prdc", "floor", "epr", "cold"))
-    if "seconds" in tk and "seconds" in pr:
-        print(f"prdc (4 metrics) / toolkit (all metrics) time ratio: {pr['seconds'] / tk['seconds']:.2f}x")
-    if "seconds" in cold and "seconds" in pr:
-        print(f"prdc / toolkit first call in a fresh process (kernel load included): "
-              f"{pr['seconds'] / cold['seconds']:.2f}x")
-    if "seconds" in tk and "seconds" in fl:
-        print(f"toolkit / GEMM floor time ratio: {tk['seconds'] / fl['seconds']:.2f}x")
-    if "seconds" in tk and "seconds" in ep:
-        print(f"toolkit (all) / eP&R alone time ratio: {tk['seconds'] / ep['seconds']:.2f}x")
+    for label, a, b in (("prdc (4 metrics) / toolkit (all metrics) time ratio", pr, tk),
+                        ("prdc / toolkit first call in a fresh process (kernel load included)", pr, cold),
+                        ("toolkit / GEMM floor time ratio", tk, fl),
+                        ("toolkit (all) / eP&R alone time ratio", tk, ep)):
+        if ratio(a, b):
+            print(f"{label}: {ratio(a, b)}")
     if "values" in tk and "values" in pr:
         print(f"check: prdc density {pr['values']['density']:.6f} coverage {pr['values']['coverage']:.6f}; "
               f"toolkit {tk['values']['dc']['density']:.6f} {tk['values']['dc']['coverage']:.6f}")

@@ -3,7 +3,7 @@
 
 1. Sizes: N = M = 5k, 10k, 20k, 50k x 4096 (random ReLU features): the toolkit with every metric,
    eP&R alone, prdc (its four metrics) while it fits in memory (three N x N float32 matrices), and the
-   bare GEMM floor; wall time and peak RSS, each in its own process (bench/bench_metrics.py's workers).
+   bare GEMM floor; wall time and peak RSS, each in its own process (bench.bench_metrics's workers).
 2. The real set computed once: the metric command on a 200,000 x 2,048 real set against 10,000
    generated samples, first with an empty summary cache (it computes the real set's k-NN pass and
    stores it) then again (it reuses it); both JSONs must be identical but for timings and the cache
@@ -18,7 +18,7 @@ Each command runs as a child process; its wall time is measured around it and it
 every 20 ms from /proc (summed over the process tree for torchrun). The large sizes take tens of
 minutes on 2 cores and are not run in CI (the test suite runs ``--toy``).
 
-Usage:  python bench/bench_scale.py [--toy] [--skip sizes,cache,mmap,procs] [--out bench/RESULTS.md]
+Usage (from the repository root):  python -m bench.bench_scale [--toy] [--skip sizes,cache,mmap,procs] [--out bench/RESULTS.md]
 """
 from __future__ import annotations
 
@@ -36,11 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import bench_metrics  # the per-contender child processes of the size table
+from bench.common import ALL_METRICS, cpu_model, fmt, ratio, table, write_text
 
-import bench_metrics  # noqa: E402  (the per-contender child processes of the size table)
+ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = ROOT / "improved_precision_recall_hubness.py"
 RAM_FOR_PRDC = 0.8  # prdc runs while its three N x N float32 matrices fit in this share of the RAM
@@ -187,7 +186,7 @@ def processes_case(n, dim, tmp: Path) -> dict:
     two = measure([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args,
                    "--json", "two.json"], env={"OMP_NUM_THREADS": "1"}, cwd=tmp)
     a, b = (json.loads((tmp / f).read_text()) for f in ("one.json", "two.json"))
-    same = all(a[key] == b[key] for key in ("epr", "pr", "dc", "hubness"))
+    same = all(a[key] == b[key] for key in ALL_METRICS)
     one["compute"], two["compute"] = a["timings"]["total"], b["timings"]["total"]
     print(f"  processes: 1x2 threads {one['seconds']:.1f} s, 2x1 {two['seconds']:.1f} s", file=sys.stderr)
     keys = ("seconds", "compute", "peak_rss_mib")
@@ -198,25 +197,21 @@ def processes_case(n, dim, tmp: Path) -> dict:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = ["# Benchmark results", "",
-             f"Written by `python bench/bench_scale.py{' --toy' if report['toy'] else ''}` on {report['date']}: "
+             f"Written by `python -m bench.bench_scale{' --toy' if report['toy'] else ''}` on {report['date']}: "
              f"{m['cpu']}, {m['cores']} cores, {m['ram_gib']:.0f} GiB RAM, Python {m['python']}, torch {m['torch']}, "
              f"default tile budget 256 MiB. Times are wall clock of a fresh process (for the sizes, of the "
              "timed call in it); memory is peak RSS unless said. Raw numbers: `bench/results/scale.json`.", ""]
     if "sizes" in report:
+        def timed(r):
+            return r.get("skipped", r.get("error")) if "seconds" not in r else \
+                f"{fmt(r['seconds'], digits=2)} s, {r['peak_rss_mib']:,.0f} MiB"
+
+        body = [[f"{row['n']:,}", *(timed(row[name]) for name in ("toolkit", "epr", "prdc", "floor")),
+                 ratio(row["toolkit"], row["floor"], 2), ratio(row["prdc"], row["toolkit"], 1)]
+                for row in report["sizes"]]
         lines += ["## Sizes (N = M, 4096-d random ReLU features)", "",
-                  "| N = M | all metrics | eP&R alone | prdc (P, R, D, C) | GEMM floor | all / floor | prdc / all |",
-                  "|---|---|---|---|---|---|---|"]
-        for row in report["sizes"]:
-            def cell(name):
-                r = row[name]
-                return r.get("skipped", r.get("error")) if "seconds" not in r else \
-                    f"{r['seconds']:.2f} s, {r['peak_rss_mib']:,.0f} MiB"
-            tk, pr, fl = row["toolkit"], row["prdc"], row["floor"]
-            ratio_floor = f"{tk['seconds'] / fl['seconds']:.2f}x" if "seconds" in tk and "seconds" in fl else ""
-            ratio_prdc = f"{pr['seconds'] / tk['seconds']:.1f}x" if "seconds" in tk and "seconds" in pr else ""
-            lines.append(f"| {row['n']:,} | {cell('toolkit')} | {cell('epr')} | {cell('prdc')} | {cell('floor')} "
-                         f"| {ratio_floor} | {ratio_prdc} |")
-        lines.append("")
+                  table(["N = M", "all metrics", "eP&R alone", "prdc (P, R, D, C)", "GEMM floor", "all / floor",
+                         "prdc / all"], body)]
     if "cache" in report:
         c = report["cache"]
         lines += [f"## The real set once: {c['n_real']:,} x {c['dim']:,} real, {c['n_fake']:,} generated", "",
@@ -268,7 +263,7 @@ def main(argv=None) -> int:
         sizes, dim, cache_n, mmap_n, procs_n, budget = (5000, 10000, 20000, 50000), 4096, (200_000, 10_000, 2048), \
             args.mmap_n, 20_000, 256
     report = {"toy": args.toy, "date": time.strftime("%Y-%m-%d", time.gmtime()),
-              "machine": {"cpu": bench_metrics._cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+              "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                           "torch": torch.__version__,
                           "ram_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30}}
     if args.sizes:
@@ -298,11 +293,8 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     text = markdown(report)
-    for path, content in ((Path(args.out), text + "\n"), (Path(args.json), json.dumps(report, indent=2) + "\n")):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f".{path.name}.tmp")
-        part.write_text(content)
-        os.replace(part, path)
+    write_text(args.out, text + "\n")
+    write_text(args.json, json.dumps(report, indent=2) + "\n")
     print(text)
     return 0
 

@@ -11,7 +11,7 @@ alike. ``--root DIR`` (repeatable) measures the scripts of other checkouts inste
 the same rounds and with this interpreter, e.g. ``git archive COMMIT | tar -x -C /tmp/COMMIT`` for
 a before/after comparison (each labelled by its folder's name).
 
-Usage:  python bench/bench_startup.py [--repeat 3] [--root DIR ...] [--out bench/results/startup.json]
+Usage (from the repository root):  python -m bench.bench_startup [--repeat 3] [--root DIR ...] [--out bench/results/startup.json]
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.common import cpu_name
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -62,14 +64,8 @@ def measure(argv: list, cwd: Path, env: dict) -> tuple[float, float]:
 
 
 def machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     import torch
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "platform": platform.platform()}
 
 

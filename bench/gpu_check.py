@@ -3,7 +3,7 @@
 
 1. ``pytest -m cuda``: the test suite's CUDA tests (tests/test_cuda.py: the oracle on ordinary data
    and on every hard case, the k-NN on ties and duplicates).
-2. CPU vs CUDA on every hard case of tests/hard_cases.py (collapse, offsets, 2^-120..2^60 scales,
+2. CPU vs CUDA on every hard case of hubness_pr.engine.hard_cases (collapse, offsets, 2^-120..2^60 scales,
    ties, duplicates, a distance one rounding from a radius): every decision, the k-occurrence of both
    sets, rarity and realism.
 3. CPU vs CUDA on 20,000 x 2,048 real-looking features (sparse non-negative, clustered, a generator
@@ -22,7 +22,7 @@ Results: ``OUT/gpu_check.json`` (``--out``, default bench/results) and a summary
 ``--toy`` runs the same steps at toy sizes on any device (the test suite runs it on the CPU, with the
 fused CPU kernels against the torch route as the two "devices"), so the script cannot break unnoticed.
 
-Usage:  python bench/gpu_check.py [--out DIR] [--toy] [--device cuda] [--no-pytest]
+Usage (from the repository root):  python -m bench.gpu_check [--out DIR] [--toy] [--device cuda] [--no-pytest]
 """
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
+import hubness_pr
+from bench.common import ALL_METRICS, VALUE_METRICS, values
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def realistic(n: int, dim: int, seed: int, drop: int = 0) -> np.ndarray:
@@ -60,10 +61,9 @@ def compare(a, b) -> dict:
     """Which results of two Evaluations differ: decisions exactly; realism to 1e-5 relative (it is
     exact unless two reals give a fake ratios within the float32 screen's error of each other, where
     the routes may pick either: hubness_pr/engine/cross.py)."""
-    import hubness_pr
     out = {}
     da, db = (hubness_pr.json_safe(hubness_pr.to_dict(e)) for e in (a, b))
-    for name in ("pr", "dc", "epr"):
+    for name in VALUE_METRICS:
         out[name] = da[name] == db[name]
     out["fake_k_occurrence"] = bool(np.array_equal(a.fake_k_occurrence, b.fake_k_occurrence))
     out["hubness_real"] = a.hubness_real == b.hubness_real
@@ -91,7 +91,6 @@ def step_pytest(timeout: int) -> dict:
 
 def run(device_a: str, device_b: str, real, fake, **options):
     """Evaluate on both devices (``cpu/torch`` selects the CPU's torch route); return both and times."""
-    import hubness_pr
     results, seconds = [], []
     for device in (device_a, device_b):
         route = device.split("/")
@@ -104,7 +103,7 @@ def run(device_a: str, device_b: str, real, fake, **options):
 
 
 def step_hard_cases(device_a: str, device_b: str) -> dict:
-    from tests import hard_cases
+    from hubness_pr.engine import hard_cases
     out = {}
     for name, (real, fake, options) in hard_cases.all_cases().items():
         (a, b), _ = run(device_a, device_b, real, fake, **options)
@@ -113,35 +112,41 @@ def step_hard_cases(device_a: str, device_b: str) -> dict:
 
 
 def step_realistic(device_a: str, device_b: str, n: int, dim: int) -> dict:
-    import hubness_pr
     real, fake = realistic(n, dim, seed=1), realistic(n, dim, seed=2, drop=4)
     (a, b), seconds = run(device_a, device_b, real, fake)
     result = compare(a, b)
     result.update(n=n, dim=dim, seconds={device_a: seconds[0], device_b: seconds[1]},
-                  values={key: hubness_pr.to_dict(b)[key] for key in ("epr", "pr", "dc")},
+                  values=values(b),
                   diagnostics={device_a: a.diagnostics, device_b: b.diagnostics})
     return result
+
+
+class Gpu:
+    """Synchronisation and peak memory of the device under test (no-ops and NaN off CUDA)."""
+
+    def __init__(self, device: str):
+        import torch
+        self.torch, self.cuda = torch, device.startswith("cuda")
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def peak_reset(self) -> None:
+        if self.cuda:
+            self.torch.cuda.empty_cache()
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> float:
+        return self.torch.cuda.max_memory_allocated() / 2**20 if self.cuda else float("nan")
 
 
 def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: list, save, deadline: float) -> None:
     import torch
 
-    import hubness_pr
-    from bench_metrics import gemm_floor
-    cuda = device.startswith("cuda")
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
-    def peak_reset():
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-
-    def peak():
-        return torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
-
+    from bench.bench_metrics import gemm_floor
+    gpu = Gpu(device)
+    sync, peak_reset, peak = gpu.sync, gpu.peak_reset, gpu.peak
     # warm-up (CUDA context, cuBLAS handles, kernels) at a small size, not timed
     warm = realistic(600, dim, seed=3)
     hubness_pr.evaluate(real=warm, fake=warm[::-1].copy(), device=device, progress=False)
@@ -179,7 +184,7 @@ def step_timing(device: str, sizes, dim: int, budgets_mib, repeat: int, rows: li
                          "seconds_all": times, "floor_seconds": float(np.median(floor_times)),
                          "epr_seconds": epr_seconds, "peak_gpu_mib": peak_all, "peak_gpu_mib_floor": peak_floor,
                          "timings": ev.timings, "diagnostics": ev.diagnostics, "tiles": floor["tiles"],
-                         "values": {key: hubness_pr.to_dict(ev)[key] for key in ("epr", "pr", "dc")},
+                         "values": values(ev),
                          "epr_alone": hubness_pr.to_dict(epr)["epr"]})
             print(f"  {n} x {n} x {dim}, budget {budget} MiB: all metrics {rows[-1]['seconds']:.2f} s, "
                   f"floor {rows[-1]['floor_seconds']:.2f} s, eP&R alone {epr_seconds:.2f} s, "
@@ -192,14 +197,8 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
     """The real set computed once (its k-NN graph passed to evaluate: identical results, and the time
     without the real set's pass), the largest N = M that fits the time, and the GPUs there are."""
     import torch
-
-    import hubness_pr
-    cuda = device.startswith("cuda")
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
+    gpu = Gpu(device)
+    cuda, sync = gpu.cuda, gpu.sync
     out = {"gpus": torch.cuda.device_count() if cuda else 0,
            "several_gpus": "not measured: this machine has one GPU" if cuda and torch.cuda.device_count() < 2 else
                            "torchrun --nproc_per_node=G improved_precision_recall_hubness.py ... (see README)"}
@@ -207,7 +206,7 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
     gen = torch.Generator().manual_seed(11)
     real = torch.relu(torch.randn((n_real, dim), generator=gen)).numpy()
     fake = torch.relu(torch.randn((n_fake, dim), generator=gen) * 1.02 + 0.02).numpy()
-    k_max, ks = hubness_pr.real_knn_needs(hubness_pr.DEFAULT_METRICS, 3, 5)
+    k_max, ks = hubness_pr.real_knn_needs(ALL_METRICS, 3, 5)
     t = time.perf_counter()
     full = hubness_pr.evaluate(real=real, fake=fake, device=device, progress=False)
     sync()
@@ -235,15 +234,13 @@ def step_scale(device: str, cached: tuple, largest: tuple, deadline: float) -> d
         gen = torch.Generator().manual_seed(n)
         real = torch.relu(torch.randn((n, dim), generator=gen)).numpy()
         fake = torch.relu(torch.randn((n, dim), generator=gen) * 1.02 + 0.02).numpy()
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
+        gpu.peak_reset()
         t = time.perf_counter()
         ev = hubness_pr.evaluate(real=real, fake=fake, device=device, memory_budget=4096 * 2**20, progress=False)
         sync()
         row = {"n": n, "dim": dim, "seconds": time.perf_counter() - t, "memory_budget_mib": 4096,
                "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-               "values": {key: hubness_pr.to_dict(ev)[key] for key in ("epr", "pr", "dc")}}
+               "values": values(ev)}
         out["largest"].append(row)
         print(f"  {n} x {n} x {dim}, all metrics: {row['seconds']:.1f} s", flush=True)
         del real, fake
@@ -260,8 +257,7 @@ def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) ->
     import torch
     from PIL import Image
 
-    import hubness_pr
-    from hubness_pr.io.store import load_features
+    from hubness_pr import load_features
     from hubness_pr.engine import distributed
     from hubness_pr.commands.features import main as extract_main
 
@@ -314,8 +310,6 @@ def step_processes(device: str, n: int, dim: int, images: int, workdir: Path) ->
 
 def machine(device: str) -> dict:
     import torch
-
-    import hubness_pr
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "toolkit": hubness_pr.__version__, "device": device, "cpu_count": os.cpu_count()}
     if device.startswith("cuda") and torch.cuda.is_available():

@@ -5,6 +5,8 @@ Each run is ``retrieval.py --dataset mosaic --backbone pixels`` in this process 
 command line), its figures read back from metrics.json. Random +1/-1 codes (seeded) give the floor.
 Writes a JSON summary (--json) and prints a table. Default: K in {16, 32}, 3 seeds, 20 epochs,
 one torch thread: about 1.5 minutes on an idle core.
+
+Usage (from the repository root):  python -m bench.hyp2_mosaic [--bits 16,32] [--seeds 0,1,2] [--json FILE]
 """
 from __future__ import annotations
 
@@ -20,14 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_metrics import _cpu_model as cpu_model  # noqa: E402  (the bench scripts' one CPU description)
-
-from hubness_pr.commands.retrieval import main as retrieval_main  # noqa: E402
-from hubness_pr.hyp2.mosaic import load_mosaic  # noqa: E402
-from hubness_pr.hyp2.ranking import retrieval_scores  # noqa: E402
+from bench.common import cpu_model
+from hubness_pr.commands.retrieval import main as retrieval_main
+from hubness_pr.hyp2.mosaic import load_mosaic
+from hubness_pr.hyp2.ranking import retrieval_scores
 
 
 def random_codes_map(bits: int, source: str, seed: int = 0) -> float:

@@ -5,6 +5,8 @@ Synthetic inputs at each network's own size (googlenet 448, alexnet and resnet 2
 weights (nothing downloaded), SGD as retrieval.py trains (momentum 0.9, weight decay 5e-4), 20
 classes as VOC. Decoding is not included: it runs in DataLoader workers beside the network. The
 epoch estimates are for VOC2007 (5,011 training images; encoding 4,952 queries + 5,011 database).
+
+Usage (from the repository root):  python -m bench.hyp2_speed [--device cuda] [--backbones googlenet,alexnet,resnet] [--json FILE]
 """
 from __future__ import annotations
 
@@ -17,11 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hubness_pr.hyp2.loss import HyP2Loss  # noqa: E402
-from hubness_pr.hyp2.networks import build_network  # noqa: E402
-from hubness_pr.hyp2.zeta import lookup  # noqa: E402
+from hubness_pr.hyp2.loss import HyP2Loss
+from hubness_pr.hyp2.networks import build_network
+from hubness_pr.hyp2.zeta import lookup
 
 
 def sync(device):

@@ -10,7 +10,7 @@ features (``HUBNESS_KERNELS=fused``: the thread pool and the tiles); and, for co
 evaluation on the torch route in another fresh process. The README's memory bound adds the kernels'
 figure measured here to the command's own.
 
-Usage:  python bench/kernel_memory.py [--repeat 3] [--out bench/results/kernel_memory.json]
+Usage (from the repository root):  python -m bench.kernel_memory [--repeat 3] [--out bench/results/kernel_memory.json]
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ print(json.dumps(points))
 
 
 def run(route: str) -> dict:
-    env = {**os.environ, "HUBNESS_KERNELS": route, "PYTHONPATH": str(HERE)}
+    env = {**os.environ, "HUBNESS_KERNELS": route}  # cwd HERE: ``python -c`` imports hubness_pr from there
     proc = subprocess.run([sys.executable, "-c", CHILD, route], capture_output=True, text=True, env=env,
                           timeout=600, check=True, cwd=HERE)
     return json.loads(proc.stdout.strip().splitlines()[-1])

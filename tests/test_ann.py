@@ -10,7 +10,7 @@ import pytest
 import hubness_pr
 from hubness_pr.engine.ann import HnswOptions, hnsw_neighbors, hnsw_select, k_occurrence, quality
 from hubness_pr.commands.metrics import main
-from tests import hard_cases
+from hubness_pr.engine import hard_cases
 from tests.cli_helpers import assert_one_line_error, call
 
 

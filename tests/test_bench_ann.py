@@ -1,15 +1,10 @@
-"""bench/bench_ann.py at toy size, so that the approximate-selection benchmark cannot break unnoticed."""
-import importlib.util
+"""bench.bench_ann at toy size, so that the approximate-selection benchmark cannot break unnoticed."""
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import bench_ann as bench
 
 
 def test_bench_ann_runs_at_toy_size(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_ann", ROOT / "bench" / "bench_ann.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     assert bench.main(["--toy", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "results" / "ann_toy.json").read_text())
     assert [r["m"] for r in report["sweep"]] == [None, 8, 16]

@@ -1,16 +1,11 @@
-"""bench/bench_scale.py at toy size, so that the benchmark cannot break unnoticed (its full run takes
+"""bench.bench_scale at toy size, so that the benchmark cannot break unnoticed (its full run takes
 tens of minutes and is not part of the suite)."""
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import bench_scale as bench
 
 
 def test_bench_scale_runs_at_toy_size(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "bench" / "bench_scale.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     assert bench.main(["--toy", "--out", str(tmp_path / "R.md"), "--json", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["cache"]["status"] == ["computed", "reused"] and report["cache"]["identical_json"]

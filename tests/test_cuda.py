@@ -1,18 +1,19 @@
 """The CUDA route (torch code on a GPU) against the float64 oracle and the CPU, on ordinary data and
-on every hard case of tests/hard_cases.py. Skipped, visibly, where there is no CUDA device;
-bench/gpu_check.py runs them on a GPU (``pytest -m cuda``)."""
+on every hard case of hubness_pr.engine.hard_cases. Skipped, visibly, where there is no CUDA device;
+python -m bench.gpu_check runs them on a GPU (``pytest -m cuda``)."""
 import numpy as np
 import pytest
 import torch
 
 import hubness_pr
 from hubness_pr.reports.results import metric_block
-from tests import hard_cases, oracle
+from hubness_pr.engine import hard_cases
+from tests import oracle
 from tests.test_numerics_hard import assert_exact
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(),
-                                 reason="no CUDA device here; bench/gpu_check.py runs these on a GPU")]
+                                 reason="no CUDA device here; python -m bench.gpu_check runs these on a GPU")]
 
 
 def test_cuda_results_equal_the_oracle():

@@ -1,6 +1,5 @@
-"""bench/epr_study.py at toy size (digits, N=80, efficientnet_lite0 on the CPU): extraction, the
+"""bench.epr_study at toy size (digits, N=80, efficientnet_lite0 on the CPU): extraction, the
 metrics and the report, so that the study cannot break unnoticed between the runs that need a GPU."""
-import importlib.util
 import json
 import math
 import os
@@ -9,17 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory):
     """The toy extraction and run, once for the whole test session (every xdist worker shares the
     first one's outputs, under a file lock): (module, features folder, report folder, JSON)."""
     from filelock import FileLock  # a dependency of torch
-    spec = importlib.util.spec_from_file_location("epr_study", ROOT / "bench" / "epr_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from bench import epr_study as module
     base = tmp_path_factory.getbasetemp()  # under xdist: .../pytest-N/popen-gwK, its parent this session's
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     tmp = shared / "epr_study"
@@ -110,28 +105,6 @@ def test_report_has_its_tables_and_figures(study):
     assert numbers["timing"] and numbers["timing"][0]["pr_seconds"] > 0
     hnsw = [c["hnsw"] for c in numbers["cases"] if "hnsw" in c]
     assert hnsw and all("ep" in h and 0.0 <= h["ep"] <= 1.0 and 0.0 <= h["er"] <= 1.0 for h in hnsw), hnsw[:3]
-
-
-def test_run_without_approximate_selection_in_the_library(study, tmp_path, monkeypatch):
-    """Where evaluate has no knn='hnsw' (an older toolkit), the hnsw columns are left out with a note."""
-    import hubness_pr
-    module, feats, _, _ = study
-    evaluate = hubness_pr.evaluate
-
-    def older_evaluate(**kwargs):
-        if "knn" in kwargs or "hubs" in kwargs:
-            raise TypeError("evaluate() got an unexpected keyword argument 'knn'")
-        return evaluate(**kwargs)
-
-    monkeypatch.setattr(hubness_pr, "evaluate", older_evaluate)
-    assert module.main(["run", "--toy", "--features", str(feats), "--out", str(tmp_path), "--json",
-                        str(tmp_path / "n.json"), "--device", "cpu"]) == 0
-    numbers = json.loads((tmp_path / "n.json").read_text())
-    assert numbers["cases"] and not any("hnsw" in c for c in numbers["cases"])
-    assert any("does not accept knn='hnsw'" in n for n in numbers["notes"])
-    assert numbers["timing"][0]["epr_hnsw_seconds"] is None
-    report = (tmp_path / "epr_study_toy.md").read_text()
-    assert "## Approximate hub selection (hnsw)\n\nNot computed: hubness_pr.evaluate does not accept" in report
 
 
 def test_weighted_variant_is_a_hub_average(study):

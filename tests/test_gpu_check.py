@@ -1,19 +1,14 @@
-"""bench/gpu_check.py at toy sizes on the CPU (fused kernels vs the torch route), so that the GPU check
+"""bench.gpu_check at toy sizes on the CPU (fused kernels vs the torch route), so that the GPU check
 cannot break unnoticed between the sessions that have a GPU."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import gpu_check
 
 
 def test_gpu_check_runs_at_toy_sizes_on_the_cpu(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
     assert gpu_check.main(["--toy", "--device", "cpu", "--no-pytest", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "gpu_check_toy.json").read_text())
     assert report["ok"] is True
@@ -38,8 +33,5 @@ def test_gpu_check_runs_at_toy_sizes_on_the_cpu(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the full check runs instead")
 def test_gpu_check_refuses_cuda_without_a_gpu(capsys):
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
     assert gpu_check.main(["--no-pytest"]) == 2
     assert "no CUDA device" in capsys.readouterr().err

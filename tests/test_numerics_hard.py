@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import hubness_pr
-from tests import hard_cases, oracle
+from hubness_pr.engine import hard_cases
+from tests import oracle
 
 pytestmark = pytest.mark.usefixtures("kernel_route")  # every test on both tile routes
 

@@ -7,7 +7,7 @@ import torch
 import hubness_pr
 from hubness_pr.io.store import load_features
 from hubness_pr.engine.frame import ScreenRows, SetStats, choose_frame
-from tests import hard_cases
+from hubness_pr.engine import hard_cases
 
 pytestmark = pytest.mark.usefixtures("kernel_route")
 

@@ -316,7 +316,7 @@ def test_the_sampled_check_finds_a_neighbour_replaced_on_a_sampled_row_only(tmp_
 
 @functools.lru_cache(maxsize=None)
 def hard_cases():
-    from tests.hard_cases import all_cases
+    from hubness_pr.engine.hard_cases import all_cases
     return all_cases()
 
 

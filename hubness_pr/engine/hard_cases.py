@@ -1,7 +1,11 @@
-"""Inputs on which a float32 k-NN engine goes wrong unless it is exact by construction: collapsed
-generators, large offsets, extreme power-of-two scales, a distance one rounding from a radius, ulp-near
-and exact ties, more duplicates than a candidate list holds. Shared by tests/test_numerics_hard.py and
-bench/gpu_check.py (CPU vs CUDA). Each function returns float32 ``(real, fake)``.
+"""Inputs that break float32 k-NN engines: on these a float32 engine goes wrong unless it is exact by
+construction. Collapsed generators, large offsets, extreme power-of-two scales, a distance one
+rounding from a radius, ulp-near and exact ties, more duplicates than a candidate list holds.
+
+Public, for checking any route or device against another (docs/numerics.md): the test suite runs
+every metric on them against a float64 brute force (tests/test_numerics_hard.py, tests/test_cuda.py)
+and ``python -m bench.gpu_check`` compares the CPU and CUDA on :func:`all_cases`. Each function
+returns float32 arrays (most ``(real, fake)``); seeded, numpy only.
 """
 import numpy as np
 
