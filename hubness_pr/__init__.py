@@ -29,7 +29,7 @@ _EXPORTS = {
     "Evaluation": "metrics", "PrecisionRecall": "metrics", "PrecisionRecallCover": "metrics",
     "RarityScores": "metrics", "RealismScores": "metrics", "check_options": "metrics",
     "density_coverage": "metrics", "efficient_precision_recall": "metrics", "evaluate": "metrics",
-    "json_safe": "reports.results", "to_dict": "reports.results", "real_knn_needs": "metrics", "precision_recall": "metrics",
+    "json_safe": "reports.results", "to_dict": "reports.results", "real_knn_needs": "metrics", "real_stats_needs": "metrics", "RealStats": "engine.real_stats", "precision_recall": "metrics",
     "rarity_scores": "metrics", "realism_scores": "metrics", "real_rarity_scores": "metrics",
     "HubnessStats": "metrics", "hubness_stats": "metrics",
     "FrechetDistance": "metrics", "KernelInceptionDistance": "metrics", "CMMD": "metrics",

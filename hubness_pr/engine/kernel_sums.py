@@ -15,9 +15,11 @@ docs/definitions.md), every kernel asked for is formed from it in float64 and re
 
 Within a set a pair of the upper triangle's off-square tiles stands for both orders (counted twice,
 its value added to both samples' row sums); inside a diagonal square both orders are there and the
-diagonal is left out. No N x M matrix is built; working memory is the budget. Under torchrun each
-rank reduces a share of the tiles (``group.share``) and the sums and vectors are added
-(``group.combine("sum", ...)``): equal to one process's to float64 rounding.
+diagonal is left out. No N x M matrix is built; working memory is the budget. The real x real
+grid is its own pass (:func:`real_kernel_sums`, :class:`RealKernelSums`): it depends on the real set
+alone, so a stored one serves every generated set (``kernel_sums(..., real=...)``), bit for bit.
+Under torchrun each rank reduces a share of each pass's tiles (``group.share``) and the sums and
+vectors are added (``group.combine("sum", ...)``): equal to one process's to float64 rounding.
 """
 from __future__ import annotations
 
@@ -98,29 +100,54 @@ def _norms(x: torch.Tensor) -> torch.Tensor:
     return (x * x).sum(dim=1)
 
 
-def kernel_sums(x, y, kernels, ctx, split: bool = True) -> dict:
-    """``{kernel: KernelSums}`` of ``x`` (N, dim) against ``y`` (M, dim) for each name of ``kernels``
-    (:data:`KERNELS`) from one tiled pass (module docstring). ``x``, ``y``: float32 tensors or
-    :class:`hubness_pr.engine.mapped.MappedRows`; ``ctx``: the run context (device, memory budget,
-    group); ``split``: share the tiles among the group's ranks (False: this process does all)."""
+@dataclass(frozen=True, eq=False)
+class RealKernelSums:
+    """One kernel's real x real part of :class:`KernelSums`: ``xx``, ``xx2`` and ``xx_rows`` of ``n``
+    samples, which depend on the real set alone (:func:`real_kernel_sums`), so that a stored one can
+    be given to :func:`kernel_sums` (``real=``) for another generated set."""
+
+    n: int
+    xx: float
+    xx2: float
+    xx_rows: np.ndarray
+
+
+def kernel_layout(n: int, dim: int, memory_budget: int) -> tuple:
+    """(tile side, strip width) of the real x real grid: with the kernels and the group's world,
+    what fixes the bits of :func:`real_kernel_sums` (the order in which its tiles are added)."""
+    budget = max(2**18, memory_budget // 4)
+    side = tile_side(dim, budget)
+    return side, strip_width(min(side, n), dim, budget, False)
+
+
+def _check_kernels(kernels) -> tuple:
     kernels = tuple(kernels)
     unknown = set(kernels) - set(KERNELS)
     if unknown or not kernels:
         raise ValueError(f"kernels must be drawn from {KERNELS}; got {kernels}")
-    (n, dim), m = x.shape, y.shape[0]
+    return kernels
+
+
+def _pass(sets: dict, lengths: dict, kernels: tuple, ctx, split: bool) -> dict:
+    """One tiled pass over the grids of ``sets`` (tag -> (a, b); tags "xx", "yy", "xy"): the
+    accumulators of each kernel, combined over the group's ranks when ``split``."""
+    x = sets.get("xx", sets.get("xy"))[0]
+    dim = x.shape[1]
     dev, group = ctx.device, ctx.group
     # float64 Gram block, a kernel block and temporaries: ~4 float64 per element; budget / 4 at 12 bytes
     budget = max(2**18, ctx.memory_budget // 4)
     side = tile_side(dim, budget)
     grids = []
-    for tag, (a_len, b_len, upper) in (("xx", (n, n, True)), ("yy", (m, m, True)), ("xy", (n, m, False))):
-        width = strip_width(min(side, a_len), dim, budget, False)
-        grids += [(tag, rows, cols) for rows, cols in tile_grid(a_len, b_len, side, width, upper=upper)]
+    for tag in ("xx", "yy", "xy"):
+        if tag in sets:
+            a_len, b_len = lengths[tag]
+            width = strip_width(min(side, a_len), dim, budget, False)
+            grids += [(tag, rows, cols) for rows, cols in tile_grid(a_len, b_len, side, width, upper=tag != "xy")]
     mine = group.share(len(grids)) if split else range(len(grids))
+    n, m = lengths.get("xx", lengths.get("xy"))[0], lengths.get("yy", (0,))[0]
     z = lambda size: torch.zeros(size, dtype=torch.float64, device=dev)  # noqa: E731
     acc = {k: {"scalars": z(len(_SCALARS)), "xx_rows": z(n), "yy_rows": z(m), "xy_rows": z(n), "xy_cols": z(m)}
            for k in kernels}
-    sets = {"xx": (x, x), "yy": (y, y), "xy": (x, y)}
     with torch.inference_mode():
         cached = (None, None)
         for t in mine:
@@ -135,14 +162,47 @@ def kernel_sums(x, y, kernels, ctx, split: bool = True) -> dict:
             g = (a @ b.T).double()
             for name in kernels:
                 _reduce(tag, rows, cols, _kernel(name, g, na, nb, dim), acc[name])
+    if split:
+        acc = {name: {key: group.combine("sum", value) for key, value in parts.items()} for name, parts in acc.items()}
+    return acc
+
+
+def real_kernel_sums(x, kernels, ctx, split: bool = True) -> dict:
+    """``{kernel: RealKernelSums}`` of ``x`` (N, dim): the real x real grid alone (upper triangle),
+    its tiles shared among the group's ranks and the sums added (``split``)."""
+    kernels = _check_kernels(kernels)
+    n = x.shape[0]
+    acc = _pass({"xx": (x, x)}, {"xx": (n, n)}, kernels, ctx, split)
     out = {}
     for name in kernels:
-        parts = acc[name]
-        if split:
-            parts = {key: group.combine("sum", value) for key, value in parts.items()}
+        s = acc[name]["scalars"].cpu().numpy()
+        out[name] = RealKernelSums(n=n, xx=float(s[0]), xx2=float(s[3]), xx_rows=acc[name]["xx_rows"].cpu().numpy())
+    return out
+
+
+def kernel_sums(x, y, kernels, ctx, split: bool = True, real: dict | None = None) -> dict:
+    """``{kernel: KernelSums}`` of ``x`` (N, dim) against ``y`` (M, dim) for each name of ``kernels``
+    (:data:`KERNELS`): the real x real grid (:func:`real_kernel_sums`, or ``real``, its result
+    computed earlier for the same ``x``: then no real x real tile is formed, with the same bits),
+    then one tiled pass over the fake x fake and real x fake grids (module docstring). ``x``, ``y``:
+    float32 tensors or :class:`hubness_pr.engine.mapped.MappedRows`; ``ctx``: the run context
+    (device, memory budget, group); ``split``: share the tiles among the group's ranks (False: this
+    process does all)."""
+    kernels = _check_kernels(kernels)
+    n, m = x.shape[0], y.shape[0]
+    if real is None:
+        real = real_kernel_sums(x, kernels, ctx, split)
+    missing = [name for name in kernels if name not in real or real[name].n != n or real[name].xx_rows.shape != (n,)]
+    if missing:
+        raise ValueError(f"the given real x real kernel sums do not fit {n} real samples for kernels {missing}")
+    acc = _pass({"yy": (y, y), "xy": (x, y)}, {"yy": (m, m), "xy": (n, m)}, kernels, ctx, split)
+    out = {}
+    for name in kernels:
+        parts, r = acc[name], real[name]
         s = parts["scalars"].cpu().numpy()
-        out[name] = KernelSums(n=n, m=m, **{key: float(v) for key, v in zip(_SCALARS, s)},
-                               **{key: parts[key].cpu().numpy() for key in ("xx_rows", "yy_rows", "xy_rows", "xy_cols")})
+        out[name] = KernelSums(n=n, m=m, xx=r.xx, yy=float(s[1]), xy=float(s[2]), xx2=r.xx2, yy2=float(s[4]),
+                               xy2=float(s[5]), xx_rows=np.asarray(r.xx_rows, dtype=np.float64),
+                               **{key: parts[key].cpu().numpy() for key in ("yy_rows", "xy_rows", "xy_cols")})
     return out
 
 

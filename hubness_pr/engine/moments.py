@@ -39,6 +39,12 @@ def _block_rows(dim: int, memory_budget: int) -> int:
     return max(16, min(65536, memory_budget // (12 * max(1, dim))))
 
 
+def moment_rows(dim: int, memory_budget: int) -> int:
+    """Rows a block of the moment pass holds: with the group's world, what fixes the bits of
+    :func:`set_moments` (the order in which the blocks' sums are added)."""
+    return _block_rows(dim, memory_budget)
+
+
 def prefix_moments(x, ctx, sizes, order: np.ndarray | None = None):
     """Yield the :class:`Moments` of the first ``s`` rows of ``x`` (in ``order``, a permutation of
     the row indices; None: the stored order) for each ``s`` of ``sizes`` (increasing, each >= 2),

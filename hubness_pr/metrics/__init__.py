@@ -10,7 +10,7 @@ from hubness_pr.lazy import lazy_attributes
 
 _EXPORTS = {name: "evaluation" for name in (
     "METRICS", "DEFAULT_METRICS", "Evaluation", "Plan", "check_options", "density_coverage",
-    "efficient_precision_recall", "evaluate", "real_knn_needs", "precision_recall", "rarity_scores",
+    "efficient_precision_recall", "evaluate", "real_knn_needs", "real_stats_needs", "precision_recall", "rarity_scores",
     "realism_scores", "real_rarity_scores")}
 _EXPORTS.update(PrecisionRecall="pr", DensityCoverage="dc", EfficientPrecisionRecall="epr", RealismScores="realism",
                 RarityScores="rarity", PrecisionRecallCover="prcover", HubnessStats="hubness",

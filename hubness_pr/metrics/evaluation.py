@@ -42,9 +42,10 @@ from hubness_pr.engine.distances import DEFAULT_MEMORY_BUDGET, as_tensor, resolv
 from hubness_pr.engine.distributed import SINGLE, Group
 from hubness_pr.engine.frame import SetStats
 from hubness_pr.engine.inputs import as_feature_matrix, check_int
-from hubness_pr.engine.kernel_sums import kernel_sums
+from hubness_pr.engine.kernel_sums import kernel_sums, real_kernel_sums
 from hubness_pr.engine.knn import NeighborGraph, nearest_neighbors
 from hubness_pr.engine.moments import set_moments
+from hubness_pr.engine.real_stats import RealStats
 from hubness_pr.metrics.dc import DensityCoverage
 from hubness_pr.metrics.epr import EfficientPrecisionRecall
 from hubness_pr.metrics.hubness import HubnessStats, SetsHubness, hubness_stats  # noqa: F401
@@ -99,6 +100,9 @@ class Evaluation:
     real_in_fake_hub_balls: np.ndarray | None = field(default=None, repr=False)
     timings: dict = field(default_factory=dict)      # seconds per phase
     diagnostics: dict = field(default_factory=dict)  # refined_pairs, cross_tile_side, knn_fallback_rows, route
+    # the real set's moments and real x real kernel sums the run read (given or computed; None: no
+    # FD, exact KID or CMMD), to store for the next generated set (evaluate(real_stats=...))
+    real_stats: RealStats | None = field(default=None, repr=False)
 
     def __getattr__(self, name: str):
         if name in REGISTRY:
@@ -191,8 +195,17 @@ def real_knn_needs(metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, prcover_c
     return max(plan.real_ks, default=0), plan.real_ks
 
 
+def real_stats_needs(metrics=DEFAULT_METRICS, kid_subsets: int = 0) -> tuple[bool, tuple]:
+    """``(moments, kernels)`` :func:`evaluate` reads from the real set alone for ``metrics`` (FD: the
+    moments; exact KID, CMMD: their kernels' real x real sums; KID over subsets: nothing), so that a
+    caller can look for stored ones (:class:`hubness_pr.engine.real_stats.RealStats`)."""
+    plan = Plan.of(_check_metrics(metrics), Options(kid_subsets=kid_subsets))
+    return plan.moments, plan.kernels
+
+
 def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, hubs_k: int = 3, device="auto",
              memory_budget: int = DEFAULT_MEMORY_BUDGET, real_knn: NeighborGraph | None = None,
+             real_stats: RealStats | None = None,
              progress: bool | None = None, group: Group = SINGLE, knn: str = "exact",
              hnsw: HnswOptions | None = None, hubs: tuple | None = None, prcover_c: int = 3,
              route: str | None = None, ctx: RunContext | None = None, fd_inf_seed: int = 0,
@@ -212,6 +225,11 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         memory_budget: bytes of working memory for distance tiles (the only tiling knob).
         real_knn: the real set's k-NN graph computed earlier (:func:`real_knn_needs` says which; a
             stored summary, :mod:`hubness_pr.io.summary`); its pass is then skipped. Results are identical.
+        real_stats: the real set's moments and real x real kernel sums computed earlier
+            (:class:`hubness_pr.engine.real_stats.RealStats`, ``Evaluation.real_stats`` of a run on
+            the same real features; :func:`real_stats_needs` says which are read): FD, exact KID
+            and CMMD then do no real-only pass; what it lacks is computed. Results are identical to
+            a recomputation under the same layout (:func:`hubness_pr.engine.real_stats.layout`).
         progress: tqdm bars on stderr (None: only when stderr is a terminal).
         group: the processes sharing the work (:mod:`hubness_pr.engine.distributed`, torchrun); every rank
             gets the whole result, equal to one process's.
@@ -242,6 +260,7 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                                                            memory_budget=memory_budget, device=device)
         with RunContext(device=dev, memory_budget=memory_budget, route=route, group=group, progress=progress) as own:
             return evaluate(real=real, fake=fake, metrics=names, k=k, dc_k=dc_k, hubs_k=hubs_k, real_knn=real_knn,
+                            real_stats=real_stats,
                             knn=knn, hnsw=hnsw, hubs=hubs, prcover_c=prcover_c, ctx=own, fd_inf_seed=fd_inf_seed,
                             fd_inf_points=fd_inf_points, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
                             kid_seed=kid_seed)
@@ -278,7 +297,11 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                           diagnostics=sel.diagnostics, **sel.per_sample)
     plan = Plan.of(names, options)
     timings, diagnostics = {}, {}
-    passes = _run_passes(plan, real, fake, real_knn, ctx, timings, diagnostics)
+    if real_stats is not None and (not isinstance(real_stats, RealStats) or real_stats.n != n_real
+                                   or real_stats.dim != dim):
+        raise ValueError(f"The 'real_stats' parameter of evaluate must be the RealStats of the real set "
+                         f"({n_real} x {dim}). Got {real_stats!r}.")
+    passes = _run_passes(plan, real, fake, real_knn, ctx, timings, diagnostics, real_stats)
     per_sample = {}
     for m in plan.metrics:
         if m.per_sample is not None:
@@ -291,13 +314,17 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
             timings[m.name] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     occ_fake = passes.fake_occurrence
+    stats = None
+    if plan.moments or plan.kernels:
+        stats = RealStats(n=n_real, dim=dim, moments=passes.moments["real"] if plan.moments else None,
+                          kernels=dict(passes.real_kernel or {}))
     return Evaluation(n_real=n_real, n_fake=n_fake, dim=dim, params=params, results=results, timings=timings,
-                      diagnostics=diagnostics, fake_k_occurrence=occ_fake, real_k_occurrence=passes.real_occurrence,
+                      real_stats=stats, diagnostics=diagnostics, fake_k_occurrence=occ_fake, real_k_occurrence=passes.real_occurrence,
                       fake_is_hub=None if occ_fake is None else occ_fake >= hubs_k, **per_sample)
 
 
 def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: RunContext, timings: dict,
-                diagnostics: dict) -> Passes:
+                diagnostics: dict, real_stats: RealStats | None = None) -> Passes:
     """The k-NN pass of each set the plan reads (the real one skipped when ``real_knn`` is given),
     the k-occurrence and hubs, and one real x fake pass with every reduction the metrics read."""
     o = plan.options
@@ -313,11 +340,16 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
     p = Passes(options=o, n_real=n_real, n_fake=n_fake, hub_only=plan.hub_only, ctx=ctx, real_x=xr, fake_x=xf)
     if plan.moments:
         t = time.perf_counter()
-        p.moments = {"real": set_moments(xr, ctx), "fake": set_moments(xf, ctx)}
+        given = real_stats.moments if real_stats is not None else None
+        p.moments = {"real": given if given is not None else set_moments(xr, ctx), "fake": set_moments(xf, ctx)}
         timings["moments"] = time.perf_counter() - t
     if plan.kernels:
         t = time.perf_counter()
-        p.kernel = kernel_sums(xr, xf, plan.kernels, ctx)
+        given = real_stats.kernels if real_stats is not None else {}
+        missing = tuple(name for name in plan.kernels if name not in given)
+        p.real_kernel = {**{name: given[name] for name in plan.kernels if name in given},
+                         **(real_kernel_sums(xr, missing, ctx) if missing else {})}
+        p.kernel = kernel_sums(xr, xf, plan.kernels, ctx, real=p.real_kernel)
         timings["kernel_sums"] = time.perf_counter() - t
     if not plan.real_ks:  # moment and kernel metrics only: no k-NN or cross pass
         return p

@@ -68,6 +68,7 @@ class Passes:
     cross: Any = None
     moments: dict | None = None
     kernel: dict | None = None
+    real_kernel: dict | None = None  # the real x real part of ``kernel`` (RealKernelSums), given or computed
     ctx: Any = None
     real_x: Any = None
     fake_x: Any = None
