@@ -24,6 +24,19 @@ features. The same arrays can live inside a feature file (``getFeature.py
 --knn_k``). :class:`SummaryCache` keeps summaries in a folder keyed by their key, and uses the folder
 and a file only when they are the user's alone (a shared folder is refused; nothing is written
 through a link or into a FIFO or device).
+
+Beside it, in the same folder under the same rules, the real set's moments and real x real kernel
+sums (:class:`hubness_pr.engine.real_stats.RealStats`: what FD, exact KID and CMMD read from the
+real set alone) are stored in their own file under a :class:`StatsKey` (engine version, digest, n,
+dim, whether the moments are held, the kernels, and the layout that fixes their bits:
+:func:`hubness_pr.engine.real_stats.layout`), arrays ``stats_key``, ``stats_checksum``,
+``moments_mean``, ``moments_cov`` and per kernel ``<kernel>_xx``, ``<kernel>_xx2``,
+``<kernel>_xx_rows`` (float64). They are used only if the key equals the one asked for, every array
+has its shape and dtype, is finite, the checksum matches, the covariance is symmetric with a
+non-negative diagonal and each kernel's row sums add up to its total; otherwise recomputed with a
+warning. Unlike the graph they cannot be checked against the features without recomputing them:
+the checksum catches accidents, the private folder keeps others from writing them. A k-NN summary
+file is valid without them and they without it.
 """
 from __future__ import annotations
 
@@ -46,7 +59,10 @@ from hubness_pr.io.outputs import atomic_write
 from hubness_pr.io.store import feature_digest, read_arrays
 
 from hubness_pr.engine.distances import as_tensor, exact_sq_dist
+from hubness_pr.engine.kernel_sums import RealKernelSums
 from hubness_pr.engine.knn import NeighborGraph, exact_rows
+from hubness_pr.engine.moments import Moments
+from hubness_pr.engine.real_stats import RealStats
 
 # Bump when a definition, tie rule or exactness guarantee changes what a summary holds.
 ENGINE_VERSION = 1
@@ -125,7 +141,7 @@ def graph_from_arrays(arrays, key: SummaryKey, features=None, *, sample: int = C
     return graph
 
 
-def _check_key(stored_key, key: SummaryKey) -> None:
+def _check_key(stored_key, key) -> None:
     """ValueError unless the stored key (a JSON string array) is ``key``."""
     try:
         stored = json.loads(str(np.asarray(stored_key).item()))
@@ -255,6 +271,101 @@ def load_summary(path, key: SummaryKey, features=None, **check) -> NeighborGraph
     return graph_from_arrays(read_arrays(path, shapes), key, features, **check)
 
 
+@dataclass(frozen=True)
+class StatsKey:
+    """What the real set's stored moments and real x real kernel sums depend on (module docstring)."""
+
+    digest: str
+    n: int
+    dim: int
+    moments: bool
+    kernels: tuple
+    layout: tuple  # sorted (name, value) pairs of hubness_pr.engine.real_stats.layout
+    engine: int = ENGINE_VERSION
+
+    @classmethod
+    def of(cls, digest: str, n: int, dim: int, moments: bool, kernels, layout: dict) -> StatsKey:
+        return cls(digest=digest, n=int(n), dim=int(dim), moments=bool(moments),
+                   kernels=tuple(sorted(set(kernels))), layout=tuple(sorted(layout.items())))
+
+    def to_json(self) -> str:
+        return json.dumps({"engine": self.engine, "digest": self.digest, "n": self.n, "dim": self.dim,
+                           "moments": self.moments, "kernels": list(self.kernels),
+                           "layout": dict(self.layout)}, sort_keys=True)
+
+    def file_name(self) -> str:
+        what = "-".join((["moments"] if self.moments else []) + list(self.kernels))
+        tag = hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+        return f"stats-{self.digest[:24]}-n{self.n}-d{self.dim}-{what}-{tag}-v{self.engine}.npz"
+
+    def shapes(self) -> dict:
+        """The shape and dtype of each array of a stored :class:`RealStats` for this key."""
+        out = {"stats_key": ((), f"<U{_KEY_CHARS}"), "stats_checksum": ((), "<U64")}
+        if self.moments:
+            out.update(moments_mean=((self.dim,), np.float64), moments_cov=((self.dim, self.dim), np.float64))
+        for name in self.kernels:
+            out.update({f"{name}_xx": ((), np.float64), f"{name}_xx2": ((), np.float64),
+                        f"{name}_xx_rows": ((self.n,), np.float64)})
+        return out
+
+    def largest_file(self) -> int:
+        return 8 * (self.dim * (self.dim + 1) + len(self.kernels) * (self.n + 2)) + 4 * (_KEY_CHARS + 64) + 2**20
+
+
+def _stats_names(key: StatsKey) -> list:
+    return [name for name in key.shapes() if name not in ("stats_key", "stats_checksum")]
+
+
+def stats_arrays(stats: RealStats, key: StatsKey) -> dict:
+    """The arrays that store ``stats`` under ``key``: ValueError unless it holds what the key says."""
+    if stats.n != key.n or stats.dim != key.dim or not stats.covers(key.moments, key.kernels):
+        raise InputError(f"real statistics ({stats.n} x {stats.dim}, moments {stats.moments is not None}, kernels "
+                         f"{sorted(stats.kernels)}) do not fit their key (n={key.n}, dim={key.dim}, moments "
+                         f"{key.moments}, kernels {list(key.kernels)})")
+    arrays = {}
+    if key.moments:
+        arrays.update(moments_mean=stats.moments.mean, moments_cov=stats.moments.cov)
+    for name in key.kernels:
+        sums = stats.kernels[name]
+        arrays.update({f"{name}_xx": sums.xx, f"{name}_xx2": sums.xx2, f"{name}_xx_rows": sums.xx_rows})
+    arrays = {name: np.ascontiguousarray(value, dtype=np.float64) for name, value in arrays.items()}
+    return {"stats_key": np.asarray(key.to_json()), **arrays,
+            "stats_checksum": np.asarray(_checksum(*(arrays[name] for name in _stats_names(key))))}
+
+
+def stats_from_arrays(arrays, key: StatsKey) -> RealStats:
+    """The :class:`RealStats` stored in ``arrays`` if they are valid for ``key`` (module docstring);
+    InputError saying why not."""
+    shapes = key.shapes()
+    missing = [name for name in shapes if name not in arrays]
+    if missing:
+        raise InputError(f"no real statistics ({', '.join(missing)} missing)")
+    _check_key(arrays["stats_key"], key)
+    values = {}
+    for name in _stats_names(key):
+        value = np.asarray(arrays[name])
+        if value.dtype != np.float64 or value.shape != tuple(shapes[name][0]):
+            raise InputError(f"{name} of the wrong shape or type ({value.shape} {value.dtype})")
+        if not np.isfinite(value).all():
+            raise InputError(f"{name} holds a value that is not finite")
+        values[name] = value
+    if str(np.asarray(arrays["stats_checksum"]).item()) != _checksum(*values.values()):
+        raise InputError("checksum mismatch (damaged or edited)")
+    moments = None
+    if key.moments:
+        cov = values["moments_cov"]
+        if (cov != cov.T).any() or (np.diag(cov) < 0).any():
+            raise InputError("not a covariance (not symmetric, or a negative variance)")
+        moments = Moments(n=key.n, mean=values["moments_mean"], cov=cov)
+    kernels = {}
+    for name in key.kernels:
+        xx, rows = float(values[f"{name}_xx"]), values[f"{name}_xx_rows"]
+        if abs(float(rows.sum()) - xx) > 1e-9 * (float(np.abs(rows).sum()) + 1.0):
+            raise InputError(f"{name}: the row sums do not add up to the total")
+        kernels[name] = RealKernelSums(n=key.n, xx=xx, xx2=float(values[f"{name}_xx2"]), xx_rows=rows)
+    return RealStats(n=key.n, dim=key.dim, moments=moments, kernels=kernels)
+
+
 def summary_shapes(key: SummaryKey) -> dict:
     """The shape and dtype of each array of a summary for ``key`` (:func:`hubness_pr.io.store.read_arrays`
     reads no more): the key and checksum as strings (the key at most ``_KEY_CHARS`` characters)."""
@@ -271,6 +382,13 @@ class CacheLookup(NamedTuple):
     """What :meth:`SummaryCache.lookup` found: the graph (None: not usable) and the line for the log."""
 
     graph: NeighborGraph | None
+    message: str
+
+
+class StatsLookup(NamedTuple):
+    """What :meth:`SummaryCache.lookup_stats` found: the real statistics (None: not usable) and the line for the log."""
+
+    stats: RealStats | None
     message: str
 
 
@@ -320,45 +438,71 @@ class SummaryCache:
         The ordinary miss (no folder, no file for the key) raises :class:`CacheMiss`; a lookup
         without a graph (``graph`` None) is worth a warning (``self.refused`` says why the cache is
         left alone, if it is; otherwise the stored file was not valid)."""
-        path, name = self.path(key), key.file_name()
+        def read(handle):
+            size = os.fstat(handle.fileno()).st_size
+            if size > _largest_file(key):
+                raise InputError(f"{size:,} bytes, more than a summary of {key.n} x {key.k_max} takes")
+            return load_summary(handle, key, features, **check)
+
+        return CacheLookup(*self._lookup(key.file_name(), "k-NN summary", read))
+
+    def lookup_stats(self, key: StatsKey) -> StatsLookup:
+        """The cached real statistics for ``key`` (:func:`stats_from_arrays`), as :meth:`lookup`."""
+        def read(handle):
+            size = os.fstat(handle.fileno()).st_size
+            if size > key.largest_file():
+                raise InputError(f"{size:,} bytes, more than the statistics of {key.n} x {key.dim} take")
+            head = read_arrays(handle, {"stats_key": key.shapes()["stats_key"]})
+            if head is None:
+                raise InputError("no real statistics in it (not a .npz file, or no stats_key)")
+            _check_key(head["stats_key"], key)
+            handle.seek(0)
+            return stats_from_arrays(read_arrays(handle, key.shapes()) or {}, key)
+
+        return StatsLookup(*self._lookup(key.file_name(), "real statistics", read))
+
+    def _lookup(self, name: str, what: str, read) -> tuple:
+        path = self.folder / name
         self.refused = None
         try:
             folder = self._open_folder(create=False)
         except FileNotFoundError:
-            raise CacheMiss(f"no cached k-NN summary in {self.folder}") from None
+            raise CacheMiss(f"no cached {what} in {self.folder}") from None
         except _Refused as exc:
-            return CacheLookup(None, self._refuse(str(exc)))
+            return None, self._refuse(str(exc))
         except OSError as exc:
-            return CacheLookup(None, self._refuse(f"cache folder {self.folder} cannot be opened ({_reason(exc)})"))
+            return None, self._refuse(f"cache folder {self.folder} cannot be opened ({_reason(exc)})")
         try:
             try:
                 fd = _open_private(name, folder)
             except FileNotFoundError:
-                raise CacheMiss(f"no cached k-NN summary in {self.folder}") from None
+                raise CacheMiss(f"no cached {what} in {self.folder}") from None
             except _Refused as exc:
-                return CacheLookup(None, self._refuse(f"cached k-NN summary {path} {exc}"))
+                return None, self._refuse(f"cached {what} {path} {exc}")
             with os.fdopen(fd, "rb") as handle:
                 try:
-                    size = os.fstat(handle.fileno()).st_size
-                    if size > _largest_file(key):
-                        raise InputError(f"{size:,} bytes, more than a summary of {key.n} x {key.k_max} takes")
-                    return CacheLookup(load_summary(handle, key, features, **check),
-                                       f"k-NN summary reused from {path}")
+                    return read(handle), f"{what} reused from {path}"
                 except InputError as exc:
-                    return CacheLookup(None, f"cached k-NN summary {path} not used: {exc}; recomputing")
+                    return None, f"cached {what} {path} not used: {exc}; recomputing"
         finally:
             os.close(folder)
 
     def store(self, key: SummaryKey, graph: NeighborGraph) -> str:
         """Save ``graph``; returns what happened (a cache that cannot be written is not an error)."""
+        return self._store(key.file_name(), "k-NN summary", lambda: summary_arrays(graph, key))
+
+    def store_stats(self, key: StatsKey, stats: RealStats) -> str:
+        """Save the real statistics ``stats`` under ``key``; returns what happened, as :meth:`store`."""
+        return self._store(key.file_name(), "real statistics", lambda: stats_arrays(stats, key))
+
+    def _store(self, name: str, what: str, make) -> str:
         if self.refused:
-            return f"k-NN summary not cached ({self.refused})"
-        name = key.file_name()
+            return f"{what} not cached ({self.refused})"
         try:
-            arrays = summary_arrays(graph, key)
+            arrays = make()
             folder = self._open_folder(create=True)
         except (_Refused, OSError, ValueError) as exc:
-            return f"k-NN summary not cached ({_reason(exc)})"
+            return f"{what} not cached ({_reason(exc)})"
         try:
             try:
                 st = os.lstat(name, dir_fd=folder)
@@ -367,13 +511,13 @@ class SummaryCache:
             else:
                 why = _not_private(st)
                 if why:  # not ours to replace: said, left alone
-                    return f"k-NN summary not cached ({self.path(key)} {why})"
+                    return f"{what} not cached ({self.folder / name} {why})"
             _write_private(folder, name, arrays)
         except OSError as exc:
-            return f"k-NN summary not cached ({_reason(exc)})"
+            return f"{what} not cached ({_reason(exc)})"
         finally:
             os.close(folder)
-        return f"k-NN summary saved to {self.path(key)}"
+        return f"{what} saved to {self.folder / name}"
 
     def _refuse(self, why: str) -> str:
         self.refused = why
@@ -464,9 +608,9 @@ def _reason(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _checksum(indices: np.ndarray, sq: np.ndarray) -> str:
+def _checksum(*arrays: np.ndarray) -> str:
     h = hashlib.sha256()
-    for array in (indices, sq):
+    for array in arrays:
         h.update(str(array.shape).encode())
         h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()
