@@ -35,6 +35,7 @@ from hubness_pr.commands import torchrun
 from hubness_pr.reports import runlog
 from hubness_pr.io import summary
 from hubness_pr.engine.inputs import as_feature_matrix
+from hubness_pr.engine.real_stats import layout as real_layout
 from hubness_pr.reports.gallery import DEFAULT_N, Gallery
 from hubness_pr.reports.results import (approximate_note, to_dict, is_approximate, summary_lines, write_compare_plot, write_per_sample_csv,
                      write_plot)
@@ -75,6 +76,23 @@ class StoredSummary:
 
 
 @dataclass
+class StoredStats:
+    """The real set's stored moments and real x real kernel sums (FD, exact KID, CMMD) as the run
+    found them: ``stats`` (:class:`hubness_pr.engine.real_stats.RealStats`; None: computed by this
+    run), their ``key`` (None: none needed or cached), ``status`` and ``path`` for the JSON."""
+
+    status: str
+    stats: object = None
+    key: object = None
+    path: str | None = None
+    cache: object = None
+
+    def report(self) -> dict:
+        """The JSON's ``cache.real_stats``."""
+        return {"status": self.status, **({"path": self.path} if self.path is not None else {})}
+
+
+@dataclass
 class Prepared:
     """What :func:`_prepare` checked and loaded before the heavy work."""
 
@@ -85,6 +103,7 @@ class Prepared:
     fake: LoadedSet
     stored: StoredSummary
     gallery: Gallery | None = field(default=None)
+    stats: StoredStats = field(default_factory=lambda: StoredStats(status="not needed"))
 
 
 def metric_list(text: str) -> str:
@@ -314,11 +333,13 @@ def _prepare(args, device_spec: str, group) -> Prepared:
             log.info("random subsets of %d samples (seed %d for real, %d for fake)", args.num_samples, args.seed,
                      args.seed + 1)
         stored = _stored_summary(args, real, metrics, k, dc_k, ctx)
+        stats = _stored_stats(args, real, metrics, ctx, stored)
     except BaseException:
         if gallery is not None:
             gallery.abandon()
         raise
     return Prepared(options=options, outputs=outputs, planned=planned, real=real_set, fake=fake_set, stored=stored,
+                    stats=stats,
                     gallery=gallery)
 
 
@@ -335,7 +356,9 @@ def _same_inputs_on_every_rank(args, group, prepared: Prepared) -> None:
     mine = {"REAL": stored.key.digest if stored.key is not None else summary.content_digest(real.features),
             "FAKE": summary.content_digest(fake.features),
             "summary": None if graph is None else
-            feature_digest(graph.indices) + feature_digest(graph.sq_distances)}
+            feature_digest(graph.indices) + feature_digest(graph.sq_distances),
+            "stats": None if prepared.stats.stats is None else
+            summary.stats_arrays(prepared.stats.stats, prepared.stats.key)["stats_checksum"].item()}
     everyone = group.gather_objects(mine)
     for name, path in (("REAL", args.path_real), ("FAKE", args.path_fake)):
         digests = [ranked[name] for ranked in everyone]
@@ -348,6 +371,11 @@ def _same_inputs_on_every_rank(args, group, prepared: Prepared) -> None:
         log.warning("real: the processes found different stored k-NN summaries (a cache written meanwhile?); "
                     "none is used, every process computes the graph")
         stored.graph, stored.key, stored.status = None, None, "computed (the processes' stored summaries differed)"
+    if len({ranked["stats"] for ranked in everyone}) > 1:
+        log.warning("real: the processes found different stored real statistics (a cache written meanwhile?); "
+                    "none is used, every process computes them")
+        prepared.stats.stats, prepared.stats.key = None, None
+        prepared.stats.status = "computed (the processes' stored statistics differed)"
 
 
 def _check_extractors(args, real, fake) -> None:
@@ -422,6 +450,35 @@ def _stored_summary(args, real, metrics, k, dc_k, ctx) -> StoredSummary:
     return found
 
 
+def _stored_stats(args, real, metrics, ctx, stored: StoredSummary) -> StoredStats:
+    """Look for the real set's moments and real x real kernel sums in the cache (beside its k-NN
+    summary; hubness_pr/io/summary.py, :class:`~hubness_pr.io.summary.StatsKey`)."""
+    moments, kernels = hubness_pr.real_stats_needs(metrics, args.kid_subsets)
+    if not moments and not kernels:
+        return StoredStats(status="not needed")
+    if args.no_cache:
+        return StoredStats(status="off")
+    n, dim = real.features.shape
+    if n < 2:  # evaluate's size check names the set
+        return StoredStats(status="not needed")
+    digest = stored.key.digest if stored.key is not None else summary.content_digest(real.features)
+    layout = real_layout(n, dim, ctx.memory_budget, ctx.group.world, ctx.device.type)
+    key = summary.StatsKey.of(digest, n, dim, moments, kernels, layout)
+    cache = summary.SummaryCache(args.cache_dir or summary.SummaryCache.default_folder())
+    found = StoredStats(status="computed", key=key, cache=cache, path=str(cache.folder / key.file_name()))
+    try:
+        lookup = cache.lookup_stats(key)
+    except CacheMiss as miss:  # the ordinary first run against this real set
+        log.info("real: %s", miss)
+        return found
+    (log.info if lookup.stats is not None else log.warning)("real: %s", lookup.message)
+    found.stats = lookup.stats
+    found.status = ("reused" if lookup.stats is not None else
+                    f"computed (not cached: {cache.refused})" if cache.refused else
+                    "recomputed (the stored one was not valid)")
+    return found
+
+
 def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
     options, outputs, planned = prepared.options, prepared.outputs, prepared.planned
     stored, gallery = prepared.stored, prepared.gallery
@@ -445,12 +502,15 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
             log.info("real: %s", stored.cache.store(key, real_knn))
     try:
         evaluation = hubness_pr.evaluate(real=real.features, fake=fake.features, real_knn=real_knn, knn=args.knn,
-                                      hnsw=hnsw, **options)
+                                      hnsw=hnsw, real_stats=prepared.stats.stats, **options)
     except InputError as exc:  # "fake has 3 samples; k=3 needs at least 4 ...": the set by its role, named by its file
         data = {"real": real, "fake": fake}.get(exc.role)
         if data is None or exc.file is not None:
             raise
         raise exc.located(file=data.source, show_role=False) from None  # (its message starts with the role)
+    stats = prepared.stats
+    if stats.stats is None and stats.key is not None and evaluation.real_stats is not None and group.rank == 0:
+        log.info("real: %s", stats.cache.store_stats(stats.key, evaluation.real_stats))  # for later runs
     timings = dict(evaluation.timings, load=t_loaded - t_start)
     if real_knn is not None and stored.status != "reused":
         timings["knn_real"] = time.perf_counter() - t_loaded - evaluation.timings["total"]
@@ -470,7 +530,7 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
     payload = to_dict(evaluation)
     payload["params"].update(seed=args.seed, num_samples=args.num_samples)
     payload["timings"], payload["seconds"] = timings, seconds
-    payload["cache"] = {"real": stored.report()}
+    payload["cache"] = {"real": stored.report(), "real_stats": prepared.stats.report()}
     versions = runlog.versions()
     title = (f"{os.path.basename(fake.source)} ({evaluation.n_fake} generated) vs "
              f"{os.path.basename(real.source)} ({evaluation.n_real} real), k={k}"

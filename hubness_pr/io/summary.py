@@ -328,7 +328,7 @@ def stats_arrays(stats: RealStats, key: StatsKey) -> dict:
     for name in key.kernels:
         sums = stats.kernels[name]
         arrays.update({f"{name}_xx": sums.xx, f"{name}_xx2": sums.xx2, f"{name}_xx_rows": sums.xx_rows})
-    arrays = {name: np.ascontiguousarray(value, dtype=np.float64) for name, value in arrays.items()}
+    arrays = {name: np.array(value, dtype=np.float64, order="C") for name, value in arrays.items()}  # 0-d stays 0-d
     return {"stats_key": np.asarray(key.to_json()), **arrays,
             "stats_checksum": np.asarray(_checksum(*(arrays[name] for name in _stats_names(key))))}
 
