@@ -15,7 +15,7 @@ from hubness_pr.commands.metrics import main
 from hubness_pr.engine import kernel_sums as ks
 from hubness_pr.engine.context import RunContext
 from hubness_pr.engine.distributed import SINGLE, Group
-from hubness_pr.engine.real_stats import RealStats, layout
+from hubness_pr.engine.real_stats import layout
 from hubness_pr.errors import InputError
 from hubness_pr.io import summary
 from hubness_pr.io.summary import StatsKey, SummaryCache
@@ -54,7 +54,8 @@ def test_given_real_stats_give_the_bits_of_a_recomputation(budget):
         assert same(values(hubness_pr.evaluate(real=REAL, fake=FAKES[1], real_stats=stats, **o)),
                     values(hubness_pr.evaluate(real=REAL, fake=FAKES[1], **o)))
     # through the stored arrays (what the cache writes and reads back)
-    key = StatsKey.of("d" * 64, len(REAL), REAL.shape[1], True, ("gauss", "poly3"), layout(len(REAL), 24, budget, 1, "cpu"))
+    key = StatsKey.of("d" * 64, len(REAL), REAL.shape[1], True, ("gauss", "poly3"),
+                      layout(len(REAL), 24, budget, 1, "cpu"))
     back = summary.stats_from_arrays(summary.stats_arrays(stats, key), key)
     assert same(values(hubness_pr.evaluate(real=REAL, fake=FAKES[1], real_stats=back, **opts)),
                 values(hubness_pr.evaluate(real=REAL, fake=FAKES[1], **opts)))

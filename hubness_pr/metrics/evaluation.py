@@ -319,7 +319,8 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         stats = RealStats(n=n_real, dim=dim, moments=passes.moments["real"] if plan.moments else None,
                           kernels=dict(passes.real_kernel or {}))
     return Evaluation(n_real=n_real, n_fake=n_fake, dim=dim, params=params, results=results, timings=timings,
-                      real_stats=stats, diagnostics=diagnostics, fake_k_occurrence=occ_fake, real_k_occurrence=passes.real_occurrence,
+                      real_stats=stats, diagnostics=diagnostics, fake_k_occurrence=occ_fake,
+                      real_k_occurrence=passes.real_occurrence,
                       fake_is_hub=None if occ_fake is None else occ_fake >= hubs_k, **per_sample)
 
 
