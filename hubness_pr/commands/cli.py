@@ -156,10 +156,15 @@ def route_of(args) -> str:
     return route
 
 
-def extraction_kwargs(args) -> dict:
-    return dict(backbone=args.backbone, weights=args.weights, preprocess=args.preprocess,
-                allow_download=args.allow_download, batch_size=args.batch_size, num_workers=args.num_workers,
-                device=args.device, half=args.half, skip_bad=args.skip_bad)
+def extraction_kwargs(args, seed: int = 0) -> dict:
+    """The extraction options as :func:`hubness_pr.extraction.extract.extract_path` takes them: the
+    backbone spec (``backbone``) and the run's keyword options."""
+    from hubness_pr.extraction.extract import BackboneSpec
+
+    spec = BackboneSpec(args.backbone, weights=args.weights, preprocess=args.preprocess, seed=seed,
+                        allow_download=args.allow_download)
+    return dict(backbone=spec, batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+                half=args.half, skip_bad=args.skip_bad)
 
 
 def setup_logging(verbosity: int) -> None:
