@@ -115,7 +115,8 @@ def add_extraction_options(p: argparse.ArgumentParser) -> None:
                         + "; ".join(f"{name}: {text}" for name, text in PREPROCESS.items())
                         + "; " + "; ".join(f"{old}: old name of {new}" for old, new in PREPROCESS_ALIASES.items()))
     g.add_argument("--allow_download", "--allow-download", dest="allow_download", action="store_true",
-                   help="let torchvision download missing ImageNet weights (needs internet)")
+                   help="let missing weights be downloaded (torchvision's ImageNet weights, torch hub's FID Inception and "
+                        "DINOv2 checkpoints, open_clip's from the Hugging Face hub; needs internet)")
     g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int, default=64,
                    help="images per forward pass")
     g.add_argument("--num_workers", "--num-workers", dest="num_workers", type=nonnegative_int, default=None,
