@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from hubness_pr.reports import writers
 import hubness_pr
 from hubness_pr.engine.ann import HnswOptions, hnsw_neighbors, hnsw_select, k_occurrence, quality
 from hubness_pr.commands.metrics import main
@@ -252,13 +253,13 @@ def test_plot_and_gallery_say_the_hubs_are_approximate(files, monkeypatch):
     from hubness_pr.commands import metrics as command
     from tests.test_reports import figure_texts
     titles = []
-    write_plot = command.write_plot
+    write_plot = writers.write_plot
 
     def recording(handle, evaluation, real_rarity=None, title=""):
         titles.append(title)
         write_plot(handle, evaluation, real_rarity, title)
 
-    monkeypatch.setattr(command, "write_plot", recording)
+    monkeypatch.setattr(writers, "write_plot", recording)
     proc = call(main, "real.npy", "fake.npy", "--knn", "hnsw", "--plot", "p.png", "--hnsw_check", "200")
     assert proc.returncode == 0, proc.stderr
     assert titles == ["fake.npy (1200 generated) vs real.npy (1500 real), k=3; hubs by approximate k-NN (HNSW)"]

@@ -17,7 +17,7 @@ import hubness_pr.extraction.backbones as registry
 from hubness_pr.extraction.backbones import available_backbones, load_backbone, register_backbone
 from hubness_pr.extraction.backbones import preprocess as preprocessing
 from hubness_pr.extraction.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, tf1_bilinear
-from hubness_pr.extraction.extract import extract_path
+from hubness_pr.extraction.extract import BackboneSpec, extract_path
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def reference_vgg_fc2(model, files):
 
 def test_vgg16_matches_hand_written_torchvision_pipeline(vgg_weights, photos):
     path, model = vgg_weights
-    result, meta = extract_path(photos, backbone="vgg16", weights=path, batch_size=3, num_workers=0, device="cpu")
+    result, meta = extract_path(photos, backbone=BackboneSpec("vgg16", weights=path), batch_size=3, num_workers=0, device="cpu")
     expected = reference_vgg_fc2(model, sorted(photos.iterdir()))
     assert result.features.shape == (4, 4096)
     np.testing.assert_allclose(result.features, expected, atol=1e-4, rtol=1e-4)
@@ -65,7 +65,7 @@ def test_vgg16_matches_hand_written_torchvision_pipeline(vgg_weights, photos):
 
 def test_tf1_bilinear_preprocessing_matches_tf1_reference(vgg_weights, photos):
     path, model = vgg_weights
-    result, meta = extract_path(photos, backbone="vgg16", weights=path, preprocess="tf1_bilinear", num_workers=0,
+    result, meta = extract_path(photos, backbone=BackboneSpec("vgg16", weights=path, preprocess="tf1_bilinear"), num_workers=0,
                                 device="cpu")
     assert meta["preprocess"] == "tf1_bilinear"
     files = sorted(photos.iterdir())
@@ -78,7 +78,7 @@ def test_tf1_bilinear_preprocessing_matches_tf1_reference(vgg_weights, photos):
         x = torch.tensor(np.stack(xs), dtype=torch.float32)
         expected = model.classifier[:5](model.features(x).view(-1, 7 * 7 * 512)).numpy()
     np.testing.assert_allclose(result.features, expected, atol=1e-4, rtol=1e-4)
-    pil, _ = extract_path(photos, backbone="vgg16", weights=path, num_workers=0, device="cpu")
+    pil, _ = extract_path(photos, backbone=BackboneSpec("vgg16", weights=path), num_workers=0, device="cpu")
     assert np.abs(pil.features - result.features).max() > 1e-3  # the two policies really differ
 
 
@@ -126,7 +126,7 @@ def test_embed_tensor_equals_file_path(vgg_weights, photos):
     backbone = load_backbone("vgg16", weights=path)
     files = sorted(photos.iterdir())[:2]
     arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-    from_files, _ = extract_path(photos, backbone="vgg16", weights=path, num_workers=0, device="cpu")
+    from_files, _ = extract_path(photos, backbone=BackboneSpec("vgg16", weights=path), num_workers=0, device="cpu")
     for i, arr in enumerate(arrays):
         np.testing.assert_allclose(backbone.embed(arr[None])[0], from_files.features[i], atol=1e-5)
         nchw = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
@@ -188,7 +188,7 @@ def test_inception_v3_matches_hand_written_torchvision_pool(photos, tmp_path):
     path = tmp_path / "inception.pth"
     torch.save(model.state_dict(), path)
     no_aux = {k: v for k, v in model.state_dict().items() if not k.startswith("AuxLogits.")}
-    result, meta = extract_path(photos, backbone="inception_v3", weights=path, num_workers=0, device="cpu")
+    result, meta = extract_path(photos, backbone=BackboneSpec("inception_v3", weights=path), num_workers=0, device="cpu")
     tf = transforms.Compose([transforms.Resize([299, 299]), transforms.ToTensor(),
                              transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     x = torch.stack([tf(Image.open(f).convert("RGB")) for f in sorted(photos.iterdir())])
@@ -299,7 +299,7 @@ def test_vgg16_nvidia_calls_the_module_on_uint8_nchw_images_at_their_own_size(st
         (folder / f.name).write_bytes(f.read_bytes())
     grey = np.random.default_rng(5).integers(0, 256, (300, 400), dtype=np.uint8)
     Image.fromarray(grey, mode="L").save(folder / "img_9_grey.png")  # the size of img_0, after img_3
-    result, meta = extract_path(folder, backbone="vgg16_nvidia", weights=path, batch_size=3, num_workers=0,
+    result, meta = extract_path(folder, backbone=BackboneSpec("vgg16_nvidia", weights=path), batch_size=3, num_workers=0,
                                 device="cpu")
     expected = []
     with torch.inference_mode():
@@ -309,7 +309,7 @@ def test_vgg16_nvidia_calls_the_module_on_uint8_nchw_images_at_their_own_size(st
             expected.append(detector(image, return_features=True)[0].numpy())
     assert result.features.shape == (5, 4096)
     np.testing.assert_allclose(result.features, np.stack(expected), rtol=1e-5, atol=1e-5)
-    one_by_one, _ = extract_path(folder, backbone="vgg16_nvidia", weights=path, batch_size=1, num_workers=0,
+    one_by_one, _ = extract_path(folder, backbone=BackboneSpec("vgg16_nvidia", weights=path), batch_size=1, num_workers=0,
                                  device="cpu")
     np.testing.assert_allclose(one_by_one.features, result.features, rtol=1e-5, atol=1e-5)
     assert meta["backbone"] == "vgg16_nvidia" and meta["weights_file"] == "vgg16.pt"
@@ -322,7 +322,7 @@ def test_vgg16_nvidia_embed_equals_files_and_refuses_half(stand_in, photos):
     backbone = load_backbone("vgg16_nvidia", weights=path)
     files = sorted(photos.iterdir())
     arr = np.asarray(Image.open(files[1]).convert("RGB"))
-    from_files, _ = extract_path(photos, backbone="vgg16_nvidia", weights=path, num_workers=0, device="cpu")
+    from_files, _ = extract_path(photos, backbone=BackboneSpec("vgg16_nvidia", weights=path), num_workers=0, device="cpu")
     np.testing.assert_allclose(backbone.embed(arr[None])[0], from_files.features[1], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="--half: vgg16_nvidia runs in float32 only"):
         backbone.inference_network("cpu", half=True)
@@ -381,8 +381,8 @@ def test_vgg16_nvidia_on_torch_fidelitys_description_equals_vgg16_tf1_bilinear(v
     --backbone vgg16 --preprocess tf1_bilinear give the same features from the same weights."""
     path, model = vgg_weights
     script = save_script(TorchFidelityVGG16(model), tmp_path / "vgg16.pt")
-    nvidia, _ = extract_path(photos, backbone="vgg16_nvidia", weights=script, num_workers=0, device="cpu")
-    tf1, _ = extract_path(photos, backbone="vgg16", weights=path, preprocess="tf1_bilinear", num_workers=0,
+    nvidia, _ = extract_path(photos, backbone=BackboneSpec("vgg16_nvidia", weights=script), num_workers=0, device="cpu")
+    tf1, _ = extract_path(photos, backbone=BackboneSpec("vgg16", weights=path, preprocess="tf1_bilinear"), num_workers=0,
                           device="cpu")
     assert nvidia.features.shape == (4, 4096)
     assert np.abs(nvidia.features - tf1.features).max() <= 1e-5 * np.abs(tf1.features).max()

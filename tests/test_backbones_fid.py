@@ -13,7 +13,7 @@ from PIL import Image
 import hubness_pr.extraction.backbones as registry
 from hubness_pr.extraction.backbones import load_backbone
 from hubness_pr.extraction.backbones import preprocess as preprocessing
-from hubness_pr.extraction.extract import extract_path
+from hubness_pr.extraction.extract import BackboneSpec, extract_path
 
 pytestmark = pytest.mark.filterwarnings("ignore:xFormers")
 
@@ -93,7 +93,7 @@ def pytorch_fid_model(state, monkeypatch, **kwargs):
 def test_inception_fid_equals_pytorch_fid(fid_inception_weights, images, monkeypatch):
     path, state = fid_inception_weights
     folder, arrays = images
-    result, meta = extract_path(folder, backbone="inception_fid", weights=path, num_workers=0, device="cpu")
+    result, meta = extract_path(folder, backbone=BackboneSpec("inception_fid", weights=path), num_workers=0, device="cpu")
     model = pytorch_fid_model(state, monkeypatch, resize_input=True, normalize_input=True)
     with torch.inference_mode():  # pytorch-fid's fid_score: ToTensor of the PIL image, one image a batch here
         expected = np.concatenate([model(torch.from_numpy(a).permute(2, 0, 1).float().div(255)[None])[0]
@@ -206,7 +206,7 @@ def test_dinov2_features_with_dgm_eval_and_tf1_preprocessing(vits14, images):
     from hubness_pr.extraction.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, tf1_bilinear
     path, original = vits14
     folder, arrays = images
-    result, meta = extract_path(folder, backbone="dinov2_vits14", weights=path, num_workers=0, device="cpu")
+    result, meta = extract_path(folder, backbone=BackboneSpec("dinov2_vits14", weights=path), num_workers=0, device="cpu")
     # dgm-eval's DINOv2 transform, written out with torchvision (EDM2's 'pil' mode: PIL bicubic to 224, uint8)
     dgm = transforms.Compose([transforms.Resize((224, 224), interpolation=transforms.InterpolationMode.BICUBIC),
                               transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -216,7 +216,7 @@ def test_dinov2_features_with_dgm_eval_and_tf1_preprocessing(vits14, images):
     assert meta["layer"] == "CLS token after the final norm" and meta["weights_file"] == path.name
     assert_close(result.features, expected)
     # torch-fidelity's: [0, 255], TF1 bilinear to 224, 255 x ImageNet mean/std
-    tf1, meta = extract_path(folder, backbone="dinov2_vits14", weights=path, preprocess="tf1_bilinear",
+    tf1, meta = extract_path(folder, backbone=BackboneSpec("dinov2_vits14", weights=path, preprocess="tf1_bilinear"),
                              num_workers=0, device="cpu")
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
@@ -248,7 +248,7 @@ def test_clip_vitb32_equals_open_clip(images, tmp_path, caplog):
     path = tmp_path / "open_clip_vitb32_random.bin"
     torch.save(model.state_dict(), path)
     caplog.clear()
-    result, meta = extract_path(folder, backbone="clip_vitb32", weights=path, num_workers=0, device="cpu")
+    result, meta = extract_path(folder, backbone=BackboneSpec("clip_vitb32", weights=path), num_workers=0, device="cpu")
     assert not [r for r in caplog.records if "No pretrained weights" in r.getMessage()]
     for a in arrays:  # the same network input as open_clip's own evaluation transform
         np.testing.assert_array_equal(preprocessing.ClipResize(224)(a).numpy(), preprocess(Image.fromarray(a)).numpy())

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 import pytest
 
+from hubness_pr.reports import writers
 from hubness_pr.errors import InputError
 from hubness_pr.commands import features as features_main
 from hubness_pr.commands import metrics as metrics_main
@@ -289,7 +290,7 @@ def test_output_that_fails_midway_leaves_no_output_of_the_run(features, monkeypa
         handle.write(b"\x89PNG half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(metrics_main, "write_plot", disk_full)
+    monkeypatch.setattr(writers, "write_plot", disk_full)
     result = call(metrics_main.main, "real.npz", "fake.npz", "--json", "old.json", "--per_sample", "p.csv",
                   "--plot", "p.png", "-q")  # -q: no small-set warning, the error line stays
     assert_one_line_error(result, "--plot p.png: cannot write (No space left on device)", status=1)

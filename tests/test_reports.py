@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hubness_pr.reports import writers
 import hubness_pr
 from hubness_pr.commands import metrics as command
 from hubness_pr.reports import results as report
@@ -34,7 +35,7 @@ def files(tmp_path_factory):
 def spy(monkeypatch):
     """Records every call of real_rarity_scores and what write_plot was given, then draws it."""
     seen = {"real_rarity_calls": 0, "plots": []}
-    real_rarity_scores, write_plot = hubness_pr.real_rarity_scores, command.write_plot
+    real_rarity_scores, write_plot = hubness_pr.real_rarity_scores, writers.write_plot
 
     def counting(**kwargs):
         seen["real_rarity_calls"] += 1
@@ -45,7 +46,7 @@ def spy(monkeypatch):
         write_plot(handle, evaluation, real_rarity, title)
 
     monkeypatch.setattr(hubness_pr, "real_rarity_scores", counting)
-    monkeypatch.setattr(command, "write_plot", recording)
+    monkeypatch.setattr(writers, "write_plot", recording)
     return seen
 
 

@@ -133,3 +133,27 @@ def test_random_subset_is_seeded_and_sorted():
     assert (np.diff(a) > 0).all() and not np.array_equal(a, random_subset(100, 10, seed=4))
     with pytest.raises(ValueError, match="larger than the 100 samples"):
         random_subset(100, 101, seed=0)
+
+
+def test_feature_formats_are_a_registry(tmp_path, monkeypatch):
+    """load_features picks the reader by the file's first bytes from FORMATS; a new format is one
+    registration; a suffix registered twice is refused."""
+    from hubness_pr.io import store
+
+    assert set(store.FORMATS) == {".npz", ".npy"}
+    with pytest.raises(ValueError, match="registered twice"):
+        store.register_format(store.FeatureFormat(".npz", b"PK", lambda p, n: None))
+    monkeypatch.setattr(store, "FORMATS", dict(store.FORMATS))
+    rows = np.arange(12, dtype=np.float32).reshape(4, 3)
+
+    def read_text(path, name):
+        return store.FeatureFile(features=np.loadtxt(path, skiprows=1, dtype=np.float32, ndmin=2), source=name,
+                                 key="(txt)")
+
+    store.register_format(store.FeatureFormat(".tsv", b"#FEAT", read_text))
+    (tmp_path / "f.tsv").write_text("#FEAT\n" + "\n".join("\t".join(map(str, r)) for r in rows.tolist()))
+    loaded = store.load_features(tmp_path / "f.tsv")
+    np.testing.assert_array_equal(loaded.features, rows)
+    (tmp_path / "g.bin").write_bytes(b"GARBAGE")
+    with pytest.raises(ValueError, match="not a .npz or .npy or .tsv array file"):
+        store.load_features(tmp_path / "g.bin")

@@ -209,12 +209,12 @@ def extract_features(images: np.ndarray, backbone: str, args, tmp: Path) -> tupl
         t = time.perf_counter()
         feats, meta = pixel_features(images, backbone)
         return np.ascontiguousarray(feats, dtype=np.float32), meta, time.perf_counter() - t
-    from hubness_pr.extraction.extract import extract_path
+    from hubness_pr.extraction.extract import BackboneSpec, extract_path
     path = tmp / "images.npy"
     if not path.exists():
         np.save(path, np.repeat(images[..., None], 3, axis=3))
     t = time.perf_counter()
-    result, meta = extract_path(path, backbone=backbone, backbone_seed=BACKBONE_SEED, num_workers=args.num_workers,
+    result, meta = extract_path(path, BackboneSpec(backbone, seed=BACKBONE_SEED), num_workers=args.num_workers,
                                 device=args.device, batch_size=args.batch_size, half=args.half,
                                 progress=args.progress)
     seconds = time.perf_counter() - t

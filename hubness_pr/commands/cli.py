@@ -115,7 +115,8 @@ def add_extraction_options(p: argparse.ArgumentParser) -> None:
                         + "; ".join(f"{name}: {text}" for name, text in PREPROCESS.items())
                         + "; " + "; ".join(f"{old}: old name of {new}" for old, new in PREPROCESS_ALIASES.items()))
     g.add_argument("--allow_download", "--allow-download", dest="allow_download", action="store_true",
-                   help="let torchvision download missing ImageNet weights (needs internet)")
+                   help="let missing weights be downloaded (torchvision's ImageNet weights, torch hub's FID Inception and "
+                        "DINOv2 checkpoints, open_clip's from the Hugging Face hub; needs internet)")
     g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int, default=64,
                    help="images per forward pass")
     g.add_argument("--num_workers", "--num-workers", dest="num_workers", type=nonnegative_int, default=None,
@@ -156,10 +157,15 @@ def route_of(args) -> str:
     return route
 
 
-def extraction_kwargs(args) -> dict:
-    return dict(backbone=args.backbone, weights=args.weights, preprocess=args.preprocess,
-                allow_download=args.allow_download, batch_size=args.batch_size, num_workers=args.num_workers,
-                device=args.device, half=args.half, skip_bad=args.skip_bad)
+def extraction_kwargs(args, seed: int = 0) -> dict:
+    """The extraction options as :func:`hubness_pr.extraction.extract.extract_path` takes them: the
+    backbone spec (``backbone``) and the run's keyword options."""
+    from hubness_pr.extraction.extract import BackboneSpec
+
+    spec = BackboneSpec(args.backbone, weights=args.weights, preprocess=args.preprocess, seed=seed,
+                        allow_download=args.allow_download)
+    return dict(backbone=spec, batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+                half=args.half, skip_bad=args.skip_bad)
 
 
 def setup_logging(verbosity: int) -> None:

@@ -117,9 +117,9 @@ def _extract(args, suffix: str, group, device: str) -> None:
     # the features stay in the checkpoint shards when they are written out shard by shard (.npy) or
     # gathered from several ranks' shards
     keep = suffix == "npz" and not group.active
-    kwargs = dict(extraction_kwargs(args), device=device)
+    kwargs = dict(extraction_kwargs(args, seed=args.seed), device=device)
     result, meta = torchrun.step(group, lambda: extract_path(
-        args.path, num_samples=args.num_samples, seed=args.seed, backbone_seed=args.seed, progress=args.progress,
+        args.path, num_samples=args.num_samples, seed=args.seed, progress=args.progress,
         checkpoint_dir=partial, shard_size=args.checkpoint_every, keep_features=keep,
         part=(group.rank, group.world) if group.active else None, **kwargs))
     shares = group.gather_objects((result.paths, result.skipped, [str(f) for f in result.shards]))

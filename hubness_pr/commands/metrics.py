@@ -25,7 +25,7 @@ import hubness_pr
 from hubness_pr.errors import CacheMiss, InputError
 from hubness_pr.commands.cli import (OneLineParser, add_extraction_options, add_route_option, route_of, add_run_options, check_device, extraction_kwargs,
                           folder_path, int_at_least, nonnegative_int, output_path, positive_int, print_results,
-                          run_main, setup_logging, unit_float, write_json)
+                          run_main, setup_logging, unit_float)
 from hubness_pr.extraction.images import is_image_input
 from hubness_pr.io.outputs import OutputFiles
 from hubness_pr.io.provenance import describe_differences, extractor_differences, extractor_of
@@ -33,12 +33,12 @@ from hubness_pr.io.store import FeatureFile, feature_digest, json_kind, load_fea
 
 from hubness_pr.commands import torchrun
 from hubness_pr.reports import runlog
+from hubness_pr.reports.writers import RunReport, log_record, write_files
 from hubness_pr.io import summary
 from hubness_pr.engine.inputs import as_feature_matrix
 from hubness_pr.engine.real_stats import layout as real_layout
 from hubness_pr.reports.gallery import DEFAULT_N, Gallery
-from hubness_pr.reports.results import (approximate_note, to_dict, is_approximate, summary_lines, write_compare_plot, write_per_sample_csv,
-                     write_plot)
+from hubness_pr.reports.results import approximate_note, is_approximate, summary_lines, write_compare_plot
 
 log = logging.getLogger("improved_precision_recall_hubness")
 PROG = "improved_precision_recall_hubness.py"
@@ -527,36 +527,18 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
     if group.rank > 0:
         return
 
-    payload = to_dict(evaluation)
-    payload["params"].update(seed=args.seed, num_samples=args.num_samples)
-    payload["timings"], payload["seconds"] = timings, seconds
-    payload["cache"] = {"real": stored.report(), "real_stats": prepared.stats.report()}
-    versions = runlog.versions()
     title = (f"{os.path.basename(fake.source)} ({evaluation.n_fake} generated) vs "
              f"{os.path.basename(real.source)} ({evaluation.n_real} real), k={k}"
              + ("; hubs by approximate k-NN (HNSW)" if is_approximate(evaluation) else ""))
+    run = RunReport(evaluation=evaluation, real=real, fake=fake, fake_indices=fake_idx, argv=args.argv,
+                    timings=timings, seconds=seconds, extra_params={"seed": args.seed, "num_samples": args.num_samples},
+                    cache={"real": stored.report(), "real_stats": prepared.stats.report()}, real_rarity=real_rarity, title=title)
     note = ""
     if "log" in planned:  # appended as the commit's last step: if it cannot be, the other files are put back
-        record = hubness_pr.json_safe({
-            "time": runlog.utc_now(), "argv": list(args.argv),
-            "inputs": {"real": runlog.input_record(real, real.features),
-                       "fake": runlog.input_record(fake, fake.features)},
-            "params": payload["params"], "versions": versions, "metrics": {name: payload[name] for name in evaluation.results},
-            "timings": timings, "seconds": seconds})
+        record = log_record(run)
         outputs.on_commit(lambda: runlog.append_line(planned["log"], record))
     with outputs:  # every file written, then all put in place together (the log's line last), or none
-        if "json" in planned:
-            document = dict(payload, versions=versions, inputs={
-                name: {"path": data.source, "key": data.key, "meta": data.meta}
-                for name, data in (("real", real), ("fake", fake))})
-            with planned["json"].open("w", encoding="utf-8") as handle:
-                write_json(handle, hubness_pr.json_safe(document))
-        if "per_sample" in planned:
-            with planned["per_sample"].open("w", newline="", encoding="utf-8") as handle:
-                write_per_sample_csv(handle, evaluation, fake_idx, fake.paths)
-        if "plot" in planned:
-            with planned["plot"].open() as handle:
-                write_plot(handle, evaluation, real_rarity, title)
+        write_files(planned, run)
         if gallery is not None:
             note = gallery.write(evaluation, {"real": prepared.real.pair(), "fake": prepared.fake.pair()}, title)
     if note:

@@ -14,6 +14,7 @@ that does not hold its range in full (cut short, rewritten, unreadable) is recom
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import logging
@@ -298,25 +299,44 @@ def shard_features(shards) -> iter:
         yield feats
 
 
-def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str | None = None,
-                 backbone_seed: int = 0, allow_download: bool = False, num_samples: int | None = None,
-                 seed: int = 0, batch_size: int = 64, num_workers: int | None = None, device="auto",
-                 half: bool = False, skip_bad: bool = False, progress: bool | None = None,
-                 checkpoint_dir=None, shard_size: int = 4096, keep_features: bool = True,
-                 part: tuple | None = None, backbones: dict | None = None) -> tuple[Extraction, dict]:
-    """Open the images at ``path``, extract features, and return them with the ``meta`` to store.
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Which feature extractor: a backbone name of the registry (:mod:`hubness_pr.extraction.backbones`),
+    its weights file (None: torchvision's or torch hub's cache), ``--preprocess`` choice (None: the
+    backbone's own), seed (random-init backbones) and whether missing weights may be downloaded."""
+
+    name: str = "vgg16"
+    weights: str | None = None
+    preprocess: str | None = None
+    seed: int = 0
+    allow_download: bool = False
+
+    def load(self) -> Backbone:
+        return load_backbone(self.name, weights=self.weights, preprocess=self.preprocess, seed=self.seed,
+                             allow_download=self.allow_download)
+
+
+def extract_path(path, backbone: BackboneSpec | str = "vgg16", *, num_samples: int | None = None, seed: int = 0,
+                 part: tuple | None = None, backbones: dict | None = None, **run) -> tuple[Extraction, dict]:
+    """Open the images at ``path``, extract features with ``backbone`` (a :class:`BackboneSpec`, or a
+    name), and return them with the ``meta`` to store.
 
     ``num_samples`` / ``seed`` take a seeded random subset of the images (recorded in ``meta``).
     ``part=(rank, world)``: only this rank's contiguous share of those images (several processes;
-    the shares in rank order are the whole set in order). ``keep_features``: see
-    :func:`extract_features`. ``backbones``: a dict the caller keeps between calls; a backbone built
-    here is kept in it and reused by a later call with the same backbone, weights, preprocessing and
-    seed (several image sets, one load). Inputs are still checked before any weights load.
+    the shares in rank order are the whole set in order). ``run``: the keyword options of
+    :func:`extract_features` (batch_size, num_workers, device, half, skip_bad, progress,
+    checkpoint_dir, shard_size, keep_features). ``backbones``: a dict the caller keeps between calls;
+    a backbone built here is kept in it and reused by a later call with the same spec (several image
+    sets, one load). Inputs are still checked before any weights load.
     """
     if path is None or isinstance(path, bytes):
         raise TypeError(f"The 'path' parameter of extract_path must be a path. Got {path!r} instead.")
-    check_int(batch_size, "batch_size", "extract_path", 1)  # every cheap check before the heavy work
-    resolve_device(device)
+    spec = BackboneSpec(backbone) if isinstance(backbone, str) else backbone
+    unknown = set(run) - (set(inspect.signature(extract_features).parameters) - {"source", "backbone"})
+    if unknown:
+        raise TypeError(f"extract_path() got unexpected keyword arguments {sorted(unknown)}")
+    check_int(run.get("batch_size", 64), "batch_size", "extract_path", 1)  # every cheap check before the heavy work
+    resolve_device(run.get("device", "auto"))
     source = open_source(path)  # listing the images is cheap: find input errors before loading weights
     total = len(source)
     if num_samples is not None:
@@ -325,19 +345,17 @@ def extract_path(path, *, backbone: str = "vgg16", weights=None, preprocess: str
     if part is not None:  # this rank's contiguous share
         share = contiguous_share(len(source), *part)
         source = source.subset(range(share.start, share.stop))
-    key = (backbone, None if weights is None else str(weights), preprocess, backbone_seed, allow_download)
+    key = BackboneSpec(spec.name, None if spec.weights is None else str(spec.weights), spec.preprocess, spec.seed,
+                       spec.allow_download)
     model = (backbones or {}).get(key)
     if model is None:
-        model = load_backbone(backbone, weights=weights, preprocess=preprocess, seed=backbone_seed,
-                              allow_download=allow_download)
+        model = spec.load()
         if backbones is not None:
             backbones[key] = model
-    result = extract_features(source, model, batch_size=batch_size, num_workers=num_workers, device=device,
-                              half=half, skip_bad=skip_bad, progress=progress, checkpoint_dir=checkpoint_dir,
-                              shard_size=shard_size, keep_features=keep_features)
+    result = extract_features(source, model, **run)
     meta = dict(model.meta)
     meta.update(source=described, images_found=total, num_samples=num_samples,
-                sample_seed=seed if num_samples is not None else None, half=half,
+                sample_seed=seed if num_samples is not None else None, half=run.get("half", False),
                 skipped=[{"path": n, "reason": r} for n, r in result.skipped],
                 toolkit_version=__version__, torch_version=torch.__version__)
     return result, meta

@@ -15,6 +15,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -51,37 +52,83 @@ class FeatureFile:
         return FeatureFile(self.features[indices], paths, self.meta, self.source, self.key)
 
 
+@dataclass(frozen=True)
+class FeatureFormat:
+    """A feature-file format the toolkit reads: its suffix, the bytes its files start with, and its
+    reader (``read(path, name) -> FeatureFile``, :class:`InputError` naming the file on any problem)."""
+
+    suffix: str
+    magic: bytes
+    read: Callable[[Path, str], "FeatureFile"]
+    doc: str = ""
+
+
+FORMATS: dict[str, FeatureFormat] = {}
+
+
+def register_format(fmt: FeatureFormat) -> FeatureFormat:
+    """Add a reader to :data:`FORMATS`; a suffix registered twice is refused."""
+    if fmt.suffix in FORMATS:
+        raise ValueError(f"feature format {fmt.suffix!r} is registered twice")
+    FORMATS[fmt.suffix] = fmt
+    return fmt
+
+
 def load_features(path) -> FeatureFile:
-    """Read a feature file; :class:`InputError` (a ValueError) with a one-line message naming the file
-    (its ``file`` field) on any problem."""
+    """Read a feature file of any format of :data:`FORMATS` (chosen by the bytes it starts with, not its
+    name); :class:`InputError` (a ValueError) with a one-line message naming the file (its ``file``
+    field) on any problem."""
     if path is None or isinstance(path, bytes):
         raise TypeError(f"The 'path' parameter of load_features must be a file path. Got {path!r} instead.")
     path = Path(path)
     name = str(path)
+    kinds = " or ".join(FORMATS)
     if not path.exists():
         raise InputError("no such file", file=name)
     if path.is_dir():
-        raise InputError("is a folder, not a feature file (.npz or .npy)", file=name)
+        raise InputError(f"is a folder, not a feature file ({kinds})", file=name)
     if not path.is_file():  # a FIFO or device would hang the read or never end it
         raise InputError("not a regular file (a FIFO, device or socket), not read", file=name)
     try:
         with open(path, "rb") as handle:
-            magic = handle.read(6)
-            npy_dtype = _npy_dtype(handle) if magic == b"\x93NUMPY" else None
+            head = handle.read(max(len(f.magic) for f in FORMATS.values()))
     except OSError as exc:
         raise InputError(f"cannot read ({exc.strerror or _short(exc)})", file=name) from exc
-    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
-        raise InputError("not a .npz or .npy array file", file=name)
+    fmt = next((f for f in FORMATS.values() if head.startswith(f.magic)), None)
+    if fmt is None:
+        raise InputError(f"not a {kinds} array file", file=name)
+    return fmt.read(path, name)
+
+
+def _read_npy(path: Path, name: str) -> FeatureFile:
+    """A ``.npy`` array, memory-mapped (the passes read it tile by tile, from the file cache), with its
+    paths and meta from the sidecar ``OUT.npy.json``."""
+    try:
+        with open(path, "rb") as handle:
+            handle.read(6)
+            npy_dtype = _npy_dtype(handle)
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror or _short(exc)})", file=name) from exc
     if npy_dtype is not None and npy_dtype.hasobject:  # decided from the header, before np.load
         raise InputError("holds Python objects, not a numeric array; refusing to unpickle", file=name)
     try:
-        # a .npy is memory-mapped: the passes read it tile by tile, from the file cache
-        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if magic == b"\x93NUMPY" else None)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"damaged or unreadable array file ({_short(exc)})", file=name) from exc
+    if not isinstance(loaded, np.ndarray):
+        raise InputError("damaged or unreadable array file (not one array)", file=name)
+    paths, meta = _read_sidecar(path, loaded)
+    return FeatureFile(features=loaded, paths=paths, meta=meta, source=name, key="(npy)")
+
+
+def _read_npz(path: Path, name: str) -> FeatureFile:
+    """An ``.npz`` archive: the first of :data:`FEATURE_KEYS` it holds, its ``paths`` and ``meta``."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"damaged or unreadable array file ({_short(exc)})", file=name) from exc
-    if isinstance(loaded, np.ndarray):
-        paths, meta = _read_sidecar(path, loaded)
-        return FeatureFile(features=loaded, paths=paths, meta=meta, source=name, key="(npy)")
+    if isinstance(loaded, np.ndarray):  # a zip-looking file numpy read as one array
+        raise InputError("damaged or unreadable array file (not an .npz archive)", file=name)
     with loaded:
         try:
             keys = list(loaded.files)
@@ -101,6 +148,10 @@ def load_features(path) -> FeatureFile:
         log.info("%s: ignoring %s (written by the original scripts; k and hubsK are options here)",
                  name, ", ".join(ignored))
     return FeatureFile(features=features, paths=paths, meta=meta, source=name, key=key)
+
+
+register_format(FeatureFormat(".npz", b"PK", _read_npz, "numpy archive: feature (n, dim), paths, meta, knn_* summary"))
+register_format(FeatureFormat(".npy", b"\x93NUMPY", _read_npy, "one (n, dim) array, memory-mapped; OUT.npy.json sidecar"))
 
 
 def _npy_dtype(handle) -> np.dtype | None:

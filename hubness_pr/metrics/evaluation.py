@@ -30,6 +30,7 @@ import importlib
 import pkgutil
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -172,13 +173,23 @@ def _check_metrics(metrics) -> tuple:
     return tuple(sorted(set(metrics), key=lambda name: REGISTRY[name].order))  # the registry's order
 
 
+class CheckedOptions(NamedTuple):
+    """The options of :func:`evaluate`, validated and normalised (by name, or unpacked in this order)."""
+
+    metrics: tuple
+    k: int
+    dc_k: int
+    hubs_k: int
+    memory_budget: int
+    device: torch.device
+
+
 def check_options(*, metrics=DEFAULT_METRICS, k=3, dc_k=5, hubs_k=3, memory_budget=DEFAULT_MEMORY_BUDGET,
-                  device="auto"):
-    """Validate the options of :func:`evaluate` before any heavy work; returns them normalised
-    as ``(metrics, k, dc_k, hubs_k, memory_budget, torch.device)``."""
-    return (_check_metrics(metrics), check_int(k, "k", "evaluate", 1), check_int(dc_k, "dc_k", "evaluate", 1),
-            check_int(hubs_k, "hubs_k", "evaluate", 1), check_int(memory_budget, "memory_budget", "evaluate", 2**20),
-            resolve_device(device))
+                  device="auto") -> CheckedOptions:
+    """Validate the options of :func:`evaluate` before any heavy work; returns them normalised."""
+    return CheckedOptions(_check_metrics(metrics), check_int(k, "k", "evaluate", 1),
+                          check_int(dc_k, "dc_k", "evaluate", 1), check_int(hubs_k, "hubs_k", "evaluate", 1),
+                          check_int(memory_budget, "memory_budget", "evaluate", 2**20), resolve_device(device))
 
 
 def _check_size(n: int, k: int, name: str, why: str) -> None:

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Benchmark: what FD and exact full-set KID add to the k-NN metrics, and torch-fidelity on the same features.
+
+Each contender runs in its own child process (so its peak RSS is its own), on the same real-looking
+float32 features (``bench.gpu_check.realistic``: real seed 1, fake seed 2 with 2 of 20 clusters dropped):
+
+* ``baseline``        load the two arrays and nothing else (memory reference)
+* ``knn``             (a) hubness_pr.evaluate(metrics=DEFAULT_METRICS): every k-NN metric
+* ``knn_fd_kid``      (b) the same plus ``fd,kid`` (FD and the exact full-set KID with its variance)
+* ``fd_kid``          (c) ``fd,kid`` alone
+* ``torch_fidelity``  (d) torch-fidelity's FID + KID + PRC from the same arrays, through the functions its
+                      ``calculate_metrics`` calls on extracted features (``metric_fid.fid_features_to_statistics``
+                      and ``fid_statistics_to_metric``, ``metric_kid.kid_features_to_metric`` with its default
+                      100 subsets of 1,000, ``metric_prc.prc_features_to_metric`` with its default neighbourhood
+                      3 and full distance matrices), float32 tensors as its extractors give them, generated
+                      set first as its convention is
+
+The toolkit's contenders load its compiled kernels in the untimed setup (as in bench.bench_metrics);
+imports are timed apart. The goal checked: (b) / (a) < 1.25, i.e. FD and exact KID add under 25 %
+to the k-NN metrics. FD is compared between (b), (c) and torch-fidelity (relative difference printed).
+
+Usage (from the repository root):
+    python -m bench.bench_fd_kid --n 5000 --dim 2048 [--repeat 1] [--skip torch_fidelity] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTENDERS = ("baseline", "knn", "knn_fd_kid", "fd_kid", "torch_fidelity")
+GOAL = 1.25  # (b) / (a): FD and exact KID add under 25 % to the k-NN metrics
+TF_KID_SUBSETS, TF_KID_SUBSET_SIZE = 100, 1000  # torch-fidelity's defaults (torch_fidelity/defaults.py)
+
+
+def make_data(n: int, m: int, dim: int, folder: Path) -> tuple[Path, Path]:
+    from bench.gpu_check import realistic
+    real, fake = folder / "real.npy", folder / "fake.npy"
+    np.save(real, realistic(n, dim, seed=1))
+    np.save(fake, realistic(m, dim, seed=2, drop=2))
+    return real, fake
+
+
+def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subset_size: int) -> dict:
+    from bench.bench_metrics import _peak_rss_mib, _reset_peak_rss
+    peak_reset = _reset_peak_rss()
+    real, fake = np.load(real_path), np.load(fake_path)
+    result = {}
+    t = time.perf_counter()
+    if name in ("knn", "knn_fd_kid", "fd_kid"):
+        import hubness_pr
+        import hubness_pr.metrics.evaluation  # noqa: F401 - the package imports lazily: load torch and the engine here
+        result["kernel_load_seconds"] = hubness_pr.engine.kernels.load()
+    elif name == "torch_fidelity":
+        import torch
+        from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+        from torch_fidelity.metric_kid import kid_features_to_metric
+        from torch_fidelity.metric_prc import prc_features_to_metric
+    result["setup_seconds"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if name in ("knn", "knn_fd_kid", "fd_kid"):
+        from bench.common import ALL_METRICS, values
+        metrics = {"knn": ALL_METRICS, "knn_fd_kid": ALL_METRICS + ("fd", "kid"), "fd_kid": ("fd", "kid")}[name]
+        ev = hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, device="cpu",
+                                 memory_budget=budget_mib * 2**20, progress=False)
+        result["seconds"] = time.perf_counter() - t
+        result["values"] = values(ev)
+        if ev.fd is not None:
+            result["values"]["fd"] = ev.fd.value
+            result["values"]["kid"] = {"value": ev.kid.value, "std": ev.kid.std, "subsets": 0}
+        result["timings"] = ev.timings
+    elif name == "torch_fidelity":
+        gen, ref = torch.from_numpy(fake), torch.from_numpy(real)  # its convention: input1 generated, input2 real
+        parts = {}
+        s = time.perf_counter()
+        fid = fid_statistics_to_metric(fid_features_to_statistics(ref), fid_features_to_statistics(gen),
+                                       verbose=False)["frechet_inception_distance"]
+        parts["fid"] = time.perf_counter() - s
+        s = time.perf_counter()
+        kid = kid_features_to_metric(gen, ref, kid_subsets=TF_KID_SUBSETS, kid_subset_size=kid_subset_size,
+                                     verbose=False)
+        parts["kid"] = time.perf_counter() - s
+        s = time.perf_counter()
+        prc = prc_features_to_metric(gen, ref, verbose=False)
+        parts["prc"] = time.perf_counter() - s
+        result["seconds"] = time.perf_counter() - t
+        result["timings"] = parts
+        result["values"] = {"fd": fid, "kid": {"value": kid["kernel_inception_distance_mean"],
+                                                "std": kid["kernel_inception_distance_std"],
+                                                "subsets": TF_KID_SUBSETS, "subset_size": kid_subset_size},
+                            "prc": {k: float(v) for k, v in prc.items()}}
+    else:
+        result["seconds"] = time.perf_counter() - t
+    result["peak_rss_mib"] = _peak_rss_mib()
+    result["peak_rss_reset"] = peak_reset
+    result["features_mib"] = (real.nbytes + fake.nbytes) / 2**20
+    return result
+
+
+def run_child(name: str, real: Path, fake: Path, budget: int, kid_subset_size: int) -> dict:
+    cmd = [sys.executable, "-m", "bench.bench_fd_kid", "--worker", name, "--real", str(real), "--fake", str(fake),
+           "--memory_budget", str(budget), "--kid_subset_size", str(kid_subset_size)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarize(results: dict) -> dict:
+    """The goal's ratio, the FD agreement and the KID values side by side."""
+    a, b, c, d = (results.get(x, {}) for x in ("knn", "knn_fd_kid", "fd_kid", "torch_fidelity"))
+    out = {"goal_ratio": GOAL}
+    if "seconds" in a and "seconds" in b:
+        out["b_over_a"] = b["seconds"] / a["seconds"]
+        out["goal_met"] = out["b_over_a"] < GOAL
+    if "seconds" in a and "seconds" in c:
+        out["c_over_a"] = c["seconds"] / a["seconds"]
+    if "seconds" in b and "seconds" in d:
+        out["d_over_b"] = d["seconds"] / b["seconds"]
+    fds = {name: r["values"]["fd"] for name, r in results.items() if "fd" in r.get("values", {})}
+    out["fd"] = fds
+    if "knn_fd_kid" in fds:
+        ref = fds["knn_fd_kid"]
+        out["fd_rel_diff"] = {name: abs(v - ref) / abs(ref) for name, v in fds.items() if name != "knn_fd_kid"}
+    out["kid"] = {name: r["values"]["kid"] for name, r in results.items() if "kid" in r.get("values", {})}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=5000, help="real samples")
+    p.add_argument("--m", type=int, default=None, help="fake samples (default: n)")
+    p.add_argument("--dim", type=int, default=2048)
+    p.add_argument("--memory_budget", type=int, default=256, help="MiB, the toolkit's tile budget (its default)")
+    p.add_argument("--kid_subset_size", type=int, default=TF_KID_SUBSET_SIZE,
+                   help="torch-fidelity's KID subset size (its default 1000; capped at the smaller set)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each contender; the median time is reported")
+    p.add_argument("--skip", default="", help="comma list of contenders to skip, e.g. torch_fidelity")
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    p.add_argument("--real", help=argparse.SUPPRESS)
+    p.add_argument("--fake", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.real, args.fake, args.memory_budget, args.kid_subset_size)))
+        return 0
+
+    m = args.m or args.n
+    kid_subset_size = min(args.kid_subset_size, args.n, m)
+    skip = {s for s in args.skip.split(",") if s}
+    import torch
+    import torch_fidelity
+
+    import hubness_pr
+    from bench.common import ALL_METRICS, cpu_model, write_text
+    info = {"n": args.n, "m": m, "dim": args.dim, "features": "bench.gpu_check.realistic (real seed 1, fake seed 2 drop 2)",
+            "memory_budget_mib": args.memory_budget, "knn_metrics": list(ALL_METRICS),
+            "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_fidelity": torch_fidelity.__version__, "hubness_pr": getattr(hubness_pr, "__version__", "?"),
+            "threads": torch.get_num_threads(), "repeat": args.repeat,
+            "tf_kid_subsets": TF_KID_SUBSETS, "tf_kid_subset_size": kid_subset_size,
+            "load_average_before": os.getloadavg()}
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        real, fake = make_data(args.n, m, args.dim, Path(tmp))
+        for name in CONTENDERS:
+            if name in skip:
+                continue
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            runs = [run_child(name, real, fake, args.memory_budget, kid_subset_size) for _ in range(args.repeat)]
+            ok = [r for r in runs if "error" not in r]
+            if len(ok) < len(runs):
+                results[name] = next(r for r in runs if "error" in r)
+                continue
+            results[name] = dict(ok[0], seconds=float(np.median([r["seconds"] for r in ok])),
+                                 seconds_all=[r["seconds"] for r in ok],
+                                 setup_seconds=float(np.median([r["setup_seconds"] for r in ok])),
+                                 peak_rss_mib=max(r["peak_rss_mib"] for r in ok))
+    info["load_average_after"] = os.getloadavg()
+    summary = summarize(results)
+
+    print(f"\n{args.n} real x {m} fake x {args.dim}-d float32 (realistic), {info['cpu']}, {info['cores']} cores, "
+          f"torch {info['torch']}, torch-fidelity {info['torch_fidelity']}, median of {args.repeat} run(s)")
+    print(f"{'contender':<15} {'seconds':>9} {'setup s':>8} {'peak RSS MiB':>13}")
+    for name, r in results.items():
+        if "error" in r:
+            print(f"{name:<15} failed: {r['error']}")
+            continue
+        print(f"{name:<15} {r['seconds']:>9.2f} {r['setup_seconds']:>8.2f} {r['peak_rss_mib']:>13.0f}")
+    if "b_over_a" in summary:
+        print(f"(b) k-NN + fd,kid / (a) k-NN alone: {summary['b_over_a']:.3f}x; goal < {GOAL}: "
+              f"{'met' if summary['goal_met'] else 'NOT met'}")
+    if "d_over_b" in summary:
+        print(f"torch-fidelity FID+KID+PRC / (b): {summary['d_over_b']:.2f}x")
+    for name, v in summary["fd"].items():
+        print(f"FD {name:<15} {v:.10g}  rel diff to (b): {summary.get('fd_rel_diff', {}).get(name, 0.0):.2e}")
+    for name, v in summary["kid"].items():
+        how = f"mean, std of {v['subsets']} subsets of {v['subset_size']}" if v["subsets"] else "exact full sets, std of the estimate"
+        print(f"KID {name:<14} {v['value']:.6g} +- {v['std']:.3g} ({how})")
+    if args.json:
+        write_text(args.json, json.dumps({"info": info, "results": results, "summary": summary}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The files a metric run writes, keyed by the option that asks for each.
+
+:data:`WRITERS` maps an option's name (``json``, ``per_sample``, ``plot``) to how its file is opened
+and what goes into it, read from one :class:`RunReport`; the command registers every asked-for
+output with :class:`hubness_pr.io.outputs.OutputFiles` before any work and calls
+:func:`write_files` inside the commit, so all of them are put in place together or none. The run log
+(``--log``, appended after the commit: :func:`log_record`) and the gallery (a folder) are the two
+outputs of another shape.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from hubness_pr.reports import runlog
+from hubness_pr.reports.results import json_safe, to_dict, write_per_sample_csv, write_plot
+
+
+@dataclass
+class RunReport:
+    """What one run's files are made of: the evaluation, its inputs (feature files), and the run's
+    own facts (argv, parameters the command added, timings, seconds, the real-set cache's report)."""
+
+    evaluation: Any
+    real: Any                           # hubness_pr.io.store.FeatureFile
+    fake: Any
+    fake_indices: np.ndarray            # the fake rows evaluated (their indices in the file)
+    argv: list
+    timings: dict
+    seconds: float
+    extra_params: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
+    real_rarity: np.ndarray | None = None
+    title: str = ""
+    versions: dict = field(default_factory=runlog.versions)
+
+    def payload(self) -> dict:
+        """The JSON document's metric part (:func:`hubness_pr.reports.results.to_dict`) with the run's facts."""
+        out = to_dict(self.evaluation)
+        out["params"].update(self.extra_params)
+        out["timings"], out["seconds"] = self.timings, self.seconds
+        out["cache"] = self.cache
+        return out
+
+
+def _json(handle, run: RunReport) -> None:
+    document = dict(run.payload(), versions=run.versions, inputs={
+        name: {"path": data.source, "key": data.key, "meta": data.meta}
+        for name, data in (("real", run.real), ("fake", run.fake))})
+    handle.write(json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+
+
+@dataclass(frozen=True)
+class Writer:
+    """How an option's file is opened (``open`` keyword arguments of
+    :meth:`hubness_pr.io.outputs.Output.open`) and written from a :class:`RunReport`."""
+
+    open: dict
+    write: Callable[[Any, RunReport], None]
+    doc: str = ""
+
+
+WRITERS = {
+    "json": Writer({"mode": "w", "encoding": "utf-8"}, _json, "every number of the run, strict JSON"),
+    "per_sample": Writer({"mode": "w", "newline": "", "encoding": "utf-8"},
+                         lambda h, run: write_per_sample_csv(h, run.evaluation, run.fake_indices, run.fake.paths),
+                         "one CSV row per generated sample"),
+    "plot": Writer({}, lambda h, run: write_plot(h, run.evaluation, run.real_rarity, run.title),
+                   "the PNG figure"),
+}
+
+
+def write_files(planned: dict, run: RunReport) -> None:
+    """Write the file of every planned option that :data:`WRITERS` knows (``planned``: option ->
+    :class:`hubness_pr.io.outputs.Output`)."""
+    for option, writer in WRITERS.items():
+        if option in planned:
+            with planned[option].open(**writer.open) as handle:
+                writer.write(handle, run)
+
+
+def log_record(run: RunReport) -> dict:
+    """The run's line of the run log (:data:`hubness_pr.reports.runlog.RECORD_TYPES` keys)."""
+    payload = run.payload()
+    return json_safe({
+        "time": runlog.utc_now(), "argv": list(run.argv),
+        "inputs": {"real": runlog.input_record(run.real, run.real.features),
+                   "fake": runlog.input_record(run.fake, run.fake.features)},
+        "params": payload["params"], "versions": run.versions,
+        "metrics": {name: payload[name] for name in run.evaluation.results},
+        "timings": run.timings, "seconds": run.seconds})
