@@ -1,17 +1,14 @@
 """Several processes (torch.distributed, Gloo on localhost) give the single process's results:
 same neighbours, same decisions, values within float rounding; uneven shards, idle ranks, a set
 smaller than the number of ranks."""
-import json
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import hubness_pr
-from hubness_pr.engine.distributed import SINGLE, Group
+from hubness_pr.engine.distributed import Group
+from tests import ranks
 
 CASES = {  # name: (n_real, n_fake, dim, options)
     "uneven": (331, 277, 9, dict(memory_budget=2**20)),     # shards and tiles that do not divide evenly
@@ -38,15 +35,6 @@ def summary(ev, graph):
 
 
 def run_all(group):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run_all(group)
-    finally:  # the test process goes on with its own setting
-        torch.set_num_threads(threads)
-
-
-def _run_all(group):
     results = {}
     for name in CASES:
         real, fake, options = data(name)
@@ -55,27 +43,13 @@ def _run_all(group):
         results[name] = summary(ev, graph)
         assert ev.params["processes"] == group.world
     results["real_rarity"] = hubness_pr.real_rarity_scores(real=data("uneven")[0], group=group).scores.tolist()
-    return results
-
-
-def _worker(rank, world, store, out):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        results = run_all(Group(rank=rank, world=world, backend="gloo"))
-        with open(f"{out}.{rank}", "w") as handle:
-            json.dump(hubness_pr.json_safe(results), handle)
-    finally:
-        torch.distributed.destroy_process_group()
+    return hubness_pr.json_safe(results)
 
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_give_the_single_process_results(tmp_path, world):
-    out = tmp_path / "result.json"
-    mp.start_processes(_worker, args=(world, str(tmp_path / "store"), str(out)), nprocs=world, join=True,
-                       start_method="spawn")
-    single = hubness_pr.json_safe(run_all(SINGLE))
-    for rank in range(world):  # every rank holds the whole result
-        ranked = json.loads(out.with_name(f"{out.name}.{rank}").read_text())
+    single = ranks.single(run_all)
+    for ranked in ranks.on_ranks(run_all, world, tmp_path):  # every rank holds the whole result
         for name in CASES:
             got, want = ranked[name], single[name]
             assert got["knn"][0] == want["knn"][0] and got["occ"] == want["occ"], name
@@ -84,7 +58,7 @@ def test_ranks_give_the_single_process_results(tmp_path, world):
                 assert got[block] == want[block], (name, block)
             np.testing.assert_allclose(np.array(got["realism"], dtype=float), want["realism"], rtol=1e-12)
             assert got["rarity"] == want["rarity"], name
-        assert ranked["real_rarity"] == hubness_pr.json_safe(single["real_rarity"])
+        assert ranked["real_rarity"] == single["real_rarity"]
 
 
 def test_shares_cover_every_item_once():

@@ -6,14 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import hubness_pr
 from hubness_pr.commands.metrics import main
 from hubness_pr.engine.context import RunContext
-from hubness_pr.engine.distributed import SINGLE, Group
 from hubness_pr.engine.kernel_sums import kernel_sums
 from hubness_pr.metrics.fd import fd_inf_sizes
+from tests import ranks
 from tests.cli_helpers import call
 
 
@@ -232,36 +231,18 @@ CASES = {"unequal": (inception_like(10, 230, 20), inception_like(11, 210, 20, sh
 
 
 def _ranked(group):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = {}
-        for name, (real, fake) in CASES.items():
-            ev = run(real, fake, group=group, memory_budget=2**20, fd_inf_points=5)
-            sub = run(real, fake, "kid", group=group, kid_subsets=5, kid_subset_size=100)
-            out[name] = [ev.fd.value, ev.fd.infinity, ev.kid.value, ev.kid.std, ev.cmmd.value, ev.cmmd.unbiased,
-                         sub.kid.value, sub.kid.std]
-        return out
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _worker(rank, world, store, out):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        results = _ranked(Group(rank=rank, world=world, backend="gloo"))
-        with open(f"{out}.{rank}", "w") as handle:
-            json.dump(results, handle)
-    finally:
-        torch.distributed.destroy_process_group()
+    out = {}
+    for name, (real, fake) in CASES.items():
+        ev = run(real, fake, group=group, memory_budget=2**20, fd_inf_points=5)
+        sub = run(real, fake, "kid", group=group, kid_subsets=5, kid_subset_size=100)
+        out[name] = [ev.fd.value, ev.fd.infinity, ev.kid.value, ev.kid.std, ev.cmmd.value, ev.cmmd.unbiased,
+                     sub.kid.value, sub.kid.std]
+    return out
 
 
 def test_two_gloo_ranks_give_one_process_results(tmp_path):
-    out = tmp_path / "result.json"
-    mp.start_processes(_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True, start_method="spawn")
-    single = _ranked(SINGLE)
-    for rank in range(2):
-        ranked = json.loads(out.with_name(f"{out.name}.{rank}").read_text())
+    single = ranks.single(_ranked)
+    for rank, ranked in enumerate(ranks.on_ranks(_ranked, 2, tmp_path)):
         for name in CASES:
             a, b = np.array(ranked[name], dtype=float), np.array(single[name], dtype=float)
             np.testing.assert_allclose(a, b, rtol=1e-10, equal_nan=True, err_msg=f"{rank} {name}")

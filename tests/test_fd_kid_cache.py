@@ -8,17 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import hubness_pr
 from hubness_pr.commands.metrics import main
 from hubness_pr.engine import kernel_sums as ks
 from hubness_pr.engine.context import RunContext
-from hubness_pr.engine.distributed import SINGLE, Group
 from hubness_pr.engine.real_stats import layout
 from hubness_pr.errors import InputError
 from hubness_pr.io import summary
 from hubness_pr.io.summary import StatsKey, SummaryCache
+from tests import ranks
 from tests.cli_helpers import call
 from tests.test_fd_kid import inception_like
 
@@ -227,38 +226,20 @@ def test_another_real_set_or_layout_does_not_use_them(files):
 # ---- two Gloo ranks -------------------------------------------------------------------------------
 
 def _ranked(group):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        opts = dict(metrics="fd,kid,cmmd", group=group, memory_budget=2**20, device="cpu")
-        stats = hubness_pr.evaluate(real=REAL, fake=FAKES[0], **opts).real_stats
-        fresh = hubness_pr.evaluate(real=REAL, fake=FAKES[1], **opts)
-        reused = hubness_pr.evaluate(real=REAL, fake=FAKES[1], real_stats=stats, **opts)
-        return {"same": same(values(fresh), values(reused)), "mean": stats.moments.mean.tolist(),
-                "cov": stats.moments.cov.tolist(),
-                **{f"{k}_{f}": np.asarray(getattr(stats.kernels[k], f)).tolist()
-                   for k in ("poly3", "gauss") for f in ("xx", "xx2", "xx_rows")}}
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _worker(rank, world, store, out):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        results = _ranked(Group(rank=rank, world=world, backend="gloo"))
-        with open(f"{out}.{rank}", "w") as handle:
-            json.dump(results, handle)
-    finally:
-        torch.distributed.destroy_process_group()
+    opts = dict(metrics="fd,kid,cmmd", group=group, memory_budget=2**20, device="cpu")
+    stats = hubness_pr.evaluate(real=REAL, fake=FAKES[0], **opts).real_stats
+    fresh = hubness_pr.evaluate(real=REAL, fake=FAKES[1], **opts)
+    reused = hubness_pr.evaluate(real=REAL, fake=FAKES[1], real_stats=stats, **opts)
+    return {"same": same(values(fresh), values(reused)), "mean": stats.moments.mean.tolist(),
+            "cov": stats.moments.cov.tolist(),
+            **{f"{k}_{f}": np.asarray(getattr(stats.kernels[k], f)).tolist()
+               for k in ("poly3", "gauss") for f in ("xx", "xx2", "xx_rows")}}
 
 
 def test_two_gloo_ranks_compute_one_process_real_stats(tmp_path):
-    out = tmp_path / "result.json"
-    mp.start_processes(_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True, start_method="spawn")
-    single = _ranked(SINGLE)
+    single = ranks.single(_ranked)
     assert single["same"]
-    for rank in range(2):
-        ranked = json.loads(out.with_name(f"{out.name}.{rank}").read_text())
+    for rank, ranked in enumerate(ranks.on_ranks(_ranked, 2, tmp_path)):
         assert ranked.pop("same")  # reuse under two ranks: the bits of two ranks' recomputation
         for name, value in ranked.items():
             np.testing.assert_allclose(np.asarray(value), np.asarray(single[name]), rtol=1e-12, atol=1e-12,

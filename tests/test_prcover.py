@@ -5,13 +5,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
-import torch.multiprocessing as mp
 
 import hubness_pr
 from hubness_pr.commands.metrics import main
-from hubness_pr.engine.distributed import SINGLE, Group
-from tests import oracle
+from tests import oracle, ranks
 from tests.cli_helpers import call
 from tests.reference_prcover import PRCover
 
@@ -143,34 +140,16 @@ def test_the_command_prints_cover_lines(tmp_path):
 
 
 def _ranked(group):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = {}
-        for name in sorted(CASES):
-            real, fake = CASES[name]()
-            out[name] = list(ours(real, fake, group=group, memory_budget=2**20))
-        return out
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _worker(rank, world, store, out):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        results = _ranked(Group(rank=rank, world=world, backend="gloo"))
-        with open(f"{out}.{rank}", "w") as handle:
-            json.dump(results, handle)
-    finally:
-        torch.distributed.destroy_process_group()
+    out = {}
+    for name in sorted(CASES):
+        real, fake = CASES[name]()
+        out[name] = list(ours(real, fake, group=group, memory_budget=2**20))
+    return out
 
 
 def test_two_gloo_ranks_give_the_brute_force(tmp_path):
-    out = tmp_path / "result.json"
-    mp.start_processes(_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True, start_method="spawn")
-    single = _ranked(SINGLE)
-    for rank in range(2):
-        ranked = json.loads(out.with_name(f"{out.name}.{rank}").read_text())
+    single = ranks.single(_ranked)
+    for rank, ranked in enumerate(ranks.on_ranks(_ranked, 2, tmp_path)):
         for name in CASES:
             real, fake = CASES[name]()
             assert tuple(ranked[name]) == tuple(single[name]) == brute_force_prcover(real, fake, 3), (rank, name)
