@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("baseline", "knn", "knn_fd_kid", "fd_kid", "torch_fidelity")
 GOAL = 1.25  # (b) / (a): FD and exact KID add under 25 % to the k-NN metrics
 TF_KID_SUBSETS, TF_KID_SUBSET_SIZE = 100, 1000  # torch-fidelity's defaults (torch_fidelity/defaults.py)
@@ -50,8 +48,8 @@ def make_data(n: int, m: int, dim: int, folder: Path) -> tuple[Path, Path]:
 
 
 def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subset_size: int) -> dict:
-    from bench.bench_metrics import _peak_rss_mib, _reset_peak_rss
-    peak_reset = _reset_peak_rss()
+    from bench.common import peak_rss_mib, reset_peak_rss
+    peak_reset = reset_peak_rss()
     real, fake = np.load(real_path), np.load(fake_path)
     result = {}
     t = time.perf_counter()
@@ -99,19 +97,17 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subse
                             "prc": {k: float(v) for k, v in prc.items()}}
     else:
         result["seconds"] = time.perf_counter() - t
-    result["peak_rss_mib"] = _peak_rss_mib()
+    result["peak_rss_mib"] = peak_rss_mib()
     result["peak_rss_reset"] = peak_reset
     result["features_mib"] = (real.nbytes + fake.nbytes) / 2**20
     return result
 
 
 def run_child(name: str, real: Path, fake: Path, budget: int, kid_subset_size: int) -> dict:
-    cmd = [sys.executable, "-m", "bench.bench_fd_kid", "--worker", name, "--real", str(real), "--fake", str(fake),
-           "--memory_budget", str(budget), "--kid_subset_size", str(kid_subset_size)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """One run of contender ``name`` in a fresh process (:func:`bench.common.run_child`)."""
+    from bench.common import run_child as child
+    return child("bench.bench_fd_kid", ["--worker", name, "--real", real, "--fake", fake, "--memory_budget", budget,
+                                        "--kid_subset_size", kid_subset_size])
 
 
 def summarize(results: dict) -> dict:
@@ -160,7 +156,7 @@ def main(argv=None) -> int:
     import torch_fidelity
 
     import hubness_pr
-    from bench.common import ALL_METRICS, cpu_model, write_text
+    from bench.common import ALL_METRICS, cpu_model, median_run, write_text
     info = {"n": args.n, "m": m, "dim": args.dim, "features": "bench.gpu_check.realistic (real seed 1, fake seed 2 drop 2)",
             "memory_budget_mib": args.memory_budget, "knn_metrics": list(ALL_METRICS),
             "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
@@ -176,15 +172,8 @@ def main(argv=None) -> int:
             if name in skip:
                 continue
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            runs = [run_child(name, real, fake, args.memory_budget, kid_subset_size) for _ in range(args.repeat)]
-            ok = [r for r in runs if "error" not in r]
-            if len(ok) < len(runs):
-                results[name] = next(r for r in runs if "error" in r)
-                continue
-            results[name] = dict(ok[0], seconds=float(np.median([r["seconds"] for r in ok])),
-                                 seconds_all=[r["seconds"] for r in ok],
-                                 setup_seconds=float(np.median([r["setup_seconds"] for r in ok])),
-                                 peak_rss_mib=max(r["peak_rss_mib"] for r in ok))
+            results[name] = median_run([run_child(name, real, fake, args.memory_budget, kid_subset_size)
+                                        for _ in range(args.repeat)])
     info["load_average_after"] = os.getloadavg()
     summary = summarize(results)
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("baseline", "torch", "toolkit", "cold", "epr", "prdc", "floor")
 
 
@@ -45,29 +42,9 @@ def make_data(n: int, m: int, dim: int, folder: Path) -> tuple[Path, Path]:
     return real, fake
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (Linux >= 4.0): a child inherits its parent's peak otherwise."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mib() -> float:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
-    peak_reset = _reset_peak_rss()
+    from bench.common import peak_rss_mib, reset_peak_rss
+    peak_reset = reset_peak_rss()
     real, fake = np.load(real_path), np.load(fake_path)
     result = {}
     # setup is timed apart (torch's import alone takes seconds); each contender imports what it uses
@@ -97,7 +74,7 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
     elif name == "floor":
         result["values"] = gemm_floor(real, fake, budget_mib)
     result["seconds"] = time.perf_counter() - t
-    result["peak_rss_mib"] = _peak_rss_mib()
+    result["peak_rss_mib"] = peak_rss_mib()
     result["peak_rss_reset"] = peak_reset
     result["features_mib"] = (real.nbytes + fake.nbytes) / 2**20
     return result
@@ -130,12 +107,10 @@ def gemm_floor(real, fake, budget_mib: int, device: str = "cpu") -> dict:
 
 
 def run_child(name: str, real: Path, fake: Path, budget: int) -> dict:
-    cmd = [sys.executable, "-m", "bench.bench_metrics", "--worker", name, "--real", str(real), "--fake", str(fake),
-           "--memory_budget", str(budget)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """One run of contender ``name`` in a fresh process (:func:`bench.common.run_child`)."""
+    from bench import common
+    return common.run_child("bench.bench_metrics", ["--worker", name, "--real", real, "--fake", fake,
+                                                    "--memory_budget", budget])
 
 
 def main() -> int:
@@ -159,7 +134,7 @@ def main() -> int:
     skip = {s for s in args.skip.split(",") if s}
     import torch
 
-    from bench.common import cpu_model, ratio
+    from bench.common import cpu_model, median_run, ratio
     from hubness_pr.engine.distances import onednn_gemm_works
     info = {"n": args.n, "m": m, "dim": args.dim, "memory_budget_mib": args.memory_budget,
             "cpu": cpu_model(), "cores": os.cpu_count(),
@@ -174,15 +149,8 @@ def main() -> int:
             if name in skip:
                 continue
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            runs = [run_child(name, real, fake, args.memory_budget) for _ in range(args.repeat)]
-            ok = [r for r in runs if "error" not in r]
-            if len(ok) < len(runs):
-                results[name] = next(r for r in runs if "error" in r)
-                continue
-            results[name] = dict(ok[0], seconds=float(np.median([r["seconds"] for r in ok])),
-                                 seconds_all=[r["seconds"] for r in ok],
-                                 setup_seconds=float(np.median([r["setup_seconds"] for r in ok])),
-                                 peak_rss_mib=max(r["peak_rss_mib"] for r in ok))
+            results[name] = median_run([run_child(name, real, fake, args.memory_budget)
+                                               for _ in range(args.repeat)])
 
     base = results.get("baseline", {}).get("peak_rss_mib")
     print(f"\n{args.n} real x {m} fake x {args.dim}-d float32, {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "

@@ -1,13 +1,20 @@
 """What the benchmarks share: the one table-cell formatter and Markdown table, the metric names (taken
-from the library), the machine's description, and result files written atomically.
+from the library), the machine's description, result files written atomically, and the contenders'
+child processes (each timed in a fresh process: its peak RSS reset, its result one JSON line).
 
 Standard library and numpy at import; ``hubness_pr`` (lazy, so no torch) for the metric names.
 """
 from __future__ import annotations
 
+import json
 import math
 import platform
+import resource
+import subprocess
+import sys
 from pathlib import Path
+
+import numpy as np
 
 import hubness_pr
 
@@ -78,3 +85,48 @@ def write_text(path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with hubness_pr.atomic_write(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux >= 4.0): a child inherits its parent's peak otherwise."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since the last :func:`reset_peak_rss`, MiB."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(module: str, args: list) -> dict:
+    """``python -m MODULE ARGS`` from the repository root (a benchmark's ``--worker`` mode): its last
+    stdout line as JSON, or ``{"error": its last stderr line}``."""
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def median_run(runs: list) -> dict:
+    """One contender's repeated child runs as one result: the first run's fields with the median
+    seconds and setup seconds, every run's seconds and the largest peak RSS (a failed run: its error)."""
+    ok = [r for r in runs if "error" not in r]
+    if len(ok) < len(runs):
+        return next(r for r in runs if "error" in r)
+    return dict(ok[0], seconds=float(np.median([r["seconds"] for r in ok])), seconds_all=[r["seconds"] for r in ok],
+                setup_seconds=float(np.median([r["setup_seconds"] for r in ok])),
+                peak_rss_mib=max(r["peak_rss_mib"] for r in ok))
