@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -273,7 +272,3 @@ def _internal_error(prog: str, exc: BaseException) -> None:
     except (OSError, ValueError, AttributeError):  # stderr itself is gone
         pass
 
-
-def write_json(handle, payload: dict) -> None:
-    """Strict JSON (no NaN/Infinity: callers pass values through ``hubness_pr.json_safe``) to a text file object."""
-    handle.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")

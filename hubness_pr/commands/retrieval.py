@@ -18,8 +18,8 @@ import torch
 
 from hubness_pr.errors import InputError
 from hubness_pr.commands.cli import (OneLineParser, add_run_options, check_device, nonnegative_int, positive_int, print_results,
-                        run_main, setup_logging, write_json)
-from hubness_pr.io.outputs import OutputFiles, check_output_path
+                        run_main, setup_logging)
+from hubness_pr.io.outputs import OutputFiles, check_output_path, write_json
 
 from hubness_pr.hyp2 import __version__
 from hubness_pr.hyp2.checkpoint import check_compatible, load_checkpoint, load_network_state, save_checkpoint

@@ -24,6 +24,7 @@ path names:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -351,3 +352,9 @@ def atomic_write(path, mode: str = "wb", *, what: str = "output", **open_kwargs)
 def check_output_path(path, what: str = "output") -> Path:
     """Fail early (ValueError naming ``what``) if ``path`` cannot be written; returns where it will lie."""
     return Output(path, what).path
+
+
+def write_json(handle, payload: dict) -> None:
+    """Strict JSON (no NaN/Infinity: callers pass values through ``hubness_pr.json_safe``), indented, to a
+    text file object (an output of :class:`OutputFiles` opened in text mode)."""
+    handle.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")

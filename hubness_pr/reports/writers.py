@@ -9,12 +9,12 @@ outputs of another shape.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from hubness_pr.io.outputs import write_json
 from hubness_pr.reports import runlog
 from hubness_pr.reports.results import json_safe, to_dict, write_per_sample_csv, write_plot
 
@@ -50,7 +50,7 @@ def _json(handle, run: RunReport) -> None:
     document = dict(run.payload(), versions=run.versions, inputs={
         name: {"path": data.source, "key": data.key, "meta": data.meta}
         for name, data in (("real", run.real), ("fake", run.fake))})
-    handle.write(json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+    write_json(handle, json_safe(document))
 
 
 @dataclass(frozen=True)
