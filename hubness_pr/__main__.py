@@ -1,4 +1,4 @@
-"""``python -m hubness REAL FAKE``: the metric command (improved_precision_recall_hubness.py)."""
+"""``python -m hubness_pr REAL FAKE``: the metric command (improved_precision_recall_hubness.py)."""
 from hubness_pr.commands.launch import launch
 
-raise SystemExit(launch("hubness_pr.commands.metrics", "python -m hubness"))
+raise SystemExit(launch("hubness_pr.commands.metrics", "python -m hubness_pr"))
