@@ -8,6 +8,10 @@ float32 features (``bench.gpu_check.realistic``: real seed 1, fake seed 2 with 2
 * ``knn``             (a) hubness_pr.evaluate(metrics=DEFAULT_METRICS): every k-NN metric
 * ``knn_fd_kid``      (b) the same plus ``fd,kid`` (FD and the exact full-set KID with its variance)
 * ``fd_kid``          (c) ``fd,kid`` alone
+* ``knn_warm``        (a') as (a) against a real set seen before: its k-NN graph given (what the real-set
+                      cache holds), computed in the untimed setup
+* ``knn_fd_kid_warm`` (b') as (b) with the real k-NN graph and the real set's stored moments, covariance
+                      square root and real x real kernel sums given (``evaluate(real_knn=, real_stats=)``)
 * ``torch_fidelity``  (d) torch-fidelity's FID + KID + PRC from the same arrays, through the functions its
                       ``calculate_metrics`` calls on extracted features (``metric_fid.fid_features_to_statistics``
                       and ``fid_statistics_to_metric``, ``metric_kid.kid_features_to_metric`` with its default
@@ -17,10 +21,12 @@ float32 features (``bench.gpu_check.realistic``: real seed 1, fake seed 2 with 2
 
 The toolkit's contenders load its compiled kernels in the untimed setup (as in bench.bench_metrics);
 imports are timed apart. The goal checked: (b) / (a) < 1.25, i.e. FD and exact KID add under 25 %
-to the k-NN metrics. FD is compared between (b), (c) and torch-fidelity (relative difference printed).
+to the k-NN metrics (and (b') / (a') for a real set seen before). FD is compared between (b), (c) and
+torch-fidelity (relative difference printed); the exact KID against a float64 brute force computed
+after the contenders (chunked numpy, untimed).
 
 Usage (from the repository root):
-    python -m bench.bench_fd_kid --n 5000 --dim 2048 [--repeat 1] [--skip torch_fidelity] [--json out.json]
+    python -m bench.bench_fd_kid --n 5000 --dim 2048 [--repeat 1] [--skip torch_fidelity,skip_float64] [--json out.json]
 """
 from __future__ import annotations
 
@@ -34,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-CONTENDERS = ("baseline", "knn", "knn_fd_kid", "fd_kid", "torch_fidelity")
+CONTENDERS = ("baseline", "knn", "knn_fd_kid", "fd_kid", "knn_warm", "knn_fd_kid_warm", "torch_fidelity")
+OURS = ("knn", "knn_fd_kid", "fd_kid", "knn_warm", "knn_fd_kid_warm")
 GOAL = 1.25  # (b) / (a): FD and exact KID add under 25 % to the k-NN metrics
 TF_KID_SUBSETS, TF_KID_SUBSET_SIZE = 100, 1000  # torch-fidelity's defaults (torch_fidelity/defaults.py)
 
@@ -53,10 +60,21 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subse
     real, fake = np.load(real_path), np.load(fake_path)
     result = {}
     t = time.perf_counter()
-    if name in ("knn", "knn_fd_kid", "fd_kid"):
+    given = {}
+    if name in OURS:
         import hubness_pr
         import hubness_pr.metrics.evaluation  # noqa: F401 - the package imports lazily: load torch and the engine here
+        from bench.common import ALL_METRICS
         result["kernel_load_seconds"] = hubness_pr.engine.kernels.load()
+        if name.endswith("_warm"):  # what a real set seen before brings: untimed
+            k_max, exact = hubness_pr.real_knn_needs(ALL_METRICS)
+            given["real_knn"] = hubness_pr.nearest_neighbors(real, k_max, exact_ks=exact, device="cpu",
+                                                             memory_budget=budget_mib * 2**20, progress=False)
+            if "fd" in name:
+                stats = hubness_pr.evaluate(real=real, fake=fake[:16], metrics=("fd", "kid"), device="cpu",
+                                            memory_budget=budget_mib * 2**20, progress=False).real_stats
+                stats.moments.root  # noqa: B018 - computed once, as the cache stores it
+                given["real_stats"] = stats
     elif name == "torch_fidelity":
         import torch
         from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
@@ -64,11 +82,13 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subse
         from torch_fidelity.metric_prc import prc_features_to_metric
     result["setup_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
-    if name in ("knn", "knn_fd_kid", "fd_kid"):
-        from bench.common import ALL_METRICS, values
-        metrics = {"knn": ALL_METRICS, "knn_fd_kid": ALL_METRICS + ("fd", "kid"), "fd_kid": ("fd", "kid")}[name]
+    if name in OURS:
+        from bench.common import values
+        with_fd_kid = ALL_METRICS + ("fd", "kid")
+        metrics = {"knn": ALL_METRICS, "knn_fd_kid": with_fd_kid, "fd_kid": ("fd", "kid"), "knn_warm": ALL_METRICS,
+                   "knn_fd_kid_warm": with_fd_kid}[name]
         ev = hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, device="cpu",
-                                 memory_budget=budget_mib * 2**20, progress=False)
+                                 memory_budget=budget_mib * 2**20, progress=False, **given)
         result["seconds"] = time.perf_counter() - t
         result["values"] = values(ev)
         if ev.fd is not None:
@@ -103,6 +123,24 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subse
     return result
 
 
+def float64_kid(real_path: Path, fake_path: Path, rows: int = 2048) -> float:
+    """The unbiased MMD^2 of KID's cubic kernel over the full sets in float64 (numpy, row blocks)."""
+    x, y = (np.load(p).astype(np.float64) for p in (real_path, fake_path))
+    d = x.shape[1]
+
+    def total(a, b, same):
+        s = 0.0
+        for i in range(0, len(a), rows):
+            k = (a[i:i + rows] @ b.T / d + 1.0) ** 3
+            if same:
+                k[np.arange(k.shape[0]), np.arange(i, i + k.shape[0])] = 0.0
+            s += float(k.sum())
+        return s
+
+    n, m = len(x), len(y)
+    return total(x, x, True) / (n * (n - 1)) + total(y, y, True) / (m * (m - 1)) - 2.0 * total(x, y, False) / (n * m)
+
+
 def run_child(name: str, real: Path, fake: Path, budget: int, kid_subset_size: int) -> dict:
     """One run of contender ``name`` in a fresh process (:func:`bench.common.run_child`)."""
     from bench.common import run_child as child
@@ -113,10 +151,14 @@ def run_child(name: str, real: Path, fake: Path, budget: int, kid_subset_size: i
 def summarize(results: dict) -> dict:
     """The goal's ratio, the FD agreement and the KID values side by side."""
     a, b, c, d = (results.get(x, {}) for x in ("knn", "knn_fd_kid", "fd_kid", "torch_fidelity"))
+    aw, bw = results.get("knn_warm", {}), results.get("knn_fd_kid_warm", {})
     out = {"goal_ratio": GOAL}
     if "seconds" in a and "seconds" in b:
         out["b_over_a"] = b["seconds"] / a["seconds"]
         out["goal_met"] = out["b_over_a"] < GOAL
+    if "seconds" in aw and "seconds" in bw:
+        out["warm_b_over_a"] = bw["seconds"] / aw["seconds"]
+        out["warm_goal_met"] = out["warm_b_over_a"] < GOAL
     if "seconds" in a and "seconds" in c:
         out["c_over_a"] = c["seconds"] / a["seconds"]
     if "seconds" in b and "seconds" in d:
@@ -174,8 +216,14 @@ def main(argv=None) -> int:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             results[name] = median_run([run_child(name, real, fake, args.memory_budget, kid_subset_size)
                                         for _ in range(args.repeat)])
-    info["load_average_after"] = os.getloadavg()
-    summary = summarize(results)
+        info["load_average_after"] = os.getloadavg()
+        summary = summarize(results)
+        if "skip_float64" not in skip and summary["kid"]:
+            print("float64 brute-force KID (untimed) ...", file=sys.stderr, flush=True)
+            ref = float64_kid(real, fake)
+            summary["kid_float64"] = ref
+            summary["kid_rel_diff_float64"] = {name: abs(v["value"] - ref) / abs(ref)
+                                               for name, v in summary["kid"].items() if not v["subsets"]}
 
     print(f"\n{args.n} real x {m} fake x {args.dim}-d float32 (realistic), {info['cpu']}, {info['cores']} cores, "
           f"torch {info['torch']}, torch-fidelity {info['torch_fidelity']}, median of {args.repeat} run(s)")
@@ -188,6 +236,9 @@ def main(argv=None) -> int:
     if "b_over_a" in summary:
         print(f"(b) k-NN + fd,kid / (a) k-NN alone: {summary['b_over_a']:.3f}x; goal < {GOAL}: "
               f"{'met' if summary['goal_met'] else 'NOT met'}")
+    if "warm_b_over_a" in summary:
+        print(f"(b') / (a'), real set seen before: {summary['warm_b_over_a']:.3f}x; goal < {GOAL}: "
+              f"{'met' if summary['warm_goal_met'] else 'NOT met'}")
     if "d_over_b" in summary:
         print(f"torch-fidelity FID+KID+PRC / (b): {summary['d_over_b']:.2f}x")
     for name, v in summary["fd"].items():
@@ -195,6 +246,8 @@ def main(argv=None) -> int:
     for name, v in summary["kid"].items():
         how = f"mean, std of {v['subsets']} subsets of {v['subset_size']}" if v["subsets"] else "exact full sets, std of the estimate"
         print(f"KID {name:<14} {v['value']:.6g} +- {v['std']:.3g} ({how})")
+    for name, v in summary.get("kid_rel_diff_float64", {}).items():
+        print(f"KID {name:<14} rel diff to the float64 brute force {summary['kid_float64']:.10g}: {v:.2e}")
     if args.json:
         write_text(args.json, json.dumps({"info": info, "results": results, "summary": summary}, indent=2) + "\n")
     return 0

@@ -13,7 +13,7 @@ import hubness_pr
 from hubness_pr.commands.metrics import main
 from hubness_pr.engine import kernel_sums as ks
 from hubness_pr.engine.context import RunContext
-from hubness_pr.engine.real_stats import layout
+from hubness_pr.engine.real_stats import layout, real_route
 from hubness_pr.errors import InputError
 from hubness_pr.io import summary
 from hubness_pr.io.summary import StatsKey, SummaryCache
@@ -24,6 +24,11 @@ from tests.test_fd_kid import inception_like
 REAL = inception_like(20, 260, 24)
 FAKES = (inception_like(21, 240, 24, shift=0.1), inception_like(22, 260, 24, shift=0.2))
 KEYS = ("value", "infinity", "std", "unbiased")
+
+
+def real_layout(budget: int) -> dict:
+    """The layout the metric command keys REAL's stored stats by, at this budget, in one CPU process."""
+    return layout(len(REAL), 24, budget, 1, "cpu", real_route(RunContext(memory_budget=budget), len(REAL), 24))
 
 
 def values(ev) -> dict:
@@ -54,7 +59,7 @@ def test_given_real_stats_give_the_bits_of_a_recomputation(budget):
                     values(hubness_pr.evaluate(real=REAL, fake=FAKES[1], **o)))
     # through the stored arrays (what the cache writes and reads back)
     key = StatsKey.of("d" * 64, len(REAL), REAL.shape[1], True, ("gauss", "poly3"),
-                      layout(len(REAL), 24, budget, 1, "cpu"))
+                      real_layout(budget))
     back = summary.stats_from_arrays(summary.stats_arrays(stats, key), key)
     assert same(values(hubness_pr.evaluate(real=REAL, fake=FAKES[1], real_stats=back, **opts)),
                 values(hubness_pr.evaluate(real=REAL, fake=FAKES[1], **opts)))
@@ -66,8 +71,8 @@ def test_given_real_sums_form_no_real_x_real_tile(monkeypatch):
     real = ks.real_kernel_sums(x, ("poly3", "gauss"), ctx)
     want = ks.kernel_sums(x, y, ("poly3", "gauss"), ctx)
     tags = []
-    reduce = ks._reduce
-    monkeypatch.setattr(ks, "_reduce", lambda tag, *a: (tags.append(tag), reduce(tag, *a)))
+    add = ks.KernelGrid.add
+    monkeypatch.setattr(ks.KernelGrid, "add", lambda self, *a, **k: (tags.append(self.tag), add(self, *a, **k)))
     got = ks.kernel_sums(x, y, ("poly3", "gauss"), ctx, real=real)
     assert tags and "xx" not in tags
     for name in ("poly3", "gauss"):
@@ -93,7 +98,7 @@ def test_kid_over_subsets_reads_no_real_stats():
 def _stats_and_arrays(budget=2**20):
     stats = hubness_pr.evaluate(real=REAL, fake=FAKES[0], metrics="fd,kid,cmmd", memory_budget=budget).real_stats
     key = StatsKey.of(summary.content_digest(REAL), len(REAL), REAL.shape[1], True, ("gauss", "poly3"),
-                      layout(len(REAL), 24, budget, 1, "cpu"))
+                      real_layout(budget))
     return stats, key, summary.stats_arrays(stats, key)
 
 
@@ -115,6 +120,9 @@ def test_stored_stats_are_validated():
     cov[0, 1] += 1.0
     with pytest.raises(InputError, match="not a covariance"):
         summary.stats_from_arrays(_reseal(dict(arrays, moments_cov=cov), key), key)
+    root = arrays["moments_root"] * 1.01
+    with pytest.raises(InputError, match="square root"):
+        summary.stats_from_arrays(_reseal(dict(arrays, moments_root=root), key), key)
     nan = arrays["gauss_xx_rows"].copy()
     nan[3] = np.nan
     with pytest.raises(InputError, match="not finite"):
@@ -123,7 +131,7 @@ def test_stored_stats_are_validated():
         summary.stats_from_arrays(_reseal(dict(arrays, gauss_xx_rows=nan[:-1]), key), key)
     with pytest.raises(InputError, match="missing"):
         summary.stats_from_arrays({k: v for k, v in arrays.items() if k != "moments_mean"}, key)
-    other = StatsKey.of(key.digest, key.n, key.dim, True, ("gauss", "poly3"), layout(len(REAL), 24, 2**28, 1, "cpu"))
+    other = StatsKey.of(key.digest, key.n, key.dim, True, ("gauss", "poly3"), real_layout(2**28))
     assert other.file_name() != key.file_name()
     with pytest.raises(InputError, match="layout differ"):
         summary.stats_from_arrays(arrays, other)
@@ -138,6 +146,8 @@ def test_the_cache_keeps_them_beside_the_knn_summary(tmp_path):
     got = cache.lookup_stats(key)
     assert got.stats is not None and "reused" in got.message
     assert np.array_equal(got.stats.moments.cov, stats.moments.cov)
+    assert "root" in vars(got.stats.moments)  # read back with them: FD computes no eigh for it
+    assert np.array_equal(got.stats.moments.root, stats.moments.root)
     assert np.array_equal(got.stats.kernels["poly3"].xx_rows, stats.kernels["poly3"].xx_rows)
     # a k-NN summary in the same folder is untouched by them and valid without them
     graph = hubness_pr.nearest_neighbors(REAL, 5, exact_ks=(3, 5))

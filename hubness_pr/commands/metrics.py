@@ -36,7 +36,7 @@ from hubness_pr.reports import runlog
 from hubness_pr.reports.writers import RunReport, log_record, write_files
 from hubness_pr.io import summary
 from hubness_pr.engine.inputs import as_feature_matrix
-from hubness_pr.engine.real_stats import layout as real_layout
+from hubness_pr.engine.real_stats import layout as real_layout, real_route
 from hubness_pr.reports.gallery import DEFAULT_N, Gallery
 from hubness_pr.reports.results import approximate_note, is_approximate, summary_lines, write_compare_plot
 
@@ -462,7 +462,7 @@ def _stored_stats(args, real, metrics, ctx, stored: StoredSummary) -> StoredStat
     if n < 2:  # evaluate's size check names the set
         return StoredStats(status="not needed")
     digest = stored.key.digest if stored.key is not None else summary.content_digest(real.features)
-    layout = real_layout(n, dim, ctx.memory_budget, ctx.group.world, ctx.device.type)
+    layout = real_layout(n, dim, ctx.memory_budget, ctx.group.world, ctx.device.type, real_route(ctx, n, dim))
     key = summary.StatsKey.of(digest, n, dim, moments, kernels, layout)
     cache = summary.SummaryCache(args.cache_dir or summary.SummaryCache.default_folder())
     found = StoredStats(status="computed", key=key, cache=cache, path=str(cache.folder / key.file_name()))

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from hubness_pr.engine import kernels
 from hubness_pr.engine.context import RunContext
-from hubness_pr.engine.distances import (exact_matmul, exact_sq_dist, gram_tile, release_memory, screen_eps, sq_dist_tile,
+from hubness_pr.engine.distances import (exact_matmul, exact_sq_dist, gram_tile, release_memory, screen_eps, sq_dist_from_gram, sq_dist_tile,
                         strip_width, tile_grid, tile_side)
 from hubness_pr.engine.frame import SetStats, choose_frame, screen_rows
 from hubness_pr.engine.reductions import TABLE, THRESHOLDS, banded, combine, initial, needed
@@ -102,7 +102,7 @@ class Tile:
 def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, ctx: RunContext, *,
                real_stats: SetStats | None = None, fake_stats: SetStats | None = None,
                real_rows: np.ndarray | None = None, fake_cols: np.ndarray | None = None,
-               same_set: bool = False, fused: bool | None = None) -> CrossResult:
+               same_set: bool = False, fused: bool | None = None, sums=None) -> CrossResult:
     """Run the tiled real x fake pass: the reductions ``inputs.want`` (:data:`hubness_pr.engine.reductions.TABLE`).
 
     ``real`` (N, dim) and ``fake`` (M, dim) are float32 tensors on the pass's device (``ctx.device``);
@@ -111,10 +111,13 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, ctx:
     and the fused kernels' threads. ``real_rows`` / ``fake_cols`` (sorted int arrays) restrict the pass
     to those samples. ``same_set``: ``fake`` is ``real`` and each sample's pair with itself is left out
     (a set scored against the other samples of itself); only for full passes. ``fused``: the CPU route
-    the run chose (None: ``ctx.fused`` for this pass's size).
+    the run chose (None: ``ctx.fused`` for this pass's size). ``sums``: a
+    :class:`hubness_pr.engine.kernel_sums.KernelGrid` ("xy") fed each tile's product (full passes only).
     """
     if same_set and (real_rows is not None or fake_cols is not None or real.shape != fake.shape):
         raise ValueError("same_set needs one full set on both sides")
+    if sums is not None and (real_rows is not None or fake_cols is not None or same_set):
+        raise ValueError("kernel sums need the full real x fake pass")
     want = frozenset(inputs.want)
     unknown = want - set(TABLE)
     if unknown:
@@ -150,7 +153,9 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, ctx:
     memory_budget = ctx.memory_budget
     side = tile_side(dim, memory_budget)
     width = strip_width(side, dim, memory_budget, fused)
-    tiles = tile_grid(rows_all.numel(), cols_all.numel(), side, width)
+    tiles = cross_tiles(rows_all.numel(), cols_all.numel(), dim, memory_budget, fused)
+    if sums is not None:
+        sums.bind(frame, real, fake)
     tiles = [tiles[t] for t in group.share(len(tiles))]
     refined = 0
     eps, abs_tol = screen_eps(dim), frame.abs_tol(dim)
@@ -177,10 +182,13 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, ctx:
                         pool=pool, onednn=onednn, real_rows=orig_a[1], fake_rows=orig_b[1])
             thr = dict(row_thr)
             thr.update({key: thresholds[key][cj] for key in col_keys})
+            g = gram_tile(tile.a, tile.b, onednn) if fused or sums is not None else None
+            if sums is not None:
+                sums.add(rp, cp, g, tile.na, tile.nb, fused, ctx.pool)
             if fused:
-                out, count = kernels.cross_tile(gram_tile(tile.a, tile.b, onednn), tile, thr, want, pool)
+                out, count = kernels.cross_tile(g, tile, thr, want, pool)
             else:
-                out, count = torch_tile(tile, thr, want)
+                out, count = torch_tile(tile, thr, want, g)
             refined += count
             for name, part in out.items():
                 where = ri if TABLE[name].side == "real" else cj
@@ -230,7 +238,14 @@ def _exact_ratio(real: torch.Tensor, fake: torch.Tensor, rt_sq: np.ndarray, inde
     return out
 
 
-def torch_tile(tile: Tile, thresholds: dict, want) -> tuple[dict, int]:
+def cross_tiles(n_rows: int, n_cols: int, dim: int, memory_budget: int, fused: bool) -> list:
+    """The real x fake pass's tiles: row blocks of :func:`hubness_pr.engine.distances.tile_side`, strips
+    as wide as the budget allows; the cross reductions and the kernel sums read the same ones."""
+    side = tile_side(dim, memory_budget)
+    return tile_grid(n_rows, n_cols, side, strip_width(side, dim, memory_budget, fused))
+
+
+def torch_tile(tile: Tile, thresholds: dict, want, gram: torch.Tensor | None = None) -> tuple[dict, int]:
     """The torch route of one tile (any device): the reductions named in ``want``
     (:data:`hubness_pr.engine.reductions.TABLE`), as :func:`hubness_pr.engine.kernels.cross_tile` returns them, and the
     number of pairs re-measured.
@@ -238,9 +253,10 @@ def torch_tile(tile: Tile, thresholds: dict, want) -> tuple[dict, int]:
     ``thresholds`` maps threshold names (:data:`hubness_pr.engine.reductions.THRESHOLDS`) to float64 tensors of
     the tile's rows or columns in frame units (None: absent). The float32 screen decides every entry
     farther than the band from each banded threshold; the entries within it (or within the band of 0)
-    are re-measured and decided in float64.
+    are re-measured and decided in float64. ``gram``: the tile's product if already formed (consumed).
     """
-    d2 = sq_dist_tile(tile.a, tile.b, tile.na, tile.nb, tile.onednn)
+    d2 = (sq_dist_tile(tile.a, tile.b, tile.na, tile.nb, tile.onednn) if gram is None
+          else sq_dist_from_gram(gram, tile.na, tile.nb))
     if tile.same_set:  # a sample's pair with itself (row i, column i + r0 - c0): beyond every threshold
         d2.diagonal(int(tile.ri[0]) - int(tile.cj[0])).fill_(float("inf"))
     tol = tile.eps * (float(tile.na.max()) + float(tile.nb.max())) + tile.abs_tol

@@ -156,12 +156,16 @@ def sq_dist_tile(a: torch.Tensor, b: torch.Tensor, na: torch.Tensor, nb: torch.T
     :func:`screen_eps`. (The fused CPU kernels form the same expression per element.)
     """
     if a.device.type == "cpu":
-        d2 = gram_tile(a, b, onednn)
-        d2.mul_(-2.0).add_(na[:, None]).add_(nb[None, :]).clamp_(min=0.0)
-        return d2
+        return sq_dist_from_gram(gram_tile(a, b, onednn), na, nb)
     d2 = torch.addmm(na[:, None], a, b.T, beta=1.0, alpha=-2.0)
     d2.add_(nb[None, :]).clamp_(min=0.0)
     return d2
+
+
+def sq_dist_from_gram(g: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -> torch.Tensor:
+    """The screen of :func:`sq_dist_tile` from a product ``g`` of :func:`gram_tile`, in place:
+    ``(-2 g + |a|^2) + |b|^2`` clamped at 0 (on the CPU the same bits as :func:`sq_dist_tile`)."""
+    return g.mul_(-2.0).add_(na[:, None]).add_(nb[None, :]).clamp_(min=0.0)
 
 
 def exact_sq_dist(x: torch.Tensor, i: torch.Tensor, y: torch.Tensor, j: torch.Tensor,

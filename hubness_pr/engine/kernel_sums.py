@@ -1,24 +1,32 @@
-"""Exact kernel sums over the full sets, tiled: what KID and CMMD are formed from (unbiased and
-biased MMD^2, the variance of the unbiased one).
+"""Exact kernel sums over the full sets, from the tiles the k-NN passes form anyway: what KID and CMMD
+are formed from (unbiased and biased MMD^2, the variance of the unbiased one).
 
 Kernels (:data:`KERNELS`): ``"poly3"``, KID's ``k(x, y) = (x.y / d + 1)^3``; ``"gauss"``, CMMD's
-``k(x, y) = exp(-|x - y|^2 / (2 sigma^2))`` with sigma = 10. One pass over three grids of tiles
-(:func:`hubness_pr.engine.distances.tile_grid`): real x real (upper triangle), fake x fake (upper
-triangle), real x fake. Each tile's Gram block ``a b^T`` is one GEMM in float64 (:data:`GEMM_DTYPE`:
-the float32 product's rounding, amplified by the cancellation in MMD^2, stays above 1e-6 relative;
-docs/definitions.md), every kernel asked for is formed from it in float64 and reduced at once into
+``k(x, y) = exp(-|x - y|^2 / (2 sigma^2))`` with sigma = 10. Three grids of tiles: real x real and
+fake x fake (the upper triangles of the k-NN passes, :func:`hubness_pr.engine.knn.self_tiles`) and
+real x fake (the cross pass's, :func:`hubness_pr.engine.cross.cross_tiles`). A :class:`KernelGrid`
+rides along a pass that runs anyway: each tile's float32 Gram block of screen rows (the pass's frame,
+:mod:`hubness_pr.engine.frame`) gives every pair's kernel value, formed in float64 from that product
+(``x.y = g / scale + x.c + y.c - c.c`` for a frame centred at ``c``), and reduced at once into
 
 * ``xx``, ``yy``: the sums over ordered pairs ``i != j`` within each set, ``xy``: over every pair;
 * ``xx2``, ``yy2``, ``xy2``: the same sums of the squared kernel values;
 * ``xx_rows`` (N), ``yy_rows`` (M): each sample's sum over the other samples of its set;
-  ``xy_rows`` (N), ``xy_cols`` (M): each real's sum over the fakes and each fake's over the reals.
+  ``xy_rows`` (N), ``xy_cols`` (M): each real's sum over the fakes and each fake's over the reals;
+
+all accumulated in float64 (:func:`tile_vectors`). A grid whose pass does not run (FD/KID/CMMD alone,
+a stored real k-NN graph, eP&R's hub-only cross pass) gets its own pass over the same tiles
+(:func:`grid_pass`), so the sums have the same bits either way. The products are float32 GEMMs, as
+every tool of the field computes them: each pair's product errs by about ``sqrt(d) 2^-24 |x||y|``,
+which averages out over the N M pairs; against a float64 brute force KID and CMMD agree to about
+1e-6 relative on realistic features (docs/definitions.md, "KID"; the tests hold them to it).
 
 Within a set a pair of the upper triangle's off-square tiles stands for both orders (counted twice,
 its value added to both samples' row sums); inside a diagonal square both orders are there and the
-diagonal is left out. No N x M matrix is built; working memory is the budget. The real x real
-grid is its own pass (:func:`real_kernel_sums`, :class:`RealKernelSums`): it depends on the real set
-alone, so a stored one serves every generated set (``kernel_sums(..., real=...)``), bit for bit.
-Under torchrun each rank reduces a share of each pass's tiles (``group.share``) and the sums and
+diagonal is left out. No N x M matrix is built; working memory is the pass's. The real x real grid
+depends on the real set alone, so a stored :class:`RealKernelSums` serves every generated set
+(``kernel_sums(..., real=...)``, :class:`hubness_pr.engine.real_stats.RealStats`), bit for bit under
+the same layout. Under torchrun each rank reduces its share of each pass's tiles and the sums and
 vectors are added (``group.combine("sum", ...)``): equal to one process's to float64 rounding.
 """
 from __future__ import annotations
@@ -28,11 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hubness_pr.engine.distances import strip_width, tile_grid, tile_side
+from hubness_pr.engine import kernels as fused_kernels
+from hubness_pr.engine.cross import cross_tiles
+from hubness_pr.engine.distances import exact_matmul, gram_tile, row_chunks
+from hubness_pr.engine.frame import SetStats, choose_frame, screen_rows
+from hubness_pr.engine.knn import self_tiles
 
 KERNELS = ("poly3", "gauss")
 CMMD_SIGMA = 10.0
-GEMM_DTYPE = torch.float64
 _SCALARS = ("xx", "yy", "xy", "xx2", "yy2", "xy2")
 
 
@@ -88,18 +99,6 @@ class KernelSums:
         return 4 * (m - 2) / (m * (m - 1)) * zeta1 + 2 / (m * (m - 1)) * zeta2
 
 
-def _kernel(name: str, g: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, dim: int) -> torch.Tensor:
-    if name == "poly3":
-        k = g / dim + 1.0
-        return k * k * k
-    d2 = (na[:, None] + nb[None, :] - 2.0 * g).clamp_(min=0.0)
-    return torch.exp(d2 * (-1.0 / (2.0 * CMMD_SIGMA**2)))
-
-
-def _norms(x: torch.Tensor) -> torch.Tensor:
-    return (x * x).sum(dim=1)
-
-
 @dataclass(frozen=True, eq=False)
 class RealKernelSums:
     """One kernel's real x real part of :class:`KernelSums`: ``xx``, ``xx2`` and ``xx_rows`` of ``n``
@@ -112,14 +111,6 @@ class RealKernelSums:
     xx_rows: np.ndarray
 
 
-def kernel_layout(n: int, dim: int, memory_budget: int) -> tuple:
-    """(tile side, strip width) of the real x real grid: with the kernels and the group's world,
-    what fixes the bits of :func:`real_kernel_sums` (the order in which its tiles are added)."""
-    budget = max(2**18, memory_budget // 4)
-    side = tile_side(dim, budget)
-    return side, strip_width(min(side, n), dim, budget, False)
-
-
 def _check_kernels(kernels) -> tuple:
     kernels = tuple(kernels)
     unknown = set(kernels) - set(KERNELS)
@@ -128,105 +119,215 @@ def _check_kernels(kernels) -> tuple:
     return kernels
 
 
-def _pass(sets: dict, lengths: dict, kernels: tuple, ctx, split: bool) -> dict:
-    """One tiled pass over the grids of ``sets`` (tag -> (a, b); tags "xx", "yy", "xy"): the
-    accumulators of each kernel, combined over the group's ranks when ``split``."""
-    x = sets.get("xx", sets.get("xy"))[0]
-    dim = x.shape[1]
-    dev, group = ctx.device, ctx.group
-    # float64 Gram block, a kernel block and temporaries: ~4 float64 per element; budget / 4 at 12 bytes
-    budget = max(2**18, ctx.memory_budget // 4)
-    side = tile_side(dim, budget)
-    grids = []
-    for tag in ("xx", "yy", "xy"):
-        if tag in sets:
-            a_len, b_len = lengths[tag]
-            width = strip_width(min(side, a_len), dim, budget, False)
-            grids += [(tag, rows, cols) for rows, cols in tile_grid(a_len, b_len, side, width, upper=tag != "xy")]
-    mine = group.share(len(grids)) if split else range(len(grids))
-    n, m = lengths.get("xx", lengths.get("xy"))[0], lengths.get("yy", (0,))[0]
-    z = lambda size: torch.zeros(size, dtype=torch.float64, device=dev)  # noqa: E731
-    acc = {k: {"scalars": z(len(_SCALARS)), "xx_rows": z(n), "yy_rows": z(m), "xy_rows": z(n), "xy_cols": z(m)}
-           for k in kernels}
-    with torch.inference_mode():
-        cached = (None, None)
+def tile_vectors(name: str, g: torch.Tensor, ua: torch.Tensor, ub: torch.Tensor, na: torch.Tensor,
+                 nb: torch.Tensor, inv_scale: float, dim: int, diag: int | None, fused: bool, pool=None) -> tuple:
+    """One tile's (row sums, column sums, column sums of squares) of kernel ``name``, float64: the
+    pair (i, j) of the float32 screen product ``g`` (p, q) has ``x.y = g[i, j] * inv_scale + ua[i] +
+    ub[j]`` and ``|x - y|^2 = (na[i] + nb[j] - 2 g[i, j]) * inv_scale`` (at least 0), formed in float64;
+    the pairs ``j == i + diag`` (a sample with itself) are left out (None: none). On the fused CPU
+    route one sweep of the tile (:func:`hubness_pr.engine.kernels.kernel_tile_sums`), else torch."""
+    neg_inv_2s2 = -1.0 / (2.0 * CMMD_SIGMA**2)
+    p, q = g.shape
+    if fused:
+        rows, cols, sq = fused_kernels.kernel_tile_sums(name, g, ua, ub, na, nb, inv_scale, 1.0 / dim, neg_inv_2s2,
+                                                        q if diag is None else diag, pool)
+        return torch.from_numpy(rows), torch.from_numpy(cols), torch.from_numpy(sq)
+    g64 = g.to(torch.float64)
+    if name == "poly3":
+        k = (g64 * inv_scale + ua[:, None] + ub[None, :]) * (1.0 / dim) + 1.0
+        k = k * k * k
+    else:
+        d2 = ((na.double()[:, None] + nb.double()[None, :] - 2.0 * g64) * inv_scale).clamp_(min=0.0)
+        k = torch.exp(d2 * neg_inv_2s2)
+    if diag is not None:
+        lo = max(0, -diag)
+        i = torch.arange(lo, max(lo, min(p, q - diag)), device=k.device)
+        k[i, i + diag] = 0.0
+    return k.sum(dim=1), k.sum(dim=0), (k * k).sum(dim=0)
+
+
+class KernelGrid:
+    """The kernels' sums over one grid of tiles: ``tag`` "xx" (real x real, upper triangle), "yy"
+    (fake x fake, upper triangle) or "xy" (real x fake), of ``n_a`` x ``n_b`` samples.
+
+    The pass that forms the grid's tiles calls :meth:`bind` with its screen frame and original rows,
+    then :meth:`add` with each tile's float32 Gram block before it consumes it; :meth:`result` adds
+    the ranks' shares. Any pass over the same tiles gives the same bits (:func:`grid_pass`)."""
+
+    def __init__(self, tag: str, kernels, n_a: int, n_b: int, dim: int, device):
+        self.tag, self.kernels, self.dim = tag, _check_kernels(kernels), dim
+        self.n_a, self.n_b = n_a, n_b
+        z = lambda size: torch.zeros(size, dtype=torch.float64, device=device)  # noqa: E731
+        self.acc = {k: {"scalars": z(len(_SCALARS)), "rows": z(n_a), "cols": z(n_b)} for k in self.kernels}
+        self.ua = self.ub = None
+        self.inv_scale = 1.0
+        self.bound = False
+
+    def bind(self, frame, a, b=None) -> None:
+        """The pass's :class:`hubness_pr.engine.frame.ScreenFrame` and its original rows ``a`` (and
+        ``b`` for real x fake; float32 tensors or mapped rows): each sample's offset ``x.c - c.c/2``
+        (float64; zero for an uncentred frame) and the frame's scale."""
+        self.inv_scale = 1.0 / frame.sq_scale
+        self.ua = self._offsets(frame, a, self.n_a)
+        self.ub = self.ua if b is None else self._offsets(frame, b, self.n_b)
+        self.bound = True
+
+    def _offsets(self, frame, x, n: int) -> torch.Tensor:
+        dev = self.acc[self.kernels[0]]["rows"].device
+        out = torch.zeros(n, dtype=torch.float64, device=dev)
+        if frame.centre is not None:
+            c = frame.centre.to(dev)
+            half = float(c @ c) / 2.0
+            for rows in row_chunks(x):
+                out[rows] = torch.as_tensor(x[rows]).to(dev, torch.float64) @ c - half
+        return out
+
+    def add(self, rows: slice, cols: slice, g: torch.Tensor, na: torch.Tensor, nb: torch.Tensor,
+            fused: bool = False, pool=None) -> None:
+        """Reduce the tile of samples ``rows`` x ``cols`` (slices of the grid's sets) whose screen
+        product is ``g`` (float32, (len(rows), len(cols))) and screen squared norms ``na``, ``nb``."""
+        within = self.tag != "xy"
+        diag = rows.start - cols.start if within else None
+        for name in self.kernels:
+            r, c, c2 = tile_vectors(name, g, self.ua[rows], self.ub[cols], na, nb, self.inv_scale, self.dim, diag,
+                                    fused and g.device.type == "cpu", pool)
+            acc = self.acc[name]
+            dev = acc["rows"].device
+            r, c, c2 = r.to(dev), c.to(dev), c2.to(dev)
+            s = acc["scalars"]
+            if not within:
+                s[2] += c.sum()
+                s[5] += c2.sum()
+                acc["rows"][rows] += r
+                acc["cols"][cols] += c
+                continue
+            # columns inside the row block's square hold both orders of their pairs; beyond it, one
+            inside = max(0, min(cols.stop, rows.stop) - cols.start)
+            which = 0 if self.tag == "xx" else 1
+            s[which] += c[:inside].sum() + 2.0 * c[inside:].sum()
+            s[which + 3] += c2[:inside].sum() + 2.0 * c2[inside:].sum()
+            acc["rows"][rows] += r
+            acc["rows"][cols.start + inside:cols.stop] += c[inside:]
+
+    def result(self, group, split: bool = True) -> dict:
+        """``{kernel: {"scalars", "rows", "cols"}}``, the ranks' shares added (``split``)."""
+        if not split:
+            return self.acc
+        return {name: {key: group.combine("sum", v) for key, v in parts.items()} for name, parts in self.acc.items()}
+
+
+def grid_pass(grid: KernelGrid, a, b, ctx, fused: bool, split: bool = True) -> None:
+    """The grid's own pass when no k-NN or cross pass forms its tiles: the same frame
+    (:func:`hubness_pr.engine.frame.choose_frame` of the set, or of both sets for real x fake), the
+    same tiles, the same products, so the same bits. ``a``, ``b``: float32 tensors or mapped rows
+    on ``ctx.device`` (``b`` is ignored within a set); ``split``: this rank's share of the tiles."""
+    within = grid.tag != "xy"
+    sets = [a] if within else [a, b]
+    with exact_matmul(), torch.inference_mode():
+        stats = [SetStats.of(x) for x in sets]
+        frame = choose_frame(sets, stats)
+        screens = [screen_rows(x, st, frame) for x, st in zip(sets, stats)]
+        sa, na = screens[0]
+        sb, nb = screens[-1]
+        grid.bind(frame, a, None if within else b)
+        dim = grid.dim
+        tiles = (self_tiles(grid.n_a, dim, ctx.memory_budget, fused) if within
+                 else cross_tiles(grid.n_a, grid.n_b, dim, ctx.memory_budget, fused))
+        mine = ctx.group.share(len(tiles)) if split else range(len(tiles))
+        onednn = ctx.onednn if ctx.device.type == "cpu" else False
+        pool = ctx.pool if fused else None
+        block = (None, None)
         for t in mine:
-            tag, rows, cols = grids[t]
-            src_a, src_b = sets[tag]
-            if cached[0] != (tag[0], rows):
-                a = src_a[rows].to(dev, GEMM_DTYPE)
-                cached = ((tag[0], rows), (a, _norms(a.double())))
-            a, na = cached[1]
-            b = src_b[cols].to(dev, GEMM_DTYPE)
-            nb = _norms(b.double())
-            g = (a @ b.T).double()
-            for name in kernels:
-                _reduce(tag, rows, cols, _kernel(name, g, na, nb, dim), acc[name])
-    if split:
-        acc = {name: {key: group.combine("sum", value) for key, value in parts.items()} for name, parts in acc.items()}
-    return acc
+            rows, cols = tiles[t]
+            if block[0] != rows:
+                block = (rows, sa[rows])
+            grid.add(rows, cols, gram_tile(block[1], sb[cols], onednn), na[rows], nb[cols], fused, pool)
 
 
-def real_kernel_sums(x, kernels, ctx, split: bool = True) -> dict:
-    """``{kernel: RealKernelSums}`` of ``x`` (N, dim): the real x real grid alone (upper triangle),
-    its tiles shared among the group's ranks and the sums added (``split``)."""
+@dataclass(frozen=True, eq=False)
+class KernelPlan:
+    """The grids a run's kernel sums need (:func:`plan_grids`): ``grids`` tag -> :class:`KernelGrid`
+    (the real x real one absent when ``real`` sums were given) for the passes to fill."""
+
+    kernels: tuple
+    grids: dict
+    real: dict | None
+
+
+def plan_grids(n: int, m: int, dim: int, kernels, device, real: dict | None = None) -> KernelPlan:
+    """The :class:`KernelGrid` of each grid the sums need: all three, or fake x fake and real x fake
+    where ``real`` (``{kernel: RealKernelSums}`` of the same real set) is given."""
     kernels = _check_kernels(kernels)
-    n = x.shape[0]
-    acc = _pass({"xx": (x, x)}, {"xx": (n, n)}, kernels, ctx, split)
+    if real is not None:
+        missing = [name for name in kernels if name not in real or real[name].n != n
+                   or real[name].xx_rows.shape != (n,)]
+        if missing:
+            raise ValueError(f"the given real x real kernel sums do not fit {n} real samples for kernels {missing}")
+    grids = {"yy": KernelGrid("yy", kernels, m, m, dim, device), "xy": KernelGrid("xy", kernels, n, m, dim, device)}
+    if real is None:
+        grids["xx"] = KernelGrid("xx", kernels, n, n, dim, device)
+    return KernelPlan(kernels=kernels, grids=grids, real=real)
+
+
+def finish(plan: KernelPlan, x, y, ctx, fused: bool, split: bool = True, real_fused: bool | None = None) -> tuple:
+    """Run :func:`grid_pass` for every grid no pass has filled (on the route ``fused``; the real x
+    real one on ``real_fused``, default the same), then assemble: ``({kernel: KernelSums},
+    {kernel: RealKernelSums})``."""
+    sets = {"xx": (x, x), "yy": (y, y), "xy": (x, y)}
+    for tag, grid in plan.grids.items():
+        if not grid.bound:
+            grid_pass(grid, *sets[tag], ctx, fused if tag != "xx" or real_fused is None else real_fused, split)
+    acc = {tag: grid.result(ctx.group, split) for tag, grid in plan.grids.items()}
+    n, m = x.shape[0], y.shape[0]
+    real = plan.real
+    if real is None:
+        real = {}
+        for name in plan.kernels:
+            s = acc["xx"][name]["scalars"].cpu().numpy()
+            real[name] = RealKernelSums(n=n, xx=float(s[0]), xx2=float(s[3]),
+                                        xx_rows=acc["xx"][name]["rows"].cpu().numpy())
     out = {}
-    for name in kernels:
+    for name in plan.kernels:
+        yy, xy, r = acc["yy"][name], acc["xy"][name], real[name]
+        s_yy, s_xy = yy["scalars"].cpu().numpy(), xy["scalars"].cpu().numpy()
+        out[name] = KernelSums(n=n, m=m, xx=r.xx, yy=float(s_yy[1]), xy=float(s_xy[2]), xx2=r.xx2,
+                               yy2=float(s_yy[4]), xy2=float(s_xy[5]), xx_rows=np.asarray(r.xx_rows, dtype=np.float64),
+                               yy_rows=yy["rows"].cpu().numpy(), xy_rows=xy["rows"].cpu().numpy(),
+                               xy_cols=xy["cols"].cpu().numpy())
+    return out, {name: real[name] for name in plan.kernels}
+
+
+def real_kernel_sums(x, kernels, ctx, split: bool = True, fused: bool | None = None) -> dict:
+    """``{kernel: RealKernelSums}`` of ``x`` (N, dim): the real x real grid alone (upper triangle,
+    the real k-NN pass's tiles), its tiles shared among the group's ranks and the sums added
+    (``split``). ``fused``: the route (None: the context's for this pass's size, as
+    :func:`hubness_pr.engine.real_stats.real_route`)."""
+    n, dim = x.shape
+    grid = KernelGrid("xx", kernels, n, n, dim, ctx.device)
+    fused = ctx.fused(n * n / 2 * dim) if fused is None else fused
+    grid_pass(grid, x, x, ctx, fused, split)
+    acc = grid.result(ctx.group, split)
+    out = {}
+    for name in grid.kernels:
         s = acc[name]["scalars"].cpu().numpy()
-        out[name] = RealKernelSums(n=n, xx=float(s[0]), xx2=float(s[3]), xx_rows=acc[name]["xx_rows"].cpu().numpy())
+        out[name] = RealKernelSums(n=n, xx=float(s[0]), xx2=float(s[3]), xx_rows=acc[name]["rows"].cpu().numpy())
     return out
 
 
-def kernel_sums(x, y, kernels, ctx, split: bool = True, real: dict | None = None) -> dict:
+def kernel_sums(x, y, kernels, ctx, split: bool = True, real: dict | None = None, fused: bool | None = None) -> dict:
     """``{kernel: KernelSums}`` of ``x`` (N, dim) against ``y`` (M, dim) for each name of ``kernels``
-    (:data:`KERNELS`): the real x real grid (:func:`real_kernel_sums`, or ``real``, its result
-    computed earlier for the same ``x``: then no real x real tile is formed, with the same bits),
-    then one tiled pass over the fake x fake and real x fake grids (module docstring). ``x``, ``y``:
+    (:data:`KERNELS`), each grid by its own pass (:func:`grid_pass`; inside a run the k-NN and cross
+    passes fill them instead, with the same bits). ``real``: the real x real sums computed earlier
+    for the same ``x`` (:func:`real_kernel_sums`): then no real x real tile is formed. ``x``, ``y``:
     float32 tensors or :class:`hubness_pr.engine.mapped.MappedRows`; ``ctx``: the run context
     (device, memory budget, group); ``split``: share the tiles among the group's ranks (False: this
-    process does all)."""
-    kernels = _check_kernels(kernels)
-    n, m = x.shape[0], y.shape[0]
+    process does all); ``fused``: the CPU route (None: the context's for the sets' size)."""
+    n, m, dim = x.shape[0], y.shape[0], x.shape[1]
     if real is None:
-        real = real_kernel_sums(x, kernels, ctx, split)
-    missing = [name for name in kernels if name not in real or real[name].n != n or real[name].xx_rows.shape != (n,)]
-    if missing:
-        raise ValueError(f"the given real x real kernel sums do not fit {n} real samples for kernels {missing}")
-    acc = _pass({"yy": (y, y), "xy": (x, y)}, {"yy": (m, m), "xy": (n, m)}, kernels, ctx, split)
-    out = {}
-    for name in kernels:
-        parts, r = acc[name], real[name]
-        s = parts["scalars"].cpu().numpy()
-        out[name] = KernelSums(n=n, m=m, xx=r.xx, yy=float(s[1]), xy=float(s[2]), xx2=r.xx2, yy2=float(s[4]),
-                               xy2=float(s[5]), xx_rows=np.asarray(r.xx_rows, dtype=np.float64),
-                               **{key: parts[key].cpu().numpy() for key in ("yy_rows", "xy_rows", "xy_cols")})
-    return out
-
-
-def _reduce(tag: str, rows: slice, cols: slice, k: torch.Tensor, acc: dict) -> None:
-    s = acc["scalars"]
-    if tag == "xy":
-        s[2] += k.sum()
-        s[5] += (k * k).sum()
-        acc["xy_rows"][rows] += k.sum(dim=1)
-        acc["xy_cols"][cols] += k.sum(dim=0)
-        return
-    which, row_sums = (0, acc["xx_rows"]) if tag == "xx" else (1, acc["yy_rows"])
-    # columns inside the row block's square (both orders in this block's tiles): the diagonal left out
-    inside = max(0, min(cols.stop, rows.stop) - cols.start)
-    if inside:
-        a = torch.arange(max(0, cols.start - rows.start), min(k.shape[0], cols.start + inside - rows.start),
-                         device=k.device)
-        k[a, a + rows.start - cols.start] = 0.0
-    square, beyond = k[:, :inside], k[:, inside:]
-    s[which] += square.sum() + 2.0 * beyond.sum()
-    s[which + 3] += (square * square).sum() + 2.0 * (beyond * beyond).sum()
-    row_sums[rows] += k.sum(dim=1)
-    if beyond.shape[1]:
-        row_sums[cols.start + inside:cols.stop] += beyond.sum(dim=0)
+        real = real_kernel_sums(x, kernels, ctx, split, fused)
+    plan = plan_grids(n, m, dim, kernels, ctx.device, real)
+    fused = ctx.fused((m * m / 2 + n * m) * dim) if fused is None else fused
+    return finish(plan, x, y, ctx, fused, split)[0]
 
 
 def subset_mmd(real, fake, ctx, subsets: int, size: int, seed: int, kernel: str = "poly3") -> np.ndarray:

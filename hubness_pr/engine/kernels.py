@@ -87,6 +87,8 @@ def load() -> float:
         tile = SimpleNamespace(na=norms, nb=norms, real=x, fake=x, ri=idx, cj=idx, real_at=idx, fake_at=idx,
                                sq_scale=1.0, eps=1e-6, abs_tol=1e-30, same_set=False)
         cross_tile(x @ x.T, tile, thr, frozenset(reductions.TABLE))
+        one = torch.zeros(6, dtype=torch.float64)
+        kernel_tile_sums("poly3", x @ x.T, one, one, norms, norms, 1.0, 0.25, -0.005, 0)
     return time.perf_counter() - start
 
 
@@ -112,6 +114,27 @@ def exact_pairs(x, i: torch.Tensor, y, j: torch.Tensor, pool=None) -> torch.Tens
 
 
 _GATHER_BYTES = 4 * 2**20
+
+
+KERNEL_KINDS = {"poly3": 0, "gauss": 1}
+_COLUMN_BLOCK = 64  # columns a row's partial sum covers (fixed: the bits do not depend on threads)
+
+
+def kernel_tile_sums(kind: str, g: torch.Tensor, ua: torch.Tensor, ub: torch.Tensor, na: torch.Tensor,
+                     nb: torch.Tensor, inv_scale: float, inv_dim: float, neg_inv_2s2: float, diag: int,
+                     pool=None) -> tuple:
+    """One kernel's (row sums, column sums, column sums of squares) over a float32 Gram tile ``g``
+    (p, q) of screen rows (:func:`hubness_pr.engine.kernel_sums.tile_vectors` says what each value
+    is), float64 numpy, the pair ``j == i + diag`` left out; in the threads of ``pool``."""
+    k = jit()
+    g_np, ua_np, ub_np, na_np, nb_np = _np(g), _np(ua), _np(ub), _np(na), _np(nb)
+    p, q = g_np.shape
+    colsum, colsq = np.zeros(q), np.zeros(q)
+    rowpart = np.zeros((p, -(-q // _COLUMN_BLOCK)))
+    _run_split(q, lambda s, e: k._kernel_sums_kernel(g_np, ua_np, ub_np, na_np, nb_np, inv_scale, inv_dim,
+                                                     neg_inv_2s2, KERNEL_KINDS[kind], diag, _COLUMN_BLOCK,
+                                                     colsum, colsq, rowpart, s, e), pool)
+    return rowpart.sum(axis=1), colsum, colsq
 
 
 def _rows_of(x, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

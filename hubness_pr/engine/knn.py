@@ -32,7 +32,8 @@ from hubness_pr.engine import kernels
 from hubness_pr.engine.inputs import check_feature_input, check_int
 from hubness_pr.engine.context import RunContext
 from hubness_pr.engine.distances import (DEFAULT_MEMORY_BUDGET, as_tensor, exact_matmul, exact_sq_dist, gram_tile, release_memory,
-                        screen_eps, sq_dist_tile, strip_width, tile_grid, tile_side)
+                        screen_eps, sq_dist_from_gram, sq_dist_tile, strip_width, tile_grid,
+                        tile_side)
 from hubness_pr.engine.distributed import SINGLE, Group
 from hubness_pr.engine.frame import SetStats, choose_frame, screen_rows
 
@@ -93,7 +94,7 @@ class NeighborGraph:
 def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
                       exact_ks=None, stats: SetStats | None = None, desc: str = "k-NN",
                       progress: bool | None = None, group: Group = SINGLE, fused: bool | None = None,
-                      route: str | None = None, ctx: RunContext | None = None) -> NeighborGraph:
+                      route: str | None = None, ctx: RunContext | None = None, sums=None) -> NeighborGraph:
     """Exact k nearest neighbours of every row of ``features`` within the same set.
 
     Args:
@@ -119,7 +120,8 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
     if ctx is None:
         with RunContext.build(device=device, memory_budget=memory_budget, route=route, group=group,
                               progress=progress) as own:
-            return nearest_neighbors(features, k, exact_ks=exact_ks, stats=stats, desc=desc, fused=fused, ctx=own)
+            return nearest_neighbors(features, k, exact_ks=exact_ks, stats=stats, desc=desc, fused=fused, ctx=own,
+                                     sums=sums)
     dev = ctx.device
     x = as_tensor(features, dev)
     n, dim = x.shape
@@ -130,7 +132,7 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
     exact_ks = tuple(sorted(set(exact_ks or range(1, k + 1)) | {k}))
     if fused is None:
         fused = ctx.fused(n * n / 2 * dim)
-    idx, d, fallback = _exact_knn(x, k, exact_ks, n, stats, ctx, desc, fused)
+    idx, d, fallback = _exact_knn(x, k, exact_ks, n, stats, ctx, desc, fused, sums)
     return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks,
                          fallback_rows=fallback)
 
@@ -177,7 +179,7 @@ def neighbors_of(features, rows, k: int, *, device="auto", memory_budget: int = 
 
 
 def _exact_knn(x: torch.Tensor, k: int, exact_ks: tuple, limit: int, stats, ctx: RunContext, desc: str,
-               fused: bool):
+               fused: bool, sums=None):
     """The exact k nearest neighbours of samples ``0..limit-1`` of ``x`` within all of ``x`` (steps 1-3
     of the module docstring): indices, squared distances, rows the fallback solved."""
     n, dim = x.shape
@@ -189,7 +191,9 @@ def _exact_knn(x: torch.Tensor, k: int, exact_ks: tuple, limit: int, stats, ctx:
         frame = choose_frame([x], [stats])
         xs, norms = screen_rows(x, stats, frame)
         cand = min(k + _EXTRA_CANDIDATES, n - 1)
-        best_d, best_i = _screen_pass(xs, norms, cand, ctx, desc, fused, limit)
+        if sums is not None:
+            sums.bind(frame, x)
+        best_d, best_i = _screen_pass(xs, norms, cand, ctx, desc, fused, limit, sums)
         del xs
         if group.active:  # the k + 16 smallest of every rank's lists (a pair lives in one tile only)
             best_d = torch.cat(group.gather_all(best_d), dim=1)
@@ -230,10 +234,11 @@ def _exact_knn(x: torch.Tensor, k: int, exact_ks: tuple, limit: int, stats, ctx:
 
 
 def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, ctx: RunContext, desc: str, fused: bool = False,
-                 limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 limit: int | None = None, sums=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``cand`` nearest candidates of every row by screened distance (float32 (n, cand), int64)
     among the pairs of this rank's tiles (all tiles in one process). With ``limit``: of rows
-    ``0..limit-1`` only, from the row blocks of those rows (every pair of such a row lies in one)."""
+    ``0..limit-1`` only, from the row blocks of those rows (every pair of such a row lies in one).
+    ``sums``: a kernel grid fed each tile's product (only for the whole set)."""
     n, dim = xs.shape
     dev = xs.device
     group, memory_budget = ctx.group, ctx.memory_budget
@@ -253,16 +258,21 @@ def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, ctx: RunConte
         best_d[rows] = top_d
         best_i[rows] = torch.gather(all_i, 1, pos)
 
-    side = knn_tile_side(limit, dim, memory_budget)
-    tiles = tile_grid(limit, n, side, strip_width(side, dim, memory_budget, fused), upper=True)
+    if sums is not None and limit != n:
+        raise ValueError("kernel sums need the pass over the whole set")
+    tiles = self_tiles(n, dim, memory_budget, fused, limit)
     tiles = [tiles[t] for t in group.share(len(tiles))]
     with tqdm(total=len(tiles), desc=desc, unit="tile", disable=_disable(ctx.progress), leave=False) as bar:
         for rows, cols in tiles:
+            if fused or sums is not None:
+                g = gram_tile(xs[rows], xs[cols], onednn)
+                if sums is not None:
+                    sums.add(rows, cols, g, norms[rows], norms[cols], fused, ctx.pool)
             if fused:
-                kernels.knn_tile(gram_tile(xs[rows], xs[cols], onednn), norms[rows], norms[cols], rows.start,
-                                 cols.start, best_d, best_i, limit, pool)
+                kernels.knn_tile(g, norms[rows], norms[cols], rows.start, cols.start, best_d, best_i, limit, pool)
             else:
-                d2 = sq_dist_tile(xs[rows], xs[cols], norms[rows], norms[cols], onednn)
+                d2 = (sq_dist_from_gram(g, norms[rows], norms[cols]) if sums is not None
+                      else sq_dist_tile(xs[rows], xs[cols], norms[rows], norms[cols], onednn))
                 d2.diagonal(rows.start - cols.start).fill_(float("inf"))  # self, by index
                 merge(rows, d2, cols.start)
                 # leading columns inside the row block hold both orders of their pairs: rows only
@@ -273,6 +283,14 @@ def _screen_pass(xs: torch.Tensor, norms: torch.Tensor, cand: int, ctx: RunConte
                           rows.start)
             bar.update()
     return best_d, best_i
+
+
+def self_tiles(n: int, dim: int, memory_budget: int, fused: bool, limit: int | None = None) -> list:
+    """The within-set pass's tiles (upper triangle, :func:`knn_tile_side` row blocks) over rows
+    ``0..limit-1`` (default all ``n``): the k-NN screen and the set's kernel sums read the same ones."""
+    limit = n if limit is None else limit
+    side = knn_tile_side(limit, dim, memory_budget)
+    return tile_grid(limit, n, side, strip_width(side, dim, memory_budget, fused), upper=True)
 
 
 def knn_tile_side(n: int, dim: int, memory_budget: int) -> int:

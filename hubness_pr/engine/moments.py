@@ -16,6 +16,7 @@ permutation). :func:`trace_sqrt_product` is ``Tr (S1 S2)^(1/2)`` by symmetric ei
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -32,6 +33,12 @@ class Moments:
     n: int
     mean: np.ndarray
     cov: np.ndarray
+
+    @cached_property
+    def root(self) -> np.ndarray:
+        """The covariance's symmetric square root (:func:`psd_sqrt`), computed once: the real set's
+        serves every generated set (FD pays one ``eigvalsh`` a run), and is stored with its moments."""
+        return psd_sqrt(self.cov)
 
 
 def _block_rows(dim: int, memory_budget: int) -> int:
@@ -100,7 +107,8 @@ def psd_sqrt(cov: np.ndarray) -> np.ndarray:
     eigenvalues below rounding level (negative ones included) set to 0."""
     w, v = torch.linalg.eigh(torch.from_numpy(np.ascontiguousarray(cov, dtype=np.float64)))
     w, v = w.numpy(), v.numpy()
-    return (v * np.sqrt(_clip(w))) @ v.T
+    root = (v * np.sqrt(_clip(w))) @ v.T
+    return (root + root.T) / 2  # symmetric to the last bit
 
 
 def trace_sqrt_product(sqrt1: np.ndarray, cov2: np.ndarray) -> float:
@@ -113,8 +121,8 @@ def trace_sqrt_product(sqrt1: np.ndarray, cov2: np.ndarray) -> float:
     return float(np.sqrt(_clip(w)).sum())
 
 
-def frechet_distance(m1: Moments, m2: Moments, sqrt1: np.ndarray | None = None) -> float:
-    """``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` in float64 (``sqrt1``: ``S1^(1/2)`` if known)."""
+def frechet_distance(m1: Moments, m2: Moments) -> float:
+    """``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` in float64, from ``m1``'s square root
+    (:attr:`Moments.root`, computed once) and one ``eigvalsh`` (:func:`trace_sqrt_product`)."""
     diff = m1.mean - m2.mean
-    root = psd_sqrt(m1.cov) if sqrt1 is None else sqrt1
-    return float(diff @ diff + np.trace(m1.cov) + np.trace(m2.cov) - 2.0 * trace_sqrt_product(root, m2.cov))
+    return float(diff @ diff + np.trace(m1.cov) + np.trace(m2.cov) - 2.0 * trace_sqrt_product(m1.root, m2.cov))

@@ -302,14 +302,15 @@ class StatsKey:
         """The shape and dtype of each array of a stored :class:`RealStats` for this key."""
         out = {"stats_key": ((), f"<U{_KEY_CHARS}"), "stats_checksum": ((), "<U64")}
         if self.moments:
-            out.update(moments_mean=((self.dim,), np.float64), moments_cov=((self.dim, self.dim), np.float64))
+            out.update(moments_mean=((self.dim,), np.float64), moments_cov=((self.dim, self.dim), np.float64),
+                       moments_root=((self.dim, self.dim), np.float64))
         for name in self.kernels:
             out.update({f"{name}_xx": ((), np.float64), f"{name}_xx2": ((), np.float64),
                         f"{name}_xx_rows": ((self.n,), np.float64)})
         return out
 
     def largest_file(self) -> int:
-        return 8 * (self.dim * (self.dim + 1) + len(self.kernels) * (self.n + 2)) + 4 * (_KEY_CHARS + 64) + 2**20
+        return 8 * (self.dim * (2 * self.dim + 1) + len(self.kernels) * (self.n + 2)) + 4 * (_KEY_CHARS + 64) + 2**20
 
 
 def _stats_names(key: StatsKey) -> list:
@@ -324,7 +325,7 @@ def stats_arrays(stats: RealStats, key: StatsKey) -> dict:
                          f"{key.moments}, kernels {list(key.kernels)})")
     arrays = {}
     if key.moments:
-        arrays.update(moments_mean=stats.moments.mean, moments_cov=stats.moments.cov)
+        arrays.update(moments_mean=stats.moments.mean, moments_cov=stats.moments.cov, moments_root=stats.moments.root)
     for name in key.kernels:
         sums = stats.kernels[name]
         arrays.update({f"{name}_xx": sums.xx, f"{name}_xx2": sums.xx2, f"{name}_xx_rows": sums.xx_rows})
@@ -356,7 +357,12 @@ def stats_from_arrays(arrays, key: StatsKey) -> RealStats:
         cov = values["moments_cov"]
         if (cov != cov.T).any() or (np.diag(cov) < 0).any():
             raise InputError("not a covariance (not symmetric, or a negative variance)")
+        root = values["moments_root"]
+        scale = float(np.abs(cov).max()) + np.finfo(np.float64).tiny
+        if (root != root.T).any() or float(np.abs(root @ root - cov).max()) > 1e-6 * scale:
+            raise InputError("the covariance's stored square root does not square to it")
         moments = Moments(n=key.n, mean=values["moments_mean"], cov=cov)
+        moments.__dict__["root"] = root  # Moments.root, computed once and stored with them
     kernels = {}
     for name in key.kernels:
         xx, rows = float(values[f"{name}_xx"]), values[f"{name}_xx_rows"]

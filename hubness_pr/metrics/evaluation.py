@@ -43,10 +43,10 @@ from hubness_pr.engine.distances import DEFAULT_MEMORY_BUDGET, as_tensor, resolv
 from hubness_pr.engine.distributed import SINGLE, Group
 from hubness_pr.engine.frame import SetStats
 from hubness_pr.engine.inputs import as_feature_matrix, check_int
-from hubness_pr.engine.kernel_sums import kernel_sums, real_kernel_sums
+from hubness_pr.engine.kernel_sums import KernelPlan, finish, plan_grids
 from hubness_pr.engine.knn import NeighborGraph, nearest_neighbors
 from hubness_pr.engine.moments import set_moments
-from hubness_pr.engine.real_stats import RealStats
+from hubness_pr.engine.real_stats import RealStats, real_route
 from hubness_pr.metrics.dc import DensityCoverage
 from hubness_pr.metrics.epr import EfficientPrecisionRecall
 from hubness_pr.metrics.hubness import HubnessStats, SetsHubness, hubness_stats  # noqa: F401
@@ -150,6 +150,10 @@ class Plan:
                    occurrence=occurrence, hubs=any(m.hubs for m in chosen), cross=bool(crossing),
                    hub_only=bool(crossing) and not any(m.full_cross for m in crossing),
                    moments=any(m.moments for m in chosen), kernels=kernels)
+
+    def kernel_work(self, n_real: int, n_fake: int, dim: int) -> float:
+        """Products of the kernel sums' own passes where no k-NN pass runs: what chooses their route."""
+        return (n_fake**2 / 2 + n_real * n_fake) * dim
 
     def work(self, n_real: int, n_fake: int, dim: int, real_given: bool) -> float:
         """Distance products of the run's passes (pairs x dim): what chooses the CPU route."""
@@ -355,24 +359,24 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
         given = real_stats.moments if real_stats is not None else None
         p.moments = {"real": given if given is not None else set_moments(xr, ctx), "fake": set_moments(xf, ctx)}
         timings["moments"] = time.perf_counter() - t
-    if plan.kernels:
-        t = time.perf_counter()
-        given = real_stats.kernels if real_stats is not None else {}
-        missing = tuple(name for name in plan.kernels if name not in given)
-        p.real_kernel = {**{name: given[name] for name in plan.kernels if name in given},
-                         **(real_kernel_sums(xr, missing, ctx) if missing else {})}
-        p.kernel = kernel_sums(xr, xf, plan.kernels, ctx, real=p.real_kernel)
-        timings["kernel_sums"] = time.perf_counter() - t
+    grids = _kernel_plan(plan, n_real, n_fake, dim, ctx, real_stats)
     if not plan.real_ks:  # moment and kernel metrics only: no k-NN or cross pass
+        if grids is not None:
+            _finish_kernels(p, grids, xr, xf, ctx, ctx.fused(plan.kernel_work(n_real, n_fake, dim)), timings)
         return p
     with torch.inference_mode():
         stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)  # one read of each set, shared by every pass
     # the CPU route, chosen once for the whole run: the fused kernels pay off beyond small sets
     fused = ctx.fused(plan.work(n_real, n_fake, dim, real_knn is not None))
+    # the kernel sums ride along the passes that form their tiles (the real x real grid only on the
+    # route its stored form is keyed by: hubness_pr.engine.real_stats.real_route)
+    ride = dict(grids.grids) if grids is not None else {}
+    if fused != real_route(ctx, n_real, dim):
+        ride.pop("xx", None)
     t = time.perf_counter()
     if real_knn is None:
         p.real_graph = nearest_neighbors(xr, plan.real_ks[-1], stats=stats_r, exact_ks=plan.real_ks,
-                                         desc="k-NN real", fused=fused, ctx=ctx)
+                                         desc="k-NN real", fused=fused, ctx=ctx, sums=ride.get("xx"))
     else:
         p.real_graph = _check_real_knn(real_knn, n_real, plan.real_ks[-1], plan.real_ks)
     timings["knn_real"] = time.perf_counter() - t
@@ -381,7 +385,7 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
         # every column up to k exact where the k-occurrence is read (its lists), and the other radii
         exact = tuple(sorted(set(plan.fake_ks) | (set(range(1, o.k + 1)) if "fake" in plan.occurrence else set())))
         p.fake_graph = nearest_neighbors(xf, plan.fake_ks[-1], stats=stats_f, exact_ks=exact, desc="k-NN fake",
-                                         fused=fused, ctx=ctx)
+                                         fused=fused, ctx=ctx, sums=ride.get("yy"))
         timings["knn_fake"] = time.perf_counter() - t
     if "real" in plan.occurrence:
         p.real_occurrence = p.real_graph.k_occurrence(o.k)
@@ -399,12 +403,34 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
         rows, cols = (np.flatnonzero(p.real_hubs), np.flatnonzero(p.fake_hubs)) if plan.hub_only else (None, None)
         t = time.perf_counter()
         p.cross = cross_pass(xr, xf, CrossInputs(want=frozenset(want), sq_radii=sq), ctx, real_stats=stats_r,
-                             fake_stats=stats_f, real_rows=rows, fake_cols=cols, fused=fused)
+                             fake_stats=stats_f, real_rows=rows, fake_cols=cols, fused=fused,
+                             sums=None if plan.hub_only else ride.get("xy"))
         timings["cross"] = time.perf_counter() - t
         diagnostics.update(refined_pairs=p.cross.refined, cross_tile_side=p.cross.tile_side)
+    if grids is not None:
+        _finish_kernels(p, grids, xr, xf, ctx, fused, timings)
     diagnostics["route"] = "fused CPU kernels" if fused else "torch"
     diagnostics["knn_fallback_rows"] = p.real_graph.fallback_rows + (p.fake_graph.fallback_rows if p.fake_graph else 0)
     return p
+
+
+def _kernel_plan(plan: Plan, n_real: int, n_fake: int, dim: int, ctx: RunContext,
+                 real_stats: RealStats | None) -> KernelPlan | None:
+    """The kernel grids the run fills (None: no exact KID or CMMD); the real x real one only where
+    the stored real sums (``real_stats``) do not hold every kernel."""
+    if not plan.kernels:
+        return None
+    given = real_stats.kernels if real_stats is not None else {}
+    real = {name: given[name] for name in plan.kernels} if all(name in given for name in plan.kernels) else None
+    return plan_grids(n_real, n_fake, dim, plan.kernels, ctx.device, real)
+
+
+def _finish_kernels(p: Passes, grids: KernelPlan, xr, xf, ctx: RunContext, fused: bool, timings: dict) -> None:
+    """The grids no pass filled, each by its own pass (the real x real one on its stored route), and
+    the kernel sums the metrics read."""
+    t = time.perf_counter()
+    p.kernel, p.real_kernel = finish(grids, xr, xf, ctx, fused, real_fused=real_route(ctx, xr.shape[0], xr.shape[1]))
+    timings["kernel_sums"] = time.perf_counter() - t
 
 
 def _check_hub_selection(names: tuple, knn: str, real_knn) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hubness_pr.engine.moments import Moments, frechet_distance, prefix_moments, psd_sqrt
+from hubness_pr.engine.moments import Moments, frechet_distance, prefix_moments
 from hubness_pr.metrics.registry import Metric, Passes, register
 
 FD_INF_SMALLEST = 5000  # the reference's smallest subset (FID_IS_infinity: np.linspace(5000, num_im, 15))
@@ -33,7 +33,7 @@ def fd_inf_sizes(m: int, points: int) -> list:
     return sorted({int(s) for s in np.linspace(low, m, points).astype(np.int64)})
 
 
-def fd_infinity(real: Moments, fake_x, ctx, seed: int, points: int, real_sqrt: np.ndarray | None = None) -> float:
+def fd_infinity(real: Moments, fake_x, ctx, seed: int, points: int) -> float:
     """FD-infinity of ``fake_x`` (float32 tensor or mapped rows) against the real moments: FD at each
     size of :func:`fd_inf_sizes` on the first N rows of ``numpy.random.RandomState(seed).permutation``
     (nested subsets: one pass over the fakes), then the intercept of the least-squares line of FD on
@@ -42,20 +42,18 @@ def fd_infinity(real: Moments, fake_x, ctx, seed: int, points: int, real_sqrt: n
     sizes = fd_inf_sizes(m, points) if points > 0 else []
     if len(sizes) < 2:
         return float("nan")
-    root = psd_sqrt(real.cov) if real_sqrt is None else real_sqrt
     order = np.random.RandomState(seed).permutation(m)
-    fds = [frechet_distance(real, part, root) for part in prefix_moments(fake_x, ctx, sizes, order)]
+    fds = [frechet_distance(real, part) for part in prefix_moments(fake_x, ctx, sizes, order)]
     slope, intercept = np.polyfit(1.0 / np.asarray(sizes, dtype=np.float64), np.asarray(fds), 1)
     return float(intercept)
 
 
 def _finish(p: Passes) -> FrechetDistance:
     real, fake = p.moments["real"], p.moments["fake"]
-    root = psd_sqrt(real.cov)
     o = p.options
-    infinity = (fd_infinity(real, p.fake_x, p.ctx, o.fd_inf_seed, o.fd_inf_points, root) if o.fd_inf_points
+    infinity = (fd_infinity(real, p.fake_x, p.ctx, o.fd_inf_seed, o.fd_inf_points) if o.fd_inf_points
                 else None)  # not asked for: absent from the report
-    return FrechetDistance(value=frechet_distance(real, fake, root), infinity=infinity)
+    return FrechetDistance(value=frechet_distance(real, fake), infinity=infinity)
 
 
 register(Metric("fd", _finish, moments=True, default=False, order=80,
