@@ -3,7 +3,8 @@ kernel ``k(x, y) = (x.y / d + 1)^3`` (docs/definitions.md, "KID").
 
 By default exact over the full sets (tiled kernel sums, :mod:`hubness_pr.engine.kernel_sums`) with
 the standard deviation from Binkowski et al.'s variance estimate of the unbiased MMD^2 (equal set
-sizes; NaN otherwise); with ``kid_subsets`` S > 0, the mean and the standard deviation (ddof 0) of
+sizes; for unequal ones the first-order term of the U-statistic's variance,
+:meth:`~hubness_pr.engine.kernel_sums.KernelSums.first_order_variance`); with ``kid_subsets`` S > 0, the mean and the standard deviation (ddof 0) of
 the MMD^2 of S seeded subsets of ``kid_subset_size`` samples, drawn as torch-fidelity draws them.
 """
 from __future__ import annotations
