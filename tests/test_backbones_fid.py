@@ -259,6 +259,42 @@ def test_clip_vitb32_equals_open_clip(images, tmp_path, caplog):
     assert_close(result.features, expected)
 
 
+def cmmd_reference_input(image: np.ndarray, size: int = 336) -> torch.Tensor:
+    """The CMMD reference's input, written from google-research cmmd/io_util.py (``_center_crop_and_resize``:
+    centred square crop, PIL bicubic resize; /255) and embedding.py (CLIP mean/std; its
+    jax.image.resize to the same size is the identity)."""
+    im = Image.fromarray(image)
+    w, h = im.size
+    side = min(w, h)
+    top, left = (h - side) // 2, (w - side) // 2
+    im = im.crop((left, top, left + side, top + side)).resize((size, size), resample=Image.BICUBIC)
+    x = np.asarray(im).astype(np.float32) / 255.0
+    mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
+    return torch.from_numpy(((x - mean) / std).astype(np.float32)).permute(2, 0, 1)
+
+
+def test_clip_vitl14_336_is_the_cmmd_reference_embedding(images, tmp_path):
+    """CMMD's CLIP: ViT-L/14 at 336 px, its input pipeline, the embedding divided by its norm (scenic's
+    ``CLIP.encode_image(normalize=True)``): equal to open_clip's model with the same random weights."""
+    open_clip = pytest.importorskip("open_clip")
+    folder, arrays = images
+    model = open_clip.create_model("ViT-L-14-336", pretrained=None, force_quick_gelu=True)
+    model.load_state_dict(sane_random_state(model, seed=4))
+    path = tmp_path / "open_clip_vitl14_336_random.bin"
+    torch.save(model.state_dict(), path)
+    result, meta = extract_path(folder, backbone=BackboneSpec("clip_vitl14_336", weights=path), num_workers=0,
+                                device="cpu")
+    inputs = [cmmd_reference_input(a) for a in arrays]
+    for a, x in zip(arrays, inputs):
+        np.testing.assert_allclose(preprocessing.CmmdResize(336)(a).numpy(), x.numpy(), rtol=0, atol=1e-6)
+    with torch.inference_mode():
+        expected = model.eval().encode_image(torch.stack(inputs), normalize=True).numpy()
+    assert result.features.shape == (3, 768) and meta["preprocess"] == "cmmd" and meta["input_size"] == 336
+    assert "L2-normalised" in meta["layer"] and "not" not in meta["layer"]
+    np.testing.assert_allclose(np.linalg.norm(result.features, axis=1), 1.0, rtol=1e-5)
+    assert_close(result.features, expected)
+
+
 def test_clip_weights_only_from_the_cache_or_a_file(monkeypatch, tmp_path):
     pytest.importorskip("open_clip")
     import huggingface_hub

@@ -39,6 +39,8 @@ BUILTIN = {
     "clip_vitl14": ("clip", "CLIP ViT-L/14 (OpenAI weights, open_clip), image embedding, 768-d"),
     "clip_vitl14_datacomp": ("clip", "CLIP ViT-L/14, open_clip datacomp_xl_s13b_b90k (dgm-eval's), "
                                      "image embedding, 768-d"),
+    "clip_vitl14_336": ("clip", "CLIP ViT-L/14 at 336 px (OpenAI weights, open_clip), L2-normalised image "
+                                "embedding, 768-d: the CMMD reference's"),
 }
 
 # --preprocess: name -> description; preprocess.py implements each (tests/test_backbones.py checks the two agree)
@@ -52,6 +54,8 @@ PREPROCESS = {
     "dgm_eval": "PIL bicubic resize (antialiased) + ImageNet mean/std: dgm-eval's and EDM2's ('pil') DINOv2 "
                 "input; the default of dinov2_*",
     "clip": "bicubic resize of the short side, centre crop, CLIP mean/std: open_clip's; the default of clip_*",
+    "cmmd": "centre square crop, PIL bicubic resize, CLIP mean/std: the CMMD reference's; the default of "
+            "clip_vitl14_336",
 }
 PREPROCESS_ALIASES = {"nvidia": "tf1_bilinear"}  # the old name (before 0.2.0)
 

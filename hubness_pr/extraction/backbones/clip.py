@@ -3,9 +3,12 @@ open-clip-torch``, or the package's ``clip`` extra; imported on first use).
 
 * ``clip_vitb32``: ViT-B/32, OpenAI's weights (QuickGELU), 512-d;
 * ``clip_vitl14``: ViT-L/14, OpenAI's weights (QuickGELU), 768-d;
-* ``clip_vitl14_datacomp``: ViT-L/14, open_clip's ``datacomp_xl_s13b_b90k`` (GELU), 768-d: dgm-eval's CLIP.
+* ``clip_vitl14_datacomp``: ViT-L/14, open_clip's ``datacomp_xl_s13b_b90k`` (GELU), 768-d: dgm-eval's CLIP;
+* ``clip_vitl14_336``: ViT-L/14 at 336 px, OpenAI's weights (QuickGELU), 768-d, **L2-normalised** as the CMMD
+  reference's embedding (scenic's ``CLIP.encode_image(normalize=True)``), with its input (``--preprocess cmmd``).
 
-The feature is ``model.encode_image(x)`` (the image tower with its projection, not L2-normalised);
+The feature is ``model.encode_image(x)`` (the image tower with its projection, not L2-normalised but
+for ``clip_vitl14_336``);
 only the image tower is kept. Weights: ``--weights FILE`` (an open_clip checkpoint: a state dict in
 ``.bin``/``.pt``/``.pth`` or ``.safetensors``, as ``open_clip.load_checkpoint`` reads it) or the
 Hugging Face cache (``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin`` of the
@@ -18,16 +21,19 @@ from __future__ import annotations
 import logging
 import os
 
+import torch
+
 from hubness_pr.extraction.backbones import register_backbone
 from hubness_pr.extraction.backbones.base import Backbone, file_digest
 from hubness_pr.extraction.backbones.preprocess import make_preprocess
 
-INPUT_SIZE = 224
-# name -> (open_clip architecture, pretrained tag, QuickGELU, embedding dim, description)
+# name -> (open_clip architecture, pretrained tag, QuickGELU, embedding dim, input size, L2-normalised,
+#          default --preprocess)
 MODELS = {
-    "clip_vitb32": ("ViT-B-32", "openai", True, 512),
-    "clip_vitl14": ("ViT-L-14", "openai", True, 768),
-    "clip_vitl14_datacomp": ("ViT-L-14", "datacomp_xl_s13b_b90k", False, 768),
+    "clip_vitb32": ("ViT-B-32", "openai", True, 512, 224, False, "clip"),
+    "clip_vitl14": ("ViT-L-14", "openai", True, 768, 224, False, "clip"),
+    "clip_vitl14_datacomp": ("ViT-L-14", "datacomp_xl_s13b_b90k", False, 768, 224, False, "clip"),
+    "clip_vitl14_336": ("ViT-L-14-336", "openai", True, 768, 336, True, "cmmd"),
 }
 HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -66,11 +72,23 @@ def cached_weights(open_clip, arch: str, tag: str, allow_download: bool) -> str:
     return open_clip.pretrained.download_pretrained_from_hf(repo)
 
 
+class UnitNorm(torch.nn.Module):
+    """``module``'s output divided by its L2 norm along the last axis (scenic's ``encode_image(normalize=True)``)."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.module(x)
+        return y / torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+
+
 def _factory(name: str):
-    arch, tag, quick_gelu, dim = MODELS[name]
+    arch, tag, quick_gelu, dim, size, unit, default = MODELS[name]
 
     def factory(weights=None, preprocess=None, seed=0, allow_download=False) -> Backbone:
-        pname, prep = make_preprocess(preprocess, INPUT_SIZE, default="clip")
+        pname, prep = make_preprocess(preprocess, size, default=default)
         open_clip = _open_clip()
         if weights is not None:
             path, identity = str(weights), {"weights": "file"}
@@ -90,9 +108,11 @@ def _factory(name: str):
             first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             raise ValueError(f"--weights {path}: not open_clip {arch} weights ({first[:200]})") from None
         identity.update(weights_file=os.path.basename(path), weights_sha256=file_digest(path))
-        meta = {"backbone": name, "layer": f"encode_image ({dim}-d, projected, not L2-normalised)",
-                "open_clip_model": arch, "quick_gelu": quick_gelu, **identity, "preprocess": pname, **prep.describe()}
-        return Backbone(name=name, dim=dim, network=model.visual, prepare=prep, meta=meta)
+        layer = f"encode_image ({dim}-d, projected, {'L2-normalised' if unit else 'not L2-normalised'})"
+        meta = {"backbone": name, "layer": layer, "open_clip_model": arch, "quick_gelu": quick_gelu, **identity,
+                "preprocess": pname, **prep.describe()}
+        network = UnitNorm(model.visual) if unit else model.visual
+        return Backbone(name=name, dim=dim, network=network, prepare=prep, meta=meta)
     factory.__name__ = factory.__qualname__ = name
     return factory
 

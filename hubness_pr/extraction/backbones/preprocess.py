@@ -21,6 +21,8 @@
   resize mode: PIL bicubic resize of the uint8 image (antialiased, rounded to uint8).
 * :class:`ClipResize` (``clip``) -- open_clip's / OpenAI CLIP's evaluation transform: bicubic resize
   of the short side to the input size (torchvision on the PIL image), centre crop, CLIP mean/std.
+* :class:`CmmdResize` (``cmmd``) -- the CMMD reference's input: centre square crop, PIL bicubic resize
+  to the input size (336 for its ViT-L/14-336), [0, 1], CLIP mean/std.
 
 All are picklable callables, (H, W, 3) uint8 -> (3, size, size) float32 tensor. Each backbone picks
 its default and may give its own mean/std (``make_preprocess(..., mean=, std=)``).
@@ -167,8 +169,31 @@ class ClipResize:
         return _normalise(x, self.mean, self.std)
 
 
+class CmmdResize:
+    """``cmmd``: the CMMD reference's input (google-research ``cmmd/io_util.py``, ``_center_crop_and_resize``
+    and ``embedding.py``): the largest centred square (left ``(w - l) // 2``, top ``(h - l) // 2``),
+    PIL bicubic resize to the input size (antialiased, uint8), [0, 1], CLIP mean/std. (The reference
+    then resizes with ``jax.image.resize(bicubic)`` to that same size: the identity, left out.)"""
+
+    def __init__(self, size: int, mean=CLIP_MEAN, std=CLIP_STD):
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+
+    def describe(self) -> dict:
+        return {"input_size": self.size, "resize": "centre square crop, then PIL bicubic resize (antialiased)",
+                "scale": "[0, 1]", "mean": list(self.mean), "std": list(self.std)}
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        pil = Image.fromarray(image)
+        w, h = pil.size
+        side = min(w, h)
+        top, left = (h - side) // 2, (w - side) // 2
+        pil = pil.crop((left, top, left + side, top + side)).resize((self.size, self.size), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return _normalise(x, self.mean, self.std)
+
+
 PREPROCESSING = {"pil": PilResize, "tf1_bilinear": Tf1Resize, "pytorch_fid": TorchBilinear, "clean": CleanResize,
-                 "dgm_eval": PilBicubic, "clip": ClipResize}
+                 "dgm_eval": PilBicubic, "clip": ClipResize, "cmmd": CmmdResize}
 _aliases_noted: set = set()
 
 
