@@ -194,6 +194,18 @@ def test_a_second_run_reuses_the_real_stats_with_identical_values(files):
     assert "warn" not in result.stderr.lower(), result.stderr
 
 
+def test_the_first_cached_run_takes_the_real_sums_from_its_real_knn_pass(files, monkeypatch):
+    """With the cache on, the command computes the real k-NN graph itself (to store it): the real x real
+    kernel sums ride that pass; no grid gets a pass of its own beside the k-NN metrics."""
+    _, plain, _ = command("fake0.npy", "plain.json", "--no_cache")
+    own = []
+    grid_pass = ks.grid_pass
+    monkeypatch.setattr(ks, "grid_pass", lambda grid, *a, **k: (own.append(grid.tag), grid_pass(grid, *a, **k)))
+    _, first, cache = command("fake0.npy", "a.json")
+    assert cache["real"]["status"] == "computed" and cache["real_stats"]["status"] == "computed"
+    assert own == [] and first == plain
+
+
 def test_a_damaged_stored_file_is_refused_with_a_warning(files):
     _, plain, _ = command("fake1.npy", "plain.json", "--no_cache")
     _, _, cache = command("fake0.npy", "a.json")

@@ -36,7 +36,8 @@ from hubness_pr.reports import runlog
 from hubness_pr.reports.writers import RunReport, log_record, write_files
 from hubness_pr.io import summary
 from hubness_pr.engine.inputs import as_feature_matrix
-from hubness_pr.engine.real_stats import layout as real_layout, real_route
+from hubness_pr.engine.kernel_sums import KernelGrid, real_kernel_sums_of
+from hubness_pr.engine.real_stats import RealStats, layout as real_layout, real_route
 from hubness_pr.reports.gallery import DEFAULT_N, Gallery
 from hubness_pr.reports.results import approximate_note, is_approximate, summary_lines, write_compare_plot
 
@@ -493,16 +494,24 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
                                    sample=args.hnsw_check, seed=args.seed,
                                    min_recall=args.hnsw_min_recall if args.hnsw_check else 0.0,
                                    max_ef_search=args.hnsw_max_ef)
-    real_knn = stored.graph
+    real_knn, real_stats = stored.graph, prepared.stats.stats
     if real_knn is None and stored.key is not None:  # compute it once, keep it for later runs
         key = stored.key
+        # the real x real kernel sums (exact KID, CMMD) ride this pass when not stored: no pass of their own
+        _, kernels = hubness_pr.real_stats_needs(metrics, args.kid_subsets)
+        n, dim = real.features.shape
+        grid = (KernelGrid("xx", kernels, n, n, dim, ctx.device)
+                if kernels and (real_stats is None or not real_stats.covers(False, kernels)) else None)
         real_knn = hubness_pr.nearest_neighbors(real.features, key.k_max, exact_ks=key.exact_ks, desc="k-NN real",
-                                             ctx=ctx)
+                                             fused=real_route(ctx, n, dim), ctx=ctx, sums=grid)
+        if grid is not None:
+            real_stats = RealStats(n=n, dim=dim, moments=real_stats.moments if real_stats is not None else None,
+                                   kernels=real_kernel_sums_of(grid, ctx))
         if group.rank == 0:
             log.info("real: %s", stored.cache.store(key, real_knn))
     try:
         evaluation = hubness_pr.evaluate(real=real.features, fake=fake.features, real_knn=real_knn, knn=args.knn,
-                                      hnsw=hnsw, real_stats=prepared.stats.stats, **options)
+                                      hnsw=hnsw, real_stats=real_stats, **options)
     except InputError as exc:  # "fake has 3 samples; k=3 needs at least 4 ...": the set by its role, named by its file
         data = {"real": real, "fake": fake}.get(exc.role)
         if data is None or exc.file is not None:

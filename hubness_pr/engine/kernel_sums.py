@@ -295,15 +295,11 @@ def finish(plan: KernelPlan, x, y, ctx, fused: bool, split: bool = True, real_fu
     for tag, grid in plan.grids.items():
         if not grid.bound:
             grid_pass(grid, *sets[tag], ctx, fused if tag != "xx" or real_fused is None else real_fused, split)
-    acc = {tag: grid.result(ctx.group, split) for tag, grid in plan.grids.items()}
+    acc = {tag: grid.result(ctx.group, split) for tag, grid in plan.grids.items() if tag != "xx"}
     n, m = x.shape[0], y.shape[0]
     real = plan.real
     if real is None:
-        real = {}
-        for name in plan.kernels:
-            s = acc["xx"][name]["scalars"].cpu().numpy()
-            real[name] = RealKernelSums(n=n, xx=float(s[0]), xx2=float(s[3]),
-                                        xx_rows=acc["xx"][name]["rows"].cpu().numpy())
+        real = real_kernel_sums_of(plan.grids["xx"], ctx, split)
     out = {}
     for name in plan.kernels:
         yy, xy, r = acc["yy"][name], acc["xy"][name], real[name]
@@ -315,6 +311,16 @@ def finish(plan: KernelPlan, x, y, ctx, fused: bool, split: bool = True, real_fu
     return out, {name: real[name] for name in plan.kernels}
 
 
+def real_kernel_sums_of(grid: KernelGrid, ctx, split: bool = True) -> dict:
+    """``{kernel: RealKernelSums}`` of a filled real x real grid (``"xx"``), the ranks' shares added."""
+    acc = grid.result(ctx.group, split)
+    out = {}
+    for name in grid.kernels:
+        s = acc[name]["scalars"].cpu().numpy()
+        out[name] = RealKernelSums(n=grid.n_a, xx=float(s[0]), xx2=float(s[3]), xx_rows=acc[name]["rows"].cpu().numpy())
+    return out
+
+
 def real_kernel_sums(x, kernels, ctx, split: bool = True, fused: bool | None = None) -> dict:
     """``{kernel: RealKernelSums}`` of ``x`` (N, dim): the real x real grid alone (upper triangle,
     the real k-NN pass's tiles), its tiles shared among the group's ranks and the sums added
@@ -324,12 +330,7 @@ def real_kernel_sums(x, kernels, ctx, split: bool = True, fused: bool | None = N
     grid = KernelGrid("xx", kernels, n, n, dim, ctx.device)
     fused = ctx.fused(n * n / 2 * dim) if fused is None else fused
     grid_pass(grid, x, x, ctx, fused, split)
-    acc = grid.result(ctx.group, split)
-    out = {}
-    for name in grid.kernels:
-        s = acc[name]["scalars"].cpu().numpy()
-        out[name] = RealKernelSums(n=n, xx=float(s[0]), xx2=float(s[3]), xx_rows=acc[name]["rows"].cpu().numpy())
-    return out
+    return real_kernel_sums_of(grid, ctx, split)
 
 
 def kernel_sums(x, y, kernels, ctx, split: bool = True, real: dict | None = None, fused: bool | None = None) -> dict:
