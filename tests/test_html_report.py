@@ -28,7 +28,7 @@ from tests.cli_helpers import assert_one_line_error, call
 from tests.test_gallery import N_FAKE, N_REAL, save_features, write_images
 from tests.test_reports import random_pair
 
-RUN_SECTIONS = ["metrics", "figures", "uncovered", "gallery", "provenance"]
+RUN_SECTIONS = ["metrics", "uncovered", "figures", "gallery", "numbers", "provenance"]
 COMPARE_SECTIONS = ["metrics", "charts", "runs"]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -117,9 +117,10 @@ def test_run_report_sections_images_and_provenance(runs):
         assert f"{name} {html.number(document[block][field])} {html.DIRECTION_TEXT[html.DIRECTION[name]]}" in words
     assert "standard error" not in words and "expected" not in [c.strip() for c in page.text]  # none in the JSON
     images = [decode(uri) for uri in page.images]
-    assert images[0].size == PLOT_SIZE  # the --plot figure first
+    assert images[1].size == PLOT_SIZE  # the --plot figure after the uncovered real images
     sheets = gallery.planned_sheets(document["params"]["metrics"])
-    assert len(images) == 1 + len(sheets) and {image.size for image in images[1:]} == {gallery.sheet_size(16)}
+    assert len(images) == 1 + len(sheets)
+    assert {image.size for image in images[:1] + images[2:]} == {gallery.sheet_size(16)}
     # the sheet of the real images no generated image covers, with the count the recall gives
     uncovered = round((1 - document["pr"]["recall"]) * document["n_real"])
     assert f"{uncovered} of {N_REAL} uncovered" in words

@@ -27,7 +27,11 @@ import math
 import numbers
 import shlex
 
+from hubness_pr.metrics.registry import REGISTRY
+from hubness_pr.reports import gallery
 from hubness_pr.reports.cells import format_cell
+from hubness_pr.reports.results import json_safe, write_compare_plot, write_plot
+from hubness_pr.reports.runlog import lookup, utc_now
 
 HIGHER, LOWER, EXPECTED = "higher", "lower", "expected"
 # which way each headline number is better (dotted names as the metric command prints them); EXPECTED:
@@ -209,7 +213,7 @@ def metric_rows(payload: dict, blocks) -> list[tuple]:
 
 def _metrics_table(payload: dict, blocks, docs: dict) -> str:
     """The headline numbers (those of :data:`DIRECTION`, and any with a standard error or expected
-    value) in one table, then every number of each block in a grid of small tables."""
+    value) in one table."""
     rows = metric_rows(payload, blocks)
     headline = [row for row in rows if row[0] in DIRECTION or row[2] is not None or row[3] is not None]
     has_se = any(se is not None for _, _, se, _ in rows)
@@ -221,8 +225,12 @@ def _metrics_table(payload: dict, blocks, docs: dict) -> str:
         cells = [f"<code>{_e(name)}</code>", _e(number(value))] + ([_plus_minus(se)] if has_se else []) + (
             ["" if exp is None else _e(number(exp))] if has_expected else []) + [_direction(name)]
         body.append(cells)
-    numeric = set(range(1, len(header) - 1))
-    table = _table(header, body, numeric) if body else ""
+    return _table(header, body, set(range(1, len(header) - 1))) if body else ""
+
+
+def _every_number(payload: dict, blocks, docs: dict) -> str:
+    """Every number of each metric block, a small table a block, in a grid."""
+    rows = metric_rows(payload, blocks)
     grid = []
     for block in blocks:
         mine = [row for row in rows if row[0].split(".")[0] == block]
@@ -232,7 +240,7 @@ def _metrics_table(payload: dict, blocks, docs: dict) -> str:
                 ["name", "value"], [[f"<code>{_e(name[len(block) + 1:])}</code>",
                                      _e(number(value)) + (f" {_plus_minus(se)}" if se is not None else "")]
                                     for name, value, se, _ in mine], {1}) + "</div>")
-    return table + f'<h3>every number of the run</h3><div class="grid">{"".join(grid)}</div>'
+    return f'<div class="grid">{"".join(grid)}</div>'
 
 
 def _cards(payload: dict, blocks) -> str:
@@ -291,13 +299,9 @@ def _sheet_figures(sheets) -> tuple[str, str]:
 
 
 def run_page(run) -> str:
-    """The page of one run (:class:`hubness_pr.reports.writers.RunReport`): headline numbers, every
-    metric with its standard error, expected value and better direction, the ``--plot`` figure, the
-    uncovered real images, the other contact sheets, and the run's provenance."""
-    from hubness_pr.metrics.registry import REGISTRY
-    from hubness_pr.reports import gallery
-    from hubness_pr.reports.results import json_safe, write_plot
-
+    """The page of one run (:class:`hubness_pr.reports.writers.RunReport`): the headline metrics with
+    their standard errors, expected values and better direction, the uncovered real images, the
+    ``--plot`` figure, the other contact sheets, every number of the run, and its provenance."""
     payload = json_safe(run.payload())
     blocks = list(run.evaluation.results)
     docs = {name: REGISTRY[name].doc for name in blocks if name in REGISTRY}
@@ -306,11 +310,6 @@ def run_page(run) -> str:
     if isinstance(payload.get("splits"), dict):
         metrics_html += "<h3>splits</h3>" + _pairs(payload["splits"])
     sections = [("metrics", "Metrics", metrics_html)]
-    figure = png_uri(lambda handle: write_plot(handle, ev, run.real_rarity, run.title))
-    sections.append(("figures", "Figures", _img(figure, "rarity, realism, k-occurrence and metric values")
-                     + '<p class="note">Rarity of both sets, realism of the generated set, k-occurrence of both '
-                       "sets and the metric values (the figure of <code>--plot</code>).</p>"))
-
     specs = gallery.planned_sheets(blocks)
     sheets, missing = [], ""
     if specs:
@@ -327,14 +326,17 @@ def run_page(run) -> str:
     sections.append(("uncovered", "Real images no generated image covers",
                      '<p class="note">Real samples outside every generated k-NN ball (exact recall\'s '
                      "membership): the modes the generator misses.</p>" + uncovered + note))
+    figure = png_uri(lambda handle: write_plot(handle, ev, run.real_rarity, run.title))
+    sections.append(("figures", "Figures", _img(figure, "rarity, realism, k-occurrence and metric values")
+                     + '<p class="note">Rarity of both sets, realism of the generated set, k-occurrence of both '
+                       "sets and the metric values (the figure of <code>--plot</code>).</p>"))
     sections.append(("gallery", "Contact sheets", (others + note) if others else
                      '<p class="note">No sheet: the metrics computed select none.</p>'))
+    sections.append(("numbers", "Every number of the run", _every_number(payload, blocks, docs)))
 
-    records = run.input_records
-    params = dict(payload["params"])
-    provenance = (_inputs_table(run.document_inputs(), records)
+    provenance = (_inputs_table(run.document_inputs(), run.input_records)
                   + f"<h3>command</h3><p><code>{_e(shlex.join(str(a) for a in run.argv))}</code></p>"
-                  + "<h3>options</h3>" + _pairs(params)
+                  + "<h3>options</h3>" + _pairs(payload["params"])
                   + "<h3>versions</h3>" + _pairs(run.versions)
                   + f"<h3>timings (seconds; whole run {number(run.seconds)})</h3>" + _pairs(payload["timings"])
                   + "<h3>real-set cache</h3>" + _pairs(payload.get("cache") or {})
@@ -357,8 +359,6 @@ def write_report(handle, run) -> None:
 
 def _error_of(record: dict, column: str):
     """The standard error of a metric column in a run record (``pr.precision`` -> ``pr.precision_se``)."""
-    from hubness_pr.reports.runlog import lookup
-
     value = lookup(record.get("metrics", {}), column + SE_SUFFIX)
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -366,9 +366,6 @@ def _error_of(record: dict, column: str):
 def compare_page(runs: list, header: list, rows: list, metric_columns: list) -> str:
     """The page of ``compare --report``: the comparison table (values ± standard error where the runs
     have them, which way is better), bar charts with error bars, and each run's provenance."""
-    from hubness_pr.reports.results import write_compare_plot
-    from hubness_pr.reports.runlog import utc_now
-
     errors = {column: [_error_of(record, column) for _, record in runs] for column in metric_columns}
     numeric = {j for j, h in enumerate(header) if h in metric_columns or h == "seconds"}
     body = []
