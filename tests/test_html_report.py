@@ -168,7 +168,7 @@ def test_compare_report_table_bars_and_error_bars(runs, tmp_path):
     assert page.sections == COMPARE_SECTIONS
     assert_self_contained(text, page)
     words = page.words()
-    assert "pr.precision (↑ higher)" in words and "fd.value (↓ lower)" in words
+    assert "pr.precision ↑" in words and "fd.value ↓" in words and "Better: ↑ higher, ↓ lower" in words
     assert "No standard errors in these runs" in words
     assert len(page.images) == 1 and decode(page.images[0]).size[0] > 0
     # runs whose metric blocks carry standard errors: shown in the table and drawn as error bars

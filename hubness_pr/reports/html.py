@@ -74,6 +74,8 @@ table{border-collapse:collapse;width:100%;margin:6px 0}
 th,td{padding:4px 8px;border-bottom:1px solid #e6e8ec;text-align:left;vertical-align:top}
 th{background:#eef1f5;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.wide{overflow-x:auto}
+.wide th,.wide td{white-space:nowrap}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:4px 18px}
 .block h3{margin:10px 0 2px;font-size:14px}
 .block table{margin:0}
@@ -376,8 +378,10 @@ def compare_page(runs: list, header: list, rows: list, metric_columns: list) -> 
             se = errors[column][len(body)] if column in errors else None
             cells.append(text + (f' <span class="note">{_plus_minus(se)}</span>' if se is not None else ""))
         body.append(cells)
-    table = _table([h + (f" ({DIRECTION_TEXT[DIRECTION[h]]})" if h in DIRECTION else "") for h in header], body,
-                   numeric)
+    table = ('<div class="wide">' + _table([h + (f" {DIRECTION_TEXT[DIRECTION[h]][0]}" if h in DIRECTION else "")
+                                            for h in header], body, numeric)
+             + '</div><p class="note">Better: \u2191 higher, \u2193 lower, \u2248 nearest the expected value '
+               "(two samples of one distribution).</p>")
     drawable = [c for c in metric_columns if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
                                                   for v in (row[header.index(c)] for row in rows))]
     charts = (_img(png_uri(lambda handle: write_compare_plot(handle, header, rows, drawable, errors)),
@@ -397,8 +401,8 @@ def compare_page(runs: list, header: list, rows: list, metric_columns: list) -> 
             _e(record.get("versions", {}).get("toolkit", "")), _e(number(record.get("seconds"))),
             _e(format_cell(record.get("time"))),
             f"<code>{_e(shlex.join(str(a) for a in record.get('argv', [])))}</code>"])
-    runs_table = _table(["run", "real (SHA-256 of features, backbone)", "generated", "k", "toolkit", "seconds",
-                         "time (UTC)", "command"], provenance)
+    runs_table = '<div class="wide">' + _table(["run", "real (SHA-256 of features, backbone)", "generated", "k", "toolkit", "seconds",
+                         "time (UTC)", "command"], provenance) + "</div>"
     sections = [("metrics", "Metrics", table), ("charts", "Bar charts", charts), ("runs", "Runs", runs_table)]
     return _page("hubness-pr: comparison of runs", f"{len(runs)} runs \u00b7 {format_cell(utc_now())} UTC", sections,
                  "hubness-pr compare: one self-contained file, no script, nothing fetched from elsewhere")
