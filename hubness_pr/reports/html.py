@@ -10,7 +10,7 @@ The page is formed from what the other outputs are formed from: the run's JSON d
 each PNG or JPEG, whichever is smaller (JPEG only where it saves a quarter: text stays sharp); the
 style sheet is inline; there is no script and no address of anything outside the page. It shows
 aggregates and at most :data:`MAX_SHEET_N` images a sheet, never every sample, so it stays small
-(about 1 MB with every sheet) at any set size.
+(0.3-1 MB: 0.35 MB for the demo's runs) at any set size.
 
 Standard errors and expected values are shown where a metric block has them: ``<name>_se`` beside
 ``<name>`` and an ``expected`` object of the same names (``"pr": {"precision": 0.7,
