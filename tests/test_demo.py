@@ -20,7 +20,7 @@ def test_demo_writes_every_output_and_shows_the_defects(tmp_path, capsys):
     for name in ("real", *demo.FAKES):
         assert (out / f"{name}.npz").is_file()
     for name in demo.FAKES:
-        for suffix in (".json", ".csv", ".png"):
+        for suffix in (".json", ".csv", ".png", ".html"):
             assert (out / f"{name}{suffix}").is_file()
         assert (out / "gallery" / name / "gallery.csv").is_file()
     assert len((out / "runs.jsonl").read_text().splitlines()) == 3
@@ -28,6 +28,9 @@ def test_demo_writes_every_output_and_shows_the_defects(tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert [Path(r["fake"]).name for r in rows] == [f"{name}.npz" for name in demo.FAKES]
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '<section id="charts">' in (out / "summary.html").read_text(encoding="utf-8")
+    # the collapsed generator's page shows the real digits it misses
+    assert "uncovered (recall" in (out / "fake_collapsed.html").read_text(encoding="utf-8")
     result = {name: json.loads((out / f"{name}.json").read_text()) for name in demo.FAKES}
     held, collapsed, noised = (result[name] for name in demo.FAKES)
     assert held["n_real"] == 240 and held["n_fake"] == 240

@@ -72,6 +72,7 @@ def expected(ev, name, n):
     rarity, realism = ev.rarity.scores, ev.realism.scores
     inside = np.flatnonzero(~np.isnan(rarity))
     outside = np.flatnonzero(~ev.fake_in_real_manifold)
+    uncovered = np.flatnonzero(~ev.real_in_fake_manifold)
     by = {
         "rarest": ("fake", inside[np.argsort(-rarity[inside], kind="stable")][:n], rarity),
         "most_typical": ("fake", inside[np.argsort(rarity[inside], kind="stable")][:n], rarity),
@@ -81,6 +82,8 @@ def expected(ev, name, n):
                                                    .round().astype(int))], realism),
         "hubs_fake": ("fake", np.argsort(-ev.fake_k_occurrence, kind="stable")[:n], ev.fake_k_occurrence),
         "hubs_real": ("real", np.argsort(-ev.real_k_occurrence, kind="stable")[:n], ev.real_k_occurrence),
+        "uncovered_real": ("real", uncovered[np.argsort(-ev.real_k_occurrence[uncovered], kind="stable")][:n],
+                           ev.real_k_occurrence),
     }
     side, rows, scores = by[name]
     return side, rows, scores[rows]
@@ -180,7 +183,7 @@ def test_missing_images_one_line_and_every_other_output(data, tmp_path, monkeypa
     assert "no real images" in lines[0] and "grey tiles" in lines[0]
     assert proc.stdout.startswith("precision: ")
     assert os.path.exists("r.json") and os.path.exists("p.csv")
-    assert len(read_index(tmp_path / "g")) == 7 * 3
+    assert len(read_index(tmp_path / "g")) == len(gallery.SHEETS) * 3
     with Image.open("g/rarest.png") as sheet:
         assert sheet.size == gallery.sheet_size(3)
         assert tile_centre(sheet.convert("RGB"), 0, 3) == (0xD0, 0xD0, 0xD0)

@@ -3,7 +3,7 @@
 
 stdout: ``precision:`` and ``recall:`` (eP&R, as the original script printed) then one
 ``name: value`` line per further figure. Progress bars and logs: stderr. ``--json``,
-``--per_sample``, ``--plot`` and the files of ``--gallery`` are checked before any work and written
+``--per_sample``, ``--plot``, ``--report`` and the files of ``--gallery`` are checked before any work and written
 together (:class:`hubness_pr.io.outputs.OutputFiles`) before anything is printed, so a stdout that fails
 or whose reader leaves (``| head -1``) cannot lose them; ``--log`` is checked with them and its line
 appended once they are in place (:mod:`hubness_pr.reports.runlog`).
@@ -39,6 +39,7 @@ from hubness_pr.engine.inputs import as_feature_matrix
 from hubness_pr.engine.kernel_sums import KernelGrid, real_kernel_sums_of
 from hubness_pr.engine.real_stats import RealStats, layout as real_layout, real_route
 from hubness_pr.reports.gallery import DEFAULT_N, Gallery
+from hubness_pr.reports.html import write_compare_report
 from hubness_pr.reports.results import approximate_note, is_approximate, summary_lines, write_compare_plot
 
 log = logging.getLogger("improved_precision_recall_hubness")
@@ -174,6 +175,10 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--plot", metavar="PATH", type=output_path,
                    help="write a PNG figure: rarity of both sets (the real set scored "
                    "against itself: one more real x real pass), realism, k-occurrence of both sets, metric bars")
+    p.add_argument("--report", metavar="PATH", type=output_path,
+                   help="write one self-contained HTML page (offline, no script): the metrics, the figure of "
+                   "--plot, the contact sheets of --gallery and the real images no generated image covers, and "
+                   "the run's provenance")
     p.add_argument("--gallery", metavar="DIR", type=folder_path,
                    help="write PNG contact sheets of the rarest, most typical, least and "
                    "most realistic, outside and hub images (and gallery.csv) into DIR, created if missing")
@@ -235,6 +240,9 @@ def build_compare_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--csv", metavar="PATH", type=output_path, help="write the table as CSV")
     p.add_argument("--plot", metavar="PATH", type=output_path,
                    help="write the metric columns as a PNG of bar charts, one per metric")
+    p.add_argument("--report", metavar="PATH", type=output_path,
+                   help="write one self-contained HTML page (offline, no script): the table (values with their "
+                        "standard errors where the runs have them), bar charts with error bars, each run's inputs")
     p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=0,
                    help="log errors only")
     return p
@@ -309,7 +317,7 @@ def _prepare(args, device_spec: str, group) -> Prepared:
     planned, gallery = {}, None
     if group.rank == 0:
         planned = {option: outputs.add(getattr(args, option), f"--{option}")
-                   for option in ("json", "per_sample", "plot", "log") if getattr(args, option)}
+                   for option in ("json", "per_sample", "plot", "report", "log") if getattr(args, option)}
         gallery = Gallery(args.gallery, metrics, args.gallery_n, outputs) if args.gallery else None  # may mkdir
     ctx = hubness_pr.RunContext(device=device, memory_budget=budget, route=route_of(args), group=group,
                              progress=args.progress)
@@ -526,8 +534,8 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
     if hnsw is not None and group.rank == 0:
         log.warning("%s", approximate_note(evaluation))
     real_rarity = None
-    if "plot" in planned and evaluation.rarity is not None:  # the real set's own rarity: one more real x real pass
-        t = time.perf_counter()
+    if planned.keys() & {"plot", "report"} and evaluation.rarity is not None:  # the figure's real rarity:
+        t = time.perf_counter()  # one more real x real pass
         # rank 0 alone plots: this pass is its own, not the group's (the run's route and budget)
         real_rarity = hubness_pr.real_rarity_scores(real=real.features, k=k, device=ctx.device, route=ctx.route,
                                                  memory_budget=ctx.memory_budget, progress=ctx.progress).scores
@@ -541,7 +549,8 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
              + ("; hubs by approximate k-NN (HNSW)" if is_approximate(evaluation) else ""))
     run = RunReport(evaluation=evaluation, real=real, fake=fake, fake_indices=fake_idx, argv=args.argv,
                     timings=timings, seconds=seconds, extra_params={"seed": args.seed, "num_samples": args.num_samples},
-                    cache={"real": stored.report(), "real_stats": prepared.stats.report()}, real_rarity=real_rarity, title=title)
+                    cache={"real": stored.report(), "real_stats": prepared.stats.report()}, real_rarity=real_rarity,
+                    title=title, real_indices=real_idx, gallery_n=args.gallery_n)
     note = ""
     if "log" in planned:  # appended as the commit's last step: if it cannot be, the other files are put back
         record = log_record(run)
@@ -559,7 +568,7 @@ def _compare(args) -> None:
     files = args.compare + args.files
     outputs = OutputFiles(inputs={f"FILE.jsonl {path}": path for path in files})
     planned = {option: outputs.add(getattr(args, option), f"--{option}")
-               for option in ("csv", "plot") if getattr(args, option)}
+               for option in ("csv", "plot", "report") if getattr(args, option)}
     runs = []
     for path in files:
         found, bad = runlog.read_runs(path)
@@ -595,4 +604,7 @@ def _compare(args) -> None:
         if "plot" in planned:
             with planned["plot"].open() as handle:
                 write_compare_plot(handle, header, rows, metric_columns)
+        if "report" in planned:
+            with planned["report"].open("w", encoding="utf-8") as handle:
+                write_compare_report(handle, runs, header, rows, metric_columns)
     print_results(runlog.table_lines(header, rows))

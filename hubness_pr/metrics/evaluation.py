@@ -81,7 +81,9 @@ class Evaluation:
     Per-sample arrays follow the input order of the fake set (M,):
     ``fake_in_real_manifold`` (bool, precision membership), ``fake_k_occurrence`` (int64, within the
     fake set), ``fake_is_hub`` (bool); realism and rarity scores are in their own results.
-    ``real_k_occurrence`` (int64 (N,)) is the k-occurrence within the real set, input order.
+    ``real_k_occurrence`` (int64 (N,)) is the k-occurrence within the real set, input order;
+    ``real_in_fake_manifold`` (bool (N,), recall membership: some generated k-NN ball holds the real
+    sample; False: a real sample no generated sample covers).
     eP&R's per-hub decisions: ``fake_in_real_hub_balls`` (bool (M,): a fake hub inside some real hub
     ball) and ``real_in_fake_hub_balls`` (bool (N,)), meaningful at the hubs only (False elsewhere),
     so that other averages over the hubs can be formed (e.g. weighted by 1 / k-occurrence).
@@ -94,6 +96,7 @@ class Evaluation:
     params: dict
     results: dict = field(default_factory=dict, repr=False)
     fake_in_real_manifold: np.ndarray | None = field(default=None, repr=False)
+    real_in_fake_manifold: np.ndarray | None = field(default=None, repr=False)
     fake_k_occurrence: np.ndarray | None = field(default=None, repr=False)
     real_k_occurrence: np.ndarray | None = field(default=None, repr=False)
     fake_is_hub: np.ndarray | None = field(default=None, repr=False)

@@ -26,5 +26,6 @@ def _finish(p: Passes) -> PrecisionRecall:
 
 
 register(Metric("pr", _finish, real_radii=("k",), fake_radii=("k",), cross=_cross,
-                per_sample=lambda p: {"fake_in_real_manifold": p.cross["in_real"]},
+                per_sample=lambda p: {"fake_in_real_manifold": p.cross["in_real"],
+                                      "real_in_fake_manifold": p.cross["in_fake"]},
                 order=20, doc="improved precision and recall"))

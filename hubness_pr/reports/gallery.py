@@ -62,6 +62,8 @@ SHEETS = (
               ("pr", "epr", "hubness")),
     SheetSpec("hubs_real", "strongest hubs of the real set (highest k-occurrence)", "real", "k-occ",
               ("pr", "epr", "realism", "rarity", "hubness")),
+    SheetSpec("uncovered_real", "real images no generated image covers (outside every generated k-NN ball)",
+              "real", "k-occ", ("pr",)),
 )
 INDEX_FILE = "gallery.csv"
 
@@ -131,6 +133,14 @@ def select(evaluation: Evaluation, specs, n: int) -> list[Sheet]:
             rows = candidates[pick] if candidates.size else candidates
             values = realism
             note = f"{candidates.size} of {outside.size} outside, shown spread over the input order"
+        elif spec.name == "uncovered_real":
+            # the modes the generator misses: the most central of them (highest k-occurrence in the
+            # real set: typical real images, not outliers) first
+            values = evaluation.real_k_occurrence
+            uncovered = ~evaluation.real_in_fake_manifold
+            rows = _ranked(values, uncovered, n, descending=True)
+            note = (f"{int(uncovered.sum())} of {uncovered.size} uncovered (recall {1 - uncovered.mean():.3f}), "
+                    "most central (highest k-occurrence) first")
         else:
             values = evaluation.fake_k_occurrence if spec.side == "fake" else evaluation.real_k_occurrence
             rows = _ranked(values, np.ones(values.size, bool), n, descending=True)
@@ -365,24 +375,44 @@ class Gallery:
         "fake" to (FeatureFile, row indices in the input file). Returns a one-line note of images
         that could not be found or read ("" when all were)."""
         sheets = select(evaluation, self.specs, self.n)
-        side_n = max(1, min(self.n, max(len(sheet.rows) for sheet in sheets)))  # the images drawn
-        finders, missing = {}, []
-        for side in sorted({sheet.spec.side for sheet in sheets}):
-            finders[side], why = find_images(sets[side][0])
-            if why:
-                missing.append(f"no {side} images ({why})")
-        for sheet in sheets:
-            data, indices = sets[sheet.spec.side]
-            images = (finders[sheet.spec.side].read(int(row)) for row in sheet.rows)  # one at a time
-            labels = [(int(indices[row]), printable_name(os.path.basename(data.paths[row])) if data.paths else "")
-                      for row in sheet.rows]
+        drawn = Drawn(sheets, self.n, sets, subtitle)
+        for sheet, image in zip(sheets, drawn.images):  # one sheet in memory at a time
             with self.sheets[sheet.spec.name].open() as handle:
-                render(sheet, images, labels, side_n, subtitle).save(handle, format="PNG")
+                image.save(handle, format="PNG")
         with self.index.open("w", newline="", encoding="utf-8") as handle:
             write_index(handle, sheets, {side: (indices, data.paths) for side, (data, indices) in sets.items()})
-        for side, finder in finders.items():
+        return f"{self.option} {self.folder}: {drawn.missing()}: grey tiles instead" if drawn.missing() else ""
+
+
+class Drawn:
+    """The sheets of :func:`select` drawn one after the other (:attr:`images`, a generator of PIL
+    images in the selection's order, each of the same :func:`sheet_size`: that of ``n`` images, or of
+    the most images a sheet shows where none has ``n``), and once drawn, which images could not be
+    found or read (:meth:`missing`). ``sets`` maps "real" and "fake" to (FeatureFile, row indices in
+    the input file)."""
+
+    def __init__(self, sheets: list[Sheet], n: int, sets: dict, subtitle: str):
+        self.sheets, self.sets, self.subtitle = sheets, sets, subtitle
+        self.n = max(1, min(n, max([len(sheet.rows) for sheet in sheets] or [1])))  # the images drawn
+        self.finders, self.absent = {}, []
+        for side in sorted({sheet.spec.side for sheet in sheets}):
+            self.finders[side], why = find_images(sets[side][0])
+            if why:
+                self.absent.append(f"no {side} images ({why})")
+        self.images = (self._render(sheet) for sheet in sheets)
+
+    def _render(self, sheet: Sheet):
+        data, indices = self.sets[sheet.spec.side]
+        images = (self.finders[sheet.spec.side].read(int(row)) for row in sheet.rows)  # one at a time
+        labels = [(int(indices[row]), printable_name(os.path.basename(data.paths[row])) if data.paths else "")
+                  for row in sheet.rows]
+        return render(sheet, images, labels, self.n, self.subtitle)
+
+    def missing(self) -> str:
+        """One line on the images not drawn ("" when every one was)."""
+        notes = list(self.absent)
+        for side, finder in self.finders.items():
             if finder.problems:
-                missing.append(f"{len(finder.problems)} {side} image(s) not read (first: {finder.problems[0]})")
-        if not missing:
-            return ""
-        return f"{self.option} {self.folder}: {'; '.join(missing)}: grey tiles instead"
+                notes.append(f"{len(finder.problems)} {side} image(s) not read (first: {finder.problems[0]})")
+        return "; ".join(notes)
+

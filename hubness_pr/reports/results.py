@@ -313,10 +313,11 @@ def write_plot(handle, evaluation: Evaluation, real_rarity: np.ndarray | None = 
         plt.close(fig)
 
 
-def write_compare_plot(handle, header: list, rows: list, metric_columns: list) -> None:
+def write_compare_plot(handle, header: list, rows: list, metric_columns: list, errors: dict | None = None) -> None:
     """The ``compare --plot`` figure as PNG to a binary file object: one bar chart per metric column,
     one bar per run (labelled ``run: fake``), each panel on its own scale, values written on the bars
-    when there are at most 12 runs. :func:`compare_plot_size` gives its size in pixels."""
+    when there are at most 12 runs; ``errors`` (column -> a standard error or None per run) adds error
+    bars of one standard error. :func:`compare_plot_size` gives its size in pixels."""
     if not metric_columns:
         raise InputError("--plot: no metric column to draw")
     plt = _pyplot()
@@ -333,15 +334,18 @@ def write_compare_plot(handle, header: list, rows: list, metric_columns: list) -
             values = [row[header.index(column)] for row in rows]
             shown = [0.0 if v is None or not math.isfinite(v) else float(v) for v in values]
             x = np.arange(len(rows))
-            ax.bar(x, shown, color=[colors[i % len(colors)] for i in range(len(rows))])
+            se = [0.0 if e is None or not math.isfinite(e) else float(e) for e in (errors or {}).get(column, [])]
+            ax.bar(x, shown, color=[colors[i % len(colors)] for i in range(len(rows))],
+                   yerr=se if any(se) else None, capsize=4 if any(se) else 0, ecolor="#333333")
             if len(rows) <= 12:
                 for xi, v, h in zip(x, values, shown):
-                    ax.text(xi, h, "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}", ha="center",
+                    ax.text(xi, h + (se[xi] if se else 0.0), "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}", ha="center",
                             va="bottom", fontsize=8)
                 ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
             else:
                 ax.set_xticks(x, [str(row[run_col]) for row in rows], fontsize=7)
-            low, high = min(shown + [0.0]), max(shown + [1.0])  # 1.0 always shown: the scale of P, R, coverage
+            tops = [h + e for h, e in zip(shown, se)] if se else shown
+            low, high = min(shown + [0.0]), max(tops + [1.0])  # 1.0 always shown: the scale of P, R, coverage
             ax.set_ylim(low * 1.15, high * 1.12)
             ax.set_title(column, fontsize=10)
         fig.suptitle(f"{len(rows)} runs, one bar each", fontsize=11)

@@ -1,6 +1,6 @@
 """The files a metric run writes, keyed by the option that asks for each.
 
-:data:`WRITERS` maps an option's name (``json``, ``per_sample``, ``plot``) to how its file is opened
+:data:`WRITERS` maps an option's name (``json``, ``per_sample``, ``plot``, ``report``) to how its file is opened
 and what goes into it, read from one :class:`RunReport`; the command registers every asked-for
 output with :class:`hubness_pr.io.outputs.OutputFiles` before any work and calls
 :func:`write_files` inside the commit, so all of them are put in place together or none. The run log
@@ -9,6 +9,7 @@ outputs of another shape.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -16,6 +17,8 @@ import numpy as np
 
 from hubness_pr.io.outputs import write_json
 from hubness_pr.reports import runlog
+from hubness_pr.reports.gallery import DEFAULT_N
+from hubness_pr.reports.html import write_report
 from hubness_pr.reports.results import json_safe, to_dict, write_per_sample_csv, write_plot
 
 
@@ -36,6 +39,26 @@ class RunReport:
     real_rarity: np.ndarray | None = None
     title: str = ""
     versions: dict = field(default_factory=runlog.versions)
+    real_indices: np.ndarray | None = None  # the real rows evaluated (None: all, in order)
+    gallery_n: int = DEFAULT_N              # images a contact sheet of --report (at most html.MAX_SHEET_N)
+    time: str = field(default_factory=runlog.utc_now)
+
+    def sets(self) -> dict:
+        """"real" and "fake" -> (FeatureFile, rows in the input file), as the contact sheets take them."""
+        real_indices = np.arange(self.evaluation.n_real) if self.real_indices is None else self.real_indices
+        return {"real": (self.real, real_indices), "fake": (self.fake, self.fake_indices)}
+
+    def document_inputs(self) -> dict:
+        """The JSON document's ``inputs``: each file's path, key and meta."""
+        return {name: {"path": data.source, "key": data.key, "meta": data.meta}
+                for name, data in (("real", self.real), ("fake", self.fake))}
+
+    @functools.cached_property
+    def input_records(self) -> dict:
+        """The run log's ``inputs`` (:func:`hubness_pr.reports.runlog.input_record`: sizes, digests of
+        the features; computed once for the log and the report)."""
+        return {"real": runlog.input_record(self.real, self.real.features),
+                "fake": runlog.input_record(self.fake, self.fake.features)}
 
     def payload(self) -> dict:
         """The JSON document's metric part (:func:`hubness_pr.reports.results.to_dict`) with the run's facts."""
@@ -47,10 +70,7 @@ class RunReport:
 
 
 def _json(handle, run: RunReport) -> None:
-    document = dict(run.payload(), versions=run.versions, inputs={
-        name: {"path": data.source, "key": data.key, "meta": data.meta}
-        for name, data in (("real", run.real), ("fake", run.fake))})
-    write_json(handle, json_safe(document))
+    write_json(handle, json_safe(dict(run.payload(), versions=run.versions, inputs=run.document_inputs())))
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,8 @@ WRITERS = {
                          "one CSV row per generated sample"),
     "plot": Writer({}, lambda h, run: write_plot(h, run.evaluation, run.real_rarity, run.title),
                    "the PNG figure"),
+    "report": Writer({"mode": "w", "encoding": "utf-8"}, write_report,
+                     "one self-contained HTML page: metrics, figure, contact sheets, provenance"),
 }
 
 
@@ -86,9 +108,7 @@ def log_record(run: RunReport) -> dict:
     """The run's line of the run log (:data:`hubness_pr.reports.runlog.RECORD_TYPES` keys)."""
     payload = run.payload()
     return json_safe({
-        "time": runlog.utc_now(), "argv": list(run.argv),
-        "inputs": {"real": runlog.input_record(run.real, run.real.features),
-                   "fake": runlog.input_record(run.fake, run.fake.features)},
+        "time": run.time, "argv": list(run.argv), "inputs": run.input_records,
         "params": payload["params"], "versions": run.versions,
         "metrics": {name: payload[name] for name in run.evaluation.results},
         "timings": run.timings, "seconds": run.seconds})
