@@ -85,6 +85,11 @@ class Evaluation:
     eP&R's per-hub decisions: ``fake_in_real_hub_balls`` (bool (M,): a fake hub inside some real hub
     ball) and ``real_in_fake_hub_balls`` (bool (N,)), meaningful at the hubs only (False elsewhere),
     so that other averages over the hubs can be formed (e.g. weighted by 1 / k-occurrence).
+    The per-sample values of the other means: ``real_in_fake_manifold`` (bool (N,), recall
+    membership), ``fake_density`` (float64 (M,): the real balls holding each fake, over dc_k; density
+    is their mean) and ``real_covered`` (bool (N,), coverage). ``expected``: the metrics' expected
+    values when both sets come from one distribution, at these N, M and k (metric name -> values;
+    :mod:`hubness_pr.metrics.expected`), where ``evaluate(expected=True)``.
     Presentation (JSON, printed lines) is :mod:`hubness_pr.reports.results`'.
     """
 
@@ -99,6 +104,10 @@ class Evaluation:
     fake_is_hub: np.ndarray | None = field(default=None, repr=False)
     fake_in_real_hub_balls: np.ndarray | None = field(default=None, repr=False)
     real_in_fake_hub_balls: np.ndarray | None = field(default=None, repr=False)
+    real_in_fake_manifold: np.ndarray | None = field(default=None, repr=False)
+    fake_density: np.ndarray | None = field(default=None, repr=False)
+    real_covered: np.ndarray | None = field(default=None, repr=False)
+    expected: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)      # seconds per phase
     diagnostics: dict = field(default_factory=dict)  # refined_pairs, cross_tile_side, knn_fallback_rows, route
     # the real set's moments and real x real kernel sums the run read (given or computed; None: no

@@ -15,6 +15,7 @@ import numpy as np
 
 from hubness_pr.errors import InputError
 from hubness_pr.metrics.evaluation import Evaluation
+from hubness_pr.metrics.registry import standard_error
 from hubness_pr.reports.cells import format_cell
 
 # fields of a result that are options of the run (in ``params``), not numbers of the block
@@ -39,14 +40,16 @@ def json_safe(value):
 
 
 def score_summary(values: np.ndarray, defined: np.ndarray, count_name: str, fraction_name: str) -> dict:
-    """Count and fraction of defined scores, then their mean, median, std, min and max (NaN: none)."""
+    """Count and fraction of defined scores (with the fraction's binomial standard error), then their
+    mean (with its standard error), median, std (ddof 0), min and max (NaN: none)."""
     v = values[defined]
     n = int(defined.sum())
-    stats = {count_name: n, fraction_name: n / values.size if values.size else float("nan")}
-    keys = ("mean", "median", "std", "min", "max")
+    stats = {count_name: n, fraction_name: n / values.size if values.size else float("nan"),
+             f"{fraction_name}_se": standard_error(defined)}
+    keys = ("mean", "mean_se", "median", "std", "min", "max")
     if n:
-        stats.update(zip(keys, (float(v.mean()), float(np.median(v)), float(v.std()), float(v.min()),
-                                float(v.max()))))
+        stats.update(zip(keys, (float(v.mean()), standard_error(v), float(np.median(v)), float(v.std()),
+                                float(v.min()), float(v.max()))))
     else:
         stats.update(dict.fromkeys(keys, float("nan")))
     return stats
