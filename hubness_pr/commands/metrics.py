@@ -181,6 +181,10 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--log", metavar="FILE.jsonl", type=output_path,
                    help="append one JSON line describing the run (inputs with "
                    "digests, parameters, versions, every metric, timings); compare runs with: %(prog)s compare FILE.jsonl")
+    p.add_argument("--no_expected", "--no-expected", dest="no_expected", action="store_true",
+                   help="do not form the expected values of P&R and density/coverage for identical distributions "
+                        "(formed for --json, --log and -v; P&R's is a simulation at the run's N, M and k: seconds "
+                        "at 10,000 samples)")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
                    help="use a seeded random subset of this many samples of each set (default: all)")
     p.add_argument("--seed", type=nonnegative_int, default=0,
@@ -502,7 +506,8 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
             log.info("real: %s", stored.cache.store(key, real_knn))
     try:
         evaluation = hubness_pr.evaluate(real=real.features, fake=fake.features, real_knn=real_knn, knn=args.knn,
-                                      hnsw=hnsw, real_stats=prepared.stats.stats, **options)
+                                      hnsw=hnsw, real_stats=prepared.stats.stats, expected=_wants_expected(args, planned),
+                                      **options)
     except InputError as exc:  # "fake has 3 samples; k=3 needs at least 4 ...": the set by its role, named by its file
         data = {"real": real, "fake": fake}.get(exc.role)
         if data is None or exc.file is not None:
@@ -543,7 +548,13 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
             note = gallery.write(evaluation, {"real": prepared.real.pair(), "fake": prepared.fake.pair()}, title)
     if note:
         log.warning("%s", note)
-    print_results(summary_lines(evaluation, seconds))
+    print_results(summary_lines(evaluation, seconds, expected=args.verbosity >= 1))
+
+
+def _wants_expected(args, planned: dict) -> bool:
+    """Whether the run forms the identical-distribution expected values: where they are shown (the
+    JSON, the log, ``-v``) and not turned off."""
+    return not args.no_expected and (args.verbosity >= 1 or "json" in planned or "log" in planned)
 
 
 def _compare(args) -> None:

@@ -76,6 +76,8 @@ def to_dict(evaluation: Evaluation) -> dict:
            "params": dict(evaluation.params)}
     for name, result in evaluation.results.items():  # in the metrics' order
         out[name] = metric_block(name, result)
+        if name in evaluation.expected:  # the values when both sets come from one distribution
+            out[name]["expected"] = dict(evaluation.expected[name])
     epr, pr = evaluation.results.get("epr"), evaluation.results.get("pr")
     if epr is not None and pr is not None:
         out["epr"]["precision_minus_exact"] = epr.precision - pr.precision
@@ -93,8 +95,9 @@ def _flatten(prefix: str, value, out: list) -> None:
         out.append((prefix, value))
 
 
-def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
-    """``name: value`` lines; the first two are ``precision:`` and ``recall:`` (eP&R) when computed."""
+def summary_lines(evaluation: Evaluation, seconds: float, expected: bool = False) -> list[str]:
+    """``name: value`` lines; the first two are ``precision:`` and ``recall:`` (eP&R) when computed.
+    The expected values (``pr.expected.precision``, ...) only with ``expected`` (the command's ``-v``)."""
     data = to_dict(evaluation)
     lines = []
     if "epr" in data:
@@ -102,7 +105,8 @@ def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
     items = []
     for block in evaluation.results:  # every metric block, in the metrics' order
         _flatten(block, data[block], items)
-    items = [(name, v) for name, v in items if name not in ("epr.precision", "epr.recall")]
+    items = [(name, v) for name, v in items if name not in ("epr.precision", "epr.recall")
+             and (expected or ".expected." not in name)]
     knn = data["params"].get("knn")
     if knn:  # approximate hub selection: said on stdout as well as on stderr
         items.append(("knn", f"{knn['method']} (approximate hub selection; hub radii and cross pass exact)"))
@@ -147,7 +151,8 @@ def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, pa
     per-sample quantity.
 
     ``indices`` are the rows' indices in the fake file (they differ from 0..M-1 after subsampling);
-    paths go through :func:`printable_name`. Undefined rarity is an empty cell; realism on a kept
+    paths go through :func:`printable_name`. ``density`` is the number of real balls (at dc_k) holding
+    the sample over dc_k: density is its mean. Undefined rarity is an empty cell; realism on a kept
     real sample is ``inf``.
     """
     columns = [("index", indices)]
@@ -155,6 +160,8 @@ def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, pa
         columns.append(("path", [printable_name(p) for p in paths]))
     if evaluation.fake_in_real_manifold is not None:
         columns.append(("in_real_manifold", evaluation.fake_in_real_manifold.astype(np.int8)))
+    if evaluation.fake_density is not None:
+        columns.append(("density", evaluation.fake_density))
     if evaluation.realism is not None:
         columns.append(("realism", evaluation.realism.scores))
     if evaluation.rarity is not None:

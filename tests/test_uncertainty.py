@@ -1,0 +1,141 @@
+"""Uncertainty and reference points of the metrics (docs/definitions.md, "Standard errors" and
+"Expected values"): the conditional standard errors against a brute force from the per-sample CSV
+and the oracle's per-sample values, the expected values against direct simulations."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+import hubness_pr
+from hubness_pr.commands.metrics import main
+from hubness_pr.metrics import expected
+from tests import oracle
+from tests.cli_helpers import call
+from tests.test_reports import random_pair
+
+
+def brute_se(values) -> float:
+    """The standard error of a mean, written out: sqrt(sum (v - mean)^2 / (n - 1)) / sqrt(n)."""
+    v = np.asarray(values, dtype=np.float64)
+    n = v.size
+    return math.sqrt(((v - v.sum() / n) ** 2).sum() / (n - 1)) / math.sqrt(n)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("se")
+    real, fake = random_pair(11, 90, 80, 6, 1.2)
+    np.save(tmp / "real.npy", real)
+    np.save(tmp / "fake.npy", fake)
+    proc = call(main, tmp / "real.npy", tmp / "fake.npy", "--json", tmp / "out.json", "--per_sample",
+                tmp / "fake.csv", "--no_cache", "-v")
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp / "fake.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return real, fake, json.loads((tmp / "out.json").read_text()), rows, proc.stdout
+
+
+def test_standard_errors_equal_a_brute_force_from_the_per_sample_values(run):
+    real, fake, data, rows, _ = run
+    ref = oracle.all_metrics(real, fake)
+    column = {name: [row[name] for row in rows] for name in rows[0]}
+    inside = [int(v) for v in column["in_real_manifold"]]
+    assert data["pr"]["precision_se"] == pytest.approx(brute_se(inside), rel=1e-12)
+    p = np.mean(inside)
+    assert data["pr"]["precision_se"] == pytest.approx(math.sqrt(p * (1 - p) / (len(inside) - 1)), rel=1e-12)
+    assert data["dc"]["density_se"] == pytest.approx(brute_se([float(v) for v in column["density"]]), rel=1e-12)
+    realism = [float(v) for v in column["realism"]]
+    assert data["realism"]["mean_se"] == pytest.approx(brute_se(realism), rel=1e-12)
+    rarity = [float(v) for v in column["rarity"] if v != ""]
+    assert data["rarity"]["mean_se"] == pytest.approx(brute_se(rarity), rel=1e-12)
+    assert data["rarity"]["fraction_inside_se"] == pytest.approx(
+        brute_se([v != "" for v in column["rarity"]]), rel=1e-12)
+    # over the real samples (not in the CSV): recall and coverage from the oracle's distances
+    d = oracle.sq_dists(real, fake)
+    recall_flags = (d <= oracle.sq_radii(fake, 3)[None, :]).any(axis=1)
+    covered = d.min(axis=1) < oracle.sq_radii(real, 5)
+    assert data["pr"]["recall_se"] == pytest.approx(brute_se(recall_flags), rel=1e-12)
+    assert data["dc"]["coverage_se"] == pytest.approx(brute_se(covered), rel=1e-12)
+    assert data["pr"]["recall"] == pytest.approx(ref["recall"])
+    # eP&R's over its hubs
+    hub_f, hub_r = ref["occ_fake"] >= 3, ref["occ_real"] >= 3
+    hub_inside = (d[np.ix_(hub_r, hub_f)] <= oracle.sq_radii(real, 3)[hub_r][:, None]).any(axis=0)
+    assert data["epr"]["precision_se"] == pytest.approx(brute_se(hub_inside), rel=1e-12)
+
+
+def test_standard_errors_are_printed_beside_their_values(run):
+    *_, stdout = run
+    names = [line.split(":")[0] for line in stdout.splitlines()]
+    for name in ("pr.precision", "pr.recall", "dc.density", "dc.coverage", "epr.precision_se", "realism.mean",
+                 "rarity.fraction_inside"):
+        se = name if name.endswith("_se") else f"{name}_se"
+        assert se in names
+        if se != name:
+            assert names.index(se) == names.index(name) + 1
+
+
+def test_the_run_reports_the_expected_values_under_v_and_in_the_json(run):
+    real, fake, data, _, stdout = run
+    n, m = len(real), len(fake)
+    assert data["dc"]["expected"] == {"density": 1.0, "coverage": pytest.approx(expected.expected_coverage(n, m, 5))}
+    p, r, draws = expected.simulated_precision_recall(n, m, 3)
+    assert data["pr"]["expected"] == {"precision": p, "recall": r}
+    assert data["params"]["expected"]["pr"] == {"method": "simulation", "distribution": "standard Gaussian",
+                                                "dim": expected.SIMULATION_DIM, "draws": draws, "seed": 0}
+    assert f"pr.expected.precision: {p:.6f}" in stdout.splitlines()
+    assert "dc.expected.density: 1.000000" in stdout.splitlines()
+
+
+def test_expected_values_only_where_shown(tmp_path):
+    real, fake = random_pair(12, 40, 40, 4, 1.0)
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "fake.npy", fake)
+    plain = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--metrics", "dc")
+    assert plain.returncode == 0 and "expected" not in plain.stdout
+    off = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--metrics", "dc", "--json", tmp_path / "a.json",
+               "--no_expected")
+    assert off.returncode == 0 and "expected" not in json.loads((tmp_path / "a.json").read_text())["dc"]
+    assert "expected" not in hubness_pr.evaluate(real=real, fake=fake, metrics="dc").params
+
+
+def test_expected_coverage_and_density_against_a_direct_simulation():
+    """Two samples of one distribution, many draws: the mean coverage equals the closed form within
+    four standard errors of the simulation (and density has mean 1); a wrong role of N and M, or
+    k - 1 factors instead of k, is off by many more."""
+    n, m, k, draws = 30, 20, 3, 600
+    rng = np.random.default_rng(5)
+    coverage, density = [], []
+    for _ in range(draws):
+        real, fake = rng.standard_normal((n, 3)), rng.standard_normal((m, 3))
+        d = oracle.sq_dists(real, fake)
+        r = np.sort(oracle.sq_dists(real, real), axis=1)[:, k]  # k-th neighbour, self (distance 0) first
+        coverage.append(np.mean(d.min(axis=1) < r))
+        density.append((d < r[:, None]).sum() / (k * m))
+    se = np.std(coverage, ddof=1) / math.sqrt(draws)
+    formula = expected.expected_coverage(n, m, k)
+    assert abs(np.mean(coverage) - formula) < 4 * se
+    assert abs(np.mean(coverage) - expected.expected_coverage(m, n, k)) > 8 * se  # the roles matter here
+    assert abs(np.mean(density) - 1.0) < 4 * np.std(density, ddof=1) / math.sqrt(draws)
+    assert expected.expected_coverage(10**6, 10**6, 5) == pytest.approx(1 - 2**-5, abs=1e-5)  # N = M: 1 - 2^-k
+
+
+def test_expected_precision_recall_against_a_direct_simulation():
+    """The cached simulation equals an independent brute-force simulation (other seeds, the oracle)
+    within four standard errors of the two."""
+    n, m, k, dim = 60, 40, 3, expected.SIMULATION_DIM
+    p, r, draws = expected.simulated_precision_recall(n, m, k)
+    assert draws == expected.simulation_draws(n, m) == 10
+    rng = np.random.default_rng(99)
+    values = []
+    for _ in range(40):
+        real, fake = rng.standard_normal((n, dim)), rng.standard_normal((m, dim))
+        ref = oracle.all_metrics(real, fake, k=k)
+        values.append((ref["precision"], ref["recall"]))
+    values = np.array(values)
+    sim_p, sim_r = values.mean(axis=0)
+    se_p, se_r = values.std(axis=0, ddof=1) / math.sqrt(len(values))
+    assert abs(p - sim_p) < 4 * se_p * math.sqrt(1 + len(values) / draws)
+    assert abs(r - sim_r) < 4 * se_r * math.sqrt(1 + len(values) / draws)
+    assert expected.simulated_precision_recall(n, m, k) == (p, r, draws)  # cached: the same numbers
