@@ -139,3 +139,55 @@ def test_expected_precision_recall_against_a_direct_simulation():
     assert abs(p - sim_p) < 4 * se_p * math.sqrt(1 + len(values) / draws)
     assert abs(r - sim_r) < 4 * se_r * math.sqrt(1 + len(values) / draws)
     assert expected.simulated_precision_recall(n, m, k) == (p, r, draws)  # cached: the same numbers
+
+
+def test_splits_equal_separate_runs_on_the_subsets(tmp_path):
+    """--splits S: each split's values are those of evaluate() on the documented subsets (disjoint,
+    without replacement, n // S each); mean and standard error over them; the real splits' k-NN
+    graphs are stored in the cache and reused by the next run, with the same numbers."""
+    real, fake = random_pair(13, 130, 100, 5, 1.1)
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "fake.npy", fake)
+    args = [tmp_path / "real.npy", tmp_path / "fake.npy", "--splits", "3", "--splits_seed", "7", "--cache_dir",
+            tmp_path / "cache", "--metrics", "pr,dc,rarity"]
+    first = call(main, *args, "--json", tmp_path / "a.json")
+    assert first.returncode == 0, first.stderr
+    data = json.loads((tmp_path / "a.json").read_text())["splits"]
+    assert {key: data[key] for key in ("count", "size_real", "size_fake", "seed")} == \
+        {"count": 3, "size_real": 43, "size_fake": 33, "seed": 7}
+    rows_real = np.random.default_rng((7, 0)).permutation(130)
+    rows_fake = np.random.default_rng((7, 1)).permutation(100)
+    seen = set()
+    for i in range(3):
+        r, f = np.sort(rows_real[43 * i:43 * (i + 1)]), np.sort(rows_fake[33 * i:33 * (i + 1)])
+        seen |= set(r.tolist())
+        ev = hubness_pr.evaluate(real=real[r], fake=fake[f], metrics="pr,dc,rarity")
+        assert data["metrics"]["pr.precision"]["values"][i] == ev.pr.precision
+        assert data["metrics"]["pr.recall"]["values"][i] == ev.pr.recall
+        assert data["metrics"]["dc.coverage"]["values"][i] == ev.dc.coverage
+        assert data["metrics"]["dc.density"]["values"][i] == pytest.approx(ev.dc.density, rel=1e-12)
+    assert len(seen) == 129  # disjoint: no duplicates, the remainder (130 - 3 * 43) left out
+    values = data["metrics"]["pr.precision"]["values"]
+    assert data["metrics"]["pr.precision"]["mean"] == pytest.approx(np.mean(values))
+    assert data["metrics"]["pr.precision"]["se"] == pytest.approx(brute_se(values))
+    assert not any(name.endswith("_se") or "expected" in name for name in data["metrics"])
+    assert f"splits.pr.precision_se: {data['metrics']['pr.precision']['se']:.6f}" in first.stdout.splitlines()
+    assert len(list((tmp_path / "cache").glob("knn-*-n43-*.npz"))) == 3  # each real split's graph, stored
+    second = call(main, *args, "--json", tmp_path / "b.json", "-v")
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("k-NN summary reused") == 4  # the full real set and its 3 splits
+    assert json.loads((tmp_path / "b.json").read_text())["splits"]["metrics"] == data["metrics"]
+
+
+def test_splits_too_small_for_k_is_one_line_before_any_work(tmp_path):
+    real, fake = random_pair(14, 40, 40, 3, 1.0)
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "fake.npy", fake)
+    proc = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--splits", "8", "--no_cache")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "improved_precision_recall_hubness.py: error: --splits 8: 40 real samples make splits of 5; the metrics "
+        "need at least 6 samples a split (k=5)")  # (after the small-sets warning)
+    assert call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--splits", "1").returncode == 2
+    with pytest.raises(hubness_pr.errors.InputError, match="--splits"):
+        hubness_pr.evaluate_splits(real=real, fake=fake, count=10, metrics="dc")

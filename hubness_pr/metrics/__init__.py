@@ -17,7 +17,8 @@ _EXPORTS.update(PrecisionRecall="pr", DensityCoverage="dc", EfficientPrecisionRe
                 SetsHubness="hubness", hubness_stats="hubness", Metric="registry", register="registry",
                 REGISTRY="registry", FrechetDistance="fd", KernelInceptionDistance="kid", CMMD="cmmd",
                 expected_values="expected", expected_coverage="expected",
-                simulated_precision_recall="expected")
+                simulated_precision_recall="expected", evaluate_splits="splits", split_indices="splits",
+                Splits="splits")
 _MODULES = ("evaluation", "registry", "pr", "dc", "epr", "realism", "rarity", "hubness", "prcover", "fd", "kid",
-            "cmmd", "expected")
+            "cmmd", "expected", "splits")
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, _MODULES)

@@ -95,9 +95,44 @@ def _flatten(prefix: str, value, out: list) -> None:
         out.append((prefix, value))
 
 
-def summary_lines(evaluation: Evaluation, seconds: float, expected: bool = False) -> list[str]:
+def split_values(evaluation: Evaluation) -> dict:
+    """The numbers of one split's metric blocks by dotted name (``pr.precision``, ...), less the
+    conditional standard errors and expected values (which the splits' spread replaces)."""
+    data, items = to_dict(evaluation), []
+    for block in evaluation.results:
+        _flatten(block, data[block], items)
+    return {name: float(value) for name, value in items
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+            and not name.endswith("_se") and ".expected." not in name}
+
+
+def splits_block(splits) -> dict:
+    """The JSON's ``splits`` (a :class:`hubness_pr.metrics.splits.Splits`): count, sizes, seed, and per
+    dotted metric name the splits' ``mean``, its standard error ``se`` (sample std, ddof 1, over
+    sqrt(S); NaN where a split's value is NaN) and the ``values``, split by split."""
+    per_split = [split_values(e) for e in splits.evaluations]
+    metrics = {}
+    for name in per_split[0]:
+        values = np.array([values.get(name, float("nan")) for values in per_split])
+        metrics[name] = {"mean": float(values.mean()), "se": standard_error(values), "values": values.tolist()}
+    return {"count": splits.count, "size_real": splits.size_real, "size_fake": splits.size_fake, "seed": splits.seed,
+            "metrics": metrics}
+
+
+def splits_lines(block: dict) -> list[tuple[str, object]]:
+    """(name, value) of the ``splits.*`` lines: count and sizes, then each metric's mean and its
+    standard error (``splits.pr.precision``, ``splits.pr.precision_se``)."""
+    items = [(f"splits.{key}", block[key]) for key in ("count", "size_real", "size_fake", "seed")]
+    for name, stats in block["metrics"].items():
+        items += [(f"splits.{name}", stats["mean"]), (f"splits.{name}_se", stats["se"])]
+    return items
+
+
+def summary_lines(evaluation: Evaluation, seconds: float, expected: bool = False,
+                  splits: dict | None = None) -> list[str]:
     """``name: value`` lines; the first two are ``precision:`` and ``recall:`` (eP&R) when computed.
-    The expected values (``pr.expected.precision``, ...) only with ``expected`` (the command's ``-v``)."""
+    The expected values (``pr.expected.precision``, ...) only with ``expected`` (the command's ``-v``);
+    ``splits``: the JSON's ``splits`` block (:func:`splits_block`), whose lines come last but the sizes."""
     data = to_dict(evaluation)
     lines = []
     if "epr" in data:
@@ -114,6 +149,8 @@ def summary_lines(evaluation: Evaluation, seconds: float, expected: bool = False
             for name in ("recall_at_k", "k_occurrence_agreement", "ef_search_used"):
                 if name in knn.get(side, {}):
                     items.append((f"knn.{side}.{name}", knn[side][name]))
+    if splits is not None:
+        items += splits_lines(splits)
     items += [("n_real", data["n_real"]), ("n_fake", data["n_fake"]), ("dim", data["dim"]), ("seconds", seconds)]
     lines += [f"{name}: {format_cell(value)}" for name, value in items]
     return lines

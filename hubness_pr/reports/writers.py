@@ -35,6 +35,7 @@ class RunReport:
     cache: dict = field(default_factory=dict)
     real_rarity: np.ndarray | None = None
     title: str = ""
+    splits: dict | None = None          # the ``splits`` block (--splits), hubness_pr.reports.results.splits_block
     versions: dict = field(default_factory=runlog.versions)
 
     def payload(self) -> dict:
@@ -43,6 +44,8 @@ class RunReport:
         out["params"].update(self.extra_params)
         out["timings"], out["seconds"] = self.timings, self.seconds
         out["cache"] = self.cache
+        if self.splits is not None:
+            out["splits"] = self.splits
         return out
 
 
@@ -83,12 +86,23 @@ def write_files(planned: dict, run: RunReport) -> None:
 
 
 def log_record(run: RunReport) -> dict:
-    """The run's line of the run log (:data:`hubness_pr.reports.runlog.RECORD_TYPES` keys)."""
+    """The run's line of the run log (:data:`hubness_pr.reports.runlog.RECORD_TYPES` keys), then
+    ``real_flags`` (the per-real-sample recall and coverage flags, packed:
+    :func:`hubness_pr.reports.runlog.pack_flags`, for ``compare``'s paired tests) where computed and
+    ``splits`` where the run had ``--splits``."""
     payload = run.payload()
-    return json_safe({
+    record = {
         "time": runlog.utc_now(), "argv": list(run.argv),
         "inputs": {"real": runlog.input_record(run.real, run.real.features),
                    "fake": runlog.input_record(run.fake, run.fake.features)},
         "params": payload["params"], "versions": run.versions,
         "metrics": {name: payload[name] for name in run.evaluation.results},
-        "timings": run.timings, "seconds": run.seconds})
+        "timings": run.timings, "seconds": run.seconds}
+    flags = {name: runlog.pack_flags(values) for name, values in (
+        ("pr.recall", run.evaluation.real_in_fake_manifold), ("dc.coverage", run.evaluation.real_covered))
+        if values is not None}
+    if flags:
+        record["real_flags"] = flags
+    if "splits" in payload:
+        record["splits"] = payload["splits"]
+    return json_safe(record)
