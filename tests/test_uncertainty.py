@@ -191,3 +191,66 @@ def test_splits_too_small_for_k_is_one_line_before_any_work(tmp_path):
     assert call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--splits", "1").returncode == 2
     with pytest.raises(hubness_pr.errors.InputError, match="--splits"):
         hubness_pr.evaluate_splits(real=real, fake=fake, count=10, metrics="dc")
+
+
+@pytest.fixture(scope="module")
+def three_generators(tmp_path_factory):
+    """One real set; two generated sets of its distribution (a null difference) and one whose spread
+    is shrunk (a planted loss of recall and coverage), logged in that order."""
+    tmp = tmp_path_factory.mktemp("compare")
+    rng = np.random.default_rng(21)
+    np.save(tmp / "real.npy", rng.standard_normal((400, 6)).astype(np.float32))
+    np.save(tmp / "same_a.npy", rng.standard_normal((400, 6)).astype(np.float32))
+    np.save(tmp / "same_b.npy", rng.standard_normal((400, 6)).astype(np.float32))
+    np.save(tmp / "shrunk.npy", (0.5 * rng.standard_normal((400, 6))).astype(np.float32))
+    for name in ("same_a", "same_b", "shrunk"):
+        proc = call(main, tmp / "real.npy", tmp / f"{name}.npy", "--metrics", "pr,dc", "--log", tmp / "runs.jsonl",
+                    "--no_cache", "--no_expected")
+        assert proc.returncode == 0, proc.stderr
+    return tmp
+
+
+def test_compare_flags_a_planted_difference_and_not_a_null_one(three_generators):
+    tmp = three_generators
+    columns = "pr.precision,pr.recall,dc.density,dc.coverage"
+    proc = call(main, "compare", tmp / "runs.jsonl", "--columns", columns, "--details", "--baseline", "same_a.npy",
+                "--csv", tmp / "table.csv")
+    assert proc.returncode == 0, proc.stderr
+    details = proc.stdout.split("\n\n")[1]
+    with open(tmp / "table.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:7] == ["run", "fake", *columns.split(","), "beyond_2se"]
+    cell = {row["fake"]: row["beyond_2se"] for row in rows}
+    assert cell["same_a.npy"] == "baseline"
+    assert cell["same_b.npy"] == "none"
+    flagged = cell["shrunk.npy"]
+    assert "pr.recall z=-" in flagged and "dc.coverage z=-" in flagged
+    lines = details.splitlines()
+    assert len(lines) == 8  # 2 runs x 4 columns, each tested
+    assert all(("paired" in line) == (".recall" in line or ".coverage" in line) for line in lines)
+    assert all(line.endswith("*") for line in lines if line.startswith("run 3 - run 1: pr.recall"))
+
+
+def test_the_paired_test_is_mcnemars(three_generators):
+    records = [json.loads(line) for line in open(three_generators / "runs.jsonl")]
+    from hubness_pr.reports import runlog
+
+    for column in runlog.PAIRED_COLUMNS:
+        a, b = (runlog.unpack_flags(r["real_flags"][column]) for r in (records[2], records[0]))
+        assert a.size == 400 and a.mean() == runlog.lookup(records[2]["metrics"], column)  # the flags of the value
+        d = runlog.difference(records[2], records[0], column)
+        n10, n01 = int((a & ~b).sum()), int((~a & b).sum())
+        mcnemar = (n10 - n01) / math.sqrt(n10 + n01)
+        assert d.test == "paired" and d.z == pytest.approx(mcnemar, rel=1e-12)
+        other_real = dict(records[2], inputs=dict(records[2]["inputs"], real={"path": "x", "sha256": "0" * 64}))
+        assert runlog.difference(other_real, records[0], column).test == "two-sample"  # other real set: unpaired
+
+
+def test_compare_baseline_choice_and_errors(three_generators):
+    tmp = three_generators
+    by_label = call(main, "compare", tmp / "runs.jsonl", "--baseline", "3", "--columns", "pr.recall")
+    assert by_label.returncode == 0, by_label.stderr
+    assert [line.split()[3] for line in by_label.stdout.splitlines()[1:]] == ["pr.recall", "pr.recall", "baseline"]
+    proc = call(main, "compare", tmp / "runs.jsonl", "--baseline", "nope")
+    assert proc.returncode == 1 and proc.stderr.strip().endswith(
+        "--baseline nope: no run is labelled so (runs: 1, 2, 3; or the generated set's file name)")

@@ -294,6 +294,16 @@ class Difference:
         return abs(self.z) > 2
 
 
+def _entry(record: dict, *keys):
+    """``record[keys[0]][keys[1]]...`` where each level is an object (keys may hold dots), else None."""
+    value = record
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
 def _number(value) -> float | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
@@ -302,9 +312,10 @@ def _number(value) -> float | None:
 def difference(run: dict, base: dict, column: str) -> Difference | None:
     """``run``'s value of ``column`` (a dotted metric name) against ``base``'s (two run records), or
     None where one lacks the value or every standard error of it. Paired where both runs read the
-    same real features (the same sha256 and n) and hold the column's per-real flags
-    (:data:`PAIRED_COLUMNS`): the standard error of the mean of the per-sample differences, a
-    paired z test (McNemar's, in its normal form); else from the ``--splits`` standard errors where
+    same real features (the same sha256) and hold the column's per-real flags
+    (:data:`PAIRED_COLUMNS`): McNemar's test in its normal form, ``z = (n10 - n01) / sqrt(n10 +
+    n01)`` over the samples one run counts and the other does not (the standard error of the
+    difference under the null, ``sqrt(n10 + n01) / N``); else from the ``--splits`` standard errors where
     both runs have them; else two-sample from the conditional standard errors (``<column>_se``),
     ``sqrt(se_a^2 + se_b^2)``."""
     a, b = _number(lookup(run["metrics"], column)), _number(lookup(base["metrics"], column))
@@ -313,13 +324,11 @@ def difference(run: dict, base: dict, column: str) -> Difference | None:
     same_real = (lookup(run, "inputs.real.sha256") is not None and
                  lookup(run, "inputs.real.sha256") == lookup(base, "inputs.real.sha256"))
     if same_real and column in PAIRED_COLUMNS:
-        fa, fb = unpack_flags(lookup(run, f"real_flags.{column}")), unpack_flags(lookup(base, f"real_flags.{column}"))
+        fa, fb = (unpack_flags(_entry(r, "real_flags", column)) for r in (run, base))
         if fa is not None and fb is not None and fa.size == fb.size > 1:
-            d = fa.astype(np.float64) - fb.astype(np.float64)
-            return Difference(column, a - b, float(np.std(d, ddof=1) / math.sqrt(d.size)), "paired")
-    split_a, split_b = (_number(lookup(r, f"splits.metrics.{column}.se")) if isinstance(r.get("splits"), dict)
-                        and isinstance(r["splits"].get("metrics"), dict) and column in r["splits"]["metrics"] else None
-                        for r in (run, base))
+            discordant = int((fa != fb).sum())  # samples that one run counts and the other does not
+            return Difference(column, a - b, math.sqrt(discordant) / fa.size, "paired")
+    split_a, split_b = (_number(lookup(_entry(r, "splits", "metrics", column) or {}, "se")) for r in (run, base))
     if split_a is not None and split_b is not None:
         return Difference(column, a - b, math.hypot(split_a, split_b), "splits")
     se_a, se_b = _number(lookup(run["metrics"], f"{column}_se")), _number(lookup(base["metrics"], f"{column}_se"))
