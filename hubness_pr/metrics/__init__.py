@@ -16,8 +16,7 @@ _EXPORTS.update(PrecisionRecall="pr", DensityCoverage="dc", EfficientPrecisionRe
                 RarityScores="rarity", PrecisionRecallCover="prcover", HubnessStats="hubness",
                 SetsHubness="hubness", hubness_stats="hubness", Metric="registry", register="registry",
                 REGISTRY="registry", FrechetDistance="fd", KernelInceptionDistance="kid", CMMD="cmmd",
-                expected_values="expected", expected_coverage="expected",
-                simulated_precision_recall="expected", evaluate_splits="splits", split_indices="splits",
+                expected_coverage="expected", evaluate_splits="splits", split_indices="splits",
                 Splits="splits")
 _MODULES = ("evaluation", "registry", "pr", "dc", "epr", "realism", "rarity", "hubness", "prcover", "fd", "kid",
             "cmmd", "expected", "splits")

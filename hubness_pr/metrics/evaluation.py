@@ -339,7 +339,8 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
     expected_of = {}
     if expected:
         t = time.perf_counter()
-        expected_of, params["expected"] = expected_values(names, n_real, n_fake, k=k, dc_k=dc_k, ctx=ctx)
+        expected_of, params["expected"] = expected_values(names, n_real, n_fake, k=k, dc_k=dc_k,
+                                                             evaluate=evaluate, ctx=ctx)
         timings["expected"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     occ_fake = passes.fake_occurrence

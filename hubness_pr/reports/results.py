@@ -16,6 +16,7 @@ import numpy as np
 from hubness_pr.errors import InputError
 from hubness_pr.metrics.evaluation import Evaluation
 from hubness_pr.metrics.registry import standard_error
+from hubness_pr.metrics.splits import t_quantile_975
 from hubness_pr.reports.cells import format_cell
 
 # fields of a result that are options of the run (in ``params``), not numbers of the block
@@ -107,22 +108,23 @@ def split_values(evaluation: Evaluation) -> dict:
 
 
 def splits_block(splits) -> dict:
-    """The JSON's ``splits`` (a :class:`hubness_pr.metrics.splits.Splits`): count, sizes, seed, and per
-    dotted metric name the splits' ``mean``, its standard error ``se`` (sample std, ddof 1, over
-    sqrt(S); NaN where a split's value is NaN) and the ``values``, split by split."""
+    """The JSON's ``splits`` (a :class:`hubness_pr.metrics.splits.Splits`): count, sizes, seed, ``t95``
+    (Student's t 0.975 quantile with S - 1 degrees of freedom: a 95 % interval is ``mean +- t95 se``),
+    and per dotted metric name the splits' ``mean``, its standard error ``se`` (sample std, ddof 1,
+    over sqrt(S); NaN where a split's value is NaN) and the ``values``, split by split."""
     per_split = [split_values(e) for e in splits.evaluations]
     metrics = {}
     for name in per_split[0]:
         values = np.array([values.get(name, float("nan")) for values in per_split])
         metrics[name] = {"mean": float(values.mean()), "se": standard_error(values), "values": values.tolist()}
     return {"count": splits.count, "size_real": splits.size_real, "size_fake": splits.size_fake, "seed": splits.seed,
-            "metrics": metrics}
+            "t95": t_quantile_975(splits.count - 1), "metrics": metrics}
 
 
 def splits_lines(block: dict) -> list[tuple[str, object]]:
     """(name, value) of the ``splits.*`` lines: count and sizes, then each metric's mean and its
     standard error (``splits.pr.precision``, ``splits.pr.precision_se``)."""
-    items = [(f"splits.{key}", block[key]) for key in ("count", "size_real", "size_fake", "seed")]
+    items = [(f"splits.{key}", block[key]) for key in ("count", "size_real", "size_fake", "seed", "t95")]
     for name, stats in block["metrics"].items():
         items += [(f"splits.{name}", stats["mean"]), (f"splits.{name}_se", stats["se"])]
     return items
