@@ -231,7 +231,7 @@ def comparison(runs: list[tuple[str, dict]], columns=None, base: int = 0) -> tup
     cells, found = significance(runs, list(columns), base)
     if any(found):
         header.append(SIGNIFICANCE_COLUMN)
-        getters.append(lambda label, r, cell=iter(cells): next(cell))
+        getters.append(lambda label, r, by_label=dict(zip((lb for lb, _ in runs), cells)): by_label[label])
     header += ["seconds", "time"]
     getters += [lambda label, r: r.get("seconds"), lambda label, r: r.get("time")]
     return header, [[get(label, record) for get in getters] for label, record in runs], list(columns)
