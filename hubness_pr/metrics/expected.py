@@ -23,8 +23,10 @@ import numpy as np
 
 SIMULATION_DIM = 64       # dimension of the Gaussians of the P&R simulation
 SIMULATION_SEED = 0
-SIMULATION_SAMPLES = 10_000  # draws x min(N, M) aimed at (a binomial standard error below 0.005 ...)
-SIMULATION_MAX_DRAWS = 10    # (... reached from N = 1,000; 10 draws of 100 samples: about 0.016)
+# draws x min(N, M) aimed at: a binomial standard error of the simulated P or R of at most about
+# sqrt(0.25 / 10000) = 0.005, reached from N = 1,000 on; below, at most 10 draws (100 samples: ~0.016)
+SIMULATION_SAMPLES = 10_000
+SIMULATION_MAX_DRAWS = 10
 _CACHE_SIZE = 64
 _simulated: dict = {}     # (n_real, n_fake, k, dim, seed) -> (precision, recall, draws)
 
