@@ -33,6 +33,8 @@ _EXPORTS = {
     "rarity_scores": "metrics", "realism_scores": "metrics", "real_rarity_scores": "metrics",
     "HubnessStats": "metrics", "hubness_stats": "metrics",
     "FrechetDistance": "metrics", "KernelInceptionDistance": "metrics", "CMMD": "metrics",
+    "evaluate_splits": "metrics", "Splits": "metrics", "expected_coverage": "metrics",
+    "splits_block": "reports.results",
     "OutputFiles": "io.outputs", "atomic_write": "io.outputs", "check_output_path": "io.outputs",
     "FEATURE_KEYS": "io.store", "FeatureFile": "io.store", "load_features": "io.store",
     "random_subset": "io.store", "save_features": "io.store",

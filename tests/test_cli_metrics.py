@@ -68,7 +68,8 @@ def test_stdout_json_and_csv(files):
     with out_csv.open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 140
-    assert list(rows[0]) == ["index", "path", "in_real_manifold", "realism", "rarity", "k_occurrence", "is_hub"]
+    assert list(rows[0]) == ["index", "path", "in_real_manifold", "density", "realism", "rarity", "k_occurrence",
+                            "is_hub"]
     assert [r["path"] for r in rows[:2]] == ["f0.png", "f1.png"]
     assert [int(r["in_real_manifold"]) for r in rows] == ref["in_real"].astype(int).tolist()
     assert [int(r["k_occurrence"]) for r in rows] == ref["occ_fake"].tolist()

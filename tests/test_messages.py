@@ -86,7 +86,10 @@ def test_logs_only_when_asked(files):
     assert errors_only.returncode == 0 and errors_only.stderr == ""
     verbose = call(metrics_main.main, "real.npz", "fake.npz", "--metrics", "pr", "-v")
     assert "real: real.npz, 140x4, key 'feature'" in verbose.stderr and "ignoring radii_hub" in verbose.stderr
-    assert verbose.stdout.splitlines()[:-1] == quiet.stdout.splitlines()[:-1]  # all but "seconds: ..."
+    shown = [line for line in verbose.stdout.splitlines()[:-1] if ".expected." not in line]  # -v: expected values
+    assert shown == quiet.stdout.splitlines()[:-1]  # all but "seconds: ..."
+    assert [line.split(":")[0] for line in verbose.stdout.splitlines() if ".expected." in line] == [
+        "pr.expected.precision", "pr.expected.recall"]
 
 
 @pytest.mark.parametrize("main, args, status, fragment", [

@@ -95,7 +95,9 @@ def test_with_the_other_metrics_and_a_stored_real_graph(kernel_route):
     graph = hubness_pr.nearest_neighbors(real, k_max, exact_ks=ks, route=kernel_route)
     reused = hubness_pr.evaluate(real=real, fake=fake, metrics=hubness_pr.METRICS, real_knn=graph, route=kernel_route)
     assert (reused.prcover.precision, reused.prcover.recall) == alone
-    assert hubness_pr.to_dict(reused)["prcover"] == {"precision": alone[0], "recall": alone[1]}
+    block = hubness_pr.to_dict(reused)["prcover"]
+    assert {key: block[key] for key in ("precision", "recall")} == {"precision": alone[0], "recall": alone[1]}
+    assert set(block) == {"precision", "precision_se", "recall", "recall_se"}
     assert reused.prcover.k_prime == 9 and reused.params["prcover_c"] == 3
     assert "prcover" not in hubness_pr.DEFAULT_METRICS  # the default output is unchanged
 

@@ -43,7 +43,8 @@ def test_one_line_per_run_with_the_documented_keys(files, tmp_path, monkeypatch)
         lines = open("runs.jsonl").read().splitlines()
         assert len(lines) == i
         record = json.loads(lines[-1])
-        assert tuple(record) == runlog.RECORD_KEYS
+        assert tuple(record)[:len(runlog.RECORD_KEYS)] == runlog.RECORD_KEYS
+        assert set(record) - set(runlog.RECORD_KEYS) == {"real_flags"}  # the per-real flags of compare's tests
         document = json.loads(open(f"r{i}.json").read())
         assert record["metrics"] == {b: document[b] for b in hubness_pr.METRICS if b in document}
         assert set(record["metrics"]) == set(hubness_pr.DEFAULT_METRICS)  # a default run: every default block
@@ -189,7 +190,8 @@ def test_compare_columns_and_several_files(log_of_three, tmp_path):
     assert proc.stderr.strip() == ("other.jsonl: 1 line(s) are not run records, skipped (line 2; line 2: not JSON "
                                    "(Expecting value: line 1 column 1 (char 0)))")
     out = proc.stdout.splitlines()
-    assert out[0].split() == ["run", "fake", "k", "hubness.real.skewness", "dc.coverage", "seconds", "time"]
+    assert out[0].split() == ["run", "fake", "k", "hubness.real.skewness", "dc.coverage", "beyond_2se", "seconds",
+                              "time"]  # coverage has standard errors: its differences from run 1 are tested
     assert [line.split()[0] for line in out[1:]] == ["runs.jsonl:1", "runs.jsonl:2", "runs.jsonl:3", "other.jsonl:1"]
     skew = f"{log_of_three[0]['metrics']['hubness']['real']['skewness']:.4f}"
     assert out[1].split()[3] == skew and out[4].split()[3] == skew and out[3].split()[3] == "-"

@@ -40,7 +40,8 @@ from hubness_pr.engine.kernel_sums import KernelGrid, real_kernel_sums_of
 from hubness_pr.engine.real_stats import RealStats, layout as real_layout, real_route
 from hubness_pr.reports.gallery import DEFAULT_N, Gallery
 from hubness_pr.reports.html import write_compare_report
-from hubness_pr.reports.results import approximate_note, is_approximate, summary_lines, write_compare_plot
+from hubness_pr.reports.results import (approximate_note, is_approximate, splits_block, summary_lines,
+                                        write_compare_plot)
 
 log = logging.getLogger("improved_precision_recall_hubness")
 PROG = "improved_precision_recall_hubness.py"
@@ -187,6 +188,16 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--log", metavar="FILE.jsonl", type=output_path,
                    help="append one JSON line describing the run (inputs with "
                    "digests, parameters, versions, every metric, timings); compare runs with: %(prog)s compare FILE.jsonl")
+    p.add_argument("--splits", type=int_at_least(2), default=None, metavar="S",
+                   help="also evaluate S disjoint seeded subsets of each set (n // S samples each, drawn without "
+                        "replacement; split i of REAL against split i of FAKE) and report each metric's mean over "
+                        "them, its standard error (whole pipeline: radii included) and the split sizes")
+    p.add_argument("--splits_seed", "--splits-seed", dest="splits_seed", type=nonnegative_int, default=0,
+                   help="seed of the --splits subsets")
+    p.add_argument("--no_expected", "--no-expected", dest="no_expected", action="store_true",
+                   help="do not form the expected values of P&R and density/coverage for identical distributions "
+                        "(formed for --json, --log and -v; P&R's is a simulation at the run's N, M and k: seconds "
+                        "at 10,000 samples)")
     p.add_argument("--num_samples", "--num-samples", dest="num_samples", type=positive_int, default=None,
                    help="use a seeded random subset of this many samples of each set (default: all)")
     p.add_argument("--seed", type=nonnegative_int, default=0,
@@ -231,12 +242,20 @@ def _load(path: str, what: str, args, seed: int, backbones: dict) -> LoadedSet:
 def build_compare_parser(prog: str = PROG) -> OneLineParser:
     p = OneLineParser(prog=f"{prog} compare", description=(
         "Print the runs of --log files as a table, one row per run: the generated set, the parameters that "
-        "differ between runs, the metrics, seconds and time (UTC)."))
+        "differ between runs, the metrics, which differences from the baseline run are beyond two standard errors "
+        "(beyond_2se: paired tests for recall and coverage of runs on the same real features, else two-sample), "
+        "seconds and time (UTC)."))
     p.add_argument("files", metavar="FILE.jsonl", nargs="*", help="run logs written with --log")
     p.add_argument("--compare", metavar="FILE.jsonl", action="append", default=[], help="a run log (the same)")
     p.add_argument("--columns", type=column_list, default=argparse.SUPPRESS, metavar="NAMES",
                    help="comma list of metric columns, named as the metric command prints them (default: those "
                         f"of {', '.join(runlog.DEFAULT_COLUMNS)} that some run has)")
+    p.add_argument("--baseline", metavar="RUN", default=None,
+                   help="the reference row of column beyond_2se: a run as the run column names it, or the file name "
+                        "of its generated set (default: the first run)")
+    p.add_argument("--details", action="store_true",
+                   help="after the table, one line per run and metric: its difference from the baseline, the "
+                        "standard error of the difference, the test (paired, splits or two-sample) and z")
     p.add_argument("--csv", metavar="PATH", type=output_path, help="write the table as CSV")
     p.add_argument("--plot", metavar="PATH", type=output_path,
                    help="write the metric columns as a PNG of bar charts, one per metric")
@@ -336,6 +355,7 @@ def _prepare(args, device_spec: str, group) -> Prepared:
                              "same feature extractor", file=args.path_fake, role="fake")
         if group.rank == 0:
             _warn_if_small(real, fake, k, dc_k, metrics)
+        _check_splits(args, real, fake, metrics, k, dc_k)
         if gallery is not None:
             gallery.check_sources(real, fake)
         if args.num_samples is not None:
@@ -421,9 +441,9 @@ def _warn_if_small(real, fake, k: int, dc_k: int, metrics) -> None:
                     "samples of the same distributions)", k_max, ", ".join(small), floor)
 
 
-def _stored_summary(args, real, metrics, k, dc_k, ctx) -> StoredSummary:
-    """Look for the real set's k-NN summary (inside its feature file, then in the cache)
-    (hubness_pr/io/summary.py)."""
+def _stored_summary(args, real, metrics, k, dc_k, ctx, in_file: bool = True) -> StoredSummary:
+    """Look for the real set's k-NN summary (inside its feature file unless ``in_file`` is False (a
+    subset of the file's rows: --splits), then in the cache) (hubness_pr/io/summary.py)."""
     if args.knn != "exact":  # no exact graph of the real set is computed
         return StoredSummary(status=f"not used (--knn {args.knn})")
     k_max, ks = hubness_pr.real_knn_needs(metrics, k, dc_k)
@@ -435,7 +455,8 @@ def _stored_summary(args, real, metrics, k, dc_k, ctx) -> StoredSummary:
     key = summary.SummaryKey.of(real.features, k_max, ks)
     digest_seconds = time.perf_counter() - t
     try:  # arrays knn_* inside the feature file, read no larger than the key allows
-        arrays = read_arrays(real.source, summary.summary_shapes(key)) if real.key != "(images)" else None
+        arrays = (read_arrays(real.source, summary.summary_shapes(key)) if in_file and real.key != "(images)"
+                  else None)
         if arrays:
             graph = summary.graph_from_arrays(arrays, key, real.features, ctx=ctx)
             log.info("real: k-NN summary reused from %s", real.source)
@@ -502,24 +523,21 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
                                    sample=args.hnsw_check, seed=args.seed,
                                    min_recall=args.hnsw_min_recall if args.hnsw_check else 0.0,
                                    max_ef_search=args.hnsw_max_ef)
-    real_knn, real_stats = stored.graph, prepared.stats.stats
-    if real_knn is None and stored.key is not None:  # compute it once, keep it for later runs
-        key = stored.key
-        # the real x real kernel sums (exact KID, CMMD) ride this pass when not stored: no pass of their own
+    real_stats, grid = prepared.stats.stats, None
+    if stored.graph is None and stored.key is not None:
+        # the real x real kernel sums (exact KID, CMMD) ride the real k-NN pass when not stored
         _, kernels = hubness_pr.real_stats_needs(metrics, args.kid_subsets)
-        n, dim = real.features.shape
-        grid = (KernelGrid("xx", kernels, n, n, dim, ctx.device)
-                if kernels and (real_stats is None or not real_stats.covers(False, kernels)) else None)
-        real_knn = hubness_pr.nearest_neighbors(real.features, key.k_max, exact_ks=key.exact_ks, desc="k-NN real",
-                                             fused=real_route(ctx, n, dim), ctx=ctx, sums=grid)
-        if grid is not None:
-            real_stats = RealStats(n=n, dim=dim, moments=real_stats.moments if real_stats is not None else None,
-                                   kernels=real_kernel_sums_of(grid, ctx))
-        if group.rank == 0:
-            log.info("real: %s", stored.cache.store(key, real_knn))
+        if kernels and (real_stats is None or not real_stats.covers(False, kernels)):
+            n, dim = real.features.shape
+            grid = KernelGrid("xx", kernels, n, n, dim, ctx.device)
+    real_knn = _real_graph(stored, real.features, ctx, group, sums=grid)
+    if grid is not None:
+        real_stats = RealStats(n=grid.n_a, dim=grid.dim, kernels=real_kernel_sums_of(grid, ctx),
+                               moments=real_stats.moments if real_stats is not None else None)
     try:
         evaluation = hubness_pr.evaluate(real=real.features, fake=fake.features, real_knn=real_knn, knn=args.knn,
-                                      hnsw=hnsw, real_stats=real_stats, **options)
+                                      hnsw=hnsw, real_stats=real_stats, expected=_wants_expected(args, planned),
+                                      **options)
     except InputError as exc:  # "fake has 3 samples; k=3 needs at least 4 ...": the set by its role, named by its file
         data = {"real": real, "fake": fake}.get(exc.role)
         if data is None or exc.file is not None:
@@ -533,6 +551,13 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
         timings["knn_real"] = time.perf_counter() - t_loaded - evaluation.timings["total"]
     if hnsw is not None and group.rank == 0:
         log.warning("%s", approximate_note(evaluation))
+    splits = None
+    if args.splits:
+        t = time.perf_counter()
+        splits = splits_block(hubness_pr.evaluate_splits(
+            real=real.features, fake=fake.features, count=args.splits, seed=args.splits_seed, knn=args.knn, hnsw=hnsw,
+            real_knn_of=_split_graphs(args, real, metrics, k, dc_k, ctx, group), **options))
+        timings["splits"] = time.perf_counter() - t
     real_rarity = None
     if planned.keys() & {"plot", "report"} and evaluation.rarity is not None:  # the figure's real rarity:
         t = time.perf_counter()  # one more real x real pass
@@ -550,7 +575,7 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
     run = RunReport(evaluation=evaluation, real=real, fake=fake, fake_indices=fake_idx, argv=args.argv,
                     timings=timings, seconds=seconds, extra_params={"seed": args.seed, "num_samples": args.num_samples},
                     cache={"real": stored.report(), "real_stats": prepared.stats.report()}, real_rarity=real_rarity,
-                    title=title, real_indices=real_idx, gallery_n=args.gallery_n)
+                    title=title, real_indices=real_idx, gallery_n=args.gallery_n, splits=splits)
     note = ""
     if "log" in planned:  # appended as the commit's last step: if it cannot be, the other files are put back
         record = log_record(run)
@@ -561,7 +586,49 @@ def _evaluate_and_report(args, t_start, group, prepared: Prepared) -> None:
             note = gallery.write(evaluation, {"real": prepared.real.pair(), "fake": prepared.fake.pair()}, title)
     if note:
         log.warning("%s", note)
-    print_results(summary_lines(evaluation, seconds))
+    print_results(summary_lines(evaluation, seconds, expected=args.verbosity >= 1, splits=splits))
+
+
+def _real_graph(stored: StoredSummary, features: np.ndarray, ctx, group, sums=None):
+    """The real set's k-NN graph for ``evaluate``: the stored one, else computed here and stored for
+    later runs (the cache's key), else None (no exact graph needed, or no cache: ``evaluate``
+    computes it). ``sums``: a real x real kernel grid to fill from the pass (computed here only)."""
+    if stored.graph is not None or stored.key is None:
+        return stored.graph
+    key = stored.key
+    graph = hubness_pr.nearest_neighbors(features, key.k_max, exact_ks=key.exact_ks, desc="k-NN real", ctx=ctx,
+                                         sums=sums)
+    if group.rank == 0:
+        log.info("real: %s", stored.cache.store(key, graph))
+    return graph
+
+
+def _split_graphs(args, real: FeatureFile, metrics, k, dc_k, ctx, group):
+    """``real_knn_of`` of :func:`hubness_pr.evaluate_splits`: each real split's graph from the cache
+    (computed and stored on a miss), as the full set's; None (each split computes its own) under
+    torchrun, where ranks that found the cache in different states would run different passes."""
+    if group.active:
+        return None
+    return lambda rows: _real_graph(_stored_summary(args, real.subset(rows), metrics, k, dc_k, ctx, in_file=False),
+                                    real.features[rows], ctx, group)
+
+
+def _check_splits(args, real, fake, metrics, k, dc_k) -> None:
+    """Each --splits subset must hold more samples than the largest neighbourhood of the metrics."""
+    if not args.splits:
+        return
+    k_max = max(k, hubness_pr.real_knn_needs(metrics, k, dc_k)[0])
+    for what, data in (("real", real), ("generated", fake)):
+        size = data.features.shape[0] // args.splits
+        if size <= k_max:
+            raise InputError(f"{data.features.shape[0]} {what} samples make splits of {size}; the metrics need at "
+                             f"least {k_max + 1} samples a split (k={k_max})", option="--splits", value=args.splits)
+
+
+def _wants_expected(args, planned: dict) -> bool:
+    """Whether the run forms the identical-distribution expected values: where they are shown (the
+    JSON, the log, ``-v``) and not turned off."""
+    return not args.no_expected and (args.verbosity >= 1 or "json" in planned or "log" in planned)
 
 
 def _compare(args) -> None:
@@ -586,7 +653,8 @@ def _compare(args) -> None:
         if absent:
             raise InputError(f"--columns: no run has {absent[0]!r} (names as the metric command prints them, "
                              "e.g. pr.precision, hubness.fake.skewness)")
-    header, rows, metric_columns = runlog.comparison(runs, columns)
+    base = runlog.baseline_index(runs, args.baseline)
+    header, rows, metric_columns = runlog.comparison(runs, columns, base)
     if "plot" in planned:  # bars need numbers: a column of text or objects (--columns pr) cannot be drawn
         for column in metric_columns:
             j = header.index(column)
@@ -607,4 +675,7 @@ def _compare(args) -> None:
         if "report" in planned:
             with planned["report"].open("w", encoding="utf-8") as handle:
                 write_compare_report(handle, runs, header, rows, metric_columns)
-    print_results(runlog.table_lines(header, rows))
+    lines = runlog.table_lines(header, rows)
+    if args.details:
+        lines += [""] + runlog.difference_lines(runs, runlog.significance(runs, metric_columns, base)[1], base)
+    print_results(lines)

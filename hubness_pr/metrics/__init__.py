@@ -15,7 +15,9 @@ _EXPORTS = {name: "evaluation" for name in (
 _EXPORTS.update(PrecisionRecall="pr", DensityCoverage="dc", EfficientPrecisionRecall="epr", RealismScores="realism",
                 RarityScores="rarity", PrecisionRecallCover="prcover", HubnessStats="hubness",
                 SetsHubness="hubness", hubness_stats="hubness", Metric="registry", register="registry",
-                REGISTRY="registry", FrechetDistance="fd", KernelInceptionDistance="kid", CMMD="cmmd")
+                REGISTRY="registry", FrechetDistance="fd", KernelInceptionDistance="kid", CMMD="cmmd",
+                expected_coverage="expected", evaluate_splits="splits", split_indices="splits",
+                Splits="splits")
 _MODULES = ("evaluation", "registry", "pr", "dc", "epr", "realism", "rarity", "hubness", "prcover", "fd", "kid",
-            "cmmd")
+            "cmmd", "expected", "splits")
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, _MODULES)

@@ -17,18 +17,22 @@ import torch
 from hubness_pr.engine.cross import CrossInputs, cross_pass
 from hubness_pr.engine.distances import as_tensor
 from hubness_pr.engine.frame import SetStats
-from hubness_pr.metrics.registry import Metric, Options, Passes, mean, register
+from hubness_pr.metrics.registry import Metric, Options, Passes, mean, register, standard_error
 
 
 @dataclass(frozen=True)
 class EfficientPrecisionRecall:
     """eP&R: P&R on hubs only, against hub balls of full-set radii.
 
-    ``precision`` / ``recall`` are NaN when the set they average over has no hub.
+    ``precision`` / ``recall`` are NaN when the set they average over has no hub;
+    ``precision_se`` / ``recall_se``: the binomial standard errors over the hubs, given the hubs
+    and both sets' radii (docs/definitions.md, "Standard errors").
     """
 
     precision: float
+    precision_se: float
     recall: float
+    recall_se: float
     real_hubs: int
     fake_hubs: int
     k: int
@@ -53,7 +57,9 @@ def _flags(p: Passes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _result(fake_in: np.ndarray, real_in: np.ndarray, real_hubs, fake_hubs, o: Options) -> EfficientPrecisionRecall:
-    return EfficientPrecisionRecall(precision=mean(fake_in[fake_hubs]), recall=mean(real_in[real_hubs]),
+    fake_in, real_in = fake_in[fake_hubs], real_in[real_hubs]
+    return EfficientPrecisionRecall(precision=mean(fake_in), precision_se=standard_error(fake_in),
+                                    recall=mean(real_in), recall_se=standard_error(real_in),
                                     real_hubs=int(real_hubs.sum()), fake_hubs=int(fake_hubs.sum()), k=o.k,
                                     hubs_k=o.hubs_k)
 

@@ -49,6 +49,7 @@ from hubness_pr.engine.moments import set_moments
 from hubness_pr.engine.real_stats import RealStats, real_route
 from hubness_pr.metrics.dc import DensityCoverage
 from hubness_pr.metrics.epr import EfficientPrecisionRecall
+from hubness_pr.metrics.expected import expected_values
 from hubness_pr.metrics.hubness import HubnessStats, SetsHubness, hubness_stats  # noqa: F401
 from hubness_pr.metrics.pr import PrecisionRecall
 from hubness_pr.metrics.prcover import PrecisionRecallCover  # noqa: F401
@@ -87,6 +88,10 @@ class Evaluation:
     eP&R's per-hub decisions: ``fake_in_real_hub_balls`` (bool (M,): a fake hub inside some real hub
     ball) and ``real_in_fake_hub_balls`` (bool (N,)), meaningful at the hubs only (False elsewhere),
     so that other averages over the hubs can be formed (e.g. weighted by 1 / k-occurrence).
+    The per-sample values of the other means: ``fake_density`` (float64 (M,): the real balls holding each fake, over dc_k; density
+    is their mean) and ``real_covered`` (bool (N,), coverage). ``expected``: the metrics' expected
+    values when both sets come from one distribution, at these N, M and k (metric name -> values;
+    :mod:`hubness_pr.metrics.expected`), where ``evaluate(expected=True)``.
     Presentation (JSON, printed lines) is :mod:`hubness_pr.reports.results`'.
     """
 
@@ -102,6 +107,9 @@ class Evaluation:
     fake_is_hub: np.ndarray | None = field(default=None, repr=False)
     fake_in_real_hub_balls: np.ndarray | None = field(default=None, repr=False)
     real_in_fake_hub_balls: np.ndarray | None = field(default=None, repr=False)
+    fake_density: np.ndarray | None = field(default=None, repr=False)
+    real_covered: np.ndarray | None = field(default=None, repr=False)
+    expected: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)      # seconds per phase
     diagnostics: dict = field(default_factory=dict)  # refined_pairs, cross_tile_side, knn_fallback_rows, route
     # the real set's moments and real x real kernel sums the run read (given or computed; None: no
@@ -228,7 +236,7 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
              hnsw: HnswOptions | None = None, hubs: tuple | None = None, prcover_c: int = 3,
              route: str | None = None, ctx: RunContext | None = None, fd_inf_seed: int = 0,
              fd_inf_points: int = 0, kid_subsets: int = 0, kid_subset_size: int = 1000,
-             kid_seed: int = 2020) -> Evaluation:
+             kid_seed: int = 2020, expected: bool = False) -> Evaluation:
     """Compute the requested metrics of ``fake`` against ``real`` in one pass.
 
     Args:
@@ -267,6 +275,9 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         kid_subsets, kid_subset_size, kid_seed: KID over ``kid_subsets`` seeded subsets of
             ``kid_subset_size`` samples (torch-fidelity's draws; its defaults are 100, 1000, 2020);
             0 subsets (default): exact over the full sets.
+        expected: also form the expected values of P&R and density/coverage when both sets come from
+            one distribution, at these N, M and k (``Evaluation.expected``; how: ``params['expected']``;
+            :mod:`hubness_pr.metrics.expected`: P&R's is a simulation, cached in the process).
 
     Returns:
         :class:`Evaluation`; results do not depend on ``memory_budget``, the device or the number of
@@ -281,7 +292,7 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                             real_stats=real_stats,
                             knn=knn, hnsw=hnsw, hubs=hubs, prcover_c=prcover_c, ctx=own, fd_inf_seed=fd_inf_seed,
                             fd_inf_points=fd_inf_points, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
-                            kid_seed=kid_seed)
+                            kid_seed=kid_seed, expected=expected)
     names, k, dc_k, hubs_k, _, _ = check_options(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k,
                                                  memory_budget=ctx.memory_budget, device=ctx.device)
     options = Options(k=k, dc_k=dc_k, hubs_k=hubs_k, prcover_c=check_int(prcover_c, "prcover_c", "evaluate", 1),
@@ -330,6 +341,12 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         results[m.name] = m.finish(passes)
         if m.moments or m.kernels is not None:  # FD's eigendecompositions and FD-infinity, KID's subsets
             timings[m.name] = time.perf_counter() - t
+    expected_of = {}
+    if expected:
+        t = time.perf_counter()
+        expected_of, params["expected"] = expected_values(names, n_real, n_fake, k=k, dc_k=dc_k,
+                                                             evaluate=evaluate, ctx=ctx)
+        timings["expected"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     occ_fake = passes.fake_occurrence
     stats = None
@@ -337,7 +354,7 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         stats = RealStats(n=n_real, dim=dim, moments=passes.moments["real"] if plan.moments else None,
                           kernels=dict(passes.real_kernel or {}))
     return Evaluation(n_real=n_real, n_fake=n_fake, dim=dim, params=params, results=results, timings=timings,
-                      real_stats=stats, diagnostics=diagnostics, fake_k_occurrence=occ_fake,
+                      expected=expected_of, real_stats=stats, diagnostics=diagnostics, fake_k_occurrence=occ_fake,
                       real_k_occurrence=passes.real_occurrence,
                       fake_is_hub=None if occ_fake is None else occ_fake >= hubs_k, **per_sample)
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hubness_pr.metrics.registry import Metric, Passes, mean, register
+from hubness_pr.metrics.registry import Metric, Passes, mean, register, standard_error
 
 
 @dataclass(frozen=True)
 class PrecisionRecall:
-    """Improved precision and recall, membership ``<=``."""
+    """Improved precision and recall, membership ``<=``, each with the standard error of its mean
+    (``precision_se`` over the fakes given the real set, ``recall_se`` over the reals given the
+    generated set: :func:`~hubness_pr.metrics.registry.standard_error`)."""
 
     precision: float
+    precision_se: float
     recall: float
+    recall_se: float
     k: int
 
 
@@ -22,7 +26,9 @@ def _cross(p: Passes) -> tuple[set, dict]:
 
 
 def _finish(p: Passes) -> PrecisionRecall:
-    return PrecisionRecall(precision=mean(p.cross["in_real"]), recall=mean(p.cross["in_fake"]), k=p.options.k)
+    fake_in, real_in = p.cross["in_real"], p.cross["in_fake"]
+    return PrecisionRecall(precision=mean(fake_in), precision_se=standard_error(fake_in), recall=mean(real_in),
+                           recall_se=standard_error(real_in), k=p.options.k)
 
 
 register(Metric("pr", _finish, real_radii=("k",), fake_radii=("k",), cross=_cross,

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hubness_pr.metrics.registry import Metric, Passes, mean, register
+from hubness_pr.metrics.registry import Metric, Passes, mean, register, standard_error
 
 
 @dataclass(frozen=True)
 class PrecisionRecallCover:
-    """Cover-precision (over the fakes) and cover-recall (over the reals), k' = ``k_prime``."""
+    """Cover-precision (over the fakes) and cover-recall (over the reals), k' = ``k_prime``, each with
+    the binomial standard error of its mean given both sets' radii."""
 
     precision: float
+    precision_se: float
     recall: float
+    recall_se: float
     k: int
     k_prime: int
 
@@ -25,8 +28,9 @@ def _cross(p: Passes) -> tuple[set, dict]:
 
 def _finish(p: Passes) -> PrecisionRecallCover:
     k = p.options.k  # at least k of the other set inside the own k' ball (the reference's count >= k' / C)
-    return PrecisionRecallCover(precision=mean(p.cross["cover_fake"] >= k), recall=mean(p.cross["cover_real"] >= k),
-                                k=k, k_prime=p.options.cover_k)
+    fake_in, real_in = p.cross["cover_fake"] >= k, p.cross["cover_real"] >= k
+    return PrecisionRecallCover(precision=mean(fake_in), precision_se=standard_error(fake_in), recall=mean(real_in),
+                                recall_se=standard_error(real_in), k=k, k_prime=p.options.cover_k)
 
 
 register(Metric("prcover", _finish, real_radii=("cover_k",), fake_radii=("cover_k",), cross=_cross, default=False,

@@ -129,3 +129,14 @@ def register(metric: Metric) -> Metric:
 def mean(flags: np.ndarray) -> float:
     """The mean of a per-sample vector (NaN for an empty one)."""
     return float(np.mean(flags, dtype=np.float64)) if flags.size else float("nan")
+
+
+def standard_error(values: np.ndarray) -> float:
+    """The standard error of the mean of a per-sample vector: its sample standard deviation (ddof 1)
+    over sqrt(n), in float64; for 0/1 flags the binomial ``sqrt(p (1 - p) / (n - 1))``. NaN for fewer
+    than two values. Conditional on everything the values were computed from (docs/definitions.md,
+    "Standard errors"). The values are sorted first, so that the result does not depend on their order."""
+    n = values.size
+    if n < 2:
+        return float("nan")
+    return float(np.std(np.sort(values.astype(np.float64, copy=False), axis=None), ddof=1) / np.sqrt(n))

@@ -15,6 +15,8 @@ import numpy as np
 
 from hubness_pr.errors import InputError
 from hubness_pr.metrics.evaluation import Evaluation
+from hubness_pr.metrics.registry import standard_error
+from hubness_pr.metrics.splits import t_quantile_975
 from hubness_pr.reports.cells import format_cell
 
 # fields of a result that are options of the run (in ``params``), not numbers of the block
@@ -39,14 +41,16 @@ def json_safe(value):
 
 
 def score_summary(values: np.ndarray, defined: np.ndarray, count_name: str, fraction_name: str) -> dict:
-    """Count and fraction of defined scores, then their mean, median, std, min and max (NaN: none)."""
+    """Count and fraction of defined scores (with the fraction's binomial standard error), then their
+    mean (with its standard error), median, std (ddof 0), min and max (NaN: none)."""
     v = values[defined]
     n = int(defined.sum())
-    stats = {count_name: n, fraction_name: n / values.size if values.size else float("nan")}
-    keys = ("mean", "median", "std", "min", "max")
+    stats = {count_name: n, fraction_name: n / values.size if values.size else float("nan"),
+             f"{fraction_name}_se": standard_error(defined)}
+    keys = ("mean", "mean_se", "median", "std", "min", "max")
     if n:
-        stats.update(zip(keys, (float(v.mean()), float(np.median(v)), float(v.std()), float(v.min()),
-                                float(v.max()))))
+        stats.update(zip(keys, (float(v.mean()), standard_error(v), float(np.median(v)), float(v.std()),
+                                float(v.min()), float(v.max()))))
     else:
         stats.update(dict.fromkeys(keys, float("nan")))
     return stats
@@ -73,6 +77,8 @@ def to_dict(evaluation: Evaluation) -> dict:
            "params": dict(evaluation.params)}
     for name, result in evaluation.results.items():  # in the metrics' order
         out[name] = metric_block(name, result)
+        if name in evaluation.expected:  # the values when both sets come from one distribution
+            out[name]["expected"] = dict(evaluation.expected[name])
     epr, pr = evaluation.results.get("epr"), evaluation.results.get("pr")
     if epr is not None and pr is not None:
         out["epr"]["precision_minus_exact"] = epr.precision - pr.precision
@@ -90,8 +96,45 @@ def _flatten(prefix: str, value, out: list) -> None:
         out.append((prefix, value))
 
 
-def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
-    """``name: value`` lines; the first two are ``precision:`` and ``recall:`` (eP&R) when computed."""
+def split_values(evaluation: Evaluation) -> dict:
+    """The numbers of one split's metric blocks by dotted name (``pr.precision``, ...), less the
+    conditional standard errors and expected values (which the splits' spread replaces)."""
+    data, items = to_dict(evaluation), []
+    for block in evaluation.results:
+        _flatten(block, data[block], items)
+    return {name: float(value) for name, value in items
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+            and not name.endswith("_se") and ".expected." not in name}
+
+
+def splits_block(splits) -> dict:
+    """The JSON's ``splits`` (a :class:`hubness_pr.metrics.splits.Splits`): count, sizes, seed, ``t95``
+    (Student's t 0.975 quantile with S - 1 degrees of freedom: a 95 % interval is ``mean +- t95 se``),
+    and per dotted metric name the splits' ``mean``, its standard error ``se`` (sample std, ddof 1,
+    over sqrt(S); NaN where a split's value is NaN) and the ``values``, split by split."""
+    per_split = [split_values(e) for e in splits.evaluations]
+    metrics = {}
+    for name in per_split[0]:
+        values = np.array([values.get(name, float("nan")) for values in per_split])
+        metrics[name] = {"mean": float(values.mean()), "se": standard_error(values), "values": values.tolist()}
+    return {"count": splits.count, "size_real": splits.size_real, "size_fake": splits.size_fake, "seed": splits.seed,
+            "t95": t_quantile_975(splits.count - 1), "metrics": metrics}
+
+
+def splits_lines(block: dict) -> list[tuple[str, object]]:
+    """(name, value) of the ``splits.*`` lines: count and sizes, then each metric's mean and its
+    standard error (``splits.pr.precision``, ``splits.pr.precision_se``)."""
+    items = [(f"splits.{key}", block[key]) for key in ("count", "size_real", "size_fake", "seed", "t95")]
+    for name, stats in block["metrics"].items():
+        items += [(f"splits.{name}", stats["mean"]), (f"splits.{name}_se", stats["se"])]
+    return items
+
+
+def summary_lines(evaluation: Evaluation, seconds: float, expected: bool = False,
+                  splits: dict | None = None) -> list[str]:
+    """``name: value`` lines; the first two are ``precision:`` and ``recall:`` (eP&R) when computed.
+    The expected values (``pr.expected.precision``, ...) only with ``expected`` (the command's ``-v``);
+    ``splits``: the JSON's ``splits`` block (:func:`splits_block`), whose lines come last but the sizes."""
     data = to_dict(evaluation)
     lines = []
     if "epr" in data:
@@ -99,7 +142,8 @@ def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
     items = []
     for block in evaluation.results:  # every metric block, in the metrics' order
         _flatten(block, data[block], items)
-    items = [(name, v) for name, v in items if name not in ("epr.precision", "epr.recall")]
+    items = [(name, v) for name, v in items if name not in ("epr.precision", "epr.recall")
+             and (expected or ".expected." not in name)]
     knn = data["params"].get("knn")
     if knn:  # approximate hub selection: said on stdout as well as on stderr
         items.append(("knn", f"{knn['method']} (approximate hub selection; hub radii and cross pass exact)"))
@@ -107,6 +151,8 @@ def summary_lines(evaluation: Evaluation, seconds: float) -> list[str]:
             for name in ("recall_at_k", "k_occurrence_agreement", "ef_search_used"):
                 if name in knn.get(side, {}):
                     items.append((f"knn.{side}.{name}", knn[side][name]))
+    if splits is not None:
+        items += splits_lines(splits)
     items += [("n_real", data["n_real"]), ("n_fake", data["n_fake"]), ("dim", data["dim"]), ("seconds", seconds)]
     lines += [f"{name}: {format_cell(value)}" for name, value in items]
     return lines
@@ -144,7 +190,8 @@ def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, pa
     per-sample quantity.
 
     ``indices`` are the rows' indices in the fake file (they differ from 0..M-1 after subsampling);
-    paths go through :func:`printable_name`. Undefined rarity is an empty cell; realism on a kept
+    paths go through :func:`printable_name`. ``density`` is the number of real balls (at dc_k) holding
+    the sample over dc_k: density is its mean. Undefined rarity is an empty cell; realism on a kept
     real sample is ``inf``.
     """
     columns = [("index", indices)]
@@ -152,6 +199,8 @@ def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, pa
         columns.append(("path", [printable_name(p) for p in paths]))
     if evaluation.fake_in_real_manifold is not None:
         columns.append(("in_real_manifold", evaluation.fake_in_real_manifold.astype(np.int8)))
+    if evaluation.fake_density is not None:
+        columns.append(("density", evaluation.fake_density))
     if evaluation.realism is not None:
         columns.append(("realism", evaluation.realism.scores))
     if evaluation.rarity is not None:

@@ -17,6 +17,8 @@ or stdout written directly, which the error line names).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import datetime
 import errno
@@ -26,6 +28,8 @@ import math
 import os
 import platform
 import stat
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,6 +45,10 @@ RECORD_TYPES = {"time": (str, "a string"), "argv": (list, "a list"), "inputs": (
 DEFAULT_COLUMNS = ("epr.precision", "epr.recall", "pr.precision", "pr.recall", "dc.density", "dc.coverage",
                    "realism.mean", "hubness.fake.skewness", "fd.value", "kid.value", "cmmd.value")
 VARYING_PARAMS = ("k", "dc_k", "hubsK", "num_samples", "seed")
+# metrics that are means over the real samples: their per-sample flags (``real_flags`` of a record)
+# pair up between two runs on the same real features
+PAIRED_COLUMNS = ("pr.recall", "dc.coverage")
+SIGNIFICANCE_COLUMN = "beyond_2se"
 
 
 def versions() -> dict:
@@ -194,13 +202,14 @@ def _name(path) -> str:
     return os.path.basename(str(path).rstrip("/")) or str(path)
 
 
-def comparison(runs: list[tuple[str, dict]], columns=None) -> tuple[list[str], list[list], list[str]]:
+def comparison(runs: list[tuple[str, dict]], columns=None, base: int = 0) -> tuple[list[str], list[list], list[str]]:
     """(header, rows, metric columns) of the comparison table, one row per run (label, record).
 
     Columns: ``run``, ``fake``; ``real``, each parameter of :data:`VARYING_PARAMS` and ``knn`` (exact or
     hnsw hub selection) only where they differ between the runs; the metric columns (``columns``, dotted names as the command prints
-    them; by default those of :data:`DEFAULT_COLUMNS` that some run has); ``seconds`` and ``time``.
-    Missing values are None.
+    them; by default those of :data:`DEFAULT_COLUMNS` that some run has); :data:`SIGNIFICANCE_COLUMN`
+    (:func:`significance` against run ``base``, a row index) where some difference could be tested;
+    ``seconds`` and ``time``. Missing values are None.
     """
     header, getters = ["run", "fake"], [lambda label, r: label, lambda label, r: _name(lookup(r, "inputs.fake.path"))]
     reals = {(lookup(r, "inputs.real.path"), lookup(r, "inputs.real.sha256")) for _, r in runs}
@@ -219,6 +228,10 @@ def comparison(runs: list[tuple[str, dict]], columns=None) -> tuple[list[str], l
     for column in columns:
         header.append(column)
         getters.append(lambda label, r, c=column: lookup(r["metrics"], c))
+    cells, found = significance(runs, list(columns), base)
+    if any(found):
+        header.append(SIGNIFICANCE_COLUMN)
+        getters.append(lambda label, r, by_label=dict(zip((lb for lb, _ in runs), cells)): by_label[label])
     header += ["seconds", "time"]
     getters += [lambda label, r: r.get("seconds"), lambda label, r: r.get("time")]
     return header, [[get(label, record) for get in getters] for label, record in runs], list(columns)
@@ -234,3 +247,131 @@ def table_lines(header: list[str], rows: list[list]) -> list[str]:
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
     return [line(header)] + [line(row) for row in cells]
+
+
+def pack_flags(flags: np.ndarray) -> dict:
+    """Per-sample 0/1 flags as a small JSON object: ``{"n": n, "bits": base64 of numpy.packbits}``
+    (n / 8 bytes: 10,000 real samples take 1,668 characters)."""
+    flags = np.asarray(flags, dtype=bool)
+    return {"n": int(flags.size), "bits": base64.b64encode(np.packbits(flags).tobytes()).decode("ascii")}
+
+
+def unpack_flags(entry) -> np.ndarray | None:
+    """The flags of :func:`pack_flags` (bool (n,)), or None where ``entry`` is not such an object."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("n"), int) or not isinstance(entry.get("bits"), str):
+        return None
+    try:
+        raw = np.frombuffer(base64.b64decode(entry["bits"], validate=True), dtype=np.uint8)
+    except (binascii.Error, ValueError):
+        return None
+    n = entry["n"]
+    if n < 0 or raw.size != (n + 7) // 8:
+        return None
+    return np.unpackbits(raw, count=n).astype(bool)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A run's value of one metric minus the baseline's, its standard error, ``z = diff / se`` and
+    the test: ``paired`` (the per-real-sample flags of both runs on the same real features),
+    ``splits`` (both runs' ``--splits`` standard errors) or ``two-sample`` (both conditional
+    standard errors)."""
+
+    column: str
+    diff: float
+    se: float
+    test: str
+
+    @property
+    def z(self) -> float:
+        if self.se > 0:
+            return self.diff / self.se
+        return 0.0 if self.diff == 0 else math.copysign(math.inf, self.diff)
+
+    @property
+    def beyond(self) -> bool:
+        """Whether |diff| > 2 standard errors."""
+        return abs(self.z) > 2
+
+
+def _entry(record: dict, *keys):
+    """``record[keys[0]][keys[1]]...`` where each level is an object (keys may hold dots), else None."""
+    value = record
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _number(value) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def difference(run: dict, base: dict, column: str) -> Difference | None:
+    """``run``'s value of ``column`` (a dotted metric name) against ``base``'s (two run records), or
+    None where one lacks the value or every standard error of it. Paired where both runs read the
+    same real features (the same sha256) and hold the column's per-real flags
+    (:data:`PAIRED_COLUMNS`): McNemar's test in its normal form, ``z = (n10 - n01) / sqrt(n10 +
+    n01)`` over the samples one run counts and the other does not (the standard error of the
+    difference under the null, ``sqrt(n10 + n01) / N``); else from the ``--splits`` standard errors where
+    both runs have them; else two-sample from the conditional standard errors (``<column>_se``),
+    ``sqrt(se_a^2 + se_b^2)``."""
+    a, b = _number(lookup(run["metrics"], column)), _number(lookup(base["metrics"], column))
+    if a is None or b is None:
+        return None
+    same_real = (lookup(run, "inputs.real.sha256") is not None and
+                 lookup(run, "inputs.real.sha256") == lookup(base, "inputs.real.sha256"))
+    if same_real and column in PAIRED_COLUMNS:
+        fa, fb = (unpack_flags(_entry(r, "real_flags", column)) for r in (run, base))
+        if fa is not None and fb is not None and fa.size == fb.size > 1:
+            discordant = int((fa != fb).sum())  # samples that one run counts and the other does not
+            return Difference(column, a - b, math.sqrt(discordant) / fa.size, "paired")
+    split_a, split_b = (_number(lookup(_entry(r, "splits", "metrics", column) or {}, "se")) for r in (run, base))
+    if split_a is not None and split_b is not None:
+        return Difference(column, a - b, math.hypot(split_a, split_b), "splits")
+    se_a, se_b = _number(lookup(run["metrics"], f"{column}_se")), _number(lookup(base["metrics"], f"{column}_se"))
+    if se_a is None or se_b is None:
+        return None
+    return Difference(column, a - b, math.hypot(se_a, se_b), "two-sample")
+
+
+def baseline_index(runs: list[tuple[str, dict]], baseline: str | None) -> int:
+    """The row of ``--baseline``: a run label as the ``run`` column shows it, else the generated
+    set's file name where one run alone has it; the first run by default."""
+    if baseline is None:
+        return 0
+    labels = [label for label, _ in runs]
+    if baseline in labels:
+        return labels.index(baseline)
+    named = [i for i, (_, record) in enumerate(runs) if _name(lookup(record, "inputs.fake.path")) == baseline]
+    if len(named) == 1:
+        return named[0]
+    why = f"{len(named)} runs have the generated set {baseline!r}" if named else "no run is labelled so"
+    shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
+    raise InputError(f"{why} (runs: {shown}; or the generated set's file name)", option="--baseline", value=baseline)
+
+
+def significance(runs: list[tuple[str, dict]], columns: list, base: int) -> tuple[list[str], list[list[Difference]]]:
+    """(the :data:`SIGNIFICANCE_COLUMN` cell of each run, each run's differences from the baseline):
+    ``baseline`` for the baseline, the columns whose difference is beyond two standard errors with
+    their z (``pr.recall z=-3.1; dc.coverage z=-2.4``), ``none``, or ``-`` where no column could be tested."""
+    cells, found = [], []
+    for i, (_, record) in enumerate(runs):
+        diffs = [] if i == base else [d for d in (difference(record, runs[base][1], c) for c in columns) if d]
+        found.append(diffs)
+        beyond = [f"{d.column} z={d.z:+.1f}" for d in diffs if d.beyond]
+        cells.append("baseline" if i == base else "; ".join(beyond) if beyond else "none" if diffs else "-")
+    return cells, found
+
+
+def difference_lines(runs: list[tuple[str, dict]], found: list[list[Difference]], base: int) -> list[str]:
+    """One line per tested difference: ``run 2 - run 1: pr.recall -0.0412 (se 0.0061, paired, z -6.8) *``,
+    ``*`` where beyond two standard errors."""
+    lines = []
+    for (label, _), diffs in zip(runs, found):
+        for d in diffs:
+            lines.append(f"run {label} - run {runs[base][0]}: {d.column} {d.diff:+.4f} (se {d.se:.4f}, {d.test}, "
+                         f"z {d.z:+.1f})" + (" *" if d.beyond else ""))
+    return lines

@@ -38,6 +38,7 @@ class RunReport:
     cache: dict = field(default_factory=dict)
     real_rarity: np.ndarray | None = None
     title: str = ""
+    splits: dict | None = None          # the ``splits`` block (--splits), hubness_pr.reports.results.splits_block
     versions: dict = field(default_factory=runlog.versions)
     real_indices: np.ndarray | None = None  # the real rows evaluated (None: all, in order)
     gallery_n: int = DEFAULT_N              # images a contact sheet of --report (at most html.MAX_SHEET_N)
@@ -66,6 +67,8 @@ class RunReport:
         out["params"].update(self.extra_params)
         out["timings"], out["seconds"] = self.timings, self.seconds
         out["cache"] = self.cache
+        if self.splits is not None:
+            out["splits"] = self.splits
         return out
 
 
@@ -105,10 +108,21 @@ def write_files(planned: dict, run: RunReport) -> None:
 
 
 def log_record(run: RunReport) -> dict:
-    """The run's line of the run log (:data:`hubness_pr.reports.runlog.RECORD_TYPES` keys)."""
+    """The run's line of the run log (:data:`hubness_pr.reports.runlog.RECORD_TYPES` keys), then
+    ``real_flags`` (the per-real-sample recall and coverage flags, packed:
+    :func:`hubness_pr.reports.runlog.pack_flags`, for ``compare``'s paired tests) where computed and
+    ``splits`` where the run had ``--splits``."""
     payload = run.payload()
-    return json_safe({
+    record = {
         "time": run.time, "argv": list(run.argv), "inputs": run.input_records,
         "params": payload["params"], "versions": run.versions,
         "metrics": {name: payload[name] for name in run.evaluation.results},
-        "timings": run.timings, "seconds": run.seconds})
+        "timings": run.timings, "seconds": run.seconds}
+    flags = {name: runlog.pack_flags(values) for name, values in (
+        ("pr.recall", run.evaluation.real_in_fake_manifold), ("dc.coverage", run.evaluation.real_covered))
+        if values is not None}
+    if flags:
+        record["real_flags"] = flags
+    if "splits" in payload:
+        record["splits"] = payload["splits"]
+    return json_safe(record)
