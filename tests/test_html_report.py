@@ -113,9 +113,12 @@ def test_run_report_sections_images_and_provenance(runs):
     words = page.words()
     for name in ("pr.precision", "dc.coverage", "fd.value"):
         block, field = name.split(".")
-        assert html.number(document[block][field]) in words, name
-        assert f"{name} {html.number(document[block][field])} {html.DIRECTION_TEXT[html.DIRECTION[name]]}" in words
-    assert "standard error" not in words and "expected" not in [c.strip() for c in page.text]  # none in the JSON
+        se = document[block].get(f"{field}_se")  # the means have one, FD none
+        row = f"{name} {html.number(document[block][field])}" + (f" ± {html.number(se)}" if se is not None else "")
+        assert row in words, (name, row)
+        assert html.DIRECTION_TEXT[html.DIRECTION[name]] in words
+    assert document["pr"]["precision_se"] > 0 and "± standard error" in words
+    assert "expected" in [c.strip() for c in page.text]  # --json computes the expected values: their column
     images = [decode(uri) for uri in page.images]
     assert images[1].size == PLOT_SIZE  # the --plot figure after the uncovered real images
     sheets = gallery.planned_sheets(document["params"]["metrics"])
@@ -169,7 +172,7 @@ def test_compare_report_table_bars_and_error_bars(runs, tmp_path):
     assert_self_contained(text, page)
     words = page.words()
     assert "pr.precision ↑" in words and "fd.value ↓" in words and "Better: ↑ higher, ↓ lower" in words
-    assert "No standard errors in these runs" in words
+    assert "Error bars: ± one standard error" in words  # the runs' logged standard errors
     assert len(page.images) == 1 and decode(page.images[0]).size[0] > 0
     # runs whose metric blocks carry standard errors: shown in the table and drawn as error bars
     lines = (runs / "runs.jsonl").read_text().splitlines()
