@@ -34,10 +34,10 @@ def ours(real, fake, **options):
     return r.precision, r.recall
 
 
-def random_sets(seed, n_real, n_fake, dim, shift=0.3):
+def random_sets(seed, n_real, n_fake, dim, shift=0.3, scale=1.2):
     rng = np.random.default_rng(seed)
     real = rng.standard_normal((n_real, dim)).astype(np.float32)
-    fake = (rng.standard_normal((n_fake, dim)) * 1.2 + shift).astype(np.float32)
+    fake = (rng.standard_normal((n_fake, dim)) * scale + shift).astype(np.float32)
     return real, fake
 
 
@@ -57,6 +57,7 @@ def duplicate_sets(seed, n_real, n_fake, dim):
 
 CASES = {
     "random": lambda: random_sets(0, 260, 230, 12),
+    "narrow": lambda: random_sets(3, 250, 240, 10, scale=0.6),  # R_fake < R_real: the row side decides
     "grid": lambda: grid_sets(1, 240, 220, 3),
     "duplicates": lambda: duplicate_sets(2, 200, 180, 6),
 }
@@ -69,7 +70,7 @@ def test_equals_a_float64_brute_force_on_both_routes(case, a, k, kernel_route):
     want = brute_force_ppr(real, fake, a, k)
     got = ours(real, fake, ppr_a=a, ppr_k=k, route=kernel_route)
     assert got == pytest.approx(want, **TOL)
-    assert 0.0 < got[0] < 1.0 and 0.0 < got[1] < 1.0
+    assert 0.0 < got[0] <= 1.0 and 0.0 < got[1] <= 1.0
 
 
 def test_duplicates_score_one():
