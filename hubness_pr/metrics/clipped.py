@@ -80,9 +80,10 @@ def coverage_mapped(y: float, k: int, n_real: int, n_fake: int) -> float:
     return lo / (n_fake + 1)
 
 
-def real_self_counts(real_x, graph, k: int, clipped_sq: np.ndarray) -> np.ndarray:
+def real_self_counts(real_x, graph, k: int, clipped_sq: np.ndarray, fused: bool = False, pool=None) -> np.ndarray:
     """For each real j, the other reals whose clipped ball holds it among their K nearest:
-    ``#{i: j in knn_K(i), d(x_i, x_j) <= r~_i}`` (int64 (N,)), exact distances where clipped."""
+    ``#{i: j in knn_K(i), d(x_i, x_j) <= r~_i}`` (int64 (N,)), exact distances where clipped (the
+    same bits on either route: ``fused``, the run's CPU route, in the threads of ``pool``)."""
     n = graph.n
     idx = graph.indices[:, :k]
     inside = np.ones(idx.shape, dtype=bool)  # an unclipped ball holds its K nearest
@@ -91,7 +92,8 @@ def real_self_counts(real_x, graph, k: int, clipped_sq: np.ndarray) -> np.ndarra
         i = np.repeat(rows, k)
         j = idx[rows].reshape(-1)
         dev = real_x.device  # a tensor or file rows (MappedRows); the exact distances' bits on any route
-        d2 = exact_sq_dist(real_x, torch.as_tensor(i, device=dev), real_x, torch.as_tensor(j, device=dev)).cpu().numpy()
+        d2 = exact_sq_dist(real_x, torch.as_tensor(i, device=dev), real_x, torch.as_tensor(j, device=dev),
+                           fused=fused, pool=pool).cpu().numpy()
         inside[rows] = (d2 <= clipped_sq[i]).reshape(rows.size, k)
     return np.bincount(idx[inside], minlength=n).astype(np.int64)
 
@@ -104,7 +106,8 @@ def _cross(p: Passes) -> tuple[set, dict]:
 def _finish(p: Passes) -> ClippedDensityCoverage:
     k, graph = p.options.dc_k, p.real_graph
     fidelity = np.mean(np.clip(p.cross["clip_dens"] / k, 0, 1))
-    ideal = real_self_counts(p.real_x, graph, k, clipped_sq_radii(graph.sq_radii(k)))
+    ideal = real_self_counts(p.real_x, graph, k, clipped_sq_radii(graph.sq_radii(k)), p.fused,
+                             p.ctx.pool if p.fused else None)
     with np.errstate(divide="ignore", invalid="ignore"):
         density = float(fidelity / np.mean(np.clip(ideal / k, 0, 1)))
     share = float(np.mean(np.minimum(p.cross["cover_count"], k) / k))

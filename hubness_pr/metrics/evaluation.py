@@ -383,6 +383,7 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
         stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)  # one read of each set, shared by every pass
     # the CPU route, chosen once for the whole run: the fused kernels pay off beyond small sets
     fused = ctx.fused(plan.work(n_real, n_fake, dim, real_knn is not None))
+    p.fused = fused
     # the kernel sums ride along the passes that form their tiles (the real x real grid only on the
     # route its stored form is keyed by: hubness_pr.engine.real_stats.real_route)
     ride = dict(grids.grids) if grids is not None else {}

@@ -75,6 +75,7 @@ class Passes:
     ctx: Any = None
     real_x: Any = None
     fake_x: Any = None
+    fused: bool = False  # the run's CPU route: exact distances a metric forms itself may use the fused kernels
 
 
 def _nothing(p: Passes) -> tuple[set, dict]:
