@@ -173,3 +173,24 @@ def test_two_gloo_ranks_give_the_brute_force(tmp_path):
             real, fake = CASES[name]()
             assert ranked[name] == pytest.approx(single[name], **TOL), (rank, name)
             assert ranked[name] == pytest.approx(brute_force_ppr(real, fake), **TOL), (rank, name)
+
+
+def test_the_command_reuses_the_stored_real_graph_at_ppr_k(tmp_path):
+    """The real set's stored k-NN summary holds ppr_k's radii (real_knn_needs reads --ppr_k): the
+    second run reuses it and gives the same values; another --ppr_k needs another summary."""
+    real, fake = CASES["random"]()
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "fake.npy", fake)
+    runs = []
+    for name, ppr_k in (("a", "6"), ("b", "6"), ("c", "2")):
+        proc = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--metrics", "ppr", "--ppr_k", ppr_k,
+                    "--cache_dir", tmp_path / "cache", "--json", tmp_path / f"{name}.json")
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    assert [r["cache"]["real"]["status"] for r in runs] == ["computed", "reused", "computed"]
+    assert runs[0]["ppr"] == runs[1]["ppr"]
+    assert (runs[1]["ppr"]["precision"], runs[1]["ppr"]["recall"]) == pytest.approx(brute_force_ppr(real, fake, 1.2, 6),
+                                                                                    **TOL)
+    assert (runs[2]["ppr"]["precision"], runs[2]["ppr"]["recall"]) == pytest.approx(brute_force_ppr(real, fake, 1.2, 2),
+                                                                                    **TOL)
+    assert hubness_pr.real_knn_needs(("ppr",), ppr_k=6) == (6, (6,))
