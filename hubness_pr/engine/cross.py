@@ -49,7 +49,7 @@ class CrossResult:
     """Per-sample results of the pass (numpy, full-length; entries outside the subset untouched), by
     reduction name: ``any`` bool, ``sum`` int64, ``min-threshold`` the squared radius in original
     units (inf: no ball), ``ratio`` the exact squared ratio (float64) with ``NAME_index`` (int64, -1:
-    none)."""
+    none), ``log-ratio`` the float64 sum of ``log(d / R)`` over the pairs inside (-inf: a pair at d = 0)."""
 
     values: dict = field(default_factory=dict)
     refined: int = 0       # entries re-measured exactly
