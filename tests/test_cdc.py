@@ -199,3 +199,19 @@ def test_two_gloo_ranks_give_the_brute_force(tmp_path):
             real, fake = CASES[name]()
             assert ranked[name] == single[name], (rank, name)
             assert ranked[name] == pytest.approx(brute_force_cdc(real, fake), rel=1e-14, abs=0), (rank, name)
+
+
+def test_duplicates_where_the_reference_counts_a_sample_in_its_own_ball():
+    """The reference drops the first of sklearn's K+1 neighbours as "the point itself": with copies
+    of a real sample that may be another copy, and the sample itself then counts in its own clipped
+    ball, inflating the reals' own counts. We exclude self by index (docs/definitions.md): our value is
+    the brute force's, the reference's differs there (pinned) and agrees without duplicates."""
+    real, fake = CASES["duplicates"]()
+    ours_value = ours(real, fake)
+    reference = reference_procedure(real.astype(np.float64), fake.astype(np.float64))
+    assert ours_value == pytest.approx(brute_force_cdc(real, fake), rel=1e-14, abs=0)
+    assert reference[0] != pytest.approx(ours_value[0], rel=1e-3)   # density: the reals' own counts differ
+    assert reference[1] == ours_value[1]                            # coverage reads no self-neighbour
+    real, fake = CASES["random"]()
+    assert ours(real, fake) == pytest.approx(reference_procedure(real.astype(np.float64), fake.astype(np.float64)),
+                                             rel=1e-14, abs=0)
