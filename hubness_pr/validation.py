@@ -2,6 +2,7 @@
 parameter, the function, the allowed range and the value received."""
 from __future__ import annotations
 
+import math
 import numbers
 
 from hubness_pr.errors import InputError
@@ -16,3 +17,14 @@ def check_int(value, name: str, func: str, low: int = 1) -> int:
             f"Got {value!r} instead.", role=name
         )
     return int(value)
+
+
+def check_positive_float(value, name: str, func: str) -> float:
+    """Return ``value`` as a float, or raise :class:`InputError` (``role=name``) if it is not a finite
+    real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise InputError(
+            f"The '{name}' parameter of {func} must be a finite number in the range (0, inf). "
+            f"Got {value!r} instead.", role=name
+        )
+    return float(value)

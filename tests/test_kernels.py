@@ -196,7 +196,10 @@ def _tile_inputs(seed, with_ties):
     thr = dict(r_pr=r, r_dc=r * 1.2, r_rt=torch.where(torch.rand(150, generator=gen) < 0.5, r, 0.0),
                r_hub=torch.where(torch.rand(150, generator=gen) < 0.3, r, -1.0), s_pr=s,
                s_hub=torch.where(torch.rand(120, generator=gen) < 0.3, s, -1.0), r_cover=exact.kthvalue(4, dim=1).values,
-               s_cover=exact.kthvalue(4, dim=0).values)  # through the 4th nearest of the other set: ties
+               s_cover=exact.kthvalue(4, dim=0).values,  # through the 4th nearest of the other set: ties
+               r_clip=torch.minimum(r, r.median()),       # clipped radii (ties where r is kept)
+               r_ppr=torch.full((150,), float(torch.quantile(exact, 0.02))),  # one R^2 for every row
+               s_ppr=torch.full((120,), float(torch.quantile(exact, 0.03))))
     tile = Tile(a=a, b=b, na=sq_norms(a), nb=sq_norms(b), real=a, fake=b, ri=torch.arange(150), cj=torch.arange(120),
                 sq_scale=1.0, eps=screen_eps(1024), abs_tol=1e-30)
     return tile, thr, exact
@@ -211,8 +214,11 @@ def test_fused_cross_tile_equals_the_torch_route(seed, with_ties):
     ref, _ = torch_tile(tile, thr, want)
     assert refined > 0
     assert set(fused) == set(ref) == want
-    for key in ("in_real", "in_fake", "in_rhub", "in_fhub", "dens", "covered", "rarity", "cover_fake", "cover_real"):
+    for key in ("in_real", "in_fake", "in_rhub", "in_fhub", "dens", "covered", "rarity", "cover_fake", "cover_real",
+                "clip_dens", "cover_count"):
         np.testing.assert_array_equal(fused[key].numpy(), ref[key].numpy().astype(fused[key].numpy().dtype))
+    for key in ("ppr_fake", "ppr_real"):  # float64 sums of exact values: equal to the order of the sums
+        np.testing.assert_allclose(fused[key].numpy(), ref[key].numpy(), rtol=1e-13, atol=0)
     np.testing.assert_allclose(fused["realism"][0].numpy(), ref["realism"][0].numpy(), rtol=1e-5)
     np.testing.assert_array_equal(fused["realism"][1].numpy(), ref["realism"][1].numpy())
     # a subset of reductions computes only those
@@ -239,6 +245,12 @@ def test_cross_tile_against_exact_float64_decisions(route):
     np.testing.assert_array_equal(out["cover_fake"].numpy(), (exact <= thr["s_cover"][None, :]).sum(0).numpy())
     np.testing.assert_array_equal(out["cover_real"].numpy(), (exact <= thr["r_cover"][:, None]).sum(1).numpy())
     assert out["cover_fake"].dtype == out["cover_real"].dtype == torch.int64
+    np.testing.assert_array_equal(out["clip_dens"].numpy(), (exact <= thr["r_clip"][:, None]).sum(0).numpy())
+    np.testing.assert_array_equal(out["cover_count"].numpy(), (exact < rd).sum(1).numpy())
+    for name, t, axis in (("ppr_fake", thr["r_ppr"][:, None], 0), ("ppr_real", thr["s_ppr"][None, :], 1)):
+        logs = torch.where(exact < t, 0.5 * torch.log(exact / t), 0.0).sum(axis)  # -inf where d = 0
+        np.testing.assert_allclose(out[name].numpy(), logs.numpy(), rtol=1e-13, atol=0)
+        assert np.isneginf(out[name].numpy()[:5]).all() and np.isfinite(out[name].numpy()[5:]).all()
     rarity = torch.where(exact < r, r, float("inf")).amin(0)
     np.testing.assert_array_equal(out["rarity"].numpy(), rarity.numpy())
     ratio = torch.nan_to_num(thr["r_rt"][:, None] / exact, nan=0.0, posinf=float("inf"))

@@ -25,7 +25,8 @@ def test_unknown_radii_are_refused(monkeypatch):
 
 
 def test_metrics_follow_the_declared_order_and_defaults():
-    assert hubness_pr.METRICS == ("epr", "pr", "dc", "realism", "rarity", "hubness", "prcover", "fd", "kid", "cmmd")
+    assert hubness_pr.METRICS == ("epr", "pr", "dc", "realism", "rarity", "hubness", "prcover", "ppr", "cdc", "fd", "kid",
+                                  "cmmd")
     assert hubness_pr.DEFAULT_METRICS == hubness_pr.METRICS[:6]
     ev = hubness_pr.evaluate(real=np.eye(8, dtype=np.float32), fake=np.eye(8, dtype=np.float32)[::-1].copy(),
                              metrics="dc,pr", k=2, dc_k=2)
@@ -38,6 +39,8 @@ def test_metrics_follow_the_declared_order_and_defaults():
     (("hubness",), (3,), (3,), False, False),      # no cross pass at all
     (("dc",), (5,), (), True, False),              # no fake k-NN pass
     (("prcover",), (9,), (9,), True, False),       # k' = 3k in both sets
+    (("ppr",), (4,), (4,), True, False),           # P-P&R: ppr_k = 4 radii in both sets
+    (("cdc", "pr"), (3, 5), (3,), True, False),    # clipped density/coverage: real radii at dc_k
     (("fd", "kid", "cmmd"), (), (), False, False),  # moments and kernel sums only: no k-NN pass
 ])
 def test_the_planner_derives_the_passes_from_the_declarations(names, real_ks, fake_ks, cross, hub_only):

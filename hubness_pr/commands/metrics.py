@@ -139,6 +139,11 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--metrics", default=None, type=metric_list,
                    help=f"comma list drawn from {','.join(hubness_pr.METRICS)} (default: "
                         f"{','.join(hubness_pr.DEFAULT_METRICS)}; with --knn hnsw: epr)")
+    p.add_argument("--ppr_a", "--ppr-a", dest="ppr_a", type=positive_float, default=1.2, metavar="A",
+                   help="P-precision and P-recall (--metrics ppr): the radius R is A times the mean k-NN radius "
+                        "of each set (default 1.2, the reference's)")
+    p.add_argument("--ppr_k", "--ppr-k", dest="ppr_k", type=positive_int, default=4,
+                   help="P-precision and P-recall: the k of that mean k-NN radius (default 4, the reference's)")
     p.add_argument("--kid_subsets", "--kid-subsets", dest="kid_subsets", type=nonnegative_int, default=0, metavar="S",
                    help="KID as the mean and std over S seeded subsets, drawn as torch-fidelity draws them (its "
                         "default: 100); 0 (default): KID exactly over the full sets")
@@ -342,7 +347,7 @@ def _prepare(args, device_spec: str, group) -> Prepared:
                              progress=args.progress)
     options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, ctx=ctx, kid_subsets=args.kid_subsets,
                    kid_subset_size=args.kid_subset_size, kid_seed=args.kid_seed, fd_inf_seed=args.fd_inf_seed,
-                   fd_inf_points=args.fd_inf_points)
+                   fd_inf_points=args.fd_inf_points, ppr_a=args.ppr_a, ppr_k=args.ppr_k)
     try:
         backbones = {}  # built once where both inputs are images
         real_set = _load(args.path_real, "real", args, args.seed, backbones)
@@ -441,12 +446,23 @@ def _warn_if_small(real, fake, k: int, dc_k: int, metrics) -> None:
                     "samples of the same distributions)", k_max, ", ".join(small), floor)
 
 
+def positive_float(text: str) -> float:
+    """argparse type of a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _stored_summary(args, real, metrics, k, dc_k, ctx, in_file: bool = True) -> StoredSummary:
     """Look for the real set's k-NN summary (inside its feature file unless ``in_file`` is False (a
     subset of the file's rows: --splits), then in the cache) (hubness_pr/io/summary.py)."""
     if args.knn != "exact":  # no exact graph of the real set is computed
         return StoredSummary(status=f"not used (--knn {args.knn})")
-    k_max, ks = hubness_pr.real_knn_needs(metrics, k, dc_k)
+    k_max, ks = hubness_pr.real_knn_needs(metrics, k, dc_k, ppr_k=args.ppr_k)
     if not k_max or args.no_cache:
         return StoredSummary(status="off" if args.no_cache else "not needed")
     if real.features.shape[0] <= k_max:  # too small for the graph: evaluate's size check names the set
@@ -617,7 +633,7 @@ def _check_splits(args, real, fake, metrics, k, dc_k) -> None:
     """Each --splits subset must hold more samples than the largest neighbourhood of the metrics."""
     if not args.splits:
         return
-    k_max = max(k, hubness_pr.real_knn_needs(metrics, k, dc_k)[0])
+    k_max = max(k, hubness_pr.real_knn_needs(metrics, k, dc_k, ppr_k=args.ppr_k)[0])
     for what, data in (("real", real), ("generated", fake)):
         size = data.features.shape[0] // args.splits
         if size <= k_max:

@@ -28,7 +28,7 @@ from hubness_pr.engine.context import RunContext
 from hubness_pr.engine.distances import (exact_matmul, exact_sq_dist, gram_tile, release_memory, screen_eps, sq_dist_from_gram, sq_dist_tile,
                         strip_width, tile_grid, tile_side)
 from hubness_pr.engine.frame import SetStats, choose_frame, screen_rows
-from hubness_pr.engine.reductions import TABLE, THRESHOLDS, banded, combine, initial, needed
+from hubness_pr.engine.reductions import TABLE, THRESHOLDS, banded, combine, initial, inside, needed
 
 
 
@@ -49,7 +49,7 @@ class CrossResult:
     """Per-sample results of the pass (numpy, full-length; entries outside the subset untouched), by
     reduction name: ``any`` bool, ``sum`` int64, ``min-threshold`` the squared radius in original
     units (inf: no ball), ``ratio`` the exact squared ratio (float64) with ``NAME_index`` (int64, -1:
-    none)."""
+    none), ``log-ratio`` the float64 sum of ``log(d / R)`` over the pairs inside (-inf: a pair at d = 0)."""
 
     values: dict = field(default_factory=dict)
     refined: int = 0       # entries re-measured exactly
@@ -269,12 +269,14 @@ def torch_tile(tile: Tile, thresholds: dict, want, gram: torch.Tensor | None = N
     near = d2 <= tol
     for key in banded(present):  # the band, widened by the float32 rounding of the threshold
         near |= (d2 - t32[key]).abs_() <= tol + t32[key].abs() * 2.0**-22
+    for key in inside(present):  # a value of the exact distance: every pair inside, and the band
+        near |= d2 <= t32[key] + (tol + t32[key].abs() * 2.0**-22)
     i, j = near.nonzero(as_tuple=True)
     del near
     e = tile.exact(i, j)
     last = {}  # the last membership mask (entries sharing one are adjacent in the table)
 
-    def inside(key, strict):
+    def member(key, strict):
         """The tile's membership test against threshold ``key``, exact at the re-measured entries."""
         if last.get("key") == (key, strict):
             return last["mask"]
@@ -302,7 +304,7 @@ def torch_tile(tile: Tile, thresholds: dict, want, gram: torch.Tensor | None = N
             del ratio
             out[name] = (value, torch.where(value > 0, tile.ri[arg], -1))
         elif r.compare == "min-threshold":  # the smallest row threshold whose ball holds the column
-            strict = inside(r.threshold, strict=True)
+            strict = member(r.threshold, strict=True)
             t = thresholds[r.threshold]
             rank = torch.empty_like(t, dtype=torch.float32)  # exact for < 2^24 reals a tile
             order = torch.argsort(t)
@@ -312,8 +314,15 @@ def torch_tile(tile: Tile, thresholds: dict, want, gram: torch.Tensor | None = N
             value = torch.full_like(best, float("inf"), dtype=torch.float64)
             value[found] = t[order][best[found].long()]
             out[name] = value
+        elif r.compare == "log-ratio":  # every pair with d2 < threshold was re-measured (``inside``)
+            t64 = thresholds[r.threshold][i if THRESHOLDS[r.threshold].side == "real" else j]
+            sel = e < t64
+            at = (j if r.side == "fake" else i)[sel]
+            value = torch.zeros(tile.b.shape[0] if r.side == "fake" else tile.a.shape[0], dtype=torch.float64,
+                                device=e.device)
+            out[name] = value.index_add_(0, at, 0.5 * torch.log(e[sel] / t64[sel]))
         else:
-            m = inside(r.threshold, strict=r.compare == "<")
+            m = member(r.threshold, strict=r.compare == "<")
             if r.op == "any":
                 out[name] = m.any(dim=along)
             else:  # sum: counting as uint8 -> int32 is ~7x faster than summing bools (an int64 copy)

@@ -27,7 +27,7 @@ from hubness_pr.errors import InputError
 
 
 # torch.distributed reductions of the table's rules (hubness_pr.engine.reductions) (argmax is two steps, see Group.combine)
-_OPS = {"any": "MAX", "sum": "SUM", "min": "MIN"}
+_OPS = {"any": "MAX", "sum": "SUM", "logsum": "SUM", "min": "MIN"}
 
 
 def contiguous_share(n: int, rank: int, world: int) -> slice:
@@ -85,7 +85,7 @@ class Group:
 
     def combine(self, op: str, value):
         """Combine a per-sample result over the ranks by the rule ``op`` of an entry of :data:`hubness_pr.engine.reductions.TABLE` ('any',
-        'sum', 'min', or 'argmax' for a (ratio, index) pair: larger ratio, then lower index, -1 =
+        'sum', 'logsum' (float sums), 'min', or 'argmax' for a (ratio, index) pair: larger ratio, then lower index, -1 =
         none)."""
         if not self.active:
             return value

@@ -190,8 +190,10 @@ def cross_tile(g: torch.Tensor, tile, thresholds: dict, want, pool=None) -> tupl
             thr_r[:, reductions.slot(key)] = thr[key]
         else:
             thr_c[reductions.slot(key)] = thr[key]
-    bands = tuple(np.array([reductions.slot(key) for key in reductions.banded(present) if key in slots],
-                           dtype=np.int64) for slots in (reductions.ROW_SLOTS, reductions.COL_SLOTS))
+    # (banded row slots, banded column slots, inside row slots, inside column slots)
+    bands = tuple(np.array([reductions.slot(key) for key in pick(present) if key in slots], dtype=np.int64)
+                  for pick in (reductions.banded, reductions.inside)
+                  for slots in (reductions.ROW_SLOTS, reductions.COL_SLOTS))
     na_np, nb_np = _np(tile.na), _np(tile.nb)
     eps, abs_tol = tile.eps, tile.abs_tol
     # float32 bounds above every decisive threshold's band: a pair beyond its row's and its column's

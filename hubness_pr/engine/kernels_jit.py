@@ -3,8 +3,8 @@ needs no fused kernel (a GPU run, a tiny set) never imports numba. See hubness_p
 import numba
 import numpy as np
 
-from hubness_pr.engine.reductions import (COL_OP, COL_OUT, COL_SIDE, COL_SLOT, COL_STRICT, COL_THR_SIDE, OP_ANY, OP_ARGMAX, OP_MIN,
-                         OP_SUM, SIDE_REAL)
+from hubness_pr.engine.reductions import (COL_OP, COL_OUT, COL_SIDE, COL_SLOT, COL_STRICT, COL_THR_SIDE, OP_ANY, OP_ARGMAX,
+                                          OP_LOGSUM, OP_MIN, OP_SUM, SIDE_REAL)
 
 
 def _jit(fn):
@@ -61,8 +61,9 @@ def _cross_kernel(g, xs, ids, norms, thr_r, thr_c, table, bands, far, scal, span
     ``g``: the float32 Gram tile; ``xs = (xa, xb)`` the original rows, ``ids = (ri, cj, ra, cb)``:
     the tile's samples (indices into the full sets) and their rows ``xa[ra[i]]``, ``xb[cb[j]]``;
     ``norms = (na, nb)`` float32 squared screen norms; ``thr_r`` (p x row slots) and ``thr_c``
-    (column slots x q): float64 thresholds in frame units; ``bands = (row slots, column slots)`` whose
-    screening band re-measures a pair; ``far = (row_far, col_far)``: float32 bounds above every
+    (column slots x q): float64 thresholds in frame units; ``bands = (row slots, column slots,
+    inside row slots, inside column slots)``: the thresholds whose screening band re-measures a pair,
+    and those inside which (plus the band) every pair is re-measured (a ``logsum`` value); ``far = (row_far, col_far)``: float32 bounds above every
     decisive threshold's band (a pair beyond both decides nothing); ``scal = (eps, abs_tol,
     sq_scale)``; ``span = (r0, r1, same_set)`` (same set: rows and columns are one set, ``cj``
     contiguous, each sample's pair with itself skipped). Outputs (float64): ``out_r`` (row outputs x
@@ -73,7 +74,7 @@ def _cross_kernel(g, xs, ids, norms, thr_r, thr_c, table, bands, far, scal, span
     xa, xb = xs
     ri, cj, ra, cb = ids
     na, nb = norms
-    band_r, band_c = bands
+    band_r, band_c, in_r, in_c = bands
     row_far, col_far = far
     eps, abs_tol, sq_scale = scal[0], scal[1], scal[2]
     r0, r1, same_set = span[0], span[1], span[2]
@@ -118,6 +119,12 @@ def _cross_kernel(g, xs, ids, norms, thr_r, thr_c, table, bands, far, scal, span
             for s in band_c:
                 if abs(e - thr_c[s, j]) <= tol:
                     near = True
+            for s in in_r:  # a logsum value reads the exact distance of every pair inside
+                if e <= thr_r[i, s] + tol:
+                    near = True
+            for s in in_c:
+                if e <= thr_c[s, j] + tol:
+                    near = True
             if near:
                 e = _exact_pair(xa[ra[i]], xb[cb[j]], buf) * sq_scale
                 refined += 1
@@ -139,14 +146,15 @@ def _cross_kernel(g, xs, ids, norms, thr_r, thr_c, table, bands, far, scal, span
                 if not (e < thr if table[t, COL_STRICT] != 0 else e <= thr):
                     continue
                 if table[t, COL_SIDE] == SIDE_REAL:
-                    _update(out_r, o, i, op, thr)
+                    _update(out_r, o, i, op, thr, e)
                 else:
-                    _update(out_c, o, j, op, thr)
+                    _update(out_c, o, j, op, thr, e)
     return refined
 
 @_jit
-def _update(out, o, at, op, thr):
-    """One pair inside a ball: ``any`` sets, ``sum`` counts, ``min`` keeps the smaller threshold."""
+def _update(out, o, at, op, thr, e):
+    """One pair inside a ball: ``any`` sets, ``sum`` counts, ``min`` keeps the smaller threshold,
+    ``logsum`` adds ``0.5 log(e / thr)`` (``e``: the pair's exact squared distance, re-measured)."""
     if op == OP_ANY:
         out[o, at] = 1.0
     elif op == OP_SUM:
@@ -154,6 +162,8 @@ def _update(out, o, at, op, thr):
     elif op == OP_MIN:
         if thr < out[o, at]:
             out[o, at] = thr
+    elif op == OP_LOGSUM:
+        out[o, at] += 0.5 * np.log(e / thr)
 
 @_jit
 def _worst(bd):

@@ -7,11 +7,16 @@ Each entry of :data:`TABLE` says what one per-sample result of the cross pass is
 * ``threshold``: the squared-radius vector it compares with (a key of :data:`THRESHOLDS`, which says
   whether it belongs to the rows or the columns);
 * ``compare``: ``"<"`` or ``"<="`` (membership of the pair in the threshold's ball), ``"ratio"``
-  (realism: ``threshold / d2``, a value, not a decision) or ``"min-threshold"`` (rarity: the smallest
-  threshold whose ball holds the pair, ``d2 < threshold``);
+  (realism: ``threshold / d2``, a value, not a decision), ``"min-threshold"`` (rarity: the smallest
+  threshold whose ball holds the pair, ``d2 < threshold``) or ``"log-ratio"`` (P-precision and
+  P-recall: the value ``log(d / R) = 0.5 log(d2 / threshold)`` of each pair with ``d2 < threshold``,
+  from the pair's exact float64 distance: its threshold is ``inside``, so every pair within it
+  plus the band is re-measured);
 * ``op``: how the pairs reduce along the other side and how partial results combine across tiles,
-  threads and ranks: ``any``, ``sum``, ``min`` or ``argmax`` (a (ratio, real index) pair: larger
-  ratio, then the lower index; -1 = none);
+  threads and ranks: ``any``, ``sum`` (a count), ``min``, ``argmax`` (a (ratio, real index) pair:
+  larger ratio, then the lower index; -1 = none) or ``logsum`` (a float64 sum of the pairs'
+  values; partial sums add, so the result depends on tiles, threads and ranks only by float64
+  rounding);
 * ``dtype``: the result's type (argmax: the ratio's; its index is int64).
 
 The torch route (:func:`hubness_pr.engine.cross.torch_tile`), the fused CPU kernel
@@ -36,6 +41,7 @@ class Threshold:
     side: str         # "real": one per tile row; "fake": one per tile column
     band: str | None  # the threshold whose screening band re-measures the pairs near this one
     doc: str
+    inside: bool = False  # every pair inside it (plus the band) is re-measured: a value needs its exact distance
 
 
 # The hub radii are the k radii masked (-1 outside the hubs): the k radii's band covers them, and the
@@ -50,6 +56,11 @@ THRESHOLDS = {t.name: t for t in (
     Threshold("s_pr", "fake", "s_pr", "fake radii at k"),
     Threshold("s_hub", "fake", "s_pr", "fake radii at k at fake hubs, -1 elsewhere"),
     Threshold("s_cover", "fake", "s_cover", "fake radii at C k (PR-Cover)"),
+    Threshold("r_ppr", "real", "r_ppr", "P-precision's R^2 = (a * mean real radius at ppr_k)^2, every real",
+              inside=True),
+    Threshold("s_ppr", "fake", "s_ppr", "P-recall's R^2 = (a * mean fake radius at ppr_k)^2, every fake",
+              inside=True),
+    Threshold("r_clip", "real", "r_clip", "real radii at dc_k clipped at their median (clipped density)"),
 )}
 
 
@@ -58,6 +69,11 @@ def needed(names) -> tuple:
     used = {TABLE[name].threshold for name in names}
     used |= {THRESHOLDS[t].band for t in used if THRESHOLDS[t].band}
     return tuple(t for t in THRESHOLDS if t in used)
+
+
+def inside(present) -> tuple:
+    """Of the thresholds ``present``, those whose every pair inside (plus the band) is re-measured."""
+    return tuple(t for t in THRESHOLDS if t in present and THRESHOLDS[t].inside)
 
 
 def banded(present) -> tuple:
@@ -77,8 +93,8 @@ class Reduction:
     name: str
     side: str        # "real" | "fake": the samples indexing the result
     threshold: str   # a key of THRESHOLDS
-    compare: str     # "<" | "<=" | "ratio" | "min-threshold"
-    op: str          # "any" | "sum" | "min" | "argmax"
+    compare: str     # "<" | "<=" | "ratio" | "min-threshold" | "log-ratio"
+    op: str          # "any" | "sum" | "min" | "argmax" | "logsum"
     dtype: type
     doc: str
 
@@ -92,18 +108,26 @@ TABLE = {r.name: r for r in (
     Reduction("in_rhub", "fake", "r_hub", "<=", "any", np.bool_, "some real hub ball holds the fake (eP&R)"),
     Reduction("dens", "fake", "r_dc", "<", "sum", np.int64, "real dc balls holding the fake (density)"),
     Reduction("covered", "real", "r_dc", "<", "any", np.bool_, "some fake inside the real's dc ball (coverage)"),
+    Reduction("cover_count", "real", "r_dc", "<", "sum", np.int64,
+              "fakes inside the real's dc ball (clipped coverage: min(count, dc_k) / dc_k)"),
     Reduction("in_fake", "real", "s_pr", "<=", "any", np.bool_, "some fake ball holds the real (recall)"),
     Reduction("in_fhub", "real", "s_hub", "<=", "any", np.bool_, "some fake hub ball holds the real (eP&R)"),
     Reduction("cover_fake", "fake", "s_cover", "<=", "sum", np.int64,
               "reals inside the fake's C k-NN ball (PR-Cover precision)"),
     Reduction("cover_real", "real", "r_cover", "<=", "sum", np.int64,
               "fakes inside the real's C k-NN ball (PR-Cover recall)"),
+    Reduction("ppr_fake", "fake", "r_ppr", "log-ratio", "logsum", np.float64,
+              "sum over reals with d < R of log(d / R) (P-precision: log prod (1 - f))"),
+    Reduction("ppr_real", "real", "s_ppr", "log-ratio", "logsum", np.float64,
+              "sum over fakes with d < R of log(d / R) (P-recall)"),
+    Reduction("clip_dens", "fake", "r_clip", "<=", "sum", np.int64,
+              "clipped real balls holding the fake (clipped density)"),
 )}
 
 # ---------------------------------------------------------------- the table packed for the jitted kernel
 
-OPS = ("any", "sum", "min", "argmax")
-OP_ANY, OP_SUM, OP_MIN, OP_ARGMAX = range(4)
+OPS = ("any", "sum", "min", "argmax", "logsum")
+OP_ANY, OP_SUM, OP_MIN, OP_ARGMAX, OP_LOGSUM = range(5)
 SIDE_REAL, SIDE_FAKE = 0, 1
 # columns of a packed row
 COL_OP, COL_SIDE, COL_THR_SIDE, COL_SLOT, COL_STRICT, COL_OUT = range(6)
@@ -129,7 +153,7 @@ def pack(names) -> tuple[np.ndarray, tuple, tuple]:
         outs = row_out if r.side == "real" else col_out
         rows.append((OPS.index(r.op), SIDE_REAL if r.side == "real" else SIDE_FAKE,
                      SIDE_REAL if THRESHOLDS[r.threshold].side == "real" else SIDE_FAKE,
-                     slot(r.threshold), int(r.compare in ("<", "min-threshold")), len(outs)))
+                     slot(r.threshold), int(r.compare in ("<", "min-threshold", "log-ratio")), len(outs)))
         outs.append(name)
         if r.op == "argmax":
             outs.append(name + "_index")
@@ -138,7 +162,7 @@ def pack(names) -> tuple[np.ndarray, tuple, tuple]:
 
 def initial_value(op: str) -> float:
     """The identity of ``op`` (argmax: the ratio's; its index starts at -1)."""
-    return {"any": 0.0, "sum": 0.0, "min": float("inf"), "argmax": 0.0}[op]
+    return {"any": 0.0, "sum": 0.0, "min": float("inf"), "argmax": 0.0, "logsum": 0.0}[op]
 
 
 # ---------------------------------------------------------------- partial results
@@ -159,7 +183,7 @@ def combine(name: str, total, part):
     lib = torch if isinstance(part if op != "argmax" else part[0], torch.Tensor) else np
     if op == "any":
         return lib.logical_or(total, part)
-    if op == "sum":
+    if op in ("sum", "logsum"):
         return total + part
     if op == "min":
         return lib.minimum(total, part)

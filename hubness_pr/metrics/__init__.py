@@ -1,4 +1,5 @@
-"""The metrics: one small module a metric (pr, dc, epr, realism, rarity, hubness, prcover, fd, kid, cmmd), the
+"""The metrics: one small module a metric (pr, dc, epr, realism, rarity, hubness, prcover, pprecision (ppr),
+clipped (cdc), fd, kid, cmmd), the
 registry of their declarations (:mod:`hubness_pr.metrics.registry`), and :func:`evaluate`, which plans
 the engine's passes from the metrics asked for. See docs/definitions.md.
 
@@ -13,11 +14,12 @@ _EXPORTS = {name: "evaluation" for name in (
     "efficient_precision_recall", "evaluate", "real_knn_needs", "real_stats_needs", "precision_recall", "rarity_scores",
     "realism_scores", "real_rarity_scores")}
 _EXPORTS.update(PrecisionRecall="pr", DensityCoverage="dc", EfficientPrecisionRecall="epr", RealismScores="realism",
-                RarityScores="rarity", PrecisionRecallCover="prcover", HubnessStats="hubness",
+                RarityScores="rarity", PrecisionRecallCover="prcover",
+                ProbabilisticPrecisionRecall="pprecision", ClippedDensityCoverage="clipped", HubnessStats="hubness",
                 SetsHubness="hubness", hubness_stats="hubness", Metric="registry", register="registry",
                 REGISTRY="registry", FrechetDistance="fd", KernelInceptionDistance="kid", CMMD="cmmd",
                 expected_coverage="expected", evaluate_splits="splits", split_indices="splits",
                 Splits="splits")
-_MODULES = ("evaluation", "registry", "pr", "dc", "epr", "realism", "rarity", "hubness", "prcover", "fd", "kid",
-            "cmmd", "expected", "splits")
+_MODULES = ("evaluation", "registry", "pr", "dc", "epr", "realism", "rarity", "hubness", "prcover", "pprecision",
+            "clipped", "fd", "kid", "cmmd", "expected", "splits")
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, _MODULES)

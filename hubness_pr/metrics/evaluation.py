@@ -22,7 +22,13 @@ Conventions (tested in tests/test_metrics_reference.py):
   fraction of real hubs inside some fake hub ball; hubs are samples with k-occurrence >= hubs_k;
 * PR-Cover (Cheema & Urner 2023): k' = C k; cover-precision is the fraction of fakes whose own-set
   k'-NN ball holds at least k reals, cover-recall the fraction of reals whose real k'-NN ball holds at
-  least k fakes (membership ``d <= r``).
+  least k fakes (membership ``d <= r``);
+* P-precision / P-recall (Park & Kim 2023): ``1 - prod (1 - max(0, 1 - d / R))`` averaged over the
+  fakes (R from the reals) and over the reals (R from the fakes), ``R = ppr_a * mean k-NN radius`` at
+  ``ppr_k`` (:mod:`hubness_pr.metrics.pprecision`);
+* clipped density / coverage (Salvy et al. 2025): real radii at dc_k clipped at their median,
+  membership ``d <= r~``; coverage ``d < r`` through the reference's analytic map
+  (:mod:`hubness_pr.metrics.clipped`).
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ from hubness_pr.engine.distances import DEFAULT_MEMORY_BUDGET, as_tensor, resolv
 from hubness_pr.engine.distributed import SINGLE, Group
 from hubness_pr.engine.frame import SetStats
 from hubness_pr.engine.inputs import as_feature_matrix, check_int
+from hubness_pr.validation import check_positive_float
 from hubness_pr.engine.kernel_sums import KernelPlan, finish, plan_grids
 from hubness_pr.engine.knn import NeighborGraph, nearest_neighbors
 from hubness_pr.engine.moments import set_moments
@@ -214,10 +221,11 @@ def _check_size(n: int, k: int, name: str, why: str) -> None:
             role=name)
 
 
-def real_knn_needs(metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, prcover_c: int = 3) -> tuple[int, tuple]:
+def real_knn_needs(metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, prcover_c: int = 3,
+                   ppr_k: int = 4) -> tuple[int, tuple]:
     """``(k_max, exact_ks)`` of the real set's k-NN graph that :func:`evaluate` needs for ``metrics``
     (``(0, ())``: none), so that a caller can look for a stored summary (:mod:`hubness_pr.io.summary`)."""
-    plan = Plan.of(_check_metrics(metrics), Options(k=k, dc_k=dc_k, prcover_c=prcover_c))
+    plan = Plan.of(_check_metrics(metrics), Options(k=k, dc_k=dc_k, prcover_c=prcover_c, ppr_k=ppr_k))
     return max(plan.real_ks, default=0), plan.real_ks
 
 
@@ -234,7 +242,7 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
              real_stats: RealStats | None = None,
              progress: bool | None = None, group: Group = SINGLE, knn: str = "exact",
              hnsw: HnswOptions | None = None, hubs: tuple | None = None, prcover_c: int = 3,
-             route: str | None = None, ctx: RunContext | None = None, fd_inf_seed: int = 0,
+             ppr_a: float = 1.2, ppr_k: int = 4, route: str | None = None, ctx: RunContext | None = None, fd_inf_seed: int = 0,
              fd_inf_points: int = 0, kid_subsets: int = 0, kid_subset_size: int = 1000,
              kid_seed: int = 2020, expected: bool = False) -> Evaluation:
     """Compute the requested metrics of ``fake`` against ``real`` in one pass.
@@ -243,7 +251,7 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         real: real features, array-like (N, dim), any real numeric dtype (converted to float32).
         fake: generated features (M, dim).
         metrics: names drawn from :data:`METRICS` (list or comma string; default :data:`DEFAULT_METRICS`:
-            all but 'prcover', 'fd', 'kid' and 'cmmd').
+            all but 'prcover', 'ppr', 'cdc', 'fd', 'kid' and 'cmmd').
         k: neighbourhood size of P&R, eP&R, realism, rarity, PR-Cover and k-occurrence (default 3).
         dc_k: neighbourhood size of density and coverage (default 5).
         hubs_k: hub threshold t: a hub has k-occurrence >= t (default 3).
@@ -267,6 +275,8 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         hubs: (real hub mask, fake hub mask) given instead of selected (metrics ('epr',) only):
             the exact steps after selection, for comparing selections.
         prcover_c: PR-Cover's C: its balls are the k' = C k nearest neighbours (default 3).
+        ppr_a, ppr_k: P-precision and P-recall's radius R = ppr_a * the mean ppr_k-NN radius of each
+            set (defaults 1.2 and 4, the reference's).
         route: the CPU route, 'auto' (default: the fused kernels from a size on), 'fused' or 'torch'.
         ctx: a :class:`hubness_pr.engine.context.RunContext` to run in (its thread pool reused); it then
             replaces ``device``, ``memory_budget``, ``progress``, ``group`` and ``route``.
@@ -290,12 +300,14 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         with RunContext(device=dev, memory_budget=memory_budget, route=route, group=group, progress=progress) as own:
             return evaluate(real=real, fake=fake, metrics=names, k=k, dc_k=dc_k, hubs_k=hubs_k, real_knn=real_knn,
                             real_stats=real_stats,
-                            knn=knn, hnsw=hnsw, hubs=hubs, prcover_c=prcover_c, ctx=own, fd_inf_seed=fd_inf_seed,
+                            knn=knn, hnsw=hnsw, hubs=hubs, prcover_c=prcover_c, ppr_a=ppr_a, ppr_k=ppr_k, ctx=own, fd_inf_seed=fd_inf_seed,
                             fd_inf_points=fd_inf_points, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
                             kid_seed=kid_seed, expected=expected)
     names, k, dc_k, hubs_k, _, _ = check_options(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k,
                                                  memory_budget=ctx.memory_budget, device=ctx.device)
     options = Options(k=k, dc_k=dc_k, hubs_k=hubs_k, prcover_c=check_int(prcover_c, "prcover_c", "evaluate", 1),
+                      ppr_a=check_positive_float(ppr_a, "ppr_a", "evaluate"),
+                      ppr_k=check_int(ppr_k, "ppr_k", "evaluate", 1),
                       fd_inf_seed=check_int(fd_inf_seed, "fd_inf_seed", "evaluate", 0),
                       fd_inf_points=check_int(fd_inf_points, "fd_inf_points", "evaluate", 0),
                       kid_subsets=check_int(kid_subsets, "kid_subsets", "evaluate", 0),
@@ -388,6 +400,7 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
         stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)  # one read of each set, shared by every pass
     # the CPU route, chosen once for the whole run: the fused kernels pay off beyond small sets
     fused = ctx.fused(plan.work(n_real, n_fake, dim, real_knn is not None))
+    p.fused = fused
     # the kernel sums ride along the passes that form their tiles (the real x real grid only on the
     # route its stored form is keyed by: hubness_pr.engine.real_stats.real_route)
     ride = dict(grids.grids) if grids is not None else {}

@@ -13,13 +13,14 @@ from typing import Any, Callable
 import numpy as np
 
 # the radii a metric may read, by the option that sizes them
-RADII = ("k", "dc_k", "cover_k")
+RADII = ("k", "dc_k", "cover_k", "ppr_k")
 
 
 @dataclass(frozen=True)
 class Options:
     """The options of one evaluation (validated): the neighbourhood sizes ``k``, ``dc_k``, ``hubs_k``,
-    PR-Cover's ``prcover_c`` (its balls hold ``cover_k = prcover_c * k`` neighbours), FD-infinity's
+    PR-Cover's ``prcover_c`` (its balls hold ``cover_k = prcover_c * k`` neighbours), P-precision and
+    P-recall's ``ppr_a`` and ``ppr_k`` (the radius R = a * mean k-NN radius at ``ppr_k``), FD-infinity's
     seed and number of subset sizes (``fd_inf_seed``, ``fd_inf_points``; 0 points: not computed),
     and KID's subsets (``kid_subsets`` of ``kid_subset_size`` samples drawn with ``kid_seed``;
     0 subsets: KID exactly over the full sets)."""
@@ -28,6 +29,8 @@ class Options:
     dc_k: int = 5
     hubs_k: int = 3
     prcover_c: int = 3
+    ppr_a: float = 1.2
+    ppr_k: int = 4
     fd_inf_seed: int = 0
     fd_inf_points: int = 0
     kid_subsets: int = 0
@@ -72,6 +75,7 @@ class Passes:
     ctx: Any = None
     real_x: Any = None
     fake_x: Any = None
+    fused: bool = False  # the run's CPU route: exact distances a metric forms itself may use the fused kernels
 
 
 def _nothing(p: Passes) -> tuple[set, dict]:

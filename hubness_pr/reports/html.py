@@ -39,6 +39,7 @@ HIGHER, LOWER, EXPECTED = "higher", "lower", "expected"
 DIRECTION = {
     "epr.precision": HIGHER, "epr.recall": HIGHER, "pr.precision": HIGHER, "pr.recall": HIGHER,
     "dc.density": EXPECTED, "dc.coverage": HIGHER, "prcover.precision": HIGHER, "prcover.recall": HIGHER,
+    "ppr.precision": HIGHER, "ppr.recall": HIGHER, "cdc.density": HIGHER, "cdc.coverage": HIGHER,
     "realism.mean": EXPECTED, "hubness.fake.skewness": EXPECTED,
     "fd.value": LOWER, "fd.infinity": LOWER, "kid.value": LOWER, "cmmd.value": LOWER, "cmmd.unbiased": LOWER,
 }
