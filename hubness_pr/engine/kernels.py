@@ -117,7 +117,7 @@ _GATHER_BYTES = 4 * 2**20
 
 
 KERNEL_KINDS = {"poly3": 0, "gauss": 1}
-_COLUMN_BLOCK = 64  # columns a row's partial sum covers (fixed: the bits do not depend on threads)
+_COLUMN_BLOCK = 256  # columns a row's partial sum covers (fixed: the bits do not depend on threads)
 
 
 def kernel_tile_sums(kind: str, g: torch.Tensor, ua: torch.Tensor, ub: torch.Tensor, na: torch.Tensor,

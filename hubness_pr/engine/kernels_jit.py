@@ -211,39 +211,56 @@ def _knn_cols_kernel(g, nr, nc, row_offset, col_offset, best_d, best_i, c0, c1):
                 worst[j - c0] = w
                 worst_v[j - c0] = bd[w]
 
-@_jit
-def _kernel_value(g, ua, ub, na, nb, inv_scale, inv_dim, neg_inv_2s2, kind, i, j):
-    """One pair's kernel value in float64 from the float32 screen product ``g[i, j]`` (frame units):
-    ``kind`` 0, the cubic polynomial of ``x.y = g / scale + ua[i] + ub[j]``; 1, the Gaussian of the
-    squared distance ``(|a|^2 + |b|^2 - 2 g) / scale`` (at least 0)."""
-    if kind == 0:
-        t = (np.float64(g[i, j]) * inv_scale + ua[i] + ub[j]) * inv_dim + 1.0
-        return t * t * t
-    d2 = (np.float64(na[i]) + np.float64(nb[j]) - 2.0 * np.float64(g[i, j])) * inv_scale
-    if d2 < 0.0:
-        d2 = 0.0
-    return np.exp(d2 * neg_inv_2s2)
+def _jit_reassoc(fn):
+    """:func:`_jit` allowing the reassociation of float additions, for a sum LLVM may then vectorise:
+    its order is fixed by the compiled code (the same on every call on one machine), not by threads."""
+    try:
+        return numba.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc"})(fn)
+    except RuntimeError:  # no cache locator (see _jit)
+        return numba.njit(nogil=True, error_model="numpy", fastmath={"reassoc"})(fn)
 
-@_jit
+@_jit_reassoc
 def _kernel_sums_kernel(g, ua, ub, na, nb, inv_scale, inv_dim, neg_inv_2s2, kind, diag, width,
                         colsum, colsq, rowpart, start, stop):
     """Column blocks of ``width`` whose first column lies in [start, stop) of one Gram tile: each
     column's sum and sum of squares of the kernel values over the tile's rows, and each row's sum over
     the block (``rowpart[i, block]``), the pair ``j == i + diag`` (a sample with itself) left out.
-    The blocks are fixed by ``width`` alone, so the bits do not depend on how threads share them."""
+
+    Each pair's kernel value is formed in float64 from the float32 screen product ``g[i, j]`` (frame
+    units): ``kind`` 0, the cubic polynomial of ``x.y = g / scale + ua[i] + ub[j]``; 1, the Gaussian of
+    ``(|a|^2 + |b|^2 - 2 g) / scale`` (at least 0). The loops are branch-free and the block's column
+    sums are local arrays, so LLVM vectorises them; a row's sum over a block is reassociated (the
+    order is the compiled code's, the same on every call on one machine). The blocks are fixed by
+    ``width`` alone, so the bits do not depend on how threads share them."""
     p, q = g.shape
     first = (start + width - 1) // width
     for b in range(first, (stop + width - 1) // width):
         j0 = b * width
-        j1 = min(q, j0 + width)
+        w = min(q, j0 + width) - j0
+        cs = np.zeros(w)
+        cq = np.zeros(w)
+        ubb = ub[j0:j0 + w]
+        nbb = nb[j0:j0 + w]
         for i in range(p):
+            gi = g[i, j0:j0 + w]
+            skip = i + diag - j0
             r = 0.0
-            skip = i + diag
-            for j in range(j0, j1):
-                if j == skip:
-                    continue
-                k = _kernel_value(g, ua, ub, na, nb, inv_scale, inv_dim, neg_inv_2s2, kind, i, j)
-                r += k
-                colsum[j] += k
-                colsq[j] += k * k
+            if kind == 0:
+                ua_i = ua[i]
+                for t in range(w):
+                    v = (np.float64(gi[t]) * inv_scale + ua_i + ubb[t]) * inv_dim + 1.0
+                    v = v * v * v if t != skip else 0.0
+                    r += v
+                    cs[t] += v
+                    cq[t] += v * v
+            else:
+                na_i = np.float64(na[i])
+                for t in range(w):
+                    d2 = (na_i + np.float64(nbb[t]) - 2.0 * np.float64(gi[t])) * inv_scale
+                    v = np.exp(max(d2, 0.0) * neg_inv_2s2) if t != skip else 0.0
+                    r += v
+                    cs[t] += v
+                    cq[t] += v * v
             rowpart[i, b] = r
+        colsum[j0:j0 + w] += cs
+        colsq[j0:j0 + w] += cq
