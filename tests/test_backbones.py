@@ -386,3 +386,13 @@ def test_vgg16_nvidia_on_torch_fidelitys_description_equals_vgg16_tf1_bilinear(v
                           device="cpu")
     assert nvidia.features.shape == (4, 4096)
     assert np.abs(nvidia.features - tf1.features).max() <= 1e-5 * np.abs(tf1.features).max()
+
+
+def test_preprocessing_a_read_only_image_warns_nothing():
+    """Decoded images may be read-only views (memory-mapped arrays): no torch warning about them."""
+    image = np.zeros((40, 50, 3), np.uint8)
+    image.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name, make in preprocessing.PREPROCESSING.items():
+            assert make(64)(image).shape == (3, 64, 64), name

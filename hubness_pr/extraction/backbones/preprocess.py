@@ -98,7 +98,7 @@ class Tf1Resize:
                 "scale": "[0, 255]", "mean": [255 * m for m in self.mean], "std": [255 * s for s in self.std]}
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        x = torch.from_numpy(np.require(image, requirements=("C", "W"))).permute(2, 0, 1).float()
         if x.shape[1:] != (self.size, self.size):
             x = tf1_bilinear(x, self.size)
         mean = torch.tensor(self.mean).view(3, 1, 1) * 255
@@ -123,7 +123,7 @@ class TorchBilinear:
                 "scale": "[0, 1]", "mean": list(self.mean), "std": list(self.std)}
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)[None]
+        x = torch.from_numpy(np.require(image, requirements=("C", "W"))).permute(2, 0, 1).float().div(255)[None]
         x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return _normalise(x[0], self.mean, self.std)
 
