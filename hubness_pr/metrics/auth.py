@@ -73,6 +73,6 @@ def authenticity(nearest, real_sq_r1: np.ndarray, copy_ratio: float) -> Authenti
 
 
 register(Metric("auth", lambda p: authenticity(p.nearest, p.real_graph.sq_radii(1), p.options.copy_ratio),
-                real_radii=("one",), nearest=True, default=False, order=74,
+                real_radii=("one",), nearest=True, default=False, order=86,
                 params=lambda o: {"copy_ratio": o.copy_ratio},
                 doc="AuthPct and the d1/d2 copy statistics (memorisation)"))

@@ -111,7 +111,7 @@ def _finish(p: Passes) -> DataCopying:
     return c_t(_numpy(p.real_x), _numpy(p.options.real_test), _numpy(p.fake_x), p.options.ct_seed)
 
 
-register(Metric("ct", _finish, default=False, order=76,
+register(Metric("ct", _finish, default=False, order=87,
                 params=lambda o: {"ct_seed": o.ct_seed, "n_real_test": None if o.real_test is None
                                   else int(o.real_test.shape[0])},
                 doc="C_T data-copying statistic (needs real_test)"))
