@@ -196,3 +196,34 @@ def test_two_gloo_ranks_give_one_process_and_the_brute_force(tmp_path):
             idx, _, authentic, _ = brute_force(real, fake)
             assert ranked[name][0] == idx[:, 0].tolist() and ranked[name][1] == idx[:, 1].tolist()
             assert ranked[name][4] == 100 * np.mean(authentic)
+
+
+def test_the_command_prints_json_and_per_sample_columns(tmp_path):
+    import csv
+    import json
+
+    from hubness_pr.commands.metrics import main
+    from tests.cli_helpers import call
+
+    real, fake = CASES["duplicates"]()
+    rng = np.random.default_rng(9)
+    test = rng.standard_normal((150, real.shape[1])).astype(np.float32)
+    for name, x in (("real", real), ("fake", fake), ("test", test)):
+        np.save(tmp_path / f"{name}.npy", x)
+    proc = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--metrics", "auth,ct,pr", "--no-cache",
+                "--real_test", tmp_path / "test.npy", "--copy_ratio", "0.3", "--json", tmp_path / "out.json",
+                "--per_sample", tmp_path / "s.csv")
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    idx, sq, authentic, ratio = brute_force(real, fake)
+    assert float(lines["auth.authpct"]) == pytest.approx(100 * authentic.mean(), abs=1e-3)
+    assert int(lines["auth.copy_count"]) == int((ratio < 0.3).sum()) and "ct.value" in lines
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["params"]["copy_ratio"] == 0.3 and data["params"]["n_real_test"] == 150
+    assert data["ct"]["value"] == hubness_pr.evaluate(real=real, fake=fake, metrics="ct", real_test=test).ct.value
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert [int(r["nearest_real"]) for r in rows] == idx[:, 0].tolist()
+    np.testing.assert_allclose([float(r["nearest_real_distance"]) for r in rows], np.sqrt(sq[:, 0]), rtol=1e-13)
+    np.testing.assert_allclose([float(r["ratio_d1_d2"]) for r in rows], ratio, rtol=1e-12)
+    missing = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--metrics", "ct", "--no-cache")
+    assert missing.returncode == 1 and "--real_test" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
