@@ -2,7 +2,9 @@
 ('auth'), C_T ('ct'). Against a float64 brute force written here (random data, exact ties on integer
 grids, duplicates, a large common offset; both CPU routes, several memory budgets, two Gloo ranks) and
 against dgm-eval's code run on the same features (tests/reference_dgm_eval.py)."""
+import csv
 import functools
+import os
 
 import numpy as np
 import pytest
@@ -227,3 +229,43 @@ def test_the_command_prints_json_and_per_sample_columns(tmp_path):
     np.testing.assert_allclose([float(r["ratio_d1_d2"]) for r in rows], ratio, rtol=1e-12)
     missing = call(main, tmp_path / "real.npy", tmp_path / "fake.npy", "--metrics", "ct", "--no-cache")
     assert missing.returncode == 1 and "--real_test" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_closest_pairs_sheet(tmp_path, monkeypatch):
+    """--gallery with auth: closest_pairs.png shows the generated images nearest to a real image, each
+    beside that real image, and gallery.csv lists both with the pair's distance."""
+    from PIL import Image
+
+    from hubness_pr.commands.metrics import main
+    from hubness_pr.reports import gallery
+    from tests.cli_helpers import call
+    from tests.test_gallery import colour, save_features, write_images
+
+    rng = np.random.default_rng(4)
+    real = rng.standard_normal((120, 4)).astype(np.float32)
+    fake = rng.standard_normal((100, 4)).astype(np.float32)
+    fake[[7, 50, 90]] = real[[3, 60, 100]] + np.float32(1e-3) * np.arange(1, 4, dtype=np.float32)[:, None]
+    save_features(tmp_path / "real.npz", real, write_images(tmp_path / "r", "real", 120),
+                  {"kind": "folder", "root": str(tmp_path / "r"), "count": 120})
+    save_features(tmp_path / "fake.npz", fake, write_images(tmp_path / "f", "fake", 100),
+                  {"kind": "folder", "root": str(tmp_path / "f"), "count": 100})
+    monkeypatch.chdir(tmp_path)
+    n = 6
+    proc = call(main, "real.npz", "fake.npz", "--metrics", "auth", "--gallery", "g", "--gallery_n", n, "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path / "g")) == ["closest_pairs.png", "gallery.csv"]
+    idx, sq, _, _ = brute_force(real, fake)
+    order = np.argsort(sq[:, 0], kind="stable")[: n // 2]
+    assert order.tolist() == [7, 50, 90]
+    with open(tmp_path / "g" / "gallery.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["sheet"] == "closest_pairs"]
+    assert [(r["rank"], r["set"], int(r["index"])) for r in rows] == [
+        (str(rank + 1), side, int(i)) for rank, j in enumerate(order) for side, i in (("fake", j), ("real", idx[j, 0]))]
+    np.testing.assert_allclose([float(r["score"]) for r in rows[::2]], np.sqrt(sq[order, 0]), rtol=1e-12)
+    with Image.open(tmp_path / "g" / "closest_pairs.png") as sheet:
+        assert sheet.size == gallery.sheet_size(n)
+        sheet = sheet.convert("RGB")
+        tiles = [(side, i) for j in order for side, i in (("fake", j), ("real", idx[j, 0]))]
+        for rank, (side, i) in enumerate(tiles):
+            x = gallery.PAD + rank * (gallery.THUMB + gallery.PAD) + gallery.THUMB // 2
+            assert sheet.getpixel((x, gallery.HEADER + gallery.THUMB // 2)) == colour(side, int(i)), rank

@@ -318,7 +318,7 @@ def run_page(run) -> str:
     if specs:
         n = min(run.gallery_n, MAX_SHEET_N)
         chosen = gallery.select(ev, specs, n)
-        drawn = gallery.Drawn(chosen, n, run.sets(), run.title)
+        drawn = gallery.Drawn(chosen, n, run.sets(), run.title, ev)
         sheets = [(sheet, image_uri(image)) for sheet, image in zip(chosen, drawn.images)]  # one image at a time
         missing = drawn.missing()
     uncovered, others = _sheet_figures(sheets)
