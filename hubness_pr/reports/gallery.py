@@ -262,10 +262,11 @@ def format_score(value) -> str:
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
 
 
-def render(sheet: Sheet, images, labels: list[str], n: int, subtitle: str):
+def render(sheet: Sheet, images, labels: list[str], n: int, subtitle: str, count: int | None = None):
     """The sheet as a PIL image of :func:`sheet_size` (``n``): title, subtitle, then the thumbnails
     in rank order, each captioned ``#index score`` and its file name; ``None`` images are grey tiles.
-    ``images`` may be any iterable (a generator reads each image only when its tile is drawn)."""
+    ``images`` may be any iterable (a generator reads each image only when its tile is drawn);
+    ``count``: the number the title gives (None: the tiles)."""
     from PIL import Image, ImageDraw
 
     width, height = sheet_size(n)
@@ -273,7 +274,7 @@ def render(sheet: Sheet, images, labels: list[str], n: int, subtitle: str):
     draw = ImageDraw.Draw(canvas)
     title_font, font = _font(15), _font(11)
     shown = len(sheet.rows)
-    title = f"{shown} {sheet.spec.title}"
+    title = f"{shown if count is None else count} {sheet.spec.title}"
     draw.text((PAD, 4), _fit(title, title_font, width - 2 * PAD), fill="black", font=title_font)
     draw.text((PAD, 24), _fit(subtitle + (f"; {sheet.note}" if sheet.note else ""), font, width - 2 * PAD),
               fill="#444444", font=font)
@@ -304,7 +305,7 @@ def render_pairs(sheet: Sheet, images, labels: list, n: int, subtitle: str):
     rows = np.repeat(sheet.rows, 2)
     inner = Sheet(SheetSpec(sheet.spec.name, sheet.spec.title, sheet.spec.side, "", sheet.spec.needs), rows, None,
                   sheet.note)
-    canvas = render(inner, images, labels, max(n, 2), subtitle)
+    canvas = render(inner, images, labels, max(n, 2), subtitle, count=len(sheet.rows))
     if canvas.size != sheet_size(n):  # n = 1: one pair on the run's one-image canvas (MIN_WIDTH holds two)
         from PIL import Image
 
