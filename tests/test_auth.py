@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import hubness_pr
+from hubness_pr.engine import hard_cases
 from hubness_pr.errors import InputError
 from tests import oracle, ranks
 from tests import reference_dgm_eval as ref
@@ -269,3 +270,17 @@ def test_closest_pairs_sheet(tmp_path, monkeypatch):
         for rank, (side, i) in enumerate(tiles):
             x = gallery.PAD + rank * (gallery.THUMB + gallery.PAD) + gallery.THUMB // 2
             assert sheet.getpixel((x, gallery.HEADER + gallery.THUMB // 2)) == colour(side, int(i)), rank
+
+
+@pytest.mark.parametrize("case", sorted(hard_cases.all_cases()))
+def test_the_inputs_that_break_float32_engines(case, kernel_route):
+    """Collapsed sets, large offsets, power-of-two scales, exact and one-ulp ties, many duplicates: the
+    screen alone would pick the wrong neighbours (the band is what makes these pass)."""
+    real, fake, _ = hard_cases.all_cases()[case]
+    if len(real) < 2:
+        pytest.skip("needs two reals")
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics=("auth",), route=kernel_route, memory_budget=2**20)
+    idx, sq, authentic, _ = brute_force(real, fake)
+    assert np.array_equal(ev.auth.nearest_real, idx[:, 0]) and np.array_equal(ev.auth.second_real, idx[:, 1]), case
+    np.testing.assert_allclose(ev.auth.nearest_real_distance, np.sqrt(sq[:, 0]), rtol=1e-12, atol=0)
+    assert np.array_equal(ev.auth.authentic, authentic), case
