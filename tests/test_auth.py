@@ -284,3 +284,21 @@ def test_the_inputs_that_break_float32_engines(case, kernel_route):
     assert np.array_equal(ev.auth.nearest_real, idx[:, 0]) and np.array_equal(ev.auth.second_real, idx[:, 1]), case
     np.testing.assert_allclose(ev.auth.nearest_real_distance, np.sqrt(sq[:, 0]), rtol=1e-12, atol=0)
     assert np.array_equal(ev.auth.authentic, authentic), case
+
+
+def test_memory_mapped_inputs_of_another_dtype(tmp_path, kernel_route):
+    """Features read from .npy files block by block (float64 on disk, a common offset): the same nearest
+    reals, distances and C_T as the arrays in memory."""
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((300, 70)) + 50
+    fake = (rng.standard_normal((200, 70)) + 50).astype(np.float32)
+    test = (rng.standard_normal((150, 70)) + 50).astype(np.float32)
+    np.save(tmp_path / "r.npy", real)
+    np.save(tmp_path / "f.npy", fake)
+    mapped = hubness_pr.evaluate(real=np.load(tmp_path / "r.npy", mmap_mode="r"), fake=np.load(tmp_path / "f.npy", mmap_mode="r"),
+                                 metrics="auth,ct", real_test=test, route=kernel_route, memory_budget=2**20)
+    held = hubness_pr.evaluate(real=real.astype(np.float32), fake=fake, metrics="auth,ct", real_test=test,
+                               route=kernel_route)
+    assert np.array_equal(mapped.auth.nearest_real, held.auth.nearest_real)
+    assert np.array_equal(mapped.auth.nearest_real_distance, held.auth.nearest_real_distance)
+    assert mapped.ct.value == held.ct.value
