@@ -38,7 +38,6 @@ class Authenticity:
     copy_count: int
     copy_fraction: float
     copy_fraction_se: float
-    ratio_median: float
     ratio_quantiles: dict
     nearest_real: np.ndarray = field(repr=False)
     nearest_real_distance: np.ndarray = field(repr=False)
@@ -65,7 +64,6 @@ def authenticity(nearest, real_sq_r1: np.ndarray, copy_ratio: float) -> Authenti
     return Authenticity(authpct=100.0 * mean(authentic), authpct_se=100.0 * standard_error(authentic),
                         copy_count=int(copies.sum()), copy_fraction=mean(copies),
                         copy_fraction_se=standard_error(copies),
-                        ratio_median=float(np.median(ratio)) if ratio.size else float("nan"),
                         ratio_quantiles={f"q{round(100 * p):02d}": float(v) for p, v in zip(QUANTILES, q)},
                         nearest_real=idx[:, 0], nearest_real_distance=np.sqrt(sq[:, 0]),
                         second_real=idx[:, 1], second_real_distance=np.sqrt(sq[:, 1]), ratio_d1_d2=ratio,

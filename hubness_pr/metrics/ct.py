@@ -40,12 +40,11 @@ MIN_FAKES = 20     # a cell counts when it holds more than MIN_FAKES / M of the 
 @dataclass(frozen=True)
 class DataCopying:
     """C_T (``value``), the number of cells that entered it, and the Z_u of each cell (NaN: too few
-    fakes for the cell to count)."""
+    fakes for the cell to count; the held-out set's size is the run's ``params['n_real_test']``)."""
 
     value: float
     cells_used: int
     cell_z: tuple
-    n_test: int
 
 
 def _numpy(x) -> np.ndarray:
@@ -104,7 +103,7 @@ def c_t(train: np.ndarray, test: np.ndarray, fake: np.ndarray, seed: int = 0) ->
     w = np.array(weights)
     used = np.array([z for z in zs if not np.isnan(z)])
     value = float(w.dot(used) / w.sum()) if w.size else float("nan")
-    return DataCopying(value=value, cells_used=int(w.size), cell_z=tuple(zs), n_test=n)
+    return DataCopying(value=value, cells_used=int(w.size), cell_z=tuple(zs))
 
 
 def _finish(p: Passes) -> DataCopying:
