@@ -114,21 +114,17 @@ def nearest_two(real, fake, ctx: RunContext, *, fused: bool | None = None, real_
     best_d = np.full((n_cols, 2), np.inf)
     best_i = np.full((n_cols, 2), -1, dtype=np.int64)
     refined = 0
+    inf = torch.tensor(float("inf"), device=dev)
     with exact_matmul(), torch.inference_mode():
-        # sweep 1: each fake's two smallest screened distances
         screened = torch.full((2, n_cols), float("inf"), dtype=torch.float32, device=dev)
-        for _, cp, d2, _ in sweep("nearest reals (screen)"):
+        for _, cp, d2, tile in sweep("nearest reals"):
+            # each fake's two smallest screened distances so far, this tile's included
             part = d2.topk(min(2, d2.shape[0]), dim=0, largest=False).values
-            both = torch.cat([screened[:, cp], part])
-            screened[:, cp] = both.topk(2, dim=0, largest=False).values
-        # every pair whose screened distance is within 2 tol of the second smallest
-        bound = screened[1].to(torch.float64) + 2.0 * tol
-        bound32 = torch.nextafter(bound.to(torch.float32), torch.tensor(float("inf"), device=dev))
-        bound32 = torch.where(bound32.to(torch.float64) < bound, torch.nextafter(
-            bound32, torch.tensor(float("inf"), device=dev)), bound32)
-        # sweep 2: re-measure those pairs and merge them into the exact top 2
-        for _, cp, d2, tile in sweep("nearest reals (exact)"):
-            i, j = (d2 <= bound32[cp][None, :]).nonzero(as_tuple=True)
+            screened[:, cp] = torch.cat([screened[:, cp], part]).topk(2, dim=0, largest=False).values
+            # every pair within 2 tol of the running second smallest (float32, rounded up)
+            bound = screened[1, cp].to(torch.float64) + 2.0 * tol
+            bound32 = torch.nextafter(bound.to(torch.float32), inf)
+            i, j = (d2 <= bound32[None, :]).nonzero(as_tuple=True)
             e = (tile.exact(i, j) / frame.sq_scale).cpu().numpy()  # original units (sq_scale: a power of 4)
             refined += int(i.numel())
             _merge(best_d, best_i, (j + cp.start).cpu().numpy(), tile.ri[i].cpu().numpy(), e)
