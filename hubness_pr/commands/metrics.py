@@ -195,7 +195,8 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                    "the run's provenance")
     p.add_argument("--gallery", metavar="DIR", type=folder_path,
                    help="write PNG contact sheets of the rarest, most typical, least and "
-                   "most realistic, outside and hub images (and gallery.csv) into DIR, created if missing")
+                   "most realistic, outside and hub images (with --metrics auth: the generated images closest to "
+                   "a real image, beside it) (and gallery.csv) into DIR, created if missing")
     p.add_argument("--gallery_n", "--gallery-n", dest="gallery_n", type=Gallery.count, default=DEFAULT_N, metavar="N",
                    help="images a contact sheet, at most 1000 (a sheet is sized by the images it can show)")
     p.add_argument("--log", metavar="FILE.jsonl", type=output_path,

@@ -26,6 +26,10 @@ Conventions (tested in tests/test_metrics_reference.py):
 * P-precision / P-recall (Park & Kim 2023): ``1 - prod (1 - max(0, 1 - d / R))`` averaged over the
   fakes (R from the reals) and over the reals (R from the fakes), ``R = ppr_a * mean k-NN radius`` at
   ``ppr_k`` (:mod:`hubness_pr.metrics.pprecision`);
+* memorisation (``auth``): each fake's nearest and second-nearest real, exact
+  (:mod:`hubness_pr.engine.nearest`); AuthPct (authentic: d1 > the nearest real's own 1-NN distance)
+  and the d1/d2 ratio (:mod:`hubness_pr.metrics.auth`); C_T (``ct``) with a held-out real set, as
+  dgm-eval (:mod:`hubness_pr.metrics.ct`);
 * clipped density / coverage (Salvy et al. 2025): real radii at dc_k clipped at their median,
   membership ``d <= r~``; coverage ``d < r`` through the reference's analytic map
   (:mod:`hubness_pr.metrics.clipped`).
@@ -255,7 +259,7 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         real: real features, array-like (N, dim), any real numeric dtype (converted to float32).
         fake: generated features (M, dim).
         metrics: names drawn from :data:`METRICS` (list or comma string; default :data:`DEFAULT_METRICS`:
-            all but 'prcover', 'ppr', 'cdc', 'fd', 'kid' and 'cmmd').
+            all but 'prcover', 'ppr', 'cdc', 'fd', 'kid', 'cmmd', 'auth' and 'ct').
         k: neighbourhood size of P&R, eP&R, realism, rarity, PR-Cover and k-occurrence (default 3).
         dc_k: neighbourhood size of density and coverage (default 5).
         hubs_k: hub threshold t: a hub has k-occurrence >= t (default 3).
