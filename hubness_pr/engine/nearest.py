@@ -85,7 +85,8 @@ def nearest_two(real, fake, ctx: RunContext, *, fused: bool | None = None, real_
     pool = ctx.pool if fused else None
     onednn = ctx.onednn if dev.type == "cpu" else False
     side = tile_side(dim, ctx.memory_budget)
-    tiles = tile_grid(n_real, n_cols, side, strip_width(side, dim, ctx.memory_budget, fused)) if n_cols else []
+    # the screen is torch operations on either route (d2 tile, mask, topk): the torch route's tile sizes
+    tiles = tile_grid(n_real, n_cols, side, strip_width(side, dim, ctx.memory_budget, False)) if n_cols else []
     eps, abs_tol = screen_eps(dim), frame.abs_tol(dim)
     # one band for the whole pass (frame units): the screen's error bound at the largest norms
     tol = eps * (float(real_n.max()) + (float(fake_n.max()) if n_fake else 0.0)) + abs_tol
