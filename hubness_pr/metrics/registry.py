@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 # the radii a metric may read, by the option that sizes them
-RADII = ("k", "dc_k", "cover_k", "ppr_k")
+RADII = ("k", "dc_k", "cover_k", "ppr_k", "one")  # one: the 1-NN distance (AuthPct)
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,9 @@ class Options:
     P-recall's ``ppr_a`` and ``ppr_k`` (the radius R = a * mean k-NN radius at ``ppr_k``), FD-infinity's
     seed and number of subset sizes (``fd_inf_seed``, ``fd_inf_points``; 0 points: not computed),
     and KID's subsets (``kid_subsets`` of ``kid_subset_size`` samples drawn with ``kid_seed``;
-    0 subsets: KID exactly over the full sets)."""
+    0 subsets: KID exactly over the full sets); the memorisation metrics' ``copy_ratio`` (a fake with
+    d1 / d2 below it counts as a likely copy), C_T's held-out real features ``real_test`` (float32
+    (n_test, dim) or None) and its k-means seed ``ct_seed``."""
 
     k: int = 3
     dc_k: int = 5
@@ -36,6 +38,14 @@ class Options:
     kid_subsets: int = 0
     kid_subset_size: int = 1000
     kid_seed: int = 2020
+    copy_ratio: float = 0.5
+    real_test: Any = None
+    ct_seed: int = 0
+
+    @property
+    def one(self) -> int:
+        """The 1-NN radius's size (AuthPct reads each real's nearest other real)."""
+        return 1
 
     @property
     def cover_k(self) -> int:
@@ -76,6 +86,7 @@ class Passes:
     real_x: Any = None
     fake_x: Any = None
     fused: bool = False  # the run's CPU route: exact distances a metric forms itself may use the fused kernels
+    nearest: Any = None  # each fake's two nearest reals (hubness_pr.engine.nearest.NearestReals), where read
 
 
 def _nothing(p: Passes) -> tuple[set, dict]:
@@ -97,7 +108,8 @@ class Metric:
     :data:`hubness_pr.engine.kernel_sums.KERNELS`) whose exact sums over the full sets it reads, a
     function of the options (an empty tuple: none); ``params``: the entries it adds to the run's
     ``params`` (a function of the options); ``default``: computed when no metric list is given;
-    ``order``: its place among the metrics (reports, JSON).
+    ``order``: its place among the metrics (reports, JSON); ``nearest``: it reads each fake's two
+    nearest reals (:func:`hubness_pr.engine.nearest.nearest_two`, ``passes.nearest``).
     """
 
     name: str
@@ -114,6 +126,7 @@ class Metric:
     default: bool = True
     order: int = 100   # place in METRICS, the report and the JSON (eP&R first)
     doc: str = ""
+    nearest: bool = False
 
 
 REGISTRY: dict[str, Metric] = {}

@@ -45,7 +45,7 @@ class SheetSpec:
 
     name: str
     title: str
-    side: str         # "fake" or "real"
+    side: str         # "fake", "real" or "pair" (a generated image beside its nearest real image)
     score: str        # caption label of the score
     needs: tuple      # any one of these metrics makes the sheet
 
@@ -64,7 +64,10 @@ SHEETS = (
               ("pr", "epr", "realism", "rarity", "hubness")),
     SheetSpec("uncovered_real", "real images no generated image covers (outside every generated k-NN ball)",
               "real", "k-occ", ("pr",)),
+    SheetSpec("closest_pairs", "generated images closest to a real image (each left of that real image)",
+              "pair", "d", ("auth",)),
 )
+PAIR = "pair"  # a sheet of (generated, nearest real) pairs: two tiles each, captioned with both indices
 INDEX_FILE = "gallery.csv"
 
 
@@ -141,6 +144,14 @@ def select(evaluation: Evaluation, specs, n: int) -> list[Sheet]:
             rows = _ranked(values, uncovered, n, descending=True)
             note = (f"{int(uncovered.sum())} of {uncovered.size} uncovered (recall {1 - uncovered.mean():.3f}), "
                     "most central (highest k-occurrence) first")
+        elif spec.side == PAIR:
+            # memorisation: the generated images nearest to some real image (ties: lower index first),
+            # n // 2 pairs so that the sheet keeps the run's size (at least one)
+            auth = evaluation.results["auth"]
+            values = auth.nearest_real_distance
+            rows = _ranked(values, np.ones(values.size, bool), max(1, n // 2), descending=False)
+            note = (f"{auth.copy_count} of {values.size} with d1/d2 < {evaluation.params.get('copy_ratio')}; "
+                    f"AuthPct {auth.authpct:.1f} %")
         else:
             values = evaluation.fake_k_occurrence if spec.side == "fake" else evaluation.real_k_occurrence
             rows = _ranked(values, np.ones(values.size, bool), n, descending=True)
@@ -251,10 +262,11 @@ def format_score(value) -> str:
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
 
 
-def render(sheet: Sheet, images, labels: list[str], n: int, subtitle: str):
+def render(sheet: Sheet, images, labels: list[str], n: int, subtitle: str, count: int | None = None):
     """The sheet as a PIL image of :func:`sheet_size` (``n``): title, subtitle, then the thumbnails
     in rank order, each captioned ``#index score`` and its file name; ``None`` images are grey tiles.
-    ``images`` may be any iterable (a generator reads each image only when its tile is drawn)."""
+    ``images`` may be any iterable (a generator reads each image only when its tile is drawn);
+    ``count``: the number the title gives (None: the tiles)."""
     from PIL import Image, ImageDraw
 
     width, height = sheet_size(n)
@@ -262,7 +274,7 @@ def render(sheet: Sheet, images, labels: list[str], n: int, subtitle: str):
     draw = ImageDraw.Draw(canvas)
     title_font, font = _font(15), _font(11)
     shown = len(sheet.rows)
-    title = f"{shown} {sheet.spec.title}"
+    title = f"{shown if count is None else count} {sheet.spec.title}"
     draw.text((PAD, 4), _fit(title, title_font, width - 2 * PAD), fill="black", font=title_font)
     draw.text((PAD, 24), _fit(subtitle + (f"; {sheet.note}" if sheet.note else ""), font, width - 2 * PAD),
               fill="#444444", font=font)
@@ -286,19 +298,45 @@ def render(sheet: Sheet, images, labels: list[str], n: int, subtitle: str):
     return canvas
 
 
-def write_index(handle, sheets: list[Sheet], sets: dict) -> None:
+def render_pairs(sheet: Sheet, images, labels: list, n: int, subtitle: str):
+    """A :data:`PAIR` sheet as a PIL image of :func:`sheet_size` (``n``): each pair is two tiles, the
+    generated image (caption ``#index d distance``) then its nearest real image (``real #index``);
+    ``images`` and ``labels`` alternate generated, real. ``None`` images are grey tiles."""
+    rows = np.repeat(sheet.rows, 2)
+    inner = Sheet(SheetSpec(sheet.spec.name, sheet.spec.title, sheet.spec.side, "", sheet.spec.needs), rows, None,
+                  sheet.note)
+    canvas = render(inner, images, labels, max(n, 2), subtitle, count=len(sheet.rows))
+    if canvas.size != sheet_size(n):  # n = 1: one pair on the run's one-image canvas (MIN_WIDTH holds two)
+        from PIL import Image
+
+        small = Image.new("RGB", sheet_size(n), "white")
+        small.paste(canvas.crop((0, 0) + sheet_size(n)), (0, 0))
+        canvas = small
+    return canvas
+
+
+def pair_rows(sheet: Sheet, evaluation_nearest: np.ndarray) -> list:
+    """(side, row) of each tile of a :data:`PAIR` sheet, in drawing order."""
+    return [(side, int(r)) for row in sheet.rows for side, r in (("fake", row), ("real", evaluation_nearest[row]))]
+
+
+def write_index(handle, sheets: list[Sheet], sets: dict, nearest: np.ndarray | None = None) -> None:
     """``gallery.csv``: one row per tile: sheet, rank, set, index (row in the input file), path (names
-    that are not UTF-8 in backslash form, :func:`hubness_pr.reports.results.printable_name`), score."""
+    that are not UTF-8 in backslash form, :func:`hubness_pr.reports.results.printable_name`), score.
+    A :data:`PAIR` sheet has two rows a rank, the generated image and its nearest real image
+    (``nearest``: the evaluated real row of each generated row), both with the pair's distance."""
     writer = csv.writer(handle)
     writer.writerow(["sheet", "rank", "set", "index", "path", "score_name", "score"])
     for sheet in sheets:
-        indices, paths = sets[sheet.spec.side]
         for rank, row in enumerate(sheet.rows):
             score = "" if sheet.scores is None else sheet.scores[rank]
             if isinstance(score, (float, np.floating)):
                 score = "" if math.isnan(score) else repr(float(score))
-            writer.writerow([sheet.spec.name, rank + 1, sheet.spec.side, int(indices[row]),
-                             "" if paths is None else printable_name(paths[row]), sheet.spec.score, score])
+            tiles = [(sheet.spec.side, row)] if sheet.spec.side != PAIR else [("fake", row), ("real", nearest[row])]
+            for side, r in tiles:
+                indices, paths = sets[side]
+                writer.writerow([sheet.spec.name, rank + 1, side, int(indices[r]),
+                                 "" if paths is None else printable_name(paths[r]), sheet.spec.score, score])
 
 
 def sheet_file(folder, spec: SheetSpec) -> Path:
@@ -375,13 +413,20 @@ class Gallery:
         "fake" to (FeatureFile, row indices in the input file). Returns a one-line note of images
         that could not be found or read ("" when all were)."""
         sheets = select(evaluation, self.specs, self.n)
-        drawn = Drawn(sheets, self.n, sets, subtitle)
+        drawn = Drawn(sheets, self.n, sets, subtitle, evaluation)
         for sheet, image in zip(sheets, drawn.images):  # one sheet in memory at a time
             with self.sheets[sheet.spec.name].open() as handle:
                 image.save(handle, format="PNG")
         with self.index.open("w", newline="", encoding="utf-8") as handle:
-            write_index(handle, sheets, {side: (indices, data.paths) for side, (data, indices) in sets.items()})
+            write_index(handle, sheets, {side: (indices, data.paths) for side, (data, indices) in sets.items()},
+                        _nearest(evaluation))
         return f"{self.option} {self.folder}: {drawn.missing()}: grey tiles instead" if drawn.missing() else ""
+
+
+def _nearest(evaluation: Evaluation | None) -> np.ndarray | None:
+    """Each generated row's nearest real row (metric ``auth``), or None."""
+    auth = evaluation.results.get("auth") if evaluation is not None else None
+    return None if auth is None else auth.nearest_real
 
 
 class Drawn:
@@ -391,17 +436,31 @@ class Drawn:
     found or read (:meth:`missing`). ``sets`` maps "real" and "fake" to (FeatureFile, row indices in
     the input file)."""
 
-    def __init__(self, sheets: list[Sheet], n: int, sets: dict, subtitle: str):
+    def __init__(self, sheets: list[Sheet], n: int, sets: dict, subtitle: str, evaluation: Evaluation | None = None):
         self.sheets, self.sets, self.subtitle = sheets, sets, subtitle
-        self.n = max(1, min(n, max([len(sheet.rows) for sheet in sheets] or [1])))  # the images drawn
+        self.nearest = _nearest(evaluation)
+        self.n = max(1, min(n, max([len(sheet.rows) * (2 if sheet.spec.side == PAIR else 1)
+                                    for sheet in sheets] or [1])))  # the images drawn
         self.finders, self.absent = {}, []
-        for side in sorted({sheet.spec.side for sheet in sheets}):
+        sides = {side for sheet in sheets for side in (("fake", "real") if sheet.spec.side == PAIR
+                                                        else (sheet.spec.side,))}
+        for side in sorted(sides):
             self.finders[side], why = find_images(sets[side][0])
             if why:
                 self.absent.append(f"no {side} images ({why})")
         self.images = (self._render(sheet) for sheet in sheets)
 
     def _render(self, sheet: Sheet):
+        if sheet.spec.side == PAIR:
+            tiles = pair_rows(sheet, self.nearest)
+            images = (self.finders[side].read(row) for side, row in tiles)
+            labels = []
+            for k, (side, row) in enumerate(tiles):
+                data, indices = self.sets[side]
+                text = (f"{int(indices[row])} d {format_score(sheet.scores[k // 2])}" if side == "fake"
+                        else f"{int(indices[row])} real")
+                labels.append((text, printable_name(os.path.basename(data.paths[row])) if data.paths else ""))
+            return render_pairs(sheet, images, labels, self.n, self.subtitle)
         data, indices = self.sets[sheet.spec.side]
         images = (self.finders[sheet.spec.side].read(int(row)) for row in sheet.rows)  # one at a time
         labels = [(int(indices[row]), printable_name(os.path.basename(data.paths[row])) if data.paths else "")

@@ -185,7 +185,8 @@ def printable_name(name) -> str:
         return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, paths=None) -> None:
+def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, paths=None,
+                         real_indices: np.ndarray | None = None) -> None:
     """One row per fake sample, input order, to a text file object: index, path, then each computed
     per-sample quantity.
 
@@ -205,6 +206,11 @@ def write_per_sample_csv(handle, evaluation: Evaluation, indices: np.ndarray, pa
         columns.append(("realism", evaluation.realism.scores))
     if evaluation.rarity is not None:
         columns.append(("rarity", evaluation.rarity.scores))
+    auth = evaluation.results.get("auth")
+    if auth is not None:  # memorisation: the nearest real (index in REAL's input order after subsampling)
+        nearest = auth.nearest_real if real_indices is None else np.asarray(real_indices)[auth.nearest_real]
+        columns += [("nearest_real", nearest), ("nearest_real_distance", auth.nearest_real_distance),
+                     ("ratio_d1_d2", auth.ratio_d1_d2)]
     if evaluation.fake_k_occurrence is not None:
         columns.append(("k_occurrence_hnsw" if is_approximate(evaluation) else "k_occurrence",
                         evaluation.fake_k_occurrence))

@@ -43,7 +43,8 @@ RECORD_TYPES = {"time": (str, "a string"), "argv": (list, "a list"), "inputs": (
                 "params": (dict, "an object"), "versions": (dict, "an object"), "metrics": (dict, "an object"),
                 "timings": (dict, "an object"), "seconds": ((int, float), "a number")}
 DEFAULT_COLUMNS = ("epr.precision", "epr.recall", "pr.precision", "pr.recall", "dc.density", "dc.coverage",
-                   "realism.mean", "hubness.fake.skewness", "fd.value", "kid.value", "cmmd.value")
+                   "realism.mean", "hubness.fake.skewness", "fd.value", "kid.value", "cmmd.value",
+                   "auth.authpct", "auth.copy_fraction", "ct.value")
 VARYING_PARAMS = ("k", "dc_k", "hubsK", "num_samples", "seed")
 # metrics that are means over the real samples: their per-sample flags (``real_flags`` of a record)
 # pair up between two runs on the same real features

@@ -89,7 +89,8 @@ class Writer:
 WRITERS = {
     "json": Writer({"mode": "w", "encoding": "utf-8"}, _json, "every number of the run, strict JSON"),
     "per_sample": Writer({"mode": "w", "newline": "", "encoding": "utf-8"},
-                         lambda h, run: write_per_sample_csv(h, run.evaluation, run.fake_indices, run.fake.paths),
+                         lambda h, run: write_per_sample_csv(h, run.evaluation, run.fake_indices, run.fake.paths,
+                                                              run.real_indices),
                          "one CSV row per generated sample"),
     "plot": Writer({}, lambda h, run: write_plot(h, run.evaluation, run.real_rarity, run.title),
                    "the PNG figure"),
