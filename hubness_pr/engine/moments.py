@@ -79,24 +79,13 @@ def prefix_moments(x, ctx, sizes, order: np.ndarray | None = None):
             for t in group.share(len(parts)):
                 r = rows(parts[t]) - centre
                 l1 += r.sum(dim=0)
-                _add_gram(l2, r)
+                l2.addmm_(r.T, r)
             s1 += group.combine("sum", l1)
             s2 += group.combine("sum", l2)
             done = size
             cov = (s2 - torch.outer(s1, s1) / size) / (size - 1)
             cov = (cov + cov.T) / 2  # symmetric to the last bit
             yield Moments(n=size, mean=(centre + s1 / size).cpu().numpy(), cov=cov.cpu().numpy())
-
-
-def _add_gram(acc: torch.Tensor, r: torch.Tensor) -> None:
-    """``acc += r^T r`` in float64: on the CPU by BLAS's symmetric rank-k update (``dsyrk``: the upper
-    triangle, half a GEMM's products, then mirrored), elsewhere by a GEMM."""
-    if r.device.type != "cpu":
-        acc.addmm_(r.T, r)
-        return
-    from scipy.linalg.blas import dsyrk
-    upper = dsyrk(1.0, r.numpy(), trans=1, lower=0)
-    acc += torch.from_numpy(np.triu(upper) + np.triu(upper, 1).T)
 
 
 def set_moments(x, ctx) -> Moments:
