@@ -23,5 +23,6 @@ def test_bench_new_metrics_runs_at_toy_size(tmp_path):
     # P-P&R re-measures every pair within its radius: more refined pairs than the default metrics'
     assert results["default_ppr"]["refined_pairs"] > results["default"]["refined_pairs"]
     summary = report["summary"]
-    assert summary["default_both_over_default"] > 0 and isinstance(summary["goal_met"], bool)
+    assert summary["default_both_over_default"] > 0 and summary["default_all_new_over_default"] > 0
+    assert isinstance(summary["goal_met"], bool)
     assert summary["same_default_values"] is True
