@@ -14,6 +14,7 @@ from hubness_pr.engine import hard_cases
 from hubness_pr.errors import InputError
 from tests import oracle, ranks
 from tests import reference_dgm_eval as ref
+from tests.cases import grid_sets  # a small integer grid: many exact ties among the nearest reals
 
 
 def brute_force(real, fake, copy_ratio=0.5):
@@ -36,12 +37,6 @@ def random_sets(seed, n_real, n_fake, dim, offset=0.0):
     fake = (rng.standard_normal((n_fake, dim)) * 1.1 + offset).astype(np.float32)
     fake[: n_fake // 4] = real[: n_fake // 4] + np.float32(0.01) * rng.standard_normal((n_fake // 4, dim)).astype(np.float32)
     return real, fake
-
-
-def grid_sets(seed, n_real, n_fake, dim):
-    """A small integer grid: many exact ties among the nearest reals (exact in float64)."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 4, (n_real, dim)).astype(np.float32), rng.integers(0, 5, (n_fake, dim)).astype(np.float32)
 
 
 def duplicate_sets(seed, n_real, n_fake, dim):

@@ -17,7 +17,8 @@ from sklearn.neighbors import NearestNeighbors
 import hubness_pr
 from hubness_pr.commands.metrics import main
 from hubness_pr.metrics.clipped import coverage_map, coverage_mapped
-from tests import oracle, ranks
+from tests import cases, oracle, ranks
+from tests.cases import duplicate_sets, grid_sets, random_sets
 from tests.cli_helpers import call
 
 
@@ -74,26 +75,6 @@ def reference_procedure(real, fake, k=5):
 def ours(real, fake, **options):
     r = hubness_pr.evaluate(real=real, fake=fake, metrics=("cdc",), **options).cdc
     return r.density, r.coverage
-
-
-def random_sets(seed, n_real, n_fake, dim, shift=0.3, scale=1.2):
-    rng = np.random.default_rng(seed)
-    real = rng.standard_normal((n_real, dim)).astype(np.float32)
-    return real, (rng.standard_normal((n_fake, dim)) * scale + shift).astype(np.float32)
-
-
-def grid_sets(seed, n_real, n_fake, dim):
-    """A small integer grid: exact ties at the (clipped) radii, decided exactly."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 4, (n_real, dim)).astype(np.float32), rng.integers(0, 5, (n_fake, dim)).astype(np.float32)
-
-
-def duplicate_sets(seed, n_real, n_fake, dim):
-    real, fake = random_sets(seed, n_real, n_fake, dim)
-    fake[: n_fake // 3] = real[: n_fake // 3]
-    real[10:20] = real[0]
-    fake[-12:] = fake[-13]
-    return real, fake
 
 
 CASES = {
@@ -185,11 +166,7 @@ def test_the_command_prints_and_writes_cdc(tmp_path):
 
 
 def _ranked(group):
-    out = {}
-    for name in sorted(CASES):
-        real, fake = CASES[name]()
-        out[name] = list(ours(real, fake, group=group, memory_budget=2**20))
-    return out
+    return cases.on_group(CASES, ours, group)
 
 
 def test_two_gloo_ranks_give_the_brute_force(tmp_path):

@@ -12,7 +12,8 @@ from hubness_pr.commands.metrics import main
 from hubness_pr.engine.cross import CrossInputs, cross_pass
 from hubness_pr.engine.context import RunContext
 from hubness_pr.errors import InputError
-from tests import oracle, ranks
+from tests import cases, oracle, ranks
+from tests.cases import duplicate_sets, grid_sets, random_sets
 from tests.cli_helpers import call
 from tests.reference_ppr import compute_pprecision_precall
 
@@ -32,27 +33,6 @@ def brute_force_ppr(real, fake, a=1.2, k=4):
 def ours(real, fake, **options):
     r = hubness_pr.evaluate(real=real, fake=fake, metrics=("ppr",), **options).ppr
     return r.precision, r.recall
-
-
-def random_sets(seed, n_real, n_fake, dim, shift=0.3, scale=1.2):
-    rng = np.random.default_rng(seed)
-    real = rng.standard_normal((n_real, dim)).astype(np.float32)
-    fake = (rng.standard_normal((n_fake, dim)) * scale + shift).astype(np.float32)
-    return real, fake
-
-
-def grid_sets(seed, n_real, n_fake, dim):
-    rng = np.random.default_rng(seed)
-    return (rng.integers(0, 4, (n_real, dim)).astype(np.float32), rng.integers(0, 5, (n_fake, dim)).astype(np.float32))
-
-
-def duplicate_sets(seed, n_real, n_fake, dim):
-    """Fakes that copy reals (a pair at distance 0: its fake scores 1), repeated samples within each set."""
-    real, fake = random_sets(seed, n_real, n_fake, dim)
-    fake[: n_fake // 3] = real[: n_fake // 3]
-    real[10:20] = real[0]
-    fake[-12:] = fake[-13]
-    return real, fake
 
 
 CASES = {
@@ -159,11 +139,7 @@ def test_the_command_prints_and_writes_ppr(tmp_path):
 
 
 def _ranked(group):
-    out = {}
-    for name in sorted(CASES):
-        real, fake = CASES[name]()
-        out[name] = list(ours(real, fake, group=group, memory_budget=2**20))
-    return out
+    return cases.on_group(CASES, ours, group)
 
 
 def test_two_gloo_ranks_give_the_brute_force(tmp_path):

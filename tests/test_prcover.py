@@ -8,7 +8,8 @@ import pytest
 
 import hubness_pr
 from hubness_pr.commands.metrics import main
-from tests import oracle, ranks
+from tests import cases, oracle, ranks
+from tests.cases import duplicate_sets, grid_sets, random_sets
 from tests.cli_helpers import call
 from tests.reference_prcover import PRCover
 
@@ -29,30 +30,6 @@ def ours(real, fake, k=3, **options):
     pc = hubness_pr.evaluate(real=real, fake=fake, metrics=("prcover",), k=k, **options).prcover
     assert pc.k == k and pc.k_prime == 3 * k
     return pc.precision, pc.recall
-
-
-def random_sets(seed, n_real, n_fake, dim, shift=0.3):
-    rng = np.random.default_rng(seed)
-    real = rng.standard_normal((n_real, dim)).astype(np.float32)
-    fake = (rng.standard_normal((n_fake, dim)) * 1.2 + shift).astype(np.float32)
-    return real, fake
-
-
-def grid_sets(seed, n_real, n_fake, dim):
-    """Points of a small integer grid: many exact ties, at the balls' borders too (exact in float64)."""
-    rng = np.random.default_rng(seed)
-    real = rng.integers(0, 4, (n_real, dim)).astype(np.float32)
-    fake = rng.integers(0, 5, (n_fake, dim)).astype(np.float32)
-    return real, fake
-
-
-def duplicate_sets(seed, n_real, n_fake, dim):
-    """Fakes that copy reals, and repeated samples within each set."""
-    real, fake = random_sets(seed, n_real, n_fake, dim)
-    fake[: n_fake // 3] = real[: n_fake // 3]
-    real[10:20] = real[0]
-    fake[-12:] = fake[-13]
-    return real, fake
 
 
 CASES = {
@@ -143,11 +120,7 @@ def test_the_command_prints_cover_lines(tmp_path):
 
 
 def _ranked(group):
-    out = {}
-    for name in sorted(CASES):
-        real, fake = CASES[name]()
-        out[name] = list(ours(real, fake, group=group, memory_budget=2**20))
-    return out
+    return cases.on_group(CASES, ours, group)
 
 
 def test_two_gloo_ranks_give_the_brute_force(tmp_path):
