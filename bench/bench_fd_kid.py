@@ -30,7 +30,6 @@ Usage (from the repository root):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -44,14 +43,6 @@ CONTENDERS = ("baseline", "knn", "knn_fd_kid", "fd_kid", "knn_warm", "knn_fd_kid
 OURS = ("knn", "knn_fd_kid", "fd_kid", "knn_warm", "knn_fd_kid_warm")
 GOAL = 1.25  # (b) / (a): FD and exact KID add under 25 % to the k-NN metrics
 TF_KID_SUBSETS, TF_KID_SUBSET_SIZE = 100, 1000  # torch-fidelity's defaults (torch_fidelity/defaults.py)
-
-
-def make_data(n: int, m: int, dim: int, folder: Path) -> tuple[Path, Path]:
-    from bench.gpu_check import realistic
-    real, fake = folder / "real.npy", folder / "fake.npy"
-    np.save(real, realistic(n, dim, seed=1))
-    np.save(fake, realistic(m, dim, seed=2, drop=2))
-    return real, fake
 
 
 def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subset_size: int) -> dict:
@@ -173,19 +164,10 @@ def summarize(results: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=5000, help="real samples")
-    p.add_argument("--m", type=int, default=None, help="fake samples (default: n)")
-    p.add_argument("--dim", type=int, default=2048)
-    p.add_argument("--memory_budget", type=int, default=256, help="MiB, the toolkit's tile budget (its default)")
+    from bench.common import contender_parser
+    p = contender_parser(__doc__.splitlines()[0], CONTENDERS, n=5000, dim=2048, skip_example="torch_fidelity")
     p.add_argument("--kid_subset_size", type=int, default=TF_KID_SUBSET_SIZE,
                    help="torch-fidelity's KID subset size (its default 1000; capped at the smaller set)")
-    p.add_argument("--repeat", type=int, default=1, help="runs of each contender; the median time is reported")
-    p.add_argument("--skip", default="", help="comma list of contenders to skip, e.g. torch_fidelity")
-    p.add_argument("--json", help="also write the results here")
-    p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
-    p.add_argument("--real", help=argparse.SUPPRESS)
-    p.add_argument("--fake", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.real, args.fake, args.memory_budget, args.kid_subset_size)))
@@ -198,8 +180,8 @@ def main(argv=None) -> int:
     import torch_fidelity
 
     import hubness_pr
-    from bench.common import ALL_METRICS, cpu_model, median_run, write_text
-    info = {"n": args.n, "m": m, "dim": args.dim, "features": "bench.gpu_check.realistic (real seed 1, fake seed 2 drop 2)",
+    from bench.common import ALL_METRICS, REALISTIC, cpu_model, median_run, realistic_pair, write_text
+    info = {"n": args.n, "m": m, "dim": args.dim, "features": REALISTIC,
             "memory_budget_mib": args.memory_budget, "knn_metrics": list(ALL_METRICS),
             "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
             "torch_fidelity": torch_fidelity.__version__, "hubness_pr": getattr(hubness_pr, "__version__", "?"),
@@ -209,7 +191,7 @@ def main(argv=None) -> int:
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        real, fake = make_data(args.n, m, args.dim, Path(tmp))
+        real, fake = realistic_pair(args.n, m, args.dim, Path(tmp))
         for name in CONTENDERS:
             if name in skip:
                 continue

@@ -21,7 +21,6 @@ Usage (from the repository root):  python -m bench.bench_metrics --n 5000 --dim 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -114,17 +113,8 @@ def run_child(name: str, real: Path, fake: Path, budget: int) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=5000, help="real samples")
-    p.add_argument("--m", type=int, default=None, help="fake samples (default: n)")
-    p.add_argument("--dim", type=int, default=4096)
-    p.add_argument("--memory_budget", type=int, default=256, help="MiB, the toolkit's tile budget (its default)")
-    p.add_argument("--repeat", type=int, default=1, help="runs of each contender; the median time is reported")
-    p.add_argument("--skip", default="", help="comma list of contenders to skip, e.g. prdc")
-    p.add_argument("--json", help="also write the results here")
-    p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
-    p.add_argument("--real", help=argparse.SUPPRESS)
-    p.add_argument("--fake", help=argparse.SUPPRESS)
+    from bench.common import contender_parser
+    p = contender_parser(__doc__.splitlines()[0], CONTENDERS, n=5000, dim=4096, skip_example="prdc")
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.real, args.fake, args.memory_budget)))

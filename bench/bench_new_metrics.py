@@ -23,7 +23,6 @@ Usage (from the repository root):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -37,14 +36,6 @@ CONTENDERS = ("default", "default_ppr", "default_cdc", "default_both", "default_
 EXTRA = {"default": (), "default_ppr": ("ppr",), "default_cdc": ("cdc",), "default_both": ("ppr", "cdc"),
          "default_auth": ("auth",), "default_all_new": ("ppr", "cdc", "auth")}
 GOAL = 1.20
-
-
-def make_data(n: int, m: int, dim: int, folder: Path) -> tuple[Path, Path]:
-    from bench.gpu_check import realistic
-    real, fake = folder / "real.npy", folder / "fake.npy"
-    np.save(real, realistic(n, dim, seed=1))
-    np.save(fake, realistic(m, dim, seed=2, drop=2))
-    return real, fake
 
 
 def worker(name: str, real_path: str, fake_path: str, budget_mib: int) -> dict:
@@ -86,17 +77,8 @@ def summarize(results: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=20000, help="real samples")
-    p.add_argument("--m", type=int, default=None, help="fake samples (default: n)")
-    p.add_argument("--dim", type=int, default=2048)
-    p.add_argument("--memory_budget", type=int, default=256, help="MiB, the toolkit's tile budget (its default)")
-    p.add_argument("--repeat", type=int, default=1, help="runs of each contender; the median time is reported")
-    p.add_argument("--skip", default="", help="comma list of contenders to skip")
-    p.add_argument("--json", help="also write the results here")
-    p.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
-    p.add_argument("--real", help=argparse.SUPPRESS)
-    p.add_argument("--fake", help=argparse.SUPPRESS)
+    from bench.common import contender_parser
+    p = contender_parser(__doc__.splitlines()[0], CONTENDERS, n=20000, dim=2048)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.real, args.fake, args.memory_budget)))
@@ -105,17 +87,17 @@ def main(argv=None) -> int:
     import torch
 
     import hubness_pr
-    from bench.common import ALL_METRICS, cpu_model, median_run, run_child, write_text
+    from bench.common import ALL_METRICS, REALISTIC, cpu_model, median_run, realistic_pair, run_child, write_text
     m = args.m or args.n
     skip = {s for s in args.skip.split(",") if s}
-    info = {"n": args.n, "m": m, "dim": args.dim, "features": "bench.gpu_check.realistic (real seed 1, fake seed 2 drop 2)",
+    info = {"n": args.n, "m": m, "dim": args.dim, "features": REALISTIC,
             "memory_budget_mib": args.memory_budget, "default_metrics": list(ALL_METRICS), "cpu": cpu_model(),
             "cores": os.cpu_count(), "torch": torch.__version__, "hubness_pr": getattr(hubness_pr, "__version__", "?"),
             "threads": torch.get_num_threads(), "repeat": args.repeat, "load_average_before": os.getloadavg()}
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        real, fake = make_data(args.n, m, args.dim, Path(tmp))
+        real, fake = realistic_pair(args.n, m, args.dim, Path(tmp))
         for name in CONTENDERS:
             if name in skip:
                 continue

@@ -6,6 +6,7 @@ Standard library and numpy at import; ``hubness_pr`` (lazy, so no torch) for the
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import platform
@@ -130,3 +131,35 @@ def median_run(runs: list) -> dict:
     return dict(ok[0], seconds=float(np.median([r["seconds"] for r in ok])), seconds_all=[r["seconds"] for r in ok],
                 setup_seconds=float(np.median([r["setup_seconds"] for r in ok])),
                 peak_rss_mib=max(r["peak_rss_mib"] for r in ok))
+
+
+def contender_parser(description: str, contenders, n: int, dim: int, skip_example: str = "") -> argparse.ArgumentParser:
+    """The options every contender benchmark takes: set sizes and dimension, the toolkit's tile budget,
+    repeats, contenders to skip, the JSON file, and the hidden ones of a contender's child process
+    (``--worker NAME --real FILE --fake FILE``)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--n", type=int, default=n, help="real samples")
+    p.add_argument("--m", type=int, default=None, help="fake samples (default: n)")
+    p.add_argument("--dim", type=int, default=dim)
+    p.add_argument("--memory_budget", type=int, default=256, help="MiB, the toolkit's tile budget (its default)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each contender; the median time is reported")
+    p.add_argument("--skip", default="", help="comma list of contenders to skip" + (f", e.g. {skip_example}"
+                                                                                 if skip_example else ""))
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--worker", choices=contenders, help=argparse.SUPPRESS)
+    p.add_argument("--real", help=argparse.SUPPRESS)
+    p.add_argument("--fake", help=argparse.SUPPRESS)
+    return p
+
+
+REALISTIC = "bench.gpu_check.realistic (real seed 1, fake seed 2 drop 2)"
+
+
+def realistic_pair(n: int, m: int, dim: int, folder: Path) -> tuple[Path, Path]:
+    """``real.npy`` and ``fake.npy`` in ``folder``: :data:`REALISTIC` features (the fakes miss 2 of the
+    20 clusters)."""
+    from bench.gpu_check import realistic
+    real, fake = folder / "real.npy", folder / "fake.npy"
+    np.save(real, realistic(n, dim, seed=1))
+    np.save(fake, realistic(m, dim, seed=2, drop=2))
+    return real, fake
