@@ -501,17 +501,7 @@ def _stored_summary(args, real, metrics, k, dc_k, ctx, in_file: bool = True) -> 
     cache = summary.SummaryCache(args.cache_dir or summary.SummaryCache.default_folder())
     found = StoredSummary(status="computed", key=key, cache=cache, path=str(cache.path(key)),
                           digest_seconds=digest_seconds)
-    try:
-        lookup = cache.lookup(key, real.features, ctx=ctx)
-    except CacheMiss as miss:  # the ordinary first run against this real set
-        log.info("real: %s", miss)
-        return found
-    (log.info if lookup.graph is not None else log.warning)("real: %s", lookup.message)
-    found.graph = lookup.graph
-    found.status = ("reused" if lookup.graph is not None else
-                    f"computed (not cached: {cache.refused})" if cache.refused else
-                    "recomputed (the stored one was not valid)")
-    return found
+    return _looked_up(found, "graph", lambda: cache.lookup(key, real.features, ctx=ctx))
 
 
 def _stored_stats(args, real, metrics, ctx, stored: StoredSummary) -> StoredStats:
@@ -530,15 +520,24 @@ def _stored_stats(args, real, metrics, ctx, stored: StoredSummary) -> StoredStat
     key = summary.StatsKey.of(digest, n, dim, moments, kernels, layout)
     cache = summary.SummaryCache(args.cache_dir or summary.SummaryCache.default_folder())
     found = StoredStats(status="computed", key=key, cache=cache, path=str(cache.folder / key.file_name()))
+    return _looked_up(found, "stats", lambda: cache.lookup_stats(key))
+
+
+def _looked_up(found, field: str, lookup):
+    """``found`` (a :class:`StoredSummary` or :class:`StoredStats` whose cache is ``found.cache``) after
+    ``lookup()``, the cache's answer: its ``field`` (``graph`` or ``stats``) set where a stored one is
+    valid, and its status: reused, or why it is computed (a first run, said at info level; a file
+    not valid, said as a warning; a cache that refuses to keep it)."""
     try:
-        lookup = cache.lookup_stats(key)
+        answer = lookup()
     except CacheMiss as miss:  # the ordinary first run against this real set
         log.info("real: %s", miss)
         return found
-    (log.info if lookup.stats is not None else log.warning)("real: %s", lookup.message)
-    found.stats = lookup.stats
-    found.status = ("reused" if lookup.stats is not None else
-                    f"computed (not cached: {cache.refused})" if cache.refused else
+    value = getattr(answer, field)
+    (log.info if value is not None else log.warning)("real: %s", answer.message)
+    setattr(found, field, value)
+    refused = found.cache.refused
+    found.status = ("reused" if value is not None else f"computed (not cached: {refused})" if refused else
                     "recomputed (the stored one was not valid)")
     return found
 
