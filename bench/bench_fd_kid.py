@@ -64,7 +64,7 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subse
             if "fd" in name:
                 stats = hubness_pr.evaluate(real=real, fake=fake[:16], metrics=("fd", "kid"), device="cpu",
                                             memory_budget=budget_mib * 2**20, progress=False).real_stats
-                stats.moments.root  # noqa: B018 - computed once, as the cache stores it
+                stats.moments.factor  # noqa: B018 - computed once, as the cache stores it
                 given["real_stats"] = stats
     elif name == "torch_fidelity":
         import torch

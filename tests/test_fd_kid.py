@@ -112,6 +112,51 @@ def test_fd_on_singular_covariances_is_finite_and_equals_the_eigen_brute_force()
     assert np.isfinite(got) and got == pytest.approx(brute_fd(real, fake), rel=1e-7)
 
 
+def _fd_from_moments(real, fake):
+    from hubness_pr.engine.moments import frechet_distance, set_moments
+    ctx = RunContext()
+    return frechet_distance(*(set_moments(torch.from_numpy(a), ctx) for a in (real, fake)))
+
+
+@pytest.mark.parametrize("case", ["well", "duplicate_column", "constant_column", "tiny_direction", "n_equals_dim"])
+def test_the_covariance_factor_routes_give_the_brute_force_fd(case):
+    """Cholesky where the covariance is clearly positive definite, the eigen route (with its clip) where
+    it is singular or a direction's variance is near rounding level: FD equal to the eigen brute force."""
+    from hubness_pr.engine.moments import psd_factor
+
+    real, fake = inception_like(20, 400, 48).astype(np.float64), inception_like(21, 350, 48, shift=0.1)
+    if case == "duplicate_column":
+        real[:, 7] = real[:, 3]
+    elif case == "constant_column":
+        real[:, 5] = 0.25
+    elif case == "tiny_direction":
+        real[:, 9] = real[:, 2] + 1e-6 * np.random.default_rng(3).standard_normal(len(real))
+    elif case == "n_equals_dim":
+        real = real[:48]
+    real = real.astype(np.float32)
+    cov = np.cov(real.astype(np.float64), rowvar=False)
+    factor = psd_factor(cov)
+    np.testing.assert_allclose(factor @ factor.T, cov, rtol=0, atol=1e-12 * np.abs(cov).max())
+    triangular = not np.triu(factor, 1).any()
+    assert triangular == (case == "well")  # Cholesky only where no variance is near rounding level
+    # the brute force keeps the square roots of rounding-level eigenvalues (~1e-8 of the scale each)
+    assert _fd_from_moments(real, fake) == pytest.approx(brute_fd(real, fake), rel=1e-7)
+
+
+def test_the_covariance_is_the_lower_block_triangle_mirrored(monkeypatch):
+    """Several column blocks of the symmetric rank-k update: the covariance equals numpy's and is
+    symmetric to the last bit."""
+    from hubness_pr.engine import moments
+
+    monkeypatch.setattr(moments, "_GRAM_COLUMNS", 5)
+    x = inception_like(22, 301, 23) + np.float32(40.0)
+    got = moments.set_moments(torch.from_numpy(x), RunContext(memory_budget=2**14))
+    want = np.cov(x.astype(np.float64), rowvar=False)
+    assert np.array_equal(got.cov, got.cov.T)
+    np.testing.assert_allclose(got.cov, want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
+    np.testing.assert_allclose(got.mean, x.astype(np.float64).mean(0), rtol=1e-12)
+
+
 def test_fd_of_a_set_with_itself_is_zero_and_large_means_do_not_cancel():
     real = inception_like(4, 500, 16) + np.float32(1000.0)
     ev = run(real, real.copy(), "fd")

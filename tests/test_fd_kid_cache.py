@@ -120,9 +120,9 @@ def test_stored_stats_are_validated():
     cov[0, 1] += 1.0
     with pytest.raises(InputError, match="not a covariance"):
         summary.stats_from_arrays(_reseal(dict(arrays, moments_cov=cov), key), key)
-    root = arrays["moments_root"] * 1.01
-    with pytest.raises(InputError, match="square root"):
-        summary.stats_from_arrays(_reseal(dict(arrays, moments_root=root), key), key)
+    root = arrays["moments_factor"] * 1.01
+    with pytest.raises(InputError, match="stored factor"):
+        summary.stats_from_arrays(_reseal(dict(arrays, moments_factor=root), key), key)
     nan = arrays["gauss_xx_rows"].copy()
     nan[3] = np.nan
     with pytest.raises(InputError, match="not finite"):
@@ -146,8 +146,8 @@ def test_the_cache_keeps_them_beside_the_knn_summary(tmp_path):
     got = cache.lookup_stats(key)
     assert got.stats is not None and "reused" in got.message
     assert np.array_equal(got.stats.moments.cov, stats.moments.cov)
-    assert "root" in vars(got.stats.moments)  # read back with them: FD computes no eigh for it
-    assert np.array_equal(got.stats.moments.root, stats.moments.root)
+    assert "factor" in vars(got.stats.moments)  # read back with them: FD computes no eigh for it
+    assert np.array_equal(got.stats.moments.factor, stats.moments.factor)
     assert np.array_equal(got.stats.kernels["poly3"].xx_rows, stats.kernels["poly3"].xx_rows)
     # a k-NN summary in the same folder is untouched by them and valid without them
     graph = hubness_pr.nearest_neighbors(REAL, 5, exact_ks=(3, 5))

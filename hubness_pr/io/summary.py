@@ -303,7 +303,7 @@ class StatsKey:
         out = {"stats_key": ((), f"<U{_KEY_CHARS}"), "stats_checksum": ((), "<U64")}
         if self.moments:
             out.update(moments_mean=((self.dim,), np.float64), moments_cov=((self.dim, self.dim), np.float64),
-                       moments_root=((self.dim, self.dim), np.float64))
+                       moments_factor=((self.dim, self.dim), np.float64))
         for name in self.kernels:
             out.update({f"{name}_xx": ((), np.float64), f"{name}_xx2": ((), np.float64),
                         f"{name}_xx_rows": ((self.n,), np.float64)})
@@ -325,7 +325,7 @@ def stats_arrays(stats: RealStats, key: StatsKey) -> dict:
                          f"{key.moments}, kernels {list(key.kernels)})")
     arrays = {}
     if key.moments:
-        arrays.update(moments_mean=stats.moments.mean, moments_cov=stats.moments.cov, moments_root=stats.moments.root)
+        arrays.update(moments_mean=stats.moments.mean, moments_cov=stats.moments.cov, moments_factor=stats.moments.factor)
     for name in key.kernels:
         sums = stats.kernels[name]
         arrays.update({f"{name}_xx": sums.xx, f"{name}_xx2": sums.xx2, f"{name}_xx_rows": sums.xx_rows})
@@ -357,12 +357,12 @@ def stats_from_arrays(arrays, key: StatsKey) -> RealStats:
         cov = values["moments_cov"]
         if (cov != cov.T).any() or (np.diag(cov) < 0).any():
             raise InputError("not a covariance (not symmetric, or a negative variance)")
-        root = values["moments_root"]
+        factor = values["moments_factor"]
         scale = float(np.abs(cov).max()) + np.finfo(np.float64).tiny
-        if (root != root.T).any() or float(np.abs(root @ root - cov).max()) > 1e-6 * scale:
-            raise InputError("the covariance's stored square root does not square to it")
+        if float(np.abs(factor @ factor.T - cov).max()) > 1e-6 * scale:
+            raise InputError("the covariance's stored factor does not give it back (F F^T != cov)")
         moments = Moments(n=key.n, mean=values["moments_mean"], cov=cov)
-        moments.__dict__["root"] = root  # Moments.root, computed once and stored with them
+        moments.__dict__["factor"] = factor  # Moments.factor, computed once and stored with them
     kernels = {}
     for name in key.kernels:
         xx, rows = float(values[f"{name}_xx"]), values[f"{name}_xx_rows"]
