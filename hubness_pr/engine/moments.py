@@ -124,12 +124,14 @@ def psd_factor(cov: np.ndarray) -> np.ndarray:
     at dim 2048); otherwise (singular: N <= dim, constant features) ``V diag(sqrt(w))`` from ``eigh``
     (torch's, float64: LAPACK's divide and conquer), the eigenvalues below rounding level (negative
     ones included) set to 0. Both are backward stable: ``F F^T`` is ``cov`` to float64 rounding."""
-    t = torch.from_numpy(np.ascontiguousarray(cov, dtype=np.float64))
-    low, info = torch.linalg.cholesky_ex(t)
-    scale = float(t.diagonal().max()) if t.numel() else 0.0
-    if int(info) == 0 and float((low.diagonal() ** 2).min()) > _PIVOT_FLOOR * scale:
-        return low.numpy()
-    w, v = torch.linalg.eigh(t)
+    cov = np.ascontiguousarray(cov, dtype=np.float64)
+    try:
+        low = np.linalg.cholesky(cov)
+        if cov.size and float(np.diagonal(low).min() ** 2) > _PIVOT_FLOOR * float(np.diagonal(cov).max()):
+            return low
+    except np.linalg.LinAlgError:  # not numerically positive definite
+        pass
+    w, v = torch.linalg.eigh(torch.from_numpy(cov))
     return v.numpy() * np.sqrt(_clip(w.numpy()))
 
 
@@ -139,7 +141,9 @@ def trace_sqrt_product(factor1: np.ndarray, cov2: np.ndarray) -> float:
     square roots of that matrix's eigenvalues (``eigvalsh``; below rounding level: 0). Defined for
     singular covariances (N < dim), where scipy's iterative ``sqrtm`` may fail or turn complex."""
     m = factor1.T @ cov2 @ factor1
-    w = torch.linalg.eigvalsh(torch.from_numpy((m + m.T) / 2)).numpy()
+    # numpy's (LAPACK dsyevd): 0.34 s at dim 2048 on 2 cores; torch's was 0.24 s from its second call
+    # in a process but about 1 s on its first, and FD calls it once a run
+    w = np.linalg.eigvalsh((m + m.T) / 2)
     return float(np.sqrt(_clip(w)).sum())
 
 

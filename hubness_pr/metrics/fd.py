@@ -1,9 +1,9 @@
 """Frechet distance (FD) and FD-infinity from the same features (docs/definitions.md, "FD").
 
 FD = |mu_r - mu_f|^2 + Tr(S_r + S_f - 2 (S_r S_f)^(1/2)) of the two sets' means and covariances
-(ddof 1), accumulated in float64 (:mod:`hubness_pr.engine.moments`), the trace of the square root by
-symmetric eigendecompositions. FID is FD on FID-Inception pool3 features. FD-infinity (Chong &
-Forsyth, CVPR 2020): FD of the real set against the first N fakes of a seeded permutation for
+(ddof 1), accumulated in float64 (:mod:`hubness_pr.engine.moments`), the trace of the square root
+from a factor of the real covariance (Cholesky, or ``eigh`` where it is singular) and one
+``eigvalsh``. FID is FD on FID-Inception pool3 features. FD-infinity (Chong & Forsyth, CVPR 2020): FD of the real set against the first N fakes of a seeded permutation for
 ``fd_inf_points`` sizes N, a least-squares line in 1/N, its value at 1/N = 0.
 """
 from __future__ import annotations
