@@ -152,6 +152,12 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                         "(--metrics ct; Meehan et al. 2020, as dgm-eval)")
     p.add_argument("--ct_seed", "--ct-seed", dest="ct_seed", type=nonnegative_int, default=0,
                    help="seed of C_T's PCA and k-means (dgm-eval leaves them unseeded)")
+    p.add_argument("--protocol", default=None, choices=("prdc", "dgm_eval", "torch_fidelity", "sg2ada"),
+                   help="also compute what a peer tool computes, in its own arithmetic and conventions (k, '<' or "
+                        "'<=', float32 or float16 distances, subsets): prdc, dgm_eval, torch_fidelity or sg2ada "
+                        "(StyleGAN2-ADA); printed as protocol.* (adds the metric 'protocol'; README, 'Protocol presets')")
+    p.add_argument("--protocol_seed", "--protocol-seed", dest="protocol_seed", type=nonnegative_int, default=0,
+                   help="seed of dgm-eval's subsets (--protocol dgm_eval: numpy's np.random.seed(S) before its draws)")
     p.add_argument("--kid_subsets", "--kid-subsets", dest="kid_subsets", type=nonnegative_int, default=0, metavar="S",
                    help="KID as the mean and std over S seeded subsets, drawn as torch-fidelity draws them (its "
                         "default: 100); 0 (default): KID exactly over the full sets")
@@ -330,6 +336,13 @@ def _run(args) -> None:
         hubness_pr.engine.distributed.shutdown(group)
 
 
+def _with_protocol(metrics: str, protocol: str | None) -> str:
+    """The metric list with 'protocol' added where ``--protocol`` names a preset."""
+    if protocol is None or "protocol" in metrics.split(","):
+        return metrics
+    return f"{metrics},protocol"
+
+
 def _prepare(args, device_spec: str, group) -> Prepared:
     """Everything checked before the heavy work: options, outputs (rank 0), the inputs, and the real
     set's stored k-NN summary. Bad input raises here, on every rank alike."""
@@ -344,7 +357,8 @@ def _prepare(args, device_spec: str, group) -> Prepared:
             raise InputError(str(exc)) from None
         args.metrics = "epr"
     metrics, k, dc_k, hubs_k, budget, device = hubness_pr.check_options(
-        metrics=args.metrics or ",".join(hubness_pr.DEFAULT_METRICS), k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k,
+        metrics=_with_protocol(args.metrics or ",".join(hubness_pr.DEFAULT_METRICS), args.protocol),
+        k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k,
         memory_budget=args.memory_budget * 2**20, device=check_device(device_spec))
     outputs = OutputFiles(inputs={"REAL": args.path_real, "FAKE": args.path_fake, "--weights": args.weights})
     planned, gallery = {}, None
@@ -357,7 +371,11 @@ def _prepare(args, device_spec: str, group) -> Prepared:
     options = dict(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k, ctx=ctx, kid_subsets=args.kid_subsets,
                    kid_subset_size=args.kid_subset_size, kid_seed=args.kid_seed, fd_inf_seed=args.fd_inf_seed,
                    fd_inf_points=args.fd_inf_points, ppr_a=args.ppr_a, ppr_k=args.ppr_k,
-                   copy_ratio=args.copy_ratio, ct_seed=args.ct_seed)
+                   copy_ratio=args.copy_ratio, ct_seed=args.ct_seed, protocol=args.protocol,
+                   protocol_seed=args.protocol_seed)
+    if "protocol" in metrics and args.protocol is None:
+        raise InputError("--metrics protocol needs a preset: --protocol prdc|dgm_eval|torch_fidelity|sg2ada",
+                         option="--protocol")
     if "ct" in metrics and args.real_test is None:
         raise InputError("--metrics ct needs held-out real features: --real_test FILE", option="--real_test")
     try:

@@ -1,5 +1,5 @@
 """The metrics: one small module a metric (pr, dc, epr, realism, rarity, hubness, prcover, pprecision (ppr),
-clipped (cdc), fd, kid, cmmd, auth, ct), the
+clipped (cdc), fd, kid, cmmd, auth, ct, protocols (a peer tool's numbers)), the
 registry of their declarations (:mod:`hubness_pr.metrics.registry`), and :func:`evaluate`, which plans
 the engine's passes from the metrics asked for. See docs/definitions.md.
 
@@ -19,7 +19,8 @@ _EXPORTS.update(PrecisionRecall="pr", DensityCoverage="dc", EfficientPrecisionRe
                 SetsHubness="hubness", hubness_stats="hubness", Metric="registry", register="registry",
                 REGISTRY="registry", FrechetDistance="fd", KernelInceptionDistance="kid", CMMD="cmmd",
                 expected_coverage="expected", evaluate_splits="splits", split_indices="splits",
-                Splits="splits", Authenticity="auth", DataCopying="ct")
+                Splits="splits", Authenticity="auth", DataCopying="ct", ProtocolResult="protocols",
+                PRESETS="protocols")
 _MODULES = ("evaluation", "registry", "pr", "dc", "epr", "realism", "rarity", "hubness", "prcover", "pprecision",
-            "clipped", "fd", "kid", "cmmd", "expected", "splits", "auth", "ct")
+            "clipped", "fd", "kid", "cmmd", "expected", "splits", "auth", "ct", "protocols")
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, _MODULES)

@@ -252,7 +252,7 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
              ppr_a: float = 1.2, ppr_k: int = 4, route: str | None = None, ctx: RunContext | None = None, fd_inf_seed: int = 0,
              fd_inf_points: int = 0, kid_subsets: int = 0, kid_subset_size: int = 1000,
              kid_seed: int = 2020, expected: bool = False, copy_ratio: float = 0.5, real_test=None,
-             ct_seed: int = 0) -> Evaluation:
+             ct_seed: int = 0, protocol: str | None = None, protocol_seed: int = 0) -> Evaluation:
     """Compute the requested metrics of ``fake`` against ``real`` in one pass.
 
     Args:
@@ -300,6 +300,9 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
             as a likely copy (default 0.5; :mod:`hubness_pr.metrics.auth`).
         real_test: 'ct': held-out real features (n_test, dim), not the ``real`` set (C_T of Meehan et
             al., :mod:`hubness_pr.metrics.ct`); ``ct_seed``: the seed of its PCA and k-means.
+        protocol: a peer tool whose precision/recall (density/coverage) to reproduce in its own
+            arithmetic: 'prdc', 'dgm_eval', 'torch_fidelity' or 'sg2ada' (:mod:`hubness_pr.metrics.protocols`;
+            adds the metric 'protocol'); ``protocol_seed``: the seed of dgm-eval's subsets.
 
     Returns:
         :class:`Evaluation`; results do not depend on ``memory_budget``, the device or the number of
@@ -315,7 +318,7 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                             knn=knn, hnsw=hnsw, hubs=hubs, prcover_c=prcover_c, ppr_a=ppr_a, ppr_k=ppr_k, ctx=own, fd_inf_seed=fd_inf_seed,
                             fd_inf_points=fd_inf_points, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
                             kid_seed=kid_seed, expected=expected, copy_ratio=copy_ratio, real_test=real_test,
-                            ct_seed=ct_seed)
+                            ct_seed=ct_seed, protocol=protocol, protocol_seed=protocol_seed)
     names, k, dc_k, hubs_k, _, _ = check_options(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k,
                                                  memory_budget=ctx.memory_budget, device=ctx.device)
     options = Options(k=k, dc_k=dc_k, hubs_k=hubs_k, prcover_c=check_int(prcover_c, "prcover_c", "evaluate", 1),
@@ -328,7 +331,11 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                       kid_seed=check_int(kid_seed, "kid_seed", "evaluate", 0),
                       copy_ratio=check_positive_float(copy_ratio, "copy_ratio", "evaluate"),
                       real_test=None if real_test is None else as_feature_matrix(real_test, "real_test"),
-                      ct_seed=check_int(ct_seed, "ct_seed", "evaluate", 0))
+                      ct_seed=check_int(ct_seed, "ct_seed", "evaluate", 0),
+                      protocol=_check_protocol(protocol, names),
+                      protocol_seed=check_int(protocol_seed, "protocol_seed", "evaluate", 0))
+    if options.protocol is not None and "protocol" not in names:  # the preset named: its metric is asked for
+        names = tuple(name for name in METRICS if name in names or name == "protocol")
     real, fake = as_feature_matrix(real, "real"), as_feature_matrix(fake, "fake")
     if real.shape[1] != fake.shape[1]:
         raise InputError(f"real and fake features have different dimensions: {real.shape[1]} vs {fake.shape[1]}",
@@ -391,6 +398,19 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                       expected=expected_of, real_stats=stats, diagnostics=diagnostics, fake_k_occurrence=occ_fake,
                       real_k_occurrence=passes.real_occurrence,
                       fake_is_hub=None if occ_fake is None else occ_fake >= hubs_k, **per_sample)
+
+
+def _check_protocol(protocol, names) -> str | None:
+    """The peer preset's name, checked (None where none is asked for)."""
+    from hubness_pr.metrics.protocols import PRESETS
+    if protocol is None:
+        if "protocol" in names:
+            raise InputError(f"the metric 'protocol' needs a preset: protocol= one of {', '.join(PRESETS)} "
+                             "(the metric command's --protocol NAME)", option="protocol")
+        return None
+    if protocol not in PRESETS:
+        raise InputError(f"unknown protocol {protocol!r}: choose one of {', '.join(PRESETS)}", option="protocol")
+    return protocol
 
 
 def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: RunContext, timings: dict,

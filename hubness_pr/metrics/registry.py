@@ -25,7 +25,8 @@ class Options:
     and KID's subsets (``kid_subsets`` of ``kid_subset_size`` samples drawn with ``kid_seed``;
     0 subsets: KID exactly over the full sets); the memorisation metrics' ``copy_ratio`` (a fake with
     d1 / d2 below it counts as a likely copy), C_T's held-out real features ``real_test`` (float32
-    (n_test, dim) or None) and its k-means seed ``ct_seed``."""
+    (n_test, dim) or None) and its k-means seed ``ct_seed``; the peer preset ``protocol`` (a name of
+    :data:`hubness_pr.metrics.protocols.PRESETS` or None) and its subsets' seed ``protocol_seed``."""
 
     k: int = 3
     dc_k: int = 5
@@ -41,6 +42,8 @@ class Options:
     copy_ratio: float = 0.5
     real_test: Any = None
     ct_seed: int = 0
+    protocol: str | None = None
+    protocol_seed: int = 0
 
     @property
     def one(self) -> int:

@@ -1,0 +1,147 @@
+"""Protocol presets (hubness_pr/metrics/protocols.py): each equal to its peer's own code on the same
+features, to the last bit: prdc (the registry package), dgm-eval (its prdc module and subset draws,
+vendored: tests/reference_dgm_eval_prdc.py), torch-fidelity (the registry package) and StyleGAN2-ADA
+(its steps written out, float16 on the CPU: tests/reference_sg2ada.py). The sets: random, integer grids
+(exact ties at every ball's border, where '<' and '<=' differ) and duplicates."""
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import hubness_pr
+from hubness_pr.commands.metrics import main
+from hubness_pr.errors import InputError
+from hubness_pr.metrics import protocols
+from tests.cases import duplicate_sets, grid_sets, random_sets
+from tests.cli_helpers import call
+from tests.reference_dgm_eval_prdc import compute_scores_prdc
+from tests.reference_sg2ada import sg2ada_precision_recall
+
+CASES = {
+    "random": lambda: random_sets(1, 700, 560, 24),
+    "grid": lambda: grid_sets(2, 500, 430, 3),
+    "duplicates": lambda: duplicate_sets(3, 420, 390, 16),
+    "wide": lambda: random_sets(4, 300, 340, 300, shift=0.05, scale=1.0),
+}
+
+
+def ours(real, fake, name, **options):
+    return hubness_pr.evaluate(real=real, fake=fake, metrics="protocol", protocol=name, **options).results["protocol"]
+
+
+def quiet(fn, *args, **kwargs):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("tile", [4096, 97])
+def test_prdc_preset_equals_compute_prdc(case, tile, monkeypatch):
+    from prdc import compute_prdc
+
+    monkeypatch.setattr(protocols, "SKLEARN_TILE", tile)  # tiles far smaller than the sets give the same values
+    real, fake = CASES[case]()
+    got = ours(real, fake, "prdc")
+    want = quiet(compute_prdc, real, fake, nearest_k=5)
+    assert (got.precision, got.recall, got.density, got.coverage) == tuple(
+        float(want[key]) for key in ("precision", "recall", "density", "coverage"))
+    assert got.f_score is None and (got.n_real_used, got.n_fake_used) == (len(real), len(fake))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dgm_eval_preset_equals_its_prdc_on_its_seeded_subsets(case, monkeypatch):
+    real, fake = CASES[case]()
+    for reduced, seed in ((protocols.DGM_EVAL_SUBSET, 13579), (250, 7)):  # the default (min(N, M)) and smaller
+        monkeypatch.setattr(protocols, "DGM_EVAL_SUBSET", reduced)
+        preset = protocols.Preset(**{**vars(protocols.PRESETS["dgm_eval"]), "subset": reduced})
+        monkeypatch.setitem(protocols.PRESETS, "dgm_eval", preset)
+        got = ours(real, fake, "dgm_eval", protocol_seed=seed)
+        np.random.seed(seed)
+        want = quiet(compute_scores_prdc, (real, fake), nearest_k=5, reduced_n=reduced)
+        assert (got.precision, got.recall, got.density, got.coverage) == tuple(
+            float(want[key]) for key in ("precision", "recall", "density", "coverage")), (reduced, seed)
+        assert got.n_real_used == got.n_fake_used == min(reduced, len(real), len(fake))
+    other = ours(real, fake, "dgm_eval", protocol_seed=8)
+    assert (other.precision, other.recall) != (got.precision, got.recall)  # the seed picks the subsets
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("batch", [10000, 128])
+def test_torch_fidelity_preset_equals_its_prc(case, batch, monkeypatch):
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    monkeypatch.setattr(protocols, "PEER_BATCH", batch)
+    real, fake = CASES[case]()
+    got = ours(real, fake, "torch_fidelity")
+    for save_ram in (False, True):  # its two code paths (input1: generated, input2: real)
+        want = prc_features_to_metric(torch.from_numpy(fake), torch.from_numpy(real), prc_neighborhood=3,
+                                      prc_batch_size=batch, save_cpu_ram=save_ram, verbose=False)
+        assert (got.precision, got.recall, got.f_score) == (want["precision"], want["recall"], want["f_score"])
+    assert got.density is None and got.coverage is None
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("batch", [10000, 150])
+def test_sg2ada_preset_equals_its_float16_steps(case, batch, monkeypatch):
+    monkeypatch.setattr(protocols, "PEER_BATCH", batch)  # 150: padded, uneven column chunks
+    real, fake = CASES[case]()
+    got = ours(real, fake, "sg2ada")
+    want = sg2ada_precision_recall(real, fake, nhood_size=3, row_batch_size=batch, col_batch_size=batch)
+    assert (got.precision, got.recall) == (want["precision"], want["recall"])
+
+
+def test_the_presets_differ_where_their_conventions_do():
+    """On an integer grid every ball has points on its border: '<' (prdc) and '<=' (torch-fidelity,
+    the toolkit's P&R) give different numbers; float16 rounding (SG2-ADA) moves near-border points."""
+    real, fake = grid_sets(2, 500, 430, 3)
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics="pr", k=5)
+    strict = ours(real, fake, "prdc")
+    assert strict.precision < ev.pr.precision  # the border points are out under '<'
+    tf = ours(real, fake, "torch_fidelity")
+    exact = hubness_pr.evaluate(real=real, fake=fake, metrics="pr", k=3).pr
+    # '<=' and k=3 as the toolkit's P&R, and a grid's distances exact in float32: the same counts (torch's
+    # float32 mean of the flags differs from the float64 one in its 8th digit)
+    assert (tf.precision, tf.recall) == pytest.approx((exact.precision, exact.recall), rel=1e-7)
+    rng = np.random.default_rng(5)
+    real = (rng.standard_normal((600, 64)) * 30 + 200).astype(np.float32)  # large norms: float16 steps of 0.125
+    fake = (real[:500] + rng.standard_normal((500, 64)).astype(np.float32) * 0.05).astype(np.float32)
+    half = ours(real, fake, "sg2ada")
+    full = hubness_pr.evaluate(real=real, fake=fake, metrics="pr").pr
+    assert (half.precision, half.recall) != (full.precision, full.recall)
+
+
+def test_bad_protocol_requests_are_one_line_errors(tmp_path):
+    real, fake = random_sets(0, 60, 50, 8)
+    with pytest.raises(InputError, match="unknown protocol"):
+        ours(real, fake, "nope")
+    with pytest.raises(InputError, match="needs a preset"):
+        hubness_pr.evaluate(real=real, fake=fake, metrics="protocol")
+    with pytest.raises(InputError, match="at least k \\+ 1 = 6 fake"):
+        ours(real, fake[:5], "prdc")
+    np.save(tmp_path / "r.npy", real)
+    np.save(tmp_path / "f.npy", fake)
+    r = call(main, tmp_path / "r.npy", tmp_path / "f.npy", "--metrics", "protocol")
+    assert r.returncode != 0 and "--protocol" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = call(main, tmp_path / "r.npy", tmp_path / "f.npy", "--protocol", "prdcx")
+    assert r.returncode != 0 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_command_prints_and_records_the_protocol(tmp_path):
+    from prdc import compute_prdc
+
+    real, fake = random_sets(6, 200, 180, 12)
+    np.save(tmp_path / "r.npy", real)
+    np.save(tmp_path / "f.npy", fake)
+    out = tmp_path / "out.json"
+    r = call(main, tmp_path / "r.npy", tmp_path / "f.npy", "--metrics", "pr", "--protocol", "prdc", "--json", out)
+    assert r.returncode == 0, r.stderr
+    want = quiet(compute_prdc, real, fake, nearest_k=5)
+    lines = dict(line.split(": ", 1) for line in r.stdout.splitlines() if line.startswith("protocol."))
+    assert lines["protocol.name"] == "prdc" and float(lines["protocol.density"]) == pytest.approx(want["density"], abs=5e-7)
+    data = json.loads(out.read_text())
+    assert data["protocol"]["coverage"] == float(want["coverage"]) and "pr" in data
+    assert data["params"]["protocol"]["boundary"] == "<" and data["params"]["protocol"]["k"] == 5
+    assert data["params"]["metrics"] == ["pr", "protocol"]
