@@ -26,7 +26,7 @@ def test_unknown_radii_are_refused(monkeypatch):
 
 def test_metrics_follow_the_declared_order_and_defaults():
     assert hubness_pr.METRICS == ("epr", "pr", "dc", "realism", "rarity", "hubness", "prcover", "ppr", "cdc", "fd", "kid",
-                                  "cmmd", "auth", "ct")
+                                  "cmmd", "auth", "ct", "protocol")
     assert hubness_pr.DEFAULT_METRICS == hubness_pr.METRICS[:6]
     ev = hubness_pr.evaluate(real=np.eye(8, dtype=np.float32), fake=np.eye(8, dtype=np.float32)[::-1].copy(),
                              metrics="dc,pr", k=2, dc_k=2)
