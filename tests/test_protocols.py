@@ -145,3 +145,14 @@ def test_the_command_prints_and_records_the_protocol(tmp_path):
     assert data["protocol"]["coverage"] == float(want["coverage"]) and "pr" in data
     assert data["params"]["protocol"]["boundary"] == "<" and data["params"]["protocol"]["k"] == 5
     assert data["params"]["metrics"] == ["pr", "protocol"]
+
+
+def test_memory_mapped_inputs_give_the_same_numbers(tmp_path):
+    real, fake = random_sets(9, 400, 380, 20)
+    np.save(tmp_path / "r.npy", real)
+    np.save(tmp_path / "f.npy", fake)
+    mapped = [np.load(tmp_path / name, mmap_mode="r") for name in ("r.npy", "f.npy")]
+    for name in ("dgm_eval", "sg2ada"):
+        want = ours(real, fake, name, protocol_seed=3)
+        got = ours(*mapped, name, protocol_seed=3)
+        assert got == want

@@ -108,8 +108,8 @@ class ProtocolResult:
 
 def _rows(x, index: np.ndarray | None, dev) -> torch.Tensor:
     """A run's feature set (tensor or file rows) as a float32 tensor on ``dev``, in ``index`` order."""
-    if not isinstance(x, torch.Tensor):  # hubness_pr.engine.mapped.MappedRows
-        x = torch.as_tensor(np.asarray(x[0:x.shape[0]], dtype=np.float32))
+    if not isinstance(x, torch.Tensor):  # hubness_pr.engine.mapped.MappedRows: read the rows used
+        x, index = (x.whole() if index is None else x[np.asarray(index)]), None
     if index is not None:
         x = x[torch.as_tensor(index, device=x.device)]
     return x.to(dev, torch.float32)
