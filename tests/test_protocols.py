@@ -156,3 +156,27 @@ def test_memory_mapped_inputs_give_the_same_numbers(tmp_path):
         want = ours(real, fake, name, protocol_seed=3)
         got = ours(*mapped, name, protocol_seed=3)
         assert got == want
+
+
+def test_the_neighbourhood_size_can_be_set_as_each_peer_allows():
+    from prdc import compute_prdc
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    real, fake = CASES["duplicates"]()
+    got = ours(real, fake, "prdc", protocol_k=3)
+    want = quiet(compute_prdc, real, fake, nearest_k=3)
+    assert (got.precision, got.density) == (float(want["precision"]), float(want["density"]))
+    assert (got.precision, got.density) != astuple_pd(ours(real, fake, "prdc"))
+    got = ours(real, fake, "torch_fidelity", protocol_k=5)
+    want = prc_features_to_metric(torch.from_numpy(fake), torch.from_numpy(real), prc_neighborhood=5,
+                                  prc_batch_size=10000, save_cpu_ram=False, verbose=False)
+    assert (got.precision, got.recall) == (want["precision"], want["recall"])
+    got = ours(real, fake, "sg2ada", protocol_k=5)
+    want = sg2ada_precision_recall(real, fake, nhood_size=5)
+    assert (got.precision, got.recall) == (want["precision"], want["recall"])
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics="protocol", protocol="sg2ada", protocol_k=5)
+    assert ev.params["protocol"]["k"] == 5
+
+
+def astuple_pd(result):
+    return result.precision, result.density

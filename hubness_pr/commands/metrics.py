@@ -158,6 +158,9 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                         "(StyleGAN2-ADA); printed as protocol.* (adds the metric 'protocol'; README, 'Protocol presets')")
     p.add_argument("--protocol_seed", "--protocol-seed", dest="protocol_seed", type=nonnegative_int, default=0,
                    help="seed of dgm-eval's subsets (--protocol dgm_eval: numpy's np.random.seed(S) before its draws)")
+    p.add_argument("--protocol_k", "--protocol-k", dest="protocol_k", type=positive_int, default=None, metavar="K",
+                   help="the preset's neighbourhood size (default: the peer's own, 5 for prdc and dgm_eval, 3 for "
+                        "torch_fidelity and sg2ada)")
     p.add_argument("--kid_subsets", "--kid-subsets", dest="kid_subsets", type=nonnegative_int, default=0, metavar="S",
                    help="KID as the mean and std over S seeded subsets, drawn as torch-fidelity draws them (its "
                         "default: 100); 0 (default): KID exactly over the full sets")
@@ -372,7 +375,7 @@ def _prepare(args, device_spec: str, group) -> Prepared:
                    kid_subset_size=args.kid_subset_size, kid_seed=args.kid_seed, fd_inf_seed=args.fd_inf_seed,
                    fd_inf_points=args.fd_inf_points, ppr_a=args.ppr_a, ppr_k=args.ppr_k,
                    copy_ratio=args.copy_ratio, ct_seed=args.ct_seed, protocol=args.protocol,
-                   protocol_seed=args.protocol_seed)
+                   protocol_seed=args.protocol_seed, protocol_k=args.protocol_k)
     if "protocol" in metrics and args.protocol is None:
         raise InputError("--metrics protocol needs a preset: --protocol prdc|dgm_eval|torch_fidelity|sg2ada",
                          option="--protocol")

@@ -252,7 +252,8 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
              ppr_a: float = 1.2, ppr_k: int = 4, route: str | None = None, ctx: RunContext | None = None, fd_inf_seed: int = 0,
              fd_inf_points: int = 0, kid_subsets: int = 0, kid_subset_size: int = 1000,
              kid_seed: int = 2020, expected: bool = False, copy_ratio: float = 0.5, real_test=None,
-             ct_seed: int = 0, protocol: str | None = None, protocol_seed: int = 0) -> Evaluation:
+             ct_seed: int = 0, protocol: str | None = None, protocol_seed: int = 0,
+             protocol_k: int | None = None) -> Evaluation:
     """Compute the requested metrics of ``fake`` against ``real`` in one pass.
 
     Args:
@@ -302,7 +303,8 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
             al., :mod:`hubness_pr.metrics.ct`); ``ct_seed``: the seed of its PCA and k-means.
         protocol: a peer tool whose precision/recall (density/coverage) to reproduce in its own
             arithmetic: 'prdc', 'dgm_eval', 'torch_fidelity' or 'sg2ada' (:mod:`hubness_pr.metrics.protocols`;
-            adds the metric 'protocol'); ``protocol_seed``: the seed of dgm-eval's subsets.
+            adds the metric 'protocol'); ``protocol_seed``: the seed of dgm-eval's subsets; ``protocol_k``:
+            its neighbourhood size (None: the peer's default, 5 for prdc and dgm-eval, 3 for the others).
 
     Returns:
         :class:`Evaluation`; results do not depend on ``memory_budget``, the device or the number of
@@ -318,7 +320,8 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                             knn=knn, hnsw=hnsw, hubs=hubs, prcover_c=prcover_c, ppr_a=ppr_a, ppr_k=ppr_k, ctx=own, fd_inf_seed=fd_inf_seed,
                             fd_inf_points=fd_inf_points, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
                             kid_seed=kid_seed, expected=expected, copy_ratio=copy_ratio, real_test=real_test,
-                            ct_seed=ct_seed, protocol=protocol, protocol_seed=protocol_seed)
+                            ct_seed=ct_seed, protocol=protocol, protocol_seed=protocol_seed,
+                            protocol_k=protocol_k)
     names, k, dc_k, hubs_k, _, _ = check_options(metrics=metrics, k=k, dc_k=dc_k, hubs_k=hubs_k,
                                                  memory_budget=ctx.memory_budget, device=ctx.device)
     options = Options(k=k, dc_k=dc_k, hubs_k=hubs_k, prcover_c=check_int(prcover_c, "prcover_c", "evaluate", 1),
@@ -333,7 +336,8 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                       real_test=None if real_test is None else as_feature_matrix(real_test, "real_test"),
                       ct_seed=check_int(ct_seed, "ct_seed", "evaluate", 0),
                       protocol=_check_protocol(protocol, names),
-                      protocol_seed=check_int(protocol_seed, "protocol_seed", "evaluate", 0))
+                      protocol_seed=check_int(protocol_seed, "protocol_seed", "evaluate", 0),
+                      protocol_k=None if protocol_k is None else check_int(protocol_k, "protocol_k", "evaluate", 1))
     if options.protocol is not None and "protocol" not in names:  # the preset named: its metric is asked for
         names = tuple(name for name in METRICS if name in names or name == "protocol")
     real, fake = as_feature_matrix(real, "real"), as_feature_matrix(fake, "fake")

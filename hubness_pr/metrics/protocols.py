@@ -41,7 +41,7 @@ torch's on the CPU, so its preset reproduces a GPU run only on that GPU.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class Preset:
 
     name: str
     peer: str
-    k: int
+    k: int                  # the peer's default neighbourhood size
     strict: bool            # membership ``d < r`` (True) or ``d <= r``
     arithmetic: str         # "sklearn", "cdist32" or "cdist16"
     outputs: tuple          # the values it reports
@@ -224,9 +224,18 @@ def subset_indices(preset: Preset, n_real: int, n_fake: int, seed: int) -> tuple
     return real_idx, fake_idx
 
 
-def evaluate_protocol(name: str, real, fake, seed: int = 0, device=None) -> ProtocolResult:
-    """The preset ``name``'s numbers for ``real`` and ``fake`` (tensors, arrays or file rows)."""
+def preset_of(name: str, k: int | None = None) -> Preset:
+    """The preset ``name``, with its neighbourhood size set to ``k`` (None: the peer's default; prdc's
+    ``nearest_k``, dgm-eval's ``--nearest_k``, torch-fidelity's ``prc_neighborhood``, SG2-ADA's
+    ``nhood_size``)."""
     preset = PRESETS[name]
+    return preset if k is None else replace(preset, k=int(k))
+
+
+def evaluate_protocol(name: str, real, fake, seed: int = 0, device=None, k: int | None = None) -> ProtocolResult:
+    """The preset ``name``'s numbers for ``real`` and ``fake`` (tensors, arrays or file rows); ``k``:
+    :func:`preset_of`."""
+    preset = preset_of(name, k)
     dev = device if device is not None else (real.device if isinstance(real, torch.Tensor) else "cpu")
     real_idx, fake_idx = subset_indices(preset, real.shape[0], fake.shape[0], seed)
     for role, x, idx in (("real", real, real_idx), ("fake", fake, fake_idx)):
@@ -244,11 +253,11 @@ def evaluate_protocol(name: str, real, fake, seed: int = 0, device=None) -> Prot
 
 def _finish(p: Passes) -> ProtocolResult:
     o = p.options
-    return evaluate_protocol(o.protocol, p.real_x, p.fake_x, o.protocol_seed, p.ctx.device)
+    return evaluate_protocol(o.protocol, p.real_x, p.fake_x, o.protocol_seed, p.ctx.device, o.protocol_k)
 
 
 def _params(o) -> dict:
-    return {"protocol": dict(PRESETS[o.protocol].describe(), seed=o.protocol_seed)}
+    return {"protocol": dict(preset_of(o.protocol, o.protocol_k).describe(), seed=o.protocol_seed)}
 
 
 register(Metric("protocol", _finish, default=False, order=96, params=_params,

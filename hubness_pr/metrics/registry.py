@@ -26,7 +26,8 @@ class Options:
     0 subsets: KID exactly over the full sets); the memorisation metrics' ``copy_ratio`` (a fake with
     d1 / d2 below it counts as a likely copy), C_T's held-out real features ``real_test`` (float32
     (n_test, dim) or None) and its k-means seed ``ct_seed``; the peer preset ``protocol`` (a name of
-    :data:`hubness_pr.metrics.protocols.PRESETS` or None) and its subsets' seed ``protocol_seed``."""
+    :data:`hubness_pr.metrics.protocols.PRESETS` or None), its subsets' seed ``protocol_seed`` and its
+    neighbourhood size ``protocol_k`` (None: the peer's default)."""
 
     k: int = 3
     dc_k: int = 5
@@ -44,6 +45,7 @@ class Options:
     ct_seed: int = 0
     protocol: str | None = None
     protocol_seed: int = 0
+    protocol_k: int | None = None
 
     @property
     def one(self) -> int:
