@@ -181,3 +181,22 @@ def test_evaluate_runs_no_pass_of_its_own_beside_a_full_cross_pass(others, kerne
     # eP&R's hub-only cross pass does not see every real: the standalone pass runs
     with pytest.raises(AssertionError, match="standalone"):
         hubness_pr.evaluate(real=real, fake=fake, metrics=("epr", "auth"), route=kernel_route)
+
+
+@pytest.mark.parametrize("others", [(), ("epr",)])
+def test_without_a_full_cross_pass_the_kernel_sums_ride_the_nearest_pass(others, kernel_route, monkeypatch):
+    """auth with KID and CMMD (and beside eP&R's hub-only pass): the standalone pass carries the real x
+    fake kernel sums, so no grid pass of their own runs; the same values as each metric alone."""
+    from hubness_pr.engine import kernel_sums
+
+    real, fake = CASES["random"]()
+    opts = dict(route=kernel_route, memory_budget=2**20)
+    kid = hubness_pr.evaluate(real=real, fake=fake, metrics=("kid", "cmmd"), **opts)
+    auth = hubness_pr.evaluate(real=real, fake=fake, metrics=("auth",), **opts)
+    tags, grid_pass = [], kernel_sums.grid_pass
+    monkeypatch.setattr(kernel_sums, "grid_pass", lambda grid, *a, **kw: (tags.append(grid.tag), grid_pass(grid, *a, **kw)))
+    ev = hubness_pr.evaluate(real=real, fake=fake, metrics=others + ("kid", "cmmd", "auth"), **opts)
+    assert "xy" not in tags and "nearest" in ev.timings
+    assert ev.kid == kid.kid and ev.cmmd == kid.cmmd
+    assert np.array_equal(ev.auth.nearest_real_distance, auth.auth.nearest_real_distance)
+    assert np.array_equal(ev.auth.second_real, auth.auth.second_real)

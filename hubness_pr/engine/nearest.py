@@ -145,20 +145,22 @@ class NearestGrid:
 
 
 def nearest_two(real, fake, ctx: RunContext, *, fused: bool | None = None, real_stats: SetStats | None = None,
-                fake_stats: SetStats | None = None) -> NearestReals:
+                fake_stats: SetStats | None = None, sums=None) -> NearestReals:
     """The exact two nearest reals of each fake (module docstring), by a pass of their own: the cross
     pass's tiles with no reduction, feeding a :class:`NearestGrid` (inside :func:`hubness_pr.evaluate`,
     a full cross pass feeds it instead).
 
     ``real`` (N, dim), N >= 2, and ``fake`` (M, dim): float32 tensors on ``ctx.device`` (or rows read
     from files, :mod:`hubness_pr.engine.mapped`); ``ctx``: memory budget, processes (sharing the tiles),
-    progress bar, threads; ``fused``: the CPU route (None: ``ctx.fused`` for this size).
+    progress bar, threads; ``fused``: the CPU route (None: ``ctx.fused`` for this size); ``sums``: a
+    :class:`hubness_pr.engine.kernel_sums.KernelGrid` ("xy") to fill from the same tiles (as the cross
+    pass would).
     """
     n_real = real.shape[0]
     n_fake = fake.shape[0]
     grid = NearestGrid(n_real, n_fake, real.device)
     cross_pass(real, fake, CrossInputs(), ctx, real_stats=real_stats, fake_stats=fake_stats, fused=fused,
-               nearest=grid)
+               sums=sums, nearest=grid)
     return grid.result(ctx.group)
 
 

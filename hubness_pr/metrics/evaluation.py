@@ -466,9 +466,11 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
             p.nearest = near.result(ctx.group)
         timings["cross"] = time.perf_counter() - t
         diagnostics.update(refined_pairs=p.cross.refined, cross_tile_side=p.cross.tile_side)
-    if plan.nearest and p.nearest is None:  # no full cross pass: a pass of its own over the same tiles
-        t = time.perf_counter()
-        p.nearest = nearest_two(xr, xf, ctx, fused=fused, real_stats=stats_r, fake_stats=stats_f)
+    if plan.nearest and p.nearest is None:  # no full cross pass: the same tiles for it (and KID's, CMMD's
+        t = time.perf_counter()              # real x fake sums, which no pass has filled then)
+        xy = ride.get("xy")
+        p.nearest = nearest_two(xr, xf, ctx, fused=fused, real_stats=stats_r, fake_stats=stats_f,
+                                sums=xy if xy is not None and not xy.bound else None)
         timings["nearest"] = time.perf_counter() - t
     if plan.nearest:
         diagnostics["nearest_refined_pairs"] = p.nearest.refined
