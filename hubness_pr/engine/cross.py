@@ -14,6 +14,13 @@ from screened ratios (float64: squared ratios leave float32's range), and the ra
 from that pair's exact distance. It is exact unless two reals give ratios within the screen's error of
 each other (then within twice that error).
 The pass can be restricted to a subset of rows and columns (eP&R alone: real hubs x fake hubs).
+
+Riders: a full pass hands each tile's float32 Gram product to a
+:class:`hubness_pr.engine.kernel_sums.KernelGrid` (``sums=``, KID and CMMD) and each tile's screen to a
+:class:`hubness_pr.engine.nearest.NearestGrid` (``nearest=``, each fake's exact two nearest reals),
+so neither forms a product of its own. The fused kernels read the Gram tile without changing it, and
+the kernel sums read it before anything turns it into distances; on the torch route the screen
+formed once is read by the nearest reals first, then by :func:`torch_tile` (neither changes it).
 """
 from __future__ import annotations
 
@@ -102,7 +109,7 @@ class Tile:
 def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, ctx: RunContext, *,
                real_stats: SetStats | None = None, fake_stats: SetStats | None = None,
                real_rows: np.ndarray | None = None, fake_cols: np.ndarray | None = None,
-               same_set: bool = False, fused: bool | None = None, sums=None) -> CrossResult:
+               same_set: bool = False, fused: bool | None = None, sums=None, nearest=None) -> CrossResult:
     """Run the tiled real x fake pass: the reductions ``inputs.want`` (:data:`hubness_pr.engine.reductions.TABLE`).
 
     ``real`` (N, dim) and ``fake`` (M, dim) are float32 tensors on the pass's device (``ctx.device``);
@@ -113,11 +120,16 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, ctx:
     (a set scored against the other samples of itself); only for full passes. ``fused``: the CPU route
     the run chose (None: ``ctx.fused`` for this pass's size). ``sums``: a
     :class:`hubness_pr.engine.kernel_sums.KernelGrid` ("xy") fed each tile's product (full passes only).
+    ``nearest``: a :class:`hubness_pr.engine.nearest.NearestGrid` fed each tile's screen (full passes
+    only; its :meth:`~hubness_pr.engine.nearest.NearestGrid.result` gives the whole result after). With
+    no reduction wanted (``inputs.want`` empty) the tiles feed the riders only.
     """
     if same_set and (real_rows is not None or fake_cols is not None or real.shape != fake.shape):
         raise ValueError("same_set needs one full set on both sides")
     if sums is not None and (real_rows is not None or fake_cols is not None or same_set):
         raise ValueError("kernel sums need the full real x fake pass")
+    if nearest is not None and (real_rows is not None or fake_cols is not None or same_set):
+        raise ValueError("the nearest reals need the full real x fake pass")
     want = frozenset(inputs.want)
     unknown = want - set(TABLE)
     if unknown:
@@ -156,6 +168,8 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, ctx:
     tiles = cross_tiles(rows_all.numel(), cols_all.numel(), dim, memory_budget, fused)
     if sums is not None:
         sums.bind(frame, real, fake)
+    if nearest is not None:
+        nearest.bind(frame, real_n, fake_n, dim)
     tiles = [tiles[t] for t in group.share(len(tiles))]
     refined = 0
     eps, abs_tol = screen_eps(dim), frame.abs_tol(dim)
@@ -185,10 +199,21 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, ctx:
             g = gram_tile(tile.a, tile.b, onednn) if fused or sums is not None else None
             if sums is not None:
                 sums.add(rp, cp, g, tile.na, tile.nb, fused, ctx.pool)
-            if fused:
-                out, count = kernels.cross_tile(g, tile, thr, want, pool)
-            else:
-                out, count = torch_tile(tile, thr, want, g)
+            out, count = {}, 0
+            if fused:  # the kernels read g and leave it as it is
+                if want:
+                    out, count = kernels.cross_tile(g, tile, thr, want, pool)
+                if nearest is not None:
+                    nearest.add(tile, cp, gram=g, pool=pool)
+            else:  # the screen, once (in place of g), read by both
+                d2 = (sq_dist_tile(tile.a, tile.b, tile.na, tile.nb, onednn) if g is None
+                      else sq_dist_from_gram(g, tile.na, tile.nb))
+                if nearest is not None:
+                    nearest.add(tile, cp, screen=d2)
+                if want:
+                    out, count = torch_tile(tile, thr, want, screen=d2)
+                del d2
+            del g
             refined += count
             for name, part in out.items():
                 where = ri if TABLE[name].side == "real" else cj
@@ -245,7 +270,8 @@ def cross_tiles(n_rows: int, n_cols: int, dim: int, memory_budget: int, fused: b
     return tile_grid(n_rows, n_cols, side, strip_width(side, dim, memory_budget, fused))
 
 
-def torch_tile(tile: Tile, thresholds: dict, want, gram: torch.Tensor | None = None) -> tuple[dict, int]:
+def torch_tile(tile: Tile, thresholds: dict, want, gram: torch.Tensor | None = None,
+               screen: torch.Tensor | None = None) -> tuple[dict, int]:
     """The torch route of one tile (any device): the reductions named in ``want``
     (:data:`hubness_pr.engine.reductions.TABLE`), as :func:`hubness_pr.engine.kernels.cross_tile` returns them, and the
     number of pairs re-measured.
@@ -253,10 +279,15 @@ def torch_tile(tile: Tile, thresholds: dict, want, gram: torch.Tensor | None = N
     ``thresholds`` maps threshold names (:data:`hubness_pr.engine.reductions.THRESHOLDS`) to float64 tensors of
     the tile's rows or columns in frame units (None: absent). The float32 screen decides every entry
     farther than the band from each banded threshold; the entries within it (or within the band of 0)
-    are re-measured and decided in float64. ``gram``: the tile's product if already formed (consumed).
+    are re-measured and decided in float64. ``gram``: the tile's product if already formed (consumed);
+    ``screen``: the tile's screen (:func:`hubness_pr.engine.distances.sq_dist_tile`) if already formed,
+    read and left unchanged (but for a ``same_set`` tile's diagonal, set to inf).
     """
-    d2 = (sq_dist_tile(tile.a, tile.b, tile.na, tile.nb, tile.onednn) if gram is None
-          else sq_dist_from_gram(gram, tile.na, tile.nb))
+    if screen is not None:
+        d2 = screen
+    else:
+        d2 = (sq_dist_tile(tile.a, tile.b, tile.na, tile.nb, tile.onednn) if gram is None
+              else sq_dist_from_gram(gram, tile.na, tile.nb))
     if tile.same_set:  # a sample's pair with itself (row i, column i + r0 - c0): beyond every threshold
         d2.diagonal(int(tile.ri[0]) - int(tile.cj[0])).fill_(float("inf"))
     tol = tile.eps * (float(tile.na.max()) + float(tile.nb.max())) + tile.abs_tol

@@ -89,6 +89,7 @@ def load() -> float:
         cross_tile(x @ x.T, tile, thr, frozenset(reductions.TABLE))
         one = torch.zeros(6, dtype=torch.float64)
         kernel_tile_sums("poly3", x @ x.T, one, one, norms, norms, 1.0, 0.25, -0.005, 0)
+        nearest_band(x @ x.T, norms, norms, nearest_top2(x @ x.T, norms, norms)[1])
     return time.perf_counter() - start
 
 
@@ -167,6 +168,48 @@ def knn_tile(g: torch.Tensor, norms_rows: torch.Tensor, norms_cols: torch.Tensor
     if inside < stop:
         _run_split(stop - inside, lambda s, e: k._knn_cols_kernel(g_np, nr, nc, row_offset, col_offset, bd, bi,
                                                                 inside + s, inside + e), pool)
+
+
+def nearest_top2(g: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, pool=None) -> np.ndarray:
+    """Each column's two smallest float32 screened squared distances ``(-2 g + |a|^2) + |b|^2`` (>= 0)
+    of a real x fake Gram tile ``g`` (p, q), read once, ``g`` unchanged: float32 (2, q), row 0 <= row 1
+    (inf where the tile has one row); in the threads of ``pool`` (each its rows, then merged)."""
+    k = jit()
+    g_np, na_np, nb_np = _np(g), _np(na), _np(nb)
+    p, q = g_np.shape
+
+    def job(start, stop):
+        t = np.full((2, q), np.inf, dtype=np.float32)
+        k._top2_kernel(g_np, na_np, nb_np, t[0], t[1], start, stop)
+        return t
+
+    parts = _run_split(p, job, pool)
+    return parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts), axis=0)[:2]
+
+
+def nearest_band(g: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, bound: np.ndarray,
+                 pool=None) -> tuple[np.ndarray, np.ndarray]:
+    """The entries ``(i, j)`` (int64 arrays, row-major) of a Gram tile ``g`` (p, q) whose float32 screen
+    (as :func:`nearest_top2` forms it) is ``<= bound[j]`` (float32 (q,)); ``g`` unchanged; in the
+    threads of ``pool``. A thread whose entries overflow its first buffer sweeps its rows again."""
+    k = jit()
+    g_np, na_np, nb_np = _np(g), _np(na), _np(nb)
+    bound = np.ascontiguousarray(bound, dtype=np.float32)
+    p, q = g_np.shape
+
+    def job(start, stop):
+        cap = 4 * q + 1024
+        out_i, out_j = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64)
+        n = k._band_kernel(g_np, na_np, nb_np, bound, out_i, out_j, start, stop)
+        if n > cap:
+            out_i, out_j = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+            k._band_kernel(g_np, na_np, nb_np, bound, out_i, out_j, start, stop)
+        return out_i[:n], out_j[:n]
+
+    parts = _run_split(p, job, pool)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([i for i, _ in parts]), np.concatenate([j for _, j in parts])
 
 
 def cross_tile(g: torch.Tensor, tile, thresholds: dict, want, pool=None) -> tuple[dict, int]:

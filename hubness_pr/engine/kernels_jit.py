@@ -264,3 +264,32 @@ def _kernel_sums_kernel(g, ua, ub, na, nb, inv_scale, inv_dim, neg_inv_2s2, kind
             rowpart[i, b] = r
         colsum[j0:j0 + w] += cs
         colsq[j0:j0 + w] += cq
+
+@_jit
+def _top2_kernel(g, na, nb, t1, t2, r0, r1):
+    """Rows r0..r1 of a real x fake Gram tile: each column's two smallest screened squared distances
+    (of the multiset: a value twice fills both), merged into ``t1 <= t2`` (float32 (q,))."""
+    for i in range(r0, r1):
+        for j in range(g.shape[1]):
+            d = _screen(g, na, nb, i, j)
+            if d < t2[j]:
+                if d < t1[j]:
+                    t2[j] = t1[j]
+                    t1[j] = d
+                else:
+                    t2[j] = d
+
+@_jit
+def _band_kernel(g, na, nb, bound, out_i, out_j, r0, r1):
+    """Rows r0..r1 of a Gram tile: the entries whose screen is ``<= bound[j]``, row-major, written to
+    ``out_i``, ``out_j`` while they have room; returns how many there are (room or not)."""
+    n = 0
+    cap = out_i.shape[0]
+    for i in range(r0, r1):
+        for j in range(g.shape[1]):
+            if _screen(g, na, nb, i, j) <= bound[j]:
+                if n < cap:
+                    out_i[n] = i
+                    out_j[n] = j
+                n += 1
+    return n

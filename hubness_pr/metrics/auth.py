@@ -1,7 +1,8 @@
 """Memorisation and authenticity of the generated samples, from each fake's two nearest reals.
 
-For every fake ``y_j`` the exact pass :func:`hubness_pr.engine.nearest.nearest_two` gives its nearest
-real ``x_a`` (distance d1) and second nearest (d2), ties by the lowest index. Then:
+For every fake ``y_j`` the exact search of :mod:`hubness_pr.engine.nearest` (riding the real x fake
+pass, or :func:`hubness_pr.engine.nearest.nearest_two` where none runs) gives its nearest real ``x_a``
+(distance d1) and second nearest (d2), ties by the lowest index. Then:
 
 * **AuthPct** (Alaa et al., ICML 2022, "How faithful is your synthetic data?", as dgm-eval's
   ``metrics/authpct.py``): the fake is *authentic* when ``d1 > r1(x_a)``, ``r1`` the real sample's own

@@ -57,7 +57,7 @@ from hubness_pr.validation import check_positive_float
 from hubness_pr.engine.kernel_sums import KernelPlan, finish, plan_grids
 from hubness_pr.engine.knn import NeighborGraph, nearest_neighbors
 from hubness_pr.engine.moments import set_moments
-from hubness_pr.engine.nearest import nearest_two
+from hubness_pr.engine.nearest import NearestGrid, nearest_two
 from hubness_pr.engine.real_stats import RealStats, real_route
 from hubness_pr.metrics.dc import DensityCoverage
 from hubness_pr.metrics.epr import EfficientPrecisionRecall
@@ -480,16 +480,23 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
                 want |= names
                 sq.update(radii)
         rows, cols = (np.flatnonzero(p.real_hubs), np.flatnonzero(p.fake_hubs)) if plan.hub_only else (None, None)
+        # each fake's two nearest reals ride a full pass (its tiles' screens), timed with it
+        near = NearestGrid(n_real, n_fake, xr.device) if plan.nearest and not plan.hub_only else None
         t = time.perf_counter()
         p.cross = cross_pass(xr, xf, CrossInputs(want=frozenset(want), sq_radii=sq), ctx, real_stats=stats_r,
                              fake_stats=stats_f, real_rows=rows, fake_cols=cols, fused=fused,
-                             sums=None if plan.hub_only else ride.get("xy"))
+                             sums=None if plan.hub_only else ride.get("xy"), nearest=near)
+        if near is not None:
+            p.nearest = near.result(ctx.group)
         timings["cross"] = time.perf_counter() - t
         diagnostics.update(refined_pairs=p.cross.refined, cross_tile_side=p.cross.tile_side)
-    if plan.nearest:
-        t = time.perf_counter()
-        p.nearest = nearest_two(xr, xf, ctx, fused=fused, real_stats=stats_r, fake_stats=stats_f)
+    if plan.nearest and p.nearest is None:  # no full cross pass: the same tiles for it (and KID's, CMMD's
+        t = time.perf_counter()              # real x fake sums, which no pass has filled then)
+        xy = ride.get("xy")
+        p.nearest = nearest_two(xr, xf, ctx, fused=fused, real_stats=stats_r, fake_stats=stats_f,
+                                sums=xy if xy is not None and not xy.bound else None)
         timings["nearest"] = time.perf_counter() - t
+    if plan.nearest:
         diagnostics["nearest_refined_pairs"] = p.nearest.refined
     if grids is not None:
         _finish_kernels(p, grids, xr, xf, ctx, fused, timings)

@@ -114,7 +114,8 @@ class Metric:
     function of the options (an empty tuple: none); ``params``: the entries it adds to the run's
     ``params`` (a function of the options); ``default``: computed when no metric list is given;
     ``order``: its place among the metrics (reports, JSON); ``nearest``: it reads each fake's two
-    nearest reals (:func:`hubness_pr.engine.nearest.nearest_two`, ``passes.nearest``).
+    nearest reals (:mod:`hubness_pr.engine.nearest`: riding a full real x fake pass, else
+    :func:`~hubness_pr.engine.nearest.nearest_two`; ``passes.nearest``).
     """
 
     name: str
