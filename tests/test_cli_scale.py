@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hubness_pr.commands.metrics import main
 from tests.cli_helpers import METRICS_SCRIPT, call
@@ -213,7 +214,12 @@ def test_torchrun_extraction_with_two_gloo_processes_equals_one_process(digits, 
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=digits)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.count("wrote ") == 1, proc.stderr[-2000:]  # rank 0 alone reports
-    extract("images", "-o", "one.npz", *EXTRACT)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process (OMP_NUM_THREADS=1): conv kernels' bits follow the threads
+    try:
+        extract("images", "-o", "one.npz", *EXTRACT)
+    finally:
+        torch.set_num_threads(threads)
     two, one = load_features(out), load_features("one.npz")
     np.testing.assert_array_equal(two.features, one.features)
     assert list(two.paths) == list(one.paths) and len(one.paths) == images
