@@ -130,7 +130,9 @@ def test_exact_sq_dist_is_float64_exact_and_equal_for_equal_pairs(monkeypatch, r
 
 def test_exact_sq_dist_has_the_same_bits_on_both_routes_and_any_batch(monkeypatch):
     """A fixed summation tree: the same float64 bits whatever the route, the batch or the dim."""
-    for dim in (1, 3, 8, 1000, 1025):
+    # every branch of the fused kernel's first tree levels: p < 4, two levels with 0-2 padded quarters,
+    # three levels (dim a power of two)
+    for dim in (1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 1000, 1024, 1025, 1537, 2048):
         x = relu_set(dim, 40, dim) * 1.7 + 0.3
         i = torch.randint(0, 40, (300,), generator=torch.Generator().manual_seed(dim))
         j = torch.randint(0, 40, (300,), generator=torch.Generator().manual_seed(dim + 1))

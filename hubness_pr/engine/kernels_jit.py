@@ -16,17 +16,43 @@ def _jit(fn):
         return numba.njit(nogil=True, error_model="numpy")(fn)
 
 @_jit
+def _sq(a, b, t):
+    d = np.float64(a[t]) - np.float64(b[t])
+    return d * d
+
+@_jit
 def _exact_pair(a, b, buf):
     """sum((a - b)**2) in float64, added as a fixed binary tree in ``buf`` (float64, the
-    power-of-two length >= len(a)): the bits of :func:`hubness_pr.engine.distances.tree_sum`."""
+    power-of-two length p >= len(a)): the bits of :func:`hubness_pr.engine.distances.tree_sum`.
+    The tree's first levels are formed as the squares are (two levels; three where len(a) == p),
+    without writing the squares out: the same additions in the same order (a padded square is 0,
+    and x + 0 is x), fewer passes over ``buf``."""
     n = a.shape[0]
     p = buf.shape[0]
-    for t in range(n):
-        d = np.float64(a[t]) - np.float64(b[t])
-        buf[t] = d * d
-    for t in range(n, p):
-        buf[t] = 0.0
-    h = p // 2
+    if p >= 8 and n == p:  # three levels: t, t + 4e, t + 2e, t + 6e | t + e, t + 5e, t + 3e, t + 7e
+        e = p // 8
+        for t in range(e):
+            s0 = (_sq(a, b, t) + _sq(a, b, t + 4 * e)) + (_sq(a, b, t + 2 * e) + _sq(a, b, t + 6 * e))
+            s1 = (_sq(a, b, t + e) + _sq(a, b, t + 5 * e)) + (_sq(a, b, t + 3 * e) + _sq(a, b, t + 7 * e))
+            buf[t] = s0 + s1
+        h = e // 2
+    elif p >= 4:  # two levels; p / 2 < n <= p, so t, t + q < n and the upper quarters may be padding
+        q = p // 4
+        m2 = min(q, n - 2 * q)
+        m3 = max(0, min(q, n - 3 * q))
+        for t in range(m3):
+            buf[t] = (_sq(a, b, t) + _sq(a, b, t + 2 * q)) + (_sq(a, b, t + q) + _sq(a, b, t + 3 * q))
+        for t in range(m3, m2):
+            buf[t] = (_sq(a, b, t) + _sq(a, b, t + 2 * q)) + _sq(a, b, t + q)
+        for t in range(m2, q):
+            buf[t] = _sq(a, b, t) + _sq(a, b, t + q)
+        h = q // 2
+    else:
+        for t in range(n):
+            buf[t] = _sq(a, b, t)
+        for t in range(n, p):
+            buf[t] = 0.0
+        h = p // 2
     while h >= 1:
         for t in range(h):
             buf[t] += buf[t + h]
