@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     report = {"dim": args.dim, "splits": args.splits, "seed": args.seed, "nominal": NOMINAL,
               "real": "N(0, I)", "fake": "N(0.3 e_1, 0.81 I)", "machine": platform.processor() or platform.machine(),
               "sizes": []}
-    with RunContext(progress=False, route="fused") as ctx:  # low dimension: the fused kernels (see README)
+    with RunContext(progress=False, route="fused") as ctx:  # the fused kernels, loaded once for every run
         for n, r in zip(sizes, reps):
             t = time.perf_counter()
             runs = [replicate(n, args.dim, args.splits, args.seed * 1_000_003 + n * 1009 + i, ctx) for i in range(r)]

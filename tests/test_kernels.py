@@ -21,13 +21,15 @@ def relu_set(seed, n, dim, shift=0.0):
 def test_fused_route_is_on_for_large_cpu_runs_and_can_be_switched(monkeypatch):
     monkeypatch.setenv("HUBNESS_KERNELS", "torch")  # the library never reads it (only the command's --route)
     auto = RunContext(device="cpu", route="auto")
-    assert auto.fused() and auto.fused(kernels.SMALL_WORK)
-    assert not auto.fused(kernels.SMALL_WORK - 1)  # small runs never import numba
+    assert auto.fused() and auto.fused(kernels.SMALL_WORK / 4096, 4096)
+    assert not auto.fused(kernels.SMALL_WORK / 4096 - 1, 4096)  # small runs never import numba
+    # low dimensions: the torch route's per-pair sweeps weigh as a product of SMALL_DIM dimensions
+    assert auto.fused(4100 * 4100, 16) and not auto.fused(3000 * 3000, 16)
     assert not RunContext(device="cpu", route="torch").fused()
     cuda = RunContext(device="cpu", route="fused")
     object.__setattr__(cuda, "device", torch.device("cuda"))  # no GPU needed: the decision only
-    assert not cuda.fused(1e20)
-    assert RunContext(device="cpu", route="fused").fused(1.0)
+    assert not cuda.fused(1e20, 4096)
+    assert RunContext(device="cpu", route="fused").fused(1.0, 2)
     with pytest.raises(ValueError, match="route"):
         RunContext(route="numba")
 

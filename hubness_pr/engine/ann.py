@@ -187,7 +187,7 @@ def quality(features, indices: np.ndarray, k: int, hubs_k: int, options: HnswOpt
         return out
     picked = np.sort(np.random.default_rng(options.seed).choice(n, s, replace=False))
     if fused is None:
-        fused = ctx.fused(s * n * x.shape[1])
+        fused = ctx.fused(s * n, x.shape[1])
     exact_i, exact_d = neighbors_of(x, picked, k, fused=fused, desc="k-NN check", ctx=ctx)
     rows = torch.from_numpy(np.repeat(picked, k))
     cols = torch.from_numpy(indices[picked, :k].reshape(-1))

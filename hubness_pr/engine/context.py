@@ -68,13 +68,13 @@ class RunContext:
             return ctx
         return cls(device=device, memory_budget=memory_budget, route=route, group=group, progress=progress)
 
-    def fused(self, work: float | None = None) -> bool:
-        """Whether the fused CPU kernels serve the tiles of a run of ``work`` distance products
-        (pairs x dim; None: any size): never off the CPU or without numba; ``"fused"`` whatever the
-        size, ``"torch"`` never, ``"auto"`` from :data:`hubness_pr.engine.kernels.SMALL_WORK` on."""
+    def fused(self, pairs: float | None = None, dim: int = 1) -> bool:
+        """Whether the fused CPU kernels serve the tiles of a run of ``pairs`` distances of ``dim``
+        dimensions (None: any size): never off the CPU or without numba; ``"fused"`` whatever the
+        size, ``"torch"`` never, ``"auto"`` from :func:`hubness_pr.engine.kernels.small_work` on."""
         if self.device.type != "cpu" or self.route == "torch" or not kernels.available():
             return False
-        return self.route == "fused" or work is None or work >= kernels.SMALL_WORK
+        return self.route == "fused" or pairs is None or not kernels.small_work(pairs, dim)
 
     @property
     def pool(self) -> ThreadPool | None:

@@ -159,7 +159,7 @@ def cross_pass(real: torch.Tensor, fake: torch.Tensor, inputs: CrossInputs, ctx:
     totals = {name: initial(name, n_real if TABLE[name].side == "real" else n_fake, dev)
               for name in TABLE if name in want}
     if fused is None:
-        fused = ctx.fused(rows_all.numel() * cols_all.numel() * dim)
+        fused = ctx.fused(rows_all.numel() * cols_all.numel(), dim)
     pool = ctx.pool if fused else None
     onednn = ctx.onednn if dev.type == "cpu" else False
     memory_budget = ctx.memory_budget

@@ -328,7 +328,7 @@ def real_kernel_sums(x, kernels, ctx, split: bool = True, fused: bool | None = N
     :func:`hubness_pr.engine.real_stats.real_route`)."""
     n, dim = x.shape
     grid = KernelGrid("xx", kernels, n, n, dim, ctx.device)
-    fused = ctx.fused(n * n / 2 * dim) if fused is None else fused
+    fused = ctx.fused(n * n / 2, dim) if fused is None else fused
     grid_pass(grid, x, x, ctx, fused, split)
     return real_kernel_sums_of(grid, ctx, split)
 
@@ -345,7 +345,7 @@ def kernel_sums(x, y, kernels, ctx, split: bool = True, real: dict | None = None
     if real is None:
         real = real_kernel_sums(x, kernels, ctx, split, fused)
     plan = plan_grids(n, m, dim, kernels, ctx.device, real)
-    fused = ctx.fused((m * m / 2 + n * m) * dim) if fused is None else fused
+    fused = ctx.fused(m * m / 2 + n * m, dim) if fused is None else fused
     return finish(plan, x, y, ctx, fused, split)[0]
 
 

@@ -14,7 +14,7 @@ threads (``torch.get_num_threads()``; the kernels release the GIL). Compiled cod
 by numba (``cache=True``), so only the first run after an install pays the compile (seconds).
 
 A run's route (:meth:`hubness_pr.engine.context.RunContext.fused`: ``route="torch"`` switches them off, and
-small runs, :data:`SMALL_WORK`, take the torch route so that they never import numba) and its thread
+small runs, :func:`small_work`, take the torch route so that they never import numba) and its thread
 pool come from its :class:`hubness_pr.engine.context.RunContext`; the functions here take the pool. The cross
 reductions are those of :data:`hubness_pr.engine.reductions.TABLE`, packed for one generic kernel. The jitted
 code is in :mod:`hubness_pr.engine.kernels_jit`, imported on first use.
@@ -41,10 +41,19 @@ def available() -> bool:
 
 
 _AVAILABLE: bool | None = None
-# Below this many distance products (pairs x dim) over a run's passes, the torch route is used on the
-# CPU too: loading the compiled kernels (~0.3 s, numba's start-up) costs more than they save there
-# (measured: 2,000 x 2,000 x 4096 faster on the torch route, 5,000 x 5,000 faster fused).
+# Below this much work over a run's passes, the torch route is used on the CPU too: loading the
+# compiled kernels (about 1 s in a new process, numba's start-up) costs more than they save there.
+# The work is pairs x max(dim, SMALL_DIM): the torch route's per-pair sweeps cost as much as a
+# product of about SMALL_DIM dimensions (measured, whole runs in new processes: 2,000 x 2,000 x 4096
+# faster on the torch route, 5,000 x 5,000 x 4096 faster fused; at dim 16, 128 and 512 the two break
+# even near 4,000 x 4,000 and fused is 1.6-3x faster from 8,000 x 8,000 on).
 SMALL_WORK = 2_000 * 2_000 * 4096
+SMALL_DIM = 1024
+
+
+def small_work(pairs: float, dim: int) -> bool:
+    """Whether a run of ``pairs`` distances of ``dim`` dimensions is small enough for the torch route."""
+    return pairs * max(int(dim), SMALL_DIM) < SMALL_WORK
 
 
 def jit():

@@ -131,7 +131,7 @@ def nearest_neighbors(features, k: int, *, device="auto", memory_budget: int = D
         raise ValueError(f"exact_ks={tuple(exact_ks)} must lie in [1, k={k}]")
     exact_ks = tuple(sorted(set(exact_ks or range(1, k + 1)) | {k}))
     if fused is None:
-        fused = ctx.fused(n * n / 2 * dim)
+        fused = ctx.fused(n * n / 2, dim)
     idx, d, fallback = _exact_knn(x, k, exact_ks, n, stats, ctx, desc, fused, sums)
     return NeighborGraph(indices=idx.cpu().numpy(), sq_distances=d.cpu().numpy(), exact_ks=exact_ks,
                          fallback_rows=fallback)
@@ -173,7 +173,7 @@ def neighbors_of(features, rows, k: int, *, device="auto", memory_budget: int = 
     xp = x.index_select(0, torch.from_numpy(order).to(dev)) if isinstance(x, torch.Tensor) else x[order]
     h = rows.size
     if fused is None:
-        fused = ctx.fused((h * n - h * h / 2) * dim)
+        fused = ctx.fused(h * n - h * h / 2, dim)
     idx, d, _ = _exact_knn(xp, k, tuple(range(1, k + 1)), h, None, ctx, desc, fused)
     return order[idx.cpu().numpy()], d.cpu().numpy()
 

@@ -30,7 +30,7 @@ class RealStats:
 def real_route(ctx, n: int, dim: int) -> bool:
     """Whether the real x real kernel sums take the fused CPU kernels: the context's route for the
     size of that grid alone (the same whatever else the run computes, so a stored one is found)."""
-    return ctx.fused(n * n / 2 * dim)
+    return ctx.fused(n * n / 2, dim)
 
 
 def layout(n: int, dim: int, memory_budget: int, world: int, device_type: str, fused: bool) -> dict:

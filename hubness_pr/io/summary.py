@@ -199,7 +199,7 @@ def check_graph(features, graph: NeighborGraph, *, sample: int = CHECK_ROWS, see
     above = np.searchsorted(exact, np.arange(k))                # the exact column at or after each column
     below = np.searchsorted(exact, np.arange(k), side="left") - 1  # the exact column before it (-1: none)
     block = max(1, _CHECK_PAIRS // k)
-    fused = ctx is not None and ctx.device.type == "cpu" and ctx.fused(n * k * x.shape[1])
+    fused = ctx is not None and ctx.device.type == "cpu" and ctx.fused(n * k, x.shape[1])
     pool = ctx.pool if fused else None
     with torch.inference_mode():
         for lo in range(0, n, block):

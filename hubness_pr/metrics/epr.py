@@ -102,7 +102,7 @@ def hub_selected(real, fake, o: Options, ctx, knn: str, options, hubs) -> HubSel
     timings = {}
     dev, group = ctx.device, ctx.group
     xr, xf = as_tensor(real, dev), as_tensor(fake, dev)
-    fused = ctx.fused((n_real * n_fake) * dim)
+    fused = ctx.fused(n_real * n_fake, dim)
     occ = {}
     if hubs is None:
         knn_report = {"method": knn, **options.to_dict()}

@@ -176,14 +176,14 @@ class Plan:
                    moments=any(m.moments for m in chosen), kernels=kernels,
                    nearest=any(m.nearest for m in chosen))
 
-    def kernel_work(self, n_real: int, n_fake: int, dim: int) -> float:
-        """Products of the kernel sums' own passes where no k-NN pass runs: what chooses their route."""
-        return (n_fake**2 / 2 + n_real * n_fake) * dim
+    def kernel_pairs(self, n_real: int, n_fake: int) -> float:
+        """Pairs of the kernel sums' own passes where no k-NN pass runs: what chooses their route."""
+        return n_fake**2 / 2 + n_real * n_fake
 
-    def work(self, n_real: int, n_fake: int, dim: int, real_given: bool) -> float:
-        """Distance products of the run's passes (pairs x dim): what chooses the CPU route."""
+    def pairs(self, n_real: int, n_fake: int, real_given: bool) -> float:
+        """Distance pairs of the run's passes: with the dimension, what chooses the CPU route."""
         return ((n_real**2 / 2 if self.real_ks and not real_given else 0) + (n_fake**2 / 2 if self.fake_ks else 0)
-                + (n_real * n_fake if self.cross else 0) + (2 * n_real * n_fake if self.nearest else 0)) * dim
+                + (n_real * n_fake if self.cross else 0) + (2 * n_real * n_fake if self.nearest else 0))
 
 
 def _check_metrics(metrics) -> tuple:
@@ -440,12 +440,12 @@ def _run_passes(plan: Plan, real: np.ndarray, fake: np.ndarray, real_knn, ctx: R
     grids = _kernel_plan(plan, n_real, n_fake, dim, ctx, real_stats)
     if not plan.real_ks:  # moment and kernel metrics only: no k-NN or cross pass
         if grids is not None:
-            _finish_kernels(p, grids, xr, xf, ctx, ctx.fused(plan.kernel_work(n_real, n_fake, dim)), timings)
+            _finish_kernels(p, grids, xr, xf, ctx, ctx.fused(plan.kernel_pairs(n_real, n_fake), dim), timings)
         return p
     with torch.inference_mode():
         stats_r, stats_f = SetStats.of(xr), SetStats.of(xf)  # one read of each set, shared by every pass
     # the CPU route, chosen once for the whole run: the fused kernels pay off beyond small sets
-    fused = ctx.fused(plan.work(n_real, n_fake, dim, real_knn is not None))
+    fused = ctx.fused(plan.pairs(n_real, n_fake, real_knn is not None), dim)
     p.fused = fused
     # the kernel sums ride along the passes that form their tiles (the real x real grid only on the
     # route its stored form is keyed by: hubness_pr.engine.real_stats.real_route)
