@@ -180,3 +180,21 @@ def test_the_neighbourhood_size_can_be_set_as_each_peer_allows():
 
 def astuple_pd(result):
     return result.precision, result.density
+
+
+def _ranked(group):
+    real, fake = CASES["duplicates"]()
+    out = []
+    for name in protocols.PRESETS:
+        r = hubness_pr.evaluate(real=real, fake=fake, metrics="pr,protocol", protocol=name, group=group).results
+        out.append([r["protocol"].precision, r["protocol"].recall, r["pr"].precision])
+    return out
+
+
+def test_two_gloo_ranks_give_one_process_numbers(tmp_path):
+    """Under torchrun every rank computes the preset (it needs no collective) beside the ranks' shared
+    passes, and gets one process's numbers."""
+    from tests import ranks
+
+    single = ranks.single(_ranked)
+    assert ranks.on_ranks(_ranked, 2, tmp_path) == [single, single]
