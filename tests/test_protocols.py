@@ -106,8 +106,9 @@ def test_the_presets_differ_where_their_conventions_do():
     # float32 mean of the flags differs from the float64 one in its 8th digit)
     assert (tf.precision, tf.recall) == pytest.approx((exact.precision, exact.recall), rel=1e-7)
     rng = np.random.default_rng(5)
-    real = (rng.standard_normal((600, 64)) * 30 + 200).astype(np.float32)  # large norms: float16 steps of 0.125
-    fake = (real[:500] + rng.standard_normal((500, 64)).astype(np.float32) * 0.05).astype(np.float32)
+    # norms near 50: |x|^2 ~ 2,000, where float16's step is 1 or 2 (torch.cdist forms it): distances move ~0.1 %
+    real = (rng.standard_normal((600, 64)) * 3 + 5).astype(np.float32)
+    fake = (rng.standard_normal((500, 64)) * 3 + 5).astype(np.float32)
     half = ours(real, fake, "sg2ada")
     full = hubness_pr.evaluate(real=real, fake=fake, metrics="pr").pr
     assert (half.precision, half.recall) != (full.precision, full.recall)
@@ -121,6 +122,10 @@ def test_bad_protocol_requests_are_one_line_errors(tmp_path):
         hubness_pr.evaluate(real=real, fake=fake, metrics="protocol")
     with pytest.raises(InputError, match="at least k \\+ 1 = 6 fake"):
         ours(real, fake[:5], "prdc")
+    with pytest.raises(InputError, match="overflow float16"):
+        ours(real * 3000, fake * 3000, "sg2ada")  # distances beyond float16's range
+    with pytest.raises(InputError, match="overflow float16"):
+        ours(real * 1e5, fake, "sg2ada")  # the features themselves
     np.save(tmp_path / "r.npy", real)
     np.save(tmp_path / "f.npy", fake)
     r = call(main, tmp_path / "r.npy", tmp_path / "f.npy", "--metrics", "protocol")

@@ -179,6 +179,10 @@ def protocol_values(preset: Preset, real: torch.Tensor, fake: torch.Tensor) -> d
         real, fake = real.to(torch.float16), fake.to(torch.float16)
     n, m = real.shape[0], fake.shape[0]
     r_real, r_fake = kth_radii(preset, real), kth_radii(preset, fake)
+    if preset.arithmetic == "cdist16" and not (torch.isfinite(real).all() and torch.isfinite(fake).all()
+                                               and torch.isfinite(r_real).all() and torch.isfinite(r_fake).all()):
+        raise InputError("the features or their distances overflow float16 (beyond 65504), as they would in "
+                         "StyleGAN2-ADA: the sg2ada protocol needs features of its VGG16's scale")
     dev = real.device
     fake_in = torch.zeros(m, dtype=torch.bool, device=dev)
     real_in = torch.zeros(n, dtype=torch.bool, device=dev)
