@@ -169,6 +169,15 @@ def kth_radii(preset: Preset, x: torch.Tensor) -> torch.Tensor:
     return radii.to(torch.float16) if preset.arithmetic == "cdist16" else radii
 
 
+_HALF_MAX = 65504.0  # float16's largest finite value
+
+
+def _sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """Squared norms of float16 rows in float32: beyond :data:`_HALF_MAX`, ``torch.cdist`` in float16
+    (which forms them in float16) overflows."""
+    return (x.to(torch.float32) ** 2).sum(dim=1)
+
+
 def _inside(d: torch.Tensor, r: torch.Tensor, strict: bool) -> torch.Tensor:
     return d < r if strict else d <= r
 
@@ -178,11 +187,11 @@ def protocol_values(preset: Preset, real: torch.Tensor, fake: torch.Tensor) -> d
     if preset.arithmetic == "cdist16":
         real, fake = real.to(torch.float16), fake.to(torch.float16)
     n, m = real.shape[0], fake.shape[0]
+    if preset.arithmetic == "cdist16" and not all(bool(torch.isfinite(x).all())
+                                                  and float(_sq_norms(x).max()) <= _HALF_MAX for x in (real, fake)):
+        raise InputError("the features or their squared norms overflow float16 (beyond 65504) inside torch.cdist, "
+                         "as they would in StyleGAN2-ADA: the sg2ada protocol needs norms below 256, as VGG16's")
     r_real, r_fake = kth_radii(preset, real), kth_radii(preset, fake)
-    if preset.arithmetic == "cdist16" and not (torch.isfinite(real).all() and torch.isfinite(fake).all()
-                                               and torch.isfinite(r_real).all() and torch.isfinite(r_fake).all()):
-        raise InputError("the features or their distances overflow float16 (beyond 65504), as they would in "
-                         "StyleGAN2-ADA: the sg2ada protocol needs features of its VGG16's scale")
     dev = real.device
     fake_in = torch.zeros(m, dtype=torch.bool, device=dev)
     real_in = torch.zeros(n, dtype=torch.bool, device=dev)
