@@ -55,3 +55,50 @@ def test_cuda_nearest_reals_equal_the_cpu(name):
     cpu = hubness_pr.evaluate(real=real, fake=fake, metrics="auth", device="cpu").auth
     for field in ("nearest_real", "second_real", "nearest_real_distance", "second_real_distance", "authentic"):
         np.testing.assert_array_equal(getattr(gpu, field), getattr(cpu, field), err_msg=field)
+
+
+def _sized_cases():
+    """The hard cases with at least 10 samples a set (ppr's 4-NN and cdc's 5-NN radii exist)."""
+    return sorted(name for name, (real, fake, _) in hard_cases.all_cases().items() if min(len(real), len(fake)) >= 10)
+
+
+def _rider_vs_cpu(device, name):
+    """auth beside a full cross pass (the nearest reals ride its tiles) and ppr, cdc: ``device`` = CPU."""
+    real, fake, _ = hard_cases.all_cases()[name]
+    metrics = "pr,dc,ppr,cdc,auth"
+    other = hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, device=device, memory_budget=2**20)
+    cpu = hubness_pr.evaluate(real=real, fake=fake, metrics=metrics, device="cpu")
+    for field in ("nearest_real", "second_real", "nearest_real_distance", "second_real_distance", "authentic"):
+        np.testing.assert_array_equal(getattr(other.auth, field), getattr(cpu.auth, field), err_msg=field)
+    assert (other.cdc.density, other.cdc.coverage) == (cpu.cdc.density, cpu.cdc.coverage)
+    # ppr's float64 sums of logs follow the tiles' order: equal to rounding, not bit for bit
+    assert (other.ppr.precision, other.ppr.recall) == pytest.approx((cpu.ppr.precision, cpu.ppr.recall), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", _sized_cases())
+def test_cuda_riders_and_new_metrics_equal_the_cpu(name):
+    _rider_vs_cpu("cuda", name)
+
+
+def _presets_vs_peers(device):
+    """torch-fidelity's and SG2-ADA's presets call torch.cdist on the peers' batch shapes: on one device
+    the peers' own code gives the same bits (SG2-ADA: float16 as on its GPUs)."""
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    from tests.reference_sg2ada import sg2ada_precision_recall
+
+    rng = np.random.default_rng(3)
+    real = (rng.standard_normal((900, 64)) * 3 + 5).astype(np.float32)
+    fake = (rng.standard_normal((800, 64)) * 3 + 5.2).astype(np.float32)
+    on = {key: torch.from_numpy(x).to(device) for key, x in (("real", real), ("fake", fake))}
+    got = hubness_pr.evaluate(real=real, fake=fake, metrics="protocol", protocol="sg2ada", device=device).protocol
+    want = sg2ada_precision_recall(on["real"], on["fake"])
+    assert (got.precision, got.recall) == (want["precision"], want["recall"])
+    got = hubness_pr.evaluate(real=real, fake=fake, metrics="protocol", protocol="torch_fidelity", device=device).protocol
+    want = prc_features_to_metric(on["fake"], on["real"], prc_neighborhood=3, prc_batch_size=10000,
+                                  save_cpu_ram=False, verbose=False)
+    assert (got.precision, got.recall) == (want["precision"], want["recall"])
+
+
+def test_cuda_protocol_presets_equal_the_peers_on_the_gpu():
+    _presets_vs_peers("cuda")
