@@ -93,8 +93,8 @@ PRESETS = {p.name: p for p in (
 
 @dataclass(frozen=True)
 class ProtocolResult:
-    """One peer's numbers (None: not among what that peer reports); ``n_real`` and ``n_fake``: the
-    samples it used (dgm-eval's subsets)."""
+    """One peer's numbers (None: not among what that peer reports); ``n_real_used`` and
+    ``n_fake_used``: the samples it used (dgm-eval's subsets; otherwise every sample)."""
 
     name: str
     precision: float
