@@ -203,3 +203,18 @@ def test_two_gloo_ranks_give_one_process_numbers(tmp_path):
 
     single = ranks.single(_ranked)
     assert ranks.on_ranks(_ranked, 2, tmp_path) == [single, single]
+
+
+def test_compare_shows_the_presets_and_their_numbers(tmp_path):
+    real, fake = random_sets(7, 150, 140, 10)
+    np.save(tmp_path / "r.npy", real)
+    np.save(tmp_path / "f.npy", fake)
+    log = tmp_path / "runs.jsonl"
+    for name in ("prdc", "sg2ada"):
+        r = call(main, tmp_path / "r.npy", tmp_path / "f.npy", "--metrics", "pr", "--protocol", name, "--log", log)
+        assert r.returncode == 0, r.stderr
+    r = call(main, "compare", log)
+    assert r.returncode == 0, r.stderr
+    header, first, second = r.stdout.splitlines()[:3]
+    assert "protocol.name" in header and "protocol.precision" in header and "protocol.recall" in header
+    assert "prdc" in first and "sg2ada" in second

@@ -43,6 +43,8 @@ DIRECTION = {
     "realism.mean": EXPECTED, "hubness.fake.skewness": EXPECTED,
     "fd.value": LOWER, "fd.infinity": LOWER, "kid.value": LOWER, "cmmd.value": LOWER, "cmmd.unbiased": LOWER,
     "auth.authpct": EXPECTED, "auth.copy_fraction": LOWER, "ct.value": EXPECTED,
+    "protocol.precision": HIGHER, "protocol.recall": HIGHER, "protocol.density": EXPECTED,
+    "protocol.coverage": HIGHER, "protocol.f_score": HIGHER,
 }
 DIRECTION_TEXT = {HIGHER: "\u2191 higher", LOWER: "\u2193 lower",
                   EXPECTED: "\u2248 nearest expected"}

@@ -44,8 +44,8 @@ RECORD_TYPES = {"time": (str, "a string"), "argv": (list, "a list"), "inputs": (
                 "timings": (dict, "an object"), "seconds": ((int, float), "a number")}
 DEFAULT_COLUMNS = ("epr.precision", "epr.recall", "pr.precision", "pr.recall", "dc.density", "dc.coverage",
                    "realism.mean", "hubness.fake.skewness", "fd.value", "kid.value", "cmmd.value",
-                   "auth.authpct", "auth.copy_fraction", "ct.value")
-VARYING_PARAMS = ("k", "dc_k", "hubsK", "num_samples", "seed")
+                   "auth.authpct", "auth.copy_fraction", "ct.value", "protocol.precision", "protocol.recall")
+VARYING_PARAMS = ("k", "dc_k", "hubsK", "num_samples", "seed", "protocol.name")
 # metrics that are means over the real samples: their per-sample flags (``real_flags`` of a record)
 # pair up between two runs on the same real features
 PAIRED_COLUMNS = ("pr.recall", "dc.coverage")
