@@ -175,12 +175,11 @@ def main(argv=None) -> int:
 
     m = args.m or args.n
     kid_subset_size = min(args.kid_subset_size, args.n, m)
-    skip = {s for s in args.skip.split(",") if s}
     import torch
     import torch_fidelity
 
     import hubness_pr
-    from bench.common import ALL_METRICS, REALISTIC, cpu_model, median_run, realistic_pair, write_text
+    from bench.common import ALL_METRICS, REALISTIC, cpu_model, realistic_pair, run_contenders, skipped, write_text
     info = {"n": args.n, "m": m, "dim": args.dim, "features": REALISTIC,
             "memory_budget_mib": args.memory_budget, "knn_metrics": list(ALL_METRICS),
             "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
@@ -189,18 +188,13 @@ def main(argv=None) -> int:
             "tf_kid_subsets": TF_KID_SUBSETS, "tf_kid_subset_size": kid_subset_size,
             "load_average_before": os.getloadavg()}
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         real, fake = realistic_pair(args.n, m, args.dim, Path(tmp))
-        for name in CONTENDERS:
-            if name in skip:
-                continue
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            results[name] = median_run([run_child(name, real, fake, args.memory_budget, kid_subset_size)
-                                        for _ in range(args.repeat)])
+        results = run_contenders(args, CONTENDERS,
+                                 lambda name: run_child(name, real, fake, args.memory_budget, kid_subset_size))
         info["load_average_after"] = os.getloadavg()
         summary = summarize(results)
-        if "skip_float64" not in skip and summary["kid"]:
+        if "skip_float64" not in skipped(args) and summary["kid"]:
             print("float64 brute-force KID (untimed) ...", file=sys.stderr, flush=True)
             ref = float64_kid(real, fake)
             summary["kid_float64"] = ref

@@ -121,10 +121,9 @@ def main() -> int:
         return 0
 
     m = args.m or args.n
-    skip = {s for s in args.skip.split(",") if s}
     import torch
 
-    from bench.common import cpu_model, median_run, ratio
+    from bench.common import cpu_model, ratio, run_contenders
     from hubness_pr.engine.distances import onednn_gemm_works
     info = {"n": args.n, "m": m, "dim": args.dim, "memory_budget_mib": args.memory_budget,
             "cpu": cpu_model(), "cores": os.cpu_count(),
@@ -132,15 +131,9 @@ def main() -> int:
             "cpu_gemm": "oneDNN" if onednn_gemm_works() else "numpy BLAS",
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(auto)")}
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         real, fake = make_data(args.n, m, args.dim, Path(tmp))
-        for name in CONTENDERS:
-            if name in skip:
-                continue
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            results[name] = median_run([run_child(name, real, fake, args.memory_budget)
-                                               for _ in range(args.repeat)])
+        results = run_contenders(args, CONTENDERS, lambda name: run_child(name, real, fake, args.memory_budget))
 
     base = results.get("baseline", {}).get("peak_rss_mib")
     print(f"\n{args.n} real x {m} fake x {args.dim}-d float32, {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "

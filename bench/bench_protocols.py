@@ -95,23 +95,16 @@ def main(argv=None) -> int:
 
     import torch
 
-    from bench.common import REALISTIC, cpu_model, median_run, realistic_pair, run_child, write_text
+    from bench.common import REALISTIC, cpu_model, realistic_pair, run_child, run_contenders, write_text
     m = args.m or args.n
-    skip = {s for s in args.skip.split(",") if s}
     info = {"n": args.n, "m": m, "dim": args.dim, "features": REALISTIC, "cpu": cpu_model(),
             "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "repeat": args.repeat, "load_average_before": os.getloadavg()}
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         real, fake = realistic_pair(args.n, m, args.dim, Path(tmp))
-        for name in CONTENDERS:
-            if name in skip:
-                continue
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            results[name] = median_run([run_child("bench.bench_protocols", ["--worker", name, "--real", real,
-                                                                           "--fake", fake])
-                                        for _ in range(args.repeat)])
+        results = run_contenders(args, CONTENDERS, lambda name: run_child(
+            "bench.bench_protocols", ["--worker", name, "--real", real, "--fake", fake]))
     info["load_average_after"] = os.getloadavg()
     summary = {}
     print(f"\n{args.n} real x {m} fake x {args.dim}-d float32 (realistic), {info['cpu']}, {info['cores']} cores, "

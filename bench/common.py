@@ -133,6 +133,23 @@ def median_run(runs: list) -> dict:
                 peak_rss_mib=max(r["peak_rss_mib"] for r in ok))
 
 
+def skipped(args) -> set:
+    """The contenders named by ``--skip`` (a comma list)."""
+    return {s for s in args.skip.split(",") if s}
+
+
+def run_contenders(args, contenders, run_one) -> dict:
+    """Each of ``contenders`` not named by ``--skip``, ``--repeat`` times, in order, each run
+    ``run_one(name)`` (a child process's result): the median run of each (:func:`median_run`)."""
+    skip, results = skipped(args), {}
+    for name in contenders:
+        if name in skip:
+            continue
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = median_run([run_one(name) for _ in range(args.repeat)])
+    return results
+
+
 def contender_parser(description: str, contenders, n: int, dim: int, skip_example: str = "") -> argparse.ArgumentParser:
     """The options every contender benchmark takes: set sizes and dimension, the toolkit's tile budget,
     repeats, contenders to skip, the JSON file, and the hidden ones of a contender's child process
