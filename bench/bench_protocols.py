@@ -40,7 +40,7 @@ def _peer(name: str):
         from prdc import compute_prdc
         return lambda real, fake: compute_prdc(real, fake, nearest_k=5)
     if name == "dgm_eval":
-        from tests.reference_dgm_eval_prdc import compute_scores_prdc
+        from tests.reference_dgm_eval import compute_scores_prdc
 
         def run(real, fake):
             np.random.seed(0)

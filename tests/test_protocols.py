@@ -1,11 +1,12 @@
 """Protocol presets (hubness_pr/metrics/protocols.py): each equal to its peer's own code on the same
 features, to the last bit: prdc (the registry package), dgm-eval (its prdc module and subset draws,
-vendored: tests/reference_dgm_eval_prdc.py), torch-fidelity (the registry package) and StyleGAN2-ADA
+vendored: tests/reference_dgm_eval.py), torch-fidelity (the registry package) and StyleGAN2-ADA
 (its steps written out, float16 on the CPU: tests/reference_sg2ada.py). The sets: random, integer grids
 (exact ties at every ball's border, where '<' and '<=' differ) and duplicates."""
 import contextlib
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from hubness_pr.errors import InputError
 from hubness_pr.metrics import protocols
 from tests.cases import duplicate_sets, grid_sets, random_sets
 from tests.cli_helpers import call
-from tests.reference_dgm_eval_prdc import compute_scores_prdc
+from tests.reference_dgm_eval import compute_scores_prdc
 from tests.reference_sg2ada import sg2ada_precision_recall
 
 CASES = {
@@ -55,9 +56,7 @@ def test_prdc_preset_equals_compute_prdc(case, tile, monkeypatch):
 def test_dgm_eval_preset_equals_its_prdc_on_its_seeded_subsets(case, monkeypatch):
     real, fake = CASES[case]()
     for reduced, seed in ((protocols.DGM_EVAL_SUBSET, 13579), (250, 7)):  # the default (min(N, M)) and smaller
-        monkeypatch.setattr(protocols, "DGM_EVAL_SUBSET", reduced)
-        preset = protocols.Preset(**{**vars(protocols.PRESETS["dgm_eval"]), "subset": reduced})
-        monkeypatch.setitem(protocols.PRESETS, "dgm_eval", preset)
+        monkeypatch.setitem(protocols.PRESETS, "dgm_eval", replace(protocols.PRESETS["dgm_eval"], subset=reduced))
         got = ours(real, fake, "dgm_eval", protocol_seed=seed)
         np.random.seed(seed)
         want = quiet(compute_scores_prdc, (real, fake), nearest_k=5, reduced_n=reduced)

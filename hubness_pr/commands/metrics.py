@@ -38,6 +38,8 @@ from hubness_pr.io import summary
 from hubness_pr.engine.inputs import as_feature_matrix
 from hubness_pr.engine.kernel_sums import KernelGrid, real_kernel_sums_of
 from hubness_pr.engine.real_stats import RealStats, layout as real_layout, real_route
+from hubness_pr.metrics.evaluation import with_protocol
+from hubness_pr.metrics.protocols import PRESETS
 from hubness_pr.reports.gallery import DEFAULT_N, Gallery
 from hubness_pr.reports.html import write_compare_report
 from hubness_pr.reports.results import (approximate_note, is_approximate, splits_block, summary_lines,
@@ -152,7 +154,7 @@ def build_parser(prog: str = PROG) -> OneLineParser:
                         "(--metrics ct; Meehan et al. 2020, as dgm-eval)")
     p.add_argument("--ct_seed", "--ct-seed", dest="ct_seed", type=nonnegative_int, default=0,
                    help="seed of C_T's PCA and k-means (dgm-eval leaves them unseeded)")
-    p.add_argument("--protocol", default=None, choices=("prdc", "dgm_eval", "torch_fidelity", "sg2ada"),
+    p.add_argument("--protocol", default=None, choices=tuple(PRESETS),
                    help="also compute what a peer tool computes, in its own arithmetic and conventions (k, '<' or "
                         "'<=', float32 or float16 distances, subsets): prdc, dgm_eval, torch_fidelity or sg2ada "
                         "(StyleGAN2-ADA); printed as protocol.* (adds the metric 'protocol'; README, 'Protocol presets')")
@@ -339,13 +341,6 @@ def _run(args) -> None:
         hubness_pr.engine.distributed.shutdown(group)
 
 
-def _with_protocol(metrics: str, protocol: str | None) -> str:
-    """The metric list with 'protocol' added where ``--protocol`` names a preset."""
-    if protocol is None or "protocol" in metrics.split(","):
-        return metrics
-    return f"{metrics},protocol"
-
-
 def _prepare(args, device_spec: str, group) -> Prepared:
     """Everything checked before the heavy work: options, outputs (rank 0), the inputs, and the real
     set's stored k-NN summary. Bad input raises here, on every rank alike."""
@@ -360,9 +355,9 @@ def _prepare(args, device_spec: str, group) -> Prepared:
             raise InputError(str(exc)) from None
         args.metrics = "epr"
     metrics, k, dc_k, hubs_k, budget, device = hubness_pr.check_options(
-        metrics=_with_protocol(args.metrics or ",".join(hubness_pr.DEFAULT_METRICS), args.protocol),
-        k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k,
+        metrics=args.metrics or ",".join(hubness_pr.DEFAULT_METRICS), k=args.k, dc_k=args.dc_k, hubs_k=args.hubs_k,
         memory_budget=args.memory_budget * 2**20, device=check_device(device_spec))
+    metrics = with_protocol(metrics, args.protocol)
     outputs = OutputFiles(inputs={"REAL": args.path_real, "FAKE": args.path_fake, "--weights": args.weights})
     planned, gallery = {}, None
     if group.rank == 0:
@@ -377,7 +372,7 @@ def _prepare(args, device_spec: str, group) -> Prepared:
                    copy_ratio=args.copy_ratio, ct_seed=args.ct_seed, protocol=args.protocol,
                    protocol_seed=args.protocol_seed, protocol_k=args.protocol_k)
     if "protocol" in metrics and args.protocol is None:
-        raise InputError("--metrics protocol needs a preset: --protocol prdc|dgm_eval|torch_fidelity|sg2ada",
+        raise InputError(f"--metrics protocol needs a preset: --protocol {'|'.join(PRESETS)}",
                          option="--protocol")
     if "ct" in metrics and args.real_test is None:
         raise InputError("--metrics ct needs held-out real features: --real_test FILE", option="--real_test")

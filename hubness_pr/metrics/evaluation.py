@@ -338,8 +338,7 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                       protocol=_check_protocol(protocol, names),
                       protocol_seed=check_int(protocol_seed, "protocol_seed", "evaluate", 0),
                       protocol_k=None if protocol_k is None else check_int(protocol_k, "protocol_k", "evaluate", 1))
-    if options.protocol is not None and "protocol" not in names:  # the preset named: its metric is asked for
-        names = tuple(name for name in METRICS if name in names or name == "protocol")
+    names = with_protocol(names, options.protocol)
     real, fake = as_feature_matrix(real, "real"), as_feature_matrix(fake, "fake")
     if real.shape[1] != fake.shape[1]:
         raise InputError(f"real and fake features have different dimensions: {real.shape[1]} vs {fake.shape[1]}",
@@ -402,6 +401,14 @@ def evaluate(*, real, fake, metrics=DEFAULT_METRICS, k: int = 3, dc_k: int = 5, 
                       expected=expected_of, real_stats=stats, diagnostics=diagnostics, fake_k_occurrence=occ_fake,
                       real_k_occurrence=passes.real_occurrence,
                       fake_is_hub=None if occ_fake is None else occ_fake >= hubs_k, **per_sample)
+
+
+def with_protocol(names: tuple, protocol: str | None) -> tuple:
+    """The checked metric names (:func:`check_options`), with 'protocol' among them where a preset is
+    named (its metric is then asked for), in :data:`METRICS` order."""
+    if protocol is None or "protocol" in names:
+        return names
+    return tuple(name for name in METRICS if name in names or name == "protocol")
 
 
 def _check_protocol(protocol, names) -> str | None:
