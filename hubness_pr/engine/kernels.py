@@ -256,9 +256,9 @@ def cross_tile(g: torch.Tensor, tile, thresholds: dict, want, pool=None) -> tupl
     for key in decisive:
         if key in reductions.ROW_SLOTS:
             rows_top = np.maximum(rows_top, thr[key])
-    row_far = _f32_up(rows_top + eps * (na_np.astype(np.float64) + nb_max) + abs_tol)
+    row_far = f32_up(rows_top + eps * (na_np.astype(np.float64) + nb_max) + abs_tol)
     cols = [thr[key] for key in decisive if key in reductions.COL_SLOTS]
-    col_far = (_f32_up(np.maximum.reduce(cols) + eps * (na_max + nb_np.astype(np.float64)) + abs_tol) if cols
+    col_far = (f32_up(np.maximum.reduce(cols) + eps * (na_max + nb_np.astype(np.float64)) + abs_tol) if cols
                else np.full(q, -np.inf, dtype=np.float32))
     xs = (_np(tile.real), _np(tile.fake))
     ids = tuple(_np(t.to(torch.int64)) for t in (tile.ri, tile.cj, tile.real_at, tile.fake_at))
@@ -302,7 +302,7 @@ def cross_tile(g: torch.Tensor, tile, thresholds: dict, want, pool=None) -> tupl
     return out, sum(count for count, _ in parts)
 
 
-def _f32_up(v: np.ndarray) -> np.ndarray:
+def f32_up(v: np.ndarray) -> np.ndarray:
     """float32 values >= the float64 ``v`` (rounded up)."""
     f = v.astype(np.float32)
     low = f.astype(np.float64) < v

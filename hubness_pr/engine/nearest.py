@@ -109,7 +109,7 @@ class NearestGrid:
             run = self.screened[:, cols].numpy()  # a view: written in place
             part = kernels.nearest_top2(gram, tile.na, tile.nb, pool)
             run[:] = np.sort(np.concatenate([run, part]), axis=0)[:2]
-            bound = kernels._f32_up(run[1].astype(np.float64) + 2.0 * self.tol)
+            bound = kernels.f32_up(run[1].astype(np.float64) + 2.0 * self.tol)
             i, j = (torch.from_numpy(v) for v in kernels.nearest_band(gram, tile.na, tile.nb, bound, pool))
         else:
             d2 = screen
