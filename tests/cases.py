@@ -28,6 +28,18 @@ def duplicate_sets(seed, n_real, n_fake, dim):
     return real, fake
 
 
+def on_two_ranks(cases: dict, ranked, tmp_path):
+    """Yield ``(rank, name, real, fake, the rank's result, one process's result)`` for each of 2 Gloo
+    ranks and each case, ``ranked(group)`` (a module-level function, e.g. of :func:`on_group`) run on
+    the spawned ranks and in this process (tests/ranks.py)."""
+    from tests import ranks
+    single = ranks.single(ranked)
+    for rank, results in enumerate(ranks.on_ranks(ranked, 2, tmp_path)):
+        for name in cases:
+            real, fake = cases[name]()
+            yield rank, name, real, fake, results[name], single[name]
+
+
 def on_group(cases: dict, ours, group) -> dict:
     """``ours(real, fake, group=group, memory_budget=2**20)`` of each case (name -> a function making
     the pair), as JSON-able lists, in name order."""

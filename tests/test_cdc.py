@@ -17,7 +17,7 @@ from sklearn.neighbors import NearestNeighbors
 import hubness_pr
 from hubness_pr.commands.metrics import main
 from hubness_pr.metrics.clipped import coverage_map, coverage_mapped
-from tests import cases, oracle, ranks
+from tests import cases, oracle
 from tests.cases import duplicate_sets, grid_sets, random_sets
 from tests.cli_helpers import call
 
@@ -170,12 +170,9 @@ def _ranked(group):
 
 
 def test_two_gloo_ranks_give_the_brute_force(tmp_path):
-    single = ranks.single(_ranked)
-    for rank, ranked in enumerate(ranks.on_ranks(_ranked, 2, tmp_path)):
-        for name in CASES:
-            real, fake = CASES[name]()
-            assert ranked[name] == single[name], (rank, name)
-            assert ranked[name] == pytest.approx(brute_force_cdc(real, fake), rel=1e-14, abs=0), (rank, name)
+    for rank, name, real, fake, got, single in cases.on_two_ranks(CASES, _ranked, tmp_path):
+        assert got == single, (rank, name)
+        assert got == pytest.approx(brute_force_cdc(real, fake), rel=1e-14, abs=0), (rank, name)
 
 
 def test_duplicates_where_the_reference_counts_a_sample_in_its_own_ball():

@@ -12,7 +12,7 @@ from hubness_pr.commands.metrics import main
 from hubness_pr.engine.cross import CrossInputs, cross_pass
 from hubness_pr.engine.context import RunContext
 from hubness_pr.errors import InputError
-from tests import cases, oracle, ranks
+from tests import cases, oracle
 from tests.cases import duplicate_sets, grid_sets, random_sets
 from tests.cli_helpers import call
 from tests.reference_ppr import compute_pprecision_precall
@@ -143,12 +143,9 @@ def _ranked(group):
 
 
 def test_two_gloo_ranks_give_the_brute_force(tmp_path):
-    single = ranks.single(_ranked)
-    for rank, ranked in enumerate(ranks.on_ranks(_ranked, 2, tmp_path)):
-        for name in CASES:
-            real, fake = CASES[name]()
-            assert ranked[name] == pytest.approx(single[name], **TOL), (rank, name)
-            assert ranked[name] == pytest.approx(brute_force_ppr(real, fake), **TOL), (rank, name)
+    for rank, name, real, fake, got, single in cases.on_two_ranks(CASES, _ranked, tmp_path):
+        assert got == pytest.approx(single, **TOL), (rank, name)
+        assert got == pytest.approx(brute_force_ppr(real, fake), **TOL), (rank, name)
 
 
 def test_the_command_reuses_the_stored_real_graph_at_ppr_k(tmp_path):

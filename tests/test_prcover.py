@@ -8,7 +8,7 @@ import pytest
 
 import hubness_pr
 from hubness_pr.commands.metrics import main
-from tests import cases, oracle, ranks
+from tests import cases, oracle
 from tests.cases import duplicate_sets, grid_sets, random_sets
 from tests.cli_helpers import call
 from tests.reference_prcover import PRCover
@@ -124,8 +124,5 @@ def _ranked(group):
 
 
 def test_two_gloo_ranks_give_the_brute_force(tmp_path):
-    single = ranks.single(_ranked)
-    for rank, ranked in enumerate(ranks.on_ranks(_ranked, 2, tmp_path)):
-        for name in CASES:
-            real, fake = CASES[name]()
-            assert tuple(ranked[name]) == tuple(single[name]) == brute_force_prcover(real, fake, 3), (rank, name)
+    for rank, name, real, fake, got, single in cases.on_two_ranks(CASES, _ranked, tmp_path):
+        assert tuple(got) == tuple(single) == brute_force_prcover(real, fake, 3), (rank, name)
