@@ -157,6 +157,32 @@ def test_the_covariance_is_the_lower_block_triangle_mirrored(monkeypatch):
     np.testing.assert_allclose(got.mean, x.astype(np.float64).mean(0), rtol=1e-12)
 
 
+@pytest.mark.parametrize("triangular", [True, False])
+def test_the_trace_of_the_square_root_by_column_blocks_equals_the_eigen_brute_force(monkeypatch, triangular):
+    """``Tr (S1 S2)^(1/2)`` from a Cholesky factor, whose zero blocks the product skips (many column
+    blocks here), and from an eigen factor (full products): equal to the square roots of the eigenvalues
+    of ``S1^(1/2) S2 S1^(1/2)``; torch's thread count is as it was, also where the solver fails."""
+    from hubness_pr.engine import moments
+
+    monkeypatch.setattr(moments, "_GRAM_COLUMNS", 5)
+    x, y = inception_like(30, 300, 23).astype(np.float64), inception_like(31, 260, 23, shift=0.2).astype(np.float64)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    if triangular:
+        factor = np.linalg.cholesky(s1)
+    else:
+        w, v = np.linalg.eigh(s1)
+        factor = v * np.sqrt(w)
+    w, v = np.linalg.eigh(s1)
+    root = (v * np.sqrt(w)) @ v.T
+    want = np.sqrt(np.clip(np.linalg.eigvalsh(root @ s2 @ root), 0, None)).sum()
+    threads = torch.get_num_threads()
+    assert moments.trace_sqrt_product(factor, s2) == pytest.approx(want, rel=1e-12)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(Exception):
+        moments.trace_sqrt_product(factor, np.full_like(s2, np.nan))
+    assert torch.get_num_threads() == threads
+
+
 def test_fd_of_a_set_with_itself_is_zero_and_large_means_do_not_cancel():
     real = inception_like(4, 500, 16) + np.float32(1000.0)
     ev = run(real, real.copy(), "fd")

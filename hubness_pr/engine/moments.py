@@ -4,7 +4,7 @@ Rows are read in blocks of float32 features (a float64 copy of one block at a ti
 run's memory budget; never of the whole set), shifted by a fixed centre ``c`` (the float64 mean of
 the first rows, the same on every rank) and summed as ``s1 = sum(x - c)`` and
 ``s2 = sum((x - c)(x - c)^T)`` in float64 (its lower block triangle only, column blocks of
-``_GRAM_COLUMNS``: 5/8 of a full product's work at dim 2048, then mirrored). Then ``mean = c + s1 / n`` and
+``_GRAM_COLUMNS``: 9/16 of a full product's work at dim 2048, then mirrored). Then ``mean = c + s1 / n`` and
 ``cov = (s2 - s1 s1^T / n) / (n - 1)`` (ddof 1, as ``numpy.cov``); the shift keeps the
 subtraction from cancelling when the features' mean is large against their spread. Under torchrun
 each rank sums a share of the blocks (``group.share``) and the per-rank sums are added
@@ -18,6 +18,7 @@ covariance is clearly positive definite, else from ``eigh``) and :func:`trace_sq
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -27,7 +28,7 @@ import torch
 from hubness_pr.engine.distances import blocks
 
 _CENTRE_ROWS = 1024
-_GRAM_COLUMNS = 512
+_GRAM_COLUMNS = 256
 # Cholesky is used where every pivot^2 exceeds this fraction of the largest variance (far above the
 # rounding level dim * 2^-52 of an eigensolver's backward error); below it, the eigen route and its clip
 _PIVOT_FLOOR = 1e-10
@@ -91,8 +92,10 @@ def prefix_moments(x, ctx, sizes, order: np.ndarray | None = None):
             s1 += group.combine("sum", l1)
             s2 += group.combine("sum", l2)
             done = size
-            low = torch.tril(s2 - torch.outer(s1, s1) / size) / (size - 1)
-            cov = low + torch.tril(low, -1).T  # the lower triangle mirrored: symmetric to the last bit
+            # (s2 - s1 s1^T / size) / (size - 1) in one pass, then its lower triangle mirrored (symmetric
+            # to the last bit): three passes over (dim, dim) where there were six (0.07 s at dim 2048)
+            cov = torch.addr(s2, s1, s1, beta=1.0 / (size - 1), alpha=-1.0 / (size * (size - 1))).tril_()
+            cov += torch.triu(cov.T, 1)
             yield Moments(n=size, mean=(centre + s1 / size).cpu().numpy(), cov=cov.cpu().numpy())
 
 
@@ -120,31 +123,61 @@ def _clip(w: np.ndarray) -> np.ndarray:
 def psd_factor(cov: np.ndarray) -> np.ndarray:
     """A factor ``F`` (dim, dim) with ``F F^T = cov`` of a symmetric positive semi-definite matrix.
     Where the matrix is clearly positive definite (Cholesky succeeds with every pivot^2 above
-    ``_PIVOT_FLOOR`` of the largest variance) its lower Cholesky factor (float64, ~1/10 of an ``eigh``
-    at dim 2048); otherwise (singular: N <= dim, constant features) ``V diag(sqrt(w))`` from ``eigh``
-    (torch's, float64: LAPACK's divide and conquer), the eigenvalues below rounding level (negative
-    ones included) set to 0. Both are backward stable: ``F F^T`` is ``cov`` to float64 rounding."""
-    cov = np.ascontiguousarray(cov, dtype=np.float64)
-    try:
-        low = np.linalg.cholesky(cov)
-        if cov.size and float(np.diagonal(low).min() ** 2) > _PIVOT_FLOOR * float(np.diagonal(cov).max()):
-            return low
-    except np.linalg.LinAlgError:  # not numerically positive definite
-        pass
-    w, v = torch.linalg.eigh(torch.from_numpy(cov))
+    ``_PIVOT_FLOOR`` of the largest variance) its lower Cholesky factor (float64, torch's: 0.05 s at
+    dim 2048 on 2 cores, numpy's 0.1 s, an ``eigh`` 0.5 s); otherwise (singular: N <= dim, constant
+    features) ``V diag(sqrt(w))`` from ``eigh`` (torch's, float64: LAPACK's divide and conquer), the
+    eigenvalues below rounding level (negative ones included) set to 0. Both are backward stable:
+    ``F F^T`` is ``cov`` to float64 rounding."""
+    cov = torch.from_numpy(np.ascontiguousarray(cov, dtype=np.float64))
+    if cov.numel():
+        low, info = torch.linalg.cholesky_ex(cov)
+        pivots = torch.diagonal(low)
+        if int(info) == 0 and float(pivots.min() ** 2) > _PIVOT_FLOOR * float(torch.diagonal(cov).max()):
+            return low.numpy()
+    w, v = torch.linalg.eigh(cov)
     return v.numpy() * np.sqrt(_clip(w.numpy()))
+
+
+@contextmanager
+def _one_thread():
+    """torch on one thread inside: its (MKL) ``eigvalsh`` of dim 2048 takes 0.28 s so, every call;
+    on two threads 0.24 s but 0.5-0.9 s on its first call in a process, and FD calls it once a run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _lower_sandwich(f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """The lower triangle of ``F^T S F`` (float64; the part above the diagonal is not meaningful).
+    For a lower triangular ``F`` (a Cholesky factor) by column blocks that skip its zeros: ``P = S F``
+    then the lower block triangle of ``F^T P``, about 0.6 of the two full products' work."""
+    dim, g = s.shape[0], _GRAM_COLUMNS
+    if not bool(torch.triu(f, 1).any()):  # triangular: skip the zero blocks
+        p = torch.empty_like(s)
+        for j in range(0, dim, g):
+            torch.mm(s[:, j:], f[j:, j:j + g], out=p[:, j:j + g])
+        m = torch.zeros_like(s)
+        for i in range(0, dim, g):
+            m[i:i + g, :i + g] = f[i:, i:i + g].T @ p[i:, :i + g]
+        return m
+    return f.T @ s @ f
 
 
 def trace_sqrt_product(factor1: np.ndarray, cov2: np.ndarray) -> float:
     """``Tr (S1 S2)^(1/2)`` from a factor ``F`` of ``S1`` (``F F^T = S1``; :func:`psd_factor`): the
     eigenvalues of ``S1 S2`` are those of the symmetric ``F^T S2 F``, so the trace is the sum of the
-    square roots of that matrix's eigenvalues (``eigvalsh``; below rounding level: 0). Defined for
-    singular covariances (N < dim), where scipy's iterative ``sqrtm`` may fail or turn complex."""
-    m = factor1.T @ cov2 @ factor1
-    # numpy's (LAPACK dsyevd): 0.34 s at dim 2048 on 2 cores; torch's was 0.24 s from its second call
-    # in a process but about 1 s on its first, and FD calls it once a run
-    w = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(_clip(w)).sum())
+    square roots of that matrix's eigenvalues (``eigvalsh`` of its lower triangle; below rounding
+    level: 0). Defined for singular covariances (N < dim), where scipy's iterative ``sqrtm`` may fail
+    or turn complex."""
+    f = torch.from_numpy(np.ascontiguousarray(factor1, dtype=np.float64))
+    s = torch.from_numpy(np.ascontiguousarray(cov2, dtype=np.float64))
+    m = _lower_sandwich(f, s)
+    with _one_thread():
+        w = torch.linalg.eigvalsh(m, UPLO="L")
+    return float(np.sqrt(_clip(w.numpy())).sum())
 
 
 def frechet_distance(m1: Moments, m2: Moments) -> float:
