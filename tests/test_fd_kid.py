@@ -183,6 +183,18 @@ def test_the_trace_of_the_square_root_by_column_blocks_equals_the_eigen_brute_fo
     assert torch.get_num_threads() == threads
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_moment_pass_leaves_its_input_as_it_was(dtype):
+    """Each block is centred in place on its own float64 copy, also where the input is float64 already."""
+    from hubness_pr.engine.moments import set_moments
+
+    x = torch.from_numpy(inception_like(23, 301, 9) + np.float32(3.0)).to(dtype)
+    before = x.clone()
+    got = set_moments(x, RunContext(memory_budget=2**12))
+    assert torch.equal(x, before)
+    np.testing.assert_allclose(got.cov, np.cov(before.double().numpy(), rowvar=False), rtol=1e-10)
+
+
 def test_fd_of_a_set_with_itself_is_zero_and_large_means_do_not_cancel():
     real = inception_like(4, 500, 16) + np.float32(1000.0)
     ev = run(real, real.copy(), "fd")

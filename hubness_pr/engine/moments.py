@@ -75,7 +75,7 @@ def prefix_moments(x, ctx, sizes, order: np.ndarray | None = None):
 
     def rows(part: slice) -> torch.Tensor:
         block = x[part] if index is None else x[index[part]]
-        return block.to(dev, torch.float64)
+        return block.to(dev, torch.float64, copy=True)  # a copy even of float64 input: centred in place
 
     with torch.inference_mode():
         centre = rows(slice(0, min(sizes[-1], _CENTRE_ROWS))).mean(dim=0)
@@ -86,7 +86,8 @@ def prefix_moments(x, ctx, sizes, order: np.ndarray | None = None):
             parts = list(blocks(size, step, start=done))
             l1, l2 = torch.zeros_like(s1), torch.zeros_like(s2)
             for t in group.share(len(parts)):
-                r = rows(parts[t]) - centre
+                r = rows(parts[t])
+                r -= centre  # in place: one float64 copy of the block, not two
                 l1 += r.sum(dim=0)
                 _add_lower_gram(l2, r)
             s1 += group.combine("sum", l1)
