@@ -12,7 +12,7 @@ giant, ``w12``/``w3``), one plain list of blocks. The state-dict keys are those 
 checkpoints (``dinov2_vitl14_pretrain.pth`` ...), so they load as they are: from ``--weights FILE``
 or torch's hub cache (``torch.hub.get_dir()/checkpoints/``, where ``torch.hub.load`` puts them);
 downloaded only with ``--allow_download``. tests/test_backbones_fid.py checks this code against
-the original (tests/reference_dinov2/) with the same random weights.
+timm's DINOv2 ViTs (``vit_*_patch14_dinov2``) with the same random weights.
 
 Preprocessing: ``dgm_eval`` (the default: PIL bicubic to 224, ImageNet mean/std, as dgm-eval and
 EDM2's 'pil' mode) or ``tf1_bilinear`` (torch-fidelity's and torchmetrics': TF1 bilinear to 224).
