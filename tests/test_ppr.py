@@ -1,11 +1,24 @@
 """P-precision and P-recall (Park & Kim, ICCV 2023; hubness_pr/metrics/pprecision.py), a ``logsum``
 reduction of hubness_pr.engine.reductions.TABLE: equal to a float64 brute force (random data,
 duplicates at distance 0, integer grids, both CPU routes, several tile sizes, two Gloo ranks) to
-float64 rounding of the sums, and to the authors' code (tests/reference_ppr.py)."""
+float64 rounding of the sums, and to the reference's procedure (sklearn's distance matrices, the
+(k+1)-th smallest entry of each own-set row, the score zeroed from ``d >= R``, products over the other
+set).
+
+The reference code (kdst-team/Probablistic_precision_recall, ``metric/pp_pr.py``, MIT) is not copied
+here: :func:`reference_procedure` follows its steps in code of our own (its CPU branch). Its
+equality with the reference code itself was checked when it replaced a copy of that code (the
+copy, and the repository's own file at commit 7e15c91): float64 inputs, 54 comparisons, 9 pairs of
+sets x (a, k) in (1.2, 4), (1.5, 3), (0.7, 1), (2.0, 5), (5.0, 10), (3.0, 2); random sets
+(300 x 280 x 8, 1000 x 900 x 64, 2000 x 1800 x 16 as below, 40 x 400 x 4, 400 x 35 x 2), integer
+grids with ties (240 x 220 x 3, 150 x 90 x 2, where R_X = 0 at k <= 4), duplicates (200 x 180 x 6,
+a set against its own copy). Both values equal bit for bit (max difference 0.0), and so is every
+per-sample score."""
 import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import pairwise_distances
 
 import hubness_pr
 from hubness_pr.commands.metrics import main
@@ -15,7 +28,6 @@ from hubness_pr.errors import InputError
 from tests import cases, oracle
 from tests.cases import duplicate_sets, grid_sets, random_sets
 from tests.cli_helpers import call
-from tests.reference_ppr import compute_pprecision_precall
 
 TOL = dict(rel=1e-12, abs=1e-13)  # the sums' order follows tiles, threads and ranks
 
@@ -28,6 +40,38 @@ def brute_force_ppr(real, fake, a=1.2, k=4):
     f_x = np.maximum(0.0, 1.0 - d / r_x)      # score of each real ball for each fake
     f_y = np.maximum(0.0, 1.0 - d / r_y)
     return float(np.mean(1.0 - np.prod(1.0 - f_x, axis=0))), float(np.mean(1.0 - np.prod(1.0 - f_y, axis=1)))
+
+
+def reference_scores(real, fake, a=1.2, k=4):
+    """Per sample, 1 - prod(1 - score) by the reference's steps, on float64 inputs: sklearn's
+    Euclidean distance matrices (real x real, fake x fake, real x fake), formed as the reference asks
+    (``n_jobs=8``: 8 threaded column slices, whose products round a few entries ~1e-15 away from one
+    whole product); each set's R is a times the mean, over its samples, of the (k+1)-th smallest
+    entry of the sample's row, its own 0 included (so the k-th neighbour, with copies too); each
+    pair's score 1 - d / R, 0 where d >= R; the product runs over the other set's balls (each fake
+    under the reals' balls of radius R_X, each real under the fakes' balls of radius R_Y). Returns
+    (per fake, per real)."""
+    def distances(x, y):
+        return pairwise_distances(x, y, metric="euclidean", n_jobs=8)
+
+    cross = distances(real, fake)                             # (N, M)
+
+    def ball_radius(x):
+        rows = np.sort(distances(x, x), axis=1)               # ascending, the sample's own 0 first
+        return a * np.mean(rows[:, k])
+
+    def kept(r):                                              # 1 - score of each pair
+        with np.errstate(divide="ignore", invalid="ignore"):  # r = 0 where the k-th neighbours are copies
+            score = np.where(cross < r, 1.0 - cross / r, 0.0)
+        return 1.0 - score
+
+    return 1.0 - np.prod(kept(ball_radius(real)), axis=0), 1.0 - np.prod(kept(ball_radius(fake)), axis=1)
+
+
+def reference_procedure(real, fake, a=1.2, k=4):
+    """(P-precision, P-recall): the means of :func:`reference_scores` over the fakes and the reals."""
+    per_fake, per_real = reference_scores(real, fake, a, k)
+    return float(np.mean(per_fake)), float(np.mean(per_real))
 
 
 def ours(real, fake, **options):
@@ -89,14 +133,37 @@ def test_every_pair_inside_the_radius_is_remeasured(kernel_route):
 
 
 @pytest.mark.parametrize("seed, n_real, n_fake, dim", [(0, 300, 280, 8), (1, 1000, 900, 64), (2, 2000, 1800, 16)])
-def test_equals_the_authors_code(seed, n_real, n_fake, dim):
+def test_follows_the_reference_procedure(seed, n_real, n_fake, dim):
     rng = np.random.default_rng(seed)
     real = rng.standard_normal((n_real, dim)).astype(np.float32)
     fake = (rng.standard_normal((n_fake, dim)) * 1.1 + 0.1 * seed).astype(np.float32)
-    want = compute_pprecision_precall(real.astype(np.float64), fake.astype(np.float64))
+    want = reference_procedure(real.astype(np.float64), fake.astype(np.float64))
     assert ours(real, fake) == pytest.approx(want, rel=1e-12, abs=1e-12)
-    want = compute_pprecision_precall(real.astype(np.float64), fake.astype(np.float64), a=1.5, kth=3)
+    want = reference_procedure(real.astype(np.float64), fake.astype(np.float64), a=1.5, k=3)
     assert ours(real, fake, ppr_a=1.5, ppr_k=3) == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("case, a, k", [("grid", 1.2, 4), ("grid", 0.7, 2), ("grid", 2.0, 5),
+                                        ("narrow", 2.0, 5)])
+def test_follows_the_reference_procedure_with_ties(case, a, k):
+    """Integer grids: ties among the neighbours that set the radii, and pairs at exactly R (score 0
+    either way); and the narrow fakes (R_Y < R_X)."""
+    real, fake = CASES[case]()
+    want = reference_procedure(real.astype(np.float64), fake.astype(np.float64), a, k)
+    assert ours(real, fake, ppr_a=a, ppr_k=k) == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_duplicates_where_the_reference_reads_sklearn_distances():
+    """sklearn forms |x|^2 + |y|^2 - 2 x.y: some copies come out ~1e-8 apart instead of 0
+    (docs/definitions.md), so on sets with copies the reference moves off the exact value (ours, the
+    brute force's) by more than rounding (pinned); elsewhere the two agree to 1e-12."""
+    real, fake = CASES["duplicates"]()
+    real64, fake64 = real.astype(np.float64), fake.astype(np.float64)
+    copies = (real64[:, None, :] == fake64[None, :, :]).all(axis=-1)
+    assert copies.sum() >= 40 and pairwise_distances(real64, fake64, n_jobs=8)[copies].max() > 0
+    got, want = ours(real, fake, ppr_a=0.7, ppr_k=2), reference_procedure(real64, fake64, 0.7, 2)
+    assert got == pytest.approx(brute_force_ppr(real, fake, 0.7, 2), **TOL)
+    assert got != pytest.approx(want, rel=1e-12, abs=1e-12) and got == pytest.approx(want, rel=1e-7)
 
 
 def test_analytic_extremes():
