@@ -165,6 +165,20 @@ def test_ct_equals_dgm_eval(dim, copying):
     assert (ev.ct.value < -3) == copying
 
 
+def test_ct_equals_dgm_eval_where_tau_leaves_a_cell_out():
+    """Three well-separated clusters, each one k-means cell: 190, 40 and exactly 20 of the 250 fakes.
+    tau = 20 / M keeps a cell holding *more* than 20 fakes: two cells enter C_T, the third does not."""
+    rng = np.random.default_rng(11)
+    centres = rng.standard_normal((3, 8)) * 4
+    def draw(counts):
+        return (np.repeat(centres, counts, axis=0) + rng.standard_normal((sum(counts), 8))).astype(np.float32)
+    train, test, fake = draw([100, 100, 100]), draw([70, 70, 60]), draw([190, 40, 20])
+    want = ref.ct_score(train, test, fake, seed=0)
+    ct = hubness_pr.evaluate(real=train, fake=fake, metrics=("ct",), real_test=test).ct
+    assert ct.value == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert ct.cells_used == 2 and int(np.isnan(ct.cell_z).sum()) == 1
+
+
 def test_ct_refuses_an_empty_cell():
     rng = np.random.default_rng(3)
     train = np.concatenate([rng.standard_normal((50, 4)) + 20 * c for c in range(3)]).astype(np.float32)
