@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Benchmark: each protocol preset (``--protocol``) against its peer's own code, on the same features.
+"""Benchmark: each protocol preset (``--protocol``) against its peer's computation, on the same features.
 
 Each contender runs in its own child process on the same real-looking float32 features
 (``bench.gpu_check.realistic``: real seed 1, fake seed 2 with 2 of 20 clusters dropped), timed and its
 peak resident memory read:
 
 * ``ours_prdc`` / ``peer_prdc``                     prdc 0.2 ``compute_prdc(real, fake, nearest_k=5)``
-* ``ours_dgm_eval`` / ``peer_dgm_eval``             dgm-eval's ``prdc`` branch (vendored in tests/), seed 0
+* ``ours_dgm_eval`` / ``peer_dgm_eval``             dgm-eval's procedure written out, not dgm-eval's code
+                                                    (tests/reference_dgm_eval_procedure.py): its seeded
+                                                    subset draws, seed 0, then prdc 0.2 on the drawn rows
 * ``ours_torch_fidelity`` / ``peer_torch_fidelity`` torch-fidelity's ``prc_features_to_metric``
 * ``ours_sg2ada`` / ``peer_sg2ada``                 StyleGAN2-ADA's steps (tests/reference_sg2ada.py), float16
 
@@ -34,18 +36,15 @@ CONTENDERS = tuple(f"{side}_{name}" for name in PRESETS for side in ("ours", "pe
 
 
 def _peer(name: str):
-    """The peer's own function of (real, fake) -> its values, imported (in the untimed setup)."""
+    """The peer's function of (real, fake) -> its values, imported (in the untimed setup): the registry
+    package's where there is one, otherwise the peer's procedure written out in tests/."""
     import torch
     if name == "prdc":
         from prdc import compute_prdc
         return lambda real, fake: compute_prdc(real, fake, nearest_k=5)
     if name == "dgm_eval":
-        from tests.reference_dgm_eval import compute_scores_prdc
-
-        def run(real, fake):
-            np.random.seed(0)
-            return compute_scores_prdc((real, fake), nearest_k=5)
-        return run
+        from tests.reference_dgm_eval_procedure import subset_prdc
+        return lambda real, fake: subset_prdc(real, fake, seed=0, nearest_k=5)
     if name == "torch_fidelity":
         from torch_fidelity.metric_prc import prc_features_to_metric
         return lambda real, fake: prc_features_to_metric(torch.from_numpy(fake), torch.from_numpy(real),
