@@ -18,6 +18,16 @@ float32 features (``bench.gpu_check.realistic``: real seed 1, fake seed 2 with 2
                       100 subsets of 1,000, ``metric_prc.prc_features_to_metric`` with its default neighbourhood
                       3 and full distance matrices), float32 tensors as its extractors give them, generated
                       set first as its convention is
+* ``fd_floor``        not a contender: this machine's floor for FD's float64 work, measured in its own
+                      process. Its float64 GEMM rate (best of 3 ``(dim, N) x (N, dim)`` products, torch),
+                      and the fastest steady ``eigvalsh`` of a (dim, dim) covariance (best of 3 after a
+                      first call, torch on one thread and on all, numpy). The floor of a real set seen
+                      before counts M dim^2 flops for the fake covariance (a symmetric rank-k update:
+                      half a product) and dim^3 for ``F^T S F`` (a triangular product; the lower half
+                      of the second one is less again) at that rate, plus that ``eigvalsh``; from
+                      scratch it adds N dim^2 for the real covariance and dim^3 / 3 for its Cholesky
+                      factor. No implementation of the same float64 FD can take less on this machine,
+                      so ``(a) + floor`` against (a) bounds what the goal can reach here
 
 The toolkit's contenders load its compiled kernels in the untimed setup (as in bench.bench_metrics);
 imports are timed apart. The goal checked: (b) / (a) < 1.25, i.e. FD and exact KID add under 25 %
@@ -39,10 +49,50 @@ from pathlib import Path
 
 import numpy as np
 
-CONTENDERS = ("baseline", "knn", "knn_fd_kid", "fd_kid", "knn_warm", "knn_fd_kid_warm", "torch_fidelity")
+CONTENDERS = ("baseline", "knn", "knn_fd_kid", "fd_kid", "knn_warm", "knn_fd_kid_warm", "torch_fidelity",
+              "fd_floor")
 OURS = ("knn", "knn_fd_kid", "fd_kid", "knn_warm", "knn_fd_kid_warm")
 GOAL = 1.25  # (b) / (a): FD and exact KID add under 25 % to the k-NN metrics
 TF_KID_SUBSETS, TF_KID_SUBSET_SIZE = 100, 1000  # torch-fidelity's defaults (torch_fidelity/defaults.py)
+
+
+def _best(f, times: int = 3) -> float:
+    """The shortest of ``times`` timed calls of ``f``."""
+    best = float("inf")
+    for _ in range(times):
+        t = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def fd_floor(n: int, m: int, dim: int) -> dict:
+    """This machine's float64 GEMM rate and fastest steady ``eigvalsh`` at ``dim``, and from them the
+    least time FD's float64 work can take for ``n`` reals and ``m`` fakes (module docstring)."""
+    import torch
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((n, dim)))
+    gemm = _best(lambda: x.T @ x)
+    rate = 2.0 * n * dim * dim / gemm  # flop/s
+    cov = (x.T @ x / n).numpy()
+    cov_t = torch.from_numpy(cov)
+    threads = torch.get_num_threads()
+
+    def torch_eig(k):
+        torch.set_num_threads(k)
+        try:
+            torch.linalg.eigvalsh(cov_t)  # its first call in a process is slower: not the steady time
+            return _best(lambda: torch.linalg.eigvalsh(cov_t))
+        finally:
+            torch.set_num_threads(threads)
+
+    np.linalg.eigvalsh(cov)
+    eig = {"torch_1_thread": torch_eig(1), f"torch_{threads}_threads": torch_eig(threads),
+           "numpy": _best(lambda: np.linalg.eigvalsh(cov))}
+    warm = (m * dim**2 + dim**3) / rate + min(eig.values())
+    cold = warm + (n * dim**2 + dim**3 / 3) / rate
+    return {"gemm_gflops": rate / 1e9, "eigvalsh_seconds": eig, "floor_warm_seconds": warm,
+            "floor_cold_seconds": cold}
 
 
 def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subset_size: int) -> dict:
@@ -66,6 +116,8 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subse
                                             memory_budget=budget_mib * 2**20, progress=False).real_stats
                 stats.moments.factor  # noqa: B018 - computed once, as the cache stores it
                 given["real_stats"] = stats
+    elif name == "fd_floor":
+        (n, dim), m = real.shape, fake.shape[0]
     elif name == "torch_fidelity":
         import torch
         from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
@@ -106,6 +158,9 @@ def worker(name: str, real_path: str, fake_path: str, budget_mib: int, kid_subse
                                                 "std": kid["kernel_inception_distance_std"],
                                                 "subsets": TF_KID_SUBSETS, "subset_size": kid_subset_size},
                             "prc": {k: float(v) for k, v in prc.items()}}
+    elif name == "fd_floor":
+        result["floor"] = fd_floor(n, m, dim)
+        result["seconds"] = time.perf_counter() - t
     else:
         result["seconds"] = time.perf_counter() - t
     result["peak_rss_mib"] = peak_rss_mib()
@@ -154,6 +209,13 @@ def summarize(results: dict) -> dict:
         out["c_over_a"] = c["seconds"] / a["seconds"]
     if "seconds" in b and "seconds" in d:
         out["d_over_b"] = d["seconds"] / b["seconds"]
+    floor = results.get("fd_floor", {}).get("floor")
+    if floor is not None:  # the least (b) / (a) and (b') / (a') any float64 FD could give on this machine
+        out["floor"] = floor
+        if "seconds" in a:
+            out["floor_b_over_a"] = (a["seconds"] + floor["floor_cold_seconds"]) / a["seconds"]
+        if "seconds" in aw:
+            out["floor_warm_b_over_a"] = (aw["seconds"] + floor["floor_warm_seconds"]) / aw["seconds"]
     fds = {name: r["values"]["fd"] for name, r in results.items() if "fd" in r.get("values", {})}
     out["fd"] = fds
     if "knn_fd_kid" in fds:
@@ -205,6 +267,8 @@ def main(argv=None) -> int:
           f"torch {info['torch']}, torch-fidelity {info['torch_fidelity']}, median of {args.repeat} run(s)")
     print(f"{'contender':<15} {'seconds':>9} {'setup s':>8} {'peak RSS MiB':>13}")
     for name, r in results.items():
+        if name == "fd_floor" and "error" not in r:
+            continue  # not a contender: its line follows the ratios
         if "error" in r:
             print(f"{name:<15} failed: {r['error']}")
             continue
@@ -215,6 +279,13 @@ def main(argv=None) -> int:
     if "warm_b_over_a" in summary:
         print(f"(b') / (a'), real set seen before: {summary['warm_b_over_a']:.3f}x; goal < {GOAL}: "
               f"{'met' if summary['warm_goal_met'] else 'NOT met'}")
+    if "floor" in summary:
+        f = summary["floor"]
+        eig = ", ".join(f"{k} {v:.3f} s" for k, v in f["eigvalsh_seconds"].items())
+        print(f"FD's floor here: float64 GEMM {f['gemm_gflops']:.0f} GFLOP/s, steady eigvalsh {eig}; "
+              f"least FD {f['floor_cold_seconds']:.3f} s from scratch, {f['floor_warm_seconds']:.3f} s for a real "
+              f"set seen before: (b) / (a) >= {summary.get('floor_b_over_a', float('nan')):.3f}x, "
+              f"(b') / (a') >= {summary.get('floor_warm_b_over_a', float('nan')):.3f}x")
     if "d_over_b" in summary:
         print(f"torch-fidelity FID+KID+PRC / (b): {summary['d_over_b']:.2f}x")
     for name, v in summary["fd"].items():

@@ -27,3 +27,7 @@ def test_bench_fd_kid_runs_at_toy_size(tmp_path):
     summary = report["summary"]
     assert summary["b_over_a"] > 0 and isinstance(summary["goal_met"], bool)
     assert summary["fd_rel_diff"]["torch_fidelity"] < 1e-6
+    floor = results["fd_floor"]["floor"]  # this machine's floor for FD's float64 work
+    assert floor["gemm_gflops"] > 0 and min(floor["eigvalsh_seconds"].values()) > 0
+    assert 0 < floor["floor_warm_seconds"] < floor["floor_cold_seconds"]
+    assert summary["floor_b_over_a"] > 1 and summary["floor_warm_b_over_a"] > 1
