@@ -180,6 +180,20 @@ def test_splits_equal_separate_runs_on_the_subsets(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["splits"]["metrics"] == data["metrics"]
 
 
+def test_splits_of_a_protocol_preset_average_its_values_not_its_sample_counts():
+    """--splits with --protocol: the preset's precision and recall are averaged over the splits; its
+    sample counts (each split's size) are not reported as values with a standard error."""
+    from hubness_pr.reports.results import splits_block
+
+    real, fake = random_pair(14, 150, 120, 5, 1.1)
+    splits = hubness_pr.evaluate_splits(real=real, fake=fake, count=3, metrics=("pr", "protocol"), protocol="prdc")
+    metrics = splits_block(splits)["metrics"]
+    assert "protocol.precision" in metrics and "protocol.recall" in metrics
+    assert metrics["protocol.precision"]["values"] == [e.protocol.precision for e in splits.evaluations]
+    assert not any(name.endswith("_used") for name in metrics)
+    assert [e.protocol.n_real_used for e in splits.evaluations] == [50, 50, 50]
+
+
 def test_splits_too_small_for_k_is_one_line_before_any_work(tmp_path):
     real, fake = random_pair(14, 40, 40, 3, 1.0)
     np.save(tmp_path / "real.npy", real)

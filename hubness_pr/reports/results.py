@@ -96,15 +96,21 @@ def _flatten(prefix: str, value, out: list) -> None:
         out.append((prefix, value))
 
 
+# sample counts a split's preset used (its size, or dgm-eval's subset of it): sizes, as the splits'
+# own size_real / size_fake, not values to average
+_SPLIT_SIZES = ("protocol.n_real_used", "protocol.n_fake_used")
+
+
 def split_values(evaluation: Evaluation) -> dict:
     """The numbers of one split's metric blocks by dotted name (``pr.precision``, ...), less the
-    conditional standard errors and expected values (which the splits' spread replaces)."""
+    conditional standard errors and expected values (which the splits' spread replaces) and the
+    sample counts of :data:`_SPLIT_SIZES`."""
     data, items = to_dict(evaluation), []
     for block in evaluation.results:
         _flatten(block, data[block], items)
     return {name: float(value) for name, value in items
             if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
-            and not name.endswith("_se") and ".expected." not in name}
+            and not name.endswith("_se") and ".expected." not in name and name not in _SPLIT_SIZES}
 
 
 def splits_block(splits) -> dict:
