@@ -20,6 +20,11 @@ path names:
   content waits in an anonymous temporary file until the commit.
 
 :func:`atomic_write` is the same for a single file.
+
+A temporary file's name tells who made it: ``.NAME.HOST-PID.RANDOM.tmp``. A run killed outright
+(SIGKILL, the machine's OOM killer) cannot remove its own; the next write of the same NAME in that
+folder does (:func:`sweep_stale`), where it was made on this host by a process that is gone and
+has not changed for an hour. Any other (a live writer's, another host's, an older name form) is left.
 """
 from __future__ import annotations
 
@@ -28,15 +33,66 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from hubness_pr.errors import InputError
 
 _FD_ALIAS = re.compile(r"^/(?:dev/fd|proc/self/fd|proc/(\d+)/fd)/(\d+)$")
 _STD_ALIAS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+STALE_SECONDS = 3600  # a dead writer's temporary file is removed once it is this old (unchanged)
+
+
+def _host() -> str:
+    """This host's name as it goes into temporary file names (letters, digits, ``-`` and ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:64] or "host"
+
+
+def temp_prefix(name: str) -> str:
+    """The start of a temporary file's name for the file ``name``: ``.NAME.HOST-PID.`` (then a random
+    part and ``.tmp``)."""
+    return f".{name}.{_host()}-{os.getpid()}."
+
+
+def _gone(pid: int) -> bool:
+    """True where no process ``pid`` runs (on this host, in this PID namespace)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: another user's process, alive
+        return False
+    return False
+
+
+def sweep_stale(folder, name: str, dir_fd: int | None = None) -> list:
+    """Remove, from ``folder`` (a path, or ``"."`` with ``dir_fd`` an open folder), the temporary files
+    of ``name`` left by writers that are gone: made on this host (the name's HOST) by a process PID
+    that no longer runs, and unchanged for :data:`STALE_SECONDS`. Returns the names removed; what
+    cannot be read or removed is left as it is."""
+    head, host, removed = f".{name}.", _host(), []
+    try:
+        entries = os.listdir(dir_fd if dir_fd is not None else folder)
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.startswith(head) and entry.endswith(".tmp")):
+            continue
+        tag = entry[len(head):-len(".tmp")].rpartition(".")[0]  # HOST-PID (the random part dropped)
+        owner, _, pid = tag.rpartition("-")
+        if owner != host or not pid.isdigit() or not _gone(int(pid)):
+            continue
+        where = entry if dir_fd is not None else os.path.join(folder, entry)
+        with contextlib.suppress(OSError):
+            st = os.stat(where, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > STALE_SECONDS:
+                os.unlink(where, dir_fd=dir_fd)
+                removed.append(entry)
+    return removed
 
 
 def current_umask() -> int:
@@ -147,7 +203,8 @@ class Output:
                 self._staged = raw
                 handle = open(os.dup(raw.fileno()), mode, **open_kwargs)
             else:
-                fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+                sweep_stale(self.path.parent, self.path.name)
+                fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path.name), suffix=".tmp", dir=self.path.parent)
                 self._staged = tmp
                 os.fchmod(fd, self._mode())
                 handle = os.fdopen(fd, mode, **open_kwargs)

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from hubness_pr.errors import CacheMiss, InputError
-from hubness_pr.io.outputs import atomic_write
+from hubness_pr.io.outputs import atomic_write, sweep_stale, temp_prefix
 from hubness_pr.io.store import feature_digest, read_arrays
 
 from hubness_pr.engine.distances import as_tensor, exact_sq_dist
@@ -592,7 +592,8 @@ def _open_private(name: str, folder: int) -> int:
 def _write_private(folder: int, name: str, arrays: dict) -> None:
     """``arrays`` as ``name`` (``.npz``) in the opened ``folder``: written to a new private file
     (``O_EXCL | O_NOFOLLOW``, mode 0600) under a random name, synced, then renamed onto ``name``."""
-    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    sweep_stale(".", name, dir_fd=folder)  # what a killed writer of this name left here
+    tmp = f"{temp_prefix(name)}{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
