@@ -49,6 +49,14 @@ class Moments:
         moments."""
         return psd_factor(self.cov)
 
+    @classmethod
+    def with_factor(cls, n: int, mean: np.ndarray, cov: np.ndarray, factor: np.ndarray) -> "Moments":
+        """Moments whose covariance factor is known already (stored with them): :attr:`factor` returns
+        ``factor`` instead of computing it."""
+        moments = cls(n=n, mean=mean, cov=cov)
+        moments.__dict__["factor"] = factor  # what functools.cached_property would have stored
+        return moments
+
 
 def _block_rows(dim: int, memory_budget: int) -> int:
     # a float32 block, its float64 copy and the float64 (dim, dim) product's operand: ~12 dim bytes a row

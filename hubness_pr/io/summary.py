@@ -361,8 +361,7 @@ def stats_from_arrays(arrays, key: StatsKey) -> RealStats:
         scale = float(np.abs(cov).max()) + np.finfo(np.float64).tiny
         if float(np.abs(factor @ factor.T - cov).max()) > 1e-6 * scale:
             raise InputError("the covariance's stored factor does not give it back (F F^T != cov)")
-        moments = Moments(n=key.n, mean=values["moments_mean"], cov=cov)
-        moments.__dict__["factor"] = factor  # Moments.factor, computed once and stored with them
+        moments = Moments.with_factor(n=key.n, mean=values["moments_mean"], cov=cov, factor=factor)
     kernels = {}
     for name in key.kernels:
         xx, rows = float(values[f"{name}_xx"]), values[f"{name}_xx_rows"]
