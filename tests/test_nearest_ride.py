@@ -200,3 +200,27 @@ def test_without_a_full_cross_pass_the_kernel_sums_ride_the_nearest_pass(others,
     assert ev.kid == kid.kid and ev.cmmd == kid.cmmd
     assert np.array_equal(ev.auth.nearest_real_distance, auth.auth.nearest_real_distance)
     assert np.array_equal(ev.auth.second_real, auth.auth.second_real)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_top_two_and_band_kernels_equal_numpy_on_the_same_screen(case, threads):
+    """The fused route's sweeps of one Gram tile (hubness_pr.engine.kernels.nearest_top2, nearest_band):
+    each column's two smallest float32 screens (a value twice fills both) and the entries within a
+    bound (row-major), equal to numpy on the same float32 screen; bounds that few rows reach (most rows
+    skipped) and that many reach."""
+    from hubness_pr.engine import kernels
+    from hubness_pr.engine.context import ThreadPool
+
+    real, fake = (np.ascontiguousarray(a, dtype=np.float32) for a in CASES[case]())
+    g = torch.from_numpy(real @ fake.T)
+    na, nb = (torch.from_numpy((a * a).sum(1, dtype=np.float32)) for a in (real, fake))
+    screen = (np.float32(-2.0) * g.numpy() + na.numpy()[:, None]) + nb.numpy()[None, :]
+    screen = np.maximum(screen, np.float32(0.0))
+    with ThreadPool(threads) as pool:  # rows split between its threads (grid and duplicates: >= 64 rows each)
+        top = kernels.nearest_top2(g, na, nb, pool if threads > 1 else None)
+        assert np.array_equal(top, np.sort(screen, axis=0)[:2])
+        for bound in (top[1], np.nextafter(top[0], np.float32(-1)), top[1] + np.float32(0.5) * (top[1] - top[0])):
+            i, j = kernels.nearest_band(g, na, nb, bound, pool if threads > 1 else None)
+            want_i, want_j = np.nonzero(screen <= bound[None, :])
+            assert np.array_equal(i, want_i) and np.array_equal(j, want_j)

@@ -296,14 +296,11 @@ def _top2_kernel(g, na, nb, t1, t2, r0, r1):
     """Rows r0..r1 of a real x fake Gram tile: each column's two smallest screened squared distances
     (of the multiset: a value twice fills both), merged into ``t1 <= t2`` (float32 (q,))."""
     for i in range(r0, r1):
-        for j in range(g.shape[1]):
+        for j in range(g.shape[1]):  # branch-free (min/max: the same two values), so it vectorises
             d = _screen(g, na, nb, i, j)
-            if d < t2[j]:
-                if d < t1[j]:
-                    t2[j] = t1[j]
-                    t1[j] = d
-                else:
-                    t2[j] = d
+            low = t1[j]
+            t2[j] = min(t2[j], max(low, d))
+            t1[j] = min(low, d)
 
 @_jit
 def _band_kernel(g, na, nb, bound, out_i, out_j, r0, r1):
@@ -311,8 +308,14 @@ def _band_kernel(g, na, nb, bound, out_i, out_j, r0, r1):
     ``out_i``, ``out_j`` while they have room; returns how many there are (room or not)."""
     n = 0
     cap = out_i.shape[0]
+    q = g.shape[1]
     for i in range(r0, r1):
-        for j in range(g.shape[1]):
+        hit = False
+        for j in range(q):  # does the row hold any? branch-free, so it vectorises: most rows hold none
+            hit |= _screen(g, na, nb, i, j) <= bound[j]
+        if not hit:
+            continue
+        for j in range(q):
             if _screen(g, na, nb, i, j) <= bound[j]:
                 if n < cap:
                     out_i[n] = i
