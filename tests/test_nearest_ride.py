@@ -224,3 +224,17 @@ def test_the_top_two_and_band_kernels_equal_numpy_on_the_same_screen(case, threa
             i, j = kernels.nearest_band(g, na, nb, bound, pool if threads > 1 else None)
             want_i, want_j = np.nonzero(screen <= bound[None, :])
             assert np.array_equal(i, want_i) and np.array_equal(j, want_j)
+
+
+def test_the_route_counts_the_nearest_reals_pass_only_where_they_do_not_ride():
+    """The pairs that choose the CPU route: the nearest reals add a real x fake pass of their own only
+    where no full cross pass runs (auth with hub-only eP&R); riding one, they add none."""
+    from hubness_pr.metrics.evaluation import Plan
+    from hubness_pr.metrics.registry import Options
+
+    n, m = 300, 200
+    plain = Plan.of(("pr",), Options()).pairs(n, m, False)
+    riding = Plan.of(("pr", "auth"), Options())
+    assert riding.cross and not riding.hub_only and riding.pairs(n, m, False) == plain
+    own = Plan.of(("epr", "auth"), Options())
+    assert own.hub_only and own.pairs(n, m, False) == Plan.of(("epr",), Options()).pairs(n, m, False) + n * m

@@ -181,9 +181,11 @@ class Plan:
         return n_fake**2 / 2 + n_real * n_fake
 
     def pairs(self, n_real: int, n_fake: int, real_given: bool) -> float:
-        """Distance pairs of the run's passes: with the dimension, what chooses the CPU route."""
+        """Distance pairs of the run's passes: with the dimension, what chooses the CPU route. The
+        nearest reals ride a full cross pass; only without one (none, or hubs only) do they add a pass."""
+        own_nearest = self.nearest and (not self.cross or self.hub_only)
         return ((n_real**2 / 2 if self.real_ks and not real_given else 0) + (n_fake**2 / 2 if self.fake_ks else 0)
-                + (n_real * n_fake if self.cross else 0) + (2 * n_real * n_fake if self.nearest else 0))
+                + (n_real * n_fake if self.cross else 0) + (n_real * n_fake if own_nearest else 0))
 
 
 def _check_metrics(metrics) -> tuple:

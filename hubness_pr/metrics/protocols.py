@@ -233,7 +233,7 @@ def subset_indices(preset: Preset, n_real: int, n_fake: int, seed: int) -> tuple
     rng = np.random.RandomState(seed)
     reduced = min(preset.subset, n_real, n_fake)
     real_idx = rng.choice(n_real, reduced, replace=False)
-    fake_idx = rng.choice(np.arange(n_fake), min(n_fake, reduced), replace=False)
+    fake_idx = rng.choice(np.arange(n_fake), reduced, replace=False)
     return real_idx, fake_idx
 
 
